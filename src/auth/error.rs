@@ -1,0 +1,102 @@
+//! Why a request was not authenticated. Each reason has one stable code, used in
+//! `error_description`, logs and (later) the audit log; none ever echoes the token.
+
+/// The outcome classes of RFC 6750 §3.1, each mapped to one status by `server/`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials at all: 401 with a bare challenge (no `error`).
+    #[error("no credentials")]
+    Missing,
+    /// The credentials could not be read: 400 `invalid_request`.
+    #[error("invalid request: {0}")]
+    InvalidRequest(RequestProblem),
+    /// A token was read but is not acceptable: 401 `invalid_token`.
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenProblem),
+}
+
+impl AuthError {
+    /// The stable reason code (`missing`, `malformed`, `bad_signature`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::InvalidRequest(problem) => problem.code(),
+            Self::InvalidToken(problem) => problem.code(),
+        }
+    }
+}
+
+/// Malformed credentials (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestProblem {
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    #[error("access tokens are not accepted in the query string")]
+    TokenInQuery,
+    #[error("malformed Authorization header")]
+    MalformedHeader,
+    #[error("Authorization header too large")]
+    HeaderTooLarge,
+}
+
+impl RequestProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DuplicateAuthorization => "duplicate_authorization",
+            Self::TokenInQuery => "token_in_query",
+            Self::MalformedHeader => "malformed_header",
+            Self::HeaderTooLarge => "header_too_large",
+        }
+    }
+}
+
+/// A token that was read but refused (401 `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm is not accepted")]
+    BadAlgorithm,
+    #[error("token signing key is unknown")]
+    UnknownKid,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    BadIssuer,
+    #[error("token audience is not accepted")]
+    BadAudience,
+    #[error("token claims are malformed")]
+    BadClaims,
+}
+
+impl TokenProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadAlgorithm => "bad_algorithm",
+            Self::UnknownKid => "unknown_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::BadIssuer => "bad_issuer",
+            Self::BadAudience => "bad_audience",
+            Self::BadClaims => "bad_claims",
+        }
+    }
+}
+
+impl From<TokenProblem> for AuthError {
+    fn from(problem: TokenProblem) -> Self {
+        Self::InvalidToken(problem)
+    }
+}
+
+impl From<RequestProblem> for AuthError {
+    fn from(problem: RequestProblem) -> Self {
+        Self::InvalidRequest(problem)
+    }
+}

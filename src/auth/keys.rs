@@ -1,0 +1,247 @@
+//! Verification keys and key sets. A key carries the algorithms it may verify — the
+//! intersection of the provider's allowlist, the key's family and the JWK's own `alg` —
+//! so the algorithm is never taken from a token header alone (RFC 8725 §3.1).
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// Every asymmetric algorithm mcpgate verifies: the default allowlist of a remote JWKS.
+pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// One key and what it may verify.
+#[derive(Clone)]
+pub struct VerificationKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An immutable set of keys; replaced whole when a JWKS is refreshed.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+}
+
+/// Why a JWK was left out of a set (logged, never fatal for the rest of the set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkippedKey {
+    Unparseable,
+    Symmetric,
+    NotForSignatures,
+    NoAllowedAlgorithm,
+}
+
+/// JWKS entries left out, by `kid`, with the reason.
+pub type SkippedKeys = Vec<(Option<String>, SkippedKey)>;
+
+impl KeySet {
+    pub fn new(keys: Vec<VerificationKey>) -> Self {
+        Self { keys }
+    }
+
+    /// The key set of a symmetric `secret`.
+    pub fn symmetric(secret: &[u8], algorithm: Algorithm, kid: Option<String>) -> Self {
+        Self::new(vec![VerificationKey {
+            kid,
+            key: DecodingKey::from_secret(secret),
+            algorithms: vec![algorithm],
+        }])
+    }
+
+    /// Parses a JWKS document (RFC 7517 §5), keeping the keys usable for signatures
+    /// under `allowed`. Entries it cannot use are skipped and reported, so one odd key
+    /// (an encryption key, a new `kty`) does not take down the whole set.
+    pub fn from_jwks(
+        document: &serde_json::Value,
+        allowed: &[Algorithm],
+    ) -> Result<(Self, SkippedKeys), &'static str> {
+        let entries = document
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("JWKS document has no \"keys\" array")?;
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for entry in entries {
+            let kid = entry
+                .get("kid")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
+            match verification_key(entry, allowed) {
+                Ok(key) => keys.push(key),
+                Err(reason) => skipped.push((kid, reason)),
+            }
+        }
+        Ok((Self::new(keys), skipped))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Keys that may verify a token with this `kid` (exact match) and algorithm. A
+    /// token without `kid` is tried against keys without one, or against the only key
+    /// of a single-key set: a bounded search, never every key of a large set.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        algorithm: Algorithm,
+    ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
+        let single = self.keys.len() == 1;
+        self.keys.iter().filter(move |key| {
+            let kid_matches = match (kid, key.kid.as_deref()) {
+                (Some(wanted), Some(have)) => wanted == have,
+                (None, None) => true,
+                (None, Some(_)) => single,
+                (Some(_), None) => false,
+            };
+            kid_matches && key.algorithms.contains(&algorithm)
+        })
+    }
+
+    /// Whether any key carries this `kid`, whatever its algorithms.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+}
+
+fn verification_key(
+    entry: &serde_json::Value,
+    allowed: &[Algorithm],
+) -> Result<VerificationKey, SkippedKey> {
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|_| SkippedKey::Unparseable)?;
+    if matches!(jwk.common.public_key_use, Some(ref usage) if *usage != PublicKeyUse::Signature) {
+        return Err(SkippedKey::NotForSignatures);
+    }
+    let family: &[Algorithm] = match &jwk.algorithm {
+        // A shared secret published in a JWKS would let anyone who reads it mint tokens.
+        AlgorithmParameters::OctetKey(_) => return Err(SkippedKey::Symmetric),
+        AlgorithmParameters::RSA(_) => &[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(params) => match params.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => return Err(SkippedKey::NoAllowedAlgorithm),
+        },
+        AlgorithmParameters::OctetKeyPair(params) => match params.curve {
+            EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+            _ => return Err(SkippedKey::NoAllowedAlgorithm),
+        },
+        _ => return Err(SkippedKey::Unparseable),
+    };
+    let declared = match jwk.common.key_algorithm {
+        Some(declared) => {
+            Some(Algorithm::try_from(declared).map_err(|_| SkippedKey::NotForSignatures)?)
+        }
+        None => None,
+    };
+    let algorithms: Vec<Algorithm> = family
+        .iter()
+        .copied()
+        .filter(|alg| allowed.contains(alg) && declared.is_none_or(|declared| declared == *alg))
+        .collect();
+    if algorithms.is_empty() {
+        return Err(SkippedKey::NoAllowedAlgorithm);
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| SkippedKey::Unparseable)?;
+    Ok(VerificationKey {
+        kid: jwk.common.key_id,
+        key,
+        algorithms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RSA_N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+
+    fn rsa(extra: serde_json::Value) -> serde_json::Value {
+        let mut key = json!({"kty": "RSA", "kid": "r1", "n": RSA_N, "e": "AQAB"});
+        if let (Some(key), Some(extra)) = (key.as_object_mut(), extra.as_object()) {
+            key.extend(extra.clone());
+        }
+        key
+    }
+
+    #[test]
+    fn keeps_signature_keys_and_skips_the_rest_without_failing() {
+        let doc = json!({"keys": [
+            rsa(json!({})),
+            rsa(json!({"kid": "enc", "use": "enc"})),
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "weird", "kid": "new"},
+        ]});
+        let (set, skipped) = KeySet::from_jwks(&doc, ASYMMETRIC_ALGORITHMS).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.has_kid("r1"));
+        assert_eq!(
+            skipped,
+            vec![
+                (Some("enc".to_owned()), SkippedKey::NotForSignatures),
+                (Some("hmac".to_owned()), SkippedKey::Symmetric),
+                (Some("new".to_owned()), SkippedKey::Unparseable),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_jwk_alg_narrows_what_the_key_verifies() {
+        let doc = json!({"keys": [rsa(json!({"alg": "PS256"}))]});
+        let (set, _) = KeySet::from_jwks(&doc, ASYMMETRIC_ALGORITHMS).unwrap();
+        assert_eq!(set.candidates(Some("r1"), Algorithm::RS256).count(), 0);
+        assert_eq!(set.candidates(Some("r1"), Algorithm::PS256).count(), 1);
+    }
+
+    #[test]
+    fn the_provider_allowlist_narrows_too() {
+        let doc = json!({"keys": [rsa(json!({}))]});
+        let (set, _) = KeySet::from_jwks(&doc, &[Algorithm::ES256]).unwrap();
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn kid_must_match_exactly() {
+        let doc = json!({"keys": [rsa(json!({}))]});
+        let (set, _) = KeySet::from_jwks(&doc, ASYMMETRIC_ALGORITHMS).unwrap();
+        assert_eq!(set.candidates(Some("R1"), Algorithm::RS256).count(), 0);
+        assert_eq!(set.candidates(Some("r1"), Algorithm::RS256).count(), 1);
+        // A single-key set may verify a token without kid.
+        assert_eq!(set.candidates(None, Algorithm::RS256).count(), 1);
+    }
+
+    #[test]
+    fn a_document_without_keys_is_an_error() {
+        assert!(KeySet::from_jwks(&json!({"nope": []}), ASYMMETRIC_ALGORITHMS).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "OAuth 2.1 authorization gateway for MCP servers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate a configuration (fetching remote JWKS as `serve` would) and exit:
+    /// 0 when it is good, 78 with one line naming the key when it is not.
+    Check(ConfigArg),
+    /// Mint a development JWT from a symmetric secret.
+    Token(TokenArgs),
+    /// Run an embedded MCP server behind the gateway, and print tokens and commands to try it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Path to mcpgate.yaml.
+    #[arg(long, short, env = "MCPGATE_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Take the secret, key id, algorithm, audience and issuer from this config's first
+    /// symmetric `auth.oauth.jwks` entry.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The HMAC secret (at least 32 bytes). Prefer the environment variable.
+    #[arg(long, env = "MCPGATE_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// `sub` claim.
+    #[arg(long, default_value = "dev-user")]
+    pub sub: String,
+    /// Scopes, space-separated or repeated.
+    #[arg(long = "scope", value_name = "SCOPES")]
+    pub scopes: Vec<String>,
+    /// `aud` claim (default: the config's first accepted audience).
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// `iss` claim (default: the config's first issuer).
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// `client_id` claim.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Lifetime, e.g. 15m, 1h.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// `kid` header (default: the config's header_key_id).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// HS256, HS384 or HS512 (default: the config's symmetric_algorithm, else HS256).
+    #[arg(long)]
+    pub alg: Option<jsonwebtoken::Algorithm>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:5025")]
+    pub listen: SocketAddr,
+}

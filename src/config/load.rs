@@ -1,0 +1,85 @@
+//! Layering: the YAML file, then the `MCP_OAUTH_*` aliases kept from the reference
+//! documents, then `MCPGATE_<SECTION>__<KEY>` overrides; `${env:NAME}` is expanded last,
+//! so an override may use it too.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized};
+use figment::value::Value;
+use serde_saphyr::figment::Yaml;
+
+use super::interpolate::interpolate;
+use super::{Config, ConfigError};
+
+/// Environment variables kept from the reference documents, and the key each one sets.
+const ALIASES: &[(&str, &str)] = &[
+    ("MCP_OAUTH_ENABLED", "auth.oauth.enabled"),
+    (
+        "MCP_OAUTH_AUTHORIZATION_SERVER_URL",
+        "auth.oauth.authorization_servers",
+    ),
+    (
+        "MCP_OAUTH_SCOPE_CHALLENGE_INCLUDE_TOKEN_SCOPES",
+        "auth.oauth.scope_challenge_include_token_scopes",
+    ),
+    (
+        "MCP_OAUTH_MAX_SCOPE_COMBINATIONS",
+        "auth.oauth.max_scope_combinations",
+    ),
+];
+
+/// Reads, merges and parses a config file. Validation is separate (`validate`).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_from_str(&text)
+}
+
+/// As [`load`], from YAML text (the environment still applies).
+pub fn load_from_str(yaml: &str) -> Result<Config, ConfigError> {
+    let aliases = Env::raw()
+        .only(&ALIASES.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+        .map(|name| {
+            ALIASES
+                .iter()
+                .find(|(alias, _)| name == *alias)
+                .map_or_else(|| name.as_str().to_owned(), |(_, key)| (*key).to_owned())
+                .into()
+        });
+    let merged = Figment::new()
+        .merge(Yaml::string(yaml))
+        .merge(aliases)
+        .merge(Env::prefixed("MCPGATE_").split("__"));
+
+    let mut tree: Value = merged.extract().map_err(figment_error)?;
+    interpolate(&mut tree, &mut Vec::new(), &|name| std::env::var(name).ok())?;
+    Figment::from(Serialized::defaults(tree))
+        .extract()
+        .map_err(figment_error)
+}
+
+/// One line naming the key: `auth.oauth.leeway: invalid value …`.
+fn figment_error(error: figment::Error) -> ConfigError {
+    let first = error.into_iter().next();
+    match first {
+        Some(error) => {
+            let key = error
+                .path
+                .iter()
+                .filter(|part| part.as_str() != "default")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(".");
+            let message = error.kind.to_string();
+            if key.is_empty() {
+                ConfigError::Parse(message)
+            } else {
+                ConfigError::invalid(key, message)
+            }
+        }
+        None => ConfigError::Parse("invalid configuration".to_owned()),
+    }
+}

@@ -1,0 +1,41 @@
+//! Configuration: the file format (`model`), how layers are merged (`load`) and the
+//! startup checks that turn a parsed file into something safe to run (`validate`).
+
+mod derived;
+mod interpolate;
+mod load;
+mod model;
+mod validate;
+
+pub use derived::METADATA_WELL_KNOWN;
+pub use load::{load, load_from_str};
+pub use model::*;
+pub use validate::{MIN_HMAC_SECRET_BYTES, validate};
+
+/// A configuration problem, reported as one line that names the key.
+/// Every variant maps to exit code 78 (EX_CONFIG) in the binary.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// EX_CONFIG from sysexits.h: the exit code for every configuration error.
+pub const EXIT_CONFIG: i32 = 78;

@@ -1,0 +1,240 @@
+//! The shape of `mcpgate.yaml`. Every struct rejects unknown keys, so a typo is an
+//! error at load rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Required by `serve`; `check` reports its absence like any other missing key.
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub scopes: ScopesConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The canonical resource URI (RFC 8707). Its path is the MCP endpoint.
+    pub public_url: Option<Url>,
+    /// Overrides where the RFC 9728 document is served (one path instead of the two defaults).
+    pub metadata_path: Option<String>,
+    /// Advertised as `resource_documentation` in the RFC 9728 document.
+    pub resource_documentation: Option<Url>,
+    /// Largest request body accepted on the MCP endpoint, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            metadata_path: None,
+            resource_documentation: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5025))
+}
+
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A Streamable HTTP MCP endpoint.
+    pub url: Url,
+    /// Added to every upstream request: the upstream's own credentials.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers (a stream may then run longer).
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Advertised in the RFC 9728 document; defaults to `issuers`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub authorization_servers: Vec<String>,
+    /// Exact `iss` values accepted. Empty: any issuer (the key set still has to verify).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values. Empty: `[server.public_url]`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audiences: Vec<String>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    #[serde(default)]
+    pub jwks: Vec<JwksProviderConfig>,
+    #[serde(default)]
+    pub scope_challenge_include_token_scopes: bool,
+    #[serde(default = "default_max_scope_combinations")]
+    pub max_scope_combinations: usize,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            authorization_servers: Vec::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: default_leeway(),
+            jwks: Vec::new(),
+            scope_challenge_include_token_scopes: false,
+            max_scope_combinations: default_max_scope_combinations(),
+        }
+    }
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_scope_combinations() -> usize {
+    2048
+}
+
+/// One key source: either a remote JWKS `url` or a symmetric `secret`.
+/// Kept as one struct (rather than an untagged enum) so that a wrong key gets a
+/// precise "unknown field" error instead of "did not match any variant".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksProviderConfig {
+    pub url: Option<Url>,
+    /// Allowed signing algorithms for this provider. Empty: every asymmetric one.
+    #[serde(default)]
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    pub secret: Option<Secret>,
+    pub symmetric_algorithm: Option<jsonwebtoken::Algorithm>,
+    /// The `kid` tokens signed with `secret` carry.
+    pub header_key_id: Option<String>,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesConfig {
+    /// Required on every HTTP request to the MCP endpoint.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub initialize: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter directive such as `info` or `mcpgate=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A string that must never reach logs: its `Debug` is redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Accepts `key: value` as well as `key: [value, …]`, so that single-valued
+/// environment variables (such as `MCP_OAUTH_AUTHORIZATION_SERVER_URL`) fill list keys.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(items) => items,
+        OneOrMany::One(item) => vec![item],
+    })
+}

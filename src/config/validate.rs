@@ -1,0 +1,230 @@
+//! Startup checks (DESIGN §3). Each failure names the key; the binary exits 78.
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use url::Url;
+
+use super::{Config, ConfigError, JwksProviderConfig};
+
+/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output size).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// Checks everything that can be checked without the network.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate_server(config)?;
+    validate_upstream(config)?;
+    validate_oauth(config)?;
+    for scope in &config.scopes.initialize {
+        check_scope_token("scopes.initialize", scope)?;
+    }
+    Ok(())
+}
+
+fn validate_server(config: &Config) -> Result<(), ConfigError> {
+    let server = &config.server;
+    if let Some(url) = &server.public_url {
+        check_http_url("server.public_url", url)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::invalid(
+                "server.public_url",
+                "must not carry a query or fragment (RFC 8707 resource URI)",
+            ));
+        }
+    } else if config.auth.oauth.enabled && !server.listen.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            "server.public_url",
+            format!(
+                "required when OAuth is enabled and server.listen ({}) is not a loopback address: \
+                 set it to the URL clients use, e.g. https://mcp.example.com/mcp",
+                server.listen
+            ),
+        ));
+    }
+    if let Some(path) = &server.metadata_path {
+        if !path.starts_with('/') || path.contains(['?', '#']) {
+            return Err(ConfigError::invalid(
+                "server.metadata_path",
+                "must be an absolute path such as /.well-known/oauth-protected-resource/mcp",
+            ));
+        }
+        if *path == config.mcp_path() {
+            return Err(ConfigError::invalid(
+                "server.metadata_path",
+                "must differ from the MCP endpoint path",
+            ));
+        }
+    }
+    if server.max_body_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "server.max_body_bytes",
+            "must be greater than 0",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
+    let Some(upstream) = &config.upstream else {
+        return Err(ConfigError::invalid(
+            "upstream.url",
+            "required: the MCP server to proxy to, e.g. http://127.0.0.1:3001/mcp",
+        ));
+    };
+    check_http_url("upstream.url", &upstream.url)?;
+    for (name, value) in &upstream.headers {
+        let key = format!("upstream.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
+        }
+        if http::HeaderValue::from_str(value.expose()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                "value holds characters not allowed in an HTTP header",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
+    let oauth = &config.auth.oauth;
+    for (index, provider) in oauth.jwks.iter().enumerate() {
+        validate_provider(&format!("auth.oauth.jwks[{index}]"), provider)?;
+    }
+    if oauth.max_scope_combinations == 0 {
+        return Err(ConfigError::invalid(
+            "auth.oauth.max_scope_combinations",
+            "must be at least 1",
+        ));
+    }
+    if !oauth.enabled {
+        return Ok(());
+    }
+    if oauth.jwks.is_empty() {
+        return Err(ConfigError::invalid(
+            "auth.oauth.jwks",
+            "OAuth is enabled but no key source is configured: add a jwks entry \
+             (a remote JWKS url or a symmetric secret)",
+        ));
+    }
+    for (index, server) in oauth.authorization_servers.iter().enumerate() {
+        let key = format!("auth.oauth.authorization_servers[{index}]");
+        let url = Url::parse(server)
+            .map_err(|_| ConfigError::invalid(&key, "must be an http:// or https:// URL"))?;
+        check_http_url(&key, &url)?;
+    }
+    if oauth.authorization_servers.is_empty() {
+        for (index, issuer) in oauth.issuers.iter().enumerate() {
+            if Url::parse(issuer).is_err() {
+                return Err(ConfigError::invalid(
+                    format!("auth.oauth.issuers[{index}]"),
+                    "is not a URL, so it cannot stand in for auth.oauth.authorization_servers: \
+                     set authorization_servers explicitly",
+                ));
+            }
+        }
+        if oauth.issuers.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.oauth.authorization_servers",
+                "OAuth is enabled but no authorization server is set: clients discover where \
+                 to get tokens from it (RFC 9728)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
+    match (&provider.url, &provider.secret) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            key,
+            "set either url or secret, not both",
+        )),
+        (None, None) => Err(ConfigError::invalid(
+            key,
+            "needs a url (remote JWKS) or a secret (symmetric key)",
+        )),
+        (Some(url), None) => {
+            check_http_url(&format!("{key}.url"), url)?;
+            if provider.symmetric_algorithm.is_some() || provider.header_key_id.is_some() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "symmetric_algorithm and header_key_id apply only to a secret",
+                ));
+            }
+            if let Some(alg) = provider
+                .algorithms
+                .iter()
+                .find(|alg| alg.family() == AlgorithmFamily::Hmac)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.algorithms"),
+                    format!("{alg:?} is symmetric; a remote JWKS only carries public keys"),
+                ));
+            }
+            if provider.refresh_interval.is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.refresh_interval"),
+                    "must be greater than 0",
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(secret)) => {
+            let len = secret.expose().len();
+            if len < MIN_HMAC_SECRET_BYTES {
+                return Err(ConfigError::invalid(
+                    format!("{key}.secret"),
+                    format!(
+                        "HMAC secret is {len} bytes; at least {MIN_HMAC_SECRET_BYTES} are required"
+                    ),
+                ));
+            }
+            let alg = provider.symmetric_algorithm.unwrap_or(Algorithm::HS256);
+            if alg.family() != AlgorithmFamily::Hmac {
+                return Err(ConfigError::invalid(
+                    format!("{key}.symmetric_algorithm"),
+                    "must be HS256, HS384 or HS512; use a remote JWKS url for other algorithms",
+                ));
+            }
+            if !provider.algorithms.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.algorithms"),
+                    "applies only to a remote JWKS; use symmetric_algorithm with a secret",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            "must be an http:// or https:// URL",
+        )),
+    }
+}
+
+/// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. Keeping to
+/// it means a scope can be written into a quoted `WWW-Authenticate` value as is.
+pub(crate) fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigError> {
+    if is_scope_token(scope) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "{scope:?} is not a valid scope (RFC 6749 §3.3: no spaces, quotes or backslashes)"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,56 @@
+//! Everything that one configuration produces, built in one place so that startup,
+//! `mcpgate check` and (later) reload share the same path. Swapped whole, atomically.
+
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError};
+use crate::policy::Policy;
+use crate::server::challenge::ChallengeParams;
+use crate::server::metadata::ProtectedResourceMetadata;
+use crate::upstream::HttpUpstream;
+
+/// The running state derived from one configuration.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    /// `None` when OAuth is off: requests pass unauthenticated.
+    pub auth: Option<Authenticator>,
+    pub policy: Policy,
+    pub upstream: HttpUpstream,
+    pub challenge: ChallengeParams,
+    /// `None` when OAuth is off: the metadata paths answer 404.
+    pub metadata: Option<ProtectedResourceMetadata>,
+}
+
+impl Gateway {
+    /// Builds the gateway, fetching remote JWKS. Errors name the config key.
+    pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
+        crate::config::validate(&config)?;
+        let upstream_config = config
+            .upstream
+            .as_ref()
+            .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))?;
+        let upstream = HttpUpstream::from_config(upstream_config)?;
+        let policy = Policy::from_config(&config);
+        let oauth_enabled = config.auth.oauth.enabled;
+        let auth = if oauth_enabled {
+            Some(Authenticator::build(&config, idp_client).await?)
+        } else {
+            None
+        };
+        let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));
+        let challenge = ChallengeParams {
+            resource_metadata: config.metadata_url(),
+            connect_scopes: policy.connect_scopes(),
+            echo_token_scopes: config.auth.oauth.scope_challenge_include_token_scopes,
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            auth,
+            policy,
+            upstream,
+            challenge,
+            metadata,
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! `WWW-Authenticate` challenges (RFC 6750 §3, RFC 9728 §5.1) and the one place where
+//! authentication and authorization failures become responses (DESIGN §2).
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::auth::AuthError;
+use crate::policy::Denial;
+
+/// The realm every challenge names.
+pub const REALM: &str = "mcp";
+
+/// What every challenge carries, fixed per configuration.
+#[derive(Debug, Clone)]
+pub struct ChallengeParams {
+    pub resource_metadata: String,
+    /// Scopes every request needs, named by 401s.
+    pub connect_scopes: Vec<String>,
+    pub echo_token_scopes: bool,
+}
+
+impl ChallengeParams {
+    /// 401 for no credentials, 401 `invalid_token`, or 400 `invalid_request`.
+    pub fn auth_failure(&self, error: &AuthError) -> Response {
+        let scope = self.connect_scopes.join(" ");
+        let mut params: Vec<(&str, String)> = vec![("realm", REALM.to_owned())];
+        let status = match error {
+            AuthError::Missing => StatusCode::UNAUTHORIZED,
+            AuthError::InvalidToken(problem) => {
+                params.push(("error", "invalid_token".to_owned()));
+                params.push(("error_description", problem.to_string()));
+                StatusCode::UNAUTHORIZED
+            }
+            AuthError::InvalidRequest(problem) => {
+                params.push(("error", "invalid_request".to_owned()));
+                params.push(("error_description", problem.to_string()));
+                StatusCode::BAD_REQUEST
+            }
+        };
+        if !scope.is_empty() {
+            params.push(("scope", scope));
+        }
+        params.push(("resource_metadata", self.resource_metadata.clone()));
+        challenge_response(status, &params)
+    }
+
+    /// 403 `insufficient_scope` naming the scopes to ask for.
+    pub fn insufficient_scope(&self, denial: &Denial) -> Response {
+        let params = [
+            ("error", "insufficient_scope".to_owned()),
+            ("scope", denial.challenge_scopes.join(" ")),
+            ("resource_metadata", self.resource_metadata.clone()),
+            ("error_description", denial.description.clone()),
+        ];
+        challenge_response(StatusCode::FORBIDDEN, &params)
+    }
+}
+
+fn challenge_response(status: StatusCode, params: &[(&str, String)]) -> Response {
+    let value = bearer_challenge(params);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    // `bearer_challenge` emits visible ASCII only, so this cannot fail; fall back to
+    // the bare scheme rather than panic if it ever did.
+    let header_value =
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header_value);
+    response
+}
+
+/// `Bearer k="v", k2="v2"` with every value a quoted-string (RFC 9110 §5.6.4).
+pub fn bearer_challenge(params: &[(&str, String)]) -> String {
+    let mut out = String::from("Bearer ");
+    for (index, (name, value)) in params.iter().enumerate() {
+        if index > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        push_quoted(&mut out, value);
+        out.push('"');
+    }
+    out
+}
+
+/// Escapes `"` and `\`; drops control characters and non-ASCII so no header value can
+/// carry a raw newline.
+fn push_quoted(out: &mut String, value: &str) {
+    for ch in value.chars() {
+        match ch {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            ' '..='~' => out.push(ch),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{RequestProblem, TokenProblem};
+
+    fn params(scopes: &[&str]) -> ChallengeParams {
+        ChallengeParams {
+            resource_metadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+                .into(),
+            connect_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            echo_token_scopes: false,
+        }
+    }
+
+    fn header_of(response: &Response) -> &str {
+        response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+    }
+
+    #[test]
+    fn rfc6750_3_1_no_credentials_has_no_error_code() {
+        let response = params(&["mcp:connect"]).auth_failure(&AuthError::Missing);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header_of(&response),
+            "Bearer realm=\"mcp\", scope=\"mcp:connect\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+    }
+
+    #[test]
+    fn scope_is_omitted_when_none_is_configured() {
+        let response = params(&[]).auth_failure(&AuthError::Missing);
+        assert_eq!(
+            header_of(&response),
+            "Bearer realm=\"mcp\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+    }
+
+    #[test]
+    fn rfc6750_3_1_invalid_token_and_invalid_request() {
+        let response =
+            params(&["a", "b"]).auth_failure(&AuthError::InvalidToken(TokenProblem::Expired));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header_of(&response),
+            "Bearer realm=\"mcp\", error=\"invalid_token\", error_description=\"token has expired\", scope=\"a b\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+        let response = params(&[]).auth_failure(&AuthError::InvalidRequest(
+            RequestProblem::DuplicateAuthorization,
+        ));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(header_of(&response).starts_with(
+            "Bearer realm=\"mcp\", error=\"invalid_request\", error_description=\"more than one Authorization header\""
+        ));
+    }
+
+    #[test]
+    fn rfc6750_3_insufficient_scope_has_the_design_shape() {
+        let denial = Denial {
+            challenge_scopes: vec!["mcp:tools:execute".into()],
+            description: "missing required scopes: mcp:tools:execute".into(),
+        };
+        let response = params(&[]).insufficient_scope(&denial);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            header_of(&response),
+            "Bearer error=\"insufficient_scope\", scope=\"mcp:tools:execute\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", error_description=\"missing required scopes: mcp:tools:execute\""
+        );
+    }
+
+    #[test]
+    fn quoted_values_escape_and_never_carry_newlines() {
+        let value = bearer_challenge(&[(
+            "error_description",
+            "a \"b\" \\ c\r\nInjected: x".to_owned(),
+        )]);
+        assert_eq!(
+            value,
+            "Bearer error_description=\"a \\\"b\\\" \\\\ cInjected: x\""
+        );
+    }
+}

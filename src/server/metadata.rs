@@ -1,0 +1,63 @@
+//! RFC 9728 protected-resource metadata, served without authentication.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::policy::Policy;
+
+/// The metadata document, rendered once per configuration.
+#[derive(Debug, Clone)]
+pub struct ProtectedResourceMetadata {
+    body: Bytes,
+}
+
+impl ProtectedResourceMetadata {
+    pub fn new(config: &Config, policy: &Policy) -> Self {
+        let mut doc = Map::new();
+        doc.insert("resource".into(), json!(config.public_url().as_str()));
+        doc.insert(
+            "authorization_servers".into(),
+            json!(config.advertised_authorization_servers()),
+        );
+        doc.insert("bearer_methods_supported".into(), json!(["header"]));
+        let scopes = policy.scopes_supported();
+        if !scopes.is_empty() {
+            doc.insert("scopes_supported".into(), json!(scopes));
+        }
+        if let Some(docs) = &config.server.resource_documentation {
+            doc.insert("resource_documentation".into(), json!(docs.as_str()));
+        }
+        let body = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
+        Self {
+            body: Bytes::from(body),
+        }
+    }
+
+    pub fn document(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub fn response(&self) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone()));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // Browser-based MCP clients fetch this document cross-origin; it is public.
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        );
+        response
+    }
+}

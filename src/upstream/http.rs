@@ -1,0 +1,142 @@
+//! Streamable HTTP upstream: pooled connections, MCP headers passed through on an
+//! allowlist, the upstream's own credentials added, responses (JSON or SSE) streamed
+//! back as they arrive.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
+use url::Url;
+
+use crate::config::{ConfigError, UpstreamConfig};
+
+/// Request headers a client may pass to the upstream. An allowlist rather than a
+/// blocklist: the client's `Authorization`, cookies, API-key headers and hop-by-hop
+/// headers can never reach the upstream by omission. Any `mcp-*` header also passes
+/// (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, …).
+const FORWARDED_REQUEST_HEADERS: &[&str] =
+    &["accept", "content-type", "last-event-id", "user-agent"];
+
+/// Response headers never copied back: hop-by-hop (RFC 9110 §7.6.1) and framing,
+/// which hyper sets for the streamed body itself.
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why the upstream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A Streamable HTTP MCP server.
+pub struct HttpUpstream {
+    client: reqwest::Client,
+    url: Url,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+impl HttpUpstream {
+    pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|error| {
+                ConfigError::invalid("upstream", format!("cannot build HTTP client: {error}"))
+            })?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let key = format!("upstream.headers.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header name"))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            client,
+            url: config.url.clone(),
+            headers,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Sends one request upstream and returns its response with the body still streaming.
+    pub async fn forward(
+        &self,
+        method: Method,
+        client_headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in client_headers {
+            if is_forwarded(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let request = self
+            .client
+            .request(method, self.url.clone())
+            .headers(headers)
+            .body(body);
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Err(error)) if error.is_timeout() => {
+                return Err(UpstreamError::Timeout(self.timeout));
+            }
+            Ok(Err(error)) => return Err(UpstreamError::Unreachable(describe(&error))),
+            Ok(Ok(response)) => response,
+        };
+
+        let mut builder = Response::builder().status(response.status());
+        if let Some(out) = builder.headers_mut() {
+            for (name, value) in response.headers() {
+                if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+                    out.append(name.clone(), value.clone());
+                }
+            }
+        }
+        // Streamed chunk by chunk: an SSE response reaches the client event by event.
+        let body = Body::from_stream(response.bytes_stream());
+        builder
+            .body(body)
+            .map_err(|error| UpstreamError::Unreachable(error.to_string()))
+    }
+}
+
+fn is_forwarded(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name)
+}
+
+/// reqwest's Display stops at "error sending request"; the cause says why.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
