@@ -17,7 +17,7 @@ pub(super) fn interpolate(
     match value {
         Value::String(_, text) if text.contains("${") => {
             *text = expand(text, lookup)
-                .map_err(|message| ConfigError::invalid(path.join("."), message))?;
+                .map_err(|message| ConfigError::invalid(super::key_path(path), message))?;
         }
         Value::Dict(_, dict) => {
             for (key, child) in dict.iter_mut() {

@@ -66,13 +66,13 @@ fn figment_error(error: figment::Error) -> ConfigError {
     let first = error.into_iter().next();
     match first {
         Some(error) => {
-            let key = error
+            // Figment prefixes every path with its profile name.
+            let parts: Vec<&String> = error
                 .path
                 .iter()
-                .filter(|part| part.as_str() != "default")
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(".");
+                .skip_while(|part| part.as_str() == "default")
+                .collect();
+            let key = super::key_path(&parts);
             let message = error.kind.to_string();
             if key.is_empty() {
                 ConfigError::Parse(message)

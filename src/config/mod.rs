@@ -37,5 +37,24 @@ impl ConfigError {
     }
 }
 
+/// Renders a key path as it is written in messages: `auth.oauth.jwks[0].secret`.
+pub(crate) fn key_path<S: AsRef<str>>(parts: &[S]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        let part = part.as_ref();
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// EX_CONFIG from sysexits.h: the exit code for every configuration error.
 pub const EXIT_CONFIG: i32 = 78;

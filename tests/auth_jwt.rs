@@ -1,0 +1,339 @@
+//! JWT authentication against the real binary: what is accepted, what is refused and
+//! with exactly which challenge (RFC 6750 §3, RFC 7519, RFC 8725).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+fn config(upstream: &Upstream, jwks: &JwksServer, extra_oauth: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+upstream:
+  url: {upstream}
+auth:
+  oauth:
+    enabled: true
+    authorization_servers: [https://issuer.test]
+    issuers: [https://issuer.test]
+    leeway: 5s
+{extra_oauth}
+    jwks:
+      - url: {jwks}
+        algorithms: [RS256, ES256]
+        refresh_interval: 1s
+      - secret: "{HMAC_SECRET}"
+        symmetric_algorithm: HS256
+        header_key_id: dev
+scopes:
+  initialize: [mcp:connect]
+"#,
+        upstream = upstream.url,
+        jwks = jwks.url,
+    )
+}
+
+struct Setup {
+    keys: Keys,
+    jwks: JwksServer,
+    upstream: Upstream,
+    gateway: Gateway,
+}
+
+async fn setup(extra_oauth: &str) -> Setup {
+    let keys = Keys::load();
+    let jwks = JwksServer::start(keys.jwks()).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &jwks, extra_oauth)).await;
+    Setup {
+        keys,
+        jwks,
+        upstream,
+        gateway,
+    }
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn without(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
+async fn assert_invalid_token(gateway: &Gateway, token: &str, description: &str) {
+    let response = gateway.post(Some(token)).await;
+    assert_eq!(
+        response.status(),
+        401,
+        "token should be refused: {description}"
+    );
+    assert_eq!(
+        www_authenticate(&response),
+        format!(
+            "Bearer realm=\"mcp\", error=\"invalid_token\", error_description=\"{description}\", scope=\"mcp:connect\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            gateway.base
+        )
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        "",
+        "challenge bodies are empty"
+    );
+}
+
+#[tokio::test]
+async fn accepts_rs256_es256_and_hs256_tokens() {
+    let s = setup("").await;
+    let claims = claims(&s.gateway.mcp, "mcp:connect");
+    for token in [
+        sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims),
+        sign(&s.keys.ec, Algorithm::ES256, Some("ec-1"), &claims),
+        hs256(&claims, Some("dev")),
+    ] {
+        let response = s.gateway.post(Some(&token)).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["result"]["ok"],
+            true
+        );
+    }
+    assert_eq!(s.upstream.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn rfc7519_time_claims_are_enforced_with_leeway() {
+    let s = setup("").await;
+    let base = claims(&s.gateway.mcp, "mcp:connect");
+    let rs = |claims: &Value| sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), claims);
+    let now = now();
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "exp", json!(now - 60))),
+        "token has expired",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "nbf", json!(now + 600))),
+        "token is not valid yet",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&without(base.clone(), "exp")),
+        "token claims are malformed",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "exp", json!((now + 600).to_string()))),
+        "token claims are malformed",
+    )
+    .await;
+    // Within the 5 s leeway both ways.
+    let response = s
+        .gateway
+        .post(Some(&rs(&with(base.clone(), "exp", json!(now - 1)))))
+        .await;
+    assert_eq!(response.status(), 200);
+    let response = s
+        .gateway
+        .post(Some(&rs(&with(base, "nbf", json!(now + 2)))))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn rfc8707_audience_and_exact_issuer() {
+    let s = setup("").await;
+    let base = claims(&s.gateway.mcp, "mcp:connect");
+    let rs = |claims: &Value| sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), claims);
+    let bad_audience = "token audience is not accepted";
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(
+            base.clone(),
+            "aud",
+            json!("https://other.example/mcp"),
+        )),
+        bad_audience,
+    )
+    .await;
+    assert_invalid_token(&s.gateway, &rs(&without(base.clone(), "aud")), bad_audience).await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "aud", json!(123))),
+        bad_audience,
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "aud", json!([s.gateway.mcp, 5]))),
+        bad_audience,
+    )
+    .await;
+    let response = s
+        .gateway
+        .post(Some(&rs(&with(
+            base.clone(),
+            "aud",
+            json!(["https://other.example", s.gateway.mcp]),
+        ))))
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "an array containing the resource is accepted"
+    );
+
+    let bad_issuer = "token issuer is not accepted";
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "iss", json!("https://issuer.test/"))),
+        bad_issuer,
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &rs(&with(base.clone(), "iss", json!(["https://issuer.test"]))),
+        bad_issuer,
+    )
+    .await;
+    assert_invalid_token(&s.gateway, &rs(&without(base, "iss")), bad_issuer).await;
+}
+
+#[tokio::test]
+async fn rfc8725_algorithm_and_key_attacks_fail() {
+    let s = setup("").await;
+    let base = claims(&s.gateway.mcp, "mcp:connect");
+
+    // alg none, in any spelling, with or without a signature.
+    for alg in ["none", "None", "NONE"] {
+        let token = raw_token(&json!({"alg": alg, "kid": "rsa-1"}), &base, b"");
+        assert_invalid_token(&s.gateway, &token, "token algorithm is not accepted").await;
+    }
+    // HS256 "signed" with the RSA public key as the HMAC secret (key confusion).
+    let public_pem = std::fs::read(fixture("rsa_public.pem")).unwrap();
+    let confused = sign(
+        &EncodingKey::from_secret(&public_pem),
+        Algorithm::HS256,
+        Some("rsa-1"),
+        &base,
+    );
+    assert_invalid_token(&s.gateway, &confused, "token algorithm is not accepted").await;
+    // RS384 is not on the provider's allowlist even though the key is RSA.
+    let rs384 = sign(&s.keys.rsa, Algorithm::RS384, Some("rsa-1"), &base);
+    assert_invalid_token(&s.gateway, &rs384, "token algorithm is not accepted").await;
+    // Right kid, wrong key.
+    let forged = sign(&s.keys.rsa2, Algorithm::RS256, Some("rsa-1"), &base);
+    assert_invalid_token(&s.gateway, &forged, "token signature is invalid").await;
+    // A payload changed after signing.
+    let good = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &base);
+    let parts: Vec<&str> = good.split('.').collect();
+    let elevated = with(base.clone(), "scope", json!("mcp:connect mcp:admin"));
+    let tampered = format!("{}.{}.{}", parts[0], base64_json(&elevated), parts[2]);
+    assert_invalid_token(&s.gateway, &tampered, "token signature is invalid").await;
+    // HS256 with the wrong secret under the symmetric provider's kid.
+    let wrong_secret = sign(
+        &EncodingKey::from_secret(b"another-secret-that-is-at-least-32-bytes"),
+        Algorithm::HS256,
+        Some("dev"),
+        &base,
+    );
+    assert_invalid_token(&s.gateway, &wrong_secret, "token signature is invalid").await;
+    // Unknown kid.
+    let unknown = sign(&s.keys.rsa, Algorithm::RS256, Some("nobody"), &base);
+    assert_invalid_token(&s.gateway, &unknown, "token signing key is unknown").await;
+    // Not a JWS: garbage, four segments, a JWE-shaped five.
+    for token in ["garbage", "a.b.c.d", "a.b.c.d.e", &format!("{good}.x")] {
+        assert_invalid_token(&s.gateway, token, "token is not a well-formed JWT").await;
+    }
+    assert!(
+        s.upstream.seen().is_empty(),
+        "no refused request reaches the upstream"
+    );
+}
+
+fn base64_json(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn rfc6750_3_1_insufficient_scope_names_what_is_missing() {
+    let s = setup("").await;
+    let token = sign(
+        &s.keys.rsa,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&s.gateway.mcp, "mcp:tools"),
+    );
+    let response = s.gateway.post(Some(&token)).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp:connect\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error_description=\"missing required scopes: mcp:connect\"",
+            s.gateway.base
+        )
+    );
+    // Scopes may also come from `scp`, as a string or an array.
+    for scp in [json!("mcp:connect"), json!(["other", "mcp:connect"])] {
+        let claims = with(without(claims(&s.gateway.mcp, ""), "scope"), "scp", scp);
+        let token = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
+        assert_eq!(s.gateway.post(Some(&token)).await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn include_token_scopes_puts_granted_scopes_first() {
+    let s = setup("    scope_challenge_include_token_scopes: true").await;
+    let token = sign(
+        &s.keys.rsa,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&s.gateway.mcp, "mcp:tools mcp:read"),
+    );
+    let response = s.gateway.post(Some(&token)).await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        www_authenticate(&response).starts_with(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp:tools mcp:read mcp:connect\""
+        ),
+        "{}",
+        www_authenticate(&response)
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_jwks_is_picked_up_by_the_background_refresh() {
+    let s = setup("").await;
+    let claims = claims(&s.gateway.mcp, "mcp:connect");
+    let rotated = sign(&s.keys.rsa2, Algorithm::RS256, Some("rsa-2"), &claims);
+    assert_invalid_token(&s.gateway, &rotated, "token signing key is unknown").await;
+
+    s.jwks
+        .replace(json!({"keys": [public_jwk(&s.keys.rsa2, Algorithm::RS256, "rsa-2")]}));
+    // refresh_interval is 1 s: poll, rather than sleep a fixed time.
+    let mut accepted = false;
+    for _ in 0..100 {
+        if s.gateway.post(Some(&rotated)).await.status() == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the rotated key was never accepted");
+    assert!(s.jwks.fetches() >= 2);
+    // The retired key is gone with the old set.
+    let old = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
+    assert_invalid_token(&s.gateway, &old, "token signing key is unknown").await;
+}

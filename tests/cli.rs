@@ -1,0 +1,363 @@
+//! The commands: `check` (exit 78 naming the key), layering of env overrides and
+//! aliases, `token`, and `demo` (its printed commands work as printed).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const GOOD: &str = r#"
+server:
+  listen: 127.0.0.1:5025
+upstream:
+  url: http://127.0.0.1:3001/mcp
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    jwks:
+      - secret: "${env:TEST_SECRET}"
+        header_key_id: dev
+scopes:
+  initialize: [mcp:connect]
+"#;
+
+const SECRET: (&str, &str) = ("TEST_SECRET", HMAC_SECRET);
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    run_cli(&["check", "--config", path.to_str().unwrap()], env)
+}
+
+/// Asserts exit 78 and a single error line starting with `config error: <key>:`.
+fn assert_config_error(yaml: &str, env: &[(&str, &str)], key: &str) -> String {
+    let (code, _, stderr) = check(yaml, env);
+    assert_eq!(code, 78, "expected exit 78 for {key}; stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("config error:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.starts_with(&format!("config error: {key}: ")),
+        "expected the error to name {key}: {stderr}"
+    );
+    line
+}
+
+#[test]
+fn a_good_config_checks_out() {
+    let (code, stdout, stderr) = check(GOOD, &[SECRET]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(
+        "ok: MCP endpoint http://127.0.0.1:5025/mcp -> http://127.0.0.1:3001/mcp; OAuth enabled"
+    ));
+}
+
+#[test]
+fn oauth_enabled_without_a_key_source_exits_78() {
+    let yaml = GOOD.replace(
+        "    jwks:\n      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",
+        "",
+    );
+    let line = assert_config_error(&yaml, &[], "auth.oauth.jwks");
+    assert!(line.contains("no key source"), "{line}");
+}
+
+#[test]
+fn startup_validation_names_each_key() {
+    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        (
+            GOOD.to_owned(),
+            vec![("TEST_SECRET", "too-short")],
+            "auth.oauth.jwks[0].secret",
+        ),
+        (
+            GOOD.replace("127.0.0.1:5025", "0.0.0.0:5025"),
+            vec![SECRET],
+            "server.public_url",
+        ),
+        (
+            GOOD.replace("  listen:", "  lisen:"),
+            vec![SECRET],
+            "server.lisen",
+        ),
+        (
+            GOOD.replace("enabled: true", "enabled: true\n    leeway: soon"),
+            vec![SECRET],
+            "auth.oauth.leeway",
+        ),
+        (GOOD.to_owned(), vec![], "auth.oauth.jwks[0].secret"),
+        (
+            GOOD.replace(
+                "header_key_id: dev",
+                "header_key_id: dev\n        symmetric_algorithm: RS256",
+            ),
+            vec![SECRET],
+            "auth.oauth.jwks[0].symmetric_algorithm",
+        ),
+        (
+            GOOD.replace("url: http://127.0.0.1:3001/mcp", "url: ftp://x/mcp"),
+            vec![SECRET],
+            "upstream.url",
+        ),
+        (
+            GOOD.replace("upstream:\n  url: http://127.0.0.1:3001/mcp\n", ""),
+            vec![SECRET],
+            "upstream.url",
+        ),
+        (
+            GOOD.replace("[mcp:connect]", "[\"mcp connect\"]"),
+            vec![SECRET],
+            "scopes.initialize",
+        ),
+        (
+            GOOD.replace("    issuers: [https://issuer.test]\n", ""),
+            vec![SECRET],
+            "auth.oauth.authorization_servers",
+        ),
+    ];
+    for (yaml, env, key) in cases {
+        assert_config_error(&yaml, &env, key);
+    }
+}
+
+#[test]
+fn duplicate_keys_are_an_error() {
+    let yaml = GOOD.replace(
+        "  listen: 127.0.0.1:5025\n",
+        "  listen: 127.0.0.1:5025\n  listen: 127.0.0.1:5026\n",
+    );
+    let (code, _, stderr) = check(&yaml, &[SECRET]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.to_lowercase().contains("duplicate"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_jwks_at_start_exits_78() {
+    let yaml = GOOD.replace(
+        "      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",
+        &format!("      - url: http://127.0.0.1:{}/jwks\n", free_port()),
+    );
+    let line = assert_config_error(&yaml, &[], "auth.oauth.jwks[0].url");
+    assert!(line.contains("cannot fetch JWKS at start"), "{line}");
+}
+
+#[test]
+fn env_overrides_and_aliases_layer_over_the_file() {
+    // MCPGATE_<SECTION>__<KEY> reaches a nested key: an invalid override is reported under it.
+    assert_config_error(
+        GOOD,
+        &[SECRET, ("MCPGATE_AUTH__OAUTH__LEEWAY", "never")],
+        "auth.oauth.leeway",
+    );
+    // An alias turns OAuth on in a file that leaves it off; with no key source that is fatal.
+    let off = GOOD.replace("enabled: true", "enabled: false").replace(
+        "    jwks:\n      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",
+        "",
+    );
+    let (code, _, stderr) = check(&off, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_config_error(&off, &[("MCP_OAUTH_ENABLED", "true")], "auth.oauth.jwks");
+    // MCPGATE_* wins over the alias.
+    let (code, _, stderr) = check(
+        &off,
+        &[
+            ("MCP_OAUTH_ENABLED", "true"),
+            ("MCPGATE_AUTH__OAUTH__ENABLED", "false"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_config_error(
+        GOOD,
+        &[SECRET, ("MCP_OAUTH_MAX_SCOPE_COMBINATIONS", "0")],
+        "auth.oauth.max_scope_combinations",
+    );
+    assert_config_error(
+        GOOD,
+        &[SECRET, ("MCP_OAUTH_AUTHORIZATION_SERVER_URL", "not a url")],
+        "auth.oauth.authorization_servers[0]",
+    );
+    assert_config_error(
+        GOOD,
+        &[
+            SECRET,
+            ("MCP_OAUTH_SCOPE_CHALLENGE_INCLUDE_TOKEN_SCOPES", "maybe"),
+        ],
+        "auth.oauth.scope_challenge_include_token_scopes",
+    );
+}
+
+#[tokio::test]
+async fn env_overrides_take_effect_in_serve() {
+    let upstream = Upstream::start().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: false\n    issuers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev\n",
+        upstream.url
+    );
+    let gateway = Gateway::start_with_env(
+        &yaml,
+        &[
+            ("MCP_OAUTH_ENABLED", "true"),
+            (
+                "MCP_OAUTH_AUTHORIZATION_SERVER_URL",
+                "https://as.example.com",
+            ),
+            ("MCPGATE_SCOPES__INITIALIZE", "[mcp:connect, mcp:extra]"),
+        ],
+    )
+    .await;
+    let response = gateway.post(None).await;
+    assert_eq!(response.status(), 401);
+    assert!(www_authenticate(&response).contains("scope=\"mcp:connect mcp:extra\""));
+    let metadata: Value = Gateway::client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["authorization_servers"],
+        serde_json::json!(["https://as.example.com"])
+    );
+}
+
+#[tokio::test]
+async fn token_command_mints_what_serve_accepts() {
+    let upstream = Upstream::start().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev\nscopes:\n  initialize: [mcp:connect]\n",
+        upstream.url
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let port = gateway.base.rsplit(':').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, yaml.replace("{port}", &port)).unwrap();
+    let path = path.to_str().unwrap();
+
+    let (code, stdout, stderr) = run_cli(
+        &[
+            "token",
+            "--config",
+            path,
+            "--scope",
+            "mcp:connect mcp:tools",
+            "--sub",
+            "bob",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.trim();
+    assert_eq!(gateway.post(Some(token)).await.status(), 200);
+
+    let (_, stdout, _) = run_cli(&["token", "--config", path, "--scope", "mcp:tools"], &[]);
+    assert_eq!(gateway.post(Some(stdout.trim())).await.status(), 403);
+    // A token for another audience is refused: the default audience is the public URL.
+    let (_, stdout, _) = run_cli(
+        &[
+            "token",
+            "--config",
+            path,
+            "--scope",
+            "mcp:connect",
+            "--aud",
+            "https://elsewhere/mcp",
+        ],
+        &[],
+    );
+    assert_eq!(gateway.post(Some(stdout.trim())).await.status(), 401);
+
+    let (code, _, stderr) = run_cli(&["token", "--secret", "short", "--aud", "x"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("at least 32"), "{stderr}");
+}
+
+/// Runs the demo, then the curl commands it printed, exactly as printed.
+#[tokio::test]
+async fn demo_prints_commands_that_work_as_printed() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is required for this test");
+    }
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Press Ctrl-C");
+            printed.push_str(&line);
+            printed.push('\n');
+            if done {
+                let _ = tx.send(printed.clone());
+            }
+        }
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("demo printed nothing");
+    let curls: Vec<&str> = printed.lines().filter(|l| l.starts_with("curl ")).collect();
+    assert_eq!(curls.len(), 5, "{printed}");
+    let run = |command: &str| {
+        let out = Command::new("bash").args(["-c", command]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+
+    let unauthenticated = run(curls[0]);
+    let url = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("MCP endpoint (OAuth-protected):"))
+        .unwrap()
+        .trim();
+    let origin = url.trim_end_matches("/mcp");
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 401"),
+        "{unauthenticated}"
+    );
+    assert!(
+        unauthenticated.contains(&format!(
+            "www-authenticate: Bearer realm=\"mcp\", scope=\"mcp:connect\", resource_metadata=\"{origin}/.well-known/oauth-protected-resource/mcp\"\n"
+        )),
+        "{unauthenticated}"
+    );
+    let listed: Value = serde_json::from_str(&run(curls[1])).unwrap();
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "add", "current_time", "admin_stats"]);
+    let called: Value = serde_json::from_str(&run(curls[2])).unwrap();
+    assert_eq!(called["result"]["content"][0]["text"], "Echo: hello");
+    let refused = run(curls[3]);
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(
+        refused.contains("error=\"insufficient_scope\", scope=\"mcp:connect\""),
+        "{refused}"
+    );
+    let metadata: Value = serde_json::from_str(&run(curls[4])).unwrap();
+    assert_eq!(metadata["resource"], url);
+
+    let _ = child.kill();
+    let _ = child.wait();
+}

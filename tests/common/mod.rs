@@ -1,0 +1,381 @@
+//! Test harness: the real `mcpgate` binary started with a generated config, a JWKS
+//! server and a recording upstream MCP server, all on loopback in the test process.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{any, get};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, Method, StatusCode};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const HMAC_SECRET: &str = "a-development-secret-of-at-least-32-bytes!";
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// === keys and tokens ===
+
+pub struct Keys {
+    pub rsa: EncodingKey,
+    pub rsa2: EncodingKey,
+    pub ec: EncodingKey,
+}
+
+impl Keys {
+    pub fn load() -> Self {
+        let read = |name: &str| std::fs::read(fixture(name)).unwrap();
+        Self {
+            rsa: EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap(),
+            rsa2: EncodingKey::from_rsa_pem(&read("rsa2_private.pem")).unwrap(),
+            ec: EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap(),
+        }
+    }
+
+    /// A JWKS with the RSA key as `rsa-1` and the EC key as `ec-1`.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [public_jwk(&self.rsa, Algorithm::RS256, "rsa-1"), public_jwk(&self.ec, Algorithm::ES256, "ec-1")]})
+    }
+}
+
+pub fn public_jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Value {
+    let mut jwk = Jwk::from_encoding_key(key, alg).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).unwrap()
+}
+
+/// Standard claims for a token the gateway at `audience` accepts.
+pub fn claims(audience: &str, scope: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": "https://issuer.test",
+        "sub": "alice",
+        "aud": audience,
+        "iat": now,
+        "exp": now + 300,
+        "scope": scope,
+        "client_id": "test-client",
+    })
+}
+
+pub fn sign(key: &EncodingKey, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    header.typ = Some("at+jwt".to_owned());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+pub fn hs256(claims: &Value, kid: Option<&str>) -> String {
+    sign(
+        &EncodingKey::from_secret(HMAC_SECRET.as_bytes()),
+        Algorithm::HS256,
+        kid,
+        claims,
+    )
+}
+
+/// A token assembled by hand: for attacks a JWT library refuses to produce.
+pub fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+// === servers in the test process ===
+
+async fn spawn_router(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+/// Serves a JWKS document that tests can replace, counting fetches.
+#[derive(Clone)]
+pub struct JwksServer {
+    pub url: String,
+    document: Arc<Mutex<Value>>,
+    fetches: Arc<Mutex<usize>>,
+}
+
+impl JwksServer {
+    pub async fn start(document: Value) -> Self {
+        let document = Arc::new(Mutex::new(document));
+        let fetches = Arc::new(Mutex::new(0));
+        let state = (document.clone(), fetches.clone());
+        let router = Router::new()
+            .route(
+                "/jwks",
+                get(|State((doc, count)): State<(Arc<Mutex<Value>>, Arc<Mutex<usize>>)>| async move {
+                    *count.lock().unwrap() += 1;
+                    axum::Json(doc.lock().unwrap().clone())
+                }),
+            )
+            .with_state(state);
+        let addr = spawn_router(router).await;
+        Self {
+            url: format!("http://{addr}/jwks"),
+            document,
+            fetches,
+        }
+    }
+
+    pub fn replace(&self, document: Value) {
+        *self.document.lock().unwrap() = document;
+    }
+
+    pub fn fetches(&self) -> usize {
+        *self.fetches.lock().unwrap()
+    }
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A recording MCP upstream. POST answers JSON-RPC with JSON; a `tools/call` of
+/// `stream` answers SSE, sending its second event only after `release` is notified
+/// (so a test can prove the first arrived while the response was still open); `slow`
+/// answers after 5 s. GET opens an SSE stream with one event.
+#[derive(Clone)]
+pub struct Upstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let state = (seen.clone(), release.clone());
+        let router = Router::new()
+            .route("/mcp", any(upstream_handler))
+            .with_state(state);
+        let addr = spawn_router(router).await;
+        Self {
+            url: format!("http://{addr}/mcp"),
+            seen,
+            release,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+type UpstreamState = (Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::Notify>);
+
+async fn upstream_handler(
+    State((seen, release)): State<UpstreamState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        headers,
+        body: body.clone(),
+    });
+    let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let tool = message
+        .pointer("/params/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if method == Method::GET || tool == "stream" {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let stream = async_stream(id, release);
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("mcp-session-id", "upstream-session-1")
+            .header("connection", "keep-alive")
+            .body(Body::from_stream(stream))
+            .unwrap();
+    }
+    if tool == "slow" {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", "upstream-session-1")
+        .body(Body::from(
+            json!({"jsonrpc": "2.0", "id": id, "result": {"ok": true}}).to_string(),
+        ))
+        .unwrap()
+}
+
+fn async_stream(
+    id: Value,
+    release: Arc<tokio::sync::Notify>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let first = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}})
+    );
+    let second = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","id":id,"result":{"done":true}})
+    );
+    futures_util::stream::unfold(0u8, move |step| {
+        let (first, second, release) = (first.clone(), second.clone(), release.clone());
+        async move {
+            match step {
+                0 => Some((Ok(Bytes::from(first)), 1)),
+                1 => {
+                    release.notified().await;
+                    Some((Ok(Bytes::from(second)), 2))
+                }
+                _ => None,
+            }
+        }
+    })
+}
+
+// === the gateway process ===
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcpgate")
+}
+
+/// A running `mcpgate serve`, killed on drop.
+pub struct Gateway {
+    pub base: String,
+    pub mcp: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `mcpgate serve` with `config` (YAML; `{port}` is replaced by a free port).
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcpgate.yaml");
+        std::fs::write(&path, config.replace("{port}", &port.to_string())).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let gateway = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            mcp: format!("http://127.0.0.1:{port}/mcp"),
+            child,
+            dir,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mcpgate did not start; stderr:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
+    /// POSTs a JSON-RPC `tools/list` with an optional bearer token.
+    pub async fn post(&self, token: Option<&str>) -> reqwest::Response {
+        let mut request = Self::client()
+            .post(&self.mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn www_authenticate(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Runs `mcpgate <args>` to completion: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

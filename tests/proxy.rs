@@ -1,0 +1,398 @@
+//! The proxy against the real binary: headers in and out, streaming, upstream
+//! failures, methods, limits, and OAuth off.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+fn config(upstream_url: &str, oauth: bool, extra_server: &str, extra_upstream: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+{extra_server}
+upstream:
+  url: {upstream_url}
+  headers:
+    X-Upstream-Credential: gateway-own-secret
+{extra_upstream}
+auth:
+  oauth:
+    enabled: {oauth}
+    issuers: [https://issuer.test]
+    jwks:
+      - secret: "{HMAC_SECRET}"
+        header_key_id: dev
+scopes:
+  initialize: [mcp:connect]
+"#
+    )
+}
+
+fn token(gateway: &Gateway) -> String {
+    hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"))
+}
+
+#[tokio::test]
+async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_token() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let token = token(&gateway);
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", "session-42")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", "event-7")
+        .header("cookie", "sid=browser-secret")
+        .header("x-api-key", "client-key")
+        .header("x-upstream-credential", "client-tries-to-override")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .body(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["mcp-session-id"], "upstream-session-1");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.json::<Value>().await.unwrap()["id"], 9);
+
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0].headers;
+    assert!(
+        headers.get("authorization").is_none(),
+        "the client's token reached the upstream"
+    );
+    assert_eq!(headers["x-upstream-credential"], "gateway-own-secret");
+    assert_eq!(headers["mcp-session-id"], "session-42");
+    assert_eq!(headers["mcp-protocol-version"], "2025-06-18");
+    assert_eq!(headers["last-event-id"], "event-7");
+    assert_eq!(headers["accept"], "application/json, text/event-stream");
+    assert_eq!(headers["content-type"], "application/json");
+    for dropped in ["cookie", "x-api-key", "proxy-authorization"] {
+        assert!(
+            headers.get(dropped).is_none(),
+            "{dropped} reached the upstream"
+        );
+    }
+    assert_eq!(
+        seen[0].body,
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#
+    );
+}
+
+#[tokio::test]
+async fn sse_responses_stream_event_by_event() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"stream"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(
+        response.headers().get("connection").is_none(),
+        "hop-by-hop header copied back"
+    );
+    let mut body = response.bytes_stream();
+    // The upstream holds its second event until released: the first must arrive
+    // through the gateway while the response is still open (no buffering).
+    let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("first event never arrived: the response was buffered")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+    upstream.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).contains(r#""id":3"#));
+}
+
+#[tokio::test]
+async fn every_method_is_authenticated_and_get_delete_are_proxied() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let client = Gateway::client();
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+    ] {
+        let response = client
+            .request(method.clone(), &gateway.mcp)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method} without a token");
+    }
+    assert!(upstream.seen().is_empty());
+
+    let token = token(&gateway);
+    let get = client
+        .get(&gateway.mcp)
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let mut stream = get.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message"));
+    drop(stream);
+
+    let delete = client
+        .delete(&gateway.mcp)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    let put = client
+        .put(&gateway.mcp)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(put.headers()["allow"], "GET, POST, DELETE");
+    let methods: Vec<_> = upstream.seen().iter().map(|s| s.method.clone()).collect();
+    assert_eq!(methods, vec![http::Method::GET, http::Method::DELETE]);
+}
+
+#[tokio::test]
+async fn upstream_unreachable_is_502_with_a_jsonrpc_error() {
+    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let gateway = Gateway::start(&config(&dead, true, "", "")).await;
+    let response = gateway.post(Some(&token(&gateway))).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["error"]["code"], -32000);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream unreachable")
+    );
+
+    // Without a JSON-RPC id (a GET stream) the error is plain JSON.
+    let response = Gateway::client()
+        .get(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_error");
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "", "  timeout: 500ms")).await;
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"slow"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], "slow-1");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within")
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "  max_body_bytes: 1024", "")).await;
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "x".repeat(2000)}}});
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .header("content-type", "application/json")
+        .body(big.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Chunked (no Content-Length) is cut off while reading.
+    let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(big.to_string())]);
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn metadata_is_public_and_path_aware() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(
+        &upstream.url,
+        true,
+        "  resource_documentation: https://docs.example.com/mcp",
+        "",
+    ))
+    .await;
+    let expected = json!({
+        "resource": gateway.mcp,
+        "authorization_servers": ["https://issuer.test"],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": ["mcp:connect"],
+        "resource_documentation": "https://docs.example.com/mcp",
+    });
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let response = Gateway::client()
+            .get(format!("{}{path}", gateway.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        assert_eq!(response.json::<Value>().await.unwrap(), expected);
+    }
+    let other = Gateway::client()
+        .get(format!("{}/elsewhere", gateway.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}
+
+#[tokio::test]
+async fn metadata_path_override_moves_the_document_and_the_challenge() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(
+        &upstream.url,
+        true,
+        "  metadata_path: /meta/prm",
+        "",
+    ))
+    .await;
+    let client = Gateway::client();
+    let moved = client
+        .get(format!("{}/meta/prm", gateway.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let old = client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 404);
+    let challenge = www_authenticate(&gateway.post(None).await);
+    assert!(
+        challenge.ends_with(&format!("resource_metadata=\"{}/meta/prm\"", gateway.base)),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, false, "", "")).await;
+    let response = gateway.post(None).await;
+    assert_eq!(response.status(), 200);
+    let response = Gateway::client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    // Even unauthenticated, the client's Authorization is not passed on.
+    let _ = gateway.post(Some("some-client-token")).await;
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|s| s.headers.get("authorization").is_none())
+    );
+    assert!(
+        gateway.stderr().contains("OAUTH IS DISABLED"),
+        "{}",
+        gateway.stderr()
+    );
+}
+
+#[tokio::test]
+async fn malformed_credentials_are_400_invalid_request() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let client = Gateway::client();
+    let token = token(&gateway);
+    let cases = [
+        client
+            .post(&gateway.mcp)
+            .header("authorization", format!("Bearer {token}"))
+            .header("authorization", format!("Bearer {token}")),
+        client.post(format!("{}?access_token={token}", gateway.mcp)),
+        client
+            .post(&gateway.mcp)
+            .header("authorization", "Bearer two words"),
+    ];
+    for request in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert!(
+            www_authenticate(&response)
+                .starts_with("Bearer realm=\"mcp\", error=\"invalid_request\""),
+            "{}",
+            www_authenticate(&response)
+        );
+    }
+    // The scheme is case-insensitive.
+    let response = client
+        .post(&gateway.mcp)
+        .header("authorization", format!("bEaReR {token}"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.seen().len(), 1);
+}
