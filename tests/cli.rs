@@ -72,7 +72,8 @@ fn oauth_enabled_without_a_key_source_exits_78() {
 
 #[test]
 fn startup_validation_names_each_key() {
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             GOOD.to_owned(),
             vec![("TEST_SECRET", "too-short")],

@@ -116,6 +116,8 @@ async fn spawn_router(router: Router) -> SocketAddr {
     addr
 }
 
+type JwksState = (Arc<Mutex<Value>>, Arc<Mutex<usize>>);
+
 /// Serves a JWKS document that tests can replace, counting fetches.
 #[derive(Clone)]
 pub struct JwksServer {
@@ -132,7 +134,7 @@ impl JwksServer {
         let router = Router::new()
             .route(
                 "/jwks",
-                get(|State((doc, count)): State<(Arc<Mutex<Value>>, Arc<Mutex<usize>>)>| async move {
+                get(|State((doc, count)): State<JwksState>| async move {
                     *count.lock().unwrap() += 1;
                     axum::Json(doc.lock().unwrap().clone())
                 }),
