@@ -25,7 +25,7 @@ auth:
 {extra_oauth}
     jwks:
       - url: {jwks}
-        algorithms: [RS256, ES256]
+        algorithms: [RS256, PS256, ES256, EdDSA]
         refresh_interval: 1s
       - secret: "{HMAC_SECRET}"
         symmetric_algorithm: HS256
@@ -90,22 +90,43 @@ async fn assert_invalid_token(gateway: &Gateway, token: &str, description: &str)
 }
 
 #[tokio::test]
-async fn accepts_rs256_es256_and_hs256_tokens() {
+async fn accepts_each_allowed_algorithm() {
     let s = setup("").await;
     let claims = claims(&s.gateway.mcp, "mcp:connect");
-    for token in [
+    let tokens = [
         sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims),
+        sign(&s.keys.rsa, Algorithm::PS256, Some("rsa-1"), &claims),
         sign(&s.keys.ec, Algorithm::ES256, Some("ec-1"), &claims),
+        sign(&s.keys.ed, Algorithm::EdDSA, Some("ed-1"), &claims),
         hs256(&claims, Some("dev")),
-    ] {
-        let response = s.gateway.post(Some(&token)).await;
+    ];
+    for token in &tokens {
+        let response = s.gateway.post(Some(token)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.json::<Value>().await.unwrap()["result"]["ok"],
             true
         );
     }
-    assert_eq!(s.upstream.seen().len(), 3);
+    assert_eq!(s.upstream.seen().len(), tokens.len());
+}
+
+#[tokio::test]
+async fn a_symmetric_provider_verifies_only_its_algorithm_and_key_id() {
+    let upstream = Upstream::start().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        symmetric_algorithm: HS512\n        header_key_id: k512\n",
+        upstream.url
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let claims = claims(&gateway.mcp, "");
+    let key = EncodingKey::from_secret(HMAC_SECRET.as_bytes());
+    let hs512 = sign(&key, Algorithm::HS512, Some("k512"), &claims);
+    assert_eq!(gateway.post(Some(&hs512)).await.status(), 200);
+    let hs256 = sign(&key, Algorithm::HS256, Some("k512"), &claims);
+    assert_eq!(gateway.post(Some(&hs256)).await.status(), 401);
+    let other_kid = sign(&key, Algorithm::HS512, Some("other"), &claims);
+    assert_eq!(gateway.post(Some(&other_kid)).await.status(), 401);
 }
 
 #[tokio::test]

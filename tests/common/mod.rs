@@ -41,6 +41,7 @@ pub struct Keys {
     pub rsa: EncodingKey,
     pub rsa2: EncodingKey,
     pub ec: EncodingKey,
+    pub ed: EncodingKey,
 }
 
 impl Keys {
@@ -50,12 +51,20 @@ impl Keys {
             rsa: EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap(),
             rsa2: EncodingKey::from_rsa_pem(&read("rsa2_private.pem")).unwrap(),
             ec: EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap(),
+            ed: EncodingKey::from_ed_pem(&read("ed25519_private.pem")).unwrap(),
         }
     }
 
-    /// A JWKS with the RSA key as `rsa-1` and the EC key as `ec-1`.
+    /// A JWKS with the RSA key as `rsa-1`, the EC key as `ec-1` and the Ed25519 key
+    /// as `ed-1`. `rsa-1` carries no `alg`, so it may verify any allowed RSA algorithm.
     pub fn jwks(&self) -> Value {
-        json!({"keys": [public_jwk(&self.rsa, Algorithm::RS256, "rsa-1"), public_jwk(&self.ec, Algorithm::ES256, "ec-1")]})
+        let mut rsa = public_jwk(&self.rsa, Algorithm::RS256, "rsa-1");
+        rsa.as_object_mut().unwrap().remove("alg");
+        json!({"keys": [
+            rsa,
+            public_jwk(&self.ec, Algorithm::ES256, "ec-1"),
+            public_jwk(&self.ed, Algorithm::EdDSA, "ed-1"),
+        ]})
     }
 }
 
