@@ -117,7 +117,8 @@ async fn run(
         oauth = config.auth.oauth.enabled,
         "mcpgate ready"
     );
-    let result = server::serve(listener, AppState::new(gateway)).await;
+    let grace = config.server.shutdown_grace;
+    let result = server::serve(listener, AppState::new(gateway), grace).await;
     for refresher in refreshers {
         refresher.abort();
     }

@@ -61,6 +61,24 @@ fn a_good_config_checks_out() {
 }
 
 #[test]
+fn mcpgate_variables_without_a_section_are_not_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    // MCPGATE_CONFIG is the CLI's own variable; MCPGATE_BIN belongs to the e2e harness.
+    let (code, stdout, stderr) = run_cli(
+        &["check"],
+        &[
+            SECRET,
+            ("MCPGATE_CONFIG", path.to_str().unwrap()),
+            ("MCPGATE_BIN", "/usr/bin/true"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("ok:"));
+}
+
+#[test]
 fn oauth_enabled_without_a_key_source_exits_78() {
     let yaml = GOOD.replace(
         "    jwks:\n      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",

@@ -396,3 +396,53 @@ async fn malformed_credentials_are_400_invalid_request() {
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_responses_finish_then_exits() {
+    let upstream = Upstream::start().await;
+    let mut gateway =
+        Gateway::start(&config(&upstream.url, true, "  shutdown_grace: 30s", "")).await;
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"stream"}}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    gateway.terminate();
+    // Still running while the response is open...
+    assert_eq!(gateway.wait_exit(Duration::from_millis(500)).await, None);
+    // ...and the response completes after the signal.
+    upstream.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).contains(r#""id":5"#));
+    assert_eq!(gateway.wait_exit(Duration::from_secs(20)).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_cuts_open_streams_after_the_grace_period() {
+    let upstream = Upstream::start().await;
+    let mut gateway =
+        Gateway::start(&config(&upstream.url, true, "  shutdown_grace: 1s", "")).await;
+    let stream = Gateway::client()
+        .get(&gateway.mcp)
+        .bearer_auth(token(&gateway))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = stream.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    gateway.terminate();
+    assert_eq!(
+        gateway.wait_exit(Duration::from_secs(20)).await,
+        Some(0),
+        "an open SSE stream held the process past its grace period"
+    );
+}

@@ -52,7 +52,13 @@ pub fn load_from_str(yaml: &str) -> Result<Config, ConfigError> {
     let merged = Figment::new()
         .merge(Yaml::string(yaml))
         .merge(aliases)
-        .merge(Env::prefixed("MCPGATE_").split("__"));
+        // Only `MCPGATE_<SECTION>__<KEY>` is an override: variables such as
+        // `MCPGATE_CONFIG` (the CLI's) or `MCPGATE_BIN` belong to other tools.
+        .merge(
+            Env::prefixed("MCPGATE_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
 
     let mut tree: Value = merged.extract().map_err(figment_error)?;
     interpolate(&mut tree, &mut Vec::new(), &|name| std::env::var(name).ok())?;

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// Largest request body accepted on the MCP endpoint, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -49,12 +52,17 @@ impl Default for ServerConfig {
             metadata_path: None,
             resource_documentation: None,
             max_body_bytes: default_max_body_bytes(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5025))
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_max_body_bytes() -> usize {

@@ -123,7 +123,7 @@ fn upstream_failure(error: &UpstreamError, request_body: &Bytes) -> Response {
         UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
-    tracing::warn!(status = status.as_u16(), "{error}");
+    tracing::warn!(status = status.as_u16(), "{}", error.detail());
     let message = error.to_string();
     let id = serde_json::from_slice::<Value>(request_body)
         .ok()

@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod mcp;
 pub mod metadata;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -54,11 +55,34 @@ async fn not_found() -> Response {
     mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
-/// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+/// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests
+/// finish for up to `grace`. Open SSE streams never finish on their own, so past the
+/// grace period they are cut rather than holding the process forever.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown_signal() => {}
+    }
+    tracing::info!(grace = %humantime::format_duration(grace), "shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("grace period over: closing the connections still open");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -80,5 +104,4 @@ async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -31,13 +31,24 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-/// Why the upstream did not answer.
+/// Why the upstream did not answer. `Display` is what clients see: it never names
+/// the upstream's address; `detail` (for logs) does.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream unreachable: {0}")]
+    #[error("upstream unreachable")]
     Unreachable(String),
-    #[error("upstream did not answer within {0:?}")]
+    #[error("upstream did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+}
+
+impl UpstreamError {
+    /// The full cause, for the gateway's own logs.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Unreachable(cause) => format!("upstream unreachable: {cause}"),
+            Self::Timeout(_) => self.to_string(),
+        }
+    }
 }
 
 /// A Streamable HTTP MCP server.

@@ -1,0 +1,93 @@
+// Writes an mcpgate config file and runs `mcpgate serve` against it.
+import { existsSync } from 'node:fs';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startProcess, waitForHttp } from './procs.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(here, '..', '..', '..');
+export const MCPGATE_BIN = process.env.MCPGATE_BIN || path.join(REPO_ROOT, 'target', 'debug', 'mcpgate');
+
+export const UPSTREAM_CREDENTIAL = { name: 'X-Upstream-Credential', value: 'gateway-own-secret' };
+
+/**
+ * The environment for mcpgate children: ours minus everything mcpgate reads
+ * as configuration (MCPGATE_* overrides, MCP_OAUTH_* aliases), so the config
+ * file written by the test is the only source. MCPGATE_BIN itself would
+ * otherwise be read as an override of a top-level key `bin`.
+ */
+export function gatewayEnv() {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith('MCPGATE_') && !k.startsWith('MCP_OAUTH_')),
+  );
+}
+
+export function assertBinaryExists() {
+  if (!existsSync(MCPGATE_BIN)) {
+    throw new Error(`mcpgate binary not found at ${MCPGATE_BIN}: run \`cargo build\` in ${REPO_ROOT} or set MCPGATE_BIN`);
+  }
+}
+
+/** The contract config from DESIGN §3, reduced to what the e2e suite needs. */
+export function gatewayConfigYaml({ gwPort, upstreamUrl, issuer }) {
+  return `# written by tests/e2e/lib/gateway.mjs
+server:
+  listen: 127.0.0.1:${gwPort}
+  public_url: http://127.0.0.1:${gwPort}/mcp
+upstream:
+  url: ${upstreamUrl}
+  headers: { ${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}" }
+auth:
+  oauth:
+    enabled: true
+    authorization_servers: [${issuer}]
+    issuers: [${issuer}]
+    jwks:
+      - url: ${issuer}/jwks
+        algorithms: [RS256]
+        refresh_interval: 1m
+scopes:
+  initialize: [mcp:connect]
+`;
+}
+
+/** Write `yaml` to mcpgate.yaml in a fresh temp dir; returns { dir, configPath }. */
+export async function writeConfig(yaml) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'mcpgate-e2e-'));
+  const configPath = path.join(dir, 'mcpgate.yaml');
+  await writeFile(configPath, yaml);
+  return { dir, configPath };
+}
+
+export async function startGateway({ gwPort, upstreamUrl, issuer }) {
+  assertBinaryExists();
+  const { dir, configPath } = await writeConfig(gatewayConfigYaml({ gwPort, upstreamUrl, issuer }));
+  const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
+    baseEnv: gatewayEnv(),
+    env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  const origin = `http://127.0.0.1:${gwPort}`;
+  const stop = async () => {
+    await proc.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  // Ready = the unauthenticated metadata URL answers at all. Its content is
+  // asserted by wire.test.mjs; a wrong status here should fail there with a
+  // clear message, not time out here.
+  try {
+    await waitForHttp(`${origin}/.well-known/oauth-protected-resource`, { proc, timeoutMs: 30_000, accept: () => true });
+  } catch (err) {
+    await stop(); // no stack entry exists yet to clean up after us
+    throw err;
+  }
+  return {
+    origin,
+    publicUrl: `${origin}/mcp`,
+    metadataUrl: `${origin}/.well-known/oauth-protected-resource/mcp`,
+    configPath,
+    proc,
+    stop,
+  };
+}

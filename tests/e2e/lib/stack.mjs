@@ -1,0 +1,52 @@
+// The whole topology most tests need, started in dependency order and torn
+// down in reverse (always, even when a later start fails):
+//
+//   client --> mcpgate (gwPort) --> recorder --> server-everything
+//                  |
+//                  +--> oidc-provider (JWKS)
+import { startAuthServer } from './as.mjs';
+import { startEverything } from './everything.mjs';
+import { startGateway } from './gateway.mjs';
+import { freePort } from './procs.mjs';
+import { startRecorder } from './recorder.mjs';
+
+export async function startStack({ accessTokenTTL } = {}) {
+  const stoppers = [];
+  const stack = {
+    async stop() {
+      // Errors while stopping one part must not keep the others alive.
+      for (const stop of stoppers.reverse()) {
+        try {
+          await stop();
+        } catch (err) {
+          console.error('teardown error:', err);
+        }
+      }
+      stoppers.length = 0;
+    },
+  };
+  try {
+    // The AS needs the gateway's public URL (its only resource indicator)
+    // before the gateway exists, so reserve the gateway port first.
+    const gwPort = await freePort();
+    const publicUrl = `http://127.0.0.1:${gwPort}/mcp`;
+
+    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL });
+    stoppers.push(() => stack.as.stop());
+
+    stack.everything = await startEverything();
+    stoppers.push(() => stack.everything.stop());
+
+    stack.recorder = await startRecorder({ targetPort: stack.everything.port });
+    stoppers.push(() => stack.recorder.stop());
+
+    stack.gateway = await startGateway({ gwPort, upstreamUrl: stack.recorder.url, issuer: stack.as.issuer });
+    stoppers.push(() => stack.gateway.stop());
+
+    stack.publicUrl = publicUrl;
+    return stack;
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+}
