@@ -15,8 +15,8 @@ export const UPSTREAM_CREDENTIAL = { name: 'X-Upstream-Credential', value: 'gate
 /**
  * The environment for mcpgate children: ours minus everything mcpgate reads
  * as configuration (MCPGATE_* overrides, MCP_OAUTH_* aliases), so the config
- * file written by the test is the only source. MCPGATE_BIN itself would
- * otherwise be read as an override of a top-level key `bin`.
+ * file written by the test is the only source, whatever the caller's shell
+ * exports.
  */
 export function gatewayEnv() {
   return Object.fromEntries(
