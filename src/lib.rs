@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod json;
 pub mod policy;
 pub mod server;
 pub mod upstream;

@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
@@ -284,8 +286,7 @@ async fn rfc8725_algorithm_and_key_attacks_fail() {
 }
 
 fn base64_json(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
 #[tokio::test]
@@ -357,4 +358,127 @@ async fn a_rotated_jwks_is_picked_up_by_the_background_refresh() {
     // The retired key is gone with the old set.
     let old = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
     assert_invalid_token(&s.gateway, &old, "token signing key is unknown").await;
+}
+
+#[tokio::test]
+async fn rfc8725_header_and_claim_hardening() {
+    let s = setup("").await;
+    let base = claims(&s.gateway.mcp, "mcp:connect");
+    let sig = |header: &Value, claims: &Value| {
+        // Signed for real, so only the header/claim rule can be the reason for refusal.
+        let header_b64 = base64_json(header);
+        let claims_b64 = base64_json(claims);
+        let input = format!("{header_b64}.{claims_b64}");
+        let alg = header["alg"].as_str().unwrap().parse().unwrap();
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &s.keys.rsa, alg).unwrap();
+        format!("{input}.{signature}")
+    };
+    let rs = json!({"alg": "RS256", "kid": "rsa-1"});
+    assert_eq!(
+        s.gateway.post(Some(&sig(&rs, &base))).await.status(),
+        200,
+        "control"
+    );
+
+    let with_header = |key: &str, value: Value| {
+        let mut header = rs.clone();
+        header[key] = value;
+        header
+    };
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&with_header("crit", json!(["exp"])), &base),
+        "token header is not accepted",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&with_header("cty", json!("JWT")), &base),
+        "token header is not accepted",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&with_header("typ", json!("id_token+jwt")), &base),
+        "token type is not accepted",
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&with_header("kid", json!("k".repeat(257))), &base),
+        "token is not a well-formed JWT",
+    )
+    .await;
+    for typ in ["at+jwt", "application/at+jwt", "JWT"] {
+        let token = sig(&with_header("typ", json!(typ)), &base);
+        assert_eq!(
+            s.gateway.post(Some(&token)).await.status(),
+            200,
+            "typ {typ}"
+        );
+    }
+
+    // Duplicate keys: the header's alg, the claims' aud (a parser keeping the first
+    // would read one audience, one keeping the last another).
+    let dup_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"rsa-1","kid":"other"}"#);
+    let claims_text = base.to_string();
+    let dup_aud = claims_text.replacen("\"aud\"", "\"aud\":\"https://elsewhere\",\"aud\"", 1);
+    for (header_b64, claims_b64) in [
+        (dup_header, base64_json(&base)),
+        (base64_json(&rs), URL_SAFE_NO_PAD.encode(&dup_aud)),
+    ] {
+        let input = format!("{header_b64}.{claims_b64}");
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &s.keys.rsa, Algorithm::RS256).unwrap();
+        assert_invalid_token(
+            &s.gateway,
+            &format!("{input}.{signature}"),
+            "token is not a well-formed JWT",
+        )
+        .await;
+    }
+
+    let now = now();
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&rs, &with(base.clone(), "iat", json!(now + 600))),
+        "token is not valid yet",
+    )
+    .await;
+    let many: Vec<String> = (0..17)
+        .map(|n| format!("https://aud{n}.test"))
+        .chain([s.gateway.mcp.clone()])
+        .collect();
+    assert_invalid_token(
+        &s.gateway,
+        &sig(&rs, &with(base.clone(), "aud", json!(many))),
+        "token audience is not accepted",
+    )
+    .await;
+    // An oversized token is refused before any parsing or signature work.
+    let huge = with(base, "pad", json!("x".repeat(20_000)));
+    let response = s.gateway.post(Some(&sig(&rs, &huge))).await;
+    assert_eq!(response.status(), 400);
+    assert!(www_authenticate(&response).contains("Authorization header too large"));
+}
+
+#[tokio::test]
+async fn require_at_jwt_refuses_other_types() {
+    let keys = Keys::load();
+    let jwks = JwksServer::start(keys.jwks()).await;
+    let upstream = Upstream::start().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - url: {}\n        require_at_jwt: true\n",
+        upstream.url, jwks.url
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let claims = claims(&gateway.mcp, "");
+    let at_jwt = sign(&keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
+    assert_eq!(gateway.post(Some(&at_jwt)).await.status(), 200);
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let plain_jwt = jsonwebtoken::encode(&header, &claims, &keys.rsa).unwrap();
+    let response = gateway.post(Some(&plain_jwt)).await;
+    assert_eq!(response.status(), 401);
+    assert!(www_authenticate(&response).contains("token type is not accepted"));
 }

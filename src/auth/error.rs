@@ -13,6 +13,27 @@ pub enum AuthError {
     /// A token was read but is not acceptable: 401 `invalid_token`.
     #[error("invalid token: {0}")]
     InvalidToken(TokenProblem),
+    /// The token cannot be judged right now (keys stale, introspection down): 503,
+    /// never a silent allow and never `invalid_token`.
+    #[error("cannot verify tokens: {0}")]
+    Unavailable(Unavailability),
+}
+
+/// Why tokens cannot be verified at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailability {
+    #[error(
+        "signing keys unavailable: the JWKS endpoint has not answered (at start, or for longer than max_stale)"
+    )]
+    KeysUnavailable,
+}
+
+impl Unavailability {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
 }
 
 impl AuthError {
@@ -22,6 +43,7 @@ impl AuthError {
             Self::Missing => "missing",
             Self::InvalidRequest(problem) => problem.code(),
             Self::InvalidToken(problem) => problem.code(),
+            Self::Unavailable(why) => why.code(),
         }
     }
 }
@@ -61,6 +83,10 @@ pub enum TokenProblem {
     UnknownKid,
     #[error("token signature is invalid")]
     BadSignature,
+    #[error("token header is not accepted")]
+    BadHeader,
+    #[error("token type is not accepted")]
+    BadType,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet")]
@@ -80,6 +106,8 @@ impl TokenProblem {
             Self::BadAlgorithm => "bad_algorithm",
             Self::UnknownKid => "unknown_kid",
             Self::BadSignature => "bad_signature",
+            Self::BadHeader => "bad_header",
+            Self::BadType => "bad_type",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::BadIssuer => "bad_issuer",

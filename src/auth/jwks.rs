@@ -1,18 +1,21 @@
-//! Key providers: a symmetric secret (fixed) or a remote JWKS, fetched at start and
-//! refreshed in the background. Key sets are published with `arc-swap`, so verifying
-//! a token reads the current set without ever waiting on a lock or the network.
+//! Key providers: a symmetric secret (fixed) or a remote JWKS. A remote set is
+//! fetched at start, refreshed in the background (honouring `Cache-Control: max-age`
+//! within bounds), refetched once when a token names an unknown `kid` (single-flight,
+//! rate-limited), kept through IdP outages up to `max_stale`, then failed closed.
+//! Sets are published with `arc-swap`: the verify path reads the current one without
+//! waiting on a lock or the network.
 //!
 //! Written here rather than taken from a crate: the JWKS crates either refetch on
-//! every unknown `kid` without a rate limit or pin old jsonwebtoken/reqwest versions,
-//! and this module is where #3's refetch-on-miss, stale-while-error and
-//! `Cache-Control` handling grow.
+//! every unknown `kid` without a rate limit or pin old jsonwebtoken/reqwest versions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use jsonwebtoken::Algorithm;
+use tokio::time::Instant;
 use url::Url;
 
 use super::keys::{ASYMMETRIC_ALGORITHMS, KeySet};
@@ -22,6 +25,8 @@ use crate::config::JwksProviderConfig;
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Longest a JWKS fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay after a failed fetch; doubles up to the refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a JWKS could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +43,38 @@ pub enum FetchError {
     Shape(&'static str),
 }
 
+/// A published key set and when it was fetched (`None` for a fixed set).
+pub struct Snapshot {
+    pub keys: KeySet,
+    fetched_at: Option<Instant>,
+}
+
 /// One configured key source.
 pub struct Provider {
     /// The config key naming this provider, for logs and errors.
     pub label: String,
-    keys: ArcSwap<KeySet>,
+    /// Tokens verified by this provider must carry this `iss`; other issuers' tokens
+    /// never reach its keys.
+    pub issuer: Option<String>,
+    /// Refuse tokens whose `typ` is not `at+jwt` (RFC 9068 §4).
+    pub require_at_jwt: bool,
+    current: ArcSwap<Snapshot>,
     remote: Option<RemoteSource>,
 }
 
 struct RemoteSource {
     url: Url,
-    refresh_interval: Duration,
     allowed: Vec<Algorithm>,
+    refresh_interval: Duration,
+    min_refetch_interval: Duration,
+    max_stale: Duration,
+    /// Serialises fetches: concurrent unknown-`kid` refetches share one request.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// Bumped on every successful fetch, so a waiter can tell a fetch happened.
+    generation: AtomicU64,
+    /// Milliseconds after `epoch` of the last fetch attempt (0: none yet).
+    last_attempt_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl Provider {
@@ -73,8 +98,14 @@ impl Provider {
                 };
                 let remote = RemoteSource {
                     url: url.clone(),
-                    refresh_interval: config.refresh_interval,
                     allowed,
+                    refresh_interval: config.refresh_interval,
+                    min_refetch_interval: config.min_refetch_interval,
+                    max_stale: config.max_stale,
+                    fetch_lock: tokio::sync::Mutex::new(()),
+                    generation: AtomicU64::new(0),
+                    last_attempt_ms: AtomicU64::new(0),
+                    epoch: Instant::now(),
                 };
                 (KeySet::default(), Some(remote))
             }
@@ -83,62 +114,154 @@ impl Provider {
         };
         Self {
             label,
-            keys: ArcSwap::from_pointee(keys),
+            issuer: config.issuer.clone(),
+            require_at_jwt: config.require_at_jwt,
+            current: ArcSwap::from_pointee(Snapshot {
+                keys,
+                fetched_at: None,
+            }),
             remote,
         }
     }
 
-    /// The current key set (a cheap, lock-free snapshot).
-    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
-        self.keys.load()
+    /// The current key set, or `None` when a remote set is older than `max_stale`
+    /// (or was never fetched): then this provider verifies nothing (fail closed).
+    pub fn keys(&self) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
+        let snapshot = self.current.load();
+        match &self.remote {
+            None => Some(snapshot),
+            Some(remote) => match snapshot.fetched_at {
+                Some(at) if at.elapsed() <= remote.max_stale => Some(snapshot),
+                _ => None,
+            },
+        }
+    }
+
+    /// The configured refresh interval (zero for a fixed set).
+    pub fn refresh_interval(&self) -> Duration {
+        self.remote
+            .as_ref()
+            .map_or(Duration::ZERO, |remote| remote.refresh_interval)
     }
 
     pub fn is_remote(&self) -> bool {
         self.remote.is_some()
     }
 
-    /// Fetches the remote JWKS and publishes it. A no-op for a symmetric provider.
-    pub async fn fetch(&self, client: &reqwest::Client) -> Result<usize, FetchError> {
+    /// The number of usable keys, for logs and readiness.
+    pub fn key_count(&self) -> usize {
+        self.keys().map_or(0, |snapshot| snapshot.keys.len())
+    }
+
+    /// Fetches the remote JWKS and publishes it; returns the `Cache-Control: max-age`
+    /// it was served with. A no-op for a symmetric provider.
+    pub async fn fetch(&self, client: &reqwest::Client) -> Result<Option<Duration>, FetchError> {
         let Some(remote) = &self.remote else {
-            return Ok(self.keys().len());
+            return Ok(None);
         };
-        let document = fetch_document(client, &remote.url).await?;
+        let _single_flight = remote.fetch_lock.lock().await;
+        self.fetch_locked(remote, client).await
+    }
+
+    async fn fetch_locked(
+        &self,
+        remote: &RemoteSource,
+        client: &reqwest::Client,
+    ) -> Result<Option<Duration>, FetchError> {
+        let since_epoch = remote.epoch.elapsed().as_millis().max(1);
+        remote.last_attempt_ms.store(
+            u64::try_from(since_epoch).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let (document, max_age) = fetch_document(client, &remote.url).await?;
         let (set, skipped) =
             KeySet::from_jwks(&document, &remote.allowed).map_err(FetchError::Shape)?;
         for (kid, reason) in skipped {
             tracing::debug!(provider = %self.label, ?kid, ?reason, "JWK skipped");
         }
-        let count = set.len();
-        self.keys.store(Arc::new(set));
-        Ok(count)
+        self.current.store(Arc::new(Snapshot {
+            keys: set,
+            fetched_at: Some(Instant::now()),
+        }));
+        remote.generation.fetch_add(1, Ordering::Release);
+        Ok(max_age)
     }
 
-    /// Refreshes the remote JWKS every `refresh_interval` until the returned handle is
-    /// aborted. A failed refresh keeps the previous keys.
+    /// Called when a token names a `kid` no current key has. Fetches the set again
+    /// unless a fetch happened within `min_refetch_interval`; concurrent callers wait
+    /// for one shared fetch. Returns whether a new set was published since the call.
+    pub async fn refetch_for_unknown_kid(&self, client: &reqwest::Client) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
+        let seen = remote.generation.load(Ordering::Acquire);
+        let _single_flight = remote.fetch_lock.lock().await;
+        if remote.generation.load(Ordering::Acquire) != seen {
+            return true; // Someone else fetched while this caller waited.
+        }
+        let last = remote.last_attempt_ms.load(Ordering::Relaxed);
+        let now = u64::try_from(remote.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let window = u64::try_from(remote.min_refetch_interval.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < window {
+            return false;
+        }
+        match self.fetch_locked(remote, client).await {
+            Ok(_) => {
+                tracing::info!(provider = %self.label, "JWKS refetched for an unknown kid");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(provider = %self.label, %error, "JWKS refetch for an unknown kid failed");
+                false
+            }
+        }
+    }
+
+    /// Keeps the remote set fresh until the returned handle is aborted: every
+    /// `refresh_interval` (sooner if `Cache-Control: max-age` says so, never more often
+    /// than `min_refetch_interval`); after a failure, retries with backoff and keeps
+    /// the previous keys. `first_delay` is zero when the start-up fetch failed.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         client: reqwest::Client,
+        first_delay: Duration,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let interval = self.remote.as_ref()?.refresh_interval;
+        let remote = self.remote.as_ref()?;
+        let (interval, floor) = (remote.refresh_interval, remote.min_refetch_interval);
         let provider = Arc::clone(self);
         Some(tokio::spawn(async move {
-            let mut ticker =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut delay = first_delay;
+            let mut backoff = FIRST_RETRY;
             loop {
-                ticker.tick().await;
+                tokio::time::sleep(delay).await;
                 match provider.fetch(&client).await {
-                    Ok(count) => {
-                        tracing::debug!(provider = %provider.label, keys = count, "JWKS refreshed")
+                    Ok(max_age) => {
+                        backoff = FIRST_RETRY;
+                        delay = next_refresh(interval, floor, max_age);
+                        tracing::debug!(provider = %provider.label, keys = provider.key_count(), "JWKS refreshed");
                     }
-                    Err(error) => tracing::warn!(
-                        provider = %provider.label,
-                        %error,
-                        "JWKS refresh failed; keeping the previous keys"
-                    ),
+                    Err(error) => {
+                        delay = backoff;
+                        backoff = (backoff * 2).min(interval);
+                        tracing::warn!(
+                            provider = %provider.label,
+                            %error,
+                            retry_in = %humantime::format_duration(delay),
+                            "JWKS fetch failed; keeping the previous keys"
+                        );
+                    }
                 }
             }
         }))
+    }
+}
+
+/// `max-age` may shorten the refresh interval, never below the refetch floor; it never
+/// lengthens it (a long CDN max-age must not slow down key rotation).
+fn next_refresh(interval: Duration, floor: Duration, max_age: Option<Duration>) -> Duration {
+    match max_age {
+        Some(max_age) => max_age.clamp(floor.min(interval), interval),
+        None => interval,
     }
 }
 
@@ -157,7 +280,7 @@ pub fn idp_client() -> Result<reqwest::Client, reqwest::Error> {
 async fn fetch_document(
     client: &reqwest::Client,
     url: &Url,
-) -> Result<serde_json::Value, FetchError> {
+) -> Result<(serde_json::Value, Option<Duration>), FetchError> {
     let response = client
         .get(url.clone())
         .header(
@@ -170,6 +293,11 @@ async fn fetch_document(
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
     }
+    let max_age = response
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(max_age);
     if response
         .content_length()
         .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
@@ -185,5 +313,56 @@ async fn fetch_document(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(serde_json::from_slice(&body)?)
+    Ok((serde_json::from_slice(&body)?, max_age))
+}
+
+/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1).
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|directive| {
+        let (name, value) = directive.trim().split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("max-age") {
+            value
+                .trim()
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_max_age_among_other_directives() {
+        assert_eq!(
+            max_age("public, max-age=300, must-revalidate"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-cache"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn max_age_shortens_within_bounds_but_never_lengthens() {
+        let (interval, floor) = (Duration::from_secs(600), Duration::from_secs(30));
+        assert_eq!(next_refresh(interval, floor, None), interval);
+        assert_eq!(
+            next_refresh(interval, floor, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            next_refresh(interval, floor, Some(Duration::from_secs(1))),
+            floor
+        );
+        assert_eq!(
+            next_refresh(interval, floor, Some(Duration::from_secs(86_400))),
+            interval
+        );
+    }
 }

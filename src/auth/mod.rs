@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-pub use error::{AuthError, RequestProblem, TokenProblem};
+pub use error::{AuthError, RequestProblem, TokenProblem, Unavailability};
 pub use principal::{AuthMethod, Principal, Scopes};
 
 use crate::config::{Config, ConfigError};
@@ -42,25 +42,36 @@ impl Authenticator {
                 ))
             })
             .collect();
-        let fetches = providers.iter().map(|provider| async move {
-            provider
-                .fetch(client)
-                .await
-                .map_err(|error| {
-                    ConfigError::invalid(
+        let fetches = providers
+            .iter()
+            .zip(&oauth.jwks)
+            .filter(|(provider, _)| provider.is_remote())
+            .map(|(provider, provider_config)| async move {
+                let result = provider.fetch(client).await;
+                (provider, provider_config.start_not_ready, result)
+            });
+        let mut not_ready = Vec::new();
+        for (provider, start_not_ready, result) in join_all(fetches).await {
+            match result {
+                Ok(_) if provider.key_count() == 0 => {
+                    tracing::warn!(provider = %provider.label, "JWKS holds no usable signing key")
+                }
+                Ok(_) => {
+                    tracing::info!(provider = %provider.label, keys = provider.key_count(), "JWKS loaded")
+                }
+                Err(error) if start_not_ready => {
+                    tracing::warn!(
+                        provider = %provider.label,
+                        %error,
+                        "JWKS not available at start; not ready until it is fetched (retrying)"
+                    );
+                    not_ready.push(provider.label.clone());
+                }
+                Err(error) => {
+                    return Err(ConfigError::invalid(
                         format!("{}.url", provider.label),
                         format!("cannot fetch JWKS at start: {error}"),
-                    )
-                })
-                .map(|count| (provider, count))
-        });
-        for result in join_all(fetches).await {
-            let (provider, count) = result?;
-            if provider.is_remote() {
-                if count == 0 {
-                    tracing::warn!(provider = %provider.label, "JWKS holds no usable signing key");
-                } else {
-                    tracing::info!(provider = %provider.label, keys = count, "JWKS loaded");
+                    ));
                 }
             }
         }
@@ -70,23 +81,29 @@ impl Authenticator {
             leeway: oauth.leeway,
         };
         Ok(Self {
-            jwt: JwtVerifier::new(providers, rules),
+            jwt: JwtVerifier::new(providers, rules, client.clone()),
         })
     }
 
     /// Starts the background JWKS refreshers; they stop when the handles are aborted.
+    /// A provider without keys yet (started not-ready) is retried at once.
     pub fn spawn_refreshers(&self, client: &reqwest::Client) -> Vec<tokio::task::JoinHandle<()>> {
         self.jwt
             .providers()
             .iter()
-            .filter_map(|provider| provider.spawn_refresh(client.clone()))
+            .filter_map(|provider| {
+                let first = if provider.key_count() == 0 {
+                    std::time::Duration::ZERO
+                } else {
+                    provider.refresh_interval()
+                };
+                provider.spawn_refresh(client.clone(), first)
+            })
             .collect()
     }
 
     /// Verifies a bearer token.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.jwt
-            .verify(token, SystemTime::now())
-            .map_err(AuthError::InvalidToken)
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.jwt.verify(token, SystemTime::now()).await
     }
 }

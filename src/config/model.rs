@@ -158,6 +158,22 @@ pub struct JwksProviderConfig {
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// Unknown-`kid` refetches (and `max-age`-driven refreshes) happen at most this often.
+    #[serde(default = "default_min_refetch_interval", with = "humantime_serde")]
+    pub min_refetch_interval: Duration,
+    /// While the JWKS endpoint fails, the last good keys are used for this long; then
+    /// the provider fails closed.
+    #[serde(default = "default_max_stale", with = "humantime_serde")]
+    pub max_stale: Duration,
+    /// Start even if the first fetch fails (retrying with backoff) instead of exiting 78.
+    #[serde(default)]
+    pub start_not_ready: bool,
+    /// Bind this provider to one issuer: its keys verify only tokens with this `iss`.
+    pub issuer: Option<String>,
+    /// Refuse tokens whose `typ` is not `at+jwt` (RFC 9068). Default: `at+jwt`, `JWT`
+    /// or no `typ` are accepted.
+    #[serde(default)]
+    pub require_at_jwt: bool,
     pub secret: Option<Secret>,
     pub symmetric_algorithm: Option<jsonwebtoken::Algorithm>,
     /// The `kid` tokens signed with `secret` carry.
@@ -166,6 +182,14 @@ pub struct JwksProviderConfig {
 
 fn default_refresh_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_min_refetch_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_stale() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

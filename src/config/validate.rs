@@ -161,10 +161,22 @@ fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), Con
                     format!("{alg:?} is symmetric; a remote JWKS only carries public keys"),
                 ));
             }
-            if provider.refresh_interval.is_zero() {
+            for (name, value) in [
+                ("refresh_interval", provider.refresh_interval),
+                ("min_refetch_interval", provider.min_refetch_interval),
+                ("max_stale", provider.max_stale),
+            ] {
+                if value.is_zero() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.{name}"),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            if provider.max_stale < provider.refresh_interval {
                 return Err(ConfigError::invalid(
-                    format!("{key}.refresh_interval"),
-                    "must be greater than 0",
+                    format!("{key}.max_stale"),
+                    "must be at least refresh_interval, or keys would expire between two refreshes",
                 ));
             }
             Ok(())
@@ -190,6 +202,12 @@ fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), Con
                 return Err(ConfigError::invalid(
                     format!("{key}.algorithms"),
                     "applies only to a remote JWKS; use symmetric_algorithm with a secret",
+                ));
+            }
+            if provider.start_not_ready {
+                return Err(ConfigError::invalid(
+                    format!("{key}.start_not_ready"),
+                    "applies only to a remote JWKS",
                 ));
             }
             Ok(())

@@ -21,8 +21,20 @@ pub struct ChallengeParams {
 }
 
 impl ChallengeParams {
-    /// 401 for no credentials, 401 `invalid_token`, or 400 `invalid_request`.
+    /// 401 for no credentials, 401 `invalid_token`, 400 `invalid_request`, or 503
+    /// when tokens cannot be judged right now (no challenge: the client did nothing wrong).
     pub fn auth_failure(&self, error: &AuthError) -> Response {
+        if let AuthError::Unavailable(why) = error {
+            let mut response = super::mcp::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &why.to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
         let scope = self.connect_scopes.join(" ");
         let mut params: Vec<(&str, String)> = vec![("realm", REALM.to_owned())];
         let status = match error {
@@ -37,6 +49,7 @@ impl ChallengeParams {
                 params.push(("error_description", problem.to_string()));
                 StatusCode::BAD_REQUEST
             }
+            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if !scope.is_empty() {
             params.push(("scope", scope));

@@ -18,22 +18,19 @@ use crate::upstream::UpstreamError;
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let gateway = state.gateway.load_full();
+    let (parts, body) = request.into_parts();
     // The principal is not used further yet; per-message policy and audit take it next.
-    let _principal = match check_access(&gateway, &request) {
+    let _principal = match check_access(&gateway, &parts.headers, parts.uri.query()).await {
         Ok(principal) => principal,
         Err(refusal) => return refusal.into_response(&gateway.challenge),
     };
-    if !matches!(
-        *request.method(),
-        Method::POST | Method::GET | Method::DELETE
-    ) {
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         return response;
     }
-    let (parts, body) = request.into_parts();
     let body = match read_body(&gateway, &parts.headers, body).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -64,16 +61,19 @@ impl Refusal {
 }
 
 /// Authentication and the every-request scope check. `Ok(None)` when OAuth is off.
-fn check_access(gateway: &Gateway, request: &Request) -> Result<Option<Principal>, Refusal> {
+async fn check_access(
+    gateway: &Gateway,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Principal>, Refusal> {
     let Some(auth) = &gateway.auth else {
         return Ok(None);
     };
-    let credential =
-        bearer::extract(request.headers(), request.uri().query()).map_err(Refusal::Auth)?;
+    let credential = bearer::extract(headers, query).map_err(Refusal::Auth)?;
     let Credential::Bearer(token) = credential else {
         return Err(Refusal::Auth(AuthError::Missing));
     };
-    let principal = auth.authenticate(token).map_err(|error| {
+    let principal = auth.authenticate(token).await.map_err(|error| {
         tracing::info!(reason = error.reason(), "request refused: {error}");
         Refusal::Auth(error)
     })?;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -125,7 +125,11 @@ async fn spawn_router(router: Router) -> SocketAddr {
     addr
 }
 
-type JwksState = (Arc<Mutex<Value>>, Arc<Mutex<usize>>);
+type JwksState = (
+    Arc<Mutex<Value>>,
+    Arc<Mutex<usize>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 /// Serves a JWKS document that tests can replace, counting fetches.
 #[derive(Clone)]
@@ -133,20 +137,27 @@ pub struct JwksServer {
     pub url: String,
     document: Arc<Mutex<Value>>,
     fetches: Arc<Mutex<usize>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JwksServer {
     pub async fn start(document: Value) -> Self {
         let document = Arc::new(Mutex::new(document));
         let fetches = Arc::new(Mutex::new(0));
-        let state = (document.clone(), fetches.clone());
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state = (document.clone(), fetches.clone(), failing.clone());
         let router = Router::new()
             .route(
                 "/jwks",
-                get(|State((doc, count)): State<JwksState>| async move {
-                    *count.lock().unwrap() += 1;
-                    axum::Json(doc.lock().unwrap().clone())
-                }),
+                get(
+                    |State((doc, count, failing)): State<JwksState>| async move {
+                        *count.lock().unwrap() += 1;
+                        if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                        }
+                        axum::Json(doc.lock().unwrap().clone()).into_response()
+                    },
+                ),
             )
             .with_state(state);
         let addr = spawn_router(router).await;
@@ -154,7 +165,14 @@ impl JwksServer {
             url: format!("http://{addr}/jwks"),
             document,
             fetches,
+            failing,
         }
+    }
+
+    /// Makes the endpoint answer 500 (an IdP outage) or recover.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn replace(&self, document: Value) {

@@ -1,0 +1,178 @@
+//! JWT access-token verification (RFC 7519, RFC 8725, RFC 9068). The token is parsed
+//! here — strict JSON, bounded sizes, a closed set of header rules — rather than by
+//! `jsonwebtoken::decode`, whose `Validation` skips malformed `aud`, accepts array
+//! `iss`, ignores `nbf` by default and keeps the last of two duplicate keys;
+//! jsonwebtoken still does the signature arithmetic.
+
+pub mod claims;
+pub mod header;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+pub use claims::ClaimRules;
+use header::JoseHeader;
+
+use super::error::{AuthError, TokenProblem, Unavailability};
+use super::jwks::Provider;
+use super::principal::Principal;
+
+/// Longest base64url claims segment read (16 KiB of JSON).
+pub const MAX_PAYLOAD_SEGMENT: usize = 16 * 1024 * 4 / 3 + 4;
+/// Keys tried for one token at most (tokens without `kid` against keys without one).
+const MAX_CANDIDATE_KEYS: usize = 4;
+
+/// Verifies JWTs against a list of key providers.
+pub struct JwtVerifier {
+    providers: Vec<Arc<Provider>>,
+    rules: ClaimRules,
+    client: reqwest::Client,
+}
+
+/// The result of trying the providers' keys.
+enum KeySearch<'a> {
+    Verified(&'a Provider),
+    Failed(TokenProblem),
+    /// Every provider that could hold the key has stale keys.
+    Stale,
+}
+
+impl JwtVerifier {
+    pub fn new(providers: Vec<Arc<Provider>>, rules: ClaimRules, client: reqwest::Client) -> Self {
+        Self {
+            providers,
+            rules,
+            client,
+        }
+    }
+
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    /// Whether `token` has the shape of a JWS (three segments whose first decodes to a
+    /// JSON object with `alg`): how a bearer token is routed to this verifier.
+    pub fn looks_like_jws(token: &str) -> bool {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        decode_segment(header, header::MAX_HEADER_SEGMENT)
+            .is_ok_and(|value| value.get("alg").is_some())
+    }
+
+    /// Verifies the signature, then the claims. Nothing from an unverified payload
+    /// decides the outcome, except `iss` choosing which issuer's keys to try.
+    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Principal, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenProblem::Malformed.into());
+        };
+        let header = header::parse(&decode_segment(header_b64, header::MAX_HEADER_SEGMENT)?)?;
+        let claims: Map<String, Value> = match decode_segment(payload_b64, MAX_PAYLOAD_SEGMENT)? {
+            Value::Object(claims) => claims,
+            _ => return Err(TokenProblem::Malformed.into()),
+        };
+        let issuer = claims::issuer(&claims)?;
+        let providers: Vec<&Provider> = self
+            .providers
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|provider| provider.issuer.is_none() || provider.issuer == issuer)
+            .collect();
+        if providers.is_empty() {
+            return Err(TokenProblem::BadIssuer.into());
+        }
+        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+
+        let mut search = search_keys(&providers, &header, signing_input, signature);
+        if matches!(search, KeySearch::Failed(TokenProblem::UnknownKid)) {
+            // Keys may have rotated: one refetch per provider (single-flight and
+            // rate-limited inside), then one more try.
+            let mut refreshed = false;
+            for provider in providers.iter().filter(|p| p.is_remote()) {
+                refreshed |= provider.refetch_for_unknown_kid(&self.client).await;
+            }
+            if refreshed {
+                search = search_keys(&providers, &header, signing_input, signature);
+            }
+        }
+        let provider = match search {
+            KeySearch::Verified(provider) => provider,
+            KeySearch::Failed(problem) => return Err(problem.into()),
+            KeySearch::Stale => {
+                return Err(AuthError::Unavailable(Unavailability::KeysUnavailable));
+            }
+        };
+        if provider.require_at_jwt && !header.is_access_token_type {
+            return Err(TokenProblem::BadType.into());
+        }
+        Ok(claims::check(&claims, &self.rules, header.kid, now)?)
+    }
+}
+
+fn search_keys<'a>(
+    providers: &[&'a Provider],
+    header: &JoseHeader,
+    signing_input: &[u8],
+    signature: &str,
+) -> KeySearch<'a> {
+    let kid = header.kid.as_deref();
+    let mut tried = 0;
+    let mut stale = 0;
+    for provider in providers {
+        let Some(snapshot) = provider.keys() else {
+            stale += 1;
+            continue;
+        };
+        for key in snapshot.keys.candidates(kid, header.alg) {
+            if tried == MAX_CANDIDATE_KEYS {
+                return KeySearch::Failed(TokenProblem::BadSignature);
+            }
+            tried += 1;
+            if matches!(
+                jsonwebtoken::crypto::verify(signature, signing_input, &key.key, header.alg),
+                Ok(true)
+            ) {
+                return KeySearch::Verified(provider);
+            }
+        }
+    }
+    if tried > 0 {
+        return KeySearch::Failed(TokenProblem::BadSignature);
+    }
+    if stale == providers.len() {
+        return KeySearch::Stale;
+    }
+    // No key could even try: tell "known key, wrong algorithm" from "unknown key".
+    let known = kid.is_some_and(|kid| {
+        providers
+            .iter()
+            .filter_map(|provider| provider.keys())
+            .any(|snapshot| snapshot.keys.has_kid(kid))
+    });
+    if known || kid.is_none() {
+        KeySearch::Failed(TokenProblem::BadAlgorithm)
+    } else {
+        KeySearch::Failed(TokenProblem::UnknownKid)
+    }
+}
+
+/// base64url (no padding) → strict JSON, bounded before decoding.
+fn decode_segment(segment: &str, max_len: usize) -> Result<Value, TokenProblem> {
+    if segment.len() > max_len {
+        return Err(TokenProblem::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenProblem::Malformed)?;
+    crate::json::from_slice(&bytes).map_err(|_| TokenProblem::Malformed)
+}
