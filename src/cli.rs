@@ -28,6 +28,18 @@ pub enum Command {
     Token(TokenArgs),
     /// Run an embedded MCP server behind the gateway, and print tokens and commands to try it.
     Demo(DemoArgs),
+    /// Generate a new API key and the argon2id hash to put in `auth.api_keys`.
+    HashKey(HashKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashKeyArgs {
+    /// The key's id (A-Z a-z 0-9 . -); it becomes part of the key and names it in logs.
+    #[arg(long)]
+    pub id: String,
+    /// Scopes for the config entry, space-separated or repeated (`*` for every scope).
+    #[arg(long = "scope", value_name = "SCOPES")]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use crate::upstream::HttpUpstream;
 /// The running state derived from one configuration.
 pub struct Gateway {
     pub config: Arc<Config>,
-    /// `None` when OAuth is off: requests pass unauthenticated.
+    /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,
     pub policy: Policy,
     pub upstream: HttpUpstream,
@@ -33,14 +33,11 @@ impl Gateway {
         let upstream = HttpUpstream::from_config(upstream_config)?;
         let policy = Policy::from_config(&config);
         let oauth_enabled = config.auth.oauth.enabled;
-        let auth = if oauth_enabled {
-            Some(Authenticator::build(&config, idp_client).await?)
-        } else {
-            None
-        };
+        let auth = Authenticator::build(&config, idp_client).await?;
         let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));
         let challenge = ChallengeParams {
-            resource_metadata: config.metadata_url(),
+            // Without OAuth there is no metadata document to point to.
+            resource_metadata: oauth_enabled.then(|| config.metadata_url()),
             connect_scopes: policy.connect_scopes(),
             echo_token_scopes: config.auth.oauth.scope_challenge_include_token_scopes,
         };

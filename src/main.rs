@@ -11,7 +11,7 @@ use clap::Parser;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, ConfigArg, DemoArgs, TokenArgs};
+use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, TokenArgs};
 use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
 use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat};
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args).await,
             Command::Token(args) => token(args),
             Command::Demo(args) => demo(args).await,
+            Command::HashKey(args) => hash_key(args),
         }
     });
     match result {
@@ -218,6 +219,24 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         algorithm,
     };
     println!("{}", mint(secret.as_bytes(), &request)?);
+    Ok(())
+}
+
+fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {
+    let (key, hash) = mcpgate::auth::api_keys::generate(&args.id).map_err(anyhow::Error::msg)?;
+    let scopes: Vec<String> = args
+        .scopes
+        .iter()
+        .flat_map(|scopes| scopes.split_whitespace())
+        .map(|scope| format!("{scope:?}"))
+        .collect();
+    println!("API key (give it to the client; mcpgate keeps only the hash):");
+    println!("{key}");
+    println!();
+    println!("Entry for auth.api_keys:");
+    println!("  - id: {}", args.id);
+    println!("    hash: \"{hash}\"");
+    println!("    scopes: [{}]", scopes.join(", "));
     Ok(())
 }
 

@@ -286,3 +286,36 @@ async fn embedded_key_urls_are_never_fetched() {
         "a key URL from the token was fetched"
     );
 }
+
+#[tokio::test]
+async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
+    let keys = Keys::load();
+    let jwks = JwksServer::start(keys.jwks()).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(
+        &upstream,
+        &provider(
+            &jwks,
+            "        refresh_interval: 1s\n        min_refetch_interval: 1s\n",
+        ),
+        "[https://issuer.test]",
+    ))
+    .await;
+    let token = sign(
+        &keys.rsa,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&gateway.mcp, ""),
+    );
+    // Verified once, then served from the verified-token cache.
+    assert_eq!(gateway.post(Some(&token)).await.status(), 200);
+    assert_eq!(gateway.post(Some(&token)).await.status(), 200);
+    // The IdP retires rsa-1 (say, after a compromise): the cache must not outlive it.
+    jwks.replace(json!({"keys": [public_jwk(&keys.rsa2, Algorithm::RS256, "rsa-2")]}));
+    assert!(
+        eventually(&gateway, &token, 401).await,
+        "a cached token outlived its key"
+    );
+    let response = gateway.post(Some(&token)).await;
+    assert!(www_authenticate(&response).contains("token signing key is unknown"));
+}

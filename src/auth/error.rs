@@ -13,6 +13,9 @@ pub enum AuthError {
     /// A token was read but is not acceptable: 401 `invalid_token`.
     #[error("invalid token: {0}")]
     InvalidToken(TokenProblem),
+    /// Too many failed API-key attempts for one key id: 429, without running argon2.
+    #[error("too many failed attempts")]
+    TooManyAttempts,
     /// The token cannot be judged right now (keys stale, introspection down): 503,
     /// never a silent allow and never `invalid_token`.
     #[error("cannot verify tokens: {0}")]
@@ -44,6 +47,7 @@ impl AuthError {
             Self::InvalidRequest(problem) => problem.code(),
             Self::InvalidToken(problem) => problem.code(),
             Self::Unavailable(why) => why.code(),
+            Self::TooManyAttempts => "rate_limited",
         }
     }
 }
@@ -97,6 +101,10 @@ pub enum TokenProblem {
     BadAudience,
     #[error("token claims are malformed")]
     BadClaims,
+    #[error("API key is unknown")]
+    UnknownApiKey,
+    #[error("API key is invalid")]
+    BadApiKey,
 }
 
 impl TokenProblem {
@@ -113,6 +121,8 @@ impl TokenProblem {
             Self::BadIssuer => "bad_issuer",
             Self::BadAudience => "bad_audience",
             Self::BadClaims => "bad_claims",
+            Self::UnknownApiKey => "unknown_api_key",
+            Self::BadApiKey => "bad_api_key",
         }
     }
 }

@@ -144,6 +144,14 @@ impl Provider {
             .map_or(Duration::ZERO, |remote| remote.refresh_interval)
     }
 
+    /// Whether a token verified earlier with key `kid` may still be trusted: the keys
+    /// are not stale and the key is still published (a key dropped from the JWKS stops
+    /// cached tokens at once, not when the cache entry expires).
+    pub fn still_vouches_for(&self, kid: Option<&str>) -> bool {
+        self.keys()
+            .is_some_and(|snapshot| kid.is_none_or(|kid| snapshot.keys.has_kid(kid)))
+    }
+
     pub fn is_remote(&self) -> bool {
         self.remote.is_some()
     }

@@ -1,7 +1,10 @@
-//! Credentials → `Principal`: bearer extraction, JWT verification against key
-//! providers. Only this module builds a `Principal`.
+//! Credentials → `Principal`: bearer extraction, then dispatch by what the bearer
+//! value is — an API key (by prefix), a JWS (JWT verifier) — with verified tokens
+//! cached. Only this module builds a `Principal`.
 
+pub mod api_keys;
 pub mod bearer;
+pub mod cache;
 pub mod error;
 pub mod jwks;
 pub mod jwt;
@@ -18,18 +21,50 @@ pub use error::{AuthError, RequestProblem, TokenProblem, Unavailability};
 pub use principal::{AuthMethod, Principal, Scopes};
 
 use crate::config::{Config, ConfigError};
+use api_keys::ApiKeyStore;
+use cache::VerifiedTokens;
 use jwks::Provider;
 use jwt::{ClaimRules, JwtVerifier};
 
 /// Turns a bearer token into a `Principal`.
 pub struct Authenticator {
-    jwt: JwtVerifier,
+    /// `None` when OAuth is off (API keys only).
+    jwt: Option<JwtVerifier>,
+    /// `None` when no API key is configured.
+    api_keys: Option<ApiKeyStore>,
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
-    /// Builds the verifier and fetches every remote JWKS concurrently. A JWKS that
-    /// cannot be fetched is a startup error naming its key (exit 78).
-    pub async fn build(config: &Config, client: &reqwest::Client) -> Result<Self, ConfigError> {
+    /// Builds the verifiers, fetching every remote JWKS concurrently. A JWKS that
+    /// cannot be fetched is a startup error naming its key (exit 78). `None` when no
+    /// credential source is configured (requests pass unauthenticated).
+    pub async fn build(
+        config: &Config,
+        client: &reqwest::Client,
+    ) -> Result<Option<Self>, ConfigError> {
+        let auth = &config.auth;
+        let jwt = if auth.oauth.enabled {
+            Some(Self::build_jwt(config, client).await?)
+        } else {
+            None
+        };
+        let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
+        let api_keys = (!api_keys.is_empty()).then_some(api_keys);
+        if jwt.is_none() && api_keys.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            jwt,
+            api_keys,
+            verified: VerifiedTokens::new(auth.oauth.token_cache_size, auth.oauth.token_cache_ttl),
+        }))
+    }
+
+    async fn build_jwt(
+        config: &Config,
+        client: &reqwest::Client,
+    ) -> Result<JwtVerifier, ConfigError> {
         let oauth = &config.auth.oauth;
         let providers: Vec<Arc<Provider>> = oauth
             .jwks
@@ -80,17 +115,15 @@ impl Authenticator {
             audiences: config.accepted_audiences(),
             leeway: oauth.leeway,
         };
-        Ok(Self {
-            jwt: JwtVerifier::new(providers, rules, client.clone()),
-        })
+        Ok(JwtVerifier::new(providers, rules, client.clone()))
     }
 
     /// Starts the background JWKS refreshers; they stop when the handles are aborted.
     /// A provider without keys yet (started not-ready) is retried at once.
     pub fn spawn_refreshers(&self, client: &reqwest::Client) -> Vec<tokio::task::JoinHandle<()>> {
         self.jwt
-            .providers()
             .iter()
+            .flat_map(|jwt| jwt.providers())
             .filter_map(|provider| {
                 let first = if provider.key_count() == 0 {
                     std::time::Duration::ZERO
@@ -102,8 +135,28 @@ impl Authenticator {
             .collect()
     }
 
-    /// Verifies a bearer token.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.jwt.verify(token, SystemTime::now()).await
+    /// Verifies a bearer token: a cache hit, else by what the value is. An API key
+    /// is recognised by its prefix, a JWT by decoding as a JWS; anything else is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let digest = cache::digest(token);
+        if let Some(remembered) = self.verified.get(&digest) {
+            return remembered;
+        }
+        if api_keys::is_api_key(token) {
+            return match &self.api_keys {
+                Some(store) => store.verify(token, digest).await,
+                None => Err(TokenProblem::UnknownApiKey.into()),
+            };
+        }
+        match &self.jwt {
+            Some(jwt) if JwtVerifier::looks_like_jws(token) => {
+                let (principal, provider) = jwt.verify(token, SystemTime::now()).await?;
+                let principal = Arc::new(principal);
+                self.verified
+                    .insert(digest, Arc::clone(&principal), Some(provider));
+                Ok(principal)
+            }
+            _ => Err(TokenProblem::Malformed.into()),
+        }
     }
 }

@@ -7,12 +7,14 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     Jwt,
+    ApiKey,
 }
 
 impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Jwt => "jwt",
+            Self::ApiKey => "api_key",
         }
     }
 }
@@ -27,13 +29,19 @@ pub struct Principal {
     pub scopes: Scopes,
     pub expires_at: Option<SystemTime>,
     pub method: AuthMethod,
+    /// The JWT's `kid`.
     pub key_id: Option<String>,
+    /// The API key's configured id.
+    pub api_key_id: Option<String>,
 }
 
 /// Granted scopes, in the order the token lists them (kept for challenges that echo
-/// them), without duplicates.
+/// them), without duplicates; or every scope (an API key configured with `*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scopes(Vec<String>);
+pub struct Scopes {
+    listed: Vec<String>,
+    all: bool,
+}
 
 impl Scopes {
     pub fn new<I, S>(scopes: I) -> Self
@@ -48,23 +56,39 @@ impl Scopes {
                 out.push(scope);
             }
         }
-        Self(out)
+        Self {
+            listed: out,
+            all: false,
+        }
+    }
+
+    /// Every scope.
+    pub fn all() -> Self {
+        Self {
+            listed: Vec::new(),
+            all: true,
+        }
     }
 
     pub fn contains(&self, scope: &str) -> bool {
-        self.0.iter().any(|granted| granted == scope)
+        self.all || self.listed.iter().any(|granted| granted == scope)
     }
 
+    /// The scopes listed (empty for "every scope").
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.listed.iter().map(String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        !self.all && self.listed.is_empty()
     }
 
-    /// Space-delimited, as in the `scope` claim.
+    /// Space-delimited, as in the `scope` claim (`*` for every scope).
     pub fn to_claim(&self) -> String {
-        self.0.join(" ")
+        if self.all {
+            "*".to_owned()
+        } else {
+            self.listed.join(" ")
+        }
     }
 }

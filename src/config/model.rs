@@ -92,11 +92,44 @@ fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub oauth: OAuthConfig,
+    /// API keys (argon2id hashes), accepted beside OAuth tokens.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// How long a successful API-key verification is remembered (argon2 on every
+    /// request would be a denial-of-service lever).
+    #[serde(default = "default_api_key_cache_ttl", with = "humantime_serde")]
+    pub api_key_cache_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            oauth: OAuthConfig::default(),
+            api_keys: Vec::new(),
+            api_key_cache_ttl: default_api_key_cache_ttl(),
+        }
+    }
+}
+
+fn default_api_key_cache_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One API key: `mcpgate hash-key --id <id>` prints the key and this entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    /// argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    pub hash: Secret,
+    /// Scopes the key carries; `*` means every scope.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +154,13 @@ pub struct OAuthConfig {
     pub scope_challenge_include_token_scopes: bool,
     #[serde(default = "default_max_scope_combinations")]
     pub max_scope_combinations: usize,
+    /// A verified token is remembered (by its SHA-256) for at most this long, and never
+    /// past its `exp`, so repeated requests cost a hash and a lookup.
+    #[serde(default = "default_token_cache_ttl", with = "humantime_serde")]
+    pub token_cache_ttl: Duration,
+    /// Most verified tokens remembered.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: u64,
 }
 
 impl Default for OAuthConfig {
@@ -134,6 +174,8 @@ impl Default for OAuthConfig {
             jwks: Vec::new(),
             scope_challenge_include_token_scopes: false,
             max_scope_combinations: default_max_scope_combinations(),
+            token_cache_ttl: default_token_cache_ttl(),
+            token_cache_size: default_token_cache_size(),
         }
     }
 }
@@ -144,6 +186,14 @@ fn default_leeway() -> Duration {
 
 fn default_max_scope_combinations() -> usize {
     2048
+}
+
+fn default_token_cache_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_token_cache_size() -> u64 {
+    10_000
 }
 
 /// One key source: either a remote JWKS `url` or a symmetric `secret`.

@@ -16,6 +16,17 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for scope in &config.scopes.initialize {
         check_scope_token("scopes.initialize", scope)?;
     }
+    for (index, key) in config.auth.api_keys.iter().enumerate() {
+        for scope in key.scopes.iter().filter(|scope| *scope != "*") {
+            check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
+        }
+    }
+    if config.auth.api_key_cache_ttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "auth.api_key_cache_ttl",
+            "must be greater than 0",
+        ));
+    }
     Ok(())
 }
 

@@ -84,6 +84,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
                 }],
                 ..OAuthConfig::default()
             },
+            ..Default::default()
         },
         scopes: ScopesConfig {
             initialize: vec!["mcp:connect".to_owned()],

@@ -14,7 +14,8 @@ pub const REALM: &str = "mcp";
 /// What every challenge carries, fixed per configuration.
 #[derive(Debug, Clone)]
 pub struct ChallengeParams {
-    pub resource_metadata: String,
+    /// `None` with API keys only (no OAuth, so no RFC 9728 document).
+    pub resource_metadata: Option<String>,
     /// Scopes every request needs, named by 401s.
     pub connect_scopes: Vec<String>,
     pub echo_token_scopes: bool,
@@ -24,6 +25,17 @@ impl ChallengeParams {
     /// 401 for no credentials, 401 `invalid_token`, 400 `invalid_request`, or 503
     /// when tokens cannot be judged right now (no challenge: the client did nothing wrong).
     pub fn auth_failure(&self, error: &AuthError) -> Response {
+        if matches!(error, AuthError::TooManyAttempts) {
+            let mut response = super::mcp::json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many failed API-key attempts; try again later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return response;
+        }
         if let AuthError::Unavailable(why) = error {
             let mut response = super::mcp::json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -49,23 +61,29 @@ impl ChallengeParams {
                 params.push(("error_description", problem.to_string()));
                 StatusCode::BAD_REQUEST
             }
-            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Unavailable(_) | AuthError::TooManyAttempts => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         if !scope.is_empty() {
             params.push(("scope", scope));
         }
-        params.push(("resource_metadata", self.resource_metadata.clone()));
+        if let Some(url) = &self.resource_metadata {
+            params.push(("resource_metadata", url.clone()));
+        }
         challenge_response(status, &params)
     }
 
     /// 403 `insufficient_scope` naming the scopes to ask for.
     pub fn insufficient_scope(&self, denial: &Denial) -> Response {
-        let params = [
+        let mut params = vec![
             ("error", "insufficient_scope".to_owned()),
             ("scope", denial.challenge_scopes.join(" ")),
-            ("resource_metadata", self.resource_metadata.clone()),
-            ("error_description", denial.description.clone()),
         ];
+        if let Some(url) = &self.resource_metadata {
+            params.push(("resource_metadata", url.clone()));
+        }
+        params.push(("error_description", denial.description.clone()));
         challenge_response(StatusCode::FORBIDDEN, &params)
     }
 }
@@ -121,8 +139,9 @@ mod tests {
 
     fn params(scopes: &[&str]) -> ChallengeParams {
         ChallengeParams {
-            resource_metadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-                .into(),
+            resource_metadata: Some(
+                "https://mcp.example.com/.well-known/oauth-protected-resource/mcp".into(),
+            ),
             connect_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             echo_token_scopes: false,
         }

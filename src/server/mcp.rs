@@ -1,6 +1,8 @@
 //! The MCP endpoint: authenticate, authorize, then proxy. Every HTTP method is
 //! authenticated (POST, GET for the SSE stream, DELETE).
 
+use std::sync::Arc;
+
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +67,7 @@ async fn check_access(
     gateway: &Gateway,
     headers: &http::HeaderMap,
     query: Option<&str>,
-) -> Result<Option<Principal>, Refusal> {
+) -> Result<Option<Arc<Principal>>, Refusal> {
     let Some(auth) = &gateway.auth else {
         return Ok(None);
     };

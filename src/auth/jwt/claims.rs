@@ -75,6 +75,7 @@ pub fn check(
         expires_at,
         method: AuthMethod::Jwt,
         key_id,
+        api_key_id: None,
     })
 }
 

@@ -35,7 +35,7 @@ pub struct JwtVerifier {
 
 /// The result of trying the providers' keys.
 enum KeySearch<'a> {
-    Verified(&'a Provider),
+    Verified(&'a Arc<Provider>),
     Failed(TokenProblem),
     /// Every provider that could hold the key has stale keys.
     Stale,
@@ -68,8 +68,13 @@ impl JwtVerifier {
     }
 
     /// Verifies the signature, then the claims. Nothing from an unverified payload
-    /// decides the outcome, except `iss` choosing which issuer's keys to try.
-    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Principal, AuthError> {
+    /// decides the outcome, except `iss` choosing which issuer's keys to try. Returns
+    /// the provider whose key verified, so a cached result can be re-checked against it.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(Principal, Arc<Provider>), AuthError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -82,10 +87,9 @@ impl JwtVerifier {
             _ => return Err(TokenProblem::Malformed.into()),
         };
         let issuer = claims::issuer(&claims)?;
-        let providers: Vec<&Provider> = self
+        let providers: Vec<&Arc<Provider>> = self
             .providers
             .iter()
-            .map(Arc::as_ref)
             .filter(|provider| provider.issuer.is_none() || provider.issuer == issuer)
             .collect();
         if providers.is_empty() {
@@ -115,12 +119,13 @@ impl JwtVerifier {
         if provider.require_at_jwt && !header.is_access_token_type {
             return Err(TokenProblem::BadType.into());
         }
-        Ok(claims::check(&claims, &self.rules, header.kid, now)?)
+        let principal = claims::check(&claims, &self.rules, header.kid, now)?;
+        Ok((principal, Arc::clone(provider)))
     }
 }
 
 fn search_keys<'a>(
-    providers: &[&'a Provider],
+    providers: &[&'a Arc<Provider>],
     header: &JoseHeader,
     signing_input: &[u8],
     signature: &str,

@@ -1,0 +1,227 @@
+//! API keys: `mcpk_<id>_<secret>`. The prefix routes a bearer value here without
+//! guessing from its shape (a long opaque key with two dots is still a key, never a
+//! JWT); the id finds the stored argon2id hash. Successful verifications are cached
+//! by the key's SHA-256, and failures per id are rate-limited, because argon2 costs
+//! tens of milliseconds: unbounded, it would be a denial-of-service lever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{ARGON2ID_IDENT, Argon2, PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+
+use super::error::{AuthError, TokenProblem};
+use super::principal::{AuthMethod, Principal, Scopes};
+use crate::config::{ApiKeyConfig, ConfigError};
+
+/// Every API key starts with this.
+pub const KEY_PREFIX: &str = "mcpk_";
+/// Failed verifications allowed per key id within [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+const SECRET_BYTES: usize = 32;
+
+/// Whether a bearer value is an API key (by prefix, never by shape).
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(KEY_PREFIX)
+}
+
+/// `[A-Za-z0-9.-]{1,64}`: no `_`, which separates the id from the secret.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// Parses and checks a configured hash: a PHC string for argon2id.
+pub fn parse_hash(hash: &str) -> Result<PasswordHash, String> {
+    let parsed =
+        PasswordHash::new(hash).map_err(|error| format!("not a PHC hash string: {error}"))?;
+    if parsed.algorithm != ARGON2ID_IDENT {
+        return Err(format!(
+            "algorithm is {}, expected argon2id",
+            parsed.algorithm
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A new key for `id` and the PHC hash to put in the config.
+pub fn generate(id: &str) -> Result<(String, String), String> {
+    if !is_valid_id(id) {
+        return Err("the id must be 1-64 characters of A-Z a-z 0-9 . -".to_owned());
+    }
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::rng().fill_bytes(&mut secret);
+    let key = format!("{KEY_PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = Argon2::default()
+        .hash_password(key.as_bytes())
+        .map_err(|error| format!("hashing failed: {error}"))?;
+    Ok((key, hash.to_string()))
+}
+
+struct StoredKey {
+    hash: String,
+    scopes: Scopes,
+}
+
+/// The configured keys and what has been learned about them at run time.
+pub struct ApiKeyStore {
+    keys: HashMap<String, StoredKey>,
+    verified: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+}
+
+impl ApiKeyStore {
+    pub fn from_config(keys: &[ApiKeyConfig], cache_ttl: Duration) -> Result<Self, ConfigError> {
+        let mut map = HashMap::new();
+        for (index, key) in keys.iter().enumerate() {
+            let at = format!("auth.api_keys[{index}]");
+            if !is_valid_id(&key.id) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.id"),
+                    "must be 1-64 characters of A-Z a-z 0-9 . -",
+                ));
+            }
+            parse_hash(key.hash.expose())
+                .map_err(|message| ConfigError::invalid(format!("{at}.hash"), message))?;
+            let scopes = if key.scopes.iter().any(|scope| scope == "*") {
+                Scopes::all()
+            } else {
+                Scopes::new(key.scopes.iter().cloned())
+            };
+            let stored = StoredKey {
+                hash: key.hash.expose().to_owned(),
+                scopes,
+            };
+            if map.insert(key.id.clone(), stored).is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.id"),
+                    format!("duplicate id {:?}", key.id),
+                ));
+            }
+        }
+        Ok(Self {
+            keys: map,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(cache_ttl)
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FAILURE_WINDOW)
+                .build(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Verifies a key (cached on success).
+    pub async fn verify(&self, token: &str, digest: [u8; 32]) -> Result<Arc<Principal>, AuthError> {
+        if let Some(principal) = self.verified.get(&digest) {
+            return Ok(principal);
+        }
+        let id = token
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id)
+            .ok_or(TokenProblem::BadApiKey)?;
+        let stored = self.keys.get(id).ok_or(TokenProblem::UnknownApiKey)?;
+        let failures = self
+            .failures
+            .get_with(id.to_owned(), || Arc::new(AtomicU32::new(0)));
+        if failures.load(Ordering::Relaxed) >= MAX_FAILURES {
+            return Err(AuthError::TooManyAttempts);
+        }
+        let (hash, candidate) = (stored.hash.clone(), token.to_owned());
+        // argon2 is deliberately slow: keep it off the async workers.
+        let matched = tokio::task::spawn_blocking(move || {
+            parse_hash(&hash).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(candidate.as_bytes(), &hash)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !matched {
+            failures.fetch_add(1, Ordering::Relaxed);
+            return Err(TokenProblem::BadApiKey.into());
+        }
+        let principal = Arc::new(Principal {
+            issuer: None,
+            subject: Some(format!("api-key:{id}")),
+            client_id: None,
+            scopes: stored.scopes.clone(),
+            expires_at: None,
+            method: AuthMethod::ApiKey,
+            key_id: None,
+            api_key_id: Some(id.to_owned()),
+        });
+        self.verified.insert(digest, Arc::clone(&principal));
+        Ok(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn generated_keys_carry_their_id_and_verify_against_their_hash() {
+        let (key, hash) = generate("ci-pipeline").unwrap();
+        assert!(key.starts_with("mcpk_ci-pipeline_"));
+        assert!(hash.starts_with("$argon2id$v=19$"));
+        let parsed = parse_hash(&hash).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(key.as_bytes(), &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"mcpk_ci-pipeline_wrong", &parsed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ids_and_hashes_are_checked_at_load() {
+        assert!(generate("has_underscore").is_err());
+        assert!(parse_hash("$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g").is_err());
+        assert!(parse_hash("plain-text").is_err());
+        let config = |id: &str, hash: &str| ApiKeyConfig {
+            id: id.to_owned(),
+            hash: Secret::new(hash),
+            scopes: vec![],
+        };
+        let (_, hash) = generate("a").unwrap();
+        let twice = [config("a", &hash), config("a", &hash)];
+        let error = ApiKeyStore::from_config(&twice, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(error.to_string(), "auth.api_keys[1].id: duplicate id \"a\"");
+        let bad = [config("a", "nope")];
+        let error = ApiKeyStore::from_config(&bad, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(error.to_string().starts_with("auth.api_keys[0].hash: "));
+    }
+
+    #[test]
+    fn shape_does_not_decide_what_is_a_key() {
+        let jwt_shaped = format!("{}.{}.{}", "a".repeat(40), "b".repeat(40), "c".repeat(40));
+        assert!(!is_api_key(&jwt_shaped));
+        assert!(is_api_key(&format!("mcpk_ci_{jwt_shaped}")));
+    }
+}

@@ -1,0 +1,105 @@
+//! Verified tokens, remembered by SHA-256 so that a repeated token costs a hash and a
+//! lookup instead of a signature check. Bounded in size; an entry lives until the
+//! token's `exp` or the configured TTL, whichever is sooner. The token itself is never
+//! stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{AuthError, TokenProblem, Unavailability};
+use super::jwks::Provider;
+use super::principal::Principal;
+
+/// The SHA-256 of a token: the cache key, and (later) the audit fingerprint.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(Clone)]
+struct Entry {
+    principal: Arc<Principal>,
+    /// The key provider that verified a JWT; re-checked on every hit.
+    verified_by: Option<Arc<Provider>>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<[u8; 32], Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        entry: &Entry,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The verified-token cache.
+pub struct VerifiedTokens {
+    cache: moka::sync::Cache<[u8; 32], Entry>,
+    max_ttl: Duration,
+}
+
+impl VerifiedTokens {
+    pub fn new(max_entries: u64, max_ttl: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+            max_ttl,
+        }
+    }
+
+    /// A remembered principal: `None` on a miss (or an expired token), an error when
+    /// the keys that verified it are stale or no longer include its key.
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Result<Arc<Principal>, AuthError>> {
+        let entry = self.cache.get(digest)?;
+        // moka's expiry is approximate; `exp` is not.
+        if entry
+            .principal
+            .expires_at
+            .is_some_and(|exp| exp <= SystemTime::now())
+        {
+            self.cache.invalidate(digest);
+            return None;
+        }
+        if let Some(provider) = &entry.verified_by {
+            if provider.keys().is_none() {
+                return Some(Err(AuthError::Unavailable(Unavailability::KeysUnavailable)));
+            }
+            if !provider.still_vouches_for(entry.principal.key_id.as_deref()) {
+                self.cache.invalidate(digest);
+                return Some(Err(TokenProblem::UnknownKid.into()));
+            }
+        }
+        Some(Ok(entry.principal))
+    }
+
+    pub fn insert(
+        &self,
+        digest: [u8; 32],
+        principal: Arc<Principal>,
+        verified_by: Option<Arc<Provider>>,
+    ) {
+        let until_exp = principal
+            .expires_at
+            .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
+            .unwrap_or(self.max_ttl);
+        let ttl = until_exp.min(self.max_ttl);
+        if !ttl.is_zero() {
+            self.cache.insert(
+                digest,
+                Entry {
+                    principal,
+                    verified_by,
+                    ttl,
+                },
+            );
+        }
+    }
+}

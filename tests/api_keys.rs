@@ -1,0 +1,216 @@
+//! API keys against the real binary: prefix dispatch, argon2id verification, scopes,
+//! failure rate limiting, coexistence with OAuth, and `mcpgate hash-key`.
+
+mod common;
+
+use argon2::{Argon2, PasswordHasher};
+use common::*;
+use jsonwebtoken::Algorithm;
+
+fn hash(key: &str) -> String {
+    Argon2::default()
+        .hash_password(key.as_bytes())
+        .unwrap()
+        .to_string()
+}
+
+/// A key shaped like a JWT (three dot-separated base64url segments, over 100
+/// characters): seed 003's troubleshooting row, where shape-based routing broke.
+fn jwt_shaped_key() -> String {
+    format!(
+        "mcpk_dotted_{}.{}.{}",
+        "a".repeat(40),
+        "b".repeat(40),
+        "c".repeat(40)
+    )
+}
+
+fn keys_config(upstream: &Upstream, oauth: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+upstream:
+  url: {}
+auth:
+{oauth}
+  api_keys:
+    - id: ci
+      hash: "{}"
+      scopes: [mcp:connect, mcp:tools]
+    - id: readonly
+      hash: "{}"
+      scopes: [mcp:tools]
+    - id: dotted
+      hash: "{}"
+      scopes: ["*"]
+scopes:
+  initialize: [mcp:connect]
+"#,
+        upstream.url,
+        hash("mcpk_ci_secret-one"),
+        hash("mcpk_readonly_secret-two"),
+        hash(&jwt_shaped_key()),
+    )
+}
+
+#[tokio::test]
+async fn api_keys_alone_authenticate_with_their_scopes() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+
+    assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
+    // Cached on success: the second request is the same principal.
+    assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
+    // `*` grants every scope; the JWT-shaped key goes to the key store by its prefix.
+    assert_eq!(gateway.post(Some(&jwt_shaped_key())).await.status(), 200);
+
+    let response = gateway.post(Some("mcpk_readonly_secret-two")).await;
+    assert_eq!(response.status(), 403);
+    // No OAuth, so no RFC 9728 document to point to.
+    assert_eq!(
+        www_authenticate(&response),
+        "Bearer error=\"insufficient_scope\", scope=\"mcp:connect\", error_description=\"missing required scopes: mcp:connect\""
+    );
+
+    let response = gateway.post(None).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        www_authenticate(&response),
+        "Bearer realm=\"mcp\", scope=\"mcp:connect\""
+    );
+    for (key, reason) in [
+        ("mcpk_ci_wrong-secret", "API key is invalid"),
+        ("mcpk_nobody_secret", "API key is unknown"),
+        ("mcpk_nounderscore", "API key is invalid"),
+    ] {
+        let response = gateway.post(Some(key)).await;
+        assert_eq!(response.status(), 401, "{key}");
+        assert!(
+            www_authenticate(&response).contains(reason),
+            "{key}: {}",
+            www_authenticate(&response)
+        );
+    }
+    // With OAuth off, a JWT is not a credential at all.
+    let jwt = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
+    assert_eq!(gateway.post(Some(&jwt)).await.status(), 401);
+    // Metadata is not served without OAuth.
+    let metadata = Gateway::client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), 404);
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|seen| seen.headers.get("authorization").is_none())
+    );
+}
+
+#[tokio::test]
+async fn failed_attempts_per_key_are_rate_limited() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    for attempt in 0..10 {
+        assert_eq!(
+            gateway.post(Some("mcpk_ci_guess")).await.status(),
+            401,
+            "attempt {attempt}"
+        );
+    }
+    let response = gateway.post(Some("mcpk_ci_guess")).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "60");
+    // Other keys are unaffected.
+    assert_eq!(gateway.post(Some(&jwt_shaped_key())).await.status(), 200);
+}
+
+#[tokio::test]
+async fn api_keys_and_oauth_coexist() {
+    let keys = Keys::load();
+    let jwks = JwksServer::start(keys.jwks()).await;
+    let upstream = Upstream::start().await;
+    let oauth = format!(
+        "  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - url: {}\n",
+        jwks.url
+    );
+    let gateway = Gateway::start(&keys_config(&upstream, &oauth)).await;
+    let jwt = sign(
+        &keys.rsa,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&gateway.mcp, "mcp:connect"),
+    );
+    assert_eq!(gateway.post(Some(&jwt)).await.status(), 200);
+    assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
+    assert_eq!(gateway.post(Some(&jwt_shaped_key())).await.status(), 200);
+    let response = gateway.post(Some("mcpk_ci_wrong")).await;
+    assert!(
+        www_authenticate(&response).contains("resource_metadata="),
+        "with OAuth on, challenges point to the metadata"
+    );
+    // An opaque value that is neither a key nor a JWS is refused, not guessed at.
+    let response = gateway
+        .post(Some(&format!(
+            "{}.{}.{}",
+            "x".repeat(40),
+            "y".repeat(40),
+            "z".repeat(40)
+        )))
+        .await;
+    assert!(www_authenticate(&response).contains("token is not a well-formed JWT"));
+}
+
+#[tokio::test]
+async fn hash_key_prints_a_key_that_serve_accepts() {
+    let (code, stdout, stderr) = run_cli(
+        &["hash-key", "--id", "robot", "--scope", "mcp:connect"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let key = lines[1];
+    assert!(key.starts_with("mcpk_robot_"));
+    let entry = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("Entry for"))
+        .skip(1)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let upstream = Upstream::start().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  api_keys:\n{entry}\nscopes:\n  initialize: [mcp:connect]\n",
+        upstream.url
+    );
+    let gateway = Gateway::start(&yaml).await;
+    assert_eq!(gateway.post(Some(key)).await.status(), 200);
+    assert_eq!(gateway.post(Some(&format!("{key}x"))).await.status(), 401);
+
+    let (code, _, stderr) = run_cli(&["hash-key", "--id", "bad_id"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("id must be"), "{stderr}");
+}
+
+#[test]
+fn a_hash_that_does_not_parse_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(
+        &path,
+        "upstream:\n  url: http://127.0.0.1:1/mcp\nauth:\n  api_keys:\n    - id: ci\n      hash: \"argon2id$v=19$m=65536,t=3,p=2$...\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.starts_with("config error: auth.api_keys[0].hash: "),
+        "{stderr}"
+    );
+}
