@@ -12,3 +12,16 @@ pub mod json;
 pub mod policy;
 pub mod server;
 pub mod upstream;
+
+/// An error and its causes on one line: reqwest's own `Display` stops at "error
+/// sending request", and the cause (connection refused, DNS, TLS) is what an operator needs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -141,6 +141,14 @@ fn startup_validation_names_each_key() {
             vec![SECRET],
             "auth.oauth.authorization_servers",
         ),
+        (
+            GOOD.replace(
+                "header_key_id: dev",
+                "header_key_id: dev\n        issuer: https://other.test",
+            ),
+            vec![SECRET],
+            "auth.oauth.jwks[0].issuer",
+        ),
     ];
     for (yaml, env, key) in cases {
         assert_config_error(&yaml, &env, key);
@@ -155,7 +163,14 @@ fn duplicate_keys_are_an_error() {
     );
     let (code, _, stderr) = check(&yaml, &[SECRET]);
     assert_eq!(code, 78, "{stderr}");
-    assert!(stderr.to_lowercase().contains("duplicate"), "{stderr}");
+    assert!(
+        stderr.starts_with("config error: listen: duplicate key at line 4"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("DuplicateKeyPolicy"),
+        "library internals leaked: {stderr}"
+    );
 }
 
 #[test]

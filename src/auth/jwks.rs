@@ -31,7 +31,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Why a JWKS could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", crate::error_chain(.0))]
     Http(#[from] reqwest::Error),
     #[error("answered HTTP {0}")]
     Status(u16),

@@ -79,7 +79,10 @@ fn figment_error(error: figment::Error) -> ConfigError {
                 .skip_while(|part| part.as_str() == "default")
                 .collect();
             let key = super::key_path(&parts);
-            let message = error.kind.to_string();
+            let message = tidy(&error.kind.to_string());
+            if let Some((duplicate, position)) = duplicate_key(&message) {
+                return ConfigError::invalid(duplicate, format!("duplicate key{position}"));
+            }
             if key.is_empty() {
                 ConfigError::Parse(message)
             } else {
@@ -88,4 +91,22 @@ fn figment_error(error: figment::Error) -> ConfigError {
         }
         None => ConfigError::Parse("invalid configuration".to_owned()),
     }
+}
+
+/// serde-saphyr reports `duplicate mapping key: <key>, set DuplicateKeyPolicy … at line
+/// L, column C`; the user needs the key and the place, not the library's option.
+fn duplicate_key(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("duplicate mapping key: ")?;
+    let (key, tail) = rest.split_once(',').unwrap_or((rest, ""));
+    let position = tail
+        .find(" at line ")
+        .map_or(String::new(), |at| tail[at..].to_owned());
+    Some((key.trim().to_owned(), position))
+}
+
+/// figment quotes its expectation list in backticks that already hold backticks.
+fn tidy(message: &str) -> String {
+    message
+        .replace("expected `one of ", "expected one of ")
+        .replace("``", "`")
 }

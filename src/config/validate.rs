@@ -99,7 +99,17 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
 fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
     let oauth = &config.auth.oauth;
     for (index, provider) in oauth.jwks.iter().enumerate() {
-        validate_provider(&format!("auth.oauth.jwks[{index}]"), provider)?;
+        let key = format!("auth.oauth.jwks[{index}]");
+        validate_provider(&key, provider)?;
+        if let Some(issuer) = &provider.issuer
+            && !oauth.issuers.is_empty()
+            && !oauth.issuers.contains(issuer)
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.issuer"),
+                "is not in auth.oauth.issuers, so no token it verifies could be accepted",
+            ));
+        }
     }
     if oauth.max_scope_combinations == 0 {
         return Err(ConfigError::invalid(

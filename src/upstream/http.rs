@@ -115,7 +115,7 @@ impl HttpUpstream {
             Ok(Err(error)) if error.is_timeout() => {
                 return Err(UpstreamError::Timeout(self.timeout));
             }
-            Ok(Err(error)) => return Err(UpstreamError::Unreachable(describe(&error))),
+            Ok(Err(error)) => return Err(UpstreamError::Unreachable(crate::error_chain(&error))),
             Ok(Ok(response)) => response,
         };
 
@@ -138,16 +138,4 @@ impl HttpUpstream {
 fn is_forwarded(name: &HeaderName) -> bool {
     let name = name.as_str();
     name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name)
-}
-
-/// reqwest's Display stops at "error sending request"; the cause says why.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
