@@ -29,12 +29,15 @@ pub enum Unavailability {
         "signing keys unavailable: the JWKS endpoint has not answered (at start, or for longer than max_stale)"
     )]
     KeysUnavailable,
+    #[error("the token introspection endpoint is unavailable")]
+    IntrospectionUnavailable,
 }
 
 impl Unavailability {
     pub fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
+            Self::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 }
@@ -101,6 +104,8 @@ pub enum TokenProblem {
     BadAudience,
     #[error("token claims are malformed")]
     BadClaims,
+    #[error("token is not active")]
+    Inactive,
     #[error("API key is unknown")]
     UnknownApiKey,
     #[error("API key is invalid")]
@@ -121,6 +126,7 @@ impl TokenProblem {
             Self::BadIssuer => "bad_issuer",
             Self::BadAudience => "bad_audience",
             Self::BadClaims => "bad_claims",
+            Self::Inactive => "inactive",
             Self::UnknownApiKey => "unknown_api_key",
             Self::BadApiKey => "bad_api_key",
         }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod bearer;
 pub mod cache;
 pub mod error;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
@@ -20,9 +21,11 @@ use futures_util::future::join_all;
 pub use error::{AuthError, RequestProblem, TokenProblem, Unavailability};
 pub use principal::{AuthMethod, Principal, Scopes};
 
+use crate::config::ValidationMode;
 use crate::config::{Config, ConfigError};
 use api_keys::ApiKeyStore;
 use cache::VerifiedTokens;
+use introspection::Introspector;
 use jwks::Provider;
 use jwt::{ClaimRules, JwtVerifier};
 
@@ -32,6 +35,9 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     /// `None` when no API key is configured.
     api_keys: Option<ApiKeyStore>,
+    /// `None` without `auth.oauth.introspection`.
+    introspector: Option<Introspector>,
+    validation: ValidationMode,
     verified: VerifiedTokens,
 }
 
@@ -44,19 +50,36 @@ impl Authenticator {
         client: &reqwest::Client,
     ) -> Result<Option<Self>, ConfigError> {
         let auth = &config.auth;
-        let jwt = if auth.oauth.enabled {
+        let oauth = &auth.oauth;
+        let jwt = if oauth.enabled && !oauth.jwks.is_empty() {
             Some(Self::build_jwt(config, client).await?)
         } else {
             None
         };
+        let introspector =
+            oauth
+                .introspection
+                .as_ref()
+                .filter(|_| oauth.enabled)
+                .map(|introspection| {
+                    Introspector::new(
+                        introspection.clone(),
+                        oauth.issuers.clone(),
+                        config.accepted_audiences(),
+                        oauth.leeway,
+                        client.clone(),
+                    )
+                });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
         let api_keys = (!api_keys.is_empty()).then_some(api_keys);
-        if jwt.is_none() && api_keys.is_none() {
+        if jwt.is_none() && api_keys.is_none() && introspector.is_none() {
             return Ok(None);
         }
         Ok(Some(Self {
             jwt,
             api_keys,
+            introspector,
+            validation: oauth.validation,
             verified: VerifiedTokens::new(auth.oauth.token_cache_size, auth.oauth.token_cache_ttl),
         }))
     }
@@ -135,28 +158,43 @@ impl Authenticator {
             .collect()
     }
 
-    /// Verifies a bearer token: a cache hit, else by what the value is. An API key
-    /// is recognised by its prefix, a JWT by decoding as a JWS; anything else is refused.
+    /// Verifies a bearer token by what it is: an API key (by prefix, never by shape),
+    /// a JWS (verified locally unless `validation: introspection`), else an opaque
+    /// token for introspection when configured; anything else is refused.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let digest = cache::digest(token);
-        if let Some(remembered) = self.verified.get(&digest) {
-            return remembered;
-        }
         if api_keys::is_api_key(token) {
             return match &self.api_keys {
                 Some(store) => store.verify(token, digest).await,
                 None => Err(TokenProblem::UnknownApiKey.into()),
             };
         }
-        match &self.jwt {
-            Some(jwt) if JwtVerifier::looks_like_jws(token) => {
-                let (principal, provider) = jwt.verify(token, SystemTime::now()).await?;
-                let principal = Arc::new(principal);
-                self.verified
-                    .insert(digest, Arc::clone(&principal), Some(provider));
-                Ok(principal)
+        if let Some(jwt) = &self.jwt
+            && self.validation != ValidationMode::Introspection
+            && JwtVerifier::looks_like_jws(token)
+        {
+            let principal = match self.verified.get(&digest) {
+                Some(remembered) => remembered?,
+                None => {
+                    let (principal, provider) = jwt.verify(token, SystemTime::now()).await?;
+                    let principal = Arc::new(principal);
+                    self.verified
+                        .insert(digest, Arc::clone(&principal), Some(provider));
+                    principal
+                }
+            };
+            // `both`: a valid signature is not enough; the AS must still call it active
+            // (revocation takes effect within the introspection cache TTL).
+            if self.validation == ValidationMode::Both
+                && let Some(introspector) = &self.introspector
+            {
+                introspector.introspect(token, digest).await?;
             }
-            _ => Err(TokenProblem::Malformed.into()),
+            return Ok(principal);
+        }
+        match &self.introspector {
+            Some(introspector) => introspector.introspect(token, digest).await,
+            None => Err(TokenProblem::Malformed.into()),
         }
     }
 }

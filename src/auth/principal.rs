@@ -8,6 +8,7 @@ use std::time::SystemTime;
 pub enum AuthMethod {
     Jwt,
     ApiKey,
+    Introspection,
 }
 
 impl AuthMethod {
@@ -15,6 +16,7 @@ impl AuthMethod {
         match self {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
+            Self::Introspection => "introspection",
         }
     }
 }

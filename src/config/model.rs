@@ -150,6 +150,13 @@ pub struct OAuthConfig {
     pub leeway: Duration,
     #[serde(default)]
     pub jwks: Vec<JwksProviderConfig>,
+    /// RFC 7662 introspection, for opaque tokens (and for JWTs with `validation: both`).
+    pub introspection: Option<IntrospectionConfig>,
+    /// `jwt`: JWTs verified locally, other tokens introspected when configured;
+    /// `introspection`: every token introspected; `both`: JWTs verified locally and
+    /// introspected too, so a revoked JWT stops working within `cache_ttl`.
+    #[serde(default)]
+    pub validation: ValidationMode,
     #[serde(default)]
     pub scope_challenge_include_token_scopes: bool,
     #[serde(default = "default_max_scope_combinations")]
@@ -172,6 +179,8 @@ impl Default for OAuthConfig {
             audiences: Vec::new(),
             leeway: default_leeway(),
             jwks: Vec::new(),
+            introspection: None,
+            validation: ValidationMode::default(),
             scope_challenge_include_token_scopes: false,
             max_scope_combinations: default_max_scope_combinations(),
             token_cache_ttl: default_token_cache_ttl(),
@@ -194,6 +203,60 @@ fn default_token_cache_ttl() -> Duration {
 
 fn default_token_cache_size() -> u64 {
     10_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMode {
+    #[default]
+    Jwt,
+    Introspection,
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub auth_method: IntrospectionAuthMethod,
+    /// Active answers are reused for at most this long (and never past `exp`).
+    #[serde(default = "default_introspection_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Inactive answers are reused for this long.
+    #[serde(default = "default_negative_cache_ttl", with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Require an `aud` naming this resource; some authorization servers return none.
+    #[serde(default = "default_true")]
+    pub require_audience: bool,
+}
+
+fn default_introspection_cache_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_negative_cache_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_introspection_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntrospectionAuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
 }
 
 /// One key source: either a remote JWKS `url` or a symmetric `secret`.

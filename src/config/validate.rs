@@ -120,12 +120,36 @@ fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
     if !oauth.enabled {
         return Ok(());
     }
-    if oauth.jwks.is_empty() {
+    if oauth.jwks.is_empty() && oauth.introspection.is_none() {
         return Err(ConfigError::invalid(
             "auth.oauth.jwks",
             "OAuth is enabled but no key source is configured: add a jwks entry \
-             (a remote JWKS url or a symmetric secret)",
+             (a remote JWKS url or a symmetric secret) or auth.oauth.introspection",
         ));
+    }
+    match &oauth.introspection {
+        None if oauth.validation != crate::config::ValidationMode::Jwt => {
+            return Err(ConfigError::invalid(
+                "auth.oauth.introspection",
+                "required by auth.oauth.validation: introspection or both",
+            ));
+        }
+        None => {}
+        Some(introspection) => {
+            check_http_url("auth.oauth.introspection.url", &introspection.url)?;
+            for (name, value) in [
+                ("cache_ttl", introspection.cache_ttl),
+                ("negative_cache_ttl", introspection.negative_cache_ttl),
+                ("timeout", introspection.timeout),
+            ] {
+                if value.is_zero() {
+                    return Err(ConfigError::invalid(
+                        format!("auth.oauth.introspection.{name}"),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+        }
     }
     for (index, server) in oauth.authorization_servers.iter().enumerate() {
         let key = format!("auth.oauth.authorization_servers[{index}]");

@@ -1,0 +1,230 @@
+//! Opaque tokens by RFC 7662 introspection. The gateway authenticates to the endpoint
+//! (client_secret_basic or client_secret_post), accepts only `"active": true`, checks
+//! `iss`/`aud`/`exp` as for a JWT, and caches answers by the token's SHA-256: positive
+//! ones until min(`cache_ttl`, `exp`), negative ones briefly. Concurrent lookups of one
+//! token share one request. An endpoint that fails or is slow gives 503 — never an
+//! allow, never `invalid_token`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value};
+
+use super::error::{AuthError, TokenProblem, Unavailability};
+use super::principal::{AuthMethod, Principal, Scopes};
+use crate::config::{IntrospectionAuthMethod, IntrospectionConfig};
+
+/// Largest introspection response read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+type Answer = Result<Arc<Principal>, TokenProblem>;
+
+#[derive(Clone)]
+struct Entry {
+    answer: Answer,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<[u8; 32], Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        entry: &Entry,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// What an introspected token must satisfy.
+pub struct Introspector {
+    config: IntrospectionConfig,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: Duration,
+    client: reqwest::Client,
+    cache: moka::future::Cache<[u8; 32], Entry>,
+}
+
+impl Introspector {
+    pub fn new(
+        config: IntrospectionConfig,
+        issuers: Vec<String>,
+        audiences: Vec<String>,
+        leeway: Duration,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            config,
+            issuers,
+            audiences,
+            leeway,
+            client,
+            cache: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(PerEntryTtl)
+                .build(),
+        }
+    }
+
+    /// The principal of an active token; a cached answer when there is one.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        digest: [u8; 32],
+    ) -> Result<Arc<Principal>, AuthError> {
+        let entry = self
+            .cache
+            .try_get_with(digest, async {
+                let document = self.ask(token).await?;
+                Ok::<_, Unavailability>(self.judge(&document))
+            })
+            .await
+            .map_err(|why| AuthError::Unavailable(*why))?;
+        entry.answer.map_err(AuthError::InvalidToken)
+    }
+
+    async fn ask(&self, token: &str) -> Result<Map<String, Value>, Unavailability> {
+        // Built into a String at once: the serializer is not `Send`, so it must not
+        // live across an await.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token);
+            form.append_pair("token_type_hint", "access_token");
+            if self.config.auth_method == IntrospectionAuthMethod::ClientSecretPost {
+                form.append_pair("client_id", &self.config.client_id);
+                form.append_pair("client_secret", self.config.client_secret.expose());
+            }
+            form.finish()
+        };
+        let mut request = self
+            .client
+            .post(self.config.url.clone())
+            .timeout(self.config.timeout)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        if self.config.auth_method == IntrospectionAuthMethod::ClientSecretBasic {
+            // RFC 6749 §2.3.1: form-encode both parts before joining them.
+            let encode = |text: &str| {
+                url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+            };
+            let credentials = format!(
+                "{}:{}",
+                encode(&self.config.client_id),
+                encode(self.config.client_secret.expose())
+            );
+            request = request.header(
+                http::header::AUTHORIZATION,
+                format!("Basic {}", STANDARD.encode(credentials)),
+            );
+        }
+        let outage = |detail: String| {
+            tracing::warn!(endpoint = %self.config.url, "introspection failed: {detail}");
+            Unavailability::IntrospectionUnavailable
+        };
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| outage(crate::error_chain(&error)))?;
+        if !response.status().is_success() {
+            return Err(outage(format!("HTTP {}", response.status())));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(outage("response too large".to_owned()));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| outage(crate::error_chain(&error)))?;
+        if body.len() > MAX_RESPONSE_BYTES {
+            return Err(outage("response too large".to_owned()));
+        }
+        match crate::json::from_slice(&body) {
+            Ok(Value::Object(document)) => Ok(document),
+            _ => Err(outage("response is not a JSON object".to_owned())),
+        }
+    }
+
+    /// Turns an introspection response into a cacheable answer.
+    fn judge(&self, document: &Map<String, Value>) -> Entry {
+        let negative = |problem| Entry {
+            answer: Err(problem),
+            ttl: self.config.negative_cache_ttl,
+        };
+        // Only JSON `true` is active: "true", 1 or a missing member are not (RFC 7662 §2.2).
+        if document.get("active") != Some(&Value::Bool(true)) {
+            return negative(TokenProblem::Inactive);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let exp = match document.get("exp") {
+            None => None,
+            Some(Value::Number(exp)) => exp.as_f64(),
+            Some(_) => return negative(TokenProblem::BadClaims),
+        };
+        if exp.is_some_and(|exp| now >= exp + self.leeway.as_secs_f64()) {
+            return negative(TokenProblem::Expired);
+        }
+        let issuer = match document.get("iss") {
+            None => None,
+            Some(Value::String(iss)) => Some(iss.clone()),
+            Some(_) => return negative(TokenProblem::BadIssuer),
+        };
+        if let Some(iss) = &issuer
+            && !self.issuers.is_empty()
+            && !self.issuers.contains(iss)
+        {
+            return negative(TokenProblem::BadIssuer);
+        }
+        let audience_ok = match document.get("aud") {
+            None => !self.config.require_audience,
+            Some(Value::String(aud)) => self.audiences.contains(aud),
+            Some(Value::Array(items)) => items.iter().any(|aud| {
+                aud.as_str()
+                    .is_some_and(|aud| self.audiences.iter().any(|want| want == aud))
+            }),
+            Some(_) => false,
+        };
+        if !audience_ok {
+            return negative(TokenProblem::BadAudience);
+        }
+        let text = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let scopes =
+            text("scope").map_or_else(Scopes::default, |scope| Scopes::new(scope.split(' ')));
+        let expires_at = exp
+            .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp.clamp(0.0, 1e11))));
+        let until_exp = exp.map_or(self.config.cache_ttl, |exp| {
+            Duration::from_secs_f64((exp - now).max(0.0))
+        });
+        Entry {
+            answer: Ok(Arc::new(Principal {
+                issuer,
+                subject: text("sub").or_else(|| text("username")),
+                client_id: text("client_id"),
+                scopes,
+                expires_at,
+                method: AuthMethod::Introspection,
+                key_id: None,
+                api_key_id: None,
+            })),
+            ttl: until_exp.min(self.config.cache_ttl),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! RFC 7662 introspection against the real binary, with an in-process endpoint whose
+//! answers the tests control: client authentication, `active`, audience, caching,
+//! revocation within the TTL, outages as 503, and `validation: both`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::*;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Endpoint {
+    answers: Arc<Mutex<HashMap<String, Value>>>,
+    calls: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    mode: Arc<Mutex<&'static str>>,
+}
+
+impl Endpoint {
+    async fn start() -> (Self, String) {
+        let endpoint = Self::default();
+        *endpoint.mode.lock().unwrap() = "up";
+        let router = Router::new()
+            .route("/introspect", post(answer))
+            .with_state(endpoint.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (endpoint, url)
+    }
+
+    fn set(&self, token: &str, answer: Value) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), answer);
+    }
+
+    fn calls(&self) -> Vec<(HeaderMap, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn answer(State(endpoint): State<Endpoint>, headers: HeaderMap, body: String) -> Response {
+    endpoint.calls.lock().unwrap().push((headers, body.clone()));
+    let mode = *endpoint.mode.lock().unwrap();
+    match mode {
+        "down" => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+        _ => {}
+    }
+    let token = url::form_urlencoded::parse(body.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let answers = endpoint.answers.lock().unwrap();
+    axum::Json(
+        answers
+            .get(&token)
+            .cloned()
+            .unwrap_or(json!({"active": false})),
+    )
+    .into_response()
+}
+
+fn config(upstream: &Upstream, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+upstream:
+  url: {}
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    introspection:
+      url: {url}
+      client_id: "mcp gate"
+      client_secret: "s3cret:&"
+      cache_ttl: 1s
+      timeout: 500ms
+{extra}
+  api_keys:
+    - id: ci
+      hash: "$argon2id$v=19$m=19456,t=2,p=1$WDmkM7DrYLYj2E+dZC9o6Q$HcFEdXhs5r2DvHC3dk3Q7qGNM5BdbDZh2bMCNbrsSE8"
+scopes:
+  initialize: [mcp:connect]
+"#,
+        upstream.url
+    )
+}
+
+fn active(gateway: &Gateway, scope: &str) -> Value {
+    json!({"active": true, "scope": scope, "aud": gateway.mcp, "iss": "https://issuer.test",
+           "client_id": "m2m", "sub": "svc", "exp": now() + 300})
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_with_client_authentication() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    endpoint.set("opaque-1", active(&gateway, "mcp:connect"));
+    assert_eq!(gateway.post(Some("opaque-1")).await.status(), 200);
+    let calls = endpoint.calls();
+    assert_eq!(calls.len(), 1);
+    // RFC 6749 §2.3.1: id and secret form-encoded, then Basic.
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode("mcp+gate:s3cret%3A%26");
+    assert_eq!(
+        calls[0].0["authorization"],
+        format!("Basic {expected}").as_str()
+    );
+    assert_eq!(calls[0].1, "token=opaque-1&token_type_hint=access_token");
+
+    // Cached: more requests, no more calls.
+    for _ in 0..5 {
+        assert_eq!(gateway.post(Some("opaque-1")).await.status(), 200);
+    }
+    assert_eq!(endpoint.calls().len(), 1);
+
+    endpoint.set("low", active(&gateway, "mcp:tools"));
+    assert_eq!(gateway.post(Some("low")).await.status(), 403);
+    // API keys never reach the authorization server.
+    let before = endpoint.calls().len();
+    let _ = gateway.post(Some("mcpk_ci_wrong")).await;
+    assert_eq!(endpoint.calls().len(), before);
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|seen| seen.headers.get("authorization").is_none())
+    );
+}
+
+#[tokio::test]
+async fn only_active_tokens_for_this_resource_pass() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    let mut cases = vec![
+        ("inactive", json!({"active": false}), "token is not active"),
+        (
+            "string-true",
+            json!({"active": "true", "aud": gateway.mcp}),
+            "token is not active",
+        ),
+        ("missing", json!({}), "token is not active"),
+        (
+            "other-aud",
+            json!({"active": true, "aud": "https://elsewhere/mcp"}),
+            "token audience is not accepted",
+        ),
+        (
+            "no-aud",
+            json!({"active": true, "scope": "mcp:connect"}),
+            "token audience is not accepted",
+        ),
+        (
+            "expired",
+            json!({"active": true, "aud": gateway.mcp, "exp": now() - 600}),
+            "token has expired",
+        ),
+    ];
+    let mut other_issuer = active(&gateway, "mcp:connect");
+    other_issuer["iss"] = json!("https://evil.test");
+    cases.push(("other-iss", other_issuer, "token issuer is not accepted"));
+    for (token, answer, reason) in cases {
+        endpoint.set(token, answer);
+        let response = gateway.post(Some(token)).await;
+        assert_eq!(response.status(), 401, "{token}");
+        assert!(
+            www_authenticate(&response).contains(reason),
+            "{token}: {}",
+            www_authenticate(&response)
+        );
+    }
+}
+
+#[tokio::test]
+async fn require_audience_false_accepts_servers_that_send_none() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(
+        &upstream,
+        &url,
+        "      require_audience: false\n      auth_method: client_secret_post",
+    ))
+    .await;
+    endpoint.set("no-aud", json!({"active": true, "scope": "mcp:connect"}));
+    assert_eq!(gateway.post(Some("no-aud")).await.status(), 200);
+    // A wrong audience is still refused.
+    endpoint.set(
+        "other-aud",
+        json!({"active": true, "scope": "mcp:connect", "aud": "https://elsewhere"}),
+    );
+    assert_eq!(gateway.post(Some("other-aud")).await.status(), 401);
+    let calls = endpoint.calls();
+    assert!(calls[0].0.get("authorization").is_none());
+    assert!(
+        calls[0]
+            .1
+            .ends_with("&client_id=mcp+gate&client_secret=s3cret%3A%26"),
+        "{}",
+        calls[0].1
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_within_the_cache_ttl() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    endpoint.set("revocable", active(&gateway, "mcp:connect"));
+    assert_eq!(gateway.post(Some("revocable")).await.status(), 200);
+    endpoint.set("revocable", json!({"active": false}));
+    let mut refused = false;
+    for _ in 0..50 {
+        if gateway.post(Some("revocable")).await.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "a revoked token kept working past the 1 s cache TTL"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_or_slow_endpoint_is_503_never_allow_or_invalid_token() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    for mode in ["down", "slow"] {
+        *endpoint.mode.lock().unwrap() = mode;
+        let token = format!("token-while-{mode}");
+        endpoint.set(&token, active(&gateway, "mcp:connect"));
+        let response = gateway.post(Some(&token)).await;
+        assert_eq!(response.status(), 503, "{mode}");
+        assert!(www_authenticate(&response).is_empty());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        // Outages are not cached: once the endpoint is back, the token works.
+        *endpoint.mode.lock().unwrap() = "up";
+        assert_eq!(gateway.post(Some(&token)).await.status(), 200, "{mode}");
+    }
+    assert!(
+        upstream.seen().len() == 2,
+        "nothing passed during the outage"
+    );
+}
+
+#[tokio::test]
+async fn validation_both_checks_jwts_with_the_authorization_server_too() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let extra = format!(
+        "    validation: both\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev"
+    );
+    // Lines at the oauth level end the introspection block in the template.
+    let gateway = Gateway::start(&config(&upstream, &url, &extra)).await;
+    let jwt = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
+    endpoint.set(&jwt, active(&gateway, "mcp:connect"));
+    assert_eq!(gateway.post(Some(&jwt)).await.status(), 200);
+    endpoint.set(&jwt, json!({"active": false}));
+    let mut refused = false;
+    for _ in 0..50 {
+        if gateway.post(Some(&jwt)).await.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "a revoked JWT kept working under validation: both");
+}
