@@ -28,17 +28,6 @@ fn rsa1_only(keys: &Keys) -> Value {
     json!({"keys": [public_jwk(&keys.rsa, Algorithm::RS256, "rsa-1")]})
 }
 
-/// Polls until `status` comes back, up to 15 s.
-async fn eventually(gateway: &Gateway, token: &str, status: u16) -> bool {
-    for _ in 0..150 {
-        if gateway.post(Some(token)).await.status() == status {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn an_unknown_kid_triggers_one_refetch_then_is_accepted() {
     let keys = Keys::load();

@@ -25,16 +25,24 @@ struct Entry {
     ttl: Duration,
 }
 
-struct PerEntryTtl;
+/// A cached value that decides its own lifetime (a token's `exp`, a negative answer's
+/// short TTL), for moka caches built with [`OwnTtl`].
+pub trait HasTtl {
+    fn ttl(&self) -> Duration;
+}
 
-impl moka::Expiry<[u8; 32], Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        entry: &Entry,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
+/// moka expiry policy: each entry lives for its own [`HasTtl::ttl`].
+pub struct OwnTtl;
+
+impl<K, V: HasTtl> moka::Expiry<K, V> for OwnTtl {
+    fn expire_after_create(&self, _key: &K, value: &V, _now: Instant) -> Option<Duration> {
+        Some(value.ttl())
+    }
+}
+
+impl HasTtl for Entry {
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -49,7 +57,7 @@ impl VerifiedTokens {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(PerEntryTtl)
+                .expire_after(OwnTtl)
                 .build(),
             max_ttl,
         }

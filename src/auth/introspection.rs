@@ -6,12 +6,13 @@
 //! allow, never `invalid_token`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
+use super::cache::{HasTtl, OwnTtl};
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
 use crate::config::{IntrospectionAuthMethod, IntrospectionConfig};
@@ -27,16 +28,9 @@ struct Entry {
     ttl: Duration,
 }
 
-struct PerEntryTtl;
-
-impl moka::Expiry<[u8; 32], Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        entry: &Entry,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
+impl HasTtl for Entry {
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -66,7 +60,7 @@ impl Introspector {
             client,
             cache: moka::future::Cache::builder()
                 .max_capacity(10_000)
-                .expire_after(PerEntryTtl)
+                .expire_after(OwnTtl)
                 .build(),
         }
     }

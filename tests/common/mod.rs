@@ -407,6 +407,18 @@ impl Drop for Gateway {
     }
 }
 
+/// Polls with `token` until the gateway answers `status`, up to 15 s: for changes that
+/// take effect after a refresh or a cache TTL, without a fixed sleep.
+pub async fn eventually(gateway: &Gateway, token: &str, status: u16) -> bool {
+    for _ in 0..150 {
+        if gateway.post(Some(token)).await.status() == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 pub fn www_authenticate(response: &reqwest::Response) -> String {
     response
         .headers()
