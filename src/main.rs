@@ -94,11 +94,13 @@ async fn run(
             .await
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?,
     };
-    if !config.auth.oauth.enabled {
+    if gateway.auth.is_none() {
         tracing::warn!(
-            "OAUTH IS DISABLED: every request is proxied to the upstream without authentication. \
-             Set auth.oauth.enabled: true to protect it."
+            "AUTHENTICATION IS OFF: every request is proxied to the upstream without credentials. \
+             Set auth.oauth.enabled: true or configure auth.api_keys to protect it."
         );
+    } else if !config.auth.oauth.enabled {
+        tracing::info!("OAuth is disabled: only API keys are accepted");
     }
     if config.server.public_url.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(
@@ -134,19 +136,20 @@ async fn check(args: ConfigArg) -> anyhow::Result<()> {
     });
     let (gateway, _) = build_gateway(config).await?;
     let config = &gateway.config;
-    println!(
-        "ok: MCP endpoint {} -> {}; OAuth {}",
-        config.public_url(),
-        config
-            .upstream
-            .as_ref()
-            .map(|u| u.url.as_str())
-            .unwrap_or("-"),
-        if config.auth.oauth.enabled {
+    let upstream = config.upstream.as_ref().map_or("-", |u| u.url.as_str());
+    let protection = if gateway.auth.is_none() {
+        "NO AUTHENTICATION".to_owned()
+    } else {
+        let oauth = if config.auth.oauth.enabled {
             "enabled"
         } else {
-            "DISABLED"
-        }
+            "disabled"
+        };
+        format!("OAuth {oauth}, {} API key(s)", config.auth.api_keys.len())
+    };
+    println!(
+        "ok: MCP endpoint {} -> {upstream}; {protection}",
+        config.public_url()
     );
     Ok(())
 }

@@ -56,7 +56,7 @@ fn a_good_config_checks_out() {
     let (code, stdout, stderr) = check(GOOD, &[SECRET]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with(
-        "ok: MCP endpoint http://127.0.0.1:5025/mcp -> http://127.0.0.1:3001/mcp; OAuth enabled"
+        "ok: MCP endpoint http://127.0.0.1:5025/mcp -> http://127.0.0.1:3001/mcp; OAuth enabled, 0 API key(s)"
     ));
 }
 

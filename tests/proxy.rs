@@ -352,7 +352,7 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
             .all(|s| s.headers.get("authorization").is_none())
     );
     assert!(
-        gateway.stderr().contains("OAUTH IS DISABLED"),
+        gateway.stderr().contains("AUTHENTICATION IS OFF"),
         "{}",
         gateway.stderr()
     );
