@@ -272,6 +272,9 @@ async fn rfc8725_algorithm_and_key_attacks_fail() {
         &base,
     );
     assert_invalid_token(&s.gateway, &wrong_secret, "token signature is invalid").await;
+    // No kid while several keys could take the algorithm: which key is unknown.
+    let no_kid = sign(&s.keys.rsa, Algorithm::RS256, None, &base);
+    assert_invalid_token(&s.gateway, &no_kid, "token signing key is unknown").await;
     // Unknown kid.
     let unknown = sign(&s.keys.rsa, Algorithm::RS256, Some("nobody"), &base);
     assert_invalid_token(&s.gateway, &unknown, "token signing key is unknown").await;

@@ -142,6 +142,11 @@ fn startup_validation_names_each_key() {
             "auth.oauth.authorization_servers",
         ),
         (
+            GOOD.replace("enabled: true", "enabled: true\n    leeway: 2m"),
+            vec![SECRET],
+            "auth.oauth.leeway",
+        ),
+        (
             GOOD.replace(
                 "header_key_id: dev",
                 "header_key_id: dev\n        issuer: https://other.test",

@@ -121,6 +121,13 @@ impl KeySet {
         })
     }
 
+    /// Whether any key may verify this algorithm, whatever its `kid`.
+    pub fn accepts(&self, algorithm: Algorithm) -> bool {
+        self.keys
+            .iter()
+            .any(|key| key.algorithms.contains(&algorithm))
+    }
+
     /// Whether any key carries this `kid`, whatever its algorithms.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))

@@ -5,6 +5,9 @@ use url::Url;
 
 use super::{Config, ConfigError, JwksProviderConfig};
 
+/// Longest clock-skew allowance accepted (security checklist A1).
+pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output size).
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
@@ -110,6 +113,13 @@ fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
                 "is not in auth.oauth.issuers, so no token it verifies could be accepted",
             ));
         }
+    }
+    if oauth.leeway > MAX_LEEWAY {
+        return Err(ConfigError::invalid(
+            "auth.oauth.leeway",
+            "must be at most 60s: clock skew larger than that is a clock to fix, and a longer \
+             leeway keeps expired tokens alive",
+        ));
     }
     if oauth.max_scope_combinations == 0 {
         return Err(ConfigError::invalid(

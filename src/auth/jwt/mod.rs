@@ -98,7 +98,8 @@ impl JwtVerifier {
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
 
         let mut search = search_keys(&providers, &header, signing_input, signature);
-        if matches!(search, KeySearch::Failed(TokenProblem::UnknownKid)) {
+        // A missing `kid` is not fixed by a refetch; an unknown one may be (rotation).
+        if header.kid.is_some() && matches!(search, KeySearch::Failed(TokenProblem::UnknownKid)) {
             // Keys may have rotated: one refetch per provider (single-flight and
             // rate-limited inside), then one more try.
             let mut refreshed = false;
@@ -164,7 +165,14 @@ fn search_keys<'a>(
             .filter_map(|provider| provider.keys())
             .any(|snapshot| snapshot.keys.has_kid(kid))
     });
-    if known || kid.is_none() {
+    // Without a `kid`, a set of several keys leaves the key unknown (mcpgate does not
+    // try them all); only when no key takes the algorithm is the algorithm the problem.
+    let ambiguous = kid.is_none()
+        && providers
+            .iter()
+            .filter_map(|provider| provider.keys())
+            .any(|snapshot| snapshot.keys.accepts(header.alg));
+    if known || (kid.is_none() && !ambiguous) {
         KeySearch::Failed(TokenProblem::BadAlgorithm)
     } else {
         KeySearch::Failed(TokenProblem::UnknownKid)
