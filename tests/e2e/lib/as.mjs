@@ -10,11 +10,31 @@ import Provider, { errors } from 'oidc-provider';
 
 export const ALL_SCOPES = 'mcp:connect mcp:tools mcp:admin';
 export const M2M = { clientId: 'm2m', clientSecret: 'm2m-secret' };
+/** Gets opaque (non-JWT) access tokens for the same resource, to exercise introspection. */
+export const M2M_OPAQUE = { clientId: 'm2m-opaque', clientSecret: 'm2m-opaque-secret' };
+/** Confidential client the gateway uses at /token/introspection (RFC 7662 needs client auth). */
+export const INTROSPECTOR = { clientId: 'gateway-introspector', clientSecret: 'introspector-secret' };
+
+function newSigningKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: `e2e-${randomUUID()}`, alg: 'RS256', use: 'sig' };
+}
 
 /**
  * Start the AS. `resource` is the only resource indicator it accepts and
  * also the default one (so a token request without `resource` still gets a
- * JWT for the gateway).
+ * JWT for the gateway). Client M2M_OPAQUE gets opaque tokens for the same
+ * resource instead of JWTs.
+ *
+ * Test hooks on the returned object:
+ * - `hits`: every request as { method, path, url, at } (url keeps the query,
+ *   at = Date.now()).
+ * - `faults.jwks = 'error' | 'reset'`: /jwks answers 500, or the connection is
+ *   dropped without an answer (the rest of the AS keeps working).
+ * - `faults.introspection = 'hang'`: /token/introspection never answers.
+ * - `rotateKey()`: sign with a fresh key from now on (the old one stays
+ *   published), by swapping in a new Provider behind the same listener, so
+ *   the issuer and port do not change.
  */
 export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
   // Listen first: the issuer must carry the port, and the provider needs the
@@ -26,55 +46,95 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
   });
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `e2e-${randomUUID()}`, alg: 'RS256', use: 'sig' };
+  // Newest first: oidc-provider signs with the first key that fits the alg.
+  let signingKeys = [newSigningKey()];
 
-  const provider = new Provider(issuer, {
-    jwks: { keys: [signingKey] },
-    clients: [
-      {
-        client_id: M2M.clientId,
-        client_secret: M2M.clientSecret,
-        grant_types: ['client_credentials'],
-        redirect_uris: [],
-        response_types: [],
-        scope: ALL_SCOPES,
-      },
-    ],
-    // Set explicitly so oidc-provider does not print its default-TTL notice.
-    ttl: { ClientCredentials: accessTokenTTL },
-    scopes: ['openid', 'offline_access', ...ALL_SCOPES.split(' ')],
-    features: {
-      devInteractions: { enabled: false },
-      clientCredentials: { enabled: true },
-      registration: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
-      resourceIndicators: {
-        enabled: true,
-        defaultResource: () => resource,
-        useGrantedResource: () => true,
-        getResourceServerInfo: (_ctx, indicator) => {
-          if (indicator !== resource) throw new errors.InvalidTarget();
-          return {
-            scope: ALL_SCOPES,
-            accessTokenFormat: 'jwt',
-            accessTokenTTL,
-            jwt: { sign: { alg: 'RS256' } },
-          };
+  const makeProvider = () => {
+    const provider = new Provider(issuer, {
+      jwks: { keys: signingKeys },
+      clients: [
+        {
+          client_id: M2M.clientId,
+          client_secret: M2M.clientSecret,
+          grant_types: ['client_credentials'],
+          redirect_uris: [],
+          response_types: [],
+          scope: ALL_SCOPES,
+        },
+        {
+          client_id: M2M_OPAQUE.clientId,
+          client_secret: M2M_OPAQUE.clientSecret,
+          grant_types: ['client_credentials'],
+          redirect_uris: [],
+          response_types: [],
+          scope: ALL_SCOPES,
+        },
+        {
+          client_id: INTROSPECTOR.clientId,
+          client_secret: INTROSPECTOR.clientSecret,
+          grant_types: [],
+          redirect_uris: [],
+          response_types: [],
+        },
+      ],
+      // Set explicitly so oidc-provider does not print its default-TTL notice.
+      ttl: { ClientCredentials: accessTokenTTL },
+      scopes: ['openid', 'offline_access', ...ALL_SCOPES.split(' ')],
+      features: {
+        devInteractions: { enabled: false },
+        clientCredentials: { enabled: true },
+        registration: { enabled: true },
+        // Explicit policies (the defaults print a notice on every call): any
+        // confidential client may introspect; only a token's own client may revoke it.
+        introspection: { enabled: true, allowedPolicy: (_ctx, client) => client.clientAuthMethod !== 'none' },
+        revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId },
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: () => resource,
+          useGrantedResource: () => true,
+          getResourceServerInfo: (_ctx, indicator, client) => {
+            if (indicator !== resource) throw new errors.InvalidTarget();
+            if (client?.clientId === M2M_OPAQUE.clientId) {
+              return { scope: ALL_SCOPES, accessTokenFormat: 'opaque', accessTokenTTL };
+            }
+            return {
+              scope: ALL_SCOPES,
+              accessTokenFormat: 'jwt',
+              accessTokenTTL,
+              jwt: { sign: { alg: 'RS256' } },
+            };
+          },
         },
       },
-    },
-  });
-  // oidc-provider logs every server_error via this event; keep them visible.
-  provider.on('server_error', (_ctx, err) => console.error('[as] server_error', err));
+    });
+    // oidc-provider logs every server_error via this event; keep them visible.
+    provider.on('server_error', (_ctx, err) => console.error('[as] server_error', err));
+    return provider;
+  };
+
+  let provider = makeProvider();
+  let callback = provider.callback();
+  const faults = { jwks: null, introspection: null };
 
   // Count hits per path so tests can assert the discovery sequence happened
   // against the real AS, not just in the client's imagination.
   const hits = [];
-  const callback = provider.callback();
   server.on('request', (req, res) => {
-    hits.push({ method: req.method, path: req.url.split('?')[0] });
+    const path = req.url.split('?')[0];
+    hits.push({ method: req.method, path, url: req.url, at: Date.now() });
+    if (path === '/jwks' && faults.jwks === 'error') {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('injected JWKS outage');
+      return;
+    }
+    if (path === '/jwks' && faults.jwks === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    if (path === '/token/introspection' && faults.introspection === 'hang') {
+      req.resume(); // never answer; the caller's timeout has to fire
+      return;
+    }
     callback(req, res);
   });
 
@@ -82,8 +142,24 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
     issuer,
     jwksUrl: `${issuer}/jwks`,
     tokenUrl: `${issuer}/token`,
+    introspectionUrl: `${issuer}/token/introspection`,
+    revocationUrl: `${issuer}/token/revocation`,
     hits,
-    provider,
+    faults,
+    get provider() {
+      return provider;
+    },
+    /** kid of the key new JWTs are signed with. */
+    get currentKid() {
+      return signingKeys[0].kid;
+    },
+    /** Start signing with a new key (old keys stay in the JWKS); returns its kid. */
+    rotateKey() {
+      signingKeys = [newSigningKey(), ...signingKeys];
+      provider = makeProvider();
+      callback = provider.callback();
+      return signingKeys[0].kid;
+    },
     async stop() {
       server.closeAllConnections?.();
       await new Promise((resolve) => server.close(resolve));
@@ -117,4 +193,31 @@ export function decodeJwt(token) {
   const [h, p] = token.split('.');
   const dec = (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
   return { header: dec(h), payload: dec(p) };
+}
+
+function basicAuth(clientId, clientSecret) {
+  return `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+}
+
+/** RFC 7009 revocation at the AS, as the client the token was issued to. Returns the status. */
+export async function revokeToken(as, token, { clientId, clientSecret }) {
+  const res = await fetch(as.revocationUrl, {
+    method: 'POST',
+    headers: { authorization: basicAuth(clientId, clientSecret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** RFC 7662 introspection at the AS (what the gateway sees), as INTROSPECTOR. */
+export async function introspectToken(as, token, { clientId = INTROSPECTOR.clientId, clientSecret = INTROSPECTOR.clientSecret } = {}) {
+  const res = await fetch(as.introspectionUrl, {
+    method: 'POST',
+    headers: { authorization: basicAuth(clientId, clientSecret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }),
+  });
+  const json = await res.json();
+  if (res.status !== 200) throw new Error(`introspection failed: ${res.status} ${JSON.stringify(json)}`);
+  return json;
 }

@@ -30,8 +30,16 @@ export function assertBinaryExists() {
   }
 }
 
-/** The contract config from DESIGN §3, reduced to what the e2e suite needs. */
-export function gatewayConfigYaml({ gwPort, upstreamUrl, issuer }) {
+/**
+ * The contract config from DESIGN §3, reduced to what the e2e suite needs.
+ * `jwks` adds keys to the one jwks entry (default refresh_interval: 1m);
+ * `jwksUrl` replaces <issuer>/jwks (e.g. to tag one gateway's fetches with a query);
+ * `oauthExtra` is YAML appended under auth.oauth, indented by 4 spaces.
+ */
+export function gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks = {}, jwksUrl = `${issuer}/jwks`, oauthExtra = '' }) {
+  const jwksLines = Object.entries({ refresh_interval: '1m', ...jwks })
+    .map(([k, v]) => `        ${k}: ${v}\n`)
+    .join('');
   return `# written by tests/e2e/lib/gateway.mjs
 server:
   listen: 127.0.0.1:${gwPort}
@@ -45,10 +53,9 @@ auth:
     authorization_servers: [${issuer}]
     issuers: [${issuer}]
     jwks:
-      - url: ${issuer}/jwks
+      - url: ${jwksUrl}
         algorithms: [RS256]
-        refresh_interval: 1m
-scopes:
+${jwksLines}${oauthExtra}scopes:
   initialize: [mcp:connect]
 `;
 }
@@ -61,9 +68,9 @@ export async function writeConfig(yaml) {
   return { dir, configPath };
 }
 
-export async function startGateway({ gwPort, upstreamUrl, issuer }) {
+export async function startGateway({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra }) {
   assertBinaryExists();
-  const { dir, configPath } = await writeConfig(gatewayConfigYaml({ gwPort, upstreamUrl, issuer }));
+  const { dir, configPath } = await writeConfig(gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra }));
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),
     env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },

@@ -10,7 +10,11 @@ import { startGateway } from './gateway.mjs';
 import { freePort } from './procs.mjs';
 import { startRecorder } from './recorder.mjs';
 
-export async function startStack({ accessTokenTTL } = {}) {
+/**
+ * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra })
+ * once the AS (and so its issuer URL) exists.
+ */
+export async function startStack({ accessTokenTTL, gatewayOptions = () => ({}) } = {}) {
   const stoppers = [];
   const stack = {
     async stop() {
@@ -40,7 +44,12 @@ export async function startStack({ accessTokenTTL } = {}) {
     stack.recorder = await startRecorder({ targetPort: stack.everything.port });
     stoppers.push(() => stack.recorder.stop());
 
-    stack.gateway = await startGateway({ gwPort, upstreamUrl: stack.recorder.url, issuer: stack.as.issuer });
+    stack.gateway = await startGateway({
+      gwPort,
+      upstreamUrl: stack.recorder.url,
+      issuer: stack.as.issuer,
+      ...gatewayOptions(stack.as),
+    });
     stoppers.push(() => stack.gateway.stop());
 
     stack.publicUrl = publicUrl;
