@@ -20,8 +20,9 @@ import { startStack } from '../lib/stack.mjs';
 const MIN_REFETCH_MS = 2000;
 const INTROSPECTION_CACHE_TTL_MS = 2000;
 const INTROSPECTION_TIMEOUT_MS = 1000;
-// Clock and scheduling slack for timing assertions on loopback.
-const SLACK_MS = 150;
+// Clock and scheduling slack for timing assertions on loopback (generous: CI
+// machines are shared, and these bounds check behaviour, not speed).
+const SLACK_MS = 400;
 
 function introspectionYaml({ url, authMethod = 'client_secret_basic' }) {
   return `    introspection:
@@ -287,7 +288,7 @@ describe('mcpgate token sources: JWKS rotation/outage/flood, opaque tokens by in
     const elapsed = Date.now() - revokedAt;
     assert.ok(!timedOut, `revoked token still accepted ${elapsed} ms after revocation`);
     assertInvalidToken(result, 'token is not active', 'revoked opaque token');
-    assert.ok(elapsed <= INTROSPECTION_CACHE_TTL_MS + 1000, `refused only after ${elapsed} ms (cache_ttl 2s)`);
+    assert.ok(elapsed <= INTROSPECTION_CACHE_TTL_MS + 3000, `refused only after ${elapsed} ms (cache_ttl 2s)`);
     // And it stays refused.
     assertInvalidToken(await call(gw.publicUrl, token), 'token is not active', 'revoked opaque token, again');
   });
