@@ -147,18 +147,14 @@ fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
         None => {}
         Some(introspection) => {
             check_http_url("auth.oauth.introspection.url", &introspection.url)?;
-            for (name, value) in [
-                ("cache_ttl", introspection.cache_ttl),
-                ("negative_cache_ttl", introspection.negative_cache_ttl),
-                ("timeout", introspection.timeout),
-            ] {
-                if value.is_zero() {
-                    return Err(ConfigError::invalid(
-                        format!("auth.oauth.introspection.{name}"),
-                        "must be greater than 0",
-                    ));
-                }
-            }
+            require_nonzero(
+                "auth.oauth.introspection",
+                &[
+                    ("cache_ttl", introspection.cache_ttl),
+                    ("negative_cache_ttl", introspection.negative_cache_ttl),
+                    ("timeout", introspection.timeout),
+                ],
+            )?;
         }
     }
     for (index, server) in oauth.authorization_servers.iter().enumerate() {
@@ -216,18 +212,14 @@ fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), Con
                     format!("{alg:?} is symmetric; a remote JWKS only carries public keys"),
                 ));
             }
-            for (name, value) in [
-                ("refresh_interval", provider.refresh_interval),
-                ("min_refetch_interval", provider.min_refetch_interval),
-                ("max_stale", provider.max_stale),
-            ] {
-                if value.is_zero() {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.{name}"),
-                        "must be greater than 0",
-                    ));
-                }
-            }
+            require_nonzero(
+                key,
+                &[
+                    ("refresh_interval", provider.refresh_interval),
+                    ("min_refetch_interval", provider.min_refetch_interval),
+                    ("max_stale", provider.max_stale),
+                ],
+            )?;
             if provider.max_stale < provider.refresh_interval {
                 return Err(ConfigError::invalid(
                     format!("{key}.max_stale"),
@@ -267,6 +259,20 @@ fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), Con
             }
             Ok(())
         }
+    }
+}
+
+/// Durations that would make a loop spin or a cache useless when zero.
+fn require_nonzero(
+    section: &str,
+    durations: &[(&str, std::time::Duration)],
+) -> Result<(), ConfigError> {
+    match durations.iter().find(|(_, value)| value.is_zero()) {
+        Some((name, _)) => Err(ConfigError::invalid(
+            format!("{section}.{name}"),
+            "must be greater than 0",
+        )),
+        None => Ok(()),
     }
 }
 
