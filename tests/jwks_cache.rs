@@ -28,20 +28,45 @@ fn rsa1_only(keys: &Keys) -> Value {
     json!({"keys": [public_jwk(&keys.rsa, Algorithm::RS256, "rsa-1")]})
 }
 
-#[tokio::test]
-async fn an_unknown_kid_triggers_one_refetch_then_is_accepted() {
+/// A gateway with one remote provider (`provider_extra` appended to its entry) serving
+/// `document`, in front of a recording upstream.
+struct OneProvider {
+    keys: Keys,
+    jwks: JwksServer,
+    _upstream: Upstream,
+    gateway: Gateway,
+}
+
+async fn one_provider(document: impl FnOnce(&Keys) -> Value, provider_extra: &str) -> OneProvider {
     let keys = Keys::load();
-    let jwks = JwksServer::start(rsa1_only(&keys)).await;
+    let jwks = JwksServer::start(document(&keys)).await;
     let upstream = Upstream::start().await;
-    // A long refresh interval: only the unknown-kid refetch can pick up the new key.
     let gateway = Gateway::start(&config(
         &upstream,
-        &provider(
-            &jwks,
-            "        refresh_interval: 1h\n        min_refetch_interval: 1s\n",
-        ),
+        &provider(&jwks, provider_extra),
         "[https://issuer.test]",
     ))
+    .await;
+    OneProvider {
+        keys,
+        jwks,
+        _upstream: upstream,
+        gateway,
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_kid_triggers_one_refetch_then_is_accepted() {
+    // A long refresh interval: only the unknown-kid refetch can pick up the new key.
+    let OneProvider {
+        keys,
+        jwks,
+        gateway,
+        ..
+    } = one_provider(
+        rsa1_only,
+        "        refresh_interval: 1h\n        min_refetch_interval: 1s\n",
+    )
     .await;
     assert_eq!(jwks.fetches(), 1);
     let claims = claims(&gateway.mcp, "");
@@ -60,17 +85,15 @@ async fn an_unknown_kid_triggers_one_refetch_then_is_accepted() {
 
 #[tokio::test]
 async fn a_flood_of_random_kids_costs_at_most_one_fetch() {
-    let keys = Keys::load();
-    let jwks = JwksServer::start(rsa1_only(&keys)).await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream,
-        &provider(
-            &jwks,
-            "        refresh_interval: 1h\n        min_refetch_interval: 2s\n",
-        ),
-        "[https://issuer.test]",
-    ))
+    let OneProvider {
+        keys,
+        jwks,
+        gateway,
+        ..
+    } = one_provider(
+        rsa1_only,
+        "        refresh_interval: 1h\n        min_refetch_interval: 2s\n",
+    )
     .await;
     let claims = claims(&gateway.mcp, "");
     // Let the start-up fetch's rate-limit window close, so the flood may fetch.
@@ -278,17 +301,15 @@ async fn embedded_key_urls_are_never_fetched() {
 
 #[tokio::test]
 async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
-    let keys = Keys::load();
-    let jwks = JwksServer::start(keys.jwks()).await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream,
-        &provider(
-            &jwks,
-            "        refresh_interval: 1s\n        min_refetch_interval: 1s\n",
-        ),
-        "[https://issuer.test]",
-    ))
+    let OneProvider {
+        keys,
+        jwks,
+        gateway,
+        ..
+    } = one_provider(
+        Keys::jwks,
+        "        refresh_interval: 1s\n        min_refetch_interval: 1s\n",
+    )
     .await;
     let token = sign(
         &keys.rsa,

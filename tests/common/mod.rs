@@ -222,6 +222,15 @@ impl Upstream {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// No request that reached the upstream carried an `Authorization` header.
+    pub fn never_saw_authorization(&self) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|seen| seen.headers.get("authorization").is_none())
+    }
 }
 
 type UpstreamState = (Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::Notify>);

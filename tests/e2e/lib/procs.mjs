@@ -38,11 +38,10 @@ export async function freePort() {
 }
 
 /**
- * Spawn a long-running child in its own process group. Output is kept in
- * memory (and echoed with a prefix when E2E_VERBOSE is set) so a failing
- * test can print it.
+ * Spawn a child in its own process group (so the whole group can be killed)
+ * and remember it until it exits, for the kill-everything-on-exit handlers.
  */
-export function startProcess(name, cmd, args, { env = {}, cwd, baseEnv = process.env } = {}) {
+function spawnTracked(cmd, args, { env, cwd, baseEnv }) {
   const child = spawn(cmd, args, {
     cwd,
     env: { ...baseEnv, ...env },
@@ -50,6 +49,16 @@ export function startProcess(name, cmd, args, { env = {}, cwd, baseEnv = process
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   live.add(child);
+  return child;
+}
+
+/**
+ * Spawn a long-running child in its own process group. Output is kept in
+ * memory (and echoed with a prefix when E2E_VERBOSE is set) so a failing
+ * test can print it.
+ */
+export function startProcess(name, cmd, args, { env = {}, cwd, baseEnv = process.env } = {}) {
+  const child = spawnTracked(cmd, args, { env, cwd, baseEnv });
   let output = '';
   const onData = (chunk) => {
     const text = chunk.toString();
@@ -100,13 +109,7 @@ export function startProcess(name, cmd, args, { env = {}, cwd, baseEnv = process
  */
 export function runProcess(cmd, args, { env = {}, cwd, timeoutMs = 60_000, baseEnv = process.env } = {}) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, {
-      cwd,
-      env: { ...baseEnv, ...env },
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    live.add(child);
+    const child = spawnTracked(cmd, args, { env, cwd, baseEnv });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
