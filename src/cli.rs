@@ -30,6 +30,21 @@ pub enum Command {
     Demo(DemoArgs),
     /// Generate a new API key and the argon2id hash to put in `auth.api_keys`.
     HashKey(HashKeyArgs),
+    /// Connect to the configured upstream and print each tool, prompt and resource
+    /// with the scopes it requires, and drift between the rules and the upstream.
+    Policy(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the matrix as a JSON manifest.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when there is drift (for CI).
+    #[arg(long)]
+    pub fail_on_drift: bool,
 }
 
 #[derive(Debug, Args)]

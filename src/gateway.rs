@@ -26,12 +26,9 @@ impl Gateway {
     /// Builds the gateway, fetching remote JWKS. Errors name the config key.
     pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
-        let upstream_config = config
-            .upstream
-            .as_ref()
-            .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))?;
+        let upstream_config = crate::config::require_upstream(&config)?;
         let upstream = HttpUpstream::from_config(upstream_config)?;
-        let policy = Policy::from_config(&config);
+        let policy = Policy::from_config(&config)?;
         let oauth_enabled = config.auth.oauth.enabled;
         let auth = Authenticator::build(&config, idp_client).await?;
         let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));

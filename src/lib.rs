@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod json;
+pub mod mcp;
 pub mod policy;
 pub mod server;
 pub mod upstream;

@@ -11,11 +11,13 @@ use clap::Parser;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, TokenArgs};
+use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, PolicyArgs, TokenArgs};
 use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
 use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat};
 use mcpgate::gateway::Gateway;
+use mcpgate::policy::Policy;
+use mcpgate::policy::matrix::{Matrix, Offered};
 use mcpgate::server::{self, AppState};
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token(args),
             Command::Demo(args) => demo(args).await,
             Command::HashKey(args) => hash_key(args),
+            Command::Policy(args) => policy(args).await,
         }
     });
     match result {
@@ -154,6 +157,60 @@ async fn check(args: ConfigArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The effective matrix against the live upstream. Needs no keys: only the policy
+/// and the upstream are looked at.
+async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
+    let config = config::load(&args.config.config)?;
+    init_logging(&config::LogConfig {
+        level: "warn".to_owned(),
+        ..config.log.clone()
+    });
+    config::validate(&config)?;
+    let policy = Policy::from_config(&config)?;
+    let upstream = config::require_upstream(&config)?;
+    let inventory = fetch_inventory(upstream)
+        .await
+        .with_context(|| format!("cannot list what {} offers", upstream.url))?;
+    let matrix = Matrix::build(
+        &policy,
+        Offered {
+            tools: &inventory.tools,
+            prompts: &inventory.prompts,
+            resources: &inventory.resources,
+            resource_templates: &inventory.resource_templates,
+        },
+    );
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Manifest<'a> {
+            upstream: &'a str,
+            server_name: Option<&'a str>,
+            protocol_version: &'a str,
+            #[serde(flatten)]
+            matrix: &'a Matrix,
+        }
+        let manifest = Manifest {
+            upstream: upstream.url.as_str(),
+            server_name: inventory.server_name.as_deref(),
+            protocol_version: &inventory.protocol_version,
+            matrix: &matrix,
+        };
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        println!(
+            "upstream: {} ({}, protocol {})\n",
+            upstream.url,
+            inventory.server_name.as_deref().unwrap_or("unnamed server"),
+            inventory.protocol_version
+        );
+        print!("{matrix}");
+    }
+    if args.fail_on_drift && !matrix.drift.is_empty() {
+        bail!("drift between the rules and the upstream (see above)");
+    }
+    Ok(())
+}
+
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Some(config::load(path)?),
@@ -259,4 +316,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (gateway, client) = build_gateway(demo.config).await?;
     println!("{instructions}");
     run(gateway, client, Some(listener)).await
+}
+
+// TEMPORARY until src/upstream/inventory.rs lands.
+#[derive(Default)]
+struct TempInventory {
+    server_name: Option<String>,
+    protocol_version: String,
+    tools: Vec<String>,
+    prompts: Vec<String>,
+    resources: Vec<String>,
+    resource_templates: Vec<String>,
+}
+async fn fetch_inventory(_: &config::UpstreamConfig) -> anyhow::Result<TempInventory> {
+    bail!("not yet")
 }

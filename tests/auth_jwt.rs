@@ -105,10 +105,8 @@ async fn accepts_each_allowed_algorithm() {
     for token in &tokens {
         let response = s.gateway.post(Some(token)).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.json::<Value>().await.unwrap()["result"]["ok"],
-            true
-        );
+        let answer = response.json::<Value>().await.unwrap();
+        assert!(answer["result"]["tools"].is_array(), "{answer}");
     }
     assert_eq!(s.upstream.seen().len(), tokens.len());
 }

@@ -355,7 +355,7 @@ async fn demo_prints_commands_that_work_as_printed() {
         .recv_timeout(Duration::from_secs(30))
         .expect("demo printed nothing");
     let curls: Vec<&str> = printed.lines().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 5, "{printed}");
+    assert_eq!(curls.len(), 6, "{printed}");
     let run = |command: &str| {
         let out = Command::new("bash").args(["-c", command]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).replace('\r', "")
@@ -385,16 +385,23 @@ async fn demo_prints_commands_that_work_as_printed() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["echo", "add", "current_time", "admin_stats"]);
+    assert_eq!(names, ["echo", "add", "current_time"]);
     let called: Value = serde_json::from_str(&run(curls[2])).unwrap();
     assert_eq!(called["result"]["content"][0]["text"], "Echo: hello");
-    let refused = run(curls[3]);
+    let hidden = run(curls[3]);
+    assert!(hidden.starts_with("HTTP/1.1 403"), "{hidden}");
+    assert!(
+        hidden.contains("error=\"insufficient_scope\", scope=\"mcp:admin\"")
+            && hidden.contains("error_description=\"insufficient scopes for tool admin_stats\""),
+        "{hidden}"
+    );
+    let refused = run(curls[4]);
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
     assert!(
         refused.contains("error=\"insufficient_scope\", scope=\"mcp:connect\""),
         "{refused}"
     );
-    let metadata: Value = serde_json::from_str(&run(curls[4])).unwrap();
+    let metadata: Value = serde_json::from_str(&run(curls[5])).unwrap();
     assert_eq!(metadata["resource"], url);
 
     let _ = child.kill();

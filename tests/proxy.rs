@@ -248,6 +248,7 @@ async fn oversized_bodies_are_refused_with_413() {
     let response = Gateway::client()
         .post(&gateway.mcp)
         .bearer_auth(token(&gateway))
+        .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -384,7 +385,7 @@ async fn malformed_credentials_are_400_invalid_request() {
         .post(&gateway.mcp)
         .header("authorization", format!("bEaReR {token}"))
         .header("content-type", "application/json")
-        .body("{}")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
         .send()
         .await
         .unwrap();

@@ -85,6 +85,11 @@ impl Scopes {
         !self.all && self.listed.is_empty()
     }
 
+    /// Every scope (an API key configured with `*`).
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+
     /// Space-delimited, as in the `scope` claim (`*` for every scope).
     pub fn to_claim(&self) -> String {
         if self.all {

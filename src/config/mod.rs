@@ -5,11 +5,13 @@ mod derived;
 mod interpolate;
 mod load;
 mod model;
+mod scopes;
 mod validate;
 
 pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;
+pub use scopes::{RequirementSpec, ScopesConfig};
 pub use validate::{MIN_HMAC_SECRET_BYTES, validate};
 
 /// A configuration problem, reported as one line that names the key.
@@ -35,6 +37,14 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+/// The upstream section, which every command that talks to the upstream needs.
+pub fn require_upstream(config: &Config) -> Result<&UpstreamConfig, ConfigError> {
+    config
+        .upstream
+        .as_ref()
+        .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))
 }
 
 /// Renders a key path as it is written in messages: `auth.oauth.jwks[0].secret`.

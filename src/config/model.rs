@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+use super::ScopesConfig;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,14 +307,6 @@ fn default_max_stale() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScopesConfig {
-    /// Required on every HTTP request to the MCP endpoint.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub initialize: Vec<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -367,7 +361,7 @@ impl fmt::Debug for Secret {
 
 /// Accepts `key: value` as well as `key: [value, …]`, so that single-valued
 /// environment variables (such as `MCP_OAUTH_AUTHORIZATION_SERVER_URL`) fill list keys.
-fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+pub(super) fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

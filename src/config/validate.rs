@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::Url;
 
-use super::{Config, ConfigError, JwksProviderConfig};
+use super::{Config, ConfigError, JwksProviderConfig, ScopesConfig};
 
 /// Longest clock-skew allowance accepted (security checklist A1).
 pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -16,9 +16,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_server(config)?;
     validate_upstream(config)?;
     validate_oauth(config)?;
-    for scope in &config.scopes.initialize {
-        check_scope_token("scopes.initialize", scope)?;
-    }
+    validate_scopes(&config.scopes)?;
     for (index, key) in config.auth.api_keys.iter().enumerate() {
         for scope in key.scopes.iter().filter(|scope| *scope != "*") {
             check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
@@ -29,6 +27,35 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "auth.api_key_cache_ttl",
             "must be greater than 0",
         ));
+    }
+    Ok(())
+}
+
+/// Every scope a rule or the hierarchy names must be writable into a challenge as is.
+fn validate_scopes(scopes: &ScopesConfig) -> Result<(), ConfigError> {
+    for (name, spec) in scopes.method_levels() {
+        for scope in spec.scopes() {
+            check_scope_token(&format!("scopes.{name}"), scope)?;
+        }
+    }
+    let per_item = [
+        ("tools", &scopes.tools),
+        ("resources", &scopes.resources),
+        ("prompts", &scopes.prompts),
+    ];
+    for (kind, rules) in per_item {
+        for (pattern, spec) in rules {
+            for scope in spec.scopes() {
+                check_scope_token(&format!("scopes.{kind}.{pattern}"), scope)?;
+            }
+        }
+    }
+    for (broad, narrower) in &scopes.hierarchy {
+        let key = format!("scopes.hierarchy.{broad}");
+        check_scope_token(&key, broad)?;
+        for scope in narrower {
+            check_scope_token(&key, scope)?;
+        }
     }
     Ok(())
 }

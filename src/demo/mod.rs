@@ -13,19 +13,35 @@ use rand::RngCore;
 
 use crate::auth::mint::{TokenRequest, mint};
 use crate::config::{
-    Config, JwksProviderConfig, OAuthConfig, ScopesConfig, Secret, ServerConfig, UpstreamConfig,
+    Config, JwksProviderConfig, OAuthConfig, RequirementSpec, ScopesConfig, Secret, ServerConfig,
+    UpstreamConfig,
 };
 
 pub use mcp_server::router as mcp_server_router;
 
 /// Scopes of the "basic" token: enough to connect, list and call tools.
 pub const BASIC_SCOPES: &[&str] = &["mcp:connect", "mcp:tools:read", "mcp:tools:execute"];
-/// The scope later policies reserve for `admin_stats`.
+/// The scope `admin_stats` needs.
 pub const ADMIN_SCOPE: &str = "mcp:admin";
 /// Issuer of demo tokens.
 pub const DEMO_ISSUER: &str = "mcpgate-demo";
 const DEMO_KEY_ID: &str = "demo";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The demo's policy: connecting, listing and calling each need their scope, and
+/// `admin_stats` also needs `mcp:admin` (hidden from lists without it).
+fn demo_scopes() -> ScopesConfig {
+    let one = |scope: &str| RequirementSpec {
+        groups: vec![vec![scope.to_owned()]],
+    };
+    ScopesConfig {
+        initialize: one("mcp:connect"),
+        tools_list: one("mcp:tools:read"),
+        tools_call: one("mcp:tools:execute"),
+        tools: [("admin_stats".to_owned(), one(ADMIN_SCOPE))].into(),
+        ..ScopesConfig::default()
+    }
+}
 
 /// A ready-to-serve demo: its configuration and the tokens to print.
 pub struct Demo {
@@ -86,9 +102,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
             },
             ..Default::default()
         },
-        scopes: ScopesConfig {
-            initialize: vec!["mcp:connect".to_owned()],
-        },
+        scopes: demo_scopes(),
         log: Default::default(),
     };
 
@@ -126,6 +140,7 @@ impl Demo {
             "-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'";
         let list = r#"'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'"#;
         let call = r#"'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}'"#;
+        let admin_call = r#"'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"admin_stats","arguments":{}}}'"#;
         format!(
             "\nmcpgate demo is running.\n\n\
              MCP endpoint (OAuth-protected):  {url}\n\
@@ -136,10 +151,12 @@ impl Demo {
              Try it (paste into another terminal):\n\n\
              # no token: 401 with a WWW-Authenticate challenge\n\
              curl -i {url} {accept} -d {list}\n\n\
-             # basic token: tools/list\n\
+             # basic token: tools/list (admin_stats is not listed)\n\
              curl -s {url} {accept} -H 'Authorization: Bearer {basic}' -d {list}\n\n\
              # basic token: call the echo tool\n\
              curl -s {url} {accept} -H 'Authorization: Bearer {basic}' -d {call}\n\n\
+             # basic token: admin_stats needs mcp:admin, so tools/list hides it and a call gets 403 naming the scope\n\
+             curl -i {url} {accept} -H 'Authorization: Bearer {basic}' -d {admin_call}\n\n\
              # token without mcp:connect: 403 insufficient_scope, naming the scope to ask for\n\
              curl -i {url} {accept} -H 'Authorization: Bearer {no_connect}' -d {list}\n\n\
              # the discovery document clients read after a 401\n\

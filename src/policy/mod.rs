@@ -1,20 +1,98 @@
-//! Principal × request → decision. Pure: no I/O, no HTTP types; `server/` turns a
-//! decision into a response.
+//! Principal × MCP message → decision. Pure: no I/O, no HTTP or JSON types; `mcp/`
+//! says what a message is about ([`Target`]), `server/` turns a denial into a response.
+//!
+//! A message's requirement is every level that applies at once: the every-request
+//! level, its method's level, and each rule matching its tool, resource or prompt.
+//! Deciding only needs each level checked on its own (a product of ORs is met
+//! exactly when each factor is); the product itself is built only to name, in one
+//! challenge, the cheapest way to satisfy all of them.
 
+mod hierarchy;
+pub mod matrix;
 mod requirement;
+mod rules;
 
-pub use requirement::{Requirement, Shortfall};
+#[cfg(test)]
+mod tests;
+
+pub use hierarchy::{Cycle, Granted, Hierarchy};
+pub use requirement::{Holds, Requirement, Shortfall, TooManyCombinations};
+pub use rules::{NamedRule, NamedRules};
 
 use std::collections::BTreeSet;
 
-use crate::auth::Principal;
-use crate::config::Config;
+use crate::auth::Scopes;
+use crate::config::{Config, ConfigError, RequirementSpec};
+
+/// The method level a message falls under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// GET/DELETE, `initialize`, `ping`, notifications and responses: the
+    /// every-request level only.
+    Connection,
+    ToolsList,
+    ToolsCall,
+    ResourcesList,
+    ResourcesTemplatesList,
+    ResourcesRead,
+    PromptsList,
+    PromptsGet,
+    CompletionComplete,
+    /// Any other request method, known or not.
+    Default,
+}
+
+/// The named thing a message acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    Tool(&'a str),
+    Resource(&'a str),
+    Prompt(&'a str),
+}
+
+impl Item<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Self::Tool(name) => format!("tool {name}"),
+            Self::Resource(uri) => format!("resource {uri}"),
+            Self::Prompt(name) => format!("prompt {name}"),
+        }
+    }
+}
+
+/// What one message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub level: Level,
+    pub item: Option<Item<'a>>,
+}
+
+impl Target<'_> {
+    pub const CONNECTION: Target<'static> = Target {
+        level: Level::Connection,
+        item: None,
+    };
+}
 
 /// The scope rules in force.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Required on every HTTP request to the MCP endpoint (`scopes.initialize`).
+    limit: usize,
+    hierarchy: Hierarchy,
     every_request: Requirement,
+    tools_list: Requirement,
+    tools_call: Requirement,
+    resources_list: Requirement,
+    resources_templates_list: Requirement,
+    resources_read: Requirement,
+    prompts_list: Requirement,
+    prompts_get: Requirement,
+    completion_complete: Requirement,
+    default: Requirement,
+    tools: NamedRules,
+    resources: NamedRules,
+    prompts: NamedRules,
+    scopes_supported: Vec<String>,
 }
 
 /// Why a verified caller was refused.
@@ -26,53 +104,328 @@ pub struct Denial {
     pub description: String,
 }
 
+/// One requirement that applies to a message, and whether it is about an item.
+struct Factor<'p, 'm> {
+    requirement: &'p Requirement,
+    item: Option<Item<'m>>,
+}
+
 impl Policy {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            every_request: Requirement::all_of(config.scopes.initialize.iter().cloned()),
+    /// Compiles the `scopes:` section. Every combination a single message can need is
+    /// built once here, so exceeding `max_scope_combinations` is a load error naming
+    /// the rule rather than a surprise at request time.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let scopes = &config.scopes;
+        let hierarchy = Hierarchy::new(&scopes.hierarchy)
+            .map_err(|cycle| ConfigError::invalid("scopes.hierarchy", cycle.to_string()))?;
+        let policy = Self {
+            limit: config.auth.oauth.max_scope_combinations,
+            hierarchy,
+            every_request: compile(&scopes.initialize),
+            tools_list: compile(&scopes.tools_list),
+            tools_call: compile(&scopes.tools_call),
+            resources_list: compile(&scopes.resources_list),
+            resources_templates_list: compile(&scopes.resources_templates_list),
+            resources_read: compile(&scopes.resources_read),
+            prompts_list: compile(&scopes.prompts_list),
+            prompts_get: compile(&scopes.prompts_get),
+            completion_complete: compile(&scopes.completion_complete),
+            default: compile(&scopes.default),
+            tools: NamedRules::new("scopes.tools", &scopes.tools)?,
+            resources: NamedRules::new("scopes.resources", &scopes.resources)?,
+            prompts: NamedRules::new("scopes.prompts", &scopes.prompts)?,
+            scopes_supported: Vec::new(),
+        };
+        policy.check_combinations()?;
+        let scopes_supported = policy.collect_scopes();
+        Ok(Self {
+            scopes_supported,
+            ..policy
+        })
+    }
+
+    fn check_combinations(&self) -> Result<(), ConfigError> {
+        let too_many = |key: String, levels: &str, error: TooManyCombinations| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "combined with {levels} it {error} (auth.oauth.max_scope_combinations); \
+                     simplify the rule or raise the limit"
+                ),
+            )
+        };
+        for (name, level) in self.method_levels() {
+            self.every_request
+                .and(level, self.limit)
+                .map_err(|error| too_many(format!("scopes.{name}"), "scopes.initialize", error))?;
         }
+        let per_item = [
+            ("tools", "tools_call", &self.tools, &self.tools_call),
+            (
+                "resources",
+                "resources_read",
+                &self.resources,
+                &self.resources_read,
+            ),
+            ("prompts", "prompts_get", &self.prompts, &self.prompts_get),
+        ];
+        for (kind, level_name, rules, level) in per_item {
+            let base = self
+                .every_request
+                .and(level, self.limit)
+                .unwrap_or_default();
+            for rule in rules.rules() {
+                base.and(&rule.requirement, self.limit).map_err(|error| {
+                    too_many(
+                        format!("scopes.{kind}.{}", rule.pattern),
+                        &format!("scopes.initialize and scopes.{level_name}"),
+                        error,
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
-    /// The scopes a bare 401 names: what every request needs.
-    pub fn connect_scopes(&self) -> Vec<String> {
-        self.every_request.scopes().map(str::to_owned).collect()
+    fn method_levels(&self) -> [(&'static str, &Requirement); 9] {
+        [
+            ("tools_list", &self.tools_list),
+            ("tools_call", &self.tools_call),
+            ("resources_list", &self.resources_list),
+            ("resources_templates_list", &self.resources_templates_list),
+            ("resources_read", &self.resources_read),
+            ("prompts_list", &self.prompts_list),
+            ("prompts_get", &self.prompts_get),
+            ("completion_complete", &self.completion_complete),
+            ("default", &self.default),
+        ]
     }
 
-    /// The sorted union of every configured scope (RFC 9728 `scopes_supported`).
-    pub fn scopes_supported(&self) -> Vec<String> {
-        let all: BTreeSet<&str> = self.every_request.scopes().collect();
+    fn collect_scopes(&self) -> Vec<String> {
+        let mut all: BTreeSet<&str> = self.every_request.scopes().collect();
+        for (_, level) in self.method_levels() {
+            all.extend(level.scopes());
+        }
+        for rules in [&self.tools, &self.resources, &self.prompts] {
+            for rule in rules.rules() {
+                all.extend(rule.requirement.scopes());
+            }
+        }
         all.into_iter().map(str::to_owned).collect()
     }
 
-    /// Decides an HTTP request to the MCP endpoint. With `echo_token_scopes` the
-    /// challenge lists the token's scopes first (for clients that replace, rather than
-    /// add to, their scopes on step-up).
-    pub fn authorize_request(
+    /// The scopes a bare 401 names: the cheapest way to pass the every-request level.
+    pub fn connect_scopes(&self) -> Vec<String> {
+        self.every_request
+            .check(&Nothing)
+            .err()
+            .map(|shortfall| shortfall.missing)
+            .unwrap_or_default()
+    }
+
+    /// The sorted union of every scope any rule names (RFC 9728 `scopes_supported`).
+    pub fn scopes_supported(&self) -> &[String] {
+        &self.scopes_supported
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// The caller's scopes with the hierarchy applied, for [`Self::authorize`] and
+    /// [`Self::may_use`].
+    pub fn grant<'a>(&'a self, scopes: &'a Scopes) -> Granted<'a> {
+        self.hierarchy.grant(scopes)
+    }
+
+    /// Whether any per-item rule exists for lists of this kind (else lists pass as is).
+    pub fn filters(&self, kind: ItemKind) -> bool {
+        !self.rules_for(kind).is_empty()
+    }
+
+    pub fn rules_for(&self, kind: ItemKind) -> &NamedRules {
+        match kind {
+            ItemKind::Tool => &self.tools,
+            ItemKind::Resource => &self.resources,
+            ItemKind::Prompt => &self.prompts,
+        }
+    }
+
+    /// Whether the caller meets every rule of this item (what list filtering shows).
+    pub fn may_use(&self, granted: &Granted<'_>, item: Item<'_>) -> bool {
+        granted.is_everything()
+            || self
+                .item_rules(item)
+                .iter()
+                .all(|rule| rule.requirement.is_met_by(granted))
+    }
+
+    fn item_rules(&self, item: Item<'_>) -> Vec<&NamedRule> {
+        match item {
+            Item::Tool(name) => self.tools.matching(name),
+            Item::Resource(uri) => self.resources.matching(uri),
+            Item::Prompt(name) => self.prompts.matching(name),
+        }
+    }
+
+    fn level(&self, level: Level) -> &Requirement {
+        match level {
+            Level::Connection => &EMPTY,
+            Level::ToolsList => &self.tools_list,
+            Level::ToolsCall => &self.tools_call,
+            Level::ResourcesList => &self.resources_list,
+            Level::ResourcesTemplatesList => &self.resources_templates_list,
+            Level::ResourcesRead => &self.resources_read,
+            Level::PromptsList => &self.prompts_list,
+            Level::PromptsGet => &self.prompts_get,
+            Level::CompletionComplete => &self.completion_complete,
+            Level::Default => &self.default,
+        }
+    }
+
+    /// Every requirement that applies to these messages (a batch has several), the
+    /// every-request level first, each distinct requirement once.
+    fn factors<'p, 'm>(&'p self, targets: &[Target<'m>]) -> Vec<Factor<'p, 'm>> {
+        let mut factors = vec![Factor {
+            requirement: &self.every_request,
+            item: None,
+        }];
+        let mut push = |requirement: &'p Requirement, item: Option<Item<'m>>| {
+            if !requirement.is_empty()
+                && !factors
+                    .iter()
+                    .any(|f| std::ptr::eq(f.requirement, requirement) && f.item == item)
+            {
+                factors.push(Factor { requirement, item });
+            }
+        };
+        for target in targets {
+            push(self.level(target.level), None);
+            if let Some(item) = target.item {
+                for rule in self.item_rules(item) {
+                    push(&rule.requirement, Some(item));
+                }
+            }
+        }
+        factors
+    }
+
+    /// The whole requirement of these messages as one OR-of-ANDs (what `mcpgate
+    /// policy` prints and what a challenge is chosen from).
+    pub fn requirement_for(
         &self,
-        principal: &Principal,
+        targets: &[Target<'_>],
+    ) -> Result<Requirement, TooManyCombinations> {
+        let mut combined = Requirement::none();
+        for factor in self.factors(targets) {
+            combined = combined.and(factor.requirement, self.limit)?;
+        }
+        Ok(combined)
+    }
+
+    /// Decides one HTTP request: `targets` are its messages (one, several for a
+    /// batch, or [`Target::CONNECTION`] for GET and DELETE). With `echo_token_scopes`
+    /// the challenge lists the token's scopes first (for clients that replace, rather
+    /// than add to, their scopes on step-up).
+    pub fn authorize(
+        &self,
+        scopes: &Scopes,
+        targets: &[Target<'_>],
         echo_token_scopes: bool,
     ) -> Result<(), Denial> {
-        self.every_request
-            .check(&principal.scopes)
-            .map_err(|shortfall| {
-                let description =
-                    format!("missing required scopes: {}", shortfall.missing.join(", "));
-                let challenge_scopes = if echo_token_scopes {
-                    let mut scopes: Vec<String> =
-                        principal.scopes.iter().map(str::to_owned).collect();
-                    for scope in shortfall.missing {
-                        if !scopes.contains(&scope) {
-                            scopes.push(scope);
-                        }
-                    }
-                    scopes
-                } else {
-                    shortfall.missing
-                };
-                Denial {
-                    challenge_scopes,
-                    description,
+        let granted = self.grant(scopes);
+        if granted.is_everything() {
+            return Ok(());
+        }
+        let factors = self.factors(targets);
+        let failing: Vec<&Factor<'_, '_>> = factors
+            .iter()
+            .filter(|factor| !factor.requirement.is_met_by(&granted))
+            .collect();
+        if failing.is_empty() {
+            return Ok(());
+        }
+        let missing = self.cheapest_missing(&factors, &failing, &granted);
+        let description = match single_item(&failing) {
+            Some(item) => format!("insufficient scopes for {}", item.describe()),
+            None => format!("missing required scopes: {}", missing.join(", ")),
+        };
+        let challenge_scopes = if echo_token_scopes {
+            let mut scopes: Vec<String> = granted.listed().map(str::to_owned).collect();
+            for scope in missing {
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
                 }
-            })
+            }
+            scopes
+        } else {
+            missing
+        };
+        Err(Denial {
+            challenge_scopes,
+            description,
+        })
+    }
+
+    /// The missing scopes of the product's cheapest group. Should a batch's product
+    /// exceed the limit, the failing factors' own shortfalls, united, still name a
+    /// set that satisfies the request (if not always the smallest one).
+    fn cheapest_missing(
+        &self,
+        factors: &[Factor<'_, '_>],
+        failing: &[&Factor<'_, '_>],
+        granted: &Granted<'_>,
+    ) -> Vec<String> {
+        let mut combined = Some(Requirement::none());
+        for factor in factors {
+            combined = combined.and_then(|so_far| so_far.and(factor.requirement, self.limit).ok());
+        }
+        if let Some(Err(shortfall)) = combined.map(|requirement| requirement.check(granted)) {
+            return shortfall.missing;
+        }
+        let mut missing: Vec<String> = Vec::new();
+        for factor in failing {
+            if let Err(shortfall) = factor.requirement.check(granted) {
+                for scope in shortfall.missing {
+                    if !missing.contains(&scope) {
+                        missing.push(scope);
+                    }
+                }
+            }
+        }
+        missing
+    }
+}
+
+/// The kinds of item a list response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Tool,
+    Resource,
+    Prompt,
+}
+
+/// The one item whose own rules are all that fails, if that is the case (the seeds'
+/// `insufficient scopes for tool <name>`).
+fn single_item<'m>(failing: &[&Factor<'_, 'm>]) -> Option<Item<'m>> {
+    let first = failing.first()?.item?;
+    failing
+        .iter()
+        .all(|factor| factor.item == Some(first))
+        .then_some(first)
+}
+
+fn compile(spec: &RequirementSpec) -> Requirement {
+    Requirement::any_of(spec.groups.iter().cloned())
+}
+
+static EMPTY: Requirement = Requirement::EMPTY;
+
+/// Holds no scope: what a caller without a token has.
+struct Nothing;
+
+impl Holds for Nothing {
+    fn holds(&self, _: &str) -> bool {
+        false
     }
 }

@@ -11,86 +11,179 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::challenge::ChallengeParams;
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
-use crate::policy::Denial;
+use crate::mcp::filter::ListFilter;
+use crate::mcp::headers as mcp_headers;
+use crate::mcp::{envelope, sse};
+use crate::policy::Target;
 use crate::upstream::UpstreamError;
+
+/// Largest upstream list answer (or SSE event) held in memory to be filtered.
+const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
-    // The principal is not used further yet; per-message policy and audit take it next.
-    let _principal = match check_access(&gateway, &parts.headers, parts.uri.query()).await {
+    let principal = match authenticate(&gateway, &parts.headers, parts.uri.query()).await {
         Ok(principal) => principal,
-        Err(refusal) => return refusal.into_response(&gateway.challenge),
+        Err(error) => return gateway.challenge.auth_failure(&error),
     };
-    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
-        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-        return response;
-    }
-    let body = match read_body(&gateway, &parts.headers, body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    match gateway
-        .upstream
-        .forward(parts.method, &parts.headers, body.clone())
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => upstream_failure(&error, &body),
-    }
-}
-
-/// Why a request does not reach the upstream.
-enum Refusal {
-    Auth(AuthError),
-    Scope(Denial),
-}
-
-impl Refusal {
-    fn into_response(self, challenge: &ChallengeParams) -> Response {
-        match self {
-            Self::Auth(error) => challenge.auth_failure(&error),
-            Self::Scope(denial) => challenge.insufficient_scope(&denial),
+    match parts.method {
+        Method::POST => post(gateway, principal, &parts.headers, body).await,
+        Method::GET | Method::DELETE => {
+            // A stream or a session end carries no message: the every-request level.
+            if let Some(refusal) = refusal(&gateway, principal.as_deref(), &[Target::CONNECTION]) {
+                return refusal;
+            }
+            match gateway
+                .upstream
+                .forward(parts.method, &parts.headers, Bytes::new())
+                .await
+            {
+                Ok(response) => response,
+                Err(error) => upstream_failure(&error, None),
+            }
+        }
+        _ => {
+            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            response
         }
     }
 }
 
-/// Authentication and the every-request scope check. `Ok(None)` when OAuth is off.
-async fn check_access(
+/// A POST: the body is read, checked and authorized as a whole before anything
+/// reaches the upstream, so one challenge can name everything the request lacks.
+async fn post(
+    gateway: Arc<Gateway>,
+    principal: Option<Arc<Principal>>,
+    headers: &http::HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(problem) = mcp_headers::check_media(headers) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            &problem.to_string(),
+        );
+    }
+    let body = match read_body(&gateway, headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let envelope = match envelope::parse(&body, mcp_headers::protocol_version(headers))
+        .and_then(|envelope| mcp_headers::check_mirrored(headers, &envelope).map(|()| envelope))
+    {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::info!(code = error.code, "request refused: {error}");
+            return json_response(StatusCode::BAD_REQUEST, &error.to_response());
+        }
+    };
+    if let Some(refusal) = refusal(&gateway, principal.as_deref(), &envelope.targets()) {
+        return refusal;
+    }
+    let filter = principal
+        .as_ref()
+        .and_then(|principal| ListFilter::for_request(&gateway, principal, &envelope));
+    let forwarded = Bytes::from(envelope.to_bytes());
+    match gateway
+        .upstream
+        .forward(Method::POST, headers, forwarded)
+        .await
+    {
+        Ok(response) => match filter {
+            Some(filter) => filtered(response, filter).await,
+            None => response,
+        },
+        Err(error) => upstream_failure(&error, envelope.reply_id()),
+    }
+}
+
+/// Authentication. `Ok(None)` when no credential source is configured.
+async fn authenticate(
     gateway: &Gateway,
     headers: &http::HeaderMap,
     query: Option<&str>,
-) -> Result<Option<Arc<Principal>>, Refusal> {
+) -> Result<Option<Arc<Principal>>, AuthError> {
     let Some(auth) = &gateway.auth else {
         return Ok(None);
     };
-    let credential = bearer::extract(headers, query).map_err(Refusal::Auth)?;
+    let credential = bearer::extract(headers, query)?;
     let Credential::Bearer(token) = credential else {
-        return Err(Refusal::Auth(AuthError::Missing));
+        return Err(AuthError::Missing);
     };
-    let principal = auth.authenticate(token).await.map_err(|error| {
+    let principal = auth.authenticate(token).await.inspect_err(|error| {
         tracing::info!(reason = error.reason(), "request refused: {error}");
-        Refusal::Auth(error)
     })?;
-    gateway
-        .policy
-        .authorize_request(&principal, gateway.challenge.echo_token_scopes)
-        .map_err(|denial| {
-            tracing::info!(
-                subject = principal.subject.as_deref().unwrap_or("-"),
-                "request refused: {}",
-                denial.description
-            );
-            Refusal::Scope(denial)
-        })?;
     Ok(Some(principal))
+}
+
+/// The scope decision for these messages: `Some` 403 with one challenge when refused.
+fn refusal(
+    gateway: &Gateway,
+    principal: Option<&Principal>,
+    targets: &[Target<'_>],
+) -> Option<Response> {
+    let principal = principal?;
+    let denial = gateway
+        .policy
+        .authorize(
+            &principal.scopes,
+            targets,
+            gateway.challenge.echo_token_scopes,
+        )
+        .err()?;
+    tracing::info!(
+        subject = principal.subject.as_deref().unwrap_or("-"),
+        "request refused: {}",
+        denial.description
+    );
+    Some(gateway.challenge.insufficient_scope(&denial))
+}
+
+/// Cuts list answers to what the caller may use: SSE event by event, JSON whole.
+async fn filtered(response: Response, filter: ListFilter) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if content_type.starts_with("text/event-stream") {
+        let stream = sse::edit_events(body.into_data_stream(), filter, MAX_FILTERED_BYTES);
+        return Response::from_parts(parts, Body::from_stream(stream));
+    }
+    if !content_type.starts_with("application/json") {
+        return Response::from_parts(parts, body);
+    }
+    let mut filter = filter;
+    match to_bytes(body, MAX_FILTERED_BYTES).await {
+        Ok(bytes) => {
+            let body = match filter.filter_document(&bytes) {
+                Some(edited) => Body::from(edited),
+                None => Body::from(bytes),
+            };
+            Response::from_parts(parts, body)
+        }
+        Err(error) => {
+            tracing::warn!("upstream list answer not filtered: {error}");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the upstream's answer could not be read in full",
+            )
+        }
+    }
 }
 
 /// Reads the body, refusing one over `server.max_body_bytes` with 413 (from
@@ -120,17 +213,13 @@ async fn read_body(
 
 /// 502 or 504, as a JSON-RPC error when the request had an id (so the client can tie
 /// it to its call), else as a plain JSON error.
-fn upstream_failure(error: &UpstreamError, request_body: &Bytes) -> Response {
+fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
     let status = match error {
         UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
     tracing::warn!(status = status.as_u16(), "{}", error.detail());
     let message = error.to_string();
-    let id = serde_json::from_slice::<Value>(request_body)
-        .ok()
-        .and_then(|message| message.get("id").cloned())
-        .filter(|id| !id.is_null());
     let body = match id {
         Some(id) => json!({
             "jsonrpc": "2.0",
@@ -149,7 +238,7 @@ pub(crate) fn json_error(status: StatusCode, code: &str, description: &str) -> R
     )
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

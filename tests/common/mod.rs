@@ -265,6 +265,34 @@ async fn upstream_handler(
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let id = message.get("id").cloned().unwrap_or(Value::Null);
+    if let Some(result) = list_result(&message) {
+        let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        if message.pointer("/params/cursor") == Some(&json!("sse")) {
+            return sse_answer(answer);
+        }
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("mcp-session-id", "upstream-session-1")
+            .body(Body::from(answer))
+            .unwrap();
+    }
+    if message.is_array() {
+        // A 2025-03-26 batch: one result per request, in order.
+        let answers: Vec<Value> = message
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m.get("id").is_some())
+            .map(|m| {
+                let result = list_result(m).unwrap_or(json!({"ok": true}));
+                json!({"jsonrpc": "2.0", "id": m["id"], "result": result})
+            })
+            .collect();
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(Value::Array(answers).to_string()))
+            .unwrap();
+    }
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -272,6 +300,51 @@ async fn upstream_handler(
         .body(Body::from(
             json!({"jsonrpc": "2.0", "id": id, "result": {"ok": true}}).to_string(),
         ))
+        .unwrap()
+}
+
+/// The lists the upstream offers (every one with a `nextCursor`, to show that
+/// filtering leaves it alone).
+pub fn list_result(message: &Value) -> Option<Value> {
+    let result = match message.get("method")?.as_str()? {
+        "tools/list" => json!({"tools": [
+            {"name": "echo", "inputSchema": {"type": "object"}},
+            {"name": "get-env", "inputSchema": {"type": "object"}},
+            {"name": "admin_reset", "inputSchema": {"type": "object"}},
+            {"name": "db_query", "inputSchema": {"type": "object"}},
+        ], "nextCursor": "page-2"}),
+        "prompts/list" => json!({"prompts": [
+            {"name": "greeting"}, {"name": "secret_prompt"},
+        ], "nextCursor": "page-2"}),
+        "resources/list" => json!({"resources": [
+            {"uri": "file:///public/readme.md", "name": "readme"},
+            {"uri": "file:///secret/keys.txt", "name": "keys"},
+        ], "nextCursor": "page-2"}),
+        "resources/templates/list" => json!({"resourceTemplates": [
+            {"uriTemplate": "file:///public/{name}", "name": "public"},
+            {"uriTemplate": "file:///secret/{name}", "name": "secret"},
+        ], "nextCursor": "page-2"}),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// `answer` as an SSE stream: a progress notification first, then the answer split
+/// across chunks mid-line, with CRLF line ends and an event id.
+fn sse_answer(answer: String) -> Response {
+    let notification =
+        json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}});
+    let text = format!(
+        "id: 1\r\nevent: message\r\ndata: {notification}\r\n\r\nid: 2\r\nevent: message\r\ndata: {answer}\r\n\r\n"
+    );
+    let (head, tail) = text.split_at(text.len() / 2);
+    let chunks = vec![
+        Ok::<_, std::io::Error>(Bytes::from(head.to_owned())),
+        Ok(Bytes::from(tail.to_owned())),
+    ];
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
         .unwrap()
 }
 

@@ -1,0 +1,152 @@
+//! The `scopes:` section: which scopes each level of an MCP request needs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// Scope rules. Every level that applies to a message is required at once (AND);
+/// within one level, any one AND-group suffices (OR).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesConfig {
+    /// Every HTTP request to the MCP endpoint (POST, GET, DELETE).
+    #[serde(default)]
+    pub initialize: RequirementSpec,
+    #[serde(default)]
+    pub tools_list: RequirementSpec,
+    #[serde(default)]
+    pub tools_call: RequirementSpec,
+    #[serde(default)]
+    pub resources_list: RequirementSpec,
+    #[serde(default)]
+    pub resources_templates_list: RequirementSpec,
+    #[serde(default)]
+    pub resources_read: RequirementSpec,
+    #[serde(default)]
+    pub prompts_list: RequirementSpec,
+    #[serde(default)]
+    pub prompts_get: RequirementSpec,
+    #[serde(default)]
+    pub completion_complete: RequirementSpec,
+    /// Any other request method (the protocol's own `initialize` and `ping` excepted),
+    /// including methods mcpgate does not know.
+    #[serde(default)]
+    pub default: RequirementSpec,
+    /// Per tool, by exact name or glob pattern.
+    #[serde(default)]
+    pub tools: BTreeMap<String, RequirementSpec>,
+    /// Per resource, by URI glob pattern.
+    #[serde(default)]
+    pub resources: BTreeMap<String, RequirementSpec>,
+    /// Per prompt, by exact name or glob pattern.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, RequirementSpec>,
+    /// A broad scope implies the narrower ones listed (transitively).
+    #[serde(default)]
+    pub hierarchy: BTreeMap<String, Vec<String>>,
+}
+
+impl ScopesConfig {
+    /// The method levels with their key names, in the order they are documented.
+    pub fn method_levels(&self) -> [(&'static str, &RequirementSpec); 10] {
+        [
+            ("initialize", &self.initialize),
+            ("tools_list", &self.tools_list),
+            ("tools_call", &self.tools_call),
+            ("resources_list", &self.resources_list),
+            ("resources_templates_list", &self.resources_templates_list),
+            ("resources_read", &self.resources_read),
+            ("prompts_list", &self.prompts_list),
+            ("prompts_get", &self.prompts_get),
+            ("completion_complete", &self.completion_complete),
+            ("default", &self.default),
+        ]
+    }
+}
+
+/// One requirement as written: an OR of AND-groups. In YAML:
+/// `mcp:connect` (one scope), `[a, b]` (one group: a AND b) or `[[a], [b, c]]`
+/// (a OR (b AND c)). `[]` requires nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequirementSpec {
+    pub groups: Vec<Vec<String>>,
+}
+
+impl RequirementSpec {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().flatten().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequirementSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Scope(String),
+            Group(Vec<String>),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            One(String),
+            Many(Vec<Item>),
+        }
+        let written = Written::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a scope, a list of scopes (all required) or a list of lists (any one list suffices)",
+            )
+        })?;
+        let items = match written {
+            Written::One(scope) => return Ok(Self::one_group(vec![scope])),
+            Written::Many(items) => items,
+        };
+        let groups_written = items
+            .iter()
+            .filter(|item| matches!(item, Item::Group(_)))
+            .count();
+        if groups_written == 0 {
+            let scopes = items
+                .into_iter()
+                .filter_map(|item| match item {
+                    Item::Scope(scope) => Some(scope),
+                    Item::Group(_) => None,
+                })
+                .collect();
+            return Ok(Self::one_group(scopes));
+        }
+        if groups_written != items.len() {
+            return Err(serde::de::Error::custom(
+                "mixes scopes and lists of scopes: write [a, b] for a AND b, or [[a], [b]] for a OR b",
+            ));
+        }
+        let mut groups = Vec::with_capacity(items.len());
+        for item in items {
+            if let Item::Group(group) = item {
+                if group.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "an empty scope group would let anyone through; write [] for no requirement",
+                    ));
+                }
+                groups.push(group);
+            }
+        }
+        Ok(Self { groups })
+    }
+}
+
+impl RequirementSpec {
+    fn one_group(scopes: Vec<String>) -> Self {
+        if scopes.is_empty() {
+            Self::default()
+        } else {
+            Self {
+                groups: vec![scopes],
+            }
+        }
+    }
+}

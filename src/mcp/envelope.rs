@@ -1,0 +1,313 @@
+//! The strict JSON-RPC envelope. A body is accepted only if it has exactly one
+//! reading: no duplicate keys at any depth, `jsonrpc: "2.0"`, a request, a
+//! notification or a response and nothing in between, `params` an object. What
+//! goes upstream is this parse re-serialised, never the client's bytes, so no
+//! parser difference between mcpgate and the upstream can smuggle a second meaning.
+//! Own code because the checks are MCP's, and because the JSON-RPC crates accept
+//! what a gateway must refuse (duplicate keys, `id: null`, ambiguous members).
+
+use serde_json::{Map, Value};
+
+use super::filter::ListKind;
+use super::method::{self, ACCEPTED_NOTIFICATIONS, Classified};
+use crate::policy::{Item, ItemKind, Level, Target};
+
+/// Most messages accepted in one batch.
+pub const MAX_BATCH: usize = 64;
+
+/// The only protocol version in which batches are legal.
+pub const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
+
+/// A parsed POST body.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub messages: Vec<Message>,
+    /// The body was a JSON array (2025-03-26 only).
+    pub batch: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    /// A client's answer to a server-initiated request (sampling, elicitation, roots).
+    Response,
+}
+
+/// One checked message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    object: Map<String, Value>,
+    pub kind: Kind,
+    classified: Classified,
+}
+
+/// Why a body was refused: always HTTP 400 with a JSON-RPC error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct EnvelopeError {
+    pub code: i64,
+    pub message: String,
+    /// The offending message's id, when it had a usable one.
+    pub id: Option<Value>,
+}
+
+impl EnvelopeError {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// SEP-2243's `HeaderMismatch`.
+    pub const HEADER_MISMATCH: i64 = -32020;
+
+    fn invalid(message: impl Into<String>, id: Option<Value>) -> Self {
+        Self {
+            code: Self::INVALID_REQUEST,
+            message: message.into(),
+            id,
+        }
+    }
+
+    /// The JSON-RPC error response for this refusal.
+    pub fn to_response(&self) -> Value {
+        serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.id.clone().unwrap_or(Value::Null),
+            "error": {"code": self.code, "message": self.message},
+        })
+    }
+}
+
+/// Parses a POST body. `protocol_version` is the `MCP-Protocol-Version` header, if
+/// any (its absence means 2025-03-26, as the 2025-06-18 transport says).
+pub fn parse(body: &[u8], protocol_version: Option<&str>) -> Result<Envelope, EnvelopeError> {
+    let value = crate::json::from_slice(body).map_err(|error| EnvelopeError {
+        code: EnvelopeError::PARSE_ERROR,
+        message: format!("invalid JSON: {error}"),
+        id: None,
+    })?;
+    match value {
+        Value::Object(object) => Ok(Envelope {
+            messages: vec![Message::new(object)?],
+            batch: false,
+        }),
+        Value::Array(items) => {
+            let version = protocol_version.unwrap_or(BATCH_PROTOCOL_VERSION);
+            if version != BATCH_PROTOCOL_VERSION {
+                return Err(EnvelopeError::invalid(
+                    format!("JSON-RPC batches are not part of MCP protocol version {version}"),
+                    None,
+                ));
+            }
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(EnvelopeError::invalid(
+                    format!("a batch must hold 1 to {MAX_BATCH} messages"),
+                    None,
+                ));
+            }
+            let mut messages = Vec::with_capacity(items.len());
+            for item in items {
+                let Value::Object(object) = item else {
+                    return Err(EnvelopeError::invalid(
+                        "every batch element must be an object",
+                        None,
+                    ));
+                };
+                let message = Message::new(object)?;
+                if message.method() == Some("initialize") {
+                    return Err(EnvelopeError::invalid(
+                        "initialize must not be part of a batch",
+                        message.id().cloned(),
+                    ));
+                }
+                messages.push(message);
+            }
+            Ok(Envelope {
+                messages,
+                batch: true,
+            })
+        }
+        _ => Err(EnvelopeError::invalid(
+            "a JSON-RPC message must be an object",
+            None,
+        )),
+    }
+}
+
+impl Envelope {
+    /// What each message asks for, in order.
+    pub fn targets(&self) -> Vec<Target<'_>> {
+        self.messages.iter().map(Message::target).collect()
+    }
+
+    /// The body to send upstream: this parse, re-serialised compactly.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let result = if self.batch {
+            let objects: Vec<&Map<String, Value>> =
+                self.messages.iter().map(|m| &m.object).collect();
+            serde_json::to_vec(&objects)
+        } else {
+            match self.messages.first() {
+                Some(message) => serde_json::to_vec(&message.object),
+                None => Ok(b"[]".to_vec()),
+            }
+        };
+        // Serialising a `Value` tree cannot fail (no non-string keys, no I/O).
+        result.unwrap_or_default()
+    }
+
+    /// The id to answer a gateway-side failure with: the single request's id.
+    pub fn reply_id(&self) -> Option<&Value> {
+        match self.messages.as_slice() {
+            [message] => message.id(),
+            _ => None,
+        }
+    }
+}
+
+const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+
+impl Message {
+    fn new(object: Map<String, Value>) -> Result<Self, EnvelopeError> {
+        let id = valid_id(&object);
+        let invalid = |message: String| EnvelopeError::invalid(message, id.clone());
+        if let Some(unknown) = object.keys().find(|key| !MEMBERS.contains(&key.as_str())) {
+            return Err(invalid(format!(
+                "unexpected member {unknown:?} in a JSON-RPC message"
+            )));
+        }
+        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid("\"jsonrpc\" must be \"2.0\"".into()));
+        }
+        if object.get("id").is_some() && id.is_none() {
+            return Err(invalid("\"id\" must be a string or an integer".into()));
+        }
+        let has_outcome = object.contains_key("result") || object.contains_key("error");
+        let Some(method) = object.get("method") else {
+            return Self::response(object, id);
+        };
+        let Some(method) = method.as_str() else {
+            return Err(invalid("\"method\" must be a string".into()));
+        };
+        if has_outcome {
+            return Err(invalid(
+                "a message cannot carry both a method and a result or error".into(),
+            ));
+        }
+        let params = match object.get("params") {
+            None => None,
+            Some(Value::Object(params)) => Some(params),
+            Some(_) => return Err(invalid("\"params\" must be an object".into())),
+        };
+        if id.is_none() {
+            if !ACCEPTED_NOTIFICATIONS.contains(&method) {
+                return Err(invalid(format!("notification {method:?} is not accepted")));
+            }
+            return Ok(Self {
+                kind: Kind::Notification,
+                classified: connection(),
+                object,
+            });
+        }
+        let classified = method::classify(method, params).map_err(|error| EnvelopeError {
+            code: EnvelopeError::INVALID_PARAMS,
+            message: error.to_string(),
+            id: id.clone(),
+        })?;
+        Ok(Self {
+            object,
+            kind: Kind::Request,
+            classified,
+        })
+    }
+
+    fn response(object: Map<String, Value>, id: Option<Value>) -> Result<Self, EnvelopeError> {
+        let invalid = |message: &str| EnvelopeError::invalid(message, id.clone());
+        if id.is_none() {
+            return Err(invalid(
+                "a message needs a method, or an id with a result or error",
+            ));
+        }
+        if object.contains_key("params") {
+            return Err(invalid("a response cannot carry params"));
+        }
+        match (object.get("result"), object.get("error")) {
+            (Some(_), None) => {}
+            (None, Some(Value::Object(error)))
+                if error.get("code").is_some_and(|code| code.is_i64())
+                    && error.get("message").is_some_and(Value::is_string) => {}
+            (None, Some(_)) => return Err(invalid("an error needs an integer code and a message")),
+            _ => {
+                return Err(invalid(
+                    "a response carries exactly one of result and error",
+                ));
+            }
+        }
+        Ok(Self {
+            object,
+            kind: Kind::Response,
+            classified: connection(),
+        })
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Response => None,
+            Kind::Request | Kind::Notification => self.object.get("method").and_then(Value::as_str),
+        }
+    }
+
+    pub fn id(&self) -> Option<&Value> {
+        self.object.get("id")
+    }
+
+    pub fn params(&self) -> Option<&Map<String, Value>> {
+        self.object.get("params").and_then(Value::as_object)
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            level: self.classified.level,
+            item: self
+                .classified
+                .item
+                .as_ref()
+                .map(|(kind, name)| match kind {
+                    ItemKind::Tool => Item::Tool(name),
+                    ItemKind::Resource => Item::Resource(name),
+                    ItemKind::Prompt => Item::Prompt(name),
+                }),
+        }
+    }
+
+    /// The list this request asks for, if it is one (for filtering the answer).
+    pub fn lists(&self) -> Option<ListKind> {
+        if self.kind != Kind::Request {
+            return None;
+        }
+        match self.classified.level {
+            Level::ToolsList => Some(ListKind::Tools),
+            Level::PromptsList => Some(ListKind::Prompts),
+            Level::ResourcesList => Some(ListKind::Resources),
+            Level::ResourcesTemplatesList => Some(ListKind::ResourceTemplates),
+            _ => None,
+        }
+    }
+}
+
+fn connection() -> Classified {
+    Classified {
+        level: Level::Connection,
+        item: None,
+    }
+}
+
+/// The message's id when it is one JSON-RPC allows for MCP: a string or an integer.
+fn valid_id(object: &Map<String, Value>) -> Option<Value> {
+    match object.get("id")? {
+        id @ Value::String(_) => Some(id.clone()),
+        Value::Number(number) if number.is_i64() || number.is_u64() => {
+            Some(Value::Number(number.clone()))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,8 @@
+//! The MCP layer: the strict JSON-RPC envelope, what each message is about, the
+//! headers that must agree with the body, and list filtering (JSON and SSE).
+
+pub mod envelope;
+pub mod filter;
+pub mod headers;
+pub mod method;
+pub mod sse;

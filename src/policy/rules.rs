@@ -1,0 +1,184 @@
+//! Per-item rules (tools, resources, prompts) keyed by exact name or glob pattern,
+//! compiled once so that a look-up costs one hash probe plus one pass of a
+//! `GlobSet` (a single automaton), whatever the number of rules.
+
+use std::collections::{BTreeMap, HashMap};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::requirement::Requirement;
+use crate::config::{ConfigError, RequirementSpec};
+
+/// One rule as configured.
+#[derive(Debug, Clone)]
+pub struct NamedRule {
+    /// The key as written (`get-env`, `admin_*`, `file:///secret/**`).
+    pub pattern: String,
+    pub requirement: Requirement,
+    pub is_glob: bool,
+}
+
+/// Every rule of one kind.
+#[derive(Debug, Clone, Default)]
+pub struct NamedRules {
+    /// In key order (the configuration's maps are sorted by key).
+    rules: Vec<NamedRule>,
+    exact: HashMap<String, usize>,
+    globs: GlobSet,
+    /// `globs` index → `rules` index.
+    glob_rules: Vec<usize>,
+}
+
+/// Characters that make a key a glob rather than an exact name.
+const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
+impl NamedRules {
+    /// `key` is the config path of the map (`scopes.tools`), for error messages.
+    pub fn new(
+        key: &str,
+        written: &BTreeMap<String, RequirementSpec>,
+    ) -> Result<Self, ConfigError> {
+        let mut rules = Vec::with_capacity(written.len());
+        let mut exact = HashMap::new();
+        let mut builder = GlobSetBuilder::new();
+        let mut glob_rules = Vec::new();
+        for (pattern, spec) in written {
+            let index = rules.len();
+            let is_glob = pattern.contains(GLOB_SYNTAX);
+            if pattern.is_empty() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "a rule needs a non-empty name or pattern",
+                ));
+            }
+            if is_glob {
+                let glob = GlobBuilder::new(pattern)
+                    // `*` crosses `/`: URIs and namespaced tool names are flat strings here.
+                    .literal_separator(false)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|error| {
+                        ConfigError::invalid(
+                            format!("{key}.{pattern}"),
+                            format!("bad glob: {}", error.kind()),
+                        )
+                    })?;
+                builder.add(glob);
+                glob_rules.push(index);
+            } else {
+                exact.insert(pattern.clone(), index);
+            }
+            rules.push(NamedRule {
+                pattern: pattern.clone(),
+                requirement: Requirement::any_of(spec.groups.iter().cloned()),
+                is_glob,
+            });
+        }
+        let globs = builder
+            .build()
+            .map_err(|error| ConfigError::invalid(key, format!("bad glob: {error}")))?;
+        Ok(Self {
+            rules,
+            exact,
+            globs,
+            glob_rules,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[NamedRule] {
+        &self.rules
+    }
+
+    /// Every rule that applies to `name`: the exact one first, then matching globs in
+    /// key order. All of them apply at once, so adding a rule can only tighten.
+    pub fn matching(&self, name: &str) -> Vec<&NamedRule> {
+        let mut out = Vec::new();
+        if let Some(rule) = self
+            .exact
+            .get(name)
+            .and_then(|index| self.rules.get(*index))
+        {
+            out.push(rule);
+        }
+        if !self.glob_rules.is_empty() {
+            for glob_index in self.globs.matches(name) {
+                if let Some(rule) = self
+                    .glob_rules
+                    .get(glob_index)
+                    .and_then(|index| self.rules.get(*index))
+                {
+                    out.push(rule);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(pairs: &[(&str, &[&str])]) -> NamedRules {
+        let written = pairs
+            .iter()
+            .map(|(pattern, scopes)| {
+                (
+                    (*pattern).to_owned(),
+                    RequirementSpec {
+                        groups: vec![scopes.iter().map(|s| (*s).to_owned()).collect()],
+                    },
+                )
+            })
+            .collect();
+        NamedRules::new("scopes.tools", &written).unwrap()
+    }
+
+    fn patterns(rules: &NamedRules, name: &str) -> Vec<String> {
+        rules
+            .matching(name)
+            .iter()
+            .map(|r| r.pattern.clone())
+            .collect()
+    }
+
+    #[test]
+    fn exact_names_then_globs_in_key_order() {
+        let rules = rules(&[
+            ("get-env", &["mcp:admin"]),
+            ("get-*", &["mcp:read"]),
+            ("*", &["mcp:any"]),
+            ("file:///secret/*", &["secret"]),
+        ]);
+        assert_eq!(patterns(&rules, "get-env"), ["get-env", "*", "get-*"]);
+        assert_eq!(patterns(&rules, "echo"), ["*"]);
+        assert_eq!(
+            patterns(&rules, "file:///secret/a/b.txt"),
+            ["*", "file:///secret/*"]
+        );
+    }
+
+    #[test]
+    fn matching_is_exact_bytes_and_case_sensitive() {
+        let rules = rules(&[("get-env", &["a"]), ("db_?", &["b"])]);
+        assert!(rules.matching("Get-Env").is_empty());
+        assert!(rules.matching("get-env ").is_empty());
+        assert!(rules.matching("get\u{200b}-env").is_empty());
+        assert_eq!(patterns(&rules, "db_1"), ["db_?"]);
+        assert!(rules.matching("db_12").is_empty());
+    }
+
+    #[test]
+    fn a_bad_glob_names_its_key() {
+        let written = [("db_[".to_owned(), RequirementSpec::default())].into();
+        let error = NamedRules::new("scopes.tools", &written).unwrap_err();
+        assert!(
+            error.to_string().starts_with("scopes.tools.db_[: bad glob"),
+            "{error}"
+        );
+    }
+}
