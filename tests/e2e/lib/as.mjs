@@ -24,11 +24,14 @@ function newSigningKey() {
  * Start the AS. `resource` is the only resource indicator it accepts and
  * also the default one (so a token request without `resource` still gets a
  * JWT for the gateway). Client M2M_OPAQUE gets opaque tokens for the same
- * resource instead of JWTs.
+ * resource instead of JWTs. `extraScopes` (array) adds scopes to ALL_SCOPES:
+ * the AS knows them and M2M / M2M_OPAQUE may request them.
  *
  * Test hooks on the returned object:
  * - `hits`: every request as { method, path, url, at } (url keeps the query,
  *   at = Date.now()).
+ * - `issued`: every successful token response as { clientId, grantType,
+ *   requestedScope, scope (granted, as in the response), accessToken, at }.
  * - `faults.jwks = 'error' | 'reset'`: /jwks answers 500, or the connection is
  *   dropped without an answer (the rest of the AS keeps working).
  * - `faults.introspection = 'hang'`: /token/introspection never answers.
@@ -36,7 +39,10 @@ function newSigningKey() {
  *   published), by swapping in a new Provider behind the same listener, so
  *   the issuer and port do not change.
  */
-export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
+export async function startAuthServer({ resource, accessTokenTTL = 300, extraScopes = [] }) {
+  // What the AS knows, what M2M / M2M_OPAQUE may request, and what the
+  // resource (the gateway) may be granted: ALL_SCOPES plus the test's own.
+  const scopes = [...new Set([...ALL_SCOPES.split(' '), ...extraScopes])].join(' ');
   // Listen first: the issuer must carry the port, and the provider needs the
   // issuer at construction time.
   const server = http.createServer();
@@ -48,6 +54,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
 
   // Newest first: oidc-provider signs with the first key that fits the alg.
   let signingKeys = [newSigningKey()];
+  const issued = [];
 
   const makeProvider = () => {
     const provider = new Provider(issuer, {
@@ -59,7 +66,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
           grant_types: ['client_credentials'],
           redirect_uris: [],
           response_types: [],
-          scope: ALL_SCOPES,
+          scope: scopes,
         },
         {
           client_id: M2M_OPAQUE.clientId,
@@ -67,7 +74,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
           grant_types: ['client_credentials'],
           redirect_uris: [],
           response_types: [],
-          scope: ALL_SCOPES,
+          scope: scopes,
         },
         {
           client_id: INTROSPECTOR.clientId,
@@ -79,7 +86,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
       ],
       // Set explicitly so oidc-provider does not print its default-TTL notice.
       ttl: { ClientCredentials: accessTokenTTL },
-      scopes: ['openid', 'offline_access', ...ALL_SCOPES.split(' ')],
+      scopes: ['openid', 'offline_access', ...scopes.split(' ')],
       features: {
         devInteractions: { enabled: false },
         clientCredentials: { enabled: true },
@@ -95,10 +102,10 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
           getResourceServerInfo: (_ctx, indicator, client) => {
             if (indicator !== resource) throw new errors.InvalidTarget();
             if (client?.clientId === M2M_OPAQUE.clientId) {
-              return { scope: ALL_SCOPES, accessTokenFormat: 'opaque', accessTokenTTL };
+              return { scope: scopes, accessTokenFormat: 'opaque', accessTokenTTL };
             }
             return {
-              scope: ALL_SCOPES,
+              scope: scopes,
               accessTokenFormat: 'jwt',
               accessTokenTTL,
               jwt: { sign: { alg: 'RS256' } },
@@ -109,6 +116,17 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
     });
     // oidc-provider logs every server_error via this event; keep them visible.
     provider.on('server_error', (_ctx, err) => console.error('[as] server_error', err));
+    // Every successful token response, as the AS sent it.
+    provider.on('grant.success', (ctx) => {
+      issued.push({
+        clientId: ctx.oidc.client?.clientId,
+        grantType: ctx.oidc.params?.grant_type,
+        requestedScope: ctx.oidc.params?.scope,
+        scope: ctx.body?.scope,
+        accessToken: ctx.body?.access_token,
+        at: Date.now(),
+      });
+    });
     return provider;
   };
 
@@ -145,6 +163,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300 }) {
     introspectionUrl: `${issuer}/token/introspection`,
     revocationUrl: `${issuer}/token/revocation`,
     hits,
+    issued,
     faults,
     get provider() {
       return provider;

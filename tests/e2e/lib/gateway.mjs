@@ -30,13 +30,28 @@ export function assertBinaryExists() {
   }
 }
 
+/** The `scopes:` block every gateway gets unless a test passes its own `scopesYaml`. */
+export const DEFAULT_SCOPES_YAML = `scopes:
+  initialize: [mcp:connect]
+`;
+
 /**
  * The contract config from DESIGN §3, reduced to what the e2e suite needs.
  * `jwks` adds keys to the one jwks entry (default refresh_interval: 1m);
  * `jwksUrl` replaces <issuer>/jwks (e.g. to tag one gateway's fetches with a query);
- * `oauthExtra` is YAML appended under auth.oauth, indented by 4 spaces.
+ * `oauthExtra` is YAML appended under auth.oauth, indented by 4 spaces;
+ * `scopesYaml` replaces the whole top-level `scopes:` block (DEFAULT_SCOPES_YAML),
+ * key line included, ending with a newline.
  */
-export function gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks = {}, jwksUrl = `${issuer}/jwks`, oauthExtra = '' }) {
+export function gatewayConfigYaml({
+  gwPort,
+  upstreamUrl,
+  issuer,
+  jwks = {},
+  jwksUrl = `${issuer}/jwks`,
+  oauthExtra = '',
+  scopesYaml = DEFAULT_SCOPES_YAML,
+}) {
   const jwksLines = Object.entries({ refresh_interval: '1m', ...jwks })
     .map(([k, v]) => `        ${k}: ${v}\n`)
     .join('');
@@ -55,9 +70,7 @@ auth:
     jwks:
       - url: ${jwksUrl}
         algorithms: [RS256]
-${jwksLines}${oauthExtra}scopes:
-  initialize: [mcp:connect]
-`;
+${jwksLines}${oauthExtra}${scopesYaml}`;
 }
 
 /** Write `yaml` to mcpgate.yaml in a fresh temp dir; returns { dir, configPath }. */
@@ -68,9 +81,11 @@ export async function writeConfig(yaml) {
   return { dir, configPath };
 }
 
-export async function startGateway({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra }) {
+export async function startGateway({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, scopesYaml }) {
   assertBinaryExists();
-  const { dir, configPath } = await writeConfig(gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra }));
+  const { dir, configPath } = await writeConfig(
+    gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, scopesYaml }),
+  );
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),
     env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },

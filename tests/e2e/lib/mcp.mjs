@@ -56,3 +56,73 @@ export function assertUpstreamClean(recorder, { token, credential }) {
     );
   }
 }
+
+/**
+ * The JSON-RPC messages in a Streamable HTTP answer body: one JSON value for
+ * application/json, or the `data:` of every SSE event for text/event-stream
+ * (events without data, e.g. priming events, are skipped).
+ */
+export function parseMcpBody(contentType, text) {
+  if (/^application\/json\b/i.test(contentType ?? '')) {
+    const value = JSON.parse(text);
+    return Array.isArray(value) ? value : [value];
+  }
+  if (/^text\/event-stream\b/i.test(contentType ?? '')) {
+    const messages = [];
+    for (const event of text.split(/\r?\n\r?\n/)) {
+      const data = event
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(5).replace(/^ /, ''))
+        .join('\n');
+      if (data.trim()) messages.push(JSON.parse(data));
+    }
+    return messages;
+  }
+  throw new Error(`not an MCP answer: Content-Type ${contentType}\n${text.slice(0, 300)}`);
+}
+
+/**
+ * A Streamable HTTP session driven with raw fetch: initialize, then
+ * notifications/initialized, then `request(method, params)` as often as
+ * needed. Each request returns { status, contentType, challenge, text,
+ * message } where `message` is the JSON-RPC response with the request's id
+ * (undefined for a non-2xx answer).
+ */
+export async function openSession(url, { token, protocolVersion = '2025-06-18' } = {}) {
+  const init = await postMcp(url, { ...INITIALIZE_BODY, params: { ...INITIALIZE_BODY.params, protocolVersion } }, { token });
+  const initText = await init.text();
+  assert.equal(init.status, 200, `initialize: ${init.status} ${init.headers.get('www-authenticate') ?? ''} ${initText.slice(0, 300)}`);
+  const sessionId = init.headers.get('mcp-session-id');
+  assert.ok(sessionId, 'initialize answer carried no Mcp-Session-Id');
+  const negotiated = parseMcpBody(init.headers.get('content-type'), initText).find((m) => m.id === INITIALIZE_BODY.id)
+    ?.result?.protocolVersion;
+  assert.ok(negotiated, `initialize answer had no result: ${initText.slice(0, 300)}`);
+  const headers = { 'mcp-session-id': sessionId, 'mcp-protocol-version': negotiated };
+  const initialized = await postMcp(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { token, headers });
+  await initialized.arrayBuffer();
+  assert.equal(initialized.status, 202, 'notifications/initialized');
+  let nextId = 100;
+  return {
+    sessionId,
+    protocolVersion: negotiated,
+    headers,
+    async request(method, params = {}, { token: otherToken, headers: extra = {} } = {}) {
+      const id = nextId++;
+      const res = await postMcp(url, { jsonrpc: '2.0', id, method, params }, { token: otherToken ?? token, headers: { ...headers, ...extra } });
+      const text = await res.text();
+      const contentType = res.headers.get('content-type');
+      const out = { id, status: res.status, contentType, challenge: res.headers.get('www-authenticate'), text };
+      if (res.ok) out.message = parseMcpBody(contentType, text).find((m) => m.id === id);
+      return out;
+    },
+    async close() {
+      await fetch(url, {
+        method: 'DELETE',
+        headers: { ...headers, ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      })
+        .then((r) => r.arrayBuffer())
+        .catch(() => {});
+    },
+  };
+}

@@ -3,15 +3,23 @@
 // It records the method, path and headers of every request it receives, so
 // the tests can assert what the upstream actually saw (never the client's
 // token, always the gateway's own credential). Bodies are piped in both
-// directions without buffering, so SSE responses reach mcpgate event by event.
+// directions without buffering, so SSE responses reach mcpgate event by event;
+// a copy of each body is also kept (record.body, record.responseBody, both
+// strings that grow as chunks pass), so tests can see exactly what the
+// upstream received and answered.
 import http from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 
 export async function startRecorder({ targetPort, targetHost = '127.0.0.1' }) {
   const requests = [];
   const agent = new http.Agent({ keepAlive: true });
   const server = http.createServer((req, res) => {
-    const record = { method: req.method, url: req.url, headers: { ...req.headers } };
+    const record = { method: req.method, url: req.url, headers: { ...req.headers }, body: '', responseBody: '' };
     requests.push(record);
+    const requestDecoder = new StringDecoder('utf8');
+    req.on('data', (chunk) => {
+      record.body += requestDecoder.write(chunk);
+    });
     const upstream = http.request(
       {
         host: targetHost,
@@ -28,6 +36,10 @@ export async function startRecorder({ targetPort, targetHost = '127.0.0.1' }) {
         // Send the headers now: an SSE response may not produce a body chunk
         // for a while, and the client must see the stream open.
         res.flushHeaders();
+        const responseDecoder = new StringDecoder('utf8');
+        upRes.on('data', (chunk) => {
+          record.responseBody += responseDecoder.write(chunk);
+        });
         upRes.pipe(res);
         upRes.once('error', () => res.destroy());
       },

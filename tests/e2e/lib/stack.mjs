@@ -11,10 +11,12 @@ import { freePort } from './procs.mjs';
 import { startRecorder } from './recorder.mjs';
 
 /**
- * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra })
- * once the AS (and so its issuer URL) exists.
+ * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra,
+ * scopesYaml }) once the AS (and so its issuer URL) exists. `everything` is
+ * passed to startEverything (e.g. { jsonResponse: true }); `extraScopes` to
+ * startAuthServer.
  */
-export async function startStack({ accessTokenTTL, gatewayOptions = () => ({}) } = {}) {
+export async function startStack({ accessTokenTTL, extraScopes, gatewayOptions = () => ({}), everything = {} } = {}) {
   const stoppers = [];
   const stack = {
     async stop() {
@@ -35,10 +37,10 @@ export async function startStack({ accessTokenTTL, gatewayOptions = () => ({}) }
     const gwPort = await freePort();
     const publicUrl = `http://127.0.0.1:${gwPort}/mcp`;
 
-    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL });
+    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes });
     stoppers.push(() => stack.as.stop());
 
-    stack.everything = await startEverything();
+    stack.everything = await startEverything(everything);
     stoppers.push(() => stack.everything.stop());
 
     stack.recorder = await startRecorder({ targetPort: stack.everything.port });
