@@ -19,6 +19,7 @@ use mcpgate::gateway::Gateway;
 use mcpgate::policy::Policy;
 use mcpgate::policy::matrix::{Matrix, Offered};
 use mcpgate::server::{self, AppState};
+use mcpgate::upstream::{InventoryError, fetch_inventory};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -168,9 +169,14 @@ async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     config::validate(&config)?;
     let policy = Policy::from_config(&config)?;
     let upstream = config::require_upstream(&config)?;
-    let inventory = fetch_inventory(upstream)
-        .await
-        .with_context(|| format!("cannot list what {} offers", upstream.url))?;
+    let inventory = match fetch_inventory(upstream).await {
+        Ok(inventory) => inventory,
+        Err(InventoryError::Config(error)) => return Err(error.into()),
+        Err(error) => {
+            return Err(anyhow::Error::new(error))
+                .with_context(|| format!("cannot list what {} offers", upstream.url));
+        }
+    };
     let matrix = Matrix::build(
         &policy,
         Offered {
@@ -316,18 +322,4 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (gateway, client) = build_gateway(demo.config).await?;
     println!("{instructions}");
     run(gateway, client, Some(listener)).await
-}
-
-// TEMPORARY until src/upstream/inventory.rs lands.
-#[derive(Default)]
-struct TempInventory {
-    server_name: Option<String>,
-    protocol_version: String,
-    tools: Vec<String>,
-    prompts: Vec<String>,
-    resources: Vec<String>,
-    resource_templates: Vec<String>,
-}
-async fn fetch_inventory(_: &config::UpstreamConfig) -> anyhow::Result<TempInventory> {
-    bail!("not yet")
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const GOOD: &str = r#"
 server:
@@ -406,4 +406,103 @@ async fn demo_prints_commands_that_work_as_printed() {
 
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test]
+async fn policy_prints_the_matrix_and_the_drift_against_the_live_upstream() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+upstream: {{ url: "{}" }}
+scopes:
+  initialize: mcp:connect
+  tools_call: mcp:tools:execute
+  tools:
+    get-env: [[mcp:admin], [read:env]]
+    "admin_*": mcp:admin
+    retired_tool: mcp:admin
+  resources:
+    "file:///secret/*": mcp:admin
+"#,
+            upstream.url
+        ),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap().to_owned();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || run_cli(&["policy", "--config", &config], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("(test-upstream, protocol 2025-11-25)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("get-env      mcp:connect AND mcp:tools:execute AND mcp:admin  OR  mcp:connect AND mcp:tools:execute AND read:env   [rules: get-env]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tools no rule names (tools_call alone applies): echo, db_query"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("scopes.tools keys matching no tool: retired_tool"),
+        "{stdout}"
+    );
+
+    let config = path.to_str().unwrap().to_owned();
+    let (code, stdout, _) = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &["policy", "--config", &config, "--json", "--fail-on-drift"],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    let manifest: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(manifest["server_name"], "test-upstream");
+    assert_eq!(manifest["tools"][2]["name"], "admin_reset");
+    assert_eq!(
+        manifest["tools"][2]["requires"],
+        json!([["mcp:connect", "mcp:tools:execute", "mcp:admin"]])
+    );
+    assert_eq!(
+        manifest["resource_templates"][1]["rules"],
+        json!(["file:///secret/*"])
+    );
+    assert_eq!(
+        manifest["drift"]["tool_rules_matching_nothing"],
+        json!(["retired_tool"])
+    );
+    // The session the command opened was ended.
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .any(|seen| seen.method == reqwest::Method::DELETE)
+    );
+}
+
+#[test]
+fn policy_with_an_unreachable_upstream_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, "upstream: { url: \"http://127.0.0.1:9/mcp\" }\n").unwrap();
+    let (code, _, stderr) = run_cli(&["policy", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot list what http://127.0.0.1:9/mcp offers"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_cli(
+        &["policy", "--config", path.to_str().unwrap()],
+        &[("MCPGATE_SCOPES__HIERARCHY__A", "[a]")],
+    );
+    assert_eq!(code, 78, "{stderr}");
 }

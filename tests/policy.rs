@@ -312,6 +312,32 @@ async fn the_sse_answer_keeps_other_events_and_their_ids() {
     assert!(!text.contains("get-env"), "{text:?}");
 }
 
+#[tokio::test]
+async fn a_resumed_get_stream_cannot_replay_an_unfiltered_list() {
+    let setup = setup("").await;
+    let response = Gateway::client()
+        .get(&setup.gateway.mcp)
+        .bearer_auth(setup.token("mcp:connect mcp:tools:read"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "replay-list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let answer = sse_messages(&text)
+        .into_iter()
+        .find(|m| m["id"] == 1)
+        .unwrap_or_else(|| panic!("no replayed answer in {text:?}"));
+    let names: Vec<&str> = answer["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "db_query"]);
+}
+
 // ---- the envelope and the checklist's known bypasses (A4) ----
 
 #[tokio::test]

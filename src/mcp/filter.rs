@@ -52,11 +52,20 @@ impl ListKind {
     }
 }
 
-/// The list answers one request still waits for, and whose eyes they are for.
+/// The list answers to cut, and whose eyes they are for.
 pub struct ListFilter {
     gateway: Arc<Gateway>,
     principal: Arc<Principal>,
-    pending: Vec<(Value, ListKind)>,
+    awaited: Awaited,
+}
+
+enum Awaited {
+    /// A POST's answers: the list requests it made, by id.
+    Ids(Vec<(Value, ListKind)>),
+    /// A GET stream: it can replay a POST's answers (resumption with
+    /// `Last-Event-ID`), whose requests this filter never saw, so every answer
+    /// shaped like a list is cut.
+    AnyList,
 }
 
 impl ListFilter {
@@ -85,13 +94,28 @@ impl ListFilter {
         (!pending.is_empty()).then(|| Self {
             gateway: Arc::clone(gateway),
             principal: Arc::clone(principal),
-            pending,
+            awaited: Awaited::Ids(pending),
         })
     }
 
-    /// Every awaited answer has been seen.
+    /// For a GET stream: `None` when no list could need cutting.
+    pub fn for_stream(gateway: &Arc<Gateway>, principal: &Arc<Principal>) -> Option<Self> {
+        let any_rules = [ItemKind::Tool, ItemKind::Prompt, ItemKind::Resource]
+            .into_iter()
+            .any(|kind| gateway.policy.filters(kind));
+        (any_rules && !principal.scopes.is_all()).then(|| Self {
+            gateway: Arc::clone(gateway),
+            principal: Arc::clone(principal),
+            awaited: Awaited::AnyList,
+        })
+    }
+
+    /// Every awaited answer has been seen (never, on a GET stream).
     pub fn is_done(&self) -> bool {
-        self.pending.is_empty()
+        match &self.awaited {
+            Awaited::Ids(pending) => pending.is_empty(),
+            Awaited::AnyList => false,
+        }
     }
 
     /// Filters one JSON document (a message or a batch of messages). `None` leaves
@@ -139,10 +163,28 @@ impl ListFilter {
         let Some(id) = object.get("id") else {
             return false;
         };
-        let Some(position) = self.pending.iter().position(|(pending, _)| pending == id) else {
-            return false;
+        let kind = match &mut self.awaited {
+            Awaited::Ids(pending) => {
+                let Some(position) = pending.iter().position(|(awaited, _)| awaited == id) else {
+                    return false;
+                };
+                pending.swap_remove(position).1
+            }
+            Awaited::AnyList => {
+                let result = object.get("result").and_then(Value::as_object);
+                let Some(kind) = [
+                    ListKind::Tools,
+                    ListKind::Prompts,
+                    ListKind::Resources,
+                    ListKind::ResourceTemplates,
+                ]
+                .into_iter()
+                .find(|kind| result.is_some_and(|result| result.contains_key(kind.fields().0))) else {
+                    return false;
+                };
+                kind
+            }
         };
-        let (_, kind) = self.pending.swap_remove(position);
         let (array_key, name_key) = kind.fields();
         let Some(items) = object
             .get_mut("result")

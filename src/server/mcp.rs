@@ -37,12 +37,19 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             if let Some(refusal) = refusal(&gateway, principal.as_deref(), &[Target::CONNECTION]) {
                 return refusal;
             }
+            let filter = principal
+                .as_ref()
+                .filter(|_| parts.method == Method::GET)
+                .and_then(|principal| ListFilter::for_stream(&gateway, principal));
             match gateway
                 .upstream
                 .forward(parts.method, &parts.headers, Bytes::new())
                 .await
             {
-                Ok(response) => response,
+                Ok(response) => match filter {
+                    Some(filter) => filtered(response, filter).await,
+                    None => response,
+                },
                 Err(error) => upstream_failure(&error, None),
             }
         }

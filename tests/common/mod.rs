@@ -235,6 +235,15 @@ impl Upstream {
 
 type UpstreamState = (Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::Notify>);
 
+/// The headers of the request being handled (the last one recorded).
+fn headers_seen(seen: &Mutex<Vec<Seen>>) -> HeaderMap {
+    seen.lock()
+        .unwrap()
+        .last()
+        .map(|seen| seen.headers.clone())
+        .unwrap_or_default()
+}
+
 async fn upstream_handler(
     State((seen, release)): State<UpstreamState>,
     method: Method,
@@ -251,6 +260,16 @@ async fn upstream_handler(
         .pointer("/params/name")
         .and_then(Value::as_str)
         .unwrap_or("");
+    if method == Method::GET
+        && headers_seen(&seen)
+            .get("last-event-id")
+            .map(|v| v.as_bytes())
+            == Some(b"replay-list")
+    {
+        // Resumption: the stream replays the answer to an earlier tools/list.
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": list_result(&json!({"method": "tools/list"}))});
+        return sse_answer(answer.to_string());
+    }
     if method == Method::GET || tool == "stream" {
         let id = message.get("id").cloned().unwrap_or(Value::Null);
         let stream = async_stream(id, release);
@@ -303,10 +322,15 @@ async fn upstream_handler(
         .unwrap()
 }
 
-/// The lists the upstream offers (every one with a `nextCursor`, to show that
-/// filtering leaves it alone).
+/// `initialize`, and the lists the upstream offers (every one with a `nextCursor`,
+/// to show that filtering leaves it alone).
 pub fn list_result(message: &Value) -> Option<Value> {
     let result = match message.get("method")?.as_str()? {
+        "initialize" => json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
+            "serverInfo": {"name": "test-upstream", "version": "1.0.0"},
+        }),
         "tools/list" => json!({"tools": [
             {"name": "echo", "inputSchema": {"type": "object"}},
             {"name": "get-env", "inputSchema": {"type": "object"}},
@@ -326,6 +350,11 @@ pub fn list_result(message: &Value) -> Option<Value> {
         ], "nextCursor": "page-2"}),
         _ => return None,
     };
+    if message.pointer("/params/cursor") == Some(&json!("page-2")) {
+        // The last page: empty, without a cursor.
+        let key = result.as_object()?.keys().next()?.clone();
+        return Some(json!({ key: [] }));
+    }
     Some(result)
 }
 
