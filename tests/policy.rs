@@ -435,6 +435,7 @@ async fn params_tricks_are_refused() {
         r#"{"name":"get-env\u0000"}"#,
         r#"{"name":"get\u200b-env"}"#,
         r#"{"name":"get-env\u202e"}"#,
+        r#"{"name":"ｇｅｔ-env"}"#,
     ] {
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
         let (status, code, id) = rpc_error(setup.send(admin, &body, &[]).await).await;

@@ -4,6 +4,7 @@
 //! rule: anything unrecognised falls to the `default` level, never through.
 
 use serde_json::{Map, Value};
+use unicode_normalization::is_nfkc;
 
 use crate::policy::{ItemKind, Level};
 
@@ -110,6 +111,13 @@ fn checked_name(value: Option<&Value>, field: &str) -> Result<String, ParamsErro
             "{field} must not contain control or invisible characters"
         )));
     }
+    // A name an upstream might fold into another (fullwidth `ｇｅｔ-env` is NFKC
+    // `get-env`) would be authorized as one and run as the other.
+    if !is_nfkc(name) {
+        return Err(ParamsError(format!(
+            "{field} must be in Unicode normal form NFKC (no compatibility characters such as fullwidth letters)"
+        )));
+    }
     Ok(name.to_owned())
 }
 
@@ -196,9 +204,15 @@ mod tests {
             );
         }
         assert!(classify("tools/call", None).is_err());
-        // Fullwidth letters are ordinary characters: they simply match no rule for
-        // the ASCII name, and the upstream sees the same bytes.
-        assert!(classify("tools/call", Some(&params(json!({"name": "ｇｅｔ-env"})))).is_ok());
+        // Compatibility characters could fold into another name upstream.
+        for folded in ["ｇｅｔ-env", "ﬁle", "x\u{2126}"] {
+            assert!(
+                classify("tools/call", Some(&params(json!({"name": folded})))).is_err(),
+                "{folded}"
+            );
+        }
+        // Other scripts in normal form are names like any other.
+        assert!(classify("tools/call", Some(&params(json!({"name": "überprüfen"})))).is_ok());
     }
 
     #[test]
