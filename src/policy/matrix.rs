@@ -34,7 +34,8 @@ pub struct Matrix {
 pub struct Entry {
     pub name: String,
     /// OR of AND-groups; empty when nothing is required. Absent when the rules that
-    /// match it combine past `max_scope_combinations` (the item is then refused).
+    /// match it combine past `max_scope_combinations`: each rule is still enforced on
+    /// its own, but no single combined list can be shown.
     pub requires: Option<Vec<Vec<String>>>,
     /// The per-item rules (keys under `scopes.tools` etc.) that apply.
     pub rules: Vec<String>,
@@ -49,6 +50,7 @@ pub struct Drift {
     pub prompts_without_rule: Vec<String>,
     pub prompt_rules_matching_nothing: Vec<String>,
     pub resources_without_rule: Vec<String>,
+    pub resource_templates_without_rule: Vec<String>,
     /// `scopes.resources` keys that match no upstream resource or template.
     pub resource_rules_matching_nothing: Vec<String>,
 }
@@ -88,6 +90,7 @@ impl Matrix {
             prompts_without_rule: unruled(&prompts),
             prompt_rules_matching_nothing: unmatched(&policy.prompts, &[&prompts]),
             resources_without_rule: unruled(&resources),
+            resource_templates_without_rule: unruled(&resource_templates),
             resource_rules_matching_nothing: unmatched(
                 &policy.resources,
                 &[&resources, &resource_templates],
@@ -201,6 +204,10 @@ impl fmt::Display for Matrix {
                 &self.drift.resources_without_rule,
             ),
             (
+                "resource templates no rule names",
+                &self.drift.resource_templates_without_rule,
+            ),
+            (
                 "scopes.resources keys matching no resource or template",
                 &self.drift.resource_rules_matching_nothing,
             ),
@@ -217,7 +224,7 @@ impl fmt::Display for Matrix {
 /// `a AND b  OR  c`, `(nothing)`, or the over-limit note.
 fn groups_text(groups: Option<&[Vec<String>]>) -> String {
     match groups {
-        None => "(refused: its rules combine past max_scope_combinations)".to_owned(),
+        None => "(each rule applies; combined they exceed max_scope_combinations)".to_owned(),
         Some([]) => "(nothing)".to_owned(),
         Some(groups) => groups
             .iter()

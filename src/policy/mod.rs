@@ -132,7 +132,7 @@ impl Policy {
             completion_complete: compile(&scopes.completion_complete),
             default: compile(&scopes.default),
             tools: NamedRules::new("scopes.tools", &scopes.tools)?,
-            resources: NamedRules::new("scopes.resources", &scopes.resources)?,
+            resources: NamedRules::for_resources("scopes.resources", &scopes.resources)?,
             prompts: NamedRules::new("scopes.prompts", &scopes.prompts)?,
             scopes_supported: Vec::new(),
         };

@@ -38,6 +38,24 @@ impl NamedRules {
         key: &str,
         written: &BTreeMap<String, RequirementSpec>,
     ) -> Result<Self, ConfigError> {
+        Self::compile(key, written, false)
+    }
+
+    /// For resources, `{` and `}` are literal: URI templates (`file:///{path}`) are
+    /// matched by their template string, so a key naming one must mean it as written
+    /// rather than as glob alternatives.
+    pub fn for_resources(
+        key: &str,
+        written: &BTreeMap<String, RequirementSpec>,
+    ) -> Result<Self, ConfigError> {
+        Self::compile(key, written, true)
+    }
+
+    fn compile(
+        key: &str,
+        written: &BTreeMap<String, RequirementSpec>,
+        literal_braces: bool,
+    ) -> Result<Self, ConfigError> {
         let mut rules = Vec::with_capacity(written.len());
         let mut exact = HashMap::new();
         let mut builder = GlobSetBuilder::new();
@@ -52,7 +70,12 @@ impl NamedRules {
                 ));
             }
             if is_glob {
-                let glob = GlobBuilder::new(pattern)
+                let source = if literal_braces {
+                    escape_braces(pattern)
+                } else {
+                    pattern.clone()
+                };
+                let glob = GlobBuilder::new(&source)
                     // `*` crosses `/`: URIs and namespaced tool names are flat strings here.
                     .literal_separator(false)
                     .backslash_escape(true)
@@ -119,6 +142,20 @@ impl NamedRules {
     }
 }
 
+/// `\{` and `\}` for every brace not already escaped.
+fn escape_braces(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut escaped = false;
+    for ch in pattern.chars() {
+        if !escaped && matches!(ch, '{' | '}') {
+            out.push('\\');
+        }
+        escaped = !escaped && ch == '\\';
+        out.push(ch);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +207,24 @@ mod tests {
         assert!(rules.matching("get\u{200b}-env").is_empty());
         assert_eq!(patterns(&rules, "db_1"), ["db_?"]);
         assert!(rules.matching("db_12").is_empty());
+    }
+
+    #[test]
+    fn resource_keys_take_braces_literally() {
+        let written = [
+            ("db://{table}".to_owned(), RequirementSpec::default()),
+            ("file:///secret/*".to_owned(), RequirementSpec::default()),
+            ("x://\\{a\\}".to_owned(), RequirementSpec::default()),
+        ]
+        .into();
+        let rules = NamedRules::for_resources("scopes.resources", &written).unwrap();
+        assert_eq!(patterns(&rules, "db://{table}"), ["db://{table}"]);
+        assert!(rules.matching("db://table").is_empty());
+        assert_eq!(
+            patterns(&rules, "file:///secret/{name}"),
+            ["file:///secret/*"]
+        );
+        assert_eq!(patterns(&rules, "x://{a}"), ["x://\\{a\\}"]);
     }
 
     #[test]
