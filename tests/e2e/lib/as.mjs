@@ -14,6 +14,25 @@ export const M2M = { clientId: 'm2m', clientSecret: 'm2m-secret' };
 export const M2M_OPAQUE = { clientId: 'm2m-opaque', clientSecret: 'm2m-opaque-secret' };
 /** Confidential client the gateway uses at /token/introspection (RFC 7662 needs client auth). */
 export const INTROSPECTOR = { clientId: 'gateway-introspector', clientSecret: 'introspector-secret' };
+/**
+ * Public client (no secret, PKCE) for the authorization-code flow, pre-registered (no DCR).
+ * Nothing listens at its redirect URI: headlessAuthorize() stops at the redirect to it and
+ * reads the code from the Location. It may not use refresh_token, so the AS never issues a
+ * refresh token to it: a client that holds none has to start a new authorization to get
+ * another token.
+ */
+export const INTERACTIVE = {
+  clientId: 'mcp-interactive',
+  redirectUri: 'http://127.0.0.1/mcpgate-e2e/callback',
+};
+/**
+ * The same, but allowed refresh_token: the AS issues it a refresh token with every
+ * authorization-code token (without offline_access, as many ASes do).
+ */
+export const INTERACTIVE_REFRESH = {
+  clientId: 'mcp-interactive-refresh',
+  redirectUri: INTERACTIVE.redirectUri,
+};
 
 function newSigningKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -25,7 +44,12 @@ function newSigningKey() {
  * also the default one (so a token request without `resource` still gets a
  * JWT for the gateway). Client M2M_OPAQUE gets opaque tokens for the same
  * resource instead of JWTs. `extraScopes` (array) adds scopes to ALL_SCOPES:
- * the AS knows them and M2M / M2M_OPAQUE may request them.
+ * the AS knows them and M2M / M2M_OPAQUE / INTERACTIVE / INTERACTIVE_REFRESH
+ * may request them. `interactive: true` turns on oidc-provider's
+ * devInteractions (the login and consent pages at /interaction/<uid>) for the
+ * authorization-code flow of INTERACTIVE and INTERACTIVE_REFRESH, driven by
+ * headlessAuthorize(); off by default because oidc-provider prints a warning
+ * whenever they are on.
  *
  * Test hooks on the returned object:
  * - `hits`: every request as { method, path, url, at } (url keeps the query,
@@ -39,7 +63,7 @@ function newSigningKey() {
  *   published), by swapping in a new Provider behind the same listener, so
  *   the issuer and port do not change.
  */
-export async function startAuthServer({ resource, accessTokenTTL = 300, extraScopes = [] }) {
+export async function startAuthServer({ resource, accessTokenTTL = 300, extraScopes = [], interactive = false }) {
   // What the AS knows, what M2M / M2M_OPAQUE may request, and what the
   // resource (the gateway) may be granted: ALL_SCOPES plus the test's own.
   const scopes = [...new Set([...ALL_SCOPES.split(' '), ...extraScopes])].join(' ');
@@ -77,6 +101,24 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
           scope: scopes,
         },
         {
+          client_id: INTERACTIVE.clientId,
+          token_endpoint_auth_method: 'none',
+          application_type: 'native',
+          grant_types: ['authorization_code'],
+          redirect_uris: [INTERACTIVE.redirectUri],
+          response_types: ['code'],
+          scope: scopes,
+        },
+        {
+          client_id: INTERACTIVE_REFRESH.clientId,
+          token_endpoint_auth_method: 'none',
+          application_type: 'native',
+          grant_types: ['authorization_code', 'refresh_token'],
+          redirect_uris: [INTERACTIVE_REFRESH.redirectUri],
+          response_types: ['code'],
+          scope: scopes,
+        },
+        {
           client_id: INTROSPECTOR.clientId,
           client_secret: INTROSPECTOR.clientSecret,
           grant_types: [],
@@ -85,10 +127,26 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
         },
       ],
       // Set explicitly so oidc-provider does not print its default-TTL notice.
-      ttl: { ClientCredentials: accessTokenTTL },
+      ttl: {
+        ClientCredentials: accessTokenTTL,
+        // What the authorization-code flow uses (INTERACTIVE*; the resource's
+        // accessTokenTTL below wins for access tokens).
+        AccessToken: accessTokenTTL,
+        AuthorizationCode: 60,
+        Interaction: 600,
+        Session: 3600,
+        Grant: 3600,
+        IdToken: 3600,
+        RefreshToken: 3600,
+      },
+      // Any login name is an account whose sub is that name (devInteractions' login page).
+      findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+      // A refresh token to every client allowed refresh_token (INTERACTIVE_REFRESH),
+      // offline_access or not; the others get none.
+      issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
       scopes: ['openid', 'offline_access', ...scopes.split(' ')],
       features: {
-        devInteractions: { enabled: false },
+        devInteractions: { enabled: interactive },
         clientCredentials: { enabled: true },
         registration: { enabled: true },
         // Explicit policies (the defaults print a notice on every call): any
@@ -239,4 +297,117 @@ export async function introspectToken(as, token, { clientId = INTROSPECTOR.clien
   const json = await res.json();
   if (res.status !== 200) throw new Error(`introspection failed: ${res.status} ${JSON.stringify(json)}`);
   return json;
+}
+
+/**
+ * The cookies one browser keeps for the AS: name, value and path, nothing
+ * else (everything is on one loopback origin). A cookie set again replaces the
+ * one with the same name and path; one set with a date in the past or Max-Age
+ * 0 is removed (oidc-provider clears its interaction cookies that way).
+ */
+export function cookieJar() {
+  const cookies = new Map(); // `${path}\0${name}` -> { name, value, path }
+  return {
+    /** Remember the Set-Cookie headers of a response to `url`. */
+    store(url, setCookies) {
+      for (const line of setCookies) {
+        const [pair, ...attrs] = line.split(';').map((s) => s.trim());
+        const eq = pair.indexOf('=');
+        const name = pair.slice(0, eq);
+        const value = pair.slice(eq + 1);
+        let path = new URL(url).pathname.replace(/\/[^/]*$/, '') || '/';
+        let expired = false;
+        for (const attr of attrs) {
+          const [k, v = ''] = attr.split('=');
+          const key = k.toLowerCase();
+          if (key === 'path') path = v || '/';
+          if (key === 'max-age' && Number(v) <= 0) expired = true;
+          if (key === 'expires' && Date.parse(v) <= Date.now()) expired = true;
+        }
+        const id = `${path}\0${name}`;
+        if (expired) cookies.delete(id);
+        else cookies.set(id, { name, value, path });
+      }
+    },
+    /** The Cookie header for a request to `url` (undefined when none applies). */
+    header(url) {
+      const p = new URL(url).pathname;
+      const matching = [...cookies.values()].filter(
+        (c) => p === c.path || p.startsWith(c.path.endsWith('/') ? c.path : `${c.path}/`),
+      );
+      return matching.length ? matching.map((c) => `${c.name}=${c.value}`).join('; ') : undefined;
+    },
+  };
+}
+
+const unescapeHtml = (s) =>
+  s.replace(/&(amp|lt|gt|quot|#39|#x27);/g, (_, e) => ({ amp: '&', lt: '<', gt: '>', quot: '"', '#39': "'", '#x27': "'" })[e]);
+
+/**
+ * Play the user's browser through one authorization request of the
+ * authorization-code flow against the AS started with `interactive: true`:
+ * GET `authorizationUrl` and follow the AS's redirects; on a devInteractions
+ * page, submit its form the way a user would: the login page with
+ * `prompt=login`, `login` (any name: it becomes the token's sub) and any
+ * password; the consent page with `prompt=consent` (devInteractions then
+ * grant everything the page listed as missing, i.e. the requested scopes for
+ * the requested resource). It stops at the redirect to `redirectUri`, which is
+ * never fetched.
+ *
+ * `jar` is the browser's cookie store: pass the same one to a later call and
+ * the AS session carries over (no login page; no consent page when nothing new
+ * is asked), as in a real browser.
+ *
+ * Returns { code, state, callback (the redirect URL), pages (the prompts
+ * shown, in order, e.g. ['login', 'consent']), hops ("GET /auth -> 303" lines) }.
+ * Throws on an error redirect (`?error=`), an unexpected status or page, or
+ * more than `maxHops` requests.
+ */
+export async function headlessAuthorize(
+  authorizationUrl,
+  { redirectUri = INTERACTIVE.redirectUri, jar = cookieJar(), login = 'alice', maxHops = 12 } = {},
+) {
+  let url = new URL(authorizationUrl);
+  let method = 'GET';
+  let body;
+  const pages = [];
+  const hops = [];
+  const where = () => `\n${hops.join('\n')}`;
+  for (let i = 0; i < maxHops; i++) {
+    const headers = {};
+    const cookie = jar.header(url);
+    if (cookie) headers.cookie = cookie;
+    if (body) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const res = await fetch(url, { method, headers, body, redirect: 'manual' });
+    jar.store(url, res.headers.getSetCookie());
+    hops.push(`${method} ${url.pathname} -> ${res.status}`);
+    if (res.status >= 300 && res.status < 400) {
+      await res.arrayBuffer();
+      const next = new URL(res.headers.get('location'), url);
+      if (`${next.origin}${next.pathname}` === redirectUri) {
+        const error = next.searchParams.get('error');
+        if (error) throw new Error(`authorization failed: ${error} ${next.searchParams.get('error_description') ?? ''}${where()}`);
+        const code = next.searchParams.get('code');
+        if (!code) throw new Error(`redirect to ${next.href} carried no code${where()}`);
+        return { code, state: next.searchParams.get('state'), callback: next, pages, hops };
+      }
+      if (next.origin !== url.origin) throw new Error(`the AS redirected elsewhere: ${next.href}${where()}`);
+      url = next;
+      method = 'GET';
+      body = undefined;
+      continue;
+    }
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`${method} ${url.href}: ${res.status}\n${text.slice(0, 500)}${where()}`);
+    const form = /<form[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/.exec(text);
+    const prompt = form && /name="prompt" value="([^"]+)"/.exec(form[2])?.[1];
+    if (!prompt) throw new Error(`${url.href}: no interaction form\n${text.slice(0, 500)}${where()}`);
+    pages.push(prompt);
+    if (prompt === 'login') body = new URLSearchParams({ prompt, login, password: 'any' });
+    else if (prompt === 'consent') body = new URLSearchParams({ prompt });
+    else throw new Error(`unexpected interaction prompt ${prompt}${where()}`);
+    url = new URL(unescapeHtml(form[1]), url);
+    method = 'POST';
+  }
+  throw new Error(`no redirect to ${redirectUri} after ${maxHops} requests${where()}`);
 }

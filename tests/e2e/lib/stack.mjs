@@ -13,10 +13,17 @@ import { startRecorder } from './recorder.mjs';
 /**
  * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra,
  * scopesYaml }) once the AS (and so its issuer URL) exists. `everything` is
- * passed to startEverything (e.g. { jsonResponse: true }); `extraScopes` to
+ * passed to startEverything (e.g. { jsonResponse: true }); `extraScopes` and
+ * `interactive` (login and consent pages for the authorization-code flow) to
  * startAuthServer.
  */
-export async function startStack({ accessTokenTTL, extraScopes, gatewayOptions = () => ({}), everything = {} } = {}) {
+export async function startStack({
+  accessTokenTTL,
+  extraScopes,
+  interactive,
+  gatewayOptions = () => ({}),
+  everything = {},
+} = {}) {
   const stoppers = [];
   const stack = {
     async stop() {
@@ -37,7 +44,7 @@ export async function startStack({ accessTokenTTL, extraScopes, gatewayOptions =
     const gwPort = await freePort();
     const publicUrl = `http://127.0.0.1:${gwPort}/mcp`;
 
-    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes });
+    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes, interactive });
     stoppers.push(() => stack.as.stop());
 
     stack.everything = await startEverything(everything);
