@@ -4,6 +4,7 @@
 //! its credentials into a `Principal`, `policy` decides, `upstream` forwards it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod json;
 pub mod mcp;
 pub mod policy;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;
 
 /// An error and its causes on one line: reqwest's own `Display` stops at "error

@@ -25,6 +25,10 @@ pub struct Config {
     pub scopes: ScopesConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +48,8 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served. Unset: not served.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +61,7 @@ impl Default for ServerConfig {
             resource_documentation: None,
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace: default_shutdown_grace(),
+            admin_listen: None,
         }
     }
 }
@@ -376,4 +383,112 @@ where
         OneOrMany::Many(items) => items,
         OneOrMany::One(item) => vec![item],
     })
+}
+
+/// The audit log: one JSON line per decision.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file, appended to (reopened on SIGHUP, for logrotate).
+    pub path: Option<std::path::PathBuf>,
+    /// Write records to standard output instead of a file.
+    #[serde(default)]
+    pub stdout: bool,
+    /// When written records are forced to disk.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Records waiting to be written; when full, requests wait (records are never dropped).
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            stdout: false,
+            fsync: FsyncPolicy::default(),
+            queue_capacity: default_audit_queue(),
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.stdout || self.path.is_some()
+    }
+}
+
+fn default_audit_queue() -> usize {
+    8192
+}
+
+/// `never` (the OS decides; records are still flushed to the file after every batch),
+/// `always` (fsync after every batch written), or a duration such as `1s` (at most
+/// that long between fsyncs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    #[default]
+    Never,
+    Always,
+    Every(Duration),
+}
+
+impl<'de> Deserialize<'de> for FsyncPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "never" => Ok(Self::Never),
+            "always" => Ok(Self::Always),
+            other => match humantime::parse_duration(other) {
+                Ok(every) if !every.is_zero() => Ok(Self::Every(every)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected `never`, `always` or a duration such as `1s`, found `{other}`"
+                ))),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub traces: TracesConfig,
+}
+
+/// OpenTelemetry traces, exported over OTLP (HTTP/protobuf). Off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The OTLP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`). Unset: the
+    /// standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// else `http://localhost:4318/v1/traces`.
+    pub endpoint: Option<Url>,
+    /// `service.name`; unset: `OTEL_SERVICE_NAME`, else `mcpgate`.
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled (a sampled parent is always followed).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Extra headers on export requests (e.g. a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: None,
+            service_name: None,
+            sample_ratio: default_sample_ratio(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }

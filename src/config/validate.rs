@@ -22,10 +22,62 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
         }
     }
+    validate_operations(config)?;
     if config.auth.api_key_cache_ttl.is_zero() {
         return Err(ConfigError::invalid(
             "auth.api_key_cache_ttl",
             "must be greater than 0",
+        ));
+    }
+    Ok(())
+}
+
+/// The audit log, traces and the admin listener.
+fn validate_operations(config: &Config) -> Result<(), ConfigError> {
+    let audit = &config.audit;
+    if audit.stdout && audit.path.is_some() {
+        return Err(ConfigError::invalid(
+            "audit",
+            "set either audit.path or audit.stdout, not both",
+        ));
+    }
+    if audit.path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+        return Err(ConfigError::invalid("audit.path", "must not be empty"));
+    }
+    if audit.queue_capacity == 0 {
+        return Err(ConfigError::invalid(
+            "audit.queue_capacity",
+            "must be greater than 0",
+        ));
+    }
+    let traces = &config.telemetry.traces;
+    if !(0.0..=1.0).contains(&traces.sample_ratio) {
+        return Err(ConfigError::invalid(
+            "telemetry.traces.sample_ratio",
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some(endpoint) = &traces.endpoint
+        && !matches!(endpoint.scheme(), "http" | "https")
+    {
+        return Err(ConfigError::invalid(
+            "telemetry.traces.endpoint",
+            "must be an http or https URL",
+        ));
+    }
+    for (name, value) in &traces.headers {
+        let key = format!("telemetry.traces.headers.{name}");
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header name"))?;
+        http::HeaderValue::from_str(value.expose())
+            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header value"))?;
+    }
+    if let Some(admin) = config.server.admin_listen
+        && admin == config.server.listen
+    {
+        return Err(ConfigError::invalid(
+            "server.admin_listen",
+            "must differ from server.listen",
         ));
     }
     Ok(())

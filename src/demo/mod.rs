@@ -103,7 +103,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
             ..Default::default()
         },
         scopes: demo_scopes(),
-        log: Default::default(),
+        ..Config::default()
     };
 
     let token = |subject: &str, scopes: Vec<&str>| {

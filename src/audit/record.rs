@@ -1,0 +1,118 @@
+//! One audit record: what was asked, by whom, and what mcpgate decided. Every field is
+//! always present (null when unknown), so consumers can rely on one fixed shape.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Allowed through to the upstream, or refused by mcpgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// One JSON-RPC message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchEntry {
+    pub method: String,
+    pub name: Option<String>,
+}
+
+/// One decision: one HTTP request to the MCP endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// RFC 3339, UTC, milliseconds.
+    pub ts: String,
+    /// mcpgate's own id for the request, also sent back as `x-request-id`.
+    pub request_id: String,
+    pub session_id: Option<String>,
+    /// `POST`, `GET` (the SSE stream) or `DELETE`.
+    pub http_method: String,
+    /// The JSON-RPC method; null when it was not read (authentication failed first, or
+    /// a body that is not JSON-RPC) and for GET/DELETE; `batch` for a batch.
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+    /// The messages of a batch (null otherwise).
+    pub batch: Option<Vec<BatchEntry>>,
+    pub action: Action,
+    /// `ok`, or the authentication failure's reason code (`expired`, `bad_audience`, …).
+    pub auth_result: String,
+    /// `jwt`, `introspection` or `api_key`; null when unauthenticated.
+    pub auth_method: Option<&'static str>,
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    /// The token's `client_id` claim, `azp` as a fallback.
+    pub oauth_client_id: Option<String>,
+    pub api_key_id: Option<String>,
+    /// Space-delimited granted scopes (`*` for an API key with every scope).
+    pub scopes: Option<String>,
+    pub status: u16,
+    /// Why it was refused (or what failed), in the words the client was given.
+    pub reason: Option<String>,
+    /// From the request's arrival to its response head.
+    pub latency_ms: f64,
+    /// Of which waiting for the upstream's response head.
+    pub upstream_latency_ms: Option<f64>,
+    /// The first 16 hex digits of the token's SHA-256: ties records to one token
+    /// without revealing it.
+    pub token_fingerprint: Option<String>,
+}
+
+impl Record {
+    /// A record with only the request's identity filled in.
+    pub fn new(request_id: String, http_method: &str, at: SystemTime) -> Self {
+        Self {
+            ts: humantime::format_rfc3339_millis(at).to_string(),
+            request_id,
+            session_id: None,
+            http_method: http_method.to_owned(),
+            method: None,
+            tool: None,
+            resource: None,
+            prompt: None,
+            batch: None,
+            action: Action::Deny,
+            auth_result: "ok".to_owned(),
+            auth_method: None,
+            subject: None,
+            issuer: None,
+            oauth_client_id: None,
+            api_key_id: None,
+            scopes: None,
+            status: 0,
+            reason: None,
+            latency_ms: 0.0,
+            upstream_latency_ms: None,
+            token_fingerprint: None,
+        }
+    }
+
+    /// The token fingerprint from its SHA-256 digest.
+    pub fn fingerprint(digest: &[u8; 32]) -> String {
+        hex::encode(digest.get(..8).unwrap_or_default())
+    }
+
+    /// Milliseconds with microsecond precision.
+    pub fn millis(duration: Duration) -> f64 {
+        (duration.as_micros() as f64) / 1000.0
+    }
+
+    /// One JSONL line, without the newline.
+    pub fn to_json(&self) -> String {
+        // A Record holds only strings, numbers and options: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,4 @@
+//! What operators watch: Prometheus metrics and OpenTelemetry traces.
+
+pub mod metrics;
+pub mod traces;
