@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod json;
 pub mod mcp;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

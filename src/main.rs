@@ -4,7 +4,9 @@
 mod cli;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -12,14 +14,18 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, PolicyArgs, TokenArgs};
+use mcpgate::audit::AuditLog;
 use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
 use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat};
 use mcpgate::gateway::Gateway;
 use mcpgate::policy::Policy;
 use mcpgate::policy::matrix::{Matrix, Offered};
+use mcpgate::reload::Reloader;
 use mcpgate::server::{self, AppState};
+use mcpgate::telemetry::traces::Traces;
 use mcpgate::upstream::{InventoryError, fetch_inventory};
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -81,14 +87,17 @@ async fn serve(args: ConfigArg) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     init_logging(&config.log);
     let (gateway, client) = build_gateway(config).await?;
-    run(gateway, client, None).await
+    run(gateway, client, None, Some(args.config.clone())).await
 }
 
-/// Binds (unless the caller already did), warns about risky settings, and serves.
+/// Binds (unless the caller already did), starts the audit log, tracer and admin
+/// listener, serves until SIGTERM/SIGINT, reloads on SIGHUP, and on the way out drains
+/// requests, flushes the audit log and exports the last spans.
 async fn run(
     gateway: Gateway,
     client: reqwest::Client,
     listener: Option<tokio::net::TcpListener>,
+    config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let config = gateway.config.clone();
     let listen = config.server.listen;
@@ -98,6 +107,115 @@ async fn run(
             .await
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?,
     };
+    let admin_listener = match config.server.admin_listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on {admin} (server.admin_listen)"))?,
+        ),
+        None => None,
+    };
+    let audit = AuditLog::start(&config.audit)?;
+    mcpgate::telemetry::metrics::metrics().config_loaded();
+    let traces = Traces::init(&config.telemetry.traces)?;
+    // Registered before "ready": SIGHUP's default action would end the process.
+    let signals = Signals::register().context("cannot install signal handlers")?;
+    warn_about_risks(&gateway, admin_listener.as_ref());
+    let startup = summary(
+        &gateway,
+        &listener,
+        admin_listener.as_ref(),
+        traces.is_enabled(),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = AppState::new(gateway, audit.clone(), traces.clone(), stop_rx.clone());
+    let reloader = Arc::new(Reloader::new(config_path, state.clone(), client));
+    let admin = admin_listener.map(|listener| {
+        tokio::spawn(server::admin::serve(
+            listener,
+            state.gateway.clone(),
+            server::stream::shutdown_begun(stop_rx.clone()),
+        ))
+    });
+    let signal_loop = tokio::spawn(signals.run(Arc::clone(&reloader), stop_tx));
+    tracing::info!("{startup}");
+
+    let grace = config.server.shutdown_grace;
+    let result = server::serve(listener, state, grace).await;
+    signal_loop.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    reloader.stop();
+    audit.close().await;
+    traces.shutdown();
+    tracing::info!("mcpgate stopped");
+    result.context("server failed")
+}
+
+/// The one line that says what is running and how it is protected.
+fn summary(
+    gateway: &Gateway,
+    listener: &tokio::net::TcpListener,
+    admin: Option<&tokio::net::TcpListener>,
+    traces: bool,
+) -> String {
+    let config = &gateway.config;
+    let oauth = &config.auth.oauth;
+    let mut auth = Vec::new();
+    if oauth.enabled {
+        let remote = oauth.jwks.iter().filter(|p| p.url.is_some()).count();
+        let symmetric = oauth.jwks.len() - remote;
+        let mut sources = Vec::new();
+        if remote > 0 {
+            sources.push(format!("{remote} JWKS URL(s)"));
+        }
+        if symmetric > 0 {
+            sources.push(format!("{symmetric} symmetric key(s)"));
+        }
+        if oauth.introspection.is_some() {
+            sources.push("introspection".to_owned());
+        }
+        auth.push(format!("OAuth ({})", sources.join(", ")));
+    }
+    if !config.auth.api_keys.is_empty() {
+        auth.push(format!("{} API key(s)", config.auth.api_keys.len()));
+    }
+    let auth = if gateway.auth.is_none() {
+        "OFF".to_owned()
+    } else {
+        auth.join(" + ")
+    };
+    let metadata = if oauth.enabled {
+        config.metadata_url()
+    } else {
+        "not served".to_owned()
+    };
+    let audit = match (&config.audit.path, config.audit.stdout) {
+        (Some(path), _) => path.display().to_string(),
+        (None, true) => "stdout".to_owned(),
+        (None, false) => "off".to_owned(),
+    };
+    let admin = admin
+        .and_then(|admin| admin.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |addr| addr.to_string());
+    let local = listener.local_addr().map_or_else(
+        |_| config.server.listen.to_string(),
+        |addr| addr.to_string(),
+    );
+    format!(
+        "mcpgate ready: listening on {local}, MCP endpoint {} -> upstream {}; auth: {auth}; \
+         metadata: {metadata}; audit: {audit}; admin: {admin}; traces: {}",
+        config.public_url(),
+        config.upstream.as_ref().map_or("-", |u| u.url.as_str()),
+        if traces { "on" } else { "off" },
+    )
+}
+
+fn warn_about_risks(gateway: &Gateway, admin: Option<&tokio::net::TcpListener>) {
+    let config = &gateway.config;
+    let listen = config.server.listen;
     if gateway.auth.is_none() {
         tracing::warn!(
             "AUTHENTICATION IS OFF: every request is proxied to the upstream without credentials. \
@@ -112,24 +230,62 @@ async fn run(
              http://{listen}/mcp; set server.public_url to the URL they use"
         );
     }
-    let refreshers = gateway
-        .auth
-        .as_ref()
-        .map(|auth| auth.spawn_refreshers(&client))
-        .unwrap_or_default();
-    tracing::info!(
-        listen = %listener.local_addr().unwrap_or(listen),
-        mcp = %config.public_url(),
-        upstream = %config.upstream.as_ref().map(|u| u.url.as_str()).unwrap_or("-"),
-        oauth = config.auth.oauth.enabled,
-        "mcpgate ready"
-    );
-    let grace = config.server.shutdown_grace;
-    let result = server::serve(listener, AppState::new(gateway), grace).await;
-    for refresher in refreshers {
-        refresher.abort();
+    if let Some(addr) = admin.and_then(|admin| admin.local_addr().ok())
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(
+            "server.admin_listen ({addr}) is not loopback: /metrics and /readyz are served \
+             without authentication to anyone who can reach it"
+        );
     }
-    result.context("server failed")
+    if !config.audit.is_enabled() {
+        tracing::info!("the audit log is off (set audit.path or audit.stdout to record decisions)");
+    }
+}
+
+/// SIGTERM/SIGINT (shutdown) and SIGHUP (reload), handled one at a time.
+struct Signals {
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                hangup: signal(SignalKind::hangup())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn run(mut self, reloader: Arc<Reloader>, stop: watch::Sender<bool>) {
+        loop {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    reloader.on_hangup().await;
+                    continue;
+                }
+                _ = self.terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = &reloader;
+            }
+            let _ = stop.send(true);
+            return;
+        }
+    }
 }
 
 async fn check(args: ConfigArg) -> anyhow::Result<()> {
@@ -321,5 +477,5 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let instructions = demo.instructions();
     let (gateway, client) = build_gateway(demo.config).await?;
     println!("{instructions}");
-    run(gateway, client, Some(listener)).await
+    run(gateway, client, Some(listener), None).await
 }

@@ -18,6 +18,7 @@ use rand::RngCore;
 use super::error::{AuthError, TokenProblem};
 use super::principal::{AuthMethod, Principal, Scopes};
 use crate::config::{ApiKeyConfig, ConfigError};
+use crate::telemetry::metrics::{TokenCache, metrics};
 
 /// Every API key starts with this.
 pub const KEY_PREFIX: &str = "mcpk_";
@@ -127,7 +128,9 @@ impl ApiKeyStore {
 
     /// Verifies a key (cached on success).
     pub async fn verify(&self, token: &str, digest: [u8; 32]) -> Result<Arc<Principal>, AuthError> {
-        if let Some(principal) = self.verified.get(&digest) {
+        let remembered = self.verified.get(&digest);
+        metrics().token_cache(TokenCache::ApiKey, remembered.is_some());
+        if let Some(principal) = remembered {
             return Ok(principal);
         }
         let id = token

@@ -16,6 +16,7 @@ use super::cache::{HasTtl, OwnTtl};
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
 use crate::config::{IntrospectionAuthMethod, IntrospectionConfig};
+use crate::telemetry::metrics::{IntrospectionResult, TokenCache, metrics};
 
 /// Largest introspection response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -73,13 +74,28 @@ impl Introspector {
     ) -> Result<Arc<Principal>, AuthError> {
         let entry = self
             .cache
-            .try_get_with(digest, async {
-                let document = self.ask(token).await?;
-                Ok::<_, Unavailability>(self.judge(&document))
+            .entry(digest)
+            .or_try_insert_with(async {
+                // Run only when this call has to ask the endpoint.
+                metrics().token_cache(TokenCache::Introspection, false);
+                let document = self.ask(token).await;
+                let result = match &document {
+                    Ok(document) if document.get("active") == Some(&Value::Bool(true)) => {
+                        IntrospectionResult::Active
+                    }
+                    Ok(_) => IntrospectionResult::Inactive,
+                    Err(_) => IntrospectionResult::Error,
+                };
+                metrics().introspection_request(result);
+                Ok::<_, Unavailability>(self.judge(&document?))
             })
             .await
             .map_err(|why| AuthError::Unavailable(*why))?;
-        entry.answer.map_err(AuthError::InvalidToken)
+        // Not fresh: answered from the cache, or by a concurrent lookup of the same token.
+        if !entry.is_fresh() {
+            metrics().token_cache(TokenCache::Introspection, true);
+        }
+        entry.into_value().answer.map_err(AuthError::InvalidToken)
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, Unavailability> {

@@ -20,6 +20,7 @@ use url::Url;
 
 use super::keys::{ASYMMETRIC_ALGORITHMS, KeySet};
 use crate::config::JwksProviderConfig;
+use crate::telemetry::metrics::metrics;
 
 /// Largest JWKS document read; real ones are a few KiB.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -161,6 +162,30 @@ impl Provider {
         self.keys().map_or(0, |snapshot| snapshot.keys.len())
     }
 
+    /// Time since the last successful fetch (`None` for a fixed set or before the first).
+    pub fn key_age(&self) -> Option<Duration> {
+        self.current.load().fetched_at.map(|at| at.elapsed())
+    }
+
+    /// Why this provider cannot verify tokens now (`None`: it can): a remote set never
+    /// fetched, stale beyond `max_stale`, or without a usable key.
+    pub fn unready_reason(&self) -> Option<String> {
+        let remote = self.remote.as_ref()?;
+        let label = &self.label;
+        match self.key_age() {
+            None => Some(format!("{label}: JWKS not fetched yet")),
+            Some(age) if age > remote.max_stale => Some(format!(
+                "{label}: JWKS stale (last fetched {} ago, max_stale {})",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(remote.max_stale)
+            )),
+            Some(_) if self.key_count() == 0 => {
+                Some(format!("{label}: JWKS holds no usable signing key"))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Fetches the remote JWKS and publishes it; returns the `Cache-Control: max-age`
     /// it was served with. A no-op for a symmetric provider.
     pub async fn fetch(&self, client: &reqwest::Client) -> Result<Option<Duration>, FetchError> {
@@ -172,6 +197,16 @@ impl Provider {
     }
 
     async fn fetch_locked(
+        &self,
+        remote: &RemoteSource,
+        client: &reqwest::Client,
+    ) -> Result<Option<Duration>, FetchError> {
+        let result = self.download_and_publish(remote, client).await;
+        metrics().jwks_fetch(&self.label, result.is_ok());
+        result
+    }
+
+    async fn download_and_publish(
         &self,
         remote: &RemoteSource,
         client: &reqwest::Client,
@@ -229,12 +264,15 @@ impl Provider {
     /// `refresh_interval` (sooner if `Cache-Control: max-age` says so, never more often
     /// than `min_refetch_interval`); after a failure, retries with backoff and keeps
     /// the previous keys. `first_delay` is zero when the start-up fetch failed.
+    /// While refreshed, the provider's keys are exported as metrics: the providers of
+    /// the gateway in service are the ones refreshed.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         client: reqwest::Client,
         first_delay: Duration,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let remote = self.remote.as_ref()?;
+        metrics().track_jwks(self);
         let (interval, floor) = (remote.refresh_interval, remote.min_refetch_interval);
         let provider = Arc::clone(self);
         Some(tokio::spawn(async move {

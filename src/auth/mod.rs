@@ -23,6 +23,7 @@ pub use principal::{AuthMethod, Principal, Scopes};
 
 use crate::config::ValidationMode;
 use crate::config::{Config, ConfigError};
+use crate::telemetry::metrics::{TokenCache, metrics};
 use api_keys::ApiKeyStore;
 use cache::VerifiedTokens;
 use introspection::Introspector;
@@ -158,6 +159,23 @@ impl Authenticator {
             .collect()
     }
 
+    /// Whether tokens can be verified: not while a remote JWKS provider has no usable
+    /// keys (never fetched, stale beyond `max_stale`, or empty). The error names every
+    /// such provider.
+    pub fn readiness(&self) -> Result<(), String> {
+        let problems: Vec<String> = self
+            .jwt
+            .iter()
+            .flat_map(|jwt| jwt.providers())
+            .filter_map(|provider| provider.unready_reason())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     /// Verifies a bearer token by what it is: an API key (by prefix, never by shape),
     /// a JWS (verified locally unless `validation: introspection`), else an opaque
     /// token for introspection when configured; anything else is refused.
@@ -173,7 +191,9 @@ impl Authenticator {
             && self.validation != ValidationMode::Introspection
             && JwtVerifier::looks_like_jws(token)
         {
-            let principal = match self.verified.get(&digest) {
+            let remembered = self.verified.get(&digest);
+            metrics().token_cache(TokenCache::Verified, remembered.is_some());
+            let principal = match remembered {
                 Some(remembered) => remembered?,
                 None => {
                     let (principal, provider) = jwt.verify(token, SystemTime::now()).await?;

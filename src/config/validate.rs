@@ -41,7 +41,11 @@ fn validate_operations(config: &Config) -> Result<(), ConfigError> {
             "set either audit.path or audit.stdout, not both",
         ));
     }
-    if audit.path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+    if audit
+        .path
+        .as_ref()
+        .is_some_and(|path| path.as_os_str().is_empty())
+    {
         return Err(ConfigError::invalid("audit.path", "must not be empty"));
     }
     if audit.queue_capacity == 0 {

@@ -2,6 +2,7 @@
 //! authenticated (POST, GET for the SSE stream, DELETE).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -11,6 +12,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::observe::Observation;
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
@@ -18,6 +20,7 @@ use crate::mcp::filter::ListFilter;
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::{envelope, sse};
 use crate::policy::Target;
+use crate::telemetry::metrics::metrics;
 use crate::upstream::UpstreamError;
 
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
@@ -26,25 +29,49 @@ const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
-    let principal = match authenticate(&gateway, &parts.headers, parts.uri.query()).await {
-        Ok(principal) => principal,
-        Err(error) => return gateway.challenge.auth_failure(&error),
-    };
+    let mut observation = Observation::start(&state, &parts.method, &parts.headers);
+    let response = respond(gateway, &mut observation, parts, body).await;
+    observation.finish(&state, response).await
+}
+
+async fn respond(
+    gateway: Arc<Gateway>,
+    observation: &mut Observation,
+    parts: http::request::Parts,
+    body: Body,
+) -> Response {
+    let principal =
+        match authenticate(&gateway, &parts.headers, parts.uri.query(), observation).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                observation.auth_failed(&error);
+                return gateway.challenge.auth_failure(&error);
+            }
+        };
     match parts.method {
-        Method::POST => post(gateway, principal, &parts.headers, body).await,
+        Method::POST => post(gateway, principal, &parts.headers, body, observation).await,
         Method::GET | Method::DELETE => {
             // A stream or a session end carries no message: the every-request level.
-            if let Some(refusal) = refusal(&gateway, principal.as_deref(), &[Target::CONNECTION]) {
+            if let Some(refusal) = refusal(
+                &gateway,
+                principal.as_deref(),
+                &[Target::CONNECTION],
+                observation,
+            ) {
                 return refusal;
             }
             let filter = principal
                 .as_ref()
                 .filter(|_| parts.method == Method::GET)
                 .and_then(|principal| ListFilter::for_stream(&gateway, principal));
-            match gateway
-                .upstream
-                .forward(parts.method, &parts.headers, Bytes::new())
-                .await
+            match forward(
+                &gateway,
+                parts.method,
+                &parts.headers,
+                Bytes::new(),
+                observation,
+            )
+            .await
             {
                 Ok(response) => match filter {
                     Some(filter) => filtered(response, filter).await,
@@ -54,6 +81,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             }
         }
         _ => {
+            observation.refused("method not allowed");
             let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
             response
                 .headers_mut()
@@ -70,17 +98,23 @@ async fn post(
     principal: Option<Arc<Principal>>,
     headers: &http::HeaderMap,
     body: Body,
+    observation: &mut Observation,
 ) -> Response {
     if let Err(problem) = mcp_headers::check_media(headers) {
+        let description = problem.to_string();
+        observation.refused(description.clone());
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            &problem.to_string(),
+            &description,
         );
     }
     let body = match read_body(&gateway, headers, body).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            observation.refused("request body too large");
+            return response;
+        }
     };
     let envelope = match envelope::parse(&body, mcp_headers::protocol_version(headers))
         .and_then(|envelope| mcp_headers::check_mirrored(headers, &envelope).map(|()| envelope))
@@ -88,21 +122,24 @@ async fn post(
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::info!(code = error.code, "request refused: {error}");
+            observation.refused(error.to_string());
             return json_response(StatusCode::BAD_REQUEST, &error.to_response());
         }
     };
-    if let Some(refusal) = refusal(&gateway, principal.as_deref(), &envelope.targets()) {
+    observation.messages(&envelope);
+    if let Some(refusal) = refusal(
+        &gateway,
+        principal.as_deref(),
+        &envelope.targets(),
+        observation,
+    ) {
         return refusal;
     }
     let filter = principal
         .as_ref()
         .and_then(|principal| ListFilter::for_request(&gateway, principal, &envelope));
     let forwarded = Bytes::from(envelope.to_bytes());
-    match gateway
-        .upstream
-        .forward(Method::POST, headers, forwarded)
-        .await
-    {
+    match forward(&gateway, Method::POST, headers, forwarded, observation).await {
         Ok(response) => match filter {
             Some(filter) => filtered(response, filter).await,
             None => response,
@@ -111,22 +148,43 @@ async fn post(
     }
 }
 
+/// Sends the request upstream, timing the wait for its response head.
+async fn forward(
+    gateway: &Gateway,
+    method: Method,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    observation: &mut Observation,
+) -> Result<Response, UpstreamError> {
+    let sent = Instant::now();
+    let result = gateway
+        .upstream
+        .forward(method, headers, observation.upstream_headers(), body)
+        .await;
+    observation.forwarded(sent.elapsed());
+    result
+}
+
 /// Authentication. `Ok(None)` when no credential source is configured.
 async fn authenticate(
     gateway: &Gateway,
     headers: &http::HeaderMap,
     query: Option<&str>,
+    observation: &mut Observation,
 ) -> Result<Option<Arc<Principal>>, AuthError> {
     let Some(auth) = &gateway.auth else {
+        observation.auth_disabled();
         return Ok(None);
     };
     let credential = bearer::extract(headers, query)?;
     let Credential::Bearer(token) = credential else {
         return Err(AuthError::Missing);
     };
+    observation.token(token);
     let principal = auth.authenticate(token).await.inspect_err(|error| {
         tracing::info!(reason = error.reason(), "request refused: {error}");
     })?;
+    observation.authenticated(&principal);
     Ok(Some(principal))
 }
 
@@ -135,6 +193,7 @@ fn refusal(
     gateway: &Gateway,
     principal: Option<&Principal>,
     targets: &[Target<'_>],
+    observation: &mut Observation,
 ) -> Option<Response> {
     let principal = principal?;
     let denial = gateway
@@ -150,6 +209,7 @@ fn refusal(
         "request refused: {}",
         denial.description
     );
+    observation.refused(denial.description.clone());
     Some(gateway.challenge.insufficient_scope(&denial))
 }
 
@@ -226,6 +286,10 @@ fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
         UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
     tracing::warn!(status = status.as_u16(), "{}", error.detail());
+    metrics().upstream_error(match error {
+        UpstreamError::Unreachable(_) => "unreachable",
+        UpstreamError::Timeout(_) => "timeout",
+    });
     let message = error.to_string();
     let body = match id {
         Some(id) => json!({

@@ -1,9 +1,12 @@
 //! The HTTP front: the MCP endpoint, RFC 9728 metadata, and serving with graceful
 //! shutdown.
 
+pub mod admin;
 pub mod challenge;
 pub mod mcp;
 pub mod metadata;
+pub mod observe;
+pub mod stream;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -14,19 +17,35 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use http::StatusCode;
+use tokio::sync::watch;
 
+use crate::audit::AuditLog;
 use crate::gateway::Gateway;
+use crate::telemetry::traces::Traces;
 
-/// Shared by every handler: the current gateway, swapped whole on reload.
+/// Shared by every handler: the current gateway (swapped whole on reload) and what
+/// outlives a reload: the audit log, the tracer, and the shutdown signal.
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<ArcSwap<Gateway>>,
+    pub audit: AuditLog,
+    pub traces: Traces,
+    /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
-    pub fn new(gateway: Gateway) -> Self {
+    pub fn new(
+        gateway: Gateway,
+        audit: AuditLog,
+        traces: Traces,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
+            audit,
+            traces,
+            shutdown,
         }
     }
 }
@@ -55,53 +74,30 @@ async fn not_found() -> Response {
     mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
-/// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests
-/// finish for up to `grace`. Open SSE streams never finish on their own, so past the
-/// grace period they are cut rather than holding the process forever.
+/// Serves until shutdown begins (`state.shutdown`), then stops accepting and lets
+/// in-flight requests finish for up to `grace`. Open SSE streams end at once (see
+/// `stream`), so a drained server returns well before the grace period; what is still
+/// running when it is over is cut.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = state.shutdown.clone();
     let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
+        .with_graceful_shutdown(stream::shutdown_begun(shutdown.clone()))
         .into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result,
-        () = shutdown_signal() => {}
+        () = stream::shutdown_begun(shutdown) => {}
     }
     tracing::info!(grace = %humantime::format_duration(grace), "shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result,
         Err(_) => {
             tracing::warn!("grace period over: closing the connections still open");
             Ok(())
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
 }

@@ -1,46 +1,800 @@
 //! Prometheus metrics, process-wide so that counters survive config reloads.
-//! (Stub: the recording methods are filled in with the admin endpoints.)
+//!
+//! Every label value is chosen from a fixed set here (or comes from the config, like a
+//! JWKS provider's key): raw client input never becomes a label, so whatever clients
+//! send, the number of series stays bounded. Label sets are `&'static str`s, so
+//! counting a request allocates nothing once its series exists.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::audit::Record;
+use crate::auth::jwks::Provider;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4,
+/// which every Prometheus-compatible scraper reads).
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// MCP methods that get a label value of their own; `notifications/*` and `tasks/*`
+/// are one value each, anything else is `other`.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "batch",
+];
+
+/// HTTP methods that get a label value of their own (extension methods are `other`).
+const KNOWN_HTTP_METHODS: &[&str] = &["POST", "GET", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"];
+
+/// The authentication failure codes of `auth::error`; anything else is `other`.
+const AUTH_REASONS: &[&str] = &[
+    "missing",
+    "duplicate_authorization",
+    "token_in_query",
+    "malformed_header",
+    "header_too_large",
+    "malformed",
+    "bad_algorithm",
+    "unknown_kid",
+    "bad_signature",
+    "bad_header",
+    "bad_type",
+    "expired",
+    "not_yet_valid",
+    "bad_issuer",
+    "bad_audience",
+    "bad_claims",
+    "inactive",
+    "unknown_api_key",
+    "bad_api_key",
+    "rate_limited",
+    "keys_unavailable",
+    "introspection_unavailable",
+];
+
+/// Gateway overhead: from 50 µs (a cached token, a small body) to seconds.
+const OVERHEAD_BUCKETS: [f64; 15] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+/// Upstream response head: from a millisecond to the default one-minute timeout.
+const UPSTREAM_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Sessions are forgotten after this long without being seen, so sessions that end
+/// without a DELETE (most do) cannot keep the gauge growing.
+const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+const MAX_TRACKED_SESSIONS: u64 = 100_000;
+
+/// Which token cache a lookup went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCache {
+    Verified,
+    Introspection,
+    ApiKey,
+}
+
+impl TokenCache {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Introspection => "introspection",
+            Self::ApiKey => "api_key",
+        }
+    }
+}
+
+/// What the introspection endpoint answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntrospectionResult {
+    Active,
+    Inactive,
+    /// No usable answer: unreachable, timed out, an error status or not JSON.
+    Error,
+}
+
+impl IntrospectionResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    http_method: &'static str,
+    method: &'static str,
+    decision: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+/// A config key (`auth.oauth.jwks[0]`): bounded by the config, not by clients.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResultLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
 
 /// Every metric mcpgate exports.
-pub struct Metrics {}
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
+    request_overhead: Histogram,
+    upstream_duration: Histogram,
+    upstream_errors: Family<KindLabel, Counter>,
+    jwks_fetches: Family<ProviderResultLabels, Counter>,
+    jwks: Arc<JwksCollector>,
+    token_cache: Family<CacheLabels, Counter>,
+    introspection_requests: Family<ResultLabel, Counter>,
+    open_streams: Gauge,
+    open_sessions: Gauge,
+    sessions: moka::sync::Cache<String, ()>,
+    config_reloads: Family<ResultLabel, Counter>,
+    last_reload_success: Gauge<f64, AtomicU64>,
+    audit_records: Counter,
+    audit_write_errors: Counter,
+}
 
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
-    static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metrics {});
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
 }
 
 impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcpgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests to the MCP endpoint by HTTP method, MCP method, decision and status",
+            requests.clone(),
+        );
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests whose authentication failed, by reason code",
+            auth_failures.clone(),
+        );
+        let request_overhead = Histogram::new(OVERHEAD_BUCKETS);
+        registry.register(
+            "request_overhead_seconds",
+            "Time mcpgate itself spent on a request up to the response head (latency minus upstream wait)",
+            request_overhead.clone(),
+        );
+        let upstream_duration = Histogram::new(UPSTREAM_BUCKETS);
+        registry.register(
+            "upstream_duration_seconds",
+            "Wait for the upstream's response head",
+            upstream_duration.clone(),
+        );
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that got no answer, by kind",
+            upstream_errors.clone(),
+        );
+        let jwks_fetches = Family::<ProviderResultLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by provider and result",
+            jwks_fetches.clone(),
+        );
+        let jwks = Arc::new(JwksCollector::default());
+        registry.register_collector(Box::new(Arc::clone(&jwks)));
+        let token_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache",
+            "Token cache lookups by cache and result",
+            token_cache.clone(),
+        );
+        let introspection_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "introspection_requests",
+            "Token introspection requests by answer",
+            introspection_requests.clone(),
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "open_streams",
+            "SSE streams to clients currently open",
+            open_streams.clone(),
+        );
+        let open_sessions = Gauge::default();
+        registry.register(
+            "open_sessions",
+            "MCP sessions opened and neither closed nor idle for 30 minutes",
+            open_sessions.clone(),
+        );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
+        // Both results exist from the start, so `increase()` sees the first failure.
+        for result in ["ok", "error"] {
+            let _ = config_reloads.get_or_create(&ResultLabel { result });
+        }
+        let last_reload_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load",
+            last_reload_success.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records written",
+            audit_records.clone(),
+        );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Failures to write audit records",
+            audit_write_errors.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "mcpgate's version (always 1)", build_info);
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            request_overhead,
+            upstream_duration,
+            upstream_errors,
+            jwks_fetches,
+            jwks,
+            token_cache,
+            introspection_requests,
+            open_streams,
+            open_sessions,
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_SESSIONS)
+                .time_to_idle(SESSION_IDLE)
+                .build(),
+            config_reloads,
+            last_reload_success,
+            audit_records,
+            audit_write_errors,
+        }
+    }
+
     /// One decided request (every audit record passes through here).
-    pub fn request(&self, _record: &Record) {}
+    pub fn request(&self, record: &Record) {
+        let labels = RequestLabels {
+            http_method: http_method_label(&record.http_method),
+            method: method_label(record.method.as_deref()),
+            decision: record.action.as_str(),
+            status: record.status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        if record.auth_result != "ok" {
+            let reason = reason_label(&record.auth_result);
+            self.auth_failures
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
+        let upstream_ms = record
+            .upstream_latency_ms
+            .filter(|ms| ms.is_finite() && *ms >= 0.0);
+        if let Some(ms) = upstream_ms {
+            self.upstream_duration.observe(ms / 1000.0);
+        }
+        let overhead_ms = record.latency_ms - upstream_ms.unwrap_or(0.0);
+        if overhead_ms.is_finite() {
+            self.request_overhead.observe(overhead_ms.max(0.0) / 1000.0);
+        }
+    }
 
     /// The upstream failed to answer (`unreachable`, `timeout`).
-    pub fn upstream_error(&self, _kind: &'static str) {}
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
 
     /// A config reload was tried.
-    pub fn reload(&self, _ok: bool) {}
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if ok {
+            self.config_loaded();
+        }
+    }
+
+    /// The configuration at start was loaded: sets the last-success timestamp without
+    /// counting a reload, so "seconds since the config was loaded" works from the start.
+    pub fn config_loaded(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        self.last_reload_success.set(now);
+    }
 
     /// Audit records written, and failures to write them.
-    pub fn audit_written(&self, _records: u64) {}
-    pub fn audit_write_error(&self) {}
+    pub fn audit_written(&self, records: u64) {
+        self.audit_records.inc_by(records);
+    }
+    pub fn audit_write_error(&self) {
+        self.audit_write_errors.inc();
+    }
 
     /// An SSE stream to a client opened; it counts as open until the guard drops.
     pub fn stream_opened(&self) -> StreamGuard {
-        StreamGuard {}
+        self.open_streams.inc();
+        StreamGuard {
+            open: self.open_streams.clone(),
+        }
     }
 
     /// A session was created by `initialize` (its id from the upstream's answer) or
     /// ended by DELETE.
-    pub fn session_opened(&self, _session_id: &str) {}
-    pub fn session_closed(&self, _session_id: &str) {}
+    pub fn session_opened(&self, session_id: &str) {
+        // Inserting an id already present replaces it: it still counts once.
+        self.sessions.insert(session_id.to_owned(), ());
+    }
+    pub fn session_closed(&self, session_id: &str) {
+        self.sessions.invalidate(session_id);
+    }
 
-    /// The Prometheus text exposition.
+    /// A request within a known session: keeps it from being forgotten as idle. An
+    /// unknown id is ignored (clients cannot add sessions by inventing ids).
+    pub fn session_seen(&self, session_id: &str) {
+        // The lookup itself is what refreshes the idle timer.
+        let _ = self.sessions.get(session_id);
+    }
+
+    /// A JWKS fetch by `provider` (its config key) succeeded or failed.
+    pub fn jwks_fetch(&self, provider: &str, ok: bool) {
+        let labels = ProviderResultLabels {
+            provider: provider.to_owned(),
+            result: if ok { "ok" } else { "error" },
+        };
+        self.jwks_fetches.get_or_create(&labels).inc();
+    }
+
+    /// Exports a remote JWKS provider's key count and key age while it is alive. Only
+    /// a weak reference is kept: a provider dropped by a reload disappears from the
+    /// metrics, and one replaced by a provider with the same key is shadowed by it.
+    pub fn track_jwks(&self, provider: &Arc<Provider>) {
+        self.jwks.track(provider);
+    }
+
+    /// A lookup in one of the token caches.
+    pub fn token_cache(&self, cache: TokenCache, hit: bool) {
+        let labels = CacheLabels {
+            cache: cache.as_str(),
+            result: if hit { "hit" } else { "miss" },
+        };
+        self.token_cache.get_or_create(&labels).inc();
+    }
+
+    /// An answer (or the lack of one) from the introspection endpoint.
+    pub fn introspection_request(&self, result: IntrospectionResult) {
+        let labels = ResultLabel {
+            result: result.as_str(),
+        };
+        self.introspection_requests.get_or_create(&labels).inc();
+    }
+
+    /// The Prometheus text exposition (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
-        String::new()
+        // moka applies expirations and removals lazily; settle them before counting.
+        self.sessions.run_pending_tasks();
+        let sessions = i64::try_from(self.sessions.entry_count()).unwrap_or(i64::MAX);
+        self.open_sessions.set(sessions);
+        let mut text = String::new();
+        // Writing to a String cannot fail, nor can any metric here; log rather than panic.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
     }
 }
 
 /// Keeps an SSE stream counted as open.
-pub struct StreamGuard {}
+pub struct StreamGuard {
+    open: Gauge,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// The `method` label: a known MCP method, `notifications/*`, `tasks/*`, `none` when
+/// there was no method, else `other` (so a crafted method cannot mint series).
+pub fn method_label(method: Option<&str>) -> &'static str {
+    let Some(method) = method else {
+        return "none";
+    };
+    if let Some(known) = KNOWN_METHODS.iter().find(|known| **known == method) {
+        return known;
+    }
+    if method.starts_with("notifications/") {
+        "notifications/*"
+    } else if method.starts_with("tasks/") {
+        "tasks/*"
+    } else {
+        "other"
+    }
+}
+
+fn http_method_label(method: &str) -> &'static str {
+    KNOWN_HTTP_METHODS
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+fn reason_label(reason: &str) -> &'static str {
+    AUTH_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Key count and key age of the live JWKS providers, computed at scrape time (the age
+/// grows between fetches; the count drops to 0 once the keys are stale).
+#[derive(Debug, Default)]
+struct JwksCollector {
+    providers: Mutex<Vec<Weak<Provider>>>,
+}
+
+impl JwksCollector {
+    fn track(&self, provider: &Arc<Provider>) {
+        let mut providers = self
+            .providers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        providers.retain(|tracked| tracked.strong_count() > 0);
+        providers.push(Arc::downgrade(provider));
+    }
+
+    /// The live providers, one per label, the most recently tracked first (during a
+    /// reload the old gateway's provider may still be alive beside its successor).
+    fn live(&self) -> Vec<Arc<Provider>> {
+        let providers = self
+            .providers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut live: Vec<Arc<Provider>> = Vec::new();
+        for provider in providers.iter().rev().filter_map(Weak::upgrade) {
+            if !live.iter().any(|seen| seen.label == provider.label) {
+                live.push(provider);
+            }
+        }
+        live
+    }
+}
+
+impl Collector for JwksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let live = self.live();
+        if live.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "jwks_keys",
+                "Usable signing keys per remote JWKS provider (0 before the first fetch and once stale beyond max_stale)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for provider in &live {
+                let labels = [("provider", provider.label.as_str())];
+                let keys = i64::try_from(provider.key_count()).unwrap_or(i64::MAX);
+                ConstGauge::new(keys).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "jwks_key_age_seconds",
+            "Seconds since the provider's last successful JWKS fetch (absent before the first)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for provider in &live {
+            if let Some(age) = provider.key_age() {
+                let labels = [("provider", provider.label.as_str())];
+                ConstGauge::new(age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Action;
+
+    /// The value of one exact series (`name{labels}`) in an exposition.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+            rest.parse().ok()
+        })
+    }
+
+    fn record(method: Option<&str>, action: Action, auth: &str, status: u16) -> Record {
+        let mut record = Record::new("r-1".into(), "POST", SystemTime::now());
+        record.method = method.map(str::to_owned);
+        record.action = action;
+        record.auth_result = auth.to_owned();
+        record.status = status;
+        record.latency_ms = 12.5;
+        record
+    }
+
+    #[test]
+    fn requests_move_counters_and_histograms() {
+        let metrics = Metrics::new();
+        let mut allowed = record(Some("tools/call"), Action::Allow, "ok", 200);
+        allowed.upstream_latency_ms = Some(10.0);
+        metrics.request(&allowed);
+        metrics.request(&allowed);
+        metrics.request(&record(None, Action::Deny, "expired", 401));
+        let text = metrics.encode();
+        let allow = r#"mcpgate_requests_total{http_method="POST",method="tools/call",decision="allow",status="200"}"#;
+        let deny = r#"mcpgate_requests_total{http_method="POST",method="none",decision="deny",status="401"}"#;
+        assert_eq!(value(&text, allow), Some(2.0), "{text}");
+        assert_eq!(value(&text, deny), Some(1.0));
+        assert_eq!(
+            value(&text, r#"mcpgate_auth_failures_total{reason="expired"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "mcpgate_request_overhead_seconds_count"),
+            Some(3.0)
+        );
+        // 12.5 ms in total, 10 of them upstream: 2.5 ms each for the allowed two.
+        let sum = value(&text, "mcpgate_request_overhead_seconds_sum").unwrap();
+        assert!((sum - (0.0025 * 2.0 + 0.0125)).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            value(&text, "mcpgate_upstream_duration_seconds_count"),
+            Some(2.0)
+        );
+        let build = format!(
+            r#"mcpgate_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&text, &build), Some(1.0));
+    }
+
+    #[test]
+    fn other_counters_move() {
+        let metrics = Metrics::new();
+        metrics.upstream_error("timeout");
+        metrics.reload(true);
+        metrics.reload(false);
+        metrics.reload(false);
+        metrics.audit_written(3);
+        metrics.audit_write_error();
+        metrics.token_cache(TokenCache::ApiKey, true);
+        metrics.token_cache(TokenCache::Verified, false);
+        metrics.introspection_request(IntrospectionResult::Inactive);
+        metrics.jwks_fetch("auth.oauth.jwks[0]", true);
+        let text = metrics.encode();
+        for (series, expected) in [
+            (r#"mcpgate_upstream_errors_total{kind="timeout"}"#, 1.0),
+            (r#"mcpgate_config_reloads_total{result="ok"}"#, 1.0),
+            (r#"mcpgate_config_reloads_total{result="error"}"#, 2.0),
+            ("mcpgate_audit_records_total", 3.0),
+            ("mcpgate_audit_write_errors_total", 1.0),
+            (
+                r#"mcpgate_token_cache_total{cache="api_key",result="hit"}"#,
+                1.0,
+            ),
+            (
+                r#"mcpgate_token_cache_total{cache="verified",result="miss"}"#,
+                1.0,
+            ),
+            (
+                r#"mcpgate_introspection_requests_total{result="inactive"}"#,
+                1.0,
+            ),
+            (
+                r#"mcpgate_jwks_fetches_total{provider="auth.oauth.jwks[0]",result="ok"}"#,
+                1.0,
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+        }
+        let reloaded = value(
+            &text,
+            "mcpgate_config_last_reload_success_timestamp_seconds",
+        );
+        assert!(reloaded.is_some_and(|at| at > 1.7e9), "{text}");
+    }
+
+    #[test]
+    fn crafted_methods_and_reasons_map_to_bounded_labels() {
+        let long = "x".repeat(1000);
+        for crafted in [
+            "tools/call\n",
+            "Tools/Call",
+            "tools/call ",
+            long.as_str(),
+            "",
+        ] {
+            assert_eq!(method_label(Some(crafted)), "other", "{crafted:?}");
+        }
+        assert_eq!(method_label(None), "none");
+        assert_eq!(method_label(Some("tools/call")), "tools/call");
+        assert_eq!(method_label(Some("batch")), "batch");
+        assert_eq!(
+            method_label(Some("notifications/initialized")),
+            "notifications/*"
+        );
+        assert_eq!(method_label(Some("tasks/get")), "tasks/*");
+        assert_eq!(http_method_label("BREW"), "other");
+        assert_eq!(reason_label("expired"), "expired");
+        assert_eq!(reason_label("evil\"} 1\n"), "other");
+
+        let metrics = Metrics::new();
+        let mut crafted = record(Some(&long), Action::Deny, &long, 400);
+        crafted.http_method = long.clone();
+        metrics.request(&crafted);
+        let text = metrics.encode();
+        assert!(!text.contains(&long));
+        let series = r#"mcpgate_requests_total{http_method="other",method="other",decision="deny",status="400"}"#;
+        assert_eq!(value(&text, series), Some(1.0), "{text}");
+        assert_eq!(
+            value(&text, r#"mcpgate_auth_failures_total{reason="other"}"#),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn every_auth_failure_code_has_its_own_label() {
+        use crate::auth::{AuthError, RequestProblem, TokenProblem, Unavailability};
+        let errors = [
+            AuthError::Missing,
+            AuthError::TooManyAttempts,
+            AuthError::InvalidRequest(RequestProblem::DuplicateAuthorization),
+            AuthError::InvalidRequest(RequestProblem::TokenInQuery),
+            AuthError::InvalidRequest(RequestProblem::MalformedHeader),
+            AuthError::InvalidRequest(RequestProblem::HeaderTooLarge),
+            AuthError::Unavailable(Unavailability::KeysUnavailable),
+            AuthError::Unavailable(Unavailability::IntrospectionUnavailable),
+            TokenProblem::Malformed.into(),
+            TokenProblem::BadAlgorithm.into(),
+            TokenProblem::UnknownKid.into(),
+            TokenProblem::BadSignature.into(),
+            TokenProblem::BadHeader.into(),
+            TokenProblem::BadType.into(),
+            TokenProblem::Expired.into(),
+            TokenProblem::NotYetValid.into(),
+            TokenProblem::BadIssuer.into(),
+            TokenProblem::BadAudience.into(),
+            TokenProblem::BadClaims.into(),
+            TokenProblem::Inactive.into(),
+            TokenProblem::UnknownApiKey.into(),
+            TokenProblem::BadApiKey.into(),
+        ];
+        for error in errors {
+            assert_eq!(reason_label(error.reason()), error.reason());
+        }
+    }
+
+    #[test]
+    fn sessions_count_distinct_ids_until_closed() {
+        let metrics = Metrics::new();
+        let open = |metrics: &Metrics| value(&metrics.encode(), "mcpgate_open_sessions");
+        assert_eq!(open(&metrics), Some(0.0));
+        metrics.session_opened("a");
+        metrics.session_opened("a");
+        metrics.session_opened("b");
+        metrics.session_seen("never-opened");
+        assert_eq!(open(&metrics), Some(2.0));
+        metrics.session_closed("a");
+        metrics.session_closed("unknown");
+        assert_eq!(open(&metrics), Some(1.0));
+        metrics.session_closed("b");
+        assert_eq!(open(&metrics), Some(0.0));
+    }
+
+    #[test]
+    fn streams_count_until_their_guard_drops() {
+        let metrics = Metrics::new();
+        let first = metrics.stream_opened();
+        let second = metrics.stream_opened();
+        assert_eq!(value(&metrics.encode(), "mcpgate_open_streams"), Some(2.0));
+        drop(first);
+        assert_eq!(value(&metrics.encode(), "mcpgate_open_streams"), Some(1.0));
+        drop(second);
+        assert_eq!(value(&metrics.encode(), "mcpgate_open_streams"), Some(0.0));
+    }
+
+    #[test]
+    fn jwks_gauges_follow_live_providers_one_per_label() {
+        let config: crate::config::JwksProviderConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/jwks"})).unwrap();
+        let provider = |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config));
+        let metrics = Metrics::new();
+        assert!(!metrics.encode().contains("mcpgate_jwks_keys"));
+        let old = provider("auth.oauth.jwks[0]");
+        let new = provider("auth.oauth.jwks[0]");
+        let other = provider("auth.oauth.jwks[1]");
+        metrics.track_jwks(&old);
+        metrics.track_jwks(&new);
+        metrics.track_jwks(&other);
+        let text = metrics.encode();
+        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 2, "{text}");
+        assert_eq!(
+            value(&text, r#"mcpgate_jwks_keys{provider="auth.oauth.jwks[0]"}"#),
+            Some(0.0)
+        );
+        // Never fetched: no age to report.
+        assert!(!text.contains("mcpgate_jwks_key_age_seconds{"));
+        drop((old, new));
+        let text = metrics.encode();
+        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 1, "{text}");
+        assert!(text.contains(r#"provider="auth.oauth.jwks[1]""#));
+    }
+}

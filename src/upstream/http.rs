@@ -90,18 +90,22 @@ impl HttpUpstream {
     }
 
     /// Sends one request upstream and returns its response with the body still streaming.
+    /// `own_headers` are mcpgate's (request id, trace context): they replace any the
+    /// client sent under the same names.
     pub async fn forward(
         &self,
         method: Method,
         client_headers: &HeaderMap,
+        own_headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
         let mut headers = HeaderMap::new();
         for (name, value) in client_headers {
-            if is_forwarded(name) {
+            if is_forwarded(name) && !own_headers.contains_key(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
+        headers.extend(own_headers);
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }

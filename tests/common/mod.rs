@@ -424,10 +424,12 @@ pub struct Gateway {
     pub mcp: String,
     child: Child,
     dir: tempfile::TempDir,
+    port: u16,
 }
 
 impl Gateway {
-    /// Starts `mcpgate serve` with `config` (YAML; `{port}` is replaced by a free port).
+    /// Starts `mcpgate serve` with `config` (YAML; `{port}` is replaced by a free port,
+    /// `{dir}` by the gateway's own temporary directory).
     pub async fn start(config: &str) -> Self {
         Self::start_with_env(config, &[]).await
     }
@@ -436,7 +438,10 @@ impl Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcpgate.yaml");
-        std::fs::write(&path, config.replace("{port}", &port.to_string())).unwrap();
+        let config = config
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(bin())
             .args(["serve", "--config"])
@@ -452,6 +457,7 @@ impl Gateway {
             mcp: format!("http://127.0.0.1:{port}/mcp"),
             child,
             dir,
+            port,
         };
         gateway.wait_ready().await;
         gateway
@@ -470,11 +476,50 @@ impl Gateway {
 
     /// Sends SIGTERM to the gateway.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, `INT`) to the gateway.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The gateway's temporary directory (its config file, its stderr log, and any
+    /// file a config put under `{dir}`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file (same placeholders as `start`); send `HUP` to apply.
+    pub fn rewrite_config(&self, config: &str) {
+        let config = config
+            .replace("{port}", &self.port.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string());
+        let path = self.dir.path().join("mcpgate.yaml");
+        let staged = self.dir.path().join("mcpgate.yaml.new");
+        std::fs::write(&staged, config).unwrap();
+        // Renamed into place so a reload never reads a half-written file.
+        std::fs::rename(staged, path).unwrap();
+    }
+
+    /// Waits up to 15 s for `needle` to appear in the gateway's stderr.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..300 {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// How many times `needle` appears in the gateway's stderr.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
     }
 
     /// Waits up to `limit` for the process to exit; its exit code, or `None` if it is still running.

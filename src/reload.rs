@@ -1,0 +1,202 @@
+//! Hot reload (SIGHUP): the file is read, validated and built into a new `Gateway`
+//! beside the running one, then swapped in atomically. Requests already running keep
+//! the gateway they started with; a file that does not load changes nothing.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config, ConfigError};
+use crate::gateway::Gateway;
+use crate::server::AppState;
+use crate::telemetry::metrics::metrics;
+
+/// Settings bound at start (listening sockets, routes, the tracer): a reload that
+/// changes them keeps the running values and says a restart is needed.
+const RESTART_REQUIRED: &[&str] = &[
+    "server.listen",
+    "server.public_url",
+    "server.metadata_path",
+    "server.admin_listen",
+    "telemetry",
+];
+
+/// Owns what a gateway runs in the background (JWKS refreshers) and replaces the
+/// gateway on reload.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    state: AppState,
+    client: reqwest::Client,
+    refreshers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Reloader {
+    /// `path` is the file to read again; `None` (the demo) has nothing to reload.
+    /// Starts the current gateway's refreshers.
+    pub fn new(path: Option<PathBuf>, state: AppState, client: reqwest::Client) -> Self {
+        let reloader = Self {
+            path,
+            state,
+            client,
+            refreshers: Mutex::new(Vec::new()),
+        };
+        let gateway = reloader.state.gateway.load_full();
+        reloader.replace_refreshers(&gateway);
+        reloader
+    }
+
+    /// SIGHUP: reopens the audit file (logrotate) and reloads the configuration.
+    pub async fn on_hangup(&self) {
+        self.state.audit.reopen();
+        let Some(path) = &self.path else {
+            tracing::info!("SIGHUP: audit log reopened; there is no config file to reload");
+            return;
+        };
+        match self.reload(path).await {
+            Ok(()) => metrics().reload(true),
+            Err(error) => {
+                metrics().reload(false);
+                tracing::error!("config reload failed, the running config stays in force: {error}");
+            }
+        }
+    }
+
+    async fn reload(&self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let mut config = config::load(path)?;
+        let current = self.state.gateway.load_full();
+        for key in keep_restart_required(&current.config, &mut config) {
+            tracing::warn!(
+                key,
+                "config reload: {key} changed, which needs a restart; the running value is kept \
+                 and the rest of the change applies"
+            );
+        }
+        let gateway = Gateway::build(config, &self.client).await?;
+        self.state.audit.reconfigure(&gateway.config.audit)?;
+        warn_about_auth_change(&current, &gateway);
+        self.replace_refreshers(&gateway);
+        self.state.gateway.store(std::sync::Arc::new(gateway));
+        tracing::info!(path = %path.display(), "config reloaded");
+        Ok(())
+    }
+
+    fn replace_refreshers(&self, gateway: &Gateway) {
+        let fresh = gateway
+            .auth
+            .as_ref()
+            .map(|auth| auth.spawn_refreshers(&self.client))
+            .unwrap_or_default();
+        let old = match self.refreshers.lock() {
+            Ok(mut refreshers) => std::mem::replace(&mut *refreshers, fresh),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+        };
+        for refresher in old {
+            refresher.abort();
+        }
+    }
+
+    /// Stops the background tasks (at shutdown).
+    pub fn stop(&self) {
+        let old = match self.refreshers.lock() {
+            Ok(mut refreshers) => std::mem::take(&mut *refreshers),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for refresher in old {
+            refresher.abort();
+        }
+    }
+}
+
+/// Copies the running values of restart-only settings into `new`, returning the keys
+/// that differed.
+pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let (old, fresh) = (&running.server, &mut new.server);
+    if old.listen != fresh.listen {
+        fresh.listen = old.listen;
+        changed.push(RESTART_REQUIRED[0]);
+    }
+    if old.public_url != fresh.public_url {
+        fresh.public_url.clone_from(&old.public_url);
+        changed.push(RESTART_REQUIRED[1]);
+    }
+    if old.metadata_path != fresh.metadata_path {
+        fresh.metadata_path.clone_from(&old.metadata_path);
+        changed.push(RESTART_REQUIRED[2]);
+    }
+    if old.admin_listen != fresh.admin_listen {
+        fresh.admin_listen = old.admin_listen;
+        changed.push(RESTART_REQUIRED[3]);
+    }
+    if running.telemetry != new.telemetry {
+        new.telemetry.clone_from(&running.telemetry);
+        changed.push(RESTART_REQUIRED[4]);
+    }
+    changed
+}
+
+/// Says what a reload did to authentication, loudly when it turned it off.
+fn warn_about_auth_change(old: &Gateway, new: &Gateway) {
+    let (was_oauth, is_oauth) = (old.config.auth.oauth.enabled, new.config.auth.oauth.enabled);
+    if new.auth.is_none() && old.auth.is_some() {
+        tracing::warn!(
+            "config reload turned AUTHENTICATION OFF: requests are now proxied without credentials"
+        );
+    } else if was_oauth && !is_oauth {
+        tracing::warn!(
+            "config reload disabled OAuth: bearer tokens are refused, only API keys are accepted, \
+             and the metadata document answers 404"
+        );
+    } else if !was_oauth && is_oauth {
+        tracing::info!("config reload enabled OAuth: the metadata document is served again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Config {
+        config::load_from_str(yaml).expect("test config parses")
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let running = parse(
+            "server: { listen: 127.0.0.1:5025, public_url: https://a.example/mcp }\n\
+             scopes: { initialize: [a] }\n",
+        );
+        let mut new = parse(
+            "server: { listen: 127.0.0.1:6000, public_url: https://b.example/mcp, admin_listen: 127.0.0.1:9090 }\n\
+             scopes: { initialize: [b] }\n\
+             telemetry: { traces: { enabled: true } }\n",
+        );
+        let changed = keep_restart_required(&running, &mut new);
+        assert_eq!(
+            changed,
+            vec![
+                "server.listen",
+                "server.public_url",
+                "server.admin_listen",
+                "telemetry"
+            ]
+        );
+        assert_eq!(new.server.listen, running.server.listen);
+        assert_eq!(new.server.public_url, running.server.public_url);
+        assert_eq!(new.server.admin_listen, None);
+        assert!(!new.telemetry.traces.enabled);
+        // The rest of the change still applies.
+        assert_eq!(
+            new.scopes.initialize.scopes().collect::<Vec<_>>(),
+            vec!["b"]
+        );
+    }
+
+    #[test]
+    fn unchanged_settings_are_not_reported() {
+        let running = parse("server: { listen: 127.0.0.1:5025 }\n");
+        let mut new = parse("server: { listen: 127.0.0.1:5025 }\nlog: { level: debug }\n");
+        assert!(keep_restart_required(&running, &mut new).is_empty());
+    }
+}

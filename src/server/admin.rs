@@ -1,0 +1,100 @@
+//! The admin listener: `/healthz` (the process answers), `/readyz` (it can serve:
+//! signing keys usable and the upstream reachable) and `/metrics`. Served on its own
+//! address (`server.admin_listen`), apart from the MCP endpoint, so that probes and
+//! scrapes need no token and are never exposed where clients connect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use serde_json::json;
+use url::{Host, Url};
+
+use crate::gateway::Gateway;
+use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
+
+/// How long `/readyz` waits for a TCP connection to the upstream.
+const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The admin routes. The gateway is read at each request, so readiness follows reloads.
+pub fn router(gateway: Arc<ArcSwap<Gateway>>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(gateway)
+}
+
+/// Serves the admin routes until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<ArcSwap<Gateway>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(gateway): State<Arc<ArcSwap<Gateway>>>) -> Response {
+    let gateway = gateway.load_full();
+    let mut reasons = Vec::new();
+    if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
+        reasons.push(reason);
+    }
+    match &gateway.config.upstream {
+        Some(upstream) => {
+            if let Err(reason) = probe_upstream(&upstream.url).await {
+                reasons.push(reason);
+            }
+        }
+        // `Gateway::build` refuses a config without one; kept total rather than assumed.
+        None => reasons.push("no upstream configured".to_owned()),
+    }
+    if reasons.is_empty() {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = json!({"status": "not_ready", "reasons": reasons});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// A TCP connection to the upstream's host and port: cheap, and says nothing to the
+/// MCP server itself (no session, no request in its logs). Names the upstream by
+/// host and port only: its URL may carry credentials.
+async fn probe_upstream(url: &Url) -> Result<(), String> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let (host, target) = match url.host() {
+        Some(Host::Domain(domain)) => (domain.to_owned(), format!("{domain}:{port}")),
+        Some(Host::Ipv4(ip)) => (ip.to_string(), format!("{ip}:{port}")),
+        Some(Host::Ipv6(ip)) => (ip.to_string(), format!("[{ip}]:{port}")),
+        None => return Err("upstream URL has no host".to_owned()),
+    };
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(UPSTREAM_PROBE_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("upstream {target} unreachable: {error}")),
+        Err(_) => Err(format!(
+            "upstream {target} unreachable: no connection within {}",
+            humantime::format_duration(UPSTREAM_PROBE_TIMEOUT)
+        )),
+    }
+}
+
+async fn metrics_text() -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics().encode()).into_response()
+}
+
+async fn not_found() -> Response {
+    super::mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}

@@ -1,0 +1,254 @@
+//! What one request leaves behind: its audit record, its metrics and its trace span,
+//! all built from the same facts so the three never disagree.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use super::AppState;
+use super::stream::tracked;
+use crate::audit::{Action, BatchEntry, Record};
+use crate::auth::{AuthError, Principal};
+use crate::mcp::envelope::Envelope;
+use crate::policy::Item;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces::RequestSpan;
+
+/// `Mcp-Session-Id` as sent and answered.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// Longest session id copied into a record: it comes from the client.
+const MAX_SESSION_ID: usize = 256;
+/// Longest item name copied into a record (names are already bounded by the envelope
+/// check; this keeps a record small whatever that bound becomes).
+const MAX_NAME: usize = 4096;
+/// The header carrying mcpgate's request id, to the client and to the upstream.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// One request being observed, from arrival to its response head.
+pub struct Observation {
+    record: Record,
+    span: RequestSpan,
+    started: Instant,
+    forwarded: bool,
+    initialize: bool,
+}
+
+impl Observation {
+    pub fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
+        let mut record = Record::new(new_request_id(), method.as_str(), SystemTime::now());
+        record.session_id = headers
+            .get(SESSION_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(|id| truncate(id, MAX_SESSION_ID));
+        Self {
+            record,
+            span: state.traces.start(headers),
+            started: Instant::now(),
+            forwarded: false,
+            initialize: false,
+        }
+    }
+
+    /// Headers the upstream request carries for this request: its id and the trace context.
+    pub fn upstream_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&self.record.request_id) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        self.span.inject(&mut headers);
+        headers
+    }
+
+    /// The bearer token presented, whatever came of it.
+    pub fn token(&mut self, token: &str) {
+        let digest = crate::auth::cache::digest(token);
+        self.record.token_fingerprint = Some(Record::fingerprint(&digest));
+    }
+
+    pub fn auth_disabled(&mut self) {
+        "disabled".clone_into(&mut self.record.auth_result);
+    }
+
+    pub fn authenticated(&mut self, principal: &Principal) {
+        let record = &mut self.record;
+        record.auth_method = Some(principal.method.as_str());
+        record.subject.clone_from(&principal.subject);
+        record.issuer.clone_from(&principal.issuer);
+        record.oauth_client_id.clone_from(&principal.client_id);
+        record.api_key_id.clone_from(&principal.api_key_id);
+        record.scopes = Some(principal.scopes.to_claim());
+    }
+
+    pub fn auth_failed(&mut self, error: &AuthError) {
+        error.reason().clone_into(&mut self.record.auth_result);
+        self.record.reason = Some(error.to_string());
+    }
+
+    /// What the body asked for.
+    pub fn messages(&mut self, envelope: &Envelope) {
+        let record = &mut self.record;
+        self.initialize = envelope
+            .messages
+            .iter()
+            .any(|message| message.method() == Some("initialize"));
+        if envelope.batch {
+            record.method = Some("batch".to_owned());
+            record.batch = Some(
+                envelope
+                    .messages
+                    .iter()
+                    .map(|message| BatchEntry {
+                        method: message.method().unwrap_or("response").to_owned(),
+                        name: message.target().item.map(|item| name_of(item).to_owned()),
+                    })
+                    .collect(),
+            );
+            return;
+        }
+        let Some(message) = envelope.messages.first() else {
+            return;
+        };
+        record.method = message.method().map(str::to_owned);
+        match message.target().item {
+            Some(Item::Tool(name)) => record.tool = Some(truncate(name, MAX_NAME)),
+            Some(Item::Resource(uri)) => record.resource = Some(truncate(uri, MAX_NAME)),
+            Some(Item::Prompt(name)) => record.prompt = Some(truncate(name, MAX_NAME)),
+            None => {}
+        }
+    }
+
+    /// Why mcpgate refused the request (the description the client was given).
+    pub fn refused(&mut self, reason: impl Into<String>) {
+        self.record.reason = Some(reason.into());
+    }
+
+    /// The request reached the upstream, which answered (or failed) after `waited`.
+    pub fn forwarded(&mut self, waited: Duration) {
+        self.forwarded = true;
+        self.record.upstream_latency_ms = Some(Record::millis(waited));
+    }
+
+    /// Completes the record from the response, hands it to the audit log (waiting if
+    /// the log is behind), metrics and the trace, and returns the response with its
+    /// request id and, for a stream, the bookkeeping that ends it cleanly at shutdown.
+    pub async fn finish(self, state: &AppState, mut response: Response) -> Response {
+        let Self {
+            mut record,
+            span,
+            started,
+            forwarded,
+            initialize,
+        } = self;
+        record.latency_ms = Record::millis(started.elapsed());
+        record.status = response.status().as_u16();
+        record.action = if forwarded {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
+        if response.status().is_success() {
+            track_session(&mut record, &response, initialize);
+        }
+        metrics().request(&record);
+        span.end(&record);
+        if let Ok(value) = HeaderValue::from_str(&record.request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        // The record is queued before the response leaves: a client that saw an
+        // answer can count on its record being written (flushed at shutdown).
+        // A GET stream only carries notifications and never ends by itself, so it
+        // ends when shutdown begins; a POST answered as a stream is an in-flight
+        // request and gets the grace period to finish.
+        let standing_stream = record.http_method == "GET";
+        state.audit.record(record).await;
+        if is_event_stream(&response) {
+            let (parts, body) = response.into_parts();
+            let ends_at_shutdown = standing_stream.then(|| state.shutdown.clone());
+            let body = tracked(body, ends_at_shutdown);
+            return Response::from_parts(parts, Body::from_stream(body));
+        }
+        response
+    }
+}
+
+/// The session a successful `initialize` opened, a DELETE closed, or a request used.
+/// The gauge is keyed by the same truncated id the record carries, so an open and
+/// its close always match.
+fn track_session(record: &mut Record, response: &Response, initialize: bool) {
+    if initialize {
+        if let Some(id) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|value| value.to_str().ok())
+        {
+            let id = truncate(id, MAX_SESSION_ID);
+            metrics().session_opened(&id);
+            record.session_id = Some(id);
+        }
+    } else if let Some(id) = &record.session_id {
+        if record.http_method == "DELETE" {
+            metrics().session_closed(id);
+        } else {
+            metrics().session_seen(id);
+        }
+    }
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
+fn name_of(item: Item<'_>) -> &str {
+    match item {
+        Item::Tool(name) | Item::Resource(name) | Item::Prompt(name) => name,
+    }
+}
+
+/// At most `max` bytes, cut on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// 128 random bits, hex: unique without coordination between replicas.
+fn new_request_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn request_ids_are_128_bit_hex_and_distinct() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
