@@ -75,9 +75,9 @@ async fn not_found() -> Response {
 }
 
 /// Serves until shutdown begins (`state.shutdown`), then stops accepting and lets
-/// in-flight requests finish for up to `grace`. Open SSE streams end at once (see
-/// `stream`), so a drained server returns well before the grace period; what is still
-/// running when it is over is cut.
+/// in-flight requests (a POST answered as a stream among them) finish for up to
+/// `grace`. Standing GET streams end at once (see `stream`), so a drained server
+/// returns well before the grace period; what is still running when it is over is cut.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
