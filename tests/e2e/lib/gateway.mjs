@@ -40,8 +40,12 @@ export const DEFAULT_SCOPES_YAML = `scopes:
  * `jwks` adds keys to the one jwks entry (default refresh_interval: 1m);
  * `jwksUrl` replaces <issuer>/jwks (e.g. to tag one gateway's fetches with a query);
  * `oauthExtra` is YAML appended under auth.oauth, indented by 4 spaces;
+ * `serverExtra` is YAML appended under server, indented by 2 spaces (e.g.
+ * `  admin_listen: 127.0.0.1:9090\n`);
  * `scopesYaml` replaces the whole top-level `scopes:` block (DEFAULT_SCOPES_YAML),
- * key line included, ending with a newline.
+ * key line included, ending with a newline;
+ * `topExtra` is top-level YAML appended at the end (e.g. an `audit:` block),
+ * ending with a newline.
  */
 export function gatewayConfigYaml({
   gwPort,
@@ -50,7 +54,9 @@ export function gatewayConfigYaml({
   jwks = {},
   jwksUrl = `${issuer}/jwks`,
   oauthExtra = '',
+  serverExtra = '',
   scopesYaml = DEFAULT_SCOPES_YAML,
+  topExtra = '',
 }) {
   const jwksLines = Object.entries({ refresh_interval: '1m', ...jwks })
     .map(([k, v]) => `        ${k}: ${v}\n`)
@@ -59,7 +65,7 @@ export function gatewayConfigYaml({
 server:
   listen: 127.0.0.1:${gwPort}
   public_url: http://127.0.0.1:${gwPort}/mcp
-upstream:
+${serverExtra}upstream:
   url: ${upstreamUrl}
   headers: { ${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}" }
 auth:
@@ -70,7 +76,7 @@ auth:
     jwks:
       - url: ${jwksUrl}
         algorithms: [RS256]
-${jwksLines}${oauthExtra}${scopesYaml}`;
+${jwksLines}${oauthExtra}${scopesYaml}${topExtra}`;
 }
 
 /** Write `yaml` to mcpgate.yaml in a fresh temp dir; returns { dir, configPath }. */
@@ -81,10 +87,20 @@ export async function writeConfig(yaml) {
   return { dir, configPath };
 }
 
-export async function startGateway({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, scopesYaml }) {
+export async function startGateway({
+  gwPort,
+  upstreamUrl,
+  issuer,
+  jwks,
+  jwksUrl,
+  oauthExtra,
+  serverExtra,
+  scopesYaml,
+  topExtra,
+}) {
   assertBinaryExists();
   const { dir, configPath } = await writeConfig(
-    gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, scopesYaml }),
+    gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, serverExtra, scopesYaml, topExtra }),
   );
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),

@@ -12,10 +12,10 @@ import { startRecorder } from './recorder.mjs';
 
 /**
  * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra,
- * scopesYaml }) once the AS (and so its issuer URL) exists. `everything` is
- * passed to startEverything (e.g. { jsonResponse: true }); `extraScopes` and
- * `interactive` (login and consent pages for the authorization-code flow) to
- * startAuthServer.
+ * serverExtra, scopesYaml, topExtra }) once the AS (and so its issuer URL)
+ * exists. `everything` is passed to startEverything (e.g. { jsonResponse: true });
+ * `extraScopes` and `interactive` (login and consent pages for the
+ * authorization-code flow) to startAuthServer.
  */
 export async function startStack({
   accessTokenTTL,
