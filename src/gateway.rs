@@ -8,6 +8,7 @@ use crate::config::{Config, ConfigError};
 use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
+use crate::server::origin::AllowedOrigins;
 use crate::upstream::HttpUpstream;
 
 /// The running state derived from one configuration.
@@ -20,6 +21,7 @@ pub struct Gateway {
     pub challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Gateway {
@@ -38,7 +40,10 @@ impl Gateway {
             connect_scopes: policy.connect_scopes(),
             echo_token_scopes: config.auth.oauth.scope_challenge_include_token_scopes,
         };
+        let allowed_origins =
+            AllowedOrigins::new(&config.public_url(), &config.server.allowed_origins);
         Ok(Self {
+            allowed_origins,
             config: Arc::new(config),
             auth,
             policy,

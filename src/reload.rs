@@ -20,6 +20,7 @@ const RESTART_REQUIRED: &[&str] = &[
     "server.metadata_path",
     "server.admin_listen",
     "telemetry",
+    "session",
 ];
 
 /// Owns what a gateway runs in the background (JWKS refreshers) and replaces the
@@ -57,7 +58,10 @@ impl Reloader {
             Ok(()) => metrics().reload(true),
             Err(error) => {
                 metrics().reload(false);
-                tracing::error!("config reload failed, the running config stays in force: {error}");
+                tracing::error!(
+                    path = %path.display(),
+                    "config reload failed, the running config stays in force: {error}"
+                );
             }
         }
     }
@@ -132,6 +136,10 @@ pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static
     if running.telemetry != new.telemetry {
         new.telemetry.clone_from(&running.telemetry);
         changed.push(RESTART_REQUIRED[4]);
+    }
+    if running.session != new.session {
+        new.session.clone_from(&running.session);
+        changed.push(RESTART_REQUIRED[5]);
     }
     changed
 }

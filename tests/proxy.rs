@@ -42,12 +42,28 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
     let token = token(&gateway);
+    // The upstream's session id is swapped for one mcpgate issues...
+    let opened = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(session, "upstream-session-1");
+    assert_eq!(session.len(), 32);
+    // ...and swapped back on the way in.
     let response = Gateway::client()
         .post(&gateway.mcp)
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", "session-42")
+        .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "2025-06-18")
         .header("last-event-id", "event-7")
         .header("cookie", "sid=browser-secret")
@@ -59,19 +75,20 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["mcp-session-id"], "upstream-session-1");
+    assert_eq!(response.headers()["mcp-session-id"], session.as_str());
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.json::<Value>().await.unwrap()["id"], 9);
 
     let seen = upstream.seen();
-    assert_eq!(seen.len(), 1);
-    let headers = &seen[0].headers;
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].headers.get("mcp-session-id").is_none());
+    let headers = &seen[1].headers;
     assert!(
         headers.get("authorization").is_none(),
         "the client's token reached the upstream"
     );
     assert_eq!(headers["x-upstream-credential"], "gateway-own-secret");
-    assert_eq!(headers["mcp-session-id"], "session-42");
+    assert_eq!(headers["mcp-session-id"], "upstream-session-1");
     assert_eq!(headers["mcp-protocol-version"], "2025-06-18");
     assert_eq!(headers["last-event-id"], "event-7");
     assert_eq!(headers["accept"], "application/json, text/event-stream");
@@ -83,7 +100,7 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
         );
     }
     assert_eq!(
-        seen[0].body,
+        seen[1].body,
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#
     );
 }

@@ -531,12 +531,24 @@ telemetry:
     ))
     .await;
     let token = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
+    let opened = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let response = Gateway::client()
         .post(&gateway.mcp)
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", "session-42")
+        .header("mcp-session-id", &session)
         .header(
             "traceparent",
             format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
@@ -549,12 +561,12 @@ telemetry:
     let _ = response.bytes().await;
 
     let seen = upstream.seen();
-    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.len(), 2);
     assert!(
-        seen[0].headers.contains_key("traceparent"),
+        seen[1].headers.contains_key("traceparent"),
         "the upstream saw no traceparent"
     );
-    let (trace_id, upstream_parent, _) = traceparent(&seen[0].headers);
+    let (trace_id, upstream_parent, _) = traceparent(&seen[1].headers);
     assert_eq!(trace_id, CLIENT_TRACE_ID);
     assert_ne!(
         upstream_parent, CLIENT_SPAN_ID,
@@ -564,9 +576,13 @@ telemetry:
     // Exported by the batch processor's schedule or, at the latest, at exit.
     gateway.terminate();
     assert_eq!(gateway.wait_exit(Duration::from_secs(15)).await, Some(0));
-    let spans = collector.wait_for(1, Duration::from_secs(5)).await;
-    assert_eq!(spans.len(), 1, "{spans:?}\n{}", gateway.stderr());
-    let span = &spans[0].1;
+    let spans = collector.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(spans.len(), 2, "{spans:?}\n{}", gateway.stderr());
+    let span = &spans
+        .iter()
+        .find(|(_, span)| span.name == "tools/list")
+        .expect("a tools/list span")
+        .1;
     assert_eq!(hex::encode(&span.trace_id), CLIENT_TRACE_ID);
     assert_eq!(hex::encode(&span.parent_span_id), CLIENT_SPAN_ID);
     assert_eq!(hex::encode(&span.span_id), upstream_parent);
@@ -574,7 +590,7 @@ telemetry:
     assert_eq!(span.name, "tools/list");
     for (key, value) in [
         ("mcp.method.name", "tools/list"),
-        ("mcp.session.id", "session-42"),
+        ("mcp.session.id", session.as_str()),
         ("mcp.auth.oauth_client_id", "test-client"),
         ("mcp.auth.scopes", "mcp:connect"),
         ("mcp.auth.result", "ok"),

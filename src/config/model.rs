@@ -29,6 +29,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +52,11 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served. Unset: not served.
     pub admin_listen: Option<SocketAddr>,
+    /// Browser origins allowed to call the MCP endpoint (`scheme://host[:port]`).
+    /// A request with any other `Origin` gets 403 (DNS rebinding); requests without
+    /// one (non-browser clients) pass.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +69,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace: default_shutdown_grace(),
             admin_listen: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -491,4 +499,67 @@ impl Default for TracesConfig {
 
 fn default_sample_ratio() -> f64 {
     1.0
+}
+
+/// MCP sessions: bound to the principal that opened them, kept in memory or in Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// No session state at all: `Mcp-Session-Id` is neither forwarded nor returned,
+    /// so every request stands alone (for upstreams that serve without sessions).
+    #[serde(default)]
+    pub stateless: bool,
+    /// `memory` (one replica) or a `redis://` / `rediss://` URL (shared by replicas).
+    #[serde(default)]
+    pub store: SessionStoreConfig,
+    /// A session unused this long is forgotten (and its stdio child, if any, stopped).
+    #[serde(default = "default_session_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most sessions held at once; beyond it `initialize` gets 503.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            stateless: false,
+            store: SessionStoreConfig::default(),
+            idle_timeout: default_session_idle(),
+            max_sessions: default_max_sessions(),
+        }
+    }
+}
+
+fn default_session_idle() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+
+fn default_max_sessions() -> u64 {
+    100_000
+}
+
+/// Where session ownership lives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum SessionStoreConfig {
+    #[default]
+    Memory,
+    /// A Redis URL; may carry a password, so it is kept as a secret.
+    Redis(Secret),
+}
+
+impl<'de> Deserialize<'de> for SessionStoreConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Secret::deserialize(deserializer)?;
+        let value = text.expose();
+        if value == "memory" {
+            Ok(Self::Memory)
+        } else if value.starts_with("redis://") || value.starts_with("rediss://") {
+            Ok(Self::Redis(text))
+        } else {
+            Err(serde::de::Error::custom(
+                "expected `memory` or a redis:// or rediss:// URL",
+            ))
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
     validate_operations(config)?;
+    validate_sessions(config)?;
     if config.auth.api_key_cache_ttl.is_zero() {
         return Err(ConfigError::invalid(
             "auth.api_key_cache_ttl",
@@ -82,6 +83,38 @@ fn validate_operations(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "server.admin_listen",
             "must differ from server.listen",
+        ));
+    }
+    Ok(())
+}
+
+/// Sessions and the browser origins allowed to open them.
+fn validate_sessions(config: &Config) -> Result<(), ConfigError> {
+    for (index, origin) in config.server.allowed_origins.iter().enumerate() {
+        if crate::server::origin::normalize(origin).is_none() {
+            return Err(ConfigError::invalid(
+                format!("server.allowed_origins[{index}]"),
+                "must be an origin: scheme://host[:port], without a path (e.g. https://app.example.com)",
+            ));
+        }
+    }
+    let session = &config.session;
+    if session.idle_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "session.idle_timeout",
+            "must be greater than 0",
+        ));
+    }
+    if session.max_sessions == 0 {
+        return Err(ConfigError::invalid(
+            "session.max_sessions",
+            "must be greater than 0",
+        ));
+    }
+    if matches!(session.store, super::SessionStoreConfig::Redis(_)) {
+        return Err(ConfigError::invalid(
+            "session.store",
+            "the Redis store is not built yet: use memory",
         ));
     }
     Ok(())

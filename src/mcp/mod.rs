@@ -5,4 +5,5 @@ pub mod envelope;
 pub mod filter;
 pub mod headers;
 pub mod method;
+pub mod session;
 pub mod sse;

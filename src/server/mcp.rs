@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::observe::Observation;
+use super::origin;
+use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::mcp::filter::ListFilter;
 use crate::mcp::headers as mcp_headers;
+use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::{envelope, sse};
 use crate::policy::Target;
 use crate::telemetry::metrics::metrics;
@@ -30,16 +33,21 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);
-    let response = respond(gateway, &mut observation, parts, body).await;
+    let response = respond(&state, gateway, &mut observation, parts, body).await;
     observation.finish(&state, response).await
 }
 
 async fn respond(
+    state: &AppState,
     gateway: Arc<Gateway>,
     observation: &mut Observation,
     parts: http::request::Parts,
     body: Body,
 ) -> Response {
+    if let Err(refusal) = origin::check(&gateway.allowed_origins, &parts.headers) {
+        observation.refused(refusal.reason());
+        return refusal.response();
+    }
     let principal =
         match authenticate(&gateway, &parts.headers, parts.uri.query(), observation).await {
             Ok(principal) => principal,
@@ -48,9 +56,35 @@ async fn respond(
                 return gateway.challenge.auth_failure(&error);
             }
         };
-    match parts.method {
-        Method::POST => post(gateway, principal, &parts.headers, body, observation).await,
-        Method::GET | Method::DELETE => {
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        observation.refused("method not allowed");
+        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        return response;
+    }
+    let route = match session::route(&state.sessions, &parts.headers, principal.as_deref()).await {
+        Ok(route) => route,
+        Err(refusal) => {
+            tracing::info!("request refused: {}", refusal.reason());
+            observation.refused(refusal.reason());
+            return refusal.response();
+        }
+    };
+    let response = match parts.method {
+        Method::POST => {
+            post(
+                &gateway,
+                principal.as_ref(),
+                &route,
+                &parts.headers,
+                body,
+                observation,
+            )
+            .await
+        }
+        _ => {
             // A stream or a session end carries no message: the every-request level.
             if let Some(refusal) = refusal(
                 &gateway,
@@ -66,8 +100,9 @@ async fn respond(
                 .and_then(|principal| ListFilter::for_stream(&gateway, principal));
             match forward(
                 &gateway,
-                parts.method,
+                parts.method.clone(),
                 &parts.headers,
+                &route,
                 Bytes::new(),
                 observation,
             )
@@ -77,25 +112,26 @@ async fn respond(
                     Some(filter) => filtered(response, filter).await,
                     None => response,
                 },
-                Err(error) => upstream_failure(&error, None),
+                Err(error) => return upstream_failure(&error, None),
             }
         }
-        _ => {
-            observation.refused("method not allowed");
-            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-            response
-        }
-    }
+    };
+    session::settle(
+        &state.sessions,
+        &route,
+        &parts.method,
+        principal.as_deref(),
+        response,
+    )
+    .await
 }
 
 /// A POST: the body is read, checked and authorized as a whole before anything
 /// reaches the upstream, so one challenge can name everything the request lacks.
 async fn post(
-    gateway: Arc<Gateway>,
-    principal: Option<Arc<Principal>>,
+    gateway: &Arc<Gateway>,
+    principal: Option<&Arc<Principal>>,
+    route: &Route,
     headers: &http::HeaderMap,
     body: Body,
     observation: &mut Observation,
@@ -109,7 +145,7 @@ async fn post(
             &description,
         );
     }
-    let body = match read_body(&gateway, headers, body).await {
+    let body = match read_body(gateway, headers, body).await {
         Ok(body) => body,
         Err(response) => {
             observation.refused("request body too large");
@@ -128,18 +164,26 @@ async fn post(
     };
     observation.messages(&envelope);
     if let Some(refusal) = refusal(
-        &gateway,
-        principal.as_deref(),
+        gateway,
+        principal.map(|principal| &**principal),
         &envelope.targets(),
         observation,
     ) {
         return refusal;
     }
-    let filter = principal
-        .as_ref()
-        .and_then(|principal| ListFilter::for_request(&gateway, principal, &envelope));
+    let filter =
+        principal.and_then(|principal| ListFilter::for_request(gateway, principal, &envelope));
     let forwarded = Bytes::from(envelope.to_bytes());
-    match forward(&gateway, Method::POST, headers, forwarded, observation).await {
+    match forward(
+        gateway,
+        Method::POST,
+        headers,
+        route,
+        forwarded,
+        observation,
+    )
+    .await
+    {
         Ok(response) => match filter {
             Some(filter) => filtered(response, filter).await,
             None => response,
@@ -153,13 +197,21 @@ async fn forward(
     gateway: &Gateway,
     method: Method,
     headers: &http::HeaderMap,
+    route: &Route,
     body: Bytes,
     observation: &mut Observation,
 ) -> Result<Response, UpstreamError> {
+    let mut own_headers = observation.upstream_headers();
+    if let Some(value) = route
+        .upstream_id()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        own_headers.insert(SESSION_HEADER, value);
+    }
     let sent = Instant::now();
     let result = gateway
         .upstream
-        .forward(method, headers, observation.upstream_headers(), body)
+        .forward(method, headers, own_headers, body)
         .await;
     observation.forwarded(sent.elapsed());
     result

@@ -6,6 +6,8 @@ pub mod challenge;
 pub mod mcp;
 pub mod metadata;
 pub mod observe;
+pub mod origin;
+pub mod session;
 pub mod stream;
 
 use std::future::IntoFuture;
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::gateway::Gateway;
+use crate::mcp::session::Sessions;
 use crate::telemetry::traces::Traces;
 
 /// Shared by every handler: the current gateway (swapped whole on reload) and what
@@ -32,6 +35,8 @@ pub struct AppState {
     pub traces: Traces,
     /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Session ownership: kept across reloads (`session` needs a restart).
+    pub sessions: Arc<Sessions>,
 }
 
 impl AppState {
@@ -41,11 +46,13 @@ impl AppState {
         traces: Traces,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let sessions = Arc::new(Sessions::from_config(&gateway.config.session));
         Self {
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,
             traces,
             shutdown,
+            sessions,
         }
     }
 }

@@ -12,12 +12,11 @@ use super::stream::tracked;
 use crate::audit::{Action, BatchEntry, Record};
 use crate::auth::{AuthError, Principal};
 use crate::mcp::envelope::Envelope;
+use crate::mcp::session::SESSION_HEADER;
 use crate::policy::Item;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::traces::RequestSpan;
 
-/// `Mcp-Session-Id` as sent and answered.
-const SESSION_HEADER: &str = "mcp-session-id";
 /// Longest session id copied into a record: it comes from the client.
 const MAX_SESSION_ID: usize = 256;
 /// Longest item name copied into a record (names are already bounded by the envelope

@@ -141,5 +141,7 @@ impl HttpUpstream {
 
 fn is_forwarded(name: &HeaderName) -> bool {
     let name = name.as_str();
-    name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name)
+    // The session id is mcpgate's to send (the upstream's id for the checked session).
+    name != crate::mcp::session::SESSION_HEADER
+        && (name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name))
 }

@@ -283,6 +283,13 @@ async fn upstream_handler(
     if tool == "slow" {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    if tool == "session-gone" {
+        // What a Streamable HTTP server answers for a session it no longer has.
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::empty())
+            .unwrap();
+    }
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     if let Some(result) = list_result(&message) {
         let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();

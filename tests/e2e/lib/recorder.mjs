@@ -5,7 +5,8 @@
 // token, always the gateway's own credential). Bodies are piped in both
 // directions without buffering, so SSE responses reach mcpgate event by event;
 // a copy of each body is also kept (record.body, record.responseBody, both
-// strings that grow as chunks pass), so tests can see exactly what the
+// strings that grow as chunks pass), with the answer's headers
+// (record.responseHeaders), so tests can see exactly what the
 // upstream received and answered.
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
@@ -32,6 +33,7 @@ export async function startRecorder({ targetPort, targetHost = '127.0.0.1' }) {
       (upRes) => {
         record.status = upRes.statusCode;
         record.responseContentType = upRes.headers['content-type'];
+        record.responseHeaders = { ...upRes.headers };
         res.writeHead(upRes.statusCode, upRes.statusMessage, upRes.rawHeaders);
         // Send the headers now: an SSE response may not produce a body chunk
         // for a while, and the client must see the stream open.

@@ -68,7 +68,18 @@ function toolChallenge(gateway, scope, tool = 'get-env') {
   );
 }
 
-/** The recorder's record of the upstream POST carrying JSON-RPC request `id` in session `sessionId`. */
+/**
+ * The upstream's own id for the session the newest `initialize` opened. mcpgate
+ * gives clients an id of its own, so upstream requests are matched by this one.
+ */
+function newestUpstreamSession(recorder) {
+  const init = recorder.requests.findLast((r) => r.method === 'POST' && r.body.includes('"method":"initialize"'));
+  const id = init?.responseHeaders?.['mcp-session-id'];
+  assert.ok(id, 'the upstream answered initialize without a session id');
+  return id;
+}
+
+/** The recorder's record of the upstream POST carrying JSON-RPC request `id` in upstream session `sessionId`. */
 function upstreamRecord(recorder, sessionId, id) {
   const hits = recorder.requests.filter((r) => {
     if (r.method !== 'POST' || r.headers['mcp-session-id'] !== sessionId) return false;
@@ -102,11 +113,13 @@ function upstreamCalls(recorder, name) {
  */
 async function assertFilteredList(stack, token, { method, key, field, hidden, contentType }) {
   const session = await openSession(stack.publicUrl, { token });
+  const upstreamSession = newestUpstreamSession(stack.recorder);
+  assert.notEqual(upstreamSession, session.sessionId, "the upstream's session id reached the client");
   try {
     const r = await session.request(method);
     assert.equal(r.status, 200, `${method}: ${r.status} ${r.challenge ?? ''} ${r.text.slice(0, 300)}`);
     assert.match(r.contentType ?? '', contentType, `${method}: Content-Type at the client`);
-    const up = upstreamRecord(stack.recorder, session.sessionId, r.id);
+    const up = upstreamRecord(stack.recorder, upstreamSession, r.id);
     assert.match(up.responseContentType ?? '', contentType, `${method}: Content-Type the upstream answered with`);
     const upResult = parseMcpBody(up.responseContentType, up.responseBody).find((m) => m.id === r.id)?.result;
     assert.ok(upResult, `the upstream's ${method} answer had no result:\n${up.responseBody.slice(0, 500)}`);
@@ -253,12 +266,13 @@ describe('policy: SSE upstream (server-everything streamableHttp), tools: { get-
   test('tools/call get-env without mcp:admin -> 403 step-up challenge, never reaches the upstream', async () => {
     const plain = await tokenFor(stack, 'mcp:connect');
     const session = await openSession(stack.publicUrl, { token: plain });
-    const before = stack.recorder.requests.filter((r) => r.headers['mcp-session-id'] === session.sessionId).length;
+    const upstreamSession = newestUpstreamSession(stack.recorder);
+    const before = stack.recorder.requests.filter((r) => r.headers['mcp-session-id'] === upstreamSession).length;
     const r = await session.request('tools/call', GET_ENV);
     assert.equal(r.status, 403, r.text.slice(0, 300));
     assert.equal(r.challenge, toolChallenge(stack.gateway, 'mcp:admin'));
     assert.equal(r.text, '');
-    const afterCount = stack.recorder.requests.filter((r2) => r2.headers['mcp-session-id'] === session.sessionId).length;
+    const afterCount = stack.recorder.requests.filter((r2) => r2.headers['mcp-session-id'] === upstreamSession).length;
     assert.equal(afterCount, before, 'the refused call reached the upstream');
     assert.equal(upstreamCalls(stack.recorder, 'get-env').length, 0);
 

@@ -1,0 +1,215 @@
+//! MCP sessions bound to their owner. The upstream's session id never reaches the
+//! client: mcpgate hands out its own (128 random bits) and keeps which principal
+//! opened it and which upstream session it stands for. A request naming a session
+//! that does not exist or belongs to someone else gets the same 404, so a session
+//! id is useless to anyone but its owner, and probing learns nothing.
+
+mod memory;
+mod owner;
+
+use std::time::Duration;
+
+pub use self::memory::MemoryStore;
+pub use self::owner::Owner;
+use crate::config::{SessionConfig, SessionStoreConfig};
+
+/// `Mcp-Session-Id`, as sent and answered.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Hex digits of a session id mcpgate issues: 128 random bits.
+const ID_HEX_LEN: usize = 32;
+
+/// What mcpgate keeps about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    pub owner: Owner,
+    /// The upstream's own session id (`None` when mcpgate itself is the session's
+    /// server, as for a stdio child).
+    pub upstream_id: Option<String>,
+}
+
+/// Why a session could not be opened or looked up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("too many open sessions (session.max_sessions is {0})")]
+    Full(u64),
+    #[error("session store unavailable")]
+    Unavailable(String),
+}
+
+impl SessionError {
+    /// The full cause, for logs.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Full(_) => self.to_string(),
+            Self::Unavailable(cause) => format!("session store unavailable: {cause}"),
+        }
+    }
+}
+
+/// The session store chosen by `session.store`.
+pub enum Sessions {
+    /// `session.stateless`: no sessions at all.
+    Stateless,
+    Memory(MemoryStore),
+}
+
+impl Sessions {
+    pub fn from_config(config: &SessionConfig) -> Self {
+        if config.stateless {
+            return Self::Stateless;
+        }
+        match &config.store {
+            SessionStoreConfig::Memory => {
+                Self::Memory(MemoryStore::new(config.idle_timeout, config.max_sessions))
+            }
+            // Refused by validation until the Redis store exists.
+            SessionStoreConfig::Redis(_) => {
+                Self::Memory(MemoryStore::new(config.idle_timeout, config.max_sessions))
+            }
+        }
+    }
+
+    pub fn is_stateless(&self) -> bool {
+        matches!(self, Self::Stateless)
+    }
+
+    /// Records a new session and returns the id to give the client.
+    pub async fn open(&self, entry: SessionEntry) -> Result<String, SessionError> {
+        let id = new_id();
+        match self {
+            Self::Stateless => {}
+            Self::Memory(store) => store.insert(&id, entry)?,
+        }
+        Ok(id)
+    }
+
+    /// The session `id` if it exists and `owner` opened it; `None` otherwise (the
+    /// two are not told apart). Counts as use: the idle timer restarts.
+    pub async fn resolve(
+        &self,
+        id: &str,
+        owner: &Owner,
+    ) -> Result<Option<SessionEntry>, SessionError> {
+        if !is_well_formed(id) {
+            return Ok(None);
+        }
+        let entry = match self {
+            Self::Stateless => None,
+            Self::Memory(store) => store.get(id),
+        };
+        Ok(entry.filter(|entry| entry.owner == *owner))
+    }
+
+    /// Forgets the session (DELETE, or the upstream no longer knows it).
+    pub async fn close(&self, id: &str) -> Result<(), SessionError> {
+        match self {
+            Self::Stateless => {}
+            Self::Memory(store) => store.remove(id),
+        }
+        Ok(())
+    }
+
+    /// How long an unused session is kept.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::Stateless => None,
+            Self::Memory(store) => Some(store.idle_timeout()),
+        }
+    }
+}
+
+/// 128 bits from the thread's CSPRNG, as lowercase hex (visible ASCII, as the
+/// Streamable HTTP transport requires of session ids).
+fn new_id() -> String {
+    hex::encode(rand::random::<[u8; ID_HEX_LEN / 2]>())
+}
+
+/// Only ids mcpgate could have issued are looked up: anything else is unknown
+/// without touching the store.
+fn is_well_formed(id: &str) -> bool {
+    id.len() == ID_HEX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthMethod, Principal, Scopes};
+
+    fn principal(subject: &str) -> Principal {
+        Principal {
+            issuer: Some("https://as.example".into()),
+            subject: Some(subject.into()),
+            client_id: Some("client".into()),
+            scopes: Scopes::default(),
+            expires_at: None,
+            method: AuthMethod::Jwt,
+            key_id: None,
+            api_key_id: None,
+        }
+    }
+
+    fn sessions() -> Sessions {
+        Sessions::from_config(&SessionConfig::default())
+    }
+
+    fn entry(owner: &Owner) -> SessionEntry {
+        SessionEntry {
+            owner: owner.clone(),
+            upstream_id: Some("upstream-1".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_are_128_random_bits_in_hex() {
+        let sessions = sessions();
+        let owner = Owner::of(Some(&principal("alice")));
+        let a = sessions.open(entry(&owner)).await.unwrap();
+        let b = sessions.open(entry(&owner)).await.unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(is_well_formed(&a) && is_well_formed(&b));
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_resolves_a_session() {
+        let sessions = sessions();
+        let alice = Owner::of(Some(&principal("alice")));
+        let bob = Owner::of(Some(&principal("bob")));
+        let id = sessions.open(entry(&alice)).await.unwrap();
+        assert_eq!(
+            sessions.resolve(&id, &alice).await.unwrap(),
+            Some(entry(&alice))
+        );
+        assert_eq!(sessions.resolve(&id, &bob).await.unwrap(), None);
+        // A renewed token of the same principal is the same owner.
+        let renewed = Owner::of(Some(&principal("alice")));
+        assert!(sessions.resolve(&id, &renewed).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn closed_unknown_and_malformed_ids_resolve_to_nothing() {
+        let sessions = sessions();
+        let alice = Owner::of(Some(&principal("alice")));
+        let id = sessions.open(entry(&alice)).await.unwrap();
+        sessions.close(&id).await.unwrap();
+        assert_eq!(sessions.resolve(&id, &alice).await.unwrap(), None);
+        for id in ["", "upstream-1", &"A".repeat(32), &"0".repeat(33)] {
+            assert_eq!(sessions.resolve(id, &alice).await.unwrap(), None, "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stateless_keeps_nothing() {
+        let sessions = Sessions::from_config(&SessionConfig {
+            stateless: true,
+            ..SessionConfig::default()
+        });
+        let alice = Owner::of(Some(&principal("alice")));
+        let id = sessions.open(entry(&alice)).await.unwrap();
+        assert_eq!(sessions.resolve(&id, &alice).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,466 @@
+//! Sessions bound to their owner, against the real binary: mcpgate issues its own
+//! session ids, and only the principal that opened a session can use it, on every
+//! HTTP method; stateless mode keeps no session at all; browser origins are checked.
+
+mod common;
+
+use argon2::{Argon2, PasswordHasher};
+use common::*;
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+/// The API key the gateways below accept.
+const API_KEY: &str = "mcpk_ci_session-owner";
+
+fn config(upstream_url: &str, extra: &str) -> String {
+    let hash = Argon2::default()
+        .hash_password(API_KEY.as_bytes())
+        .unwrap()
+        .to_string();
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+  allowed_origins: [http://localhost:6274]
+upstream:
+  url: {upstream_url}
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    jwks:
+      - secret: "{HMAC_SECRET}"
+        header_key_id: dev
+  api_keys:
+    - id: ci
+      hash: "{hash}"
+      scopes: ["*"]
+{extra}"#
+    )
+}
+
+/// A token for `subject` of `client`, valid for the gateway.
+fn token_for(gateway: &Gateway, subject: &str, client: &str) -> String {
+    let mut claims = claims(&gateway.mcp, "mcp:connect");
+    claims["sub"] = json!(subject);
+    claims["client_id"] = json!(client);
+    hs256(&claims, Some("dev"))
+}
+
+async fn send(
+    gateway: &Gateway,
+    method: reqwest::Method,
+    token: &str,
+    session: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = Gateway::client()
+        .request(method, &gateway.mcp)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream");
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    request.send().await.unwrap()
+}
+
+fn call(id: u64, tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
+}
+
+async fn initialize(gateway: &Gateway, token: &str) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let response = send(gateway, reqwest::Method::POST, token, None, Some(body), &[]).await;
+    assert_eq!(response.status(), 200);
+    session_of(response.headers())
+}
+
+fn session_of(headers: &HeaderMap) -> String {
+    headers["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
+/// How many requests the upstream received in its own session.
+fn upstream_requests_in_session(upstream: &Upstream) -> usize {
+    upstream
+        .seen()
+        .iter()
+        .filter(|seen| {
+            seen.headers
+                .get("mcp-session-id")
+                .is_some_and(|id| id == "upstream-session-1")
+        })
+        .count()
+}
+
+async fn assert_session_not_found(response: reqwest::Response) {
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001);
+    assert_eq!(body["error"]["message"], "Session not found");
+}
+
+#[tokio::test]
+async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let first = initialize(&gateway, &alice).await;
+    let second = initialize(&gateway, &alice).await;
+    for id in [&first, &second] {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    assert_ne!(first, second);
+    assert!(upstream.seen()[0].headers.get("mcp-session-id").is_none());
+
+    let response = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some(&first),
+        Some(call(1, "echo")),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(session_of(response.headers()), first);
+    assert_eq!(upstream_requests_in_session(&upstream), 1);
+}
+
+#[tokio::test]
+async fn another_principal_cannot_ride_the_session_on_any_method() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let session = initialize(&gateway, &alice).await;
+    let intruders = [
+        token_for(&gateway, "bob", "app"),
+        // Same subject through another client, or at another issuer, is someone else.
+        token_for(&gateway, "alice", "other-app"),
+        API_KEY.to_owned(),
+    ];
+    for intruder in &intruders {
+        for (method, body) in [
+            (reqwest::Method::POST, Some(call(2, "echo"))),
+            (reqwest::Method::GET, None),
+            (reqwest::Method::DELETE, None),
+        ] {
+            let response = send(
+                &gateway,
+                method.clone(),
+                intruder,
+                Some(&session),
+                body,
+                &[],
+            )
+            .await;
+            assert_session_not_found(response).await;
+        }
+        let resume = send(
+            &gateway,
+            reqwest::Method::GET,
+            intruder,
+            Some(&session),
+            None,
+            &[("last-event-id", "replay-list")],
+        )
+        .await;
+        assert_session_not_found(resume).await;
+    }
+    assert_eq!(
+        upstream_requests_in_session(&upstream),
+        0,
+        "an intruder's request reached the upstream session"
+    );
+
+    // The owner, with a renewed token, carries on: the session was not ended.
+    let renewed = token_for(&gateway, "alice", "app");
+    let response = send(
+        &gateway,
+        reqwest::Method::POST,
+        &renewed,
+        Some(&session),
+        Some(call(3, "echo")),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream_requests_in_session(&upstream), 1);
+    let stream = send(
+        &gateway,
+        reqwest::Method::GET,
+        &renewed,
+        Some(&session),
+        None,
+        &[("last-event-id", "replay-list")],
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let seen = upstream.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.headers["last-event-id"], "replay-list");
+    assert_eq!(last.headers["mcp-session-id"], "upstream-session-1");
+}
+
+#[tokio::test]
+async fn an_api_key_owns_its_sessions() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let key = API_KEY;
+    let session = initialize(&gateway, key).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let stolen = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some(&session),
+        Some(call(1, "echo")),
+        &[],
+    )
+    .await;
+    assert_session_not_found(stolen).await;
+    let own = send(
+        &gateway,
+        reqwest::Method::POST,
+        key,
+        Some(&session),
+        Some(call(2, "echo")),
+        &[],
+    )
+    .await;
+    assert_eq!(own.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_forged_and_repeated_ids_are_not_found() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let session = initialize(&gateway, &alice).await;
+    for forged in [
+        "upstream-session-1".to_owned(),
+        "0".repeat(32),
+        session.to_uppercase(),
+        format!("{session}0"),
+        session[..31].to_owned(),
+    ] {
+        let response = send(
+            &gateway,
+            reqwest::Method::POST,
+            &alice,
+            Some(&forged),
+            Some(call(1, "echo")),
+            &[],
+        )
+        .await;
+        assert_session_not_found(response).await;
+    }
+    // Two session headers, even both the caller's own, name no single session.
+    let twice = Gateway::client()
+        .post(&gateway.mcp)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &session)
+        .header("mcp-session-id", &session)
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_session_not_found(twice).await;
+    assert_eq!(upstream_requests_in_session(&upstream), 0);
+}
+
+#[tokio::test]
+async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let alice = token_for(&gateway, "alice", "app");
+
+    let session = initialize(&gateway, &alice).await;
+    let deleted = send(
+        &gateway,
+        reqwest::Method::DELETE,
+        &alice,
+        Some(&session),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.status(), 200);
+    let after = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some(&session),
+        Some(call(1, "echo")),
+        &[],
+    )
+    .await;
+    assert_session_not_found(after).await;
+
+    let session = initialize(&gateway, &alice).await;
+    let gone = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some(&session),
+        Some(call(2, "session-gone")),
+        &[],
+    )
+    .await;
+    assert_eq!(gone.status(), 404);
+    let before = upstream.seen().len();
+    let after = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some(&session),
+        Some(call(3, "echo")),
+        &[],
+    )
+    .await;
+    assert_session_not_found(after).await;
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "a forgotten session reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gateway = Gateway::start(&config(
+        &upstream.url,
+        &format!("audit:\n  path: {}\n", audit.display()),
+    ))
+    .await;
+    let alice = token_for(&gateway, "alice", "app");
+    let bob = token_for(&gateway, "bob", "app");
+    let session = initialize(&gateway, &alice).await;
+    let stolen = send(
+        &gateway,
+        reqwest::Method::POST,
+        &bob,
+        Some(&session),
+        Some(call(1, "echo")),
+        &[],
+    )
+    .await;
+    assert_eq!(stolen.status(), 404);
+    let mut gateway = gateway;
+    gateway.terminate();
+    assert_eq!(
+        gateway.wait_exit(std::time::Duration::from_secs(20)).await,
+        Some(0)
+    );
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["session_id"], session.as_str());
+    assert_eq!(records[1]["session_id"], session.as_str());
+    assert_eq!(records[1]["subject"], "bob");
+    assert_eq!(records[1]["action"], "deny");
+    assert_eq!(records[1]["status"], 404);
+    assert_eq!(records[1]["reason"], "session not found");
+}
+
+#[tokio::test]
+async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "session:\n  stateless: true\n")).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let response = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        None,
+        Some(body),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let response = send(
+        &gateway,
+        reqwest::Method::POST,
+        &alice,
+        Some("anything-a-client-sends"),
+        Some(call(1, "echo")),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|seen| seen.headers.get("mcp-session-id").is_none())
+    );
+}
+
+#[tokio::test]
+async fn browser_origins_must_be_allowed() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let alice = token_for(&gateway, "alice", "app");
+    let public_origin = gateway.base.clone();
+    for (origin, status) in [
+        (public_origin.as_str(), 200),
+        ("http://localhost:6274", 200),
+        ("http://localhost:6275", 403),
+        ("https://evil.example", 403),
+        ("null", 403),
+    ] {
+        let response = send(
+            &gateway,
+            reqwest::Method::POST,
+            &alice,
+            None,
+            Some(call(1, "echo")),
+            &[("origin", origin)],
+        )
+        .await;
+        assert_eq!(response.status(), status, "{origin}");
+        if status == 403 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "forbidden_origin");
+        }
+    }
+    // A refused origin is refused before its credentials are even looked at.
+    let response = Gateway::client()
+        .post(&gateway.mcp)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let streams = send(
+        &gateway,
+        reqwest::Method::GET,
+        &alice,
+        None,
+        None,
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(streams.status(), 403);
+    let _ = streams.bytes_stream().next().await;
+}
