@@ -30,6 +30,13 @@ impl Gateway {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
         let upstream = HttpUpstream::from_config(upstream_config)?;
+        if let Some(credentials) = upstream.credentials() {
+            // Like a JWKS that cannot be fetched: a wrong secret or token URL shows at
+            // start (and fails a reload) instead of as 502s later.
+            credentials.authorization().await.map_err(|error| {
+                ConfigError::invalid("upstream.oauth.token_url", error.to_string())
+            })?;
+        }
         let policy = Policy::from_config(&config)?;
         let oauth_enabled = config.auth.oauth.enabled;
         let auth = Authenticator::build(&config, idp_client).await?;

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
 use super::cache::{HasTtl, OwnTtl};
+use super::client_auth;
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
-use crate::config::{IntrospectionAuthMethod, IntrospectionConfig};
+use crate::config::IntrospectionConfig;
 use crate::telemetry::metrics::{IntrospectionResult, TokenCache, metrics};
 
 /// Largest introspection response read.
@@ -99,19 +98,7 @@ impl Introspector {
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, Unavailability> {
-        // Built into a String at once: the serializer is not `Send`, so it must not
-        // live across an await.
-        let body = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("token", token);
-            form.append_pair("token_type_hint", "access_token");
-            if self.config.auth_method == IntrospectionAuthMethod::ClientSecretPost {
-                form.append_pair("client_id", &self.config.client_id);
-                form.append_pair("client_secret", self.config.client_secret.expose());
-            }
-            form.finish()
-        };
-        let mut request = self
+        let request = self
             .client
             .post(self.config.url.clone())
             .timeout(self.config.timeout)
@@ -120,21 +107,20 @@ impl Introspector {
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             );
-        if self.config.auth_method == IntrospectionAuthMethod::ClientSecretBasic {
-            // RFC 6749 §2.3.1: form-encode both parts before joining them.
-            let encode = |text: &str| {
-                url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
-            };
-            let credentials = format!(
-                "{}:{}",
-                encode(&self.config.client_id),
-                encode(self.config.client_secret.expose())
+        // Built before any await: the form serializer is not `Send`.
+        let (request, body) = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token);
+            form.append_pair("token_type_hint", "access_token");
+            let request = client_auth::authenticate(
+                request,
+                &mut form,
+                self.config.auth_method,
+                &self.config.client_id,
+                self.config.client_secret.expose(),
             );
-            request = request.header(
-                http::header::AUTHORIZATION,
-                format!("Basic {}", STANDARD.encode(credentials)),
-            );
-        }
+            (request, form.finish())
+        };
         let outage = |detail: String| {
             tracing::warn!(endpoint = %self.config.url, "introspection failed: {detail}");
             Unavailability::IntrospectionUnavailable

@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod bearer;
 pub mod cache;
+pub mod client_auth;
 pub mod error;
 pub mod introspection;
 pub mod jwks;

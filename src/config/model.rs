@@ -99,6 +99,40 @@ pub struct UpstreamConfig {
     /// Longest wait for the upstream's response headers (a stream may then run longer).
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// mcpgate's own OAuth client for the upstream: a client_credentials token sent as
+    /// `Authorization: Bearer` (the caller's token never is).
+    pub oauth: Option<UpstreamOAuthConfig>,
+}
+
+/// An OAuth 2.0 client_credentials grant (RFC 6749 §4.4) mcpgate performs itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamOAuthConfig {
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub auth_method: ClientAuthMethod,
+    /// Scopes asked for, space-separated or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub scopes: Vec<String>,
+    /// RFC 8707 `resource`: the upstream's resource URI, when the AS binds audiences.
+    pub resource: Option<String>,
+    /// `audience`, for authorization servers that take it instead of `resource` (Auth0).
+    pub audience: Option<String>,
+    /// A token is renewed this long before it expires.
+    #[serde(default = "default_renew_before", with = "humantime_serde")]
+    pub renew_before: Duration,
+    #[serde(default = "default_token_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_renew_before() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_token_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -238,7 +272,7 @@ pub struct IntrospectionConfig {
     pub client_id: String,
     pub client_secret: Secret,
     #[serde(default)]
-    pub auth_method: IntrospectionAuthMethod,
+    pub auth_method: ClientAuthMethod,
     /// Active answers are reused for at most this long (and never past `exp`).
     #[serde(default = "default_introspection_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
@@ -270,7 +304,7 @@ fn default_true() -> bool {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum IntrospectionAuthMethod {
+pub enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,

@@ -200,6 +200,28 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
         ));
     };
     check_http_url("upstream.url", &upstream.url)?;
+    if let Some(oauth) = &upstream.oauth {
+        check_http_url("upstream.oauth.token_url", &oauth.token_url)?;
+        if oauth.client_id.is_empty() {
+            return Err(ConfigError::invalid(
+                "upstream.oauth.client_id",
+                "must not be empty",
+            ));
+        }
+        if upstream
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(ConfigError::invalid(
+                "upstream.oauth",
+                "set either upstream.oauth or an Authorization header in upstream.headers, not both",
+            ));
+        }
+        for scope in &oauth.scopes {
+            check_scope_token("upstream.oauth.scopes", scope)?;
+        }
+    }
     for (name, value) in &upstream.headers {
         let key = format!("upstream.headers.{name}");
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -78,6 +78,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
             headers: Default::default(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(30),
+            oauth: None,
         }),
         auth: crate::config::AuthConfig {
             oauth: OAuthConfig {

@@ -334,13 +334,14 @@ async fn read_body(
 /// it to its call), else as a plain JSON error.
 fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
     let status = match error {
-        UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
     tracing::warn!(status = status.as_u16(), "{}", error.detail());
     metrics().upstream_error(match error {
         UpstreamError::Unreachable(_) => "unreachable",
         UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Credentials(_) => "credentials",
     });
     let message = error.to_string();
     let body = match id {

@@ -2,6 +2,7 @@
 //! allowlist, the upstream's own credentials added, responses (JSON or SSE) streamed
 //! back as they arrive.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use url::Url;
 
+use super::credentials::UpstreamCredentials;
 use crate::config::{ConfigError, UpstreamConfig};
 
 /// Request headers a client may pass to the upstream. An allowlist rather than a
@@ -39,6 +41,9 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("upstream did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// mcpgate could not get its own token for the upstream.
+    #[error("upstream credentials unavailable")]
+    Credentials(String),
 }
 
 impl UpstreamError {
@@ -47,6 +52,7 @@ impl UpstreamError {
         match self {
             Self::Unreachable(cause) => format!("upstream unreachable: {cause}"),
             Self::Timeout(_) => self.to_string(),
+            Self::Credentials(cause) => cause.clone(),
         }
     }
 }
@@ -57,6 +63,7 @@ pub struct HttpUpstream {
     url: Url,
     headers: HeaderMap,
     timeout: Duration,
+    credentials: Option<Arc<UpstreamCredentials>>,
 }
 
 impl HttpUpstream {
@@ -81,12 +88,22 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let credentials = config
+            .oauth
+            .clone()
+            .map(|oauth| UpstreamCredentials::new(oauth, client.clone()));
         Ok(Self {
             client,
             url: config.url.clone(),
             headers,
             timeout: config.timeout,
+            credentials,
         })
+    }
+
+    /// mcpgate's own token source for the upstream, when `upstream.oauth` is set.
+    pub fn credentials(&self) -> Option<&Arc<UpstreamCredentials>> {
+        self.credentials.as_ref()
     }
 
     /// Sends one request upstream and returns its response with the body still streaming.
@@ -109,6 +126,17 @@ impl HttpUpstream {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
+        let token = match &self.credentials {
+            Some(credentials) => {
+                let token = credentials
+                    .authorization()
+                    .await
+                    .map_err(|error| UpstreamError::Credentials(error.to_string()))?;
+                headers.insert(http::header::AUTHORIZATION, token.clone());
+                Some(token)
+            }
+            None => None,
+        };
         let request = self
             .client
             .request(method, self.url.clone())
@@ -122,6 +150,12 @@ impl HttpUpstream {
             Ok(Err(error)) => return Err(UpstreamError::Unreachable(crate::error_chain(&error))),
             Ok(Ok(response)) => response,
         };
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let (Some(credentials), Some(token)) = (&self.credentials, &token)
+        {
+            // Revoked or rotated early: this request fails, the next gets a new token.
+            credentials.invalidate(token);
+        }
 
         let mut builder = Response::builder().status(response.status());
         if let Some(out) = builder.headers_mut() {

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use super::credentials::UpstreamCredentials;
 use crate::config::{ConfigError, UpstreamConfig};
 
 /// What an MCP server offers, as listed by it.
@@ -93,6 +94,15 @@ const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protoco
 /// Connects to the configured upstream as an MCP client and lists what it offers.
 pub async fn fetch_inventory(config: &UpstreamConfig) -> Result<Inventory, InventoryError> {
     let mut client = Client::from_config(config)?;
+    if let Some(oauth) = &config.oauth {
+        // The same grant the gateway performs: the upstream sees mcpgate's token.
+        let credentials = UpstreamCredentials::new(oauth.clone(), client.http.clone());
+        let token = credentials
+            .authorization()
+            .await
+            .map_err(|error| ConfigError::invalid("upstream.oauth.token_url", error.to_string()))?;
+        client.headers.insert(http::header::AUTHORIZATION, token);
+    }
     let inventory = client.inventory().await;
     // Also after a failure: the server may hold state for the session.
     client.end_session().await;

@@ -1,5 +1,6 @@
 //! Where allowed requests go: a Streamable HTTP MCP server.
 
+pub mod credentials;
 mod http;
 pub mod inventory;
 
