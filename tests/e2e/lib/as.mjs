@@ -3,17 +3,31 @@
 //
 // It issues RS256 JWT access tokens (typ at+jwt) for exactly one resource:
 // the gateway's public_url. That is what mcpgate validates: iss = issuer,
-// aud = public_url, signature via <issuer>/jwks.
+// aud = public_url, signature via <issuer>/jwks. (With `upstreamResource`, also
+// for that second resource, to mcpgate's own client only: see UPSTREAM_CLIENT.)
 import http from 'node:http';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 export const ALL_SCOPES = 'mcp:connect mcp:tools mcp:admin';
 export const M2M = { clientId: 'm2m', clientSecret: 'm2m-secret' };
+/** A second machine client for the same resource: another principal (its own client_id and sub). */
+export const M2M_B = { clientId: 'm2m-b', clientSecret: 'm2m-b-secret' };
 /** Gets opaque (non-JWT) access tokens for the same resource, to exercise introspection. */
 export const M2M_OPAQUE = { clientId: 'm2m-opaque', clientSecret: 'm2m-opaque-secret' };
 /** Confidential client the gateway uses at /token/introspection (RFC 7662 needs client auth). */
 export const INTROSPECTOR = { clientId: 'gateway-introspector', clientSecret: 'introspector-secret' };
+/**
+ * mcpgate's own confidential client for its upstream (`upstream.oauth`), registered only
+ * when startAuthServer() gets `upstreamResource`: client_credentials, scope
+ * UPSTREAM_SCOPE, tokens only for `upstreamResource`. Its secret has characters that
+ * must be form-encoded (RFC 6749 §2.3.1 for Basic, the form body for post).
+ * oidc-provider accepts client_secret_basic and client_secret_post from any secret
+ * client, whatever it registered, so `issued[].clientAuth` tells which one was used.
+ */
+export const UPSTREAM_CLIENT = { clientId: 'mcpgate-upstream', clientSecret: 'up secret:/+&%=' };
+/** The one scope UPSTREAM_CLIENT may have, and only for `upstreamResource`. */
+export const UPSTREAM_SCOPE = 'upstream:tools';
 /**
  * Public client (no secret, PKCE) for the authorization-code flow, pre-registered (no DCR).
  * Nothing listens at its redirect URI: headlessAuthorize() stops at the redirect to it and
@@ -44,18 +58,23 @@ function newSigningKey() {
  * also the default one (so a token request without `resource` still gets a
  * JWT for the gateway). Client M2M_OPAQUE gets opaque tokens for the same
  * resource instead of JWTs. `extraScopes` (array) adds scopes to ALL_SCOPES:
- * the AS knows them and M2M / M2M_OPAQUE / INTERACTIVE / INTERACTIVE_REFRESH
+ * the AS knows them and M2M / M2M_B / M2M_OPAQUE / INTERACTIVE / INTERACTIVE_REFRESH
  * may request them. `interactive: true` turns on oidc-provider's
  * devInteractions (the login and consent pages at /interaction/<uid>) for the
  * authorization-code flow of INTERACTIVE and INTERACTIVE_REFRESH, driven by
  * headlessAuthorize(); off by default because oidc-provider prints a warning
- * whenever they are on.
+ * whenever they are on. `upstreamResource` (a URI) registers UPSTREAM_CLIENT and
+ * makes that URI a second resource indicator, granted only to it (and its default
+ * one), with scope UPSTREAM_SCOPE: tokens that mcpgate gets for its upstream, which
+ * no other client can get and which are not valid at the gateway.
  *
  * Test hooks on the returned object:
  * - `hits`: every request as { method, path, url, at } (url keeps the query,
  *   at = Date.now()).
- * - `issued`: every successful token response as { clientId, grantType,
- *   requestedScope, scope (granted, as in the response), accessToken, at }.
+ * - `issued`: every successful token response as { clientId, clientAuth
+ *   ('client_secret_basic', 'client_secret_post' or 'none': how the client
+ *   authenticated), grantType, requestedScope, requestedResource, scope
+ *   (granted, as in the response), accessToken, at }.
  * - `faults.jwks = 'error' | 'reset'`: /jwks answers 500, or the connection is
  *   dropped without an answer (the rest of the AS keeps working).
  * - `faults.introspection = 'hang'`: /token/introspection never answers.
@@ -63,8 +82,14 @@ function newSigningKey() {
  *   published), by swapping in a new Provider behind the same listener, so
  *   the issuer and port do not change.
  */
-export async function startAuthServer({ resource, accessTokenTTL = 300, extraScopes = [], interactive = false }) {
-  // What the AS knows, what M2M / M2M_OPAQUE may request, and what the
+export async function startAuthServer({
+  resource,
+  accessTokenTTL = 300,
+  extraScopes = [],
+  interactive = false,
+  upstreamResource,
+}) {
+  // What the AS knows, what M2M / M2M_B / M2M_OPAQUE may request, and what the
   // resource (the gateway) may be granted: ALL_SCOPES plus the test's own.
   const scopes = [...new Set([...ALL_SCOPES.split(' '), ...extraScopes])].join(' ');
   // Listen first: the issuer must carry the port, and the provider needs the
@@ -87,6 +112,14 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
         {
           client_id: M2M.clientId,
           client_secret: M2M.clientSecret,
+          grant_types: ['client_credentials'],
+          redirect_uris: [],
+          response_types: [],
+          scope: scopes,
+        },
+        {
+          client_id: M2M_B.clientId,
+          client_secret: M2M_B.clientSecret,
           grant_types: ['client_credentials'],
           redirect_uris: [],
           response_types: [],
@@ -125,6 +158,18 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
           redirect_uris: [],
           response_types: [],
         },
+        ...(upstreamResource
+          ? [
+              {
+                client_id: UPSTREAM_CLIENT.clientId,
+                client_secret: UPSTREAM_CLIENT.clientSecret,
+                grant_types: ['client_credentials'],
+                redirect_uris: [],
+                response_types: [],
+                scope: UPSTREAM_SCOPE,
+              },
+            ]
+          : []),
       ],
       // Set explicitly so oidc-provider does not print its default-TTL notice.
       ttl: {
@@ -144,7 +189,7 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
       // A refresh token to every client allowed refresh_token (INTERACTIVE_REFRESH),
       // offline_access or not; the others get none.
       issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-      scopes: ['openid', 'offline_access', ...scopes.split(' ')],
+      scopes: ['openid', 'offline_access', ...scopes.split(' '), ...(upstreamResource ? [UPSTREAM_SCOPE] : [])],
       features: {
         devInteractions: { enabled: interactive },
         clientCredentials: { enabled: true },
@@ -155,9 +200,13 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
         revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId },
         resourceIndicators: {
           enabled: true,
-          defaultResource: () => resource,
+          defaultResource: (_ctx, client) =>
+            upstreamResource && client?.clientId === UPSTREAM_CLIENT.clientId ? upstreamResource : resource,
           useGrantedResource: () => true,
           getResourceServerInfo: (_ctx, indicator, client) => {
+            if (upstreamResource && indicator === upstreamResource && client?.clientId === UPSTREAM_CLIENT.clientId) {
+              return { scope: UPSTREAM_SCOPE, accessTokenFormat: 'jwt', accessTokenTTL, jwt: { sign: { alg: 'RS256' } } };
+            }
             if (indicator !== resource) throw new errors.InvalidTarget();
             if (client?.clientId === M2M_OPAQUE.clientId) {
               return { scope: scopes, accessTokenFormat: 'opaque', accessTokenTTL };
@@ -178,8 +227,14 @@ export async function startAuthServer({ resource, accessTokenTTL = 300, extraSco
     provider.on('grant.success', (ctx) => {
       issued.push({
         clientId: ctx.oidc.client?.clientId,
+        clientAuth: ctx.headers.authorization
+          ? 'client_secret_basic'
+          : ctx.oidc.params?.client_secret
+            ? 'client_secret_post'
+            : 'none',
         grantType: ctx.oidc.params?.grant_type,
         requestedScope: ctx.oidc.params?.scope,
+        requestedResource: ctx.oidc.params?.resource,
         scope: ctx.body?.scope,
         accessToken: ctx.body?.access_token,
         at: Date.now(),

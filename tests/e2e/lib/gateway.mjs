@@ -42,6 +42,8 @@ export const DEFAULT_SCOPES_YAML = `scopes:
  * `oauthExtra` is YAML appended under auth.oauth, indented by 4 spaces;
  * `serverExtra` is YAML appended under server, indented by 2 spaces (e.g.
  * `  admin_listen: 127.0.0.1:9090\n`);
+ * `upstreamExtra` is YAML appended under upstream, indented by 2 spaces (e.g. an
+ * `  oauth:` block), ending with a newline;
  * `scopesYaml` replaces the whole top-level `scopes:` block (DEFAULT_SCOPES_YAML),
  * key line included, ending with a newline;
  * `topExtra` is top-level YAML appended at the end (e.g. an `audit:` block),
@@ -55,6 +57,7 @@ export function gatewayConfigYaml({
   jwksUrl = `${issuer}/jwks`,
   oauthExtra = '',
   serverExtra = '',
+  upstreamExtra = '',
   scopesYaml = DEFAULT_SCOPES_YAML,
   topExtra = '',
 }) {
@@ -68,7 +71,7 @@ server:
 ${serverExtra}upstream:
   url: ${upstreamUrl}
   headers: { ${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}" }
-auth:
+${upstreamExtra}auth:
   oauth:
     enabled: true
     authorization_servers: [${issuer}]
@@ -95,12 +98,24 @@ export async function startGateway({
   jwksUrl,
   oauthExtra,
   serverExtra,
+  upstreamExtra,
   scopesYaml,
   topExtra,
 }) {
   assertBinaryExists();
   const { dir, configPath } = await writeConfig(
-    gatewayConfigYaml({ gwPort, upstreamUrl, issuer, jwks, jwksUrl, oauthExtra, serverExtra, scopesYaml, topExtra }),
+    gatewayConfigYaml({
+      gwPort,
+      upstreamUrl,
+      issuer,
+      jwks,
+      jwksUrl,
+      oauthExtra,
+      serverExtra,
+      upstreamExtra,
+      scopesYaml,
+      topExtra,
+    }),
   );
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),

@@ -12,15 +12,17 @@ import { startRecorder } from './recorder.mjs';
 
 /**
  * `gatewayOptions(as)` may return extra startGateway options ({ jwks, oauthExtra,
- * serverExtra, scopesYaml, topExtra }) once the AS (and so its issuer URL)
- * exists. `everything` is passed to startEverything (e.g. { jsonResponse: true });
- * `extraScopes` and `interactive` (login and consent pages for the
- * authorization-code flow) to startAuthServer.
+ * serverExtra, upstreamExtra, scopesYaml, topExtra }) once the AS (and so its
+ * issuer URL) exists. `everything` is passed to startEverything (e.g. { jsonResponse: true });
+ * `extraScopes`, `interactive` (login and consent pages for the
+ * authorization-code flow) and `upstreamResource` (mcpgate's own clients and
+ * resource for `upstream.oauth`) to startAuthServer.
  */
 export async function startStack({
   accessTokenTTL,
   extraScopes,
   interactive,
+  upstreamResource,
   gatewayOptions = () => ({}),
   everything = {},
 } = {}) {
@@ -44,7 +46,7 @@ export async function startStack({
     const gwPort = await freePort();
     const publicUrl = `http://127.0.0.1:${gwPort}/mcp`;
 
-    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes, interactive });
+    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes, interactive, upstreamResource });
     stoppers.push(() => stack.as.stop());
 
     stack.everything = await startEverything(everything);
