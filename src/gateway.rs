@@ -9,7 +9,7 @@ use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
 use crate::server::origin::AllowedOrigins;
-use crate::upstream::HttpUpstream;
+use crate::upstream::Upstream;
 
 /// The running state derived from one configuration.
 pub struct Gateway {
@@ -17,7 +17,9 @@ pub struct Gateway {
     /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,
     pub policy: Policy,
-    pub upstream: HttpUpstream,
+    /// Shared with the next gateway when a reload leaves `upstream` alone, so that
+    /// what it runs (stdio children, the upstream token) outlives the reload.
+    pub upstream: Arc<Upstream>,
     pub challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
@@ -27,10 +29,27 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway, fetching remote JWKS. Errors name the config key.
     pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
+        Self::rebuild(config, idp_client, None).await
+    }
+
+    /// Builds the gateway for a reload: the running upstream is kept when its
+    /// configuration did not change (stdio sessions survive the reload).
+    pub async fn rebuild(
+        config: Config,
+        idp_client: &reqwest::Client,
+        running: Option<&Gateway>,
+    ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
-        let upstream = HttpUpstream::from_config(upstream_config)?;
-        if let Some(credentials) = upstream.credentials() {
+        let kept =
+            running.filter(|running| running.config.upstream.as_ref() == Some(upstream_config));
+        let upstream = match kept {
+            Some(running) => Arc::clone(&running.upstream),
+            None => Arc::new(Upstream::from_config(upstream_config)?),
+        };
+        if kept.is_none()
+            && let Some(credentials) = upstream.credentials()
+        {
             // Like a JWKS that cannot be fetched: a wrong secret or token URL shows at
             // start (and fails a reload) instead of as 502s later.
             credentials.authorization().await.map_err(|error| {

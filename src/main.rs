@@ -17,7 +17,7 @@ use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, PolicyArgs, TokenArgs}
 use mcpgate::audit::AuditLog;
 use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
-use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat};
+use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat, UpstreamConfig};
 use mcpgate::gateway::Gateway;
 use mcpgate::policy::Policy;
 use mcpgate::policy::matrix::{Matrix, Offered};
@@ -129,12 +129,12 @@ async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(gateway, audit.clone(), traces.clone(), stop_rx.clone());
+    let state = AppState::new(gateway, audit.clone(), traces.clone(), stop_rx.clone())?;
     let reloader = Arc::new(Reloader::new(config_path, state.clone(), client));
     let admin = admin_listener.map(|listener| {
         tokio::spawn(server::admin::serve(
             listener,
-            state.gateway.clone(),
+            server::admin::Admin::from(&state),
             server::stream::shutdown_begun(stop_rx.clone()),
         ))
     });
@@ -142,7 +142,10 @@ async fn run(
     tracing::info!("{startup}");
 
     let grace = config.server.shutdown_grace;
+    let gateway = Arc::clone(&state.gateway);
     let result = server::serve(listener, state, grace).await;
+    // Stdio children end with mcpgate, cleanly: stdin closed, then signals.
+    gateway.load().upstream.shutdown().await;
     signal_loop.abort();
     if let Some(admin) = admin {
         admin.abort();
@@ -208,7 +211,10 @@ fn summary(
         "mcpgate ready: listening on {local}, MCP endpoint {} -> upstream {}; auth: {auth}; \
          metadata: {metadata}; audit: {audit}; admin: {admin}; traces: {}",
         config.public_url(),
-        config.upstream.as_ref().map_or("-", |u| u.url.as_str()),
+        config
+            .upstream
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), UpstreamConfig::describe),
         if traces { "on" } else { "off" },
     )
 }
@@ -296,7 +302,10 @@ async fn check(args: ConfigArg) -> anyhow::Result<()> {
     });
     let (gateway, _) = build_gateway(config).await?;
     let config = &gateway.config;
-    let upstream = config.upstream.as_ref().map_or("-", |u| u.url.as_str());
+    let upstream = config
+        .upstream
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), UpstreamConfig::describe);
     let protection = if gateway.auth.is_none() {
         "NO AUTHENTICATION".to_owned()
     } else {
@@ -330,7 +339,7 @@ async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
         Err(InventoryError::Config(error)) => return Err(error.into()),
         Err(error) => {
             return Err(anyhow::Error::new(error))
-                .with_context(|| format!("cannot list what {} offers", upstream.url));
+                .with_context(|| format!("cannot list what {} offers", upstream.describe()));
         }
     };
     let matrix = Matrix::build(
@@ -352,7 +361,7 @@ async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
             matrix: &'a Matrix,
         }
         let manifest = Manifest {
-            upstream: upstream.url.as_str(),
+            upstream: &upstream.describe(),
             server_name: inventory.server_name.as_deref(),
             protocol_version: &inventory.protocol_version,
             matrix: &matrix,
@@ -361,7 +370,7 @@ async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "upstream: {} ({}, protocol {})\n",
-            upstream.url,
+            upstream.describe(),
             inventory.server_name.as_deref().unwrap_or("unnamed server"),
             inventory.protocol_version
         );

@@ -76,7 +76,7 @@ impl Reloader {
                  and the rest of the change applies"
             );
         }
-        let gateway = Gateway::build(config, &self.client).await?;
+        let gateway = Gateway::rebuild(config, &self.client, Some(&current)).await?;
         self.state.audit.reconfigure(&gateway.config.audit)?;
         warn_about_auth_change(&current, &gateway);
         self.replace_refreshers(&gateway);

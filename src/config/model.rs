@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use super::ScopesConfig;
+pub use crate::upstream::stdio::{CommandLine, StdioConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,11 +87,26 @@ fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// A Streamable HTTP MCP endpoint.
-    pub url: Url,
+    /// A Streamable HTTP MCP endpoint. Exactly one of `url` and `command` is set.
+    pub url: Option<Url>,
+    /// A local MCP server started as a child process, one per session (stdio).
+    pub command: Option<CommandLine>,
+    /// stdio: arguments after those in `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: the child's whole environment (nothing of mcpgate's own is inherited).
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
+    /// stdio: the child's working directory.
+    pub cwd: Option<std::path::PathBuf>,
+    /// stdio: a session's process is stopped after this long without a request.
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    /// stdio: most processes alive at once.
+    pub max_children: Option<usize>,
     /// Added to every upstream request: the upstream's own credentials.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
@@ -102,6 +118,55 @@ pub struct UpstreamConfig {
     /// mcpgate's own OAuth client for the upstream: a client_credentials token sent as
     /// `Authorization: Bearer` (the caller's token never is).
     pub oauth: Option<UpstreamOAuthConfig>,
+}
+
+impl Default for UpstreamConfig {
+    /// Neither `url` nor `command`: validation asks for one.
+    fn default() -> Self {
+        Self {
+            url: None,
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            idle_timeout: None,
+            max_children: None,
+            headers: BTreeMap::new(),
+            connect_timeout: default_connect_timeout(),
+            timeout: default_upstream_timeout(),
+            oauth: None,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The stdio settings, when this upstream is a command.
+    pub fn stdio(&self) -> Option<StdioConfig> {
+        let command = self.command.clone()?;
+        let mut stdio = StdioConfig::new(command);
+        stdio.args.clone_from(&self.args);
+        stdio.env.clone_from(&self.env);
+        stdio.cwd.clone_from(&self.cwd);
+        if let Some(idle) = self.idle_timeout {
+            stdio.idle_timeout = idle;
+        }
+        if let Some(max) = self.max_children {
+            stdio.max_children = max;
+        }
+        // One meaning for both kinds: how long an answer may take to start.
+        stdio.request_timeout = self.timeout;
+        Some(stdio)
+    }
+
+    /// What the upstream is, for logs and messages: its URL, or `stdio: <command>`.
+    pub fn describe(&self) -> String {
+        match (&self.url, &self.command) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(CommandLine::Program(program))) => format!("stdio: {program}"),
+            (None, Some(CommandLine::WithArgs(items))) => format!("stdio: {}", items.join(" ")),
+            (None, None) => "-".to_owned(),
+        }
+    }
 }
 
 /// An OAuth 2.0 client_credentials grant (RFC 6749 §4.4) mcpgate performs itself.

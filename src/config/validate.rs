@@ -111,11 +111,9 @@ fn validate_sessions(config: &Config) -> Result<(), ConfigError> {
             "must be greater than 0",
         ));
     }
-    if matches!(session.store, super::SessionStoreConfig::Redis(_)) {
-        return Err(ConfigError::invalid(
-            "session.store",
-            "the Redis store is not built yet: use memory",
-        ));
+    if let super::SessionStoreConfig::Redis(url) = &session.store {
+        crate::mcp::session::RedisStore::parse_url(url)
+            .map_err(|message| ConfigError::invalid("session.store", message))?;
     }
     Ok(())
 }
@@ -193,13 +191,54 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
+    const REQUIRED: &str = "required: the MCP server to proxy to (e.g. http://127.0.0.1:3001/mcp), or upstream.command to start a stdio server";
     let Some(upstream) = &config.upstream else {
-        return Err(ConfigError::invalid(
-            "upstream.url",
-            "required: the MCP server to proxy to, e.g. http://127.0.0.1:3001/mcp",
-        ));
+        return Err(ConfigError::invalid("upstream.url", REQUIRED));
     };
-    check_http_url("upstream.url", &upstream.url)?;
+    match (&upstream.url, &upstream.command) {
+        (None, None) => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "upstream",
+                "set either url (an HTTP server) or command (a stdio server), not both",
+            ));
+        }
+        (Some(url), None) => {
+            check_http_url("upstream.url", url)?;
+            let stdio_only = [
+                ("args", !upstream.args.is_empty()),
+                ("env", !upstream.env.is_empty()),
+                ("cwd", upstream.cwd.is_some()),
+                ("idle_timeout", upstream.idle_timeout.is_some()),
+                ("max_children", upstream.max_children.is_some()),
+            ];
+            if let Some((key, _)) = stdio_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    format!("upstream.{key}"),
+                    "applies to a stdio upstream (upstream.command), not to upstream.url",
+                ));
+            }
+        }
+        (None, Some(_)) => {
+            if !upstream.headers.is_empty() || upstream.oauth.is_some() {
+                let key = if upstream.oauth.is_some() {
+                    "upstream.oauth"
+                } else {
+                    "upstream.headers"
+                };
+                return Err(ConfigError::invalid(
+                    key,
+                    "applies to an HTTP upstream (upstream.url); give a stdio server its credentials in upstream.env",
+                ));
+            }
+            if config.session.stateless {
+                return Err(ConfigError::invalid(
+                    "session.stateless",
+                    "a stdio upstream needs sessions: each session is its own process",
+                ));
+            }
+        }
+    }
     if let Some(oauth) = &upstream.oauth {
         check_http_url("upstream.oauth.token_url", &oauth.token_url)?;
         if oauth.client_id.is_empty() {

@@ -74,11 +74,10 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
             ..ServerConfig::default()
         },
         upstream: Some(UpstreamConfig {
-            url: url::Url::parse(&format!("http://{upstream_addr}/mcp"))?,
-            headers: Default::default(),
+            url: Some(url::Url::parse(&format!("http://{upstream_addr}/mcp"))?),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(30),
-            oauth: None,
+            ..UpstreamConfig::default()
         }),
         auth: crate::config::AuthConfig {
             oauth: OAuthConfig {

@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (it can serve:
-//! signing keys usable and the upstream reachable) and `/metrics`. Served on its own
+//! signing keys usable, the upstream reachable, the session store answering) and `/metrics`. Served on its own
 //! address (`server.admin_listen`), apart from the MCP endpoint, so that probes and
 //! scrapes need no token and are never exposed where clients connect.
 
@@ -15,29 +15,58 @@ use http::{StatusCode, header};
 use serde_json::json;
 use url::{Host, Url};
 
+use super::AppState;
 use crate::gateway::Gateway;
+use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
 
 /// How long `/readyz` waits for a TCP connection to the upstream.
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The admin routes. The gateway is read at each request, so readiness follows reloads.
-pub fn router(gateway: Arc<ArcSwap<Gateway>>) -> Router {
+/// What readiness looks at. The gateway is read at each request, so readiness
+/// follows reloads; the session store outlives them.
+#[derive(Clone)]
+pub struct Admin {
+    pub gateway: Arc<ArcSwap<Gateway>>,
+    /// `None`: no store to probe (a gateway served on its own, as in tests).
+    pub sessions: Option<Arc<Sessions>>,
+}
+
+impl From<Arc<ArcSwap<Gateway>>> for Admin {
+    fn from(gateway: Arc<ArcSwap<Gateway>>) -> Self {
+        Self {
+            gateway,
+            sessions: None,
+        }
+    }
+}
+
+impl From<&AppState> for Admin {
+    fn from(state: &AppState) -> Self {
+        Self {
+            gateway: Arc::clone(&state.gateway),
+            sessions: Some(Arc::clone(&state.sessions)),
+        }
+    }
+}
+
+/// The admin routes.
+pub fn router(admin: impl Into<Admin>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
-        .with_state(gateway)
+        .with_state(admin.into())
 }
 
 /// Serves the admin routes until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    gateway: Arc<ArcSwap<Gateway>>,
+    admin: impl Into<Admin>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway))
+    axum::serve(listener, router(admin))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -46,21 +75,32 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(gateway): State<Arc<ArcSwap<Gateway>>>) -> Response {
-    let gateway = gateway.load_full();
+async fn readyz(State(admin): State<Admin>) -> Response {
+    let gateway = admin.gateway.load_full();
     let mut reasons = Vec::new();
     if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
         reasons.push(reason);
     }
-    match &gateway.config.upstream {
-        Some(upstream) => {
-            if let Err(reason) = probe_upstream(&upstream.url).await {
-                reasons.push(reason);
-            }
+    let upstream = async {
+        match &gateway.config.upstream {
+            Some(upstream) => match &upstream.url {
+                Some(url) => probe_upstream(url).await,
+                // A stdio server is started per session: there is nothing to reach yet.
+                None => Ok(()),
+            },
+            // `Gateway::build` refuses a config without one; kept total rather than assumed.
+            None => Err("no upstream configured".to_owned()),
         }
-        // `Gateway::build` refuses a config without one; kept total rather than assumed.
-        None => reasons.push("no upstream configured".to_owned()),
-    }
+    };
+    let sessions = async {
+        match &admin.sessions {
+            Some(sessions) => sessions.readiness().await,
+            None => Ok(()),
+        }
+    };
+    // Side by side, so that a slow store does not add to a slow upstream's wait.
+    let (upstream, sessions) = tokio::join!(upstream, sessions);
+    reasons.extend([upstream.err(), sessions.err()].into_iter().flatten());
     if reasons.is_empty() {
         axum::Json(json!({"status": "ready"})).into_response()
     } else {

@@ -22,6 +22,7 @@ use http::StatusCode;
 use tokio::sync::watch;
 
 use crate::audit::AuditLog;
+use crate::config::ConfigError;
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::traces::Traces;
@@ -40,20 +41,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Needs a Tokio runtime: a Redis session store starts connecting here.
     pub fn new(
         gateway: Gateway,
         audit: AuditLog,
         traces: Traces,
         shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        let sessions = Arc::new(Sessions::from_config(&gateway.config.session));
-        Self {
+    ) -> Result<Self, ConfigError> {
+        let sessions = Arc::new(Sessions::from_config(&gateway.config.session)?);
+        Ok(Self {
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,
             traces,
             shutdown,
             sessions,
-        }
+        })
     }
 }
 

@@ -185,6 +185,7 @@ pub struct Metrics {
     last_reload_success: Gauge<f64, AtomicU64>,
     audit_records: Counter,
     audit_write_errors: Counter,
+    session_store_errors: Counter,
 }
 
 /// The process-wide metrics.
@@ -286,6 +287,12 @@ impl Metrics {
             "Failures to write audit records",
             audit_write_errors.clone(),
         );
+        let session_store_errors = Counter::default();
+        registry.register(
+            "session_store_errors",
+            "Session store operations (open, look-up, close) that failed: the store did not answer",
+            session_store_errors.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -314,7 +321,13 @@ impl Metrics {
             last_reload_success,
             audit_records,
             audit_write_errors,
+            session_store_errors,
         }
+    }
+
+    /// A session store operation that failed (each one a 503, or a session left behind).
+    pub fn session_store_error(&self) {
+        self.session_store_errors.inc();
     }
 
     /// One decided request (every audit record passes through here).
@@ -639,6 +652,7 @@ mod tests {
         metrics.token_cache(TokenCache::Verified, false);
         metrics.introspection_request(IntrospectionResult::Inactive);
         metrics.jwks_fetch("auth.oauth.jwks[0]", true);
+        metrics.session_store_error();
         let text = metrics.encode();
         for (series, expected) in [
             (r#"mcpgate_upstream_errors_total{kind="timeout"}"#, 1.0),
@@ -646,6 +660,7 @@ mod tests {
             (r#"mcpgate_config_reloads_total{result="error"}"#, 2.0),
             ("mcpgate_audit_records_total", 3.0),
             ("mcpgate_audit_write_errors_total", 1.0),
+            ("mcpgate_session_store_errors_total", 1.0),
             (
                 r#"mcpgate_token_cache_total{cache="api_key",result="hit"}"#,
                 1.0,

@@ -55,6 +55,16 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+impl std::fmt::Debug for UpstreamCredentials {
+    /// Never the token or the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredentials")
+            .field("token_url", &self.config.token_url.as_str())
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UpstreamCredentials {
     pub fn new(config: UpstreamOAuthConfig, client: reqwest::Client) -> Arc<Self> {
         Arc::new(Self {

@@ -58,6 +58,7 @@ impl UpstreamError {
 }
 
 /// A Streamable HTTP MCP server.
+#[derive(Debug)]
 pub struct HttpUpstream {
     client: reqwest::Client,
     url: Url,
@@ -68,6 +69,10 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+        let url = config
+            .url
+            .clone()
+            .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -94,7 +99,7 @@ impl HttpUpstream {
             .map(|oauth| UpstreamCredentials::new(oauth, client.clone()));
         Ok(Self {
             client,
-            url: config.url.clone(),
+            url,
             headers,
             timeout: config.timeout,
             credentials,

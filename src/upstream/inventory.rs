@@ -9,14 +9,18 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
-use url::Url;
 
-use super::credentials::UpstreamCredentials;
+use super::{Upstream, UpstreamError};
 use crate::config::{ConfigError, UpstreamConfig};
+
+/// An upstream answer, its body still streaming.
+type Answer = http::Response<Body>;
 
 /// What an MCP server offers, as listed by it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -93,69 +97,39 @@ const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protoco
 
 /// Connects to the configured upstream as an MCP client and lists what it offers.
 pub async fn fetch_inventory(config: &UpstreamConfig) -> Result<Inventory, InventoryError> {
-    let mut client = Client::from_config(config)?;
-    if let Some(oauth) = &config.oauth {
-        // The same grant the gateway performs: the upstream sees mcpgate's token.
-        let credentials = UpstreamCredentials::new(oauth.clone(), client.http.clone());
-        let token = credentials
+    // The same upstream the gateway forwards to: its credentials, its transport (a
+    // stdio child is started for this one session and stopped after it).
+    let upstream = Upstream::from_config(config)?;
+    if let Some(credentials) = upstream.credentials() {
+        credentials
             .authorization()
             .await
             .map_err(|error| ConfigError::invalid("upstream.oauth.token_url", error.to_string()))?;
-        client.headers.insert(http::header::AUTHORIZATION, token);
     }
+    let mut client = Client {
+        upstream: &upstream,
+        timeout: config.timeout,
+        session_id: None,
+        protocol_version: None,
+        next_id: 1,
+    };
     let inventory = client.inventory().await;
     // Also after a failure: the server may hold state for the session.
     client.end_session().await;
+    upstream.shutdown().await;
     inventory
 }
 
 /// One MCP client session against the upstream.
-struct Client {
-    http: reqwest::Client,
-    url: Url,
-    /// The upstream's own credentials, from the config.
-    headers: HeaderMap,
+struct Client<'a> {
+    upstream: &'a Upstream,
     timeout: Duration,
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
     next_id: u64,
 }
 
-impl Client {
-    fn from_config(config: &UpstreamConfig) -> Result<Self, InventoryError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| {
-                ConfigError::invalid(
-                    "upstream",
-                    format!("cannot build HTTP client: {}", crate::error_chain(&error)),
-                )
-            })?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let key = format!("upstream.headers.{name}");
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header name"))?;
-            let mut value = HeaderValue::from_str(value.expose())
-                .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        Ok(Self {
-            http,
-            url: config.url.clone(),
-            headers,
-            timeout: config.timeout,
-            session_id: None,
-            protocol_version: None,
-            next_id: 1,
-        })
-    }
-
+impl Client<'_> {
     async fn inventory(&mut self) -> Result<Inventory, InventoryError> {
         let params = json!({
             "protocolVersion": PROTOCOL_VERSION,
@@ -352,33 +326,40 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response, InventoryError> {
-        let mut headers = self.headers.clone();
-        // Ours win over configured ones: they are the protocol, not credentials.
+    async fn send(&self, method: Method, body: Option<&Value>) -> Result<Answer, InventoryError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("mcpgate/", env!("CARGO_PKG_VERSION"))),
+        );
         if let Some(session_id) = &self.session_id {
             headers.insert(SESSION_ID, session_id.clone());
         }
         if let Some(version) = &self.protocol_version {
             headers.insert(PROTOCOL_VERSION_HEADER, version.clone());
         }
-        let mut request = self.http.request(method, self.url.clone());
-        if let Some(body) = body {
-            headers.insert(
-                ACCEPT,
-                HeaderValue::from_static("application/json, text/event-stream"),
-            );
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            request = request.body(body.to_string());
-        }
-        request
-            .headers(headers)
-            .send()
+        let body = match body {
+            Some(body) => {
+                headers.insert(
+                    ACCEPT,
+                    HeaderValue::from_static("application/json, text/event-stream"),
+                );
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Bytes::from(body.to_string())
+            }
+            None => Bytes::new(),
+        };
+        self.upstream
+            .forward(method, &HeaderMap::new(), headers, body)
             .await
-            .map_err(|error| InventoryError::Unreachable(crate::error_chain(&error)))
+            .map_err(|error| match error {
+                UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => {
+                    InventoryError::Unreachable(error.detail())
+                }
+                UpstreamError::Credentials(detail) => {
+                    ConfigError::invalid("upstream.oauth.token_url", detail).into()
+                }
+            })
     }
 }
 
@@ -389,16 +370,24 @@ fn not_mcp(method: &str, reason: impl Into<String>) -> InventoryError {
     }
 }
 
-async fn next_chunk(
-    response: &mut reqwest::Response,
-    method: &str,
-) -> Result<Option<Bytes>, InventoryError> {
-    response.chunk().await.map_err(|error| {
-        InventoryError::Unreachable(format!(
-            "connection failed while reading the answer to {method}: {}",
-            crate::error_chain(&error)
-        ))
-    })
+async fn next_chunk(response: &mut Answer, method: &str) -> Result<Option<Bytes>, InventoryError> {
+    loop {
+        match response.body_mut().frame().await {
+            None => return Ok(None),
+            Some(Ok(frame)) => {
+                // Trailers carry nothing an MCP answer needs.
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+            Some(Err(error)) => {
+                return Err(InventoryError::Unreachable(format!(
+                    "connection failed while reading the answer to {method}: {}",
+                    crate::error_chain(&error)
+                )));
+            }
+        }
+    }
 }
 
 fn too_large(method: &str) -> InventoryError {
@@ -409,14 +398,13 @@ fn too_large(method: &str) -> InventoryError {
 }
 
 /// The whole body, refused past [`MAX_BODY_BYTES`].
-async fn read_capped(
-    mut response: reqwest::Response,
-    method: &str,
-) -> Result<Vec<u8>, InventoryError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-    {
+async fn read_capped(mut response: Answer, method: &str) -> Result<Vec<u8>, InventoryError> {
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(too_large(method));
     }
     let mut body = Vec::new();
@@ -430,11 +418,11 @@ async fn read_capped(
 }
 
 /// A non-2xx answer, with the start of its body on one line.
-async fn status_error(method: &str, mut response: reqwest::Response) -> InventoryError {
+async fn status_error(method: &str, mut response: Answer) -> InventoryError {
     let status = response.status();
     let mut body = Vec::new();
     while body.len() < ERROR_BODY_BYTES {
-        match response.chunk().await {
+        match next_chunk(&mut response, method).await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             _ => break,
         }
@@ -460,7 +448,7 @@ async fn status_error(method: &str, mut response: reqwest::Response) -> Inventor
 /// Reads events until the response to request `id` arrives; notifications, server
 /// requests and other events before it are skipped. The stream is not read further.
 async fn read_event_stream(
-    mut response: reqwest::Response,
+    mut response: Answer,
     method: &str,
     id: u64,
 ) -> Result<Value, InventoryError> {

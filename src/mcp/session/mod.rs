@@ -6,12 +6,15 @@
 
 mod memory;
 mod owner;
+mod redis;
 
 use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::owner::Owner;
-use crate::config::{SessionConfig, SessionStoreConfig};
+pub use self::redis::RedisStore;
+use crate::config::{ConfigError, SessionConfig, SessionStoreConfig};
+use crate::telemetry::metrics::metrics;
 
 /// `Mcp-Session-Id`, as sent and answered.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -52,22 +55,29 @@ pub enum Sessions {
     /// `session.stateless`: no sessions at all.
     Stateless,
     Memory(MemoryStore),
+    /// Shared by replicas. `session.max_sessions` does not apply: an exact count
+    /// across replicas would cost a shared counter on every open and a sweep of
+    /// expiries; Redis's own `maxmemory` is the bound there. Boxed: it is much
+    /// larger than the other variants.
+    Redis(Box<RedisStore>),
 }
 
 impl Sessions {
-    pub fn from_config(config: &SessionConfig) -> Self {
+    /// The store `config` names. A Redis store starts connecting in the background
+    /// (inside a Tokio runtime): Redis being down at start is not an error.
+    pub fn from_config(config: &SessionConfig) -> Result<Self, ConfigError> {
         if config.stateless {
-            return Self::Stateless;
+            return Ok(Self::Stateless);
         }
-        match &config.store {
+        Ok(match &config.store {
             SessionStoreConfig::Memory => {
                 Self::Memory(MemoryStore::new(config.idle_timeout, config.max_sessions))
             }
-            // Refused by validation until the Redis store exists.
-            SessionStoreConfig::Redis(_) => {
-                Self::Memory(MemoryStore::new(config.idle_timeout, config.max_sessions))
-            }
-        }
+            SessionStoreConfig::Redis(url) => Self::Redis(Box::new(
+                RedisStore::connect(url, config.idle_timeout)
+                    .map_err(|message| ConfigError::invalid("session.store", message))?,
+            )),
+        })
     }
 
     pub fn is_stateless(&self) -> bool {
@@ -80,6 +90,7 @@ impl Sessions {
         match self {
             Self::Stateless => {}
             Self::Memory(store) => store.insert(&id, entry)?,
+            Self::Redis(store) => store.insert(&id, &entry).await.inspect_err(count)?,
         }
         Ok(id)
     }
@@ -97,6 +108,7 @@ impl Sessions {
         let entry = match self {
             Self::Stateless => None,
             Self::Memory(store) => store.get(id),
+            Self::Redis(store) => store.get(id).await.inspect_err(count)?,
         };
         Ok(entry.filter(|entry| entry.owner == *owner))
     }
@@ -106,6 +118,7 @@ impl Sessions {
         match self {
             Self::Stateless => {}
             Self::Memory(store) => store.remove(id),
+            Self::Redis(store) => store.remove(id).await.inspect_err(count)?,
         }
         Ok(())
     }
@@ -115,7 +128,25 @@ impl Sessions {
         match self {
             Self::Stateless => None,
             Self::Memory(store) => Some(store.idle_timeout()),
+            Self::Redis(store) => Some(store.idle_timeout()),
         }
+    }
+
+    /// For `/readyz`: whether the store answers (a PING for Redis). Not counted in
+    /// `mcpgate_session_store_errors_total`, which counts failed requests only, so
+    /// that probes do not inflate it.
+    pub async fn readiness(&self) -> Result<(), String> {
+        match self {
+            Self::Stateless | Self::Memory(_) => Ok(()),
+            Self::Redis(store) => store.ping().await.map_err(|error| error.detail()),
+        }
+    }
+}
+
+/// Every store failure a request meets is counted, for alerting on a sick Redis.
+fn count(error: &SessionError) {
+    if matches!(error, SessionError::Unavailable(_)) {
+        metrics().session_store_error();
     }
 }
 
@@ -153,7 +184,7 @@ mod tests {
     }
 
     fn sessions() -> Sessions {
-        Sessions::from_config(&SessionConfig::default())
+        Sessions::from_config(&SessionConfig::default()).unwrap()
     }
 
     fn entry(owner: &Owner) -> SessionEntry {
@@ -207,7 +238,8 @@ mod tests {
         let sessions = Sessions::from_config(&SessionConfig {
             stateless: true,
             ..SessionConfig::default()
-        });
+        })
+        .unwrap();
         let alice = Owner::of(Some(&principal("alice")));
         let id = sessions.open(entry(&alice)).await.unwrap();
         assert_eq!(sessions.resolve(&id, &alice).await.unwrap(), None);

@@ -1,0 +1,633 @@
+//! Sessions in Redis, against a real `redis-server` and the real binary: replicas
+//! share sessions (any replica serves any session, ownership holds on every one),
+//! idle sessions expire in Redis, and a Redis outage gives 503s, a metric and a
+//! failing `/readyz`, then heals without restarting mcpgate.
+//!
+//! Needs `redis-server` on PATH: `scripts/test` installs it (Debian's package).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// What both replicas call themselves, as replicas behind one load balancer do:
+/// a token for it is good on each.
+const PUBLIC_URL: &str = "https://mcp.example.test/mcp";
+
+// === a redis-server of the test's own ===
+
+/// A `redis-server` child on a free loopback port, without persistence (a restart
+/// starts empty), killed on drop.
+struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    /// Serves TLS only, with `leaf.pem`/`leaf.key` from `dir` (see [`make_certs`]).
+    tls: bool,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        Self::start_on(free_port(), None)
+    }
+
+    /// On `port`, requiring `password` if given.
+    fn start_on(port: u16, password: Option<&str>) -> Self {
+        let mut server = Self {
+            port,
+            password: password.map(str::to_owned),
+            tls: false,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.launch();
+        server
+    }
+
+    /// TLS only, with a certificate for `localhost` from a CA of its own; the CA
+    /// is `ca.pem` in [`Self::dir`].
+    fn start_tls() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            password: None,
+            tls: true,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        make_certs(server.dir.path());
+        server.launch();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(file("leaf.pem"))
+                .arg("--tls-key-file")
+                .arg(file("leaf.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let spawned = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not on PATH: these tests need a real Redis; scripts/test \
+                 installs it (apt-get install redis-server)"
+            ),
+            Err(error) => panic!("cannot start redis-server: {error}"),
+        };
+        self.child = Some(child);
+        for _ in 0..200 {
+            let up = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.try_command(&["PING"]).as_deref() == Some("PONG")
+            };
+            if up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not answer PING on port {}", self.port);
+    }
+
+    /// Kills the server; `launch` brings it back on the same port.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP/SIGCONT: a Redis that holds its connections open and answers nothing.
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// A command's reply, rendered flat: `+OK` as `OK`, `:1` as `1`, nil as `(nil)`.
+    fn command(&self, args: &[&str]) -> String {
+        self.try_command(args)
+            .unwrap_or_else(|| panic!("redis did not answer {args:?}"))
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        if let Some(password) = &self.password {
+            stream.write_all(&encode(&["AUTH", password])).ok()?;
+            read_reply(&mut reader)?;
+        }
+        stream.write_all(&encode(args)).ok()?;
+        read_reply(&mut reader)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A stopped process cannot act on SIGKILL until continued.
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.stop();
+    }
+}
+
+/// A CA (`ca.pem`) and a certificate it signed for `localhost` (`leaf.pem`,
+/// `leaf.key`), with the `openssl` command.
+fn make_certs(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout leaf.key -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+         -extfile leaf.ext -out leaf.pem",
+    ] {
+        let status = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run openssl (Debian: openssl): {error}"));
+        assert!(status.success(), "openssl {args} failed");
+    }
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    request.into_bytes()
+}
+
+fn read_reply(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at_checked(1)?;
+    match kind {
+        "+" | "-" | ":" => Some(rest.to_owned()),
+        "$" => {
+            let Ok(len) = usize::try_from(rest.parse::<i64>().ok()?) else {
+                return Some("(nil)".to_owned());
+            };
+            let mut data = vec![0; len + 2];
+            reader.read_exact(&mut data).ok()?;
+            data.truncate(len);
+            String::from_utf8(data).ok()
+        }
+        "*" => {
+            let count: usize = rest.parse().ok()?;
+            let items: Option<Vec<String>> = (0..count).map(|_| read_reply(reader)).collect();
+            Some(items?.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+// === gateways ===
+
+fn config(upstream: &Upstream, redis_url: &str, extra_server: &str, idle: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+  public_url: {PUBLIC_URL}
+{extra_server}
+upstream:
+  url: {upstream}
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    jwks:
+      - secret: "{HMAC_SECRET}"
+        header_key_id: dev
+session:
+  store: {redis_url}
+  idle_timeout: {idle}
+"#,
+        upstream = upstream.url,
+    )
+}
+
+/// A gateway with an admin listener; its admin base URL.
+async fn gateway_with_admin(upstream: &Upstream, redis_url: &str) -> (Gateway, String) {
+    let admin_port = free_port();
+    let admin = format!("  admin_listen: 127.0.0.1:{admin_port}");
+    let gateway = Gateway::start(&config(upstream, redis_url, &admin, "1h")).await;
+    (gateway, format!("http://127.0.0.1:{admin_port}"))
+}
+
+fn token(subject: &str) -> String {
+    let mut claims = claims(PUBLIC_URL, "mcp:connect");
+    claims["sub"] = json!(subject);
+    hs256(&claims, Some("dev"))
+}
+
+async fn send(
+    gateway: &Gateway,
+    method: Method,
+    token: &str,
+    session: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = Gateway::client()
+        .request(method, &gateway.mcp)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream");
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    request.send().await.unwrap()
+}
+
+fn initialize_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
+}
+
+fn call(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}})
+}
+
+async fn initialize(gateway: &Gateway, token: &str) -> String {
+    let response = send(gateway, Method::POST, token, None, Some(initialize_body())).await;
+    assert_eq!(response.status(), 200, "{}", gateway.stderr());
+    response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post_in(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
+    send(gateway, Method::POST, token, Some(session), Some(call(1))).await
+}
+
+async fn assert_not_found(response: reqwest::Response) {
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(body["error"]["message"], "Session not found");
+}
+
+async fn assert_store_unavailable(response: reqwest::Response) {
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32000, "{body}");
+    assert_eq!(
+        body["error"]["message"], "session store unavailable",
+        "{body}"
+    );
+}
+
+/// Requests the upstream received in its own session.
+fn upstream_requests_in_session(upstream: &Upstream, method: &Method) -> usize {
+    upstream
+        .seen()
+        .iter()
+        .filter(|seen| {
+            seen.method == *method
+                && seen
+                    .headers
+                    .get("mcp-session-id")
+                    .is_some_and(|id| id == "upstream-session-1")
+        })
+        .count()
+}
+
+async fn admin_get(admin: &str, path: &str) -> (u16, String) {
+    let response = Gateway::client()
+        .get(format!("{admin}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn store_errors(admin: &str) -> f64 {
+    let (status, text) = admin_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|line| line.strip_prefix("mcpgate_session_store_errors_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no mcpgate_session_store_errors_total in\n{text}"))
+}
+
+/// Retries `initialize` until it succeeds, up to 15 s: for Redis coming back.
+async fn initialize_eventually(gateway: &Gateway, token: &str) -> String {
+    for _ in 0..150 {
+        let response = send(gateway, Method::POST, token, None, Some(initialize_body())).await;
+        if response.status() == 200 {
+            return response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "sessions did not recover after Redis came back; stderr:\n{}",
+        gateway.stderr()
+    );
+}
+
+// === the tests ===
+
+#[tokio::test]
+async fn a_session_opened_on_one_replica_continues_on_another() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let first = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let second = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let (alice, bob) = (token("alice"), token("bob"));
+
+    let id = initialize(&first, &alice).await;
+    let stored = redis.command(&["GET", &format!("mcpgate:session:{id}")]);
+    assert!(stored.starts_with("1:"), "{stored}");
+    assert!(stored.ends_with(":upstream-session-1"), "{stored}");
+    assert!(
+        !stored.contains("alice"),
+        "the record names no user: {stored}"
+    );
+
+    let response = post_in(&second, &alice, &id).await;
+    assert_eq!(response.status(), 200, "{}", second.stderr());
+    assert_eq!(response.headers()["mcp-session-id"], id.as_str());
+    assert_eq!(upstream_requests_in_session(&upstream, &Method::POST), 1);
+    let response = send(&second, Method::GET, &alice, Some(&id), None).await;
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(upstream_requests_in_session(&upstream, &Method::GET), 1);
+
+    // Another principal learns nothing on either replica, whatever the method.
+    for gateway in [&first, &second] {
+        assert_not_found(post_in(gateway, &bob, &id).await).await;
+        assert_not_found(send(gateway, Method::GET, &bob, Some(&id), None).await).await;
+        assert_not_found(send(gateway, Method::DELETE, &bob, Some(&id), None).await).await;
+    }
+    assert_eq!(upstream_requests_in_session(&upstream, &Method::DELETE), 0);
+
+    // Ended through the second replica, it is gone for the first.
+    let response = send(&second, Method::DELETE, &alice, Some(&id), None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream_requests_in_session(&upstream, &Method::DELETE), 1);
+    assert_eq!(
+        redis.command(&["EXISTS", &format!("mcpgate:session:{id}")]),
+        "0"
+    );
+    assert_not_found(post_in(&first, &alice, &id).await).await;
+    assert_not_found(post_in(&second, &alice, &id).await).await;
+}
+
+#[tokio::test]
+async fn records_mcpgate_did_not_write_are_unknown_sessions() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let alice = token("alice");
+    let garbage = "0123456789abcdef0123456789abcdef";
+    let hash = "fedcba9876543210fedcba9876543210";
+    redis.command(&["SET", &format!("mcpgate:session:{garbage}"), "not-a-record"]);
+    redis.command(&["HSET", &format!("mcpgate:session:{hash}"), "owner", "x"]);
+    for id in [garbage, hash] {
+        assert_not_found(post_in(&gateway, &alice, id).await).await;
+    }
+    assert!(upstream.seen().is_empty());
+    // The store itself is fine: a real session works.
+    let id = initialize(&gateway, &alice).await;
+    assert_eq!(post_in(&gateway, &alice, &id).await.status(), 200);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1s")).await;
+    let alice = token("alice");
+    let id = initialize(&gateway, &alice).await;
+    let key = format!("mcpgate:session:{id}");
+    let ttl: i64 = redis.command(&["PTTL", &key]).parse().unwrap();
+    assert!((1..=1000).contains(&ttl), "{ttl}");
+
+    // Used every 600 ms, it outlives its 1 s idle timeout.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(post_in(&gateway, &alice, &id).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(redis.command(&["EXISTS", &key]), "0");
+    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let (gateway, admin) = gateway_with_admin(&upstream, &redis.url()).await;
+    let alice = token("alice");
+    let id = initialize(&gateway, &alice).await;
+    assert_eq!(admin_get(&admin, "/readyz").await.0, 200);
+    let errors_before = store_errors(&admin).await;
+
+    redis.stop();
+    let started = Instant::now();
+    assert_store_unavailable(post_in(&gateway, &alice, &id).await).await;
+    assert_store_unavailable(send(&gateway, Method::GET, &alice, Some(&id), None).await).await;
+    // Nowhere to record a new session: refused rather than kept in memory, where
+    // the other replicas could not see it.
+    let response = send(
+        &gateway,
+        Method::POST,
+        &alice,
+        None,
+        Some(initialize_body()),
+    )
+    .await;
+    assert_store_unavailable(response).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store_errors(&admin).await >= errors_before + 3.0);
+    let (status, body) = admin_get(&admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("session store unavailable: "), "{body}");
+    assert!(
+        gateway.wait_for_log("session store unavailable").await,
+        "{}",
+        gateway.stderr()
+    );
+
+    // Back on the same port (empty: no persistence), without restarting mcpgate.
+    redis.launch();
+    let fresh = initialize_eventually(&gateway, &alice).await;
+    assert_eq!(post_in(&gateway, &alice, &fresh).await.status(), 200);
+    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+    let (status, body) = admin_get(&admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn mcpgate_starts_while_redis_is_down_and_connects_when_it_comes_up() {
+    const PASSWORD: &str = "a-redis-password";
+    let port = free_port();
+    let upstream = Upstream::start().await;
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}");
+    let (gateway, admin) = gateway_with_admin(&upstream, &url).await;
+    let alice = token("alice");
+    let response = send(
+        &gateway,
+        Method::POST,
+        &alice,
+        None,
+        Some(initialize_body()),
+    )
+    .await;
+    assert_store_unavailable(response).await;
+    let (status, body) = admin_get(&admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("session store unavailable"), "{body}");
+    assert!(
+        gateway
+            .wait_for_log("session store: Redis unreachable")
+            .await,
+        "{}",
+        gateway.stderr()
+    );
+
+    let redis = RedisServer::start_on(port, Some(PASSWORD));
+    let id = initialize_eventually(&gateway, &alice).await;
+    assert_eq!(post_in(&gateway, &alice, &id).await.status(), 200);
+    assert_eq!(
+        redis.command(&["EXISTS", &format!("mcpgate:session:{id}")]),
+        "1"
+    );
+    assert_eq!(admin_get(&admin, "/readyz").await.0, 200);
+    assert!(
+        gateway
+            .wait_for_log("session store: connected to Redis")
+            .await,
+        "{}",
+        gateway.stderr()
+    );
+    // The URL carries the password: it appears in no log line.
+    assert!(!gateway.stderr().contains(PASSWORD), "{}", gateway.stderr());
+}
+
+#[tokio::test]
+async fn a_hung_redis_gives_503_within_the_command_timeout() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let alice = token("alice");
+    let id = initialize(&gateway, &alice).await;
+
+    redis.signal("STOP");
+    let started = Instant::now();
+    assert_store_unavailable(post_in(&gateway, &alice, &id).await).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    redis.signal("CONT");
+    for _ in 0..150 {
+        if post_in(&gateway, &alice, &id).await.status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no recovery after Redis resumed; stderr:\n{}",
+        gateway.stderr()
+    );
+}
+
+#[test]
+fn an_unusable_redis_url_is_a_config_error_that_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    let yaml = "upstream:\n  url: http://127.0.0.1:9/mcp\nsession:\n  store: \"redis://user:hunter2@:0/x\"\n";
+    std::fs::write(&path, yaml).unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("config error: session.store: "), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test]
+async fn rediss_verifies_the_server_against_the_system_roots() {
+    let redis = RedisServer::start_tls();
+    let upstream = Upstream::start().await;
+    let url = format!("rediss://localhost:{}", redis.port);
+    let config = config(&upstream, &url, "", "1h");
+    let alice = token("alice");
+
+    // rustls-native-certs reads SSL_CERT_FILE: the test CA stands for the system's.
+    let ca = redis.dir.path().join("ca.pem");
+    let trusting =
+        Gateway::start_with_env(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]).await;
+    let id = initialize_eventually(&trusting, &alice).await;
+    assert_eq!(post_in(&trusting, &alice, &id).await.status(), 200);
+
+    // A server the roots do not vouch for is never trusted with sessions.
+    let doubting = Gateway::start(&config).await;
+    let response = send(
+        &doubting,
+        Method::POST,
+        &alice,
+        None,
+        Some(initialize_body()),
+    )
+    .await;
+    assert_store_unavailable(response).await;
+    assert!(
+        doubting
+            .wait_for_log("session store: Redis unreachable")
+            .await,
+        "{}",
+        doubting.stderr()
+    );
+}
