@@ -237,6 +237,13 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
                     "a stdio upstream needs sessions: each session is its own process",
                 ));
             }
+            if matches!(config.session.store, super::SessionStoreConfig::Redis(_)) {
+                return Err(ConfigError::invalid(
+                    "session.store",
+                    "a stdio session is a process on one replica and cannot move to another: \
+                     use the memory store and route each session to the replica that opened it",
+                ));
+            }
         }
     }
     if let Some(oauth) = &upstream.oauth {
@@ -482,5 +489,42 @@ fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigError> {
                 "{scope:?} is not a valid scope (RFC 6749 §3.3: no spaces, quotes or backslashes)"
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(yaml: &str) -> (String, String) {
+        let config = super::super::load_from_str(yaml).expect("parses");
+        match validate(&config) {
+            Err(ConfigError::Invalid { key, message }) => (key, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_two_upstream_kinds_keep_to_their_own_keys() {
+        let (key, message) =
+            refusal("upstream:\n  url: http://127.0.0.1:1/mcp\n  command: [node]\n");
+        assert_eq!(key, "upstream");
+        assert!(message.contains("not both"), "{message}");
+        let (key, _) = refusal("upstream:\n  url: http://127.0.0.1:1/mcp\n  env: { A: b }\n");
+        assert_eq!(key, "upstream.env");
+        let (key, _) = refusal("upstream:\n  command: [node]\n  headers: { X-A: b }\n");
+        assert_eq!(key, "upstream.headers");
+        let (key, _) = refusal("upstream: {}\n");
+        assert_eq!(key, "upstream.url");
+    }
+
+    #[test]
+    fn a_stdio_upstream_needs_local_sessions() {
+        let (key, _) = refusal("upstream:\n  command: [node]\nsession:\n  stateless: true\n");
+        assert_eq!(key, "session.stateless");
+        let (key, message) =
+            refusal("upstream:\n  command: [node]\nsession:\n  store: redis://127.0.0.1:6379\n");
+        assert_eq!(key, "session.store");
+        assert!(message.contains("one replica"), "{message}");
     }
 }
