@@ -27,7 +27,9 @@ pub struct StdioConfig {
     /// Working directory of the child; mcpgate's own when unset.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
-    /// A session with no request for this long has its process stopped.
+    /// A session with no request for this long has its process stopped. A request
+    /// still running, or an open GET stream (a connected client waiting for
+    /// notifications), counts as use: the clock starts when the last one ends.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most processes alive at once (one per MCP session).

@@ -489,13 +489,15 @@ async fn supervise(mut job: Supervised) {
                 }
             }
             Wake::IdleCheck => {
-                let idle_now =
-                    session.router().is_idle() && session.idle_since() + idle <= Instant::now();
-                if idle_now {
-                    session.request_stop(End::Idle);
-                } else {
+                if !session.router().is_idle() {
+                    // Busy: the end of the request or stream restarts the clock.
                     recheck = Instant::now() + idle;
+                } else if session.idle_since() + idle <= Instant::now() {
+                    session.request_stop(End::Idle);
                 }
+                // Else it was used since this deadline was set: the next deadline
+                // follows from that use (not a whole period from now, which could
+                // stretch the wait to twice `idle_timeout`).
             }
         }
     };

@@ -44,6 +44,9 @@ export const DEFAULT_SCOPES_YAML = `scopes:
  * `  admin_listen: 127.0.0.1:9090\n`);
  * `upstreamExtra` is YAML appended under upstream, indented by 2 spaces (e.g. an
  * `  oauth:` block), ending with a newline;
+ * `upstreamYaml` replaces the whole top-level `upstream:` block (url, headers and
+ * `upstreamExtra`), key line included, ending with a newline: e.g. a stdio
+ * upstream (`command:`), which has no url (`upstreamUrl` is then unused);
  * `scopesYaml` replaces the whole top-level `scopes:` block (DEFAULT_SCOPES_YAML),
  * key line included, ending with a newline;
  * `topExtra` is top-level YAML appended at the end (e.g. an `audit:` block),
@@ -58,6 +61,7 @@ export function gatewayConfigYaml({
   oauthExtra = '',
   serverExtra = '',
   upstreamExtra = '',
+  upstreamYaml,
   scopesYaml = DEFAULT_SCOPES_YAML,
   topExtra = '',
 }) {
@@ -68,10 +72,10 @@ export function gatewayConfigYaml({
 server:
   listen: 127.0.0.1:${gwPort}
   public_url: http://127.0.0.1:${gwPort}/mcp
-${serverExtra}upstream:
+${serverExtra}${upstreamYaml ?? `upstream:
   url: ${upstreamUrl}
   headers: { ${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}" }
-${upstreamExtra}auth:
+${upstreamExtra}`}auth:
   oauth:
     enabled: true
     authorization_servers: [${issuer}]
@@ -99,6 +103,7 @@ export async function startGateway({
   oauthExtra,
   serverExtra,
   upstreamExtra,
+  upstreamYaml,
   scopesYaml,
   topExtra,
 }) {
@@ -113,6 +118,7 @@ export async function startGateway({
       oauthExtra,
       serverExtra,
       upstreamExtra,
+      upstreamYaml,
       scopesYaml,
       topExtra,
     }),

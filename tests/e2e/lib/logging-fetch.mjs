@@ -15,6 +15,7 @@ export function loggingFetch(baseFetch = globalThis.fetch) {
     const res = await baseFetch(input, init);
     entry.status = res.status;
     entry.wwwAuthenticate = res.headers.get('www-authenticate');
+    entry.contentType = res.headers.get('content-type');
     return res;
   };
   return { fetch: wrapped, log };
