@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
@@ -29,15 +30,27 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway, fetching remote JWKS. Errors name the config key.
     pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
-        Self::rebuild(config, idp_client, None).await
+        Self::rebuild(config, idp_client, None, None).await
+    }
+
+    /// As [`Self::build`], sharing what replicas share (the introspection cache) over
+    /// `redis`, the session store's connection.
+    pub async fn build_shared(
+        config: Config,
+        idp_client: &reqwest::Client,
+        redis: Option<SharedRedis>,
+    ) -> Result<Self, ConfigError> {
+        Self::rebuild(config, idp_client, None, redis).await
     }
 
     /// Builds the gateway for a reload: the running upstream is kept when its
-    /// configuration did not change (stdio sessions survive the reload).
+    /// configuration did not change (stdio sessions survive the reload). `redis` is
+    /// the session store's connection, which outlives reloads: a reload opens none.
     pub async fn rebuild(
         config: Config,
         idp_client: &reqwest::Client,
         running: Option<&Gateway>,
+        redis: Option<SharedRedis>,
     ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
@@ -58,7 +71,7 @@ impl Gateway {
         }
         let policy = Policy::from_config(&config)?;
         let oauth_enabled = config.auth.oauth.enabled;
-        let auth = Authenticator::build(&config, idp_client).await?;
+        let auth = Authenticator::build(&config, idp_client, redis).await?;
         let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));
         let challenge = ChallengeParams {
             // Without OAuth there is no metadata document to point to.

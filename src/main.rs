@@ -19,6 +19,7 @@ use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
 use mcpgate::config::{self, Config, ConfigError, EXIT_CONFIG, LogFormat, UpstreamConfig};
 use mcpgate::gateway::Gateway;
+use mcpgate::mcp::session::Sessions;
 use mcpgate::policy::Policy;
 use mcpgate::policy::matrix::{Matrix, Offered};
 use mcpgate::reload::Reloader;
@@ -83,11 +84,24 @@ async fn build_gateway(config: Config) -> anyhow::Result<(Gateway, reqwest::Clie
     Ok((gateway, client))
 }
 
+/// The session store (a Redis one starts connecting in the background) and the
+/// gateway, which shares its Redis connection: one per process, kept across reloads.
+async fn build_serving(
+    config: Config,
+) -> anyhow::Result<(Gateway, Arc<Sessions>, reqwest::Client)> {
+    // Before connecting anywhere: a config that does not validate opens nothing.
+    config::validate(&config)?;
+    let sessions = Arc::new(Sessions::from_config(&config.session)?);
+    let client = idp_client().context("cannot build the HTTP client for identity providers")?;
+    let gateway = Gateway::build_shared(config, &client, sessions.shared_redis()).await?;
+    Ok((gateway, sessions, client))
+}
+
 async fn serve(args: ConfigArg) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     init_logging(&config.log);
-    let (gateway, client) = build_gateway(config).await?;
-    run(gateway, client, None, Some(args.config.clone())).await
+    let (gateway, sessions, client) = build_serving(config).await?;
+    run(gateway, sessions, client, None, Some(args.config.clone())).await
 }
 
 /// Binds (unless the caller already did), starts the audit log, tracer and admin
@@ -95,6 +109,7 @@ async fn serve(args: ConfigArg) -> anyhow::Result<()> {
 /// requests, flushes the audit log and exports the last spans.
 async fn run(
     gateway: Gateway,
+    sessions: Arc<Sessions>,
     client: reqwest::Client,
     listener: Option<tokio::net::TcpListener>,
     config_path: Option<PathBuf>,
@@ -129,7 +144,13 @@ async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(gateway, audit.clone(), traces.clone(), stop_rx.clone())?;
+    let state = AppState::new(
+        gateway,
+        sessions,
+        audit.clone(),
+        traces.clone(),
+        stop_rx.clone(),
+    );
     let reloader = Arc::new(Reloader::new(config_path, state.clone(), client));
     let admin = admin_listener.map(|listener| {
         tokio::spawn(server::admin::serve(
@@ -484,7 +505,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let demo = mcpgate::demo::prepare(addr).await?;
     let instructions = demo.instructions();
-    let (gateway, client) = build_gateway(demo.config).await?;
+    let (gateway, sessions, client) = build_serving(demo.config).await?;
     println!("{instructions}");
-    run(gateway, client, Some(listener), None).await
+    run(gateway, sessions, client, Some(listener), None).await
 }

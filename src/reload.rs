@@ -76,7 +76,9 @@ impl Reloader {
                  and the rest of the change applies"
             );
         }
-        let gateway = Gateway::rebuild(config, &self.client, Some(&current)).await?;
+        // The session store survives reloads; the new introspector borrows its connection.
+        let redis = self.state.sessions.shared_redis();
+        let gateway = Gateway::rebuild(config, &self.client, Some(&current), redis).await?;
         self.state.audit.reconfigure(&gateway.config.audit)?;
         warn_about_auth_change(&current, &gateway);
         self.replace_refreshers(&gateway);

@@ -681,3 +681,34 @@ auth:
     let deleted = send(&gateway, Method::DELETE, &alice, Some(&session), BOTH, None).await;
     assert!(deleted.status().is_success());
 }
+
+#[tokio::test]
+async fn the_process_gauge_follows_the_children() {
+    let admin = free_port();
+    let yaml = config("", "").replace(
+        "  listen: 127.0.0.1:{port}\n",
+        &format!("  listen: 127.0.0.1:{{port}}\n  admin_listen: 127.0.0.1:{admin}\n"),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let gauge = || async move {
+        let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("mcpgate_stdio_processes "))
+            .map(|value| value.trim().parse::<f64>().unwrap())
+    };
+    assert_eq!(gauge().await, Some(0.0));
+    let alice = token_for(&gateway, "alice");
+    let bob = token_for(&gateway, "bob");
+    let first = open(&gateway, &alice).await;
+    let _second = open(&gateway, &bob).await;
+    assert_eq!(gauge().await, Some(2.0));
+    let deleted = send(&gateway, Method::DELETE, &alice, Some(&first), BOTH, None).await;
+    assert!(deleted.status().is_success());
+    // DELETE answers once the process has been reaped, which is when it stops counting.
+    assert_eq!(gauge().await, Some(1.0));
+}

@@ -4,6 +4,12 @@
 //! ones until min(`cache_ttl`, `exp`), negative ones briefly. Concurrent lookups of one
 //! token share one request. An endpoint that fails or is slow gives 503 — never an
 //! allow, never `invalid_token`.
+//!
+//! With sessions in Redis, a second level is shared by the replicas (see
+//! [`super::shared_cache`]): a local miss looks there before asking the endpoint, and
+//! the endpoint's answer is written there, under the same lifetimes. Lookups of one
+//! token are single-flight within a process, not across replicas: two replicas that
+//! miss at the same moment both ask.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +20,9 @@ use super::cache::{HasTtl, OwnTtl};
 use super::client_auth;
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
+use super::shared_cache::{self, SharedCache};
 use crate::config::IntrospectionConfig;
+use crate::mcp::session::SharedRedis;
 use crate::telemetry::metrics::{IntrospectionResult, TokenCache, metrics};
 
 /// Largest introspection response read.
@@ -42,6 +50,8 @@ pub struct Introspector {
     leeway: Duration,
     client: reqwest::Client,
     cache: moka::future::Cache<[u8; 32], Entry>,
+    /// The replicas' cache, when sessions are in Redis.
+    shared: Option<SharedCache>,
 }
 
 impl Introspector {
@@ -51,7 +61,16 @@ impl Introspector {
         audiences: Vec<String>,
         leeway: Duration,
         client: reqwest::Client,
+        redis: Option<SharedRedis>,
     ) -> Self {
+        let shared = redis.map(|redis| {
+            SharedCache::new(
+                redis,
+                config.url.as_str(),
+                &config.client_id,
+                config.client_secret.expose(),
+            )
+        });
         Self {
             config,
             issuers,
@@ -62,6 +81,7 @@ impl Introspector {
                 .max_capacity(10_000)
                 .expire_after(OwnTtl)
                 .build(),
+            shared,
         }
     }
 
@@ -75,8 +95,11 @@ impl Introspector {
             .cache
             .entry(digest)
             .or_try_insert_with(async {
-                // Run only when this call has to ask the endpoint.
+                // Run only on a local miss, once for concurrent lookups of one token.
                 metrics().token_cache(TokenCache::Introspection, false);
+                if let Some(entry) = self.shared_answer(&digest).await {
+                    return Ok(entry);
+                }
                 let document = self.ask(token).await;
                 let result = match &document {
                     Ok(document) if document.get("active") == Some(&Value::Bool(true)) => {
@@ -86,7 +109,16 @@ impl Introspector {
                     Err(_) => IntrospectionResult::Error,
                 };
                 metrics().introspection_request(result);
-                Ok::<_, Unavailability>(self.judge(&document?))
+                let document = document?;
+                let entry = self.judge(&document);
+                if let Some(shared) = &self.shared {
+                    // Awaited (bounded by the cache's short timeout) so that the next
+                    // request, on whichever replica, finds it.
+                    shared
+                        .put(&digest, &shared_cache::claims_of(&document), entry.ttl)
+                        .await;
+                }
+                Ok::<_, Unavailability>(entry)
             })
             .await
             .map_err(|why| AuthError::Unavailable(*why))?;
@@ -95,6 +127,15 @@ impl Introspector {
             metrics().token_cache(TokenCache::Introspection, true);
         }
         entry.into_value().answer.map_err(AuthError::InvalidToken)
+    }
+
+    /// An answer another replica (or this one, before a reload) got from the endpoint:
+    /// its claims judged again here, for no longer than the writer would keep them.
+    async fn shared_answer(&self, digest: &[u8; 32]) -> Option<Entry> {
+        let (claims, left) = self.shared.as_ref()?.get(digest).await?;
+        let mut entry = self.judge(&claims);
+        entry.ttl = entry.ttl.min(left);
+        Some(entry)
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, Unavailability> {
@@ -221,6 +262,84 @@ impl Introspector {
                 api_key_id: None,
             })),
             ttl: until_exp.min(self.config.cache_ttl),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientAuthMethod, Secret};
+    use serde_json::json;
+
+    fn introspector() -> Introspector {
+        let config = IntrospectionConfig {
+            url: "https://as.example/introspect".parse().unwrap(),
+            client_id: "mcpgate".into(),
+            client_secret: Secret::new("s3cret"),
+            auth_method: ClientAuthMethod::default(),
+            cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            require_audience: true,
+        };
+        Introspector::new(
+            config,
+            vec!["https://issuer.test".into()],
+            vec!["https://mcp.example/mcp".into()],
+            Duration::from_secs(30),
+            reqwest::Client::new(),
+            None,
+        )
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    /// A replica that reads a record builds the principal the writer built from the
+    /// endpoint's answer, and refuses what the writer refused, for the same reason.
+    #[test]
+    fn a_shared_record_rebuilds_the_same_answer() {
+        let introspector = introspector();
+        let exp = now() + 300.5;
+        let answers = [
+            json!({"active": true, "iss": "https://issuer.test", "sub": "alice",
+                   "client_id": "c1", "scope": "b a b  c", "exp": exp,
+                   "aud": ["x", "https://mcp.example/mcp"], "ext": {"k": 1}}),
+            json!({"active": true, "username": "bob", "aud": "https://mcp.example/mcp"}),
+            json!({"active": true, "sub": "alice", "aud": "https://mcp.example/mcp",
+                   "iss": "https://evil.test"}),
+            json!({"active": true, "sub": "alice", "aud": "https://elsewhere"}),
+            json!({"active": true, "aud": "https://mcp.example/mcp", "exp": now() - 100.0}),
+            json!({"active": true, "aud": "https://mcp.example/mcp", "exp": "soon"}),
+            json!({"active": false, "sub": "alice", "aud": "https://mcp.example/mcp"}),
+            json!({"active": "true", "aud": "https://mcp.example/mcp"}),
+        ];
+        for answer in answers {
+            let answer = object(answer);
+            let direct = introspector.judge(&answer);
+            let shared = shared_cache::through_a_record(&shared_cache::claims_of(&answer))
+                .expect("the record reads back");
+            let shared = introspector.judge(&shared);
+            // Principal has no PartialEq; its Debug form shows every field.
+            assert_eq!(
+                format!("{:?}", direct.answer),
+                format!("{:?}", shared.answer),
+                "{answer:?}"
+            );
+            let drift = direct.ttl.abs_diff(shared.ttl);
+            assert!(drift < Duration::from_secs(1), "{answer:?}: {drift:?}");
         }
     }
 }

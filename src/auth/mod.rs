@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod keys;
 pub mod mint;
 pub mod principal;
+pub mod shared_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +25,7 @@ pub use principal::{AuthMethod, Principal, Scopes};
 
 use crate::config::ValidationMode;
 use crate::config::{Config, ConfigError};
+use crate::mcp::session::SharedRedis;
 use crate::telemetry::metrics::{TokenCache, metrics};
 use api_keys::ApiKeyStore;
 use cache::VerifiedTokens;
@@ -46,10 +48,12 @@ pub struct Authenticator {
 impl Authenticator {
     /// Builds the verifiers, fetching every remote JWKS concurrently. A JWKS that
     /// cannot be fetched is a startup error naming its key (exit 78). `None` when no
-    /// credential source is configured (requests pass unauthenticated).
+    /// credential source is configured (requests pass unauthenticated). With `redis`
+    /// (the session store's connection), introspection answers are shared by replicas.
     pub async fn build(
         config: &Config,
         client: &reqwest::Client,
+        redis: Option<SharedRedis>,
     ) -> Result<Option<Self>, ConfigError> {
         let auth = &config.auth;
         let oauth = &auth.oauth;
@@ -70,6 +74,7 @@ impl Authenticator {
                         config.accepted_audiences(),
                         oauth.leeway,
                         client.clone(),
+                        redis,
                     )
                 });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;

@@ -22,7 +22,6 @@ use http::StatusCode;
 use tokio::sync::watch;
 
 use crate::audit::AuditLog;
-use crate::config::ConfigError;
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::traces::Traces;
@@ -41,21 +40,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Needs a Tokio runtime: a Redis session store starts connecting here.
+    /// `sessions` comes from [`Sessions::from_config`], made before the gateway so
+    /// that the gateway can share its Redis connection.
     pub fn new(
         gateway: Gateway,
+        sessions: Arc<Sessions>,
         audit: AuditLog,
         traces: Traces,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, ConfigError> {
-        let sessions = Arc::new(Sessions::from_config(&gateway.config.session)?);
-        Ok(Self {
+    ) -> Self {
+        Self {
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,
             traces,
             shutdown,
             sessions,
-        })
+        }
     }
 }
 

@@ -93,6 +93,8 @@ const MAX_TRACKED_SESSIONS: u64 = 100_000;
 pub enum TokenCache {
     Verified,
     Introspection,
+    /// The introspection cache replicas share in Redis (a local miss looks there).
+    IntrospectionShared,
     ApiKey,
 }
 
@@ -101,6 +103,7 @@ impl TokenCache {
         match self {
             Self::Verified => "verified",
             Self::Introspection => "introspection",
+            Self::IntrospectionShared => "introspection_shared",
             Self::ApiKey => "api_key",
         }
     }
@@ -179,6 +182,7 @@ pub struct Metrics {
     token_cache: Family<CacheLabels, Counter>,
     introspection_requests: Family<ResultLabel, Counter>,
     open_streams: Gauge,
+    stdio_processes: Gauge,
     open_sessions: Gauge,
     sessions: moka::sync::Cache<String, ()>,
     config_reloads: Family<ResultLabel, Counter>,
@@ -253,6 +257,12 @@ impl Metrics {
             "SSE streams to clients currently open",
             open_streams.clone(),
         );
+        let stdio_processes = Gauge::default();
+        registry.register(
+            "stdio_processes",
+            "stdio MCP server processes running (one per session)",
+            stdio_processes.clone(),
+        );
         let open_sessions = Gauge::default();
         registry.register(
             "open_sessions",
@@ -312,6 +322,7 @@ impl Metrics {
             token_cache,
             introspection_requests,
             open_streams,
+            stdio_processes,
             open_sessions,
             sessions: moka::sync::Cache::builder()
                 .max_capacity(MAX_TRACKED_SESSIONS)
@@ -393,11 +404,14 @@ impl Metrics {
     }
 
     /// An SSE stream to a client opened; it counts as open until the guard drops.
-    pub fn stream_opened(&self) -> StreamGuard {
-        self.open_streams.inc();
-        StreamGuard {
-            open: self.open_streams.clone(),
-        }
+    pub fn stream_opened(&self) -> GaugeGuard {
+        GaugeGuard::count(&self.open_streams)
+    }
+
+    /// A stdio server process started; it counts until the guard drops (after the
+    /// process has been reaped).
+    pub fn stdio_process_started(&self) -> GaugeGuard {
+        GaugeGuard::count(&self.stdio_processes)
     }
 
     /// A session was created by `initialize` (its id from the upstream's answer) or
@@ -442,6 +456,15 @@ impl Metrics {
         self.token_cache.get_or_create(&labels).inc();
     }
 
+    /// A lookup in, or a write to, a shared cache that failed (Redis down or slow).
+    pub fn token_cache_error(&self, cache: TokenCache) {
+        let labels = CacheLabels {
+            cache: cache.as_str(),
+            result: "error",
+        };
+        self.token_cache.get_or_create(&labels).inc();
+    }
+
     /// An answer (or the lack of one) from the introspection endpoint.
     pub fn introspection_request(&self, result: IntrospectionResult) {
         let labels = ResultLabel {
@@ -468,11 +491,21 @@ impl Metrics {
 }
 
 /// Keeps an SSE stream counted as open.
-pub struct StreamGuard {
+/// One unit of a gauge, held for as long as the thing counted lives.
+pub struct GaugeGuard {
     open: Gauge,
 }
 
-impl Drop for StreamGuard {
+impl GaugeGuard {
+    fn count(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self {
+            open: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.open.dec();
     }

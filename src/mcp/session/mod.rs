@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::owner::Owner;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, SharedRedis};
 use crate::config::{ConfigError, SessionConfig, SessionStoreConfig};
 use crate::telemetry::metrics::metrics;
 
@@ -78,6 +78,15 @@ impl Sessions {
                     .map_err(|message| ConfigError::invalid("session.store", message))?,
             )),
         })
+    }
+
+    /// The Redis connection, when sessions are kept in Redis: the introspection cache
+    /// shares it (and so is shared by replicas exactly when sessions are).
+    pub fn shared_redis(&self) -> Option<SharedRedis> {
+        match self {
+            Self::Redis(store) => Some(store.shared()),
+            Self::Stateless | Self::Memory(_) => None,
+        }
     }
 
     pub fn is_stateless(&self) -> bool {

@@ -10,6 +10,9 @@
 //! Failures are never hidden: a command that fails or gets no answer within
 //! [`COMMAND_TIMEOUT`] is [`SessionError::Unavailable`] (503), never a fall-back to
 //! memory, which would let a replica hand out sessions the others cannot see.
+//!
+//! The connection is the process's only one to Redis: what else replicas share (the
+//! introspection cache) borrows it as a [`SharedRedis`], with its own timeouts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -72,6 +75,32 @@ pub struct RedisStore {
     idle_timeout: Duration,
 }
 
+/// The session store's Redis connection, lent to the other data replicas share (the
+/// introspection cache), so that a process holds one connection, not one per use
+/// or per reload. Cloning shares the connection; it lives while any clone does.
+#[derive(Clone)]
+pub struct SharedRedis {
+    client: fred::clients::Client,
+    state: Arc<AtomicU8>,
+}
+
+impl SharedRedis {
+    pub(crate) fn client(&self) -> &fred::clients::Client {
+        &self.client
+    }
+
+    /// One attempt, bounded by `timeout`, and an immediate failure while Redis is
+    /// known to be unreachable (as the session store's commands).
+    pub(crate) fn options(&self, timeout: Duration) -> Options {
+        Options {
+            timeout: Some(timeout),
+            max_attempts: Some(1),
+            fail_fast: self.state.load(Ordering::Relaxed) == STATE_DOWN,
+            ..Options::default()
+        }
+    }
+}
+
 impl RedisStore {
     /// Reads `session.store`. The error never repeats the URL: it may carry a password.
     pub fn parse_url(url: &Secret) -> Result<Config, String> {
@@ -127,6 +156,14 @@ impl RedisStore {
             failing_fast,
             idle_timeout,
         })
+    }
+
+    /// The connection, for the other data replicas share.
+    pub fn shared(&self) -> SharedRedis {
+        SharedRedis {
+            client: self.client.clone(),
+            state: Arc::clone(&self.state),
+        }
     }
 
     fn options(&self) -> &Options {

@@ -18,6 +18,7 @@ use super::config::{Launch, Limits};
 use super::framing::{Line, Lines, truncate_for_log};
 use super::message::{self, IdKey, Outbound};
 use super::router::{Destination, Event, OpenError, Router};
+use crate::telemetry::metrics::{GaugeGuard, metrics};
 
 /// Longest line read from the child's stdout: one message must fit in memory, a
 /// child that never ends a line must not take all of it.
@@ -211,7 +212,8 @@ impl Session {
             reader_task,
             tail,
             done: done_tx,
-            _permit: permit,
+            permit,
+            counted: metrics().stdio_process_started(),
         }));
         Ok(session)
     }
@@ -451,7 +453,9 @@ struct Supervised {
     tail: StderrTail,
     done: watch::Sender<bool>,
     /// Released when this task ends: after the child has been reaped.
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    /// The `mcpgate_stdio_processes` gauge, for as long as the permit.
+    counted: GaugeGuard,
 }
 
 /// Waits for whichever comes first: the child exiting, a stop request, its stdout
@@ -542,6 +546,10 @@ async fn supervise(mut job: Supervised) {
             why.message()
         ),
     }
+    // The slot and the gauge go before "done": whoever waits for it (a DELETE)
+    // then sees the process gone everywhere.
+    drop(job.permit);
+    drop(job.counted);
     let _ = job.done.send(true);
 }
 
