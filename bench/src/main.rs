@@ -1,0 +1,315 @@
+//! mcpgate's benchmark harness (issue #7): starts a fast MCP upstream, runs mcpgate's
+//! release binary in front of it under each scenario's configuration, drives load
+//! through it, and reports throughput, latency, CPU per request and memory.
+//!
+//! `cargo run --release --manifest-path bench/Cargo.toml -- --help`
+
+mod gateway;
+mod keys;
+mod load;
+mod measure;
+mod report;
+mod results;
+mod scenario;
+mod upstream;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use scenario::{Bench, Pinning, Scenario, Settings};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks mcpgate against a fast in-process MCP upstream")]
+struct Args {
+    /// Length of each measured run (closed-loop and fixed-rate alike).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Load before each closed-loop run that is not measured.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Scenarios to run, comma-separated (default: all; see --list).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Run every scenario this many times, interleaved; each is reported from the
+    /// round in which other processes used the least CPU (for shared machines).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Requests per second of the fixed-rate latency runs; 0 skips them.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Tools in the upstream's tools/list answer.
+    #[arg(long, default_value_t = 1000)]
+    tools: usize,
+    /// Tokens to pre-mint for jwt-rs256-fresh (default: sized from the passthrough run).
+    #[arg(long)]
+    fresh_tokens: Option<usize>,
+    /// Also write the report into this markdown file, between the harness's markers.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The gateway binary; given, nothing is built.
+    #[arg(long)]
+    mcpgate: Option<PathBuf>,
+    /// Use target/release/mcpgate as it is, without `cargo build --release` first.
+    #[arg(long)]
+    no_build: bool,
+    /// Leave the gateway and the harness free to run on every core.
+    #[arg(long)]
+    no_pin: bool,
+    /// Print the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.list {
+        for scenario in scenario::ALL {
+            println!("{:<20} {}", scenario.name(), scenario.describe());
+        }
+        return Ok(());
+    }
+    let scenarios = selected(&args.scenarios)?;
+    if args.connections == 0 || args.duration.is_zero() || args.rounds == 0 {
+        bail!("--connections, --duration and --rounds must be greater than zero");
+    }
+
+    let pinning = pinning(args.no_pin);
+    // Before the runtime starts, so its worker threads inherit the harness's cores.
+    measure::pin_current_thread(&pinning.harness);
+    let workers = if pinning.harness.is_empty() {
+        pinning.all.len()
+    } else {
+        pinning.harness.len()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args, scenarios, pinning))
+}
+
+async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<()> {
+    let binary = gateway_binary(&args)?;
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default();
+    eprintln!("gateway: {} ({version})", binary.display());
+
+    let workdir = gateway::WorkDir::create()?;
+    let interrupted_workdir = workdir.0.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping the gateway");
+            gateway::kill_all();
+            let _ = std::fs::remove_dir_all(&interrupted_workdir);
+            std::process::exit(130);
+        }
+    });
+
+    let keys = Arc::new(keys::Keys::generate()?);
+    let api_key = gateway::make_api_key(&binary)?;
+    let upstream = upstream::start(args.tools, keys.jwks.clone()).await?;
+    let settings = Settings {
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        rate: args.rate.max(0.0),
+        tools: args.tools,
+        fresh_tokens: args.fresh_tokens,
+        rounds: args.rounds,
+    };
+    let bench = Bench {
+        settings: settings.clone(),
+        binary,
+        keys,
+        upstream,
+        api_key,
+        pinning: pinning.clone(),
+        workdir,
+    };
+
+    let mut rounds: Vec<Vec<results::Measured>> = scenarios.iter().map(|_| Vec::new()).collect();
+    let mut passthrough_rps = None;
+    let mut invalid = false;
+    for round in 1..=args.rounds {
+        for (i, scenario) in scenarios.iter().enumerate() {
+            let round_tag = if args.rounds > 1 {
+                format!("round {round}/{}, ", args.rounds)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "[{round_tag}{}/{}] {}: {}",
+                i + 1,
+                scenarios.len(),
+                scenario.name(),
+                scenario.describe()
+            );
+            let measured = scenario::run(&bench, *scenario, passthrough_rps)
+                .await
+                .with_context(|| format!("scenario {}", scenario.name()))?;
+            progress(&measured);
+            if let (Scenario::Passthrough, Some(closed)) = (scenario, &measured.closed) {
+                passthrough_rps = Some(closed.outcome.throughput());
+            }
+            invalid |= [&measured.closed, &measured.rate]
+                .into_iter()
+                .flatten()
+                .any(|sample| sample.outcome.errors > 0);
+            rounds[i].push(measured);
+        }
+    }
+    let results: Vec<results::Measured> = rounds
+        .into_iter()
+        .filter_map(results::Measured::least_contended)
+        .collect();
+
+    let info = report::RunInfo {
+        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        online_cpus: measure::online_cpus(),
+        cpu_model: measure::cpu_model(),
+        command: command_line(),
+        gateway: format!("`target/release/mcpgate` ({version})"),
+        settings,
+        pinning,
+    };
+    let section = report::render(&info, &results);
+    println!("{section}");
+    if let Some(path) = &args.out {
+        report::write(path, &section)?;
+        eprintln!("report written to {}", path.display());
+    }
+    if invalid {
+        bail!("some runs had errors (non-200 answers): see the notes");
+    }
+    Ok(())
+}
+
+/// One line per run on stderr, so a long benchmark shows it is alive.
+fn progress(measured: &results::Measured) {
+    for (kind, sample) in [("closed", &measured.closed), ("rate", &measured.rate)] {
+        if let Some(sample) = sample {
+            let outcome = &sample.outcome;
+            eprintln!(
+                "  {kind}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} errors, others {:.2} cores",
+                outcome.throughput(),
+                outcome.percentile_ms(0.5),
+                outcome.percentile_ms(0.99),
+                outcome.errors,
+                sample.competition()
+            );
+        }
+    }
+    if let Some(verified) = &measured.verified {
+        eprintln!("  {:.0} verifications/s", verified.rate());
+    }
+}
+
+fn selected(names: &[String]) -> Result<Vec<Scenario>> {
+    if names.is_empty() {
+        return Ok(scenario::ALL.to_vec());
+    }
+    let mut chosen = Vec::new();
+    for name in names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+    {
+        match Scenario::parse(name) {
+            Some(scenario) => chosen.push(scenario),
+            None => bail!("unknown scenario {name:?} (see --list)"),
+        }
+    }
+    // Always in the canonical order: passthrough sizes the fresh-token pool.
+    Ok(scenario::ALL
+        .into_iter()
+        .filter(|scenario| chosen.contains(scenario))
+        .collect())
+}
+
+/// On two or more cores, mcpgate gets the last one to itself and the harness the
+/// rest, so load generation does not eat into what is measured and mcpgate's CPU
+/// figures are per core. The load generator and the upstream still share their cores.
+fn pinning(disabled: bool) -> Pinning {
+    let all = measure::allowed_cpus();
+    match all.split_last() {
+        Some((&last, rest)) if !disabled && !rest.is_empty() => Pinning {
+            harness: rest.to_vec(),
+            gateway: vec![last],
+            all,
+        },
+        _ => Pinning {
+            all,
+            ..Pinning::default()
+        },
+    }
+}
+
+/// The mcpgate binary to measure. By default the repository's release build, brought
+/// up to date first: `cargo build --release` is a no-op when nothing changed, and it
+/// keeps the figures from describing a stale binary.
+fn gateway_binary(args: &Args) -> Result<PathBuf> {
+    if let Some(binary) = &args.mcpgate {
+        return Ok(binary.clone());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ has no parent directory")?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target_dir.join("release").join("mcpgate");
+    if !args.no_build {
+        eprintln!(
+            "building mcpgate (cargo build --release) in {}",
+            root.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--bin", "mcpgate"])
+            .current_dir(root)
+            .status()
+            .context("running cargo build --release")?;
+        if !status.success() {
+            bail!("cargo build --release failed ({status})");
+        }
+    }
+    if !binary.is_file() {
+        bail!(
+            "{} does not exist: run `cargo build --release` in the repository root",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The command that reproduces this run, as a user would type it.
+fn command_line() -> String {
+    let mut command = "cargo run --release --manifest-path bench/Cargo.toml --".to_owned();
+    for arg in std::env::args().skip(1) {
+        command.push(' ');
+        if arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@".contains(c))
+        {
+            command.push_str(&arg);
+        } else {
+            command.push('\'');
+            command.push_str(&arg.replace('\'', r"'\''"));
+            command.push('\'');
+        }
+    }
+    command
+}

@@ -1,0 +1,559 @@
+//! The markdown report: tables of what each scenario measured, the ratios that the
+//! targets of issue #7 are stated in, and how the run was made. Ratios lead, because
+//! absolute figures move from machine to machine.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::results::{Measured, Sample};
+use crate::scenario::{Pinning, Scenario, Settings};
+
+const BEGIN: &str = "<!-- bench:begin (written by the harness; edits here are overwritten) -->";
+const END: &str = "<!-- bench:end -->";
+
+/// How the run was made, for the report's header.
+pub struct RunInfo {
+    pub date: String,
+    pub online_cpus: usize,
+    pub cpu_model: String,
+    pub command: String,
+    pub gateway: String,
+    pub settings: Settings,
+    pub pinning: Pinning,
+}
+
+pub fn render(info: &RunInfo, results: &[Measured]) -> String {
+    let mut out = String::new();
+    header(&mut out, info);
+    closed_table(&mut out, info, results);
+    rate_table(&mut out, info, results);
+    targets(&mut out, results);
+    notes(&mut out, info, results);
+    out
+}
+
+fn header(out: &mut String, info: &RunInfo) {
+    let s = &info.settings;
+    let _ = writeln!(out, "## Results of {}\n", info.date);
+    let _ = writeln!(
+        out,
+        "- Machine: {} cores online, {}",
+        info.online_cpus, info.cpu_model
+    );
+    let _ = writeln!(out, "- Command: `{}`", info.command);
+    let _ = writeln!(out, "- Gateway: {}", info.gateway);
+    let pinning = if info.pinning.gateway.is_empty() {
+        "none: mcpgate and the harness share every core".to_owned()
+    } else {
+        format!(
+            "mcpgate on CPU {}, the harness (load generator and upstream) on CPU {}",
+            cpus(&info.pinning.gateway),
+            cpus(&info.pinning.harness)
+        )
+    };
+    let _ = writeln!(out, "- Pinning: {pinning}");
+    let _ = writeln!(
+        out,
+        "- Load: {} keep-alive HTTP/1.1 connections; every run {} after a {} warm-up; \
+         upstream `tools/list` has {} tools",
+        s.connections,
+        humantime::format_duration(s.duration),
+        humantime::format_duration(s.warmup),
+        s.tools
+    );
+    if s.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "- Rounds: {}, interleaved; each row is the round in which other processes used \
+             the least CPU",
+            s.rounds
+        );
+    }
+    out.push('\n');
+}
+
+/// The passthrough's closed-loop run for the same MCP method as `scenario`.
+fn passthrough(results: &[Measured], scenario: Scenario) -> Option<&Sample> {
+    let base = if scenario.lists() {
+        Scenario::PassthroughList
+    } else {
+        Scenario::Passthrough
+    };
+    results
+        .iter()
+        .find(|m| m.scenario == base)
+        .and_then(|m| m.closed.as_ref())
+}
+
+/// Requests per CPU-second of mcpgate: what one dedicated, saturated core would
+/// serve. Unlike req/s, it does not depend on how much CPU the gateway was given.
+fn per_cpu_second(sample: &Sample) -> Option<f64> {
+    sample
+        .gateway_cpu
+        .filter(|&cpu| cpu > 0.0)
+        .map(|cpu| sample.outcome.ok as f64 / cpu)
+}
+
+fn closed_table(out: &mut String, info: &RunInfo, results: &[Measured]) {
+    let _ = writeln!(
+        out,
+        "### Peak throughput (closed loop, {} connections)\n",
+        info.settings.connections
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | req/s | p50 ms | p99 ms | mcpgate CPU-s / 10k req | \
+         × passthrough, req/s | × passthrough, per CPU-s | mcpgate peak RSS MiB | \
+         harness cores busy | other processes, cores | errors |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for measured in results {
+        if let Some(verified) = &measured.verified {
+            let per_second = verified.count as f64 / verified.elapsed.as_secs_f64();
+            let _ = writeln!(
+                out,
+                "| {} | {} verifications/s | {:.3} | {:.3} | {:.2} (one core, no HTTP) | — | — | — | — | — | 0 |",
+                measured.scenario.name(),
+                thousands(per_second),
+                verified.latency.value_at_quantile(0.5) as f64 / 1e6,
+                verified.latency.value_at_quantile(0.99) as f64 / 1e6,
+                10_000.0 / per_second,
+            );
+            continue;
+        }
+        let Some(sample) = &measured.closed else {
+            continue;
+        };
+        let base = passthrough(results, measured.scenario);
+        let by_rps = base.map(|base| sample.outcome.throughput() / base.outcome.throughput());
+        let by_cpu = base
+            .and_then(per_cpu_second)
+            .zip(per_cpu_second(sample))
+            .map(|(base, this)| this / base);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+            measured.scenario.name(),
+            thousands(sample.outcome.throughput()),
+            sample.outcome.percentile_ms(0.5),
+            sample.outcome.percentile_ms(0.99),
+            cpu_per_10k(sample),
+            ratio(by_rps),
+            ratio(by_cpu),
+            rss_mib(sample),
+            sample.harness_cpu / sample.outcome.elapsed.as_secs_f64(),
+            sample.competition(),
+            sample.outcome.errors,
+        );
+    }
+    out.push('\n');
+}
+
+fn rate_table(out: &mut String, info: &RunInfo, results: &[Measured]) {
+    if info.settings.rate <= 0.0 {
+        return;
+    }
+    let direct_p99 = |list: bool| {
+        let base = if list {
+            Scenario::DirectList
+        } else {
+            Scenario::Direct
+        };
+        results
+            .iter()
+            .find(|m| m.scenario == base)
+            .and_then(|m| m.rate.as_ref())
+            .map(|s| s.outcome.percentile_ms(0.99))
+    };
+    let _ = writeln!(
+        out,
+        "### Latency at a fixed {} req/s\n",
+        thousands(info.settings.rate)
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | p99 added vs direct, ms | \
+         mcpgate CPU-s / 10k req | other processes, cores | errors | late |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for measured in results {
+        let Some(sample) = &measured.rate else {
+            continue;
+        };
+        let lists = matches!(
+            measured.scenario,
+            Scenario::DirectList | Scenario::PassthroughList | Scenario::ListFiltered
+        );
+        let added = match (measured.scenario, direct_p99(lists)) {
+            (Scenario::Direct | Scenario::DirectList, _) | (_, None) => "—".to_owned(),
+            (_, Some(direct)) => format!("{:+.3}", sample.outcome.percentile_ms(0.99) - direct),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {added} | {} | {:.2} | {} | {} |",
+            measured.scenario.name(),
+            thousands(sample.outcome.throughput()),
+            sample.outcome.percentile_ms(0.5),
+            sample.outcome.percentile_ms(0.99),
+            sample.outcome.percentile_ms(0.999),
+            cpu_per_10k(sample),
+            sample.competition(),
+            sample.outcome.errors,
+            sample.outcome.late,
+        );
+    }
+    out.push('\n');
+}
+
+/// The targets of issue #7 that this harness can measure so far.
+fn targets(out: &mut String, results: &[Measured]) {
+    let find = |scenario: Scenario| results.iter().find(|m| m.scenario == scenario);
+    let closed = |scenario: Scenario| find(scenario).and_then(|m| m.closed.as_ref());
+    let rate = |scenario: Scenario| find(scenario).and_then(|m| m.rate.as_ref());
+    let cpu_ms_per_request = |sample: &Sample| {
+        sample
+            .gateway_cpu
+            .filter(|_| sample.outcome.ok > 0)
+            .map(|cpu| cpu / sample.outcome.ok as f64 * 1e3)
+    };
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    for scenario in [Scenario::JwtHs256, Scenario::JwtRs256, Scenario::JwtEs256] {
+        let (Some(sample), Some(base)) = (closed(scenario), passthrough(results, scenario)) else {
+            continue;
+        };
+        let Some(by_cpu) = per_cpu_second(sample)
+            .zip(per_cpu_second(base))
+            .map(|(this, base)| this / base)
+        else {
+            continue;
+        };
+        let by_rps = sample.outcome.throughput() / base.outcome.throughput();
+        rows.push((
+            format!(
+                "{}: cached JWT ≥ 0.85× passthrough throughput (per mcpgate CPU-second)",
+                scenario.name()
+            ),
+            format!("{by_cpu:.2}× (req/s: {by_rps:.2}×)"),
+            verdict(by_cpu >= 0.85, &[sample, base]),
+        ));
+    }
+
+    let verified = find(Scenario::VerifyRs256).and_then(|m| m.verified.as_ref());
+    if let (Some(fresh), Some(verified)) = (closed(Scenario::JwtRs256Fresh), verified) {
+        let limit = verified.count as f64 / verified.elapsed.as_secs_f64();
+        let rps = fresh.outcome.throughput();
+        rows.push((
+            "jwt-rs256-fresh: throughput vs raw verifications/s on one core".to_owned(),
+            format!(
+                "{} / {} = {:.2}×",
+                thousands(rps),
+                thousands(limit),
+                rps / limit
+            ),
+            "(context)".to_owned(),
+        ));
+        if let Some(fresh_cpu) = cpu_ms_per_request(fresh) {
+            let per_core = 1e3 / fresh_cpu;
+            rows.push((
+                "jwt-rs256-fresh: whole requests per mcpgate CPU-second vs raw verifications/s"
+                    .to_owned(),
+                format!(
+                    "{} / {} = {:.2}×",
+                    thousands(per_core),
+                    thousands(limit),
+                    per_core / limit
+                ),
+                "(context)".to_owned(),
+            ));
+            // The token path alone: what a fresh token costs beyond the proxying that
+            // every request pays, as verifications per CPU-second.
+            let base = closed(Scenario::Passthrough);
+            if let Some((base, base_cpu)) =
+                base.and_then(|base| cpu_ms_per_request(base).map(|cpu| (base, cpu)))
+            {
+                let token_path = 1e3 / (fresh_cpu - base_cpu);
+                rows.push((
+                    "jwt-rs256-fresh: token path ≥ 0.9× raw verification per core \
+                     (1 / (CPU per fresh request − CPU per passthrough request))"
+                        .to_owned(),
+                    format!(
+                        "{} / {} = {:.2}×",
+                        thousands(token_path),
+                        thousands(limit),
+                        token_path / limit
+                    ),
+                    verdict(token_path / limit >= 0.9, &[fresh, base]),
+                ));
+            }
+        }
+    }
+
+    if let Some(direct) = rate(Scenario::Direct) {
+        let base = direct.outcome.percentile_ms(0.99);
+        for scenario in [
+            Scenario::Passthrough,
+            Scenario::JwtHs256,
+            Scenario::JwtRs256,
+            Scenario::JwtEs256,
+            Scenario::JwtRs256Fresh,
+            Scenario::ApiKey,
+        ] {
+            if let Some(sample) = rate(scenario) {
+                let added = sample.outcome.percentile_ms(0.99) - base;
+                rows.push((
+                    format!(
+                        "{}: p99 added latency ≤ 1 ms at the fixed rate",
+                        scenario.name()
+                    ),
+                    format!("{added:+.3} ms"),
+                    verdict(added <= 1.0, &[sample, direct]),
+                ));
+            }
+        }
+    }
+    let lists = closed(Scenario::ListFiltered).zip(closed(Scenario::PassthroughList));
+    if let Some((filtered_run, unfiltered_run)) = lists
+        && let (Some(filtered), Some(unfiltered)) = (
+            cpu_ms_per_request(filtered_run),
+            cpu_ms_per_request(unfiltered_run),
+        )
+    {
+        let added = filtered - unfiltered;
+        rows.push((
+            "list-1000-filtered: filtering a 1,000-tool list ≤ 1 ms (mcpgate CPU per list, \
+             filtered minus passthrough-list; includes the cached JWT check)"
+                .to_owned(),
+            format!("{filtered:.3} − {unfiltered:.3} = {added:.3} ms"),
+            verdict(added <= 1.0, &[filtered_run, unfiltered_run]),
+        ));
+    }
+    rows.push((
+        "CPU ≤ 1.5× nginx per request, RSS ≤ 2× nginx".to_owned(),
+        "TODO: the nginx scenario is not built yet".to_owned(),
+        "—".to_owned(),
+    ));
+    rows.push((
+        "≤ 20 KiB RSS per idle open session (1k / 10k SSE streams)".to_owned(),
+        "TODO: not measured yet".to_owned(),
+        "—".to_owned(),
+    ));
+
+    let _ = writeln!(out, "### Against the targets of issue #7\n");
+    let _ = writeln!(out, "| target | measured | |");
+    let _ = writeln!(out, "|---|---|---|");
+    for (target, measured, verdict) in rows {
+        let _ = writeln!(out, "| {target} | {measured} | {verdict} |");
+    }
+    out.push('\n');
+}
+
+fn notes(out: &mut String, info: &RunInfo, results: &[Measured]) {
+    let mut lines = Vec::new();
+    for measured in results {
+        let name = measured.scenario.name();
+        for note in &measured.notes {
+            lines.push(format!("{name}: {note}."));
+        }
+        for (kind, sample) in [
+            ("closed-loop", &measured.closed),
+            ("fixed-rate", &measured.rate),
+        ] {
+            let Some(sample) = sample else { continue };
+            if sample.outcome.errors > 0 {
+                lines.push(format!(
+                    "**{name} ({kind}) is not a valid run: {} errors**; the first: {}",
+                    sample.outcome.errors,
+                    sample.outcome.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            if sample.outcome.late > sample.outcome.ok / 100 {
+                lines.push(format!(
+                    "{name} ({kind}): {} requests left more than 5 ms after their slot: \
+                     the rate was not held.",
+                    sample.outcome.late
+                ));
+            }
+        }
+        let harness_cores = info.pinning.harness.len().max(1) as f64;
+        if let Some(sample) = &measured.closed {
+            let busy = sample.harness_cpu / sample.outcome.elapsed.as_secs_f64();
+            if !info.pinning.harness.is_empty() && busy > 0.9 * harness_cores {
+                lines.push(format!(
+                    "{name}: the harness used {busy:.2} of its {harness_cores} core(s): its \
+                     peak throughput may be the load generator's limit, not the gateway's."
+                ));
+            }
+        }
+    }
+    let contended = results
+        .iter()
+        .flat_map(|m| [&m.closed, &m.rate])
+        .flatten()
+        .map(Sample::competition)
+        .fold(0.0, f64::max);
+    if contended > CONTENDED {
+        lines.push(format!(
+            "**Other processes competed for the CPU** (up to {contended:.2} cores during a run; \
+             see the column; verdicts resting on such a run say so). Competition lowers req/s \
+             and raises latency; it also raises mcpgate's CPU per request (fewer requests per \
+             wake-up, caches shared with the intruder), though less. Trust the rows with the \
+             least competition, or run with `--rounds N` to report each scenario's least \
+             contended round."
+        ));
+    }
+    lines.push(
+        "The throughput targets are judged on requests per mcpgate CPU-second: the \
+         throughput of one saturated core given to mcpgate alone, which req/s only shows on \
+         an otherwise idle machine."
+            .to_owned(),
+    );
+    lines.push(
+        "Latency is from writing the request to reading the last byte of the answer. \
+         Fixed-rate requests are sent on a schedule over the same connections; `late` counts \
+         those sent more than 5 ms after their slot (the schedule slipped)."
+            .to_owned(),
+    );
+    lines.push(
+        "CPU seconds come from the kernel's accounting of the mcpgate process \
+         (`/proc/PID/stat` utime + stime); peak RSS is its `VmHWM` after the closed-loop run."
+            .to_owned(),
+    );
+    lines.push(
+        "TODO (issue #7): a bare nginx hop (`nginx-light`), introspected tokens, idle RSS per \
+         open SSE session at 1k and 10k streams, and profiles of the hot path."
+            .to_owned(),
+    );
+    let _ = writeln!(out, "### Notes\n");
+    for line in lines {
+        let _ = writeln!(out, "- {line}");
+    }
+}
+
+fn cpu_per_10k(sample: &Sample) -> String {
+    match sample.gateway_cpu {
+        Some(cpu) if sample.outcome.ok > 0 => {
+            format!("{:.2}", cpu / sample.outcome.ok as f64 * 10_000.0)
+        }
+        _ => "—".to_owned(),
+    }
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or("—".to_owned(), |value| format!("{value:.2}"))
+}
+
+fn rss_mib(sample: &Sample) -> String {
+    sample.gateway_rss_kib.map_or("—".to_owned(), |kib| {
+        format!("{:.1}", kib as f64 / 1024.0)
+    })
+}
+
+/// Other processes using more than this many cores during a run make its figures
+/// doubtful.
+const CONTENDED: f64 = 0.1;
+
+/// "met" or "not met", flagged when a run it rests on had competition for the CPU.
+fn verdict(met: bool, samples: &[&Sample]) -> String {
+    let verdict = if met { "met" } else { "**not met**" };
+    if samples
+        .iter()
+        .any(|sample| sample.competition() > CONTENDED)
+    {
+        format!("{verdict} (contended run)")
+    } else {
+        verdict.to_owned()
+    }
+}
+
+fn cpus(list: &[usize]) -> String {
+    list.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `12345.6` → `12,346`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Puts `section` into `path` between the harness's markers, keeping everything else
+/// in the file (the profile findings written by hand, for instance). A file without
+/// markers gets the section appended; a missing file is created.
+pub fn write(path: &Path, section: &str) -> Result<()> {
+    let block = format!("{BEGIN}\n{section}{END}\n");
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    let text = match existing {
+        None => format!(
+            "# Benchmarks\n\nWhat mcpgate costs per request, measured by the harness in `bench/` \
+             (see issue #7). Re-run it with the command below; the section between the \
+             markers is rewritten, the rest of this file is kept.\n\n{block}"
+        ),
+        Some(text) => match (text.find(BEGIN_PREFIX), text.find(END)) {
+            (Some(begin), Some(end)) if begin < end => {
+                format!(
+                    "{}{block}{}",
+                    &text[..begin],
+                    text[end + END.len()..].trim_start_matches('\n')
+                )
+            }
+            _ => format!("{}\n\n{block}", text.trim_end()),
+        },
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Matches the begin marker whatever its explanatory text says.
+const BEGIN_PREFIX: &str = "<!-- bench:begin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+
+    #[test]
+    fn write_replaces_only_the_marked_section() {
+        let dir = std::env::temp_dir().join(format!("bench-report-test-{}", std::process::id()));
+        let path = dir.join("B.md");
+        let _ = fs::remove_dir_all(&dir);
+        write(&path, "first\n").unwrap();
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("\n## Profile\n\nhand-written\n");
+        fs::write(&path, &text).unwrap();
+        write(&path, "second\n").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("second") && !text.contains("first"));
+        assert!(text.contains("hand-written"));
+        assert_eq!(text.matches(BEGIN_PREFIX).count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
