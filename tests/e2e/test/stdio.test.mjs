@@ -282,8 +282,10 @@ describe('stdio upstream: one child process per MCP session', () => {
       c.log.some((e) => e.method === 'GET' && e.status === 405),
       `the client should have tried (and been refused) its standalone stream:\n${describeLog(c.log)}`,
     );
-    await echo(c.client, 'before-idle');
+    // Taken before the request is sent: mcpgate's idle clock starts when it has
+    // answered, which is after this and before the client sees the answer.
     const lastRequestC = performance.now();
+    await echo(c.client, 'before-idle');
 
     // Halfway through the idle period nothing has happened yet.
     await sleep(IDLE_MS / 2);
