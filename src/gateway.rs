@@ -60,14 +60,9 @@ impl Gateway {
             Some(running) => Arc::clone(&running.upstream),
             None => Arc::new(Upstream::from_config(upstream_config)?),
         };
-        if kept.is_none()
-            && let Some(credentials) = upstream.credentials()
-        {
-            // Like a JWKS that cannot be fetched: a wrong secret or token URL shows at
-            // start (and fails a reload) instead of as 502s later.
-            credentials.authorization().await.map_err(|error| {
-                ConfigError::invalid("upstream.oauth.token_url", error.to_string())
-            })?;
+        if kept.is_none() {
+            // A reload with new upstream credentials fails if they do not work.
+            upstream.check_credentials().await?;
         }
         let policy = Policy::from_config(&config)?;
         let oauth_enabled = config.auth.oauth.enabled;

@@ -29,3 +29,19 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// 128 bits from the thread's CSPRNG, as 32 lowercase hex digits: unguessable, and
+/// unique without coordination between replicas (session and request ids).
+pub fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character
+/// boundary: for bounding what a client sent before it goes into a log or a record.
+pub fn char_prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}

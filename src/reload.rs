@@ -12,17 +12,6 @@ use crate::gateway::Gateway;
 use crate::server::AppState;
 use crate::telemetry::metrics::metrics;
 
-/// Settings bound at start (listening sockets, routes, the tracer): a reload that
-/// changes them keeps the running values and says a restart is needed.
-const RESTART_REQUIRED: &[&str] = &[
-    "server.listen",
-    "server.public_url",
-    "server.metadata_path",
-    "server.admin_listen",
-    "telemetry",
-    "session",
-];
-
 /// Owns what a gateway runs in the background (JWKS refreshers) and replaces the
 /// gateway on reload.
 pub struct Reloader {
@@ -93,6 +82,16 @@ impl Reloader {
             .as_ref()
             .map(|auth| auth.spawn_refreshers(&self.client))
             .unwrap_or_default();
+        self.swap_refreshers(fresh);
+    }
+
+    /// Stops the background tasks (at shutdown).
+    pub fn stop(&self) {
+        self.swap_refreshers(Vec::new());
+    }
+
+    /// Installs `fresh` and aborts the tasks it replaces.
+    fn swap_refreshers(&self, fresh: Vec<JoinHandle<()>>) {
         let old = match self.refreshers.lock() {
             Ok(mut refreshers) => std::mem::replace(&mut *refreshers, fresh),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
@@ -101,49 +100,50 @@ impl Reloader {
             refresher.abort();
         }
     }
-
-    /// Stops the background tasks (at shutdown).
-    pub fn stop(&self) {
-        let old = match self.refreshers.lock() {
-            Ok(mut refreshers) => std::mem::take(&mut *refreshers),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        for refresher in old {
-            refresher.abort();
-        }
-    }
 }
 
-/// Copies the running values of restart-only settings into `new`, returning the keys
+/// Copies the running values of restart-only settings (bound at start: listening
+/// sockets, routes, the tracer, the session store) into `new`, returning the keys
 /// that differed.
 pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
+    let mut keep = |key, differs: bool| {
+        if differs {
+            changed.push(key);
+        }
+    };
     let (old, fresh) = (&running.server, &mut new.server);
-    if old.listen != fresh.listen {
-        fresh.listen = old.listen;
-        changed.push(RESTART_REQUIRED[0]);
-    }
-    if old.public_url != fresh.public_url {
-        fresh.public_url.clone_from(&old.public_url);
-        changed.push(RESTART_REQUIRED[1]);
-    }
-    if old.metadata_path != fresh.metadata_path {
-        fresh.metadata_path.clone_from(&old.metadata_path);
-        changed.push(RESTART_REQUIRED[2]);
-    }
-    if old.admin_listen != fresh.admin_listen {
-        fresh.admin_listen = old.admin_listen;
-        changed.push(RESTART_REQUIRED[3]);
-    }
-    if running.telemetry != new.telemetry {
-        new.telemetry.clone_from(&running.telemetry);
-        changed.push(RESTART_REQUIRED[4]);
-    }
-    if running.session != new.session {
-        new.session.clone_from(&running.session);
-        changed.push(RESTART_REQUIRED[5]);
-    }
+    keep(
+        "server.listen",
+        keep_running(&old.listen, &mut fresh.listen),
+    );
+    keep(
+        "server.public_url",
+        keep_running(&old.public_url, &mut fresh.public_url),
+    );
+    keep(
+        "server.metadata_path",
+        keep_running(&old.metadata_path, &mut fresh.metadata_path),
+    );
+    keep(
+        "server.admin_listen",
+        keep_running(&old.admin_listen, &mut fresh.admin_listen),
+    );
+    keep(
+        "telemetry",
+        keep_running(&running.telemetry, &mut new.telemetry),
+    );
+    keep("session", keep_running(&running.session, &mut new.session));
     changed
+}
+
+/// Puts the running value back into `new`; true when they differed.
+fn keep_running<T: PartialEq + Clone>(running: &T, new: &mut T) -> bool {
+    let differs = running != new;
+    if differs {
+        new.clone_from(running);
+    }
+    differs
 }
 
 /// Says what a reload did to authentication, loudly when it turned it off.

@@ -2,6 +2,8 @@
 //! backpressure when the queue is full, logrotate's reopen, config reloads, fsync
 //! policies and shutdown.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -10,34 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use common::AUDIT_FIELDS;
 use mcpgate::audit::{Action, AuditLog, Record};
 use mcpgate::config::{AuditConfig, ConfigError, FsyncPolicy};
 use serde_json::Value;
-
-const FIELDS: [&str; 22] = [
-    "ts",
-    "request_id",
-    "session_id",
-    "http_method",
-    "method",
-    "tool",
-    "resource",
-    "prompt",
-    "batch",
-    "action",
-    "auth_result",
-    "auth_method",
-    "subject",
-    "issuer",
-    "oauth_client_id",
-    "api_key_id",
-    "scopes",
-    "status",
-    "reason",
-    "latency_ms",
-    "upstream_latency_ms",
-    "token_fingerprint",
-];
 
 fn file_config(path: &Path, capacity: usize, fsync: FsyncPolicy) -> AuditConfig {
     AuditConfig {
@@ -70,7 +48,7 @@ fn ids(path: &Path) -> Vec<String> {
 fn id_of(line: &str) -> String {
     let value: Value = serde_json::from_str(line).expect("each line is one JSON record");
     let object = value.as_object().expect("a JSON object");
-    for field in FIELDS {
+    for &field in AUDIT_FIELDS {
         assert!(object.contains_key(field), "{field} missing from {line}");
     }
     object["request_id"]

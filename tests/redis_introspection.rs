@@ -10,148 +10,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{any, post};
+use common::redis::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// What every replica calls itself, as replicas behind one load balancer do.
 const PUBLIC_URL: &str = "https://mcp.example.test/mcp";
-
-// === a redis-server of the test's own (as in tests/redis_sessions.rs) ===
-
-/// A `redis-server` child on a free loopback port, without persistence, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let mut server = Self {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        server.launch();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not on PATH: these tests need a real Redis; scripts/test \
-                 installs it (apt-get install redis-server)"
-            ),
-            Err(error) => panic!("cannot start redis-server: {error}"),
-        };
-        self.child = Some(child);
-        for _ in 0..200 {
-            if self.try_command(&["PING"]).as_deref() == Some("PONG") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not answer PING on port {}", self.port);
-    }
-
-    /// Kills the server; `launch` brings it back on the same port (empty).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGSTOP/SIGCONT: a Redis that holds its connections open and answers nothing.
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// A command's reply, rendered flat: `+OK` as `OK`, `:1` as `1`, nil as `(nil)`.
-    fn command(&self, args: &[&str]) -> String {
-        self.try_command(args)
-            .unwrap_or_else(|| panic!("redis did not answer {args:?}"))
-    }
-
-    fn try_command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut reader = BufReader::new(stream.try_clone().ok()?);
-        stream.write_all(&encode(args)).ok()?;
-        read_reply(&mut reader)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // A stopped process cannot act on SIGKILL until continued.
-        if self.child.is_some() {
-            self.signal("CONT");
-        }
-        self.stop();
-    }
-}
-
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    request.into_bytes()
-}
-
-fn read_reply(reader: &mut impl BufRead) -> Option<String> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let line = line.trim_end_matches("\r\n");
-    let (kind, rest) = line.split_at_checked(1)?;
-    match kind {
-        "+" | "-" | ":" => Some(rest.to_owned()),
-        "$" => {
-            let Ok(len) = usize::try_from(rest.parse::<i64>().ok()?) else {
-                return Some("(nil)".to_owned());
-            };
-            let mut data = vec![0; len + 2];
-            reader.read_exact(&mut data).ok()?;
-            data.truncate(len);
-            String::from_utf8(data).ok()
-        }
-        "*" => {
-            let count: usize = rest.parse().ok()?;
-            let items: Option<Vec<String>> = (0..count).map(|_| read_reply(reader)).collect();
-            Some(items?.join("\n"))
-        }
-        _ => None,
-    }
-}
 
 /// The key mcpgate keeps a token's answer under.
 fn cache_key(token: &str) -> String {

@@ -1,31 +1,84 @@
 //! How mcpgate authenticates itself, as an OAuth client, to an authorization
 //! server's endpoints (introspection, token).
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::StatusCode;
+use url::Url;
 
 use crate::config::ClientAuthMethod;
 
-/// Adds the client's credentials to a form request: an `Authorization: Basic`
-/// header, or `client_id`/`client_secret` form fields, per `method`.
-pub fn authenticate(
-    request: reqwest::RequestBuilder,
-    form: &mut url::form_urlencoded::Serializer<'_, String>,
-    method: ClientAuthMethod,
-    client_id: &str,
-    client_secret: &str,
-) -> reqwest::RequestBuilder {
-    match method {
-        ClientAuthMethod::ClientSecretPost => {
-            form.append_pair("client_id", client_id);
-            form.append_pair("client_secret", client_secret);
-            request
+/// mcpgate's client credentials at an authorization server.
+#[derive(Clone, Copy)]
+pub struct ClientCredentials<'a> {
+    pub method: ClientAuthMethod,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+}
+
+/// POSTs `fields` as a form to an authorization server's endpoint, authenticated by
+/// `credentials`, and reads the answer whatever its status (an OAuth error names the
+/// problem), refusing one over `limit` bytes. `Err` says why, for logs.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    credentials: ClientCredentials<'_>,
+    fields: &[(&str, &str)],
+    limit: usize,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = client
+        .post(url.clone())
+        .timeout(timeout)
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+    // Built before any await: the form serializer is not `Send`.
+    let body = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in fields {
+            form.append_pair(name, value);
         }
-        ClientAuthMethod::ClientSecretBasic => request.header(
-            http::header::AUTHORIZATION,
-            basic_authorization(client_id, client_secret),
-        ),
+        match credentials.method {
+            ClientAuthMethod::ClientSecretPost => {
+                form.append_pair("client_id", credentials.client_id);
+                form.append_pair("client_secret", credentials.client_secret);
+            }
+            ClientAuthMethod::ClientSecretBasic => {
+                request = request.header(
+                    http::header::AUTHORIZATION,
+                    basic_authorization(credentials.client_id, credentials.client_secret),
+                );
+            }
+        }
+        form.finish()
+    };
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| crate::error_chain(&error))?;
+    let status = response.status();
+    let too_large = || "response too large".to_owned();
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_large());
     }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| crate::error_chain(&error))?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok((status, body))
 }
 
 /// RFC 6749 §2.3.1: both parts are form-encoded before they are joined, so a `:` in

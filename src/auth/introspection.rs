@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::cache::{HasTtl, OwnTtl};
-use super::client_auth;
+use super::client_auth::{self, ClientCredentials};
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
 use super::shared_cache::{self, SharedCache};
@@ -139,53 +139,28 @@ impl Introspector {
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, Unavailability> {
-        let request = self
-            .client
-            .post(self.config.url.clone())
-            .timeout(self.config.timeout)
-            .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
-        // Built before any await: the form serializer is not `Send`.
-        let (request, body) = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("token", token);
-            form.append_pair("token_type_hint", "access_token");
-            let request = client_auth::authenticate(
-                request,
-                &mut form,
-                self.config.auth_method,
-                &self.config.client_id,
-                self.config.client_secret.expose(),
-            );
-            (request, form.finish())
-        };
         let outage = |detail: String| {
             tracing::warn!(endpoint = %self.config.url, "introspection failed: {detail}");
             Unavailability::IntrospectionUnavailable
         };
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| outage(crate::error_chain(&error)))?;
-        if !response.status().is_success() {
-            return Err(outage(format!("HTTP {}", response.status())));
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-        {
-            return Err(outage("response too large".to_owned()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| outage(crate::error_chain(&error)))?;
-        if body.len() > MAX_RESPONSE_BYTES {
-            return Err(outage("response too large".to_owned()));
+        let credentials = ClientCredentials {
+            method: self.config.auth_method,
+            client_id: &self.config.client_id,
+            client_secret: self.config.client_secret.expose(),
+        };
+        let fields = [("token", token), ("token_type_hint", "access_token")];
+        let (status, body) = client_auth::post_form(
+            &self.client,
+            &self.config.url,
+            self.config.timeout,
+            credentials,
+            &fields,
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .map_err(outage)?;
+        if !status.is_success() {
+            return Err(outage(format!("HTTP {status}")));
         }
         match crate::json::from_slice(&body) {
             Ok(Value::Object(document)) => Ok(document),

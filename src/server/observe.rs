@@ -36,7 +36,7 @@ pub struct Observation {
 
 impl Observation {
     pub fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
-        let mut record = Record::new(new_request_id(), method.as_str(), SystemTime::now());
+        let mut record = Record::new(crate::random_id(), method.as_str(), SystemTime::now());
         record.session_id = headers
             .get(SESSION_HEADER)
             .and_then(|value| value.to_str().ok())
@@ -216,19 +216,7 @@ fn name_of(item: Item<'_>) -> &str {
 
 /// At most `max` bytes, cut on a character boundary.
 fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default().to_owned()
-}
-
-/// 128 random bits, hex: unique without coordination between replicas.
-fn new_request_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    crate::char_prefix(text, max).to_owned()
 }
 
 #[cfg(test)]
@@ -244,8 +232,8 @@ mod tests {
 
     #[test]
     fn request_ids_are_128_bit_hex_and_distinct() {
-        let a = new_request_id();
-        let b = new_request_id();
+        let a = crate::random_id();
+        let b = crate::random_id();
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, b);

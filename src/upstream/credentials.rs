@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use serde::Deserialize;
 
-use crate::auth::client_auth;
+use crate::auth::client_auth::{self, ClientCredentials};
 use crate::config::UpstreamOAuthConfig;
 
 /// Largest token response read.
@@ -135,57 +135,33 @@ impl UpstreamCredentials {
             endpoint: self.config.token_url.to_string(),
             detail,
         };
-        let request = self
-            .client
-            .post(self.config.token_url.clone())
-            .timeout(self.config.timeout)
-            .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
-        // Built before any await: the form serializer is not `Send`.
-        let (request, body) = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "client_credentials");
-            if !self.config.scopes.is_empty() {
-                form.append_pair("scope", &self.config.scopes.join(" "));
-            }
-            if let Some(resource) = &self.config.resource {
-                form.append_pair("resource", resource);
-            }
-            if let Some(audience) = &self.config.audience {
-                form.append_pair("audience", audience);
-            }
-            let request = client_auth::authenticate(
-                request,
-                &mut form,
-                self.config.auth_method,
-                &self.config.client_id,
-                self.config.client_secret.expose(),
-            );
-            (request, form.finish())
+        let scope = self.config.scopes.join(" ");
+        let mut fields = vec![("grant_type", "client_credentials")];
+        if !scope.is_empty() {
+            fields.push(("scope", &scope));
+        }
+        if let Some(resource) = &self.config.resource {
+            fields.push(("resource", resource));
+        }
+        if let Some(audience) = &self.config.audience {
+            fields.push(("audience", audience));
+        }
+        let credentials = ClientCredentials {
+            method: self.config.auth_method,
+            client_id: &self.config.client_id,
+            client_secret: self.config.client_secret.expose(),
         };
         let sent = Instant::now();
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| fail(crate::error_chain(&error)))?;
-        let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-        {
-            return Err(fail("response too large".to_owned()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| fail(crate::error_chain(&error)))?;
-        if body.len() > MAX_RESPONSE_BYTES {
-            return Err(fail("response too large".to_owned()));
-        }
+        let (status, body) = client_auth::post_form(
+            &self.client,
+            &self.config.token_url,
+            self.config.timeout,
+            credentials,
+            &fields,
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .map_err(fail)?;
         if !status.is_success() {
             // An OAuth error answer names the problem (`invalid_client`, `invalid_scope`).
             let reason = serde_json::from_slice::<serde_json::Value>(&body)

@@ -100,12 +100,7 @@ pub async fn fetch_inventory(config: &UpstreamConfig) -> Result<Inventory, Inven
     // The same upstream the gateway forwards to: its credentials, its transport (a
     // stdio child is started for this one session and stopped after it).
     let upstream = Upstream::from_config(config)?;
-    if let Some(credentials) = upstream.credentials() {
-        credentials
-            .authorization()
-            .await
-            .map_err(|error| ConfigError::invalid("upstream.oauth.token_url", error.to_string()))?;
-    }
+    upstream.check_credentials().await?;
     let mut client = Client {
         upstream: &upstream,
         timeout: config.timeout,

@@ -67,6 +67,22 @@ impl Upstream {
         }
     }
 
+    /// Gets mcpgate's own upstream token once (with `upstream.oauth`), so that a
+    /// wrong secret or token URL shows at start, like a JWKS that cannot be fetched,
+    /// instead of as 502s later.
+    pub async fn check_credentials(&self) -> Result<(), ConfigError> {
+        match self.credentials() {
+            Some(credentials) => credentials
+                .authorization()
+                .await
+                .map(drop)
+                .map_err(|error| {
+                    ConfigError::invalid("upstream.oauth.token_url", error.to_string())
+                }),
+            None => Ok(()),
+        }
+    }
+
     /// Stops what the upstream runs itself (stdio children); nothing for HTTP.
     pub async fn shutdown(&self) {
         if let Self::Stdio(upstream) = self {

@@ -2,6 +2,8 @@
 //! server and a recording upstream MCP server, all on loopback in the test process.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,32 @@ use http::{HeaderMap, Method, StatusCode};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+
+/// Every field an audit record carries, always (null when unknown).
+pub const AUDIT_FIELDS: &[&str] = &[
+    "ts",
+    "request_id",
+    "session_id",
+    "http_method",
+    "method",
+    "tool",
+    "resource",
+    "prompt",
+    "batch",
+    "action",
+    "auth_result",
+    "auth_method",
+    "subject",
+    "issuer",
+    "oauth_client_id",
+    "api_key_id",
+    "scopes",
+    "status",
+    "reason",
+    "latency_ms",
+    "upstream_latency_ms",
+    "token_fingerprint",
+];
 
 pub const HMAC_SECRET: &str = "a-development-secret-of-at-least-32-bytes!";
 

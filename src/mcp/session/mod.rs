@@ -159,10 +159,10 @@ fn count(error: &SessionError) {
     }
 }
 
-/// 128 bits from the thread's CSPRNG, as lowercase hex (visible ASCII, as the
-/// Streamable HTTP transport requires of session ids).
+/// 128 random bits as lowercase hex (visible ASCII, as the Streamable HTTP
+/// transport requires of session ids): `ID_HEX_LEN` digits.
 fn new_id() -> String {
-    hex::encode(rand::random::<[u8; ID_HEX_LEN / 2]>())
+    crate::random_id()
 }
 
 /// Only ids mcpgate could have issued are looked up: anything else is unknown

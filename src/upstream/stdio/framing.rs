@@ -102,11 +102,7 @@ pub(super) fn truncate_for_log(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    format!("{}… ({} bytes)", crate::char_prefix(text, max), text.len())
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl Session {
         registry: &Arc<Registry>,
         permit: OwnedSemaphorePermit,
     ) -> std::io::Result<Arc<Self>> {
-        let id = hex::encode(rand::random::<[u8; 16]>());
+        let id = crate::random_id();
         let short = id.chars().take(8).collect::<String>();
         let Process {
             child,
