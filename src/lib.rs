@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod graphql;
 pub mod json;
 pub mod mcp;
 pub mod policy;
