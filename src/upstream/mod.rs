@@ -2,6 +2,7 @@
 //! as a child process (stdio) and made to look like one.
 
 pub mod credentials;
+pub mod graphql;
 mod http;
 pub mod inventory;
 pub mod stdio;

@@ -1,0 +1,258 @@
+//! The MCP server side: JSON-RPC over Streamable HTTP, stateless, answered in JSON.
+//!
+//! No session id is issued and no SSE stream is offered: every answer is known as
+//! soon as the GraphQL endpoint's is, so a POST gets one `application/json` body,
+//! a GET (the standalone stream) and a DELETE (ending a session) get 405.
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use super::GraphqlUpstream;
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+
+/// Messages of one batch handled at once. A batch is one client's, so its calls may
+/// overlap, but a long batch must not become a burst against the GraphQL API.
+const BATCH_CONCURRENCY: usize = 8;
+
+/// Protocol versions this server speaks; an `initialize` asking for one of them
+/// gets it back, any other gets the newest.
+const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+const NEWEST_PROTOCOL_VERSION: &str = PROTOCOL_VERSIONS[0];
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self {
+            code: INVALID_PARAMS,
+            message: message.into(),
+        }
+    }
+
+    fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What one message of a POST body gets.
+enum Outcome {
+    /// A response to a request (a result or an error).
+    Answer(Value),
+    /// Not a JSON-RPC message at all: an error with a null id.
+    Invalid(Value),
+    /// A notification, or a response to nothing this server asked: no answer.
+    Nothing,
+}
+
+impl GraphqlUpstream {
+    /// Answers a POST body: one message, or a batch (an array).
+    pub(super) async fn post(&self, body: &[u8], own_headers: &HeaderMap) -> Response<Body> {
+        let parsed: Value = match serde_json::from_slice(body) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &error_message(None, &RpcError::new(PARSE_ERROR, "the body is not JSON")),
+                );
+            }
+        };
+        match parsed {
+            Value::Array(messages) if messages.is_empty() => json_response(
+                StatusCode::BAD_REQUEST,
+                &error_message(None, &RpcError::new(INVALID_REQUEST, "empty batch")),
+            ),
+            Value::Array(messages) => {
+                // `buffered` keeps the answers in the order of the requests.
+                let outcomes: Vec<Outcome> = futures_util::stream::iter(&messages)
+                    .map(|message| self.outcome(message, own_headers))
+                    .buffered(BATCH_CONCURRENCY)
+                    .collect()
+                    .await;
+                let answers: Vec<Value> = outcomes
+                    .into_iter()
+                    .filter_map(|outcome| match outcome {
+                        Outcome::Answer(answer) | Outcome::Invalid(answer) => Some(answer),
+                        Outcome::Nothing => None,
+                    })
+                    .collect();
+                if answers.is_empty() {
+                    accepted()
+                } else {
+                    json_response(StatusCode::OK, &Value::Array(answers))
+                }
+            }
+            message => match self.outcome(&message, own_headers).await {
+                Outcome::Answer(answer) => json_response(StatusCode::OK, &answer),
+                Outcome::Invalid(answer) => json_response(StatusCode::BAD_REQUEST, &answer),
+                Outcome::Nothing => accepted(),
+            },
+        }
+    }
+
+    async fn outcome(&self, message: &Value, own_headers: &HeaderMap) -> Outcome {
+        let Some(message) = message.as_object() else {
+            return Outcome::Invalid(error_message(
+                None,
+                &RpcError::new(INVALID_REQUEST, "a JSON-RPC message is an object"),
+            ));
+        };
+        let method = message.get("method");
+        let id = message.get("id");
+        // The refusal names the request when its id can be read (JSON-RPC 2.0 §5).
+        let readable_id = id.filter(|id| id.is_string() || id.is_number());
+        let invalid = |text: &str| {
+            Outcome::Invalid(error_message(
+                readable_id,
+                &RpcError::new(INVALID_REQUEST, text),
+            ))
+        };
+        if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return invalid("not a JSON-RPC 2.0 message");
+        }
+        match (method, id) {
+            (Some(Value::String(method)), Some(id @ (Value::String(_) | Value::Number(_)))) => {
+                let params = message.get("params");
+                Outcome::Answer(match self.dispatch(method, params, own_headers).await {
+                    Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                    Err(error) => error_message(Some(id), &error),
+                })
+            }
+            (Some(Value::String(_)), None) => Outcome::Nothing,
+            (Some(Value::String(_)), Some(_)) => invalid("a request id is a string or a number"),
+            (Some(_), _) => invalid("a method is a string"),
+            // A response: this server sends no requests, so it answers nothing.
+            (None, Some(_)) if message.contains_key("result") || message.contains_key("error") => {
+                Outcome::Nothing
+            }
+            (None, _) => invalid("a request or notification has a method"),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        own_headers: &HeaderMap,
+    ) -> Result<Value, RpcError> {
+        match method {
+            "initialize" => Ok(initialize(params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(self.tools_list.clone()),
+            "tools/call" => self.call_tool(params, own_headers).await,
+            _ => Err(RpcError::new(
+                METHOD_NOT_FOUND,
+                format!("method not found: {}", crate::char_prefix(method, 100)),
+            )),
+        }
+    }
+}
+
+fn initialize(params: Option<&Value>) -> Value {
+    let requested = params
+        .and_then(|params| params.get("protocolVersion"))
+        .and_then(Value::as_str);
+    let version = requested
+        .and_then(|requested| {
+            PROTOCOL_VERSIONS
+                .into_iter()
+                .find(|version| *version == requested)
+        })
+        .unwrap_or(NEWEST_PROTOCOL_VERSION);
+    json!({
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": false}},
+        "serverInfo": {"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+fn error_message(id: Option<&Value>, error: &RpcError) -> Value {
+    let mut object = Map::new();
+    object.insert("jsonrpc".to_owned(), json!("2.0"));
+    object.insert("id".to_owned(), id.cloned().unwrap_or(Value::Null));
+    object.insert(
+        "error".to_owned(),
+        json!({"code": error.code, "message": error.message}),
+    );
+    Value::Object(object)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Only notifications and responses: accepted, nothing to say (Streamable HTTP).
+fn accepted() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}
+
+/// GET and DELETE have no meaning without sessions and server-sent streams.
+pub(super) fn method_not_allowed() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialize_echoes_a_known_version_and_offers_the_newest_otherwise() {
+        for version in PROTOCOL_VERSIONS {
+            let params = json!({"protocolVersion": version});
+            assert_eq!(initialize(Some(&params))["protocolVersion"], version);
+        }
+        for params in [
+            json!({"protocolVersion": "2099-01-01"}),
+            json!({}),
+            json!({"protocolVersion": 1}),
+        ] {
+            assert_eq!(initialize(Some(&params))["protocolVersion"], "2025-11-25");
+        }
+        assert_eq!(initialize(None)["protocolVersion"], "2025-11-25");
+    }
+
+    #[test]
+    fn initialize_offers_tools_only() {
+        let result = initialize(None);
+        assert_eq!(
+            result["capabilities"],
+            json!({"tools": {"listChanged": false}})
+        );
+        assert_eq!(result["serverInfo"]["name"], "mcpgate-graphql");
+        assert_eq!(result["serverInfo"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn an_error_without_an_id_has_a_null_one() {
+        assert_eq!(
+            error_message(None, &RpcError::invalid_params("x")),
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32602, "message": "x"}})
+        );
+    }
+}

@@ -1,0 +1,1352 @@
+//! The GraphQL upstream as an MCP server, through its public API (`forward`, as the
+//! gateway calls it), against a GraphQL endpoint faked in the test: it records every
+//! request it gets and answers by path (data, errors, HTTP 500, not JSON, too slow,
+//! too large), so each test points the upstream at the answer it needs.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use mcpgate::config::Secret;
+use mcpgate::graphql::GraphqlError;
+use mcpgate::upstream::graphql::{
+    GraphqlSetupError, GraphqlUpstream, GraphqlUpstreamConfig, MAX_RESPONSE_BYTES,
+};
+use serde_json::{Value, json};
+use url::Url;
+
+const LIMIT: usize = 2048;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/graphql")
+}
+
+/// One request as the fake endpoint got it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+
+impl Recorder {
+    fn all(&self) -> Vec<Recorded> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn only(&self) -> Recorded {
+        let all = self.all();
+        assert_eq!(all.len(), 1, "expected exactly one request: {all:?}");
+        all.into_iter().next().unwrap()
+    }
+}
+
+/// The fake endpoint: answers by path.
+struct Endpoint {
+    base: Url,
+    recorder: Recorder,
+}
+
+impl Endpoint {
+    async fn start() -> Self {
+        let recorder = Recorder::default();
+        let router = Router::new().fallback(answer).with_state(recorder.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            base: Url::parse(&format!("http://{address}/")).unwrap(),
+            recorder,
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).unwrap()
+    }
+}
+
+async fn answer(
+    State(recorder): State<Recorder>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> http::Response<Body> {
+    let path = uri.path().to_owned();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    recorder.0.lock().unwrap().push(Recorded {
+        path: path.clone(),
+        headers,
+        body: parsed.clone(),
+    });
+    let json = |status: u16, value: Value| {
+        http::Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/graphql-response+json")
+            .body(Body::from(value.to_string()))
+            .unwrap()
+    };
+    match path.as_str() {
+        "/data" => json(
+            200,
+            json!({"data": {"facts": [{"title": "Water is wet", "body": null}]}}),
+        ),
+        "/echo" => json(200, json!({"data": {"received": parsed}})),
+        "/errors" => json(
+            200,
+            json!({
+                "data": {"facts": null, "status": {"healthy": true}},
+                "errors": [
+                    {"message": "facts are sealed", "path": ["facts"]},
+                    {"message": "try again later"},
+                ],
+            }),
+        ),
+        "/null-data" => json(
+            200,
+            json!({"data": null, "errors": [{"message": "nothing at all"}]}),
+        ),
+        "/400" => json(
+            400,
+            json!({"errors": [{"message": "Variable \"$limit\" got invalid value \"x\"."}]}),
+        ),
+        "/500" => http::Response::builder()
+            .status(500)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from("<html>upstream exploded at 10.9.9.9</html>"))
+            .unwrap(),
+        "/not-json" => http::Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from("<html>a login page</html>"))
+            .unwrap(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            json(200, json!({"data": {"late": true}}))
+        }
+        "/huge" => http::Response::builder()
+            .status(200)
+            .body(Body::from(vec![b' '; MAX_RESPONSE_BYTES + 1]))
+            .unwrap(),
+        "/huge-stream" => {
+            // No Content-Length: the cap must hold while reading.
+            let chunk = Bytes::from(vec![b' '; 1024 * 1024]);
+            let chunks = (0..=MAX_RESPONSE_BYTES / chunk.len())
+                .map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+            http::Response::builder()
+                .status(200)
+                .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .unwrap()
+        }
+        _ => json(404, json!({"errors": [{"message": "no such path"}]})),
+    }
+}
+
+fn config(endpoint: Url) -> GraphqlUpstreamConfig {
+    GraphqlUpstreamConfig::new(
+        endpoint,
+        fixtures().join("schema.graphql"),
+        fixtures().join("operations"),
+    )
+}
+
+fn upstream(config: &GraphqlUpstreamConfig) -> GraphqlUpstream {
+    GraphqlUpstream::from_config(
+        config,
+        LIMIT,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+}
+
+fn everything_on(endpoint: Url) -> GraphqlUpstreamConfig {
+    let mut config = config(endpoint);
+    config.expose_schema = true;
+    config.enable_arbitrary_operations = true;
+    config
+}
+
+/// What mcpgate hands the upstream besides the body: the request id and trace
+/// context (which may go on), and the upstream session id (which must not).
+fn own_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-request-id", HeaderValue::from_static("req-42"));
+    headers.insert(
+        "traceparent",
+        HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
+    headers.insert(
+        "mcp-session-id",
+        HeaderValue::from_static("upstream-session"),
+    );
+    headers
+}
+
+/// What an MCP client sends, credentials included.
+fn client_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer client-token"),
+    );
+    headers.insert(header::COOKIE, HeaderValue::from_static("session=client"));
+    headers.insert("x-api-key", HeaderValue::from_static("client-key"));
+    headers.insert(
+        "mcp-protocol-version",
+        HeaderValue::from_static("2025-06-18"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("client/1.0"));
+    headers
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+async fn send(upstream: &GraphqlUpstream, method: Method, body: Bytes) -> Reply {
+    let response = upstream
+        .forward(method, &client_headers(), own_headers(), body)
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn post(upstream: &GraphqlUpstream, body: &Value) -> Reply {
+    send(upstream, Method::POST, Bytes::from(body.to_string())).await
+}
+
+/// One request's whole JSON-RPC answer.
+async fn rpc(upstream: &GraphqlUpstream, method: &str, params: Value) -> Value {
+    let reply = post(
+        upstream,
+        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    let answer = reply.json();
+    assert_eq!(answer["jsonrpc"], "2.0");
+    assert_eq!(answer["id"], 7);
+    answer
+}
+
+/// A `tools/call` that must succeed at the JSON-RPC level: its result.
+async fn call(upstream: &GraphqlUpstream, name: &str, arguments: Value) -> Value {
+    let answer = rpc(
+        upstream,
+        "tools/call",
+        json!({"name": name, "arguments": arguments}),
+    )
+    .await;
+    assert!(answer.get("error").is_none(), "{answer}");
+    answer["result"].clone()
+}
+
+/// A request that must fail at the JSON-RPC level: its error.
+async fn rpc_error(upstream: &GraphqlUpstream, method: &str, params: Value) -> Value {
+    let answer = rpc(upstream, method, params).await;
+    assert!(answer.get("result").is_none(), "{answer}");
+    answer["error"].clone()
+}
+
+fn text(result: &Value) -> &str {
+    let content = result["content"].as_array().unwrap();
+    assert_eq!(content.len(), 1, "{result}");
+    assert_eq!(content[0]["type"], "text");
+    content[0]["text"].as_str().unwrap()
+}
+
+fn tool_names(list: &Value) -> Vec<&str> {
+    list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect()
+}
+
+fn listed<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tool| tool["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
+}
+
+// ---- the MCP server ----
+
+#[tokio::test]
+async fn initialize_echoes_a_supported_version_and_offers_tools() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for version in ["2025-06-18", "2025-03-26", "2024-11-05", "2025-11-25"] {
+        let answer = rpc(
+            &upstream,
+            "initialize",
+            json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+        assert_eq!(answer["result"]["protocolVersion"], version);
+    }
+    let answer = rpc(
+        &upstream,
+        "initialize",
+        json!({"protocolVersion": "2030-01-01", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(
+        answer["result"],
+        json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": {"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")},
+        })
+    );
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn stateless_no_session_id_is_issued() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let reply = post(
+        &upstream,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.headers.contains_key("mcp-session-id"));
+}
+
+#[tokio::test]
+async fn ping_answers_an_empty_object() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    assert_eq!(
+        rpc(&upstream, "ping", Value::Null).await["result"],
+        json!({})
+    );
+}
+
+#[tokio::test]
+async fn unknown_methods_are_method_not_found() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for method in ["resources/list", "prompts/list", "tools/lists"] {
+        let error = rpc_error(&upstream, method, json!({})).await;
+        assert_eq!(error["code"], -32601, "{method}");
+        assert_eq!(error["message"], format!("method not found: {method}"));
+    }
+}
+
+#[tokio::test]
+async fn get_and_delete_are_not_allowed() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for method in [Method::GET, Method::DELETE, Method::PUT] {
+        let reply = send(&upstream, method.clone(), Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(reply.headers[header::ALLOW], "POST", "{method}");
+        assert!(reply.body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn notifications_are_accepted_without_a_body() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let reply = post(
+        &upstream,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(reply.body.is_empty());
+    // A tool call sent as a notification is not run: nobody would read its answer.
+    let reply = post(
+        &upstream,
+        &json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "execute_operation_get_facts"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(endpoint.recorder.all().is_empty());
+    // A response from the client (this server asks nothing) gets no answer either.
+    let reply = post(&upstream, &json!({"jsonrpc": "2.0", "id": 3, "result": {}})).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(reply.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_is_answered_in_order_without_the_notifications() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let reply = post(
+        &upstream,
+        &json!([
+            {"jsonrpc": "2.0", "id": "a", "method": "ping"},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute_operation_60_status"}},
+            {"jsonrpc": "2.0", "id": 3, "method": "nope"},
+            17,
+        ]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let answers = reply.json();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(
+        answers[0],
+        json!({"jsonrpc": "2.0", "id": "a", "result": {}})
+    );
+    assert_eq!(answers[1]["id"], 2);
+    assert_eq!(answers[1]["result"]["isError"], false);
+    assert_eq!(answers[2]["id"], 3);
+    assert_eq!(answers[2]["error"]["code"], -32601);
+    assert_eq!(answers[3]["id"], Value::Null);
+    assert_eq!(answers[3]["error"]["code"], -32600);
+    assert_eq!(endpoint.recorder.all().len(), 1);
+
+    let only_notifications = post(
+        &upstream,
+        &json!([
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+        ]),
+    )
+    .await;
+    assert_eq!(only_notifications.status, StatusCode::ACCEPTED);
+    assert!(only_notifications.body.is_empty());
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_rpc_are_bad_requests() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let reply = send(&upstream, Method::POST, Bytes::from_static(b"{not json")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], -32700);
+
+    let reply = post(&upstream, &json!([])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], -32600);
+
+    for (message, id) in [
+        (
+            json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}),
+            json!(1),
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": [1], "method": "ping"}),
+            Value::Null,
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": "x", "method": 5}),
+            json!("x"),
+        ),
+        (json!({"jsonrpc": "2.0", "id": 1}), json!(1)),
+        (json!("ping"), Value::Null),
+    ] {
+        let reply = post(&upstream, &message).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{message}");
+        let answer = reply.json();
+        assert_eq!(answer["error"]["code"], -32600, "{message}");
+        assert_eq!(answer["id"], id, "{message}");
+    }
+}
+
+// ---- tools/list ----
+
+#[tokio::test]
+async fn tools_list_has_every_operation_and_only_get_operation_info_by_default() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let list = rpc(&upstream, "tools/list", json!({})).await["result"].clone();
+    assert_eq!(
+        tool_names(&list),
+        [
+            "execute_operation_get_facts",
+            "execute_operation_get_top_secret_facts",
+            "execute_operation_list_employees",
+            "execute_operation_search",
+            "execute_operation_node_by_id",
+            "execute_operation_60_status",
+            "execute_operation_get_api_status",
+            "execute_operation_add_fact",
+            "execute_operation_get_schema",
+            "get_operation_info",
+        ]
+    );
+    // One page: no cursor to follow.
+    assert_eq!(list.as_object().unwrap().len(), 1, "{list}");
+    let catalog_tool = upstream.catalog().find("GetFacts").unwrap();
+    let facts = listed(&list, "execute_operation_get_facts");
+    assert_eq!(
+        *facts,
+        json!({
+            "name": "execute_operation_get_facts",
+            "description": catalog_tool.description.clone().unwrap(),
+            "inputSchema": catalog_tool.input_schema,
+            "annotations": {"readOnlyHint": true},
+        })
+    );
+    assert_eq!(
+        listed(&list, "execute_operation_add_fact")["annotations"],
+        json!({"readOnlyHint": false})
+    );
+    // No description in the file: one is made from the operation.
+    assert_eq!(
+        listed(&list, "execute_operation_node_by_id")["description"],
+        "Runs the GraphQL query NodeById."
+    );
+    let info = listed(&list, "get_operation_info");
+    assert_eq!(info["inputSchema"]["type"], "object");
+    assert_eq!(info["inputSchema"]["required"], json!(["operationName"]));
+    assert_eq!(info["annotations"], json!({"readOnlyHint": true}));
+    for tool in list["tools"].as_array().unwrap() {
+        assert!(tool.get("_meta").is_none(), "{tool}");
+        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+    }
+}
+
+#[tokio::test]
+async fn tools_list_adds_get_schema_and_execute_graphql_when_switched_on() {
+    let endpoint = Endpoint::start().await;
+    let mut schema_only = config(endpoint.url("data"));
+    schema_only.expose_schema = true;
+    let list = rpc(&upstream(&schema_only), "tools/list", json!({})).await["result"].clone();
+    let names = tool_names(&list);
+    assert_eq!(
+        names[names.len() - 2..],
+        ["get_operation_info", "get_schema"]
+    );
+
+    let mut arbitrary_only = config(endpoint.url("data"));
+    arbitrary_only.enable_arbitrary_operations = true;
+    let list = rpc(&upstream(&arbitrary_only), "tools/list", json!({})).await["result"].clone();
+    let names = tool_names(&list);
+    assert_eq!(
+        names[names.len() - 2..],
+        ["get_operation_info", "execute_graphql"]
+    );
+    assert!(!names.contains(&"get_schema"));
+    let execute = listed(&list, "execute_graphql");
+    assert_eq!(execute["inputSchema"]["required"], json!(["query"]));
+    assert_eq!(
+        execute["inputSchema"]["properties"]["variables"]["type"],
+        "object"
+    );
+    assert_eq!(execute["annotations"], json!({"readOnlyHint": false}));
+
+    let list = rpc(
+        &upstream(&everything_on(endpoint.url("data"))),
+        "tools/list",
+        json!({}),
+    )
+    .await["result"]
+        .clone();
+    let names = tool_names(&list);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["get_operation_info", "get_schema", "execute_graphql"]
+    );
+    assert_eq!(
+        listed(&list, "get_schema")["inputSchema"],
+        json!({"type": "object", "properties": {}, "additionalProperties": false})
+    );
+}
+
+#[tokio::test]
+async fn excluded_mutations_leave_the_list_and_make_execute_graphql_read_only() {
+    let endpoint = Endpoint::start().await;
+    let mut config = everything_on(endpoint.url("data"));
+    config.exclude_mutations = true;
+    let list = rpc(&upstream(&config), "tools/list", json!({})).await["result"].clone();
+    assert!(!tool_names(&list).contains(&"execute_operation_add_fact"));
+    assert_eq!(
+        listed(&list, "execute_graphql")["annotations"],
+        json!({"readOnlyHint": true})
+    );
+}
+
+#[tokio::test]
+async fn the_prefix_can_be_omitted() {
+    let endpoint = Endpoint::start().await;
+    let mut config = config(endpoint.url("data"));
+    config.omit_tool_name_prefix = true;
+    let upstream = upstream(&config);
+    let list = rpc(&upstream, "tools/list", json!({})).await["result"].clone();
+    let names = tool_names(&list);
+    assert_eq!(names.first(), Some(&"get_facts"));
+    // 95_get_schema.graphql would take a built-in's name: skipped.
+    assert_eq!(names.iter().filter(|n| **n == "get_schema").count(), 0);
+    let result = call(&upstream, "get_facts", json!({})).await;
+    assert_eq!(result["isError"], false);
+}
+
+// ---- tools/call of an operation tool ----
+
+#[tokio::test]
+async fn a_call_posts_the_document_and_the_arguments_as_variables_exactly() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let arguments = json!({"filter": {"name": "Ada", "reports": {"managerId": "7"}}, "limit": 3});
+    call(
+        &upstream,
+        "execute_operation_list_employees",
+        arguments.clone(),
+    )
+    .await;
+    let request = endpoint.recorder.only();
+    assert_eq!(request.path, "/data");
+    assert_eq!(
+        request.body,
+        json!({
+            "query": upstream.catalog().find("ListEmployees").unwrap().document,
+            "variables": arguments,
+        })
+    );
+    assert_eq!(request.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(
+        request.headers[header::ACCEPT],
+        "application/graphql-response+json, application/json"
+    );
+}
+
+#[tokio::test]
+async fn absent_arguments_are_empty_variables() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let answer = rpc(
+        &upstream,
+        "tools/call",
+        json!({"name": "execute_operation_get_api_status"}),
+    )
+    .await;
+    assert_eq!(answer["result"]["isError"], false);
+    assert_eq!(endpoint.recorder.only().body["variables"], json!({}));
+}
+
+#[tokio::test]
+async fn the_client_credentials_never_reach_the_endpoint_and_the_configured_headers_do() {
+    let endpoint = Endpoint::start().await;
+    let mut config = config(endpoint.url("data"));
+    config.headers.insert(
+        "Authorization".to_owned(),
+        Secret::new("Bearer upstream-token"),
+    );
+    config
+        .headers
+        .insert("X-Upstream-Key".to_owned(), Secret::new("k-123"));
+    let upstream = upstream(&config);
+    call(
+        &upstream,
+        "execute_operation_get_facts",
+        json!({"limit": 1}),
+    )
+    .await;
+    let headers = endpoint.recorder.only().headers;
+    let authorization: Vec<_> = headers.get_all(header::AUTHORIZATION).iter().collect();
+    assert_eq!(authorization, ["Bearer upstream-token"]);
+    assert_eq!(headers["x-upstream-key"], "k-123");
+    for name in [
+        "cookie",
+        "x-api-key",
+        "mcp-protocol-version",
+        "mcp-session-id",
+    ] {
+        assert!(!headers.contains_key(name), "{name} reached the endpoint");
+    }
+    assert_ne!(headers[header::USER_AGENT], "client/1.0");
+    // mcpgate's own request id and trace context do go on.
+    assert_eq!(headers["x-request-id"], "req-42");
+    assert_eq!(
+        headers["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert_eq!(headers["tracestate"], "vendor=1");
+}
+
+#[tokio::test]
+async fn without_configured_headers_the_endpoint_gets_no_authorization_at_all() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    call(&upstream, "execute_operation_get_facts", json!({})).await;
+    let headers = endpoint.recorder.only().headers;
+    assert!(!headers.contains_key(header::AUTHORIZATION));
+    assert!(!headers.contains_key(header::COOKIE));
+}
+
+#[tokio::test]
+async fn data_is_the_structured_content_and_the_text() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let result = call(
+        &upstream,
+        "execute_operation_get_facts",
+        json!({"limit": 1}),
+    )
+    .await;
+    assert_eq!(
+        result,
+        json!({
+            "content": [{"type": "text", "text": r#"{"facts":[{"title":"Water is wet","body":null}]}"#}],
+            "structuredContent": {"facts": [{"title": "Water is wet", "body": null}]},
+            "isError": false,
+        })
+    );
+}
+
+#[tokio::test]
+async fn graphql_errors_are_a_tool_error_with_the_messages_and_partial_data() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("errors")));
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(text(&result), "facts are sealed\ntry again later");
+    assert_eq!(
+        result["structuredContent"],
+        json!({"facts": null, "status": {"healthy": true}})
+    );
+
+    let upstream = self::upstream(&config(endpoint.url("null-data")));
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(text(&result), "nothing at all");
+    assert!(result.get("structuredContent").is_none());
+}
+
+#[tokio::test]
+async fn an_http_error_is_a_tool_error_naming_the_status_not_the_endpoint() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("500")));
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(
+        text(&result),
+        "the GraphQL endpoint answered HTTP 500 Internal Server Error"
+    );
+    assert!(result.get("structuredContent").is_none());
+
+    let upstream = self::upstream(&config(endpoint.url("400")));
+    let result = call(
+        &upstream,
+        "execute_operation_get_facts",
+        json!({"limit": "x"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(
+        text(&result),
+        "the GraphQL endpoint answered HTTP 400 Bad Request\nVariable \"$limit\" got invalid value \"x\"."
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_tool_error() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("not-json")));
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(
+        text(&result),
+        "the GraphQL endpoint's answer (HTTP 200 OK) is not JSON"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_is_a_tool_error_after_the_timeout() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("slow")));
+    let started = std::time::Instant::now();
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(result["isError"], true);
+    assert_eq!(
+        text(&result),
+        "the GraphQL endpoint did not answer within 500ms"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_tool_error_without_its_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let upstream = upstream(&config(
+        Url::parse(&format!("http://{address}/graphql")).unwrap(),
+    ));
+    let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(text(&result), "the GraphQL endpoint could not be reached");
+    assert!(!result.to_string().contains(&address.port().to_string()));
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_a_tool_error_declared_or_streamed() {
+    let endpoint = Endpoint::start().await;
+    for path in ["huge", "huge-stream"] {
+        let upstream = upstream(&config(endpoint.url(path)));
+        let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
+        assert_eq!(result["isError"], true, "{path}");
+        assert_eq!(
+            text(&result),
+            "the GraphQL endpoint's answer (HTTP 200) is larger than 16 MiB",
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_tool_is_invalid_params() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for name in [
+        "execute_operation_nope",
+        "GetFacts",
+        "get_schema",
+        "execute_graphql",
+    ] {
+        let error = rpc_error(&upstream, "tools/call", json!({"name": name})).await;
+        assert_eq!(error["code"], -32602, "{name}");
+        assert_eq!(error["message"], format!("unknown tool: \"{name}\""));
+    }
+    let error = rpc_error(&upstream, "tools/call", json!({"arguments": {}})).await;
+    assert_eq!(error["code"], -32602);
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn arguments_that_are_not_an_object_are_invalid_params() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    for name in [
+        "execute_operation_get_facts",
+        "get_operation_info",
+        "execute_graphql",
+    ] {
+        for arguments in [json!([1, 2]), json!("limit=2"), json!(2)] {
+            let error = rpc_error(
+                &upstream,
+                "tools/call",
+                json!({"name": name, "arguments": arguments}),
+            )
+            .await;
+            assert_eq!(error["code"], -32602, "{name} {arguments}");
+            assert_eq!(
+                error["message"],
+                format!("the arguments of tool {name} must be a JSON object")
+            );
+        }
+    }
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+// ---- get_operation_info ----
+
+#[tokio::test]
+async fn get_operation_info_by_operation_name_and_by_tool_name() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let by_operation = call(
+        &upstream,
+        "get_operation_info",
+        json!({"operationName": "GetFacts"}),
+    )
+    .await;
+    let by_tool = call(
+        &upstream,
+        "get_operation_info",
+        json!({"operationName": "execute_operation_get_facts"}),
+    )
+    .await;
+    assert_eq!(by_operation, by_tool);
+    assert_eq!(by_operation["isError"], false);
+    let tool = upstream.catalog().find("GetFacts").unwrap();
+    let structured = &by_operation["structuredContent"];
+    assert_eq!(structured["operationName"], "GetFacts");
+    assert_eq!(structured["toolName"], "execute_operation_get_facts");
+    assert_eq!(structured["kind"], "query");
+    assert_eq!(structured["document"], tool.document.trim());
+    assert_eq!(structured["inputSchema"], tool.input_schema);
+    assert_eq!(
+        structured["requiredScopes"],
+        json!([["read:fact"], ["read:all"]])
+    );
+    let text = text(&by_operation);
+    assert!(
+        text.contains("Required scopes (OR-of-AND): (read:fact) OR (read:all)"),
+        "{text}"
+    );
+    assert!(text.contains("fragment FactFields on Fact"), "{text}");
+    assert!(text.contains("\"limit\""), "{text}");
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn get_operation_info_spells_and_groups_and_no_scopes() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let secret = call(
+        &upstream,
+        "get_operation_info",
+        json!({"operationName": "GetTopSecretFacts"}),
+    )
+    .await;
+    assert!(
+        text(&secret).contains("(read:fact AND read:private) OR (read:all AND read:private)"),
+        "{}",
+        text(&secret)
+    );
+    let status = call(
+        &upstream,
+        "get_operation_info",
+        json!({"operationName": "GetAPIStatus"}),
+    )
+    .await;
+    assert!(
+        text(&status).contains("Required scopes (OR-of-AND): none"),
+        "{}",
+        text(&status)
+    );
+    assert_eq!(status["structuredContent"]["requiredScopes"], json!([]));
+}
+
+#[tokio::test]
+async fn get_operation_info_of_an_unknown_operation_is_a_tool_error() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let result = call(
+        &upstream,
+        "get_operation_info",
+        json!({"operationName": "FactAdded"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    assert!(text(&result).contains("\"FactAdded\""), "{}", text(&result));
+
+    for arguments in [
+        json!({}),
+        json!({"operationName": 3}),
+        json!({"operationName": "GetFacts", "x": 1}),
+    ] {
+        let error = rpc_error(
+            &upstream,
+            "tools/call",
+            json!({"name": "get_operation_info", "arguments": arguments}),
+        )
+        .await;
+        assert_eq!(error["code"], -32602, "{arguments}");
+    }
+}
+
+// ---- get_schema ----
+
+#[tokio::test]
+async fn get_schema_returns_the_sdl_only_when_exposed() {
+    let endpoint = Endpoint::start().await;
+    let mut exposed = config(endpoint.url("data"));
+    exposed.expose_schema = true;
+    let result = call(&upstream(&exposed), "get_schema", json!({})).await;
+    assert_eq!(result["isError"], false);
+    assert_eq!(
+        text(&result),
+        std::fs::read_to_string(fixtures().join("schema.graphql")).unwrap()
+    );
+
+    let hidden = upstream(&config(endpoint.url("data")));
+    let error = rpc_error(&hidden, "tools/call", json!({"name": "get_schema"})).await;
+    assert_eq!(error["code"], -32602);
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+// ---- execute_graphql ----
+
+#[tokio::test]
+async fn execute_graphql_runs_a_valid_query_with_its_variables_and_operation_name() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("echo")));
+    let query = "query A { status { healthy } } query B($n: Int) { facts(limit: $n) { title } }";
+    let result = call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": query, "variables": {"n": 2}, "operationName": "B"}),
+    )
+    .await;
+    assert_eq!(result["isError"], false, "{result}");
+    let sent = json!({"query": query, "variables": {"n": 2}, "operationName": "B"});
+    assert_eq!(endpoint.recorder.only().body, sent);
+    assert_eq!(result["structuredContent"], json!({"received": sent}));
+}
+
+#[tokio::test]
+async fn execute_graphql_without_variables_sends_empty_ones_and_no_operation_name() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": "{ status { healthy } }"}),
+    )
+    .await;
+    assert_eq!(
+        endpoint.recorder.only().body,
+        json!({"query": "{ status { healthy } }", "variables": {}})
+    );
+}
+
+#[tokio::test]
+async fn execute_graphql_only_when_enabled() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let error = rpc_error(
+        &upstream,
+        "tools/call",
+        json!({"name": "execute_graphql", "arguments": {"query": "{ status { healthy } }"}}),
+    )
+    .await;
+    assert_eq!(error["code"], -32602);
+    assert_eq!(error["message"], "unknown tool: \"execute_graphql\"");
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn execute_graphql_refuses_an_invalid_query_with_the_validation_message() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let result = call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": "{ status { sick } }"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    let message = text(&result);
+    assert!(
+        message.starts_with("invalid GraphQL request: "),
+        "{message}"
+    );
+    assert!(message.contains("sick"), "{message}");
+    let result = call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": "query A { status { healthy } }", "operationName": "B"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn execute_graphql_refuses_subscriptions() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let result = call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": "subscription { factAdded { title } }"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    assert!(text(&result).contains("subscriptions are not supported"));
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn execute_graphql_refuses_mutations_only_when_they_are_excluded() {
+    let endpoint = Endpoint::start().await;
+    let mutation = json!({
+        "query": "mutation($t: String!) { addFact(input: {title: $t}) { id } }",
+        "variables": {"t": "new"},
+    });
+    let mut excluded = everything_on(endpoint.url("data"));
+    excluded.exclude_mutations = true;
+    let result = call(&upstream(&excluded), "execute_graphql", mutation.clone()).await;
+    assert_eq!(result["isError"], true);
+    assert_eq!(text(&result), "mutations are disabled on this server");
+    assert!(endpoint.recorder.all().is_empty());
+
+    let allowed = upstream(&everything_on(endpoint.url("data")));
+    let result = call(&allowed, "execute_graphql", mutation).await;
+    assert_eq!(result["isError"], false);
+    assert_eq!(endpoint.recorder.all().len(), 1);
+}
+
+#[tokio::test]
+async fn execute_graphql_arguments_of_the_wrong_type_are_invalid_params() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    for arguments in [
+        json!({}),
+        json!({"query": 1}),
+        json!({"query": "{ status { healthy } }", "variables": [1]}),
+        json!({"query": "{ status { healthy } }", "operationName": 1}),
+        json!({"query": "{ status { healthy } }", "extensions": {}}),
+    ] {
+        let error = rpc_error(
+            &upstream,
+            "tools/call",
+            json!({"name": "execute_graphql", "arguments": arguments}),
+        )
+        .await;
+        assert_eq!(error["code"], -32602, "{arguments}");
+    }
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn execute_graphql_over_the_combination_limit_is_refused_here_too() {
+    let endpoint = Endpoint::start().await;
+    let upstream = GraphqlUpstream::from_config(
+        &everything_on(endpoint.url("data")),
+        8,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let result = call(
+        &upstream,
+        "execute_graphql",
+        json!({"query": "{ audit { cpu memory disk network } }"}),
+    )
+    .await;
+    assert_eq!(result["isError"], true);
+    assert!(
+        text(&result).contains("more than the limit of 8"),
+        "{}",
+        text(&result)
+    );
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+// ---- execute_graphql_requirement ----
+
+#[tokio::test]
+async fn execute_graphql_requirement_analyses_the_submitted_query() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let requirement = upstream
+        .execute_graphql_requirement(&json!({"query": "{ facts { title private } }"}), LIMIT)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        requirement.groups(),
+        [
+            vec!["read:fact".to_owned(), "read:private".to_owned()],
+            vec!["read:all".to_owned(), "read:private".to_owned()],
+        ]
+    );
+    // The named operation is the one analysed.
+    let requirement = upstream
+        .execute_graphql_requirement(
+            &json!({"query": "query A { facts { title } } query B { status { healthy } }", "operationName": "B"}),
+            LIMIT,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(requirement.is_empty());
+}
+
+#[tokio::test]
+async fn execute_graphql_requirement_reports_the_limit_and_invalid_queries() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let arguments = json!({"query": "{ audit { cpu memory disk network } }"});
+    assert_eq!(
+        upstream
+            .execute_graphql_requirement(&arguments, 16)
+            .unwrap()
+            .unwrap()
+            .groups()
+            .len(),
+        16
+    );
+    let over = upstream
+        .execute_graphql_requirement(&arguments, 15)
+        .unwrap();
+    assert!(
+        matches!(over, Err(GraphqlError::QueryScopes { .. })),
+        "{over:?}"
+    );
+    let invalid = upstream
+        .execute_graphql_requirement(&json!({"query": "{ nope }"}), LIMIT)
+        .unwrap();
+    assert!(
+        matches!(invalid, Err(GraphqlError::InvalidQuery { .. })),
+        "{invalid:?}"
+    );
+}
+
+#[tokio::test]
+async fn execute_graphql_requirement_is_none_without_a_query_or_the_tool() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&everything_on(endpoint.url("data")));
+    for arguments in [
+        json!({}),
+        json!({"query": 1}),
+        json!(null),
+        json!(["{ status { healthy } }"]),
+    ] {
+        assert!(
+            upstream
+                .execute_graphql_requirement(&arguments, LIMIT)
+                .is_none(),
+            "{arguments}"
+        );
+    }
+    let off = self::upstream(&config(endpoint.url("data")));
+    assert!(
+        off.execute_graphql_requirement(&json!({"query": "{ facts { title } }"}), LIMIT)
+            .is_none()
+    );
+}
+
+// ---- configuration ----
+
+fn setup_error(config: &GraphqlUpstreamConfig, limit: usize) -> GraphqlSetupError {
+    GraphqlUpstream::from_config(
+        config,
+        limit,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap_err()
+}
+
+#[test]
+fn setup_errors_name_the_key() {
+    let endpoint = Url::parse("http://127.0.0.1:9/graphql").unwrap();
+
+    let mut missing_folder = config(endpoint.clone());
+    missing_folder.operations = fixtures().join("no-such-folder");
+    let error = setup_error(&missing_folder, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.operations");
+    assert!(error.message.contains("no-such-folder"), "{error}");
+
+    let mut broken = config(endpoint.clone());
+    broken.operations = fixtures().join("broken");
+    let error = setup_error(&broken, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.operations");
+    assert!(
+        error.message.contains("20_unknown_field.graphql"),
+        "{error}"
+    );
+
+    let mut too_many = config(endpoint.clone());
+    too_many.operations = fixtures().join("too_many");
+    let error = setup_error(&too_many, 4);
+    assert_eq!(error.key, "upstream.graphql.operations");
+    assert!(
+        error.message.contains("more than the limit of 4"),
+        "{error}"
+    );
+
+    let mut missing_schema = config(endpoint.clone());
+    missing_schema.schema = fixtures().join("no-such-schema.graphql");
+    let error = setup_error(&missing_schema, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.schema");
+
+    let mut bad_schema = config(endpoint.clone());
+    bad_schema.schema = fixtures().join("operations/10_get_facts.graphql");
+    let error = setup_error(&bad_schema, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.schema");
+
+    let mut bad_header = config(endpoint.clone());
+    bad_header
+        .headers
+        .insert("Bad Header".to_owned(), Secret::new("x"));
+    let error = setup_error(&bad_header, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.headers.Bad Header");
+
+    let mut bad_value = config(endpoint.clone());
+    bad_value
+        .headers
+        .insert("X-Key".to_owned(), Secret::new("line\nbreak"));
+    let error = setup_error(&bad_value, LIMIT);
+    assert_eq!(error.key, "upstream.graphql.headers.X-Key");
+    assert!(!error.to_string().contains("break"), "{error}");
+
+    let error = setup_error(
+        &config(Url::parse("ftp://127.0.0.1/graphql").unwrap()),
+        LIMIT,
+    );
+    assert_eq!(error.key, "upstream.graphql.endpoint");
+    assert_eq!(
+        error.to_string(),
+        "upstream.graphql.endpoint: must be an http or https URL"
+    );
+}
+
+#[test]
+fn the_configured_header_values_stay_out_of_debug_output() {
+    let mut config = config(Url::parse("http://127.0.0.1:9/graphql").unwrap());
+    config.headers.insert(
+        "Authorization".to_owned(),
+        Secret::new("Bearer upstream-secret"),
+    );
+    let upstream = GraphqlUpstream::from_config(
+        &config,
+        LIMIT,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert!(!format!("{upstream:?}").contains("upstream-secret"));
+}
+
+#[test]
+fn the_builtin_scopes_are_carried_for_the_policy() {
+    let config: GraphqlUpstreamConfig = serde_json::from_value(json!({
+        "endpoint": "http://127.0.0.1:9/graphql",
+        "schema": fixtures().join("schema.graphql"),
+        "operations": fixtures().join("operations"),
+        "enable_arbitrary_operations": true,
+        "scopes": {"execute_graphql": ["graphql:any"], "get_operation_info": ["mcp:info"]},
+    }))
+    .unwrap();
+    let upstream = GraphqlUpstream::from_config(
+        &config,
+        LIMIT,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(upstream.builtin_scopes().execute_graphql, ["graphql:any"]);
+    assert_eq!(upstream.builtin_scopes().get_operation_info, ["mcp:info"]);
+    assert!(upstream.builtin_scopes().get_schema.is_empty());
+    let offered: Vec<&str> = upstream.builtins().iter().map(|b| b.name()).collect();
+    assert_eq!(offered, ["get_operation_info", "execute_graphql"]);
+}
