@@ -28,6 +28,12 @@ use mcpgate::telemetry::traces::Traces;
 use mcpgate::upstream::{InventoryError, fetch_inventory};
 use tokio::sync::watch;
 
+/// jemalloc rather than glibc's malloc: a request allocates and frees many small
+/// objects across the worker threads, which glibc's arenas serve more slowly
+/// (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -50,6 +50,8 @@ pub enum Auth {
     Jwks { url: String },
     /// One argon2id API key.
     ApiKey { hash: String },
+    /// Opaque tokens, introspected (RFC 7662) and cached.
+    Introspection { url: String },
 }
 
 /// The whole configuration file for one scenario.
@@ -77,6 +79,11 @@ pub fn config(listen: SocketAddr, upstream_url: &str, auth: &Auth) -> String {
         Auth::Jwks { url } => yaml.push_str(&oauth(&format!(
             "      - url: {url}\n        algorithms: [RS256, ES256]\n"
         ))),
+        Auth::Introspection { url } => yaml.push_str(&format!(
+            "auth:\n  oauth:\n    enabled: true\n    issuers: [\"{ISSUER}\"]\n    \
+             audiences: [\"{AUDIENCE}\"]\n    introspection:\n      url: {url}\n      \
+             client_id: mcpgate-bench\n      client_secret: bench-introspection-secret\n"
+        )),
         Auth::ApiKey { hash } => {
             let scopes = TOKEN_SCOPES.split(' ').collect::<Vec<_>>().join(", ");
             yaml.push_str(&format!(
@@ -103,8 +110,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts `binary serve` with `config`, on the given cores when there are any.
+    /// Starts `binary serve` with `config`, on the given cores when there are any,
+    /// run by `wrapper` (a program and its arguments, such as valgrind's) unless it is
+    /// empty; the pid is then the wrapper's, which for valgrind is the gateway's own.
     pub fn spawn(
+        wrapper: &[String],
         binary: &Path,
         workdir: &Path,
         name: &str,
@@ -115,7 +125,14 @@ impl Gateway {
         fs::write(&config_path, config).context("writing the gateway config")?;
         let log = workdir.join(format!("{name}.log"));
         let stderr = File::create(&log).context("creating the gateway log")?;
-        let mut command = Command::new(binary);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("serve")
             .arg("--config")
@@ -135,6 +152,18 @@ impl Gateway {
                 command.env_remove(&key);
             }
         }
+        let listen = config_addr(config)?;
+        Self::launch(command, log, listen, cpus)
+    }
+
+    /// Starts `command` (stdout and stderr already directed) as the process in front
+    /// of the upstream, listening on `listen`, on the given cores when there are any.
+    pub fn launch(
+        mut command: Command,
+        log: PathBuf,
+        listen: SocketAddr,
+        cpus: &[usize],
+    ) -> Result<Self> {
         let set = (!cpus.is_empty()).then(|| crate::measure::cpu_set(cpus));
         // SAFETY: between fork and exec the closure only makes two system calls.
         unsafe {
@@ -148,10 +177,9 @@ impl Gateway {
                 Ok(())
             });
         }
-        let listen = config_addr(config)?;
         let child = command
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {:?}", command.get_program()))?;
         let pid = child.id();
         if let Ok(mut pids) = LIVE.lock() {
             pids.push(pid);
@@ -166,7 +194,14 @@ impl Gateway {
 
     /// Waits until `target` (a request through this gateway) gets an answer.
     pub async fn wait_ready(&mut self, target: &Target) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_ready_within(target, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`Gateway::wait_ready`] with a longer patience (a gateway under valgrind starts
+    /// slowly).
+    pub async fn wait_ready_within(&mut self, target: &Target, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
@@ -178,7 +213,11 @@ impl Gateway {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("mcpgate was not ready after 20 s:\n{}", self.log_tail());
+                bail!(
+                    "mcpgate was not ready after {} s:\n{}",
+                    patience.as_secs(),
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -279,6 +318,9 @@ mod tests {
             },
             Auth::ApiKey {
                 hash: "$argon2id$v=19$m=19456,t=2,p=1$a$b".into(),
+            },
+            Auth::Introspection {
+                url: "http://127.0.0.1:1/introspect".into(),
             },
         ] {
             let yaml = config(addr, "http://127.0.0.1:1/mcp", &auth);

@@ -347,7 +347,7 @@ async fn exchange(
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -382,4 +382,22 @@ pub async fn probe(target: &Target) -> Result<(StatusCode, Bytes)> {
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, body))
+}
+
+/// Sends `count` requests one after another on one connection, outside any timing:
+/// for instruction counts, where only the number of requests matters. Returns how
+/// many were not answered 200.
+pub async fn sequential(target: &Target, count: usize) -> Result<usize> {
+    let mut sender = connect(target.addr).await?;
+    let mut tally = Tally::new();
+    for _ in 0..count {
+        let request = target.request().context("token pool is empty")?;
+        if !exchange(target, &mut sender, request, &mut tally).await {
+            sender = connect(target.addr).await?;
+        }
+    }
+    if let Some(error) = &tally.first_error {
+        eprintln!("  first error: {error}");
+    }
+    Ok(tally.errors as usize)
 }

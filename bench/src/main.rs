@@ -5,9 +5,12 @@
 //! `cargo run --release --manifest-path bench/Cargo.toml -- --help`
 
 mod gateway;
+mod idle;
 mod keys;
 mod load;
 mod measure;
+mod nginx;
+mod profile;
 mod report;
 mod results;
 mod scenario;
@@ -67,21 +70,71 @@ struct Args {
     /// Print the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Instead of timing, count mcpgate's instructions for this many requests per
+    /// scenario under valgrind's callgrind (repeatable on a busy machine). The report
+    /// goes between its own markers in the --out file.
+    #[arg(long, value_name = "REQUESTS")]
+    callgrind: Option<usize>,
+    /// Open sessions (each holding an SSE stream) at which mcpgate's memory is read,
+    /// ascending, comma-separated; measured when no --scenarios are given or when
+    /// they include `idle-sessions`.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    idle_sessions: Vec<usize>,
 }
+
+/// The name that selects the idle-sessions measurement in --scenarios.
+const IDLE_SESSIONS: &str = "idle-sessions";
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.list {
         for scenario in scenario::ALL {
-            println!("{:<20} {}", scenario.name(), scenario.describe());
+            println!("{:<22} {}", scenario.name(), scenario.describe());
         }
+        println!(
+            "{IDLE_SESSIONS:<22} memory per open session, at each of --idle-sessions SSE streams held open"
+        );
         return Ok(());
     }
-    let scenarios = selected(&args.scenarios)?;
+    let wants_idle = args.scenarios.is_empty()
+        || args
+            .scenarios
+            .iter()
+            .any(|name| name.trim() == IDLE_SESSIONS);
+    let named: Vec<String> = args
+        .scenarios
+        .iter()
+        .filter(|name| name.trim() != IDLE_SESSIONS)
+        .cloned()
+        .collect();
+    let mut scenarios = if named.is_empty() && !args.scenarios.is_empty() {
+        Vec::new()
+    } else {
+        selected(&named)?
+    };
+    if scenarios.contains(&Scenario::Nginx)
+        && let Err(error) = nginx::binary()
+    {
+        eprintln!("skipping the nginx scenario: {error:#}");
+        scenarios.retain(|scenario| *scenario != Scenario::Nginx);
+    }
     if args.connections == 0 || args.duration.is_zero() || args.rounds == 0 {
         bail!("--connections, --duration and --rounds must be greater than zero");
     }
 
+    // Before anything starts: the gateway inherits the limit.
+    let mut idle_levels: Vec<usize> = Vec::new();
+    if wants_idle && args.callgrind.is_none() {
+        idle_levels = args.idle_sessions.clone();
+        idle_levels.sort_unstable();
+        idle_levels.dedup();
+        idle_levels.retain(|&level| level > 0);
+        let fits = idle::raise_file_limit(idle_levels.last().copied().unwrap_or(0));
+        if idle_levels.iter().any(|&level| level > fits) {
+            eprintln!("the open-file limit allows {fits} sessions: measuring up to that");
+            idle_levels.retain(|&level| level <= fits);
+        }
+    }
     let pinning = pinning(args.no_pin);
     // Before the runtime starts, so its worker threads inherit the harness's cores.
     measure::pin_current_thread(&pinning.harness);
@@ -94,10 +147,15 @@ fn main() -> Result<()> {
         .worker_threads(workers.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, scenarios, pinning))
+    runtime.block_on(run(args, scenarios, idle_levels, pinning))
 }
 
-async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<()> {
+async fn run(
+    args: Args,
+    scenarios: Vec<Scenario>,
+    idle_levels: Vec<usize>,
+    pinning: Pinning,
+) -> Result<()> {
     let binary = gateway_binary(&args)?;
     let version = Command::new(&binary)
         .arg("--version")
@@ -140,6 +198,10 @@ async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<(
         workdir,
     };
 
+    if let Some(requests) = args.callgrind {
+        return count_instructions(&bench, &scenarios, requests, args.out.as_deref()).await;
+    }
+
     let mut rounds: Vec<Vec<results::Measured>> = scenarios.iter().map(|_| Vec::new()).collect();
     let mut passthrough_rps = None;
     let mut invalid = false;
@@ -175,6 +237,16 @@ async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<(
         .into_iter()
         .filter_map(results::Measured::least_contended)
         .collect();
+    let idle = if idle_levels.is_empty() {
+        None
+    } else {
+        eprintln!("{IDLE_SESSIONS}: opening {idle_levels:?} sessions…");
+        Some(
+            idle::measure(&bench, &idle_levels)
+                .await
+                .context(IDLE_SESSIONS)?,
+        )
+    };
 
     let info = report::RunInfo {
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -185,7 +257,7 @@ async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<(
         settings,
         pinning,
     };
-    let section = report::render(&info, &results);
+    let section = report::render(&info, &results, idle.as_ref());
     println!("{section}");
     if let Some(path) = &args.out {
         report::write(path, &section)?;
@@ -193,6 +265,43 @@ async fn run(args: Args, scenarios: Vec<Scenario>, pinning: Pinning) -> Result<(
     }
     if invalid {
         bail!("some runs had errors (non-200 answers): see the notes");
+    }
+    Ok(())
+}
+
+/// `--callgrind`: instruction counts instead of timings, for every selected scenario
+/// that goes through the gateway.
+async fn count_instructions(
+    bench: &Bench,
+    scenarios: &[Scenario],
+    requests: usize,
+    out: Option<&Path>,
+) -> Result<()> {
+    profile::check_tools()?;
+    if requests == 0 {
+        bail!("--callgrind needs at least one request");
+    }
+    let mut counted = Vec::new();
+    for scenario in scenarios
+        .iter()
+        .filter(|scenario| scenario.through_gateway())
+    {
+        eprintln!(
+            "{}: counting {requests} requests under callgrind…",
+            scenario.name()
+        );
+        let entry = profile::count(bench, *scenario, requests)
+            .await
+            .with_context(|| format!("scenario {}", scenario.name()))?;
+        eprintln!("  {:.0} instructions per request", entry.per_request());
+        counted.push(entry);
+    }
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let section = profile::render(&date, &command_line(), &counted);
+    println!("{section}");
+    if let Some(path) = out {
+        report::write_marked(path, "callgrind", &section)?;
+        eprintln!("report written to {}", path.display());
     }
     Ok(())
 }

@@ -57,19 +57,31 @@ pub fn machine_busy_seconds() -> Result<f64> {
 
 /// Peak resident set size (`VmHWM`) in KiB: the most memory the process ever held.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Resident set size now (`VmRSS`) in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     for line in status.lines() {
-        if let Some(value) = line.strip_prefix("VmHWM:") {
+        if let Some(value) = line
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
             return value
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
                 .parse()
-                .context("malformed VmHWM");
+                .with_context(|| format!("malformed {field}"));
         }
     }
-    bail!("no VmHWM in /proc/{pid}/status")
+    bail!("no {field} in /proc/{pid}/status")
 }
 
 /// The cores this process may run on (its affinity mask, which a container or

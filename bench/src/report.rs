@@ -8,11 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::idle::Idle;
 use crate::results::{Measured, Sample};
 use crate::scenario::{Pinning, Scenario, Settings};
-
-const BEGIN: &str = "<!-- bench:begin (written by the harness; edits here are overwritten) -->";
-const END: &str = "<!-- bench:end -->";
 
 /// How the run was made, for the report's header.
 pub struct RunInfo {
@@ -25,12 +23,15 @@ pub struct RunInfo {
     pub pinning: Pinning,
 }
 
-pub fn render(info: &RunInfo, results: &[Measured]) -> String {
+pub fn render(info: &RunInfo, results: &[Measured], idle: Option<&Idle>) -> String {
     let mut out = String::new();
     header(&mut out, info);
     closed_table(&mut out, info, results);
     rate_table(&mut out, info, results);
-    targets(&mut out, results);
+    if let Some(idle) = idle {
+        idle_table(&mut out, idle);
+    }
+    targets(&mut out, results, idle);
     notes(&mut out, info, results);
     out
 }
@@ -211,8 +212,32 @@ fn rate_table(out: &mut String, info: &RunInfo, results: &[Measured]) {
     out.push('\n');
 }
 
-/// The targets of issue #7 that this harness can measure so far.
-fn targets(out: &mut String, results: &[Measured]) {
+fn idle_table(out: &mut String, idle: &Idle) {
+    let _ = writeln!(out, "### Idle open sessions (SSE streams held open)\n");
+    let _ = writeln!(
+        out,
+        "| open sessions | mcpgate RSS MiB | above the baseline ({:.1} MiB), MiB | KiB per session |",
+        idle.baseline_kib as f64 / 1024.0
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|");
+    for level in &idle.levels {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            thousands(level.sessions as f64),
+            level.rss_kib as f64 / 1024.0,
+            level.rss_kib.saturating_sub(idle.baseline_kib) as f64 / 1024.0,
+            idle.per_session_kib(level)
+        );
+    }
+    for note in &idle.notes {
+        let _ = writeln!(out, "\n- {note}.");
+    }
+    out.push('\n');
+}
+
+/// The targets of issue #7, each with its verdict.
+fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
     let find = |scenario: Scenario| results.iter().find(|m| m.scenario == scenario);
     let closed = |scenario: Scenario| find(scenario).and_then(|m| m.closed.as_ref());
     let rate = |scenario: Scenario| find(scenario).and_then(|m| m.rate.as_ref());
@@ -224,7 +249,12 @@ fn targets(out: &mut String, results: &[Measured]) {
     };
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
-    for scenario in [Scenario::JwtHs256, Scenario::JwtRs256, Scenario::JwtEs256] {
+    for scenario in [
+        Scenario::JwtHs256,
+        Scenario::JwtRs256,
+        Scenario::JwtEs256,
+        Scenario::Introspected,
+    ] {
         let (Some(sample), Some(base)) = (closed(scenario), passthrough(results, scenario)) else {
             continue;
         };
@@ -237,7 +267,7 @@ fn targets(out: &mut String, results: &[Measured]) {
         let by_rps = sample.outcome.throughput() / base.outcome.throughput();
         rows.push((
             format!(
-                "{}: cached JWT ≥ 0.85× passthrough throughput (per mcpgate CPU-second)",
+                "{}: cached token ≥ 0.85× passthrough throughput (per mcpgate CPU-second)",
                 scenario.name()
             ),
             format!("{by_cpu:.2}× (req/s: {by_rps:.2}×)"),
@@ -304,6 +334,7 @@ fn targets(out: &mut String, results: &[Measured]) {
             Scenario::JwtEs256,
             Scenario::JwtRs256Fresh,
             Scenario::ApiKey,
+            Scenario::Introspected,
         ] {
             if let Some(sample) = rate(scenario) {
                 let added = sample.outcome.percentile_ms(0.99) - base;
@@ -334,16 +365,53 @@ fn targets(out: &mut String, results: &[Measured]) {
             verdict(added <= 1.0, &[filtered_run, unfiltered_run]),
         ));
     }
-    rows.push((
-        "CPU ≤ 1.5× nginx per request, RSS ≤ 2× nginx".to_owned(),
-        "TODO: the nginx scenario is not built yet".to_owned(),
-        "—".to_owned(),
-    ));
-    rows.push((
-        "≤ 20 KiB RSS per idle open session (1k / 10k SSE streams)".to_owned(),
-        "TODO: not measured yet".to_owned(),
-        "—".to_owned(),
-    ));
+    if let Some(nginx) = closed(Scenario::Nginx) {
+        for scenario in [
+            Scenario::Passthrough,
+            Scenario::JwtRs256,
+            Scenario::JwtEs256,
+        ] {
+            let Some(sample) = closed(scenario) else {
+                continue;
+            };
+            let cpu = cpu_ms_per_request(sample)
+                .zip(cpu_ms_per_request(nginx))
+                .map(|(this, nginx)| this / nginx);
+            let rss = sample
+                .gateway_rss_kib
+                .zip(nginx.gateway_rss_kib)
+                .map(|(this, nginx)| this as f64 / nginx as f64);
+            let (Some(cpu), Some(rss)) = (cpu, rss) else {
+                continue;
+            };
+            let judged = scenario != Scenario::Passthrough;
+            rows.push((
+                format!(
+                    "{}: CPU per request ≤ 1.5× nginx's, peak RSS ≤ 2× nginx's",
+                    scenario.name()
+                ),
+                format!("CPU {cpu:.2}×, RSS {rss:.2}×"),
+                if judged {
+                    verdict(cpu <= 1.5 && rss <= 2.0, &[sample, nginx])
+                } else {
+                    "(context: no auth)".to_owned()
+                },
+            ));
+        }
+    }
+    if let Some(idle) = idle {
+        for level in &idle.levels {
+            let per = idle.per_session_kib(level);
+            rows.push((
+                format!(
+                    "≤ 20 KiB RSS per idle open session, at {} SSE streams",
+                    thousands(level.sessions as f64)
+                ),
+                format!("{per:.1} KiB"),
+                if per <= 20.0 { "met" } else { "**not met**" }.to_owned(),
+            ));
+        }
+    }
 
     let _ = writeln!(out, "### Against the targets of issue #7\n");
     let _ = writeln!(out, "| target | measured | |");
@@ -425,11 +493,6 @@ fn notes(out: &mut String, info: &RunInfo, results: &[Measured]) {
          (`/proc/PID/stat` utime + stime); peak RSS is its `VmHWM` after the closed-loop run."
             .to_owned(),
     );
-    lines.push(
-        "TODO (issue #7): a bare nginx hop (`nginx-light`), introspected tokens, idle RSS per \
-         open SSE session at 1k and 10k streams, and profiles of the hot path."
-            .to_owned(),
-    );
     let _ = writeln!(out, "### Notes\n");
     for line in lines {
         let _ = writeln!(out, "- {line}");
@@ -496,7 +559,17 @@ fn thousands(value: f64) -> String {
 /// in the file (the profile findings written by hand, for instance). A file without
 /// markers gets the section appended; a missing file is created.
 pub fn write(path: &Path, section: &str) -> Result<()> {
-    let block = format!("{BEGIN}\n{section}{END}\n");
+    write_marked(path, "bench", section)
+}
+
+/// Writes `section` between the markers named `marker` (one file holds the load
+/// figures and the instruction counts, each rewritten by its own kind of run).
+pub fn write_marked(path: &Path, marker: &str, section: &str) -> Result<()> {
+    let begin_prefix = format!("<!-- {marker}:begin");
+    let end = format!("<!-- {marker}:end -->");
+    let block = format!(
+        "{begin_prefix} (written by the harness; edits here are overwritten) -->\n{section}{end}\n"
+    );
     let existing = match fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
@@ -508,12 +581,12 @@ pub fn write(path: &Path, section: &str) -> Result<()> {
              (see issue #7). Re-run it with the command below; the section between the \
              markers is rewritten, the rest of this file is kept.\n\n{block}"
         ),
-        Some(text) => match (text.find(BEGIN_PREFIX), text.find(END)) {
-            (Some(begin), Some(end)) if begin < end => {
+        Some(text) => match (text.find(&begin_prefix), text.find(&end)) {
+            (Some(at), Some(until)) if at < until => {
                 format!(
                     "{}{block}{}",
-                    &text[..begin],
-                    text[end + END.len()..].trim_start_matches('\n')
+                    &text[..at],
+                    text[until + end.len()..].trim_start_matches('\n')
                 )
             }
             _ => format!("{}\n\n{block}", text.trim_end()),
@@ -524,9 +597,6 @@ pub fn write(path: &Path, section: &str) -> Result<()> {
     }
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
-
-/// Matches the begin marker whatever its explanatory text says.
-const BEGIN_PREFIX: &str = "<!-- bench:begin";
 
 #[cfg(test)]
 mod tests {
@@ -553,7 +623,12 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("second") && !text.contains("first"));
         assert!(text.contains("hand-written"));
-        assert_eq!(text.matches(BEGIN_PREFIX).count(), 1);
+        assert_eq!(text.matches("<!-- bench:begin").count(), 1);
+        write_marked(&path, "callgrind", "counts\n").unwrap();
+        write(&path, "third\n").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("third") && text.contains("counts"));
+        assert!(text.contains("hand-written"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,6 +21,7 @@ use crate::verify;
 pub enum Scenario {
     Direct,
     DirectList,
+    Nginx,
     Passthrough,
     PassthroughList,
     JwtHs256,
@@ -28,15 +29,17 @@ pub enum Scenario {
     JwtEs256,
     JwtRs256Fresh,
     ApiKey,
+    Introspected,
     ListFiltered,
     VerifyRs256,
 }
 
 /// The order scenarios run and are reported in. Passthrough runs before the fresh-token
 /// scenario so its throughput can size the token pool.
-pub const ALL: [Scenario; 11] = [
+pub const ALL: [Scenario; 13] = [
     Scenario::Direct,
     Scenario::DirectList,
+    Scenario::Nginx,
     Scenario::Passthrough,
     Scenario::PassthroughList,
     Scenario::JwtHs256,
@@ -44,6 +47,7 @@ pub const ALL: [Scenario; 11] = [
     Scenario::JwtEs256,
     Scenario::JwtRs256Fresh,
     Scenario::ApiKey,
+    Scenario::Introspected,
     Scenario::ListFiltered,
     Scenario::VerifyRs256,
 ];
@@ -56,6 +60,8 @@ enum Credentials {
     /// A new token on every request: a cache miss, a full signature verification.
     Fresh(Alg),
     ApiKey,
+    /// An opaque token, introspected once and then cached.
+    Opaque,
 }
 
 impl Scenario {
@@ -63,6 +69,7 @@ impl Scenario {
         match self {
             Self::Direct => "direct",
             Self::DirectList => "direct-list-1000",
+            Self::Nginx => "nginx",
             Self::Passthrough => "passthrough",
             Self::PassthroughList => "passthrough-list-1000",
             Self::JwtHs256 => "jwt-hs256",
@@ -70,6 +77,7 @@ impl Scenario {
             Self::JwtEs256 => "jwt-es256",
             Self::JwtRs256Fresh => "jwt-rs256-fresh",
             Self::ApiKey => "api-key",
+            Self::Introspected => "introspected",
             Self::ListFiltered => "list-1000-filtered",
             Self::VerifyRs256 => "verify-rs256",
         }
@@ -79,6 +87,9 @@ impl Scenario {
         match self {
             Self::Direct => "tools/call straight to the upstream, no gateway",
             Self::DirectList => "tools/list (all tools) straight to the upstream",
+            Self::Nginx => {
+                "tools/call through a bare nginx reverse proxy (keep-alive, no buffering)"
+            }
             Self::Passthrough => "tools/call through mcpgate with auth off",
             Self::PassthroughList => {
                 "tools/list (all tools) through mcpgate with auth off: no filtering"
@@ -88,6 +99,7 @@ impl Scenario {
             Self::JwtEs256 => "tools/call, ES256 JWT from a JWKS, one token (cache hit)",
             Self::JwtRs256Fresh => "tools/call, RS256 JWT, a new token per request (cache miss)",
             Self::ApiKey => "tools/call with an argon2id API key (cached after the first)",
+            Self::Introspected => "tools/call, opaque token, RFC 7662 introspection (cached)",
             Self::ListFiltered => "tools/list, HS256 JWT, half of the tools hidden by a glob rule",
             Self::VerifyRs256 => "raw RS256 verification on one core, no HTTP (crypto limit)",
         }
@@ -105,7 +117,7 @@ impl Scenario {
         )
     }
 
-    fn through_gateway(self) -> bool {
+    pub fn through_gateway(self) -> bool {
         !matches!(self, Self::Direct | Self::DirectList | Self::VerifyRs256)
     }
 
@@ -113,6 +125,7 @@ impl Scenario {
         match self {
             Self::Direct
             | Self::DirectList
+            | Self::Nginx
             | Self::Passthrough
             | Self::PassthroughList
             | Self::VerifyRs256 => Credentials::None,
@@ -121,10 +134,11 @@ impl Scenario {
             Self::JwtEs256 => Credentials::Token(Alg::Es256),
             Self::JwtRs256Fresh => Credentials::Fresh(Alg::Rs256),
             Self::ApiKey => Credentials::ApiKey,
+            Self::Introspected => Credentials::Opaque,
         }
     }
 
-    fn body(self) -> &'static str {
+    pub fn body(self) -> &'static str {
         if self.lists() {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#
         } else {
@@ -192,30 +206,7 @@ pub async fn run(
         .fresh_tokens
         .unwrap_or_else(|| warmup_pool_size(settings, passthrough_rps));
     let credential = credential(bench, scenario, warmup_tokens, &mut measured.notes)?;
-    let mut gateway = if scenario.through_gateway() {
-        let auth = match scenario.credentials() {
-            Credentials::None => Auth::Off,
-            Credentials::Token(Alg::Hs256) => Auth::Hs256 {
-                secret: bench.keys.hmac_secret.clone(),
-            },
-            Credentials::Token(_) | Credentials::Fresh(_) => Auth::Jwks {
-                url: bench.upstream.jwks_url(),
-            },
-            Credentials::ApiKey => Auth::ApiKey {
-                hash: bench.api_key.1.clone(),
-            },
-        };
-        let config = gateway::config(gateway::free_addr()?, &bench.upstream.mcp_url(), &auth);
-        Some(Gateway::spawn(
-            &bench.binary,
-            &bench.workdir.0,
-            scenario.name(),
-            &config,
-            &bench.pinning.gateway,
-        )?)
-    } else {
-        None
-    };
+    let mut gateway = spawn_gateway(bench, scenario, &[])?;
     let addr = gateway
         .as_ref()
         .map_or(bench.upstream.addr, |gateway| gateway.addr);
@@ -274,9 +265,54 @@ pub async fn run(
     Ok(measured)
 }
 
+/// The scenario's gateway (none for the direct scenarios), run by `wrapper` when it
+/// is not empty.
+pub fn spawn_gateway(
+    bench: &Bench,
+    scenario: Scenario,
+    wrapper: &[String],
+) -> Result<Option<Gateway>> {
+    if !scenario.through_gateway() {
+        return Ok(None);
+    }
+    if scenario == Scenario::Nginx {
+        return crate::nginx::spawn(
+            &bench.workdir.0,
+            bench.upstream.addr,
+            &bench.pinning.gateway,
+        )
+        .map(Some);
+    }
+    let auth = match scenario.credentials() {
+        Credentials::None => Auth::Off,
+        Credentials::Token(Alg::Hs256) => Auth::Hs256 {
+            secret: bench.keys.hmac_secret.clone(),
+        },
+        Credentials::Token(_) | Credentials::Fresh(_) => Auth::Jwks {
+            url: bench.upstream.jwks_url(),
+        },
+        Credentials::ApiKey => Auth::ApiKey {
+            hash: bench.api_key.1.clone(),
+        },
+        Credentials::Opaque => Auth::Introspection {
+            url: bench.upstream.introspection_url(),
+        },
+    };
+    let config = gateway::config(gateway::free_addr()?, &bench.upstream.mcp_url(), &auth);
+    Gateway::spawn(
+        wrapper,
+        &bench.binary,
+        &bench.workdir.0,
+        scenario.name(),
+        &config,
+        &bench.pinning.gateway,
+    )
+    .map(Some)
+}
+
 /// The credential of the warm-up (and, for all but fresh tokens, of every run).
 /// `tokens` is the size of a fresh-token pool.
-fn credential(
+pub fn credential(
     bench: &Bench,
     scenario: Scenario,
     tokens: usize,
@@ -288,6 +324,7 @@ fn credential(
             Credential::One(keys::bearer(&bench.keys.mint(alg, &audience(), 0)?)?)
         }
         Credentials::ApiKey => Credential::One(keys::bearer(&bench.api_key.0)?),
+        Credentials::Opaque => Credential::One(keys::bearer(upstream::OPAQUE_TOKEN)?),
         Credentials::Fresh(alg) => fresh_pool(bench, alg, tokens, 0, notes)?,
     })
 }
@@ -349,7 +386,7 @@ fn measured_pool_size(settings: &Settings, warmup_rps: f64) -> usize {
 
 /// One request through the scenario, checked for the answer it must give: the echo,
 /// or a tool list of the right length.
-async fn check_answer(scenario: Scenario, target: &Target, tools: usize) -> Result<()> {
+pub async fn check_answer(scenario: Scenario, target: &Target, tools: usize) -> Result<()> {
     let (status, body) = load::probe(target).await?;
     if status != http::StatusCode::OK {
         bail!("status {status}: {}", String::from_utf8_lossy(&body));

@@ -19,6 +19,12 @@ use tokio::net::TcpListener;
 
 pub const MCP_PATH: &str = "/mcp";
 pub const JWKS_PATH: &str = "/jwks.json";
+pub const INTROSPECTION_PATH: &str = "/introspect";
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The opaque token the introspection endpoint calls active.
+pub const OPAQUE_TOKEN: &str = "bench-opaque-token-0123456789abcdef";
 
 /// Tools whose names start with this are hidden by the list scenario's policy.
 pub const HIDDEN_PREFIX: &str = "hidden_";
@@ -42,6 +48,10 @@ impl Running {
     pub fn jwks_url(&self) -> String {
         format!("http://{}{JWKS_PATH}", self.addr)
     }
+
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}{INTROSPECTION_PATH}", self.addr)
+    }
 }
 
 /// Starts the server on an ephemeral loopback port.
@@ -51,8 +61,9 @@ pub async fn start(tools: usize, jwks: String) -> Result<Running> {
         jwks: Bytes::from(jwks),
     });
     let app = Router::new()
-        .route(MCP_PATH, post(mcp).get(no_stream).delete(no_stream))
+        .route(MCP_PATH, post(mcp).get(standing_stream).delete(no_stream))
         .route(JWKS_PATH, get(serve_jwks))
+        .route(INTROSPECTION_PATH, post(introspect))
         .with_state(state);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -143,6 +154,12 @@ async fn mcp(State(upstream): State<Arc<Upstream>>, body: Bytes) -> Response {
             )
         }
         "initialize" => {
+            // Every initialize opens a session (an id, nothing kept): the
+            // idle-sessions measurement needs ids to open streams on.
+            let session = format!(
+                "bench-{}",
+                NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
             let version = message
                 .params
                 .as_ref()
@@ -154,10 +171,14 @@ async fn mcp(State(upstream): State<Arc<Upstream>>, body: Bytes) -> Response {
                 "capabilities": { "tools": { "listChanged": false } },
                 "serverInfo": { "name": "mcpgate-bench-upstream", "version": env!("CARGO_PKG_VERSION") },
             });
-            json(
+            let mut response = json(
                 StatusCode::OK,
                 format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#).into(),
-            )
+            );
+            if let Ok(value) = header::HeaderValue::from_str(&session) {
+                response.headers_mut().insert(SESSION_HEADER, value);
+            }
+            response
         }
         "ping" => json(
             StatusCode::OK,
@@ -173,13 +194,75 @@ async fn mcp(State(upstream): State<Arc<Upstream>>, body: Bytes) -> Response {
     }
 }
 
-/// Stateless: no standing SSE stream and no session to delete.
+/// No session to delete: sessions here are only ids handed out.
 async fn no_stream() -> Response {
     status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
+/// The standalone SSE stream of a session (idle-sessions): opened, then silent
+/// until the client goes away, as a server with nothing to notify keeps it. Without
+/// a session id, 405, as a stateless server answers.
+async fn standing_stream(headers: http::HeaderMap) -> Response {
+    if !headers.contains_key(SESSION_HEADER) {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let mut response = Response::new(Body::new(Silent));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+/// A body that never yields a frame nor ends.
+struct Silent;
+
+impl http_body::Body for Silent {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
 async fn serve_jwks(State(upstream): State<Arc<Upstream>>) -> Response {
     json(StatusCode::OK, upstream.jwks.clone())
+}
+
+/// RFC 7662 for the one opaque token the scenario uses; any other is inactive. With
+/// the gateway's cache, it is asked once per token and cache period.
+async fn introspect(body: Bytes) -> Response {
+    let active = url_form_has(&body, "token", OPAQUE_TOKEN);
+    let answer = if active {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |now| now.as_secs())
+            + 3600;
+        json!({
+            "active": true,
+            "iss": crate::gateway::ISSUER,
+            "aud": crate::gateway::AUDIENCE,
+            "sub": "bench-user",
+            "client_id": "bench-client",
+            "scope": crate::keys::TOKEN_SCOPES,
+            "exp": exp,
+        })
+    } else {
+        json!({"active": false})
+    };
+    json(StatusCode::OK, answer.to_string().into())
+}
+
+/// Whether an `application/x-www-form-urlencoded` body has `name=value` (the values
+/// used here need no decoding).
+fn url_form_has(body: &[u8], name: &str, value: &str) -> bool {
+    let wanted = format!("{name}={value}");
+    body.split(|&b| b == b'&')
+        .any(|pair| pair == wanted.as_bytes())
 }
 
 fn json(code: StatusCode, body: Bytes) -> Response {

@@ -184,42 +184,55 @@ impl Authenticator {
 
     /// Verifies a bearer token by what it is: an API key (by prefix, never by shape),
     /// a JWS (verified locally unless `validation: introspection`), else an opaque
-    /// token for introspection when configured; anything else is refused.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
-        let digest = cache::digest(token);
+    /// token for introspection when configured; anything else is refused. `digest`
+    /// is the token's SHA-256 ([`cache::digest`]), the key of every token cache.
+    ///
+    /// A token verified before is found by its digest before anything else is done
+    /// with it: the cache only ever holds verified JWTs, so a hit needs no parsing.
+    /// The paths that wait on something (a JWKS fetch, an introspection call, an
+    /// argon2 hash on the blocking pool) are boxed: their futures are large, and
+    /// inline they would make every request's future as large (copied on every
+    /// request), while a cached token needs none of them.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        digest: [u8; 32],
+    ) -> Result<Arc<Principal>, AuthError> {
         if api_keys::is_api_key(token) {
             return match &self.api_keys {
-                Some(store) => store.verify(token, digest).await,
+                Some(store) => Box::pin(store.verify(token, digest)).await,
                 None => Err(TokenProblem::UnknownApiKey.into()),
             };
         }
         if let Some(jwt) = &self.jwt
             && self.validation != ValidationMode::Introspection
-            && JwtVerifier::looks_like_jws(token)
         {
-            let remembered = self.verified.get(&digest);
-            metrics().token_cache(TokenCache::Verified, remembered.is_some());
-            let principal = match remembered {
-                Some(remembered) => remembered?,
-                None => {
-                    let (principal, provider) = jwt.verify(token, SystemTime::now()).await?;
-                    let principal = Arc::new(principal);
-                    self.verified
-                        .insert(digest, Arc::clone(&principal), Some(provider));
-                    principal
-                }
+            let principal = if let Some(remembered) = self.verified.get(&digest) {
+                metrics().token_cache(TokenCache::Verified, true);
+                Some(remembered?)
+            } else if JwtVerifier::looks_like_jws(token) {
+                metrics().token_cache(TokenCache::Verified, false);
+                let (principal, provider) = Box::pin(jwt.verify(token, SystemTime::now())).await?;
+                let principal = Arc::new(principal);
+                self.verified
+                    .insert(digest, Arc::clone(&principal), Some(provider));
+                Some(principal)
+            } else {
+                None
             };
-            // `both`: a valid signature is not enough; the AS must still call it active
-            // (revocation takes effect within the introspection cache TTL).
-            if self.validation == ValidationMode::Both
-                && let Some(introspector) = &self.introspector
-            {
-                introspector.introspect(token, digest).await?;
+            if let Some(principal) = principal {
+                // `both`: a valid signature is not enough; the AS must still call it
+                // active (revocation takes effect within the introspection cache TTL).
+                if self.validation == ValidationMode::Both
+                    && let Some(introspector) = &self.introspector
+                {
+                    Box::pin(introspector.introspect(token, digest)).await?;
+                }
+                return Ok(principal);
             }
-            return Ok(principal);
         }
         match &self.introspector {
-            Some(introspector) => introspector.introspect(token, digest).await,
+            Some(introspector) => Box::pin(introspector.introspect(token, digest)).await,
             None => Err(TokenProblem::Malformed.into()),
         }
     }

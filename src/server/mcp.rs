@@ -232,10 +232,14 @@ async fn authenticate(
     let Credential::Bearer(token) = credential else {
         return Err(AuthError::Missing);
     };
-    observation.token(token);
-    let principal = auth.authenticate(token).await.inspect_err(|error| {
-        tracing::info!(reason = error.reason(), "request refused: {error}");
-    })?;
+    let digest = crate::auth::cache::digest(token);
+    observation.token(&digest);
+    let principal = auth
+        .authenticate(token, digest)
+        .await
+        .inspect_err(|error| {
+            tracing::info!(reason = error.reason(), "request refused: {error}");
+        })?;
     observation.authenticated(&principal);
     Ok(Some(principal))
 }

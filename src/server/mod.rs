@@ -18,6 +18,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt;
 use http::StatusCode;
 use tokio::sync::watch;
 
@@ -93,6 +94,14 @@ pub async fn serve(
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
+    // Answers are written as they come (SSE events, a streamed list): with Nagle's
+    // algorithm on, the last small segment of one waits for the client's delayed ACK
+    // (tens of milliseconds on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set on a client connection: {error}");
+        }
+    });
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(stream::shutdown_begun(shutdown.clone()))
         .into_future();

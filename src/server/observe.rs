@@ -60,10 +60,10 @@ impl Observation {
         headers
     }
 
-    /// The bearer token presented, whatever came of it.
-    pub fn token(&mut self, token: &str) {
-        let digest = crate::auth::cache::digest(token);
-        self.record.token_fingerprint = Some(Record::fingerprint(&digest));
+    /// The bearer token presented (by its SHA-256, computed once per request and
+    /// shared with the token caches), whatever came of it.
+    pub fn token(&mut self, digest: &[u8; 32]) {
+        self.record.token_fingerprint = Some(Record::fingerprint(digest));
     }
 
     pub fn auth_disabled(&mut self) {

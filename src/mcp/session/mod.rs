@@ -58,7 +58,9 @@ pub enum Sessions {
     /// Shared by replicas. `session.max_sessions` does not apply: an exact count
     /// across replicas would cost a shared counter on every open and a sweep of
     /// expiries; Redis's own `maxmemory` is the bound there. Boxed: it is much
-    /// larger than the other variants.
+    /// larger than the other variants. Its calls' futures are boxed too: they are
+    /// several KiB, and inline they would make every request's future that large,
+    /// copied on every request, whichever store is configured.
     Redis(Box<RedisStore>),
 }
 
@@ -99,7 +101,9 @@ impl Sessions {
         match self {
             Self::Stateless => {}
             Self::Memory(store) => store.insert(&id, entry)?,
-            Self::Redis(store) => store.insert(&id, &entry).await.inspect_err(count)?,
+            Self::Redis(store) => Box::pin(store.insert(&id, &entry))
+                .await
+                .inspect_err(count)?,
         }
         Ok(id)
     }
@@ -117,7 +121,7 @@ impl Sessions {
         let entry = match self {
             Self::Stateless => None,
             Self::Memory(store) => store.get(id),
-            Self::Redis(store) => store.get(id).await.inspect_err(count)?,
+            Self::Redis(store) => Box::pin(store.get(id)).await.inspect_err(count)?,
         };
         Ok(entry.filter(|entry| entry.owner == *owner))
     }
@@ -127,7 +131,7 @@ impl Sessions {
         match self {
             Self::Stateless => {}
             Self::Memory(store) => store.remove(id),
-            Self::Redis(store) => store.remove(id).await.inspect_err(count)?,
+            Self::Redis(store) => Box::pin(store.remove(id)).await.inspect_err(count)?,
         }
         Ok(())
     }
