@@ -54,17 +54,25 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
-        let kept =
-            running.filter(|running| running.config.upstream.as_ref() == Some(upstream_config));
+        let limit = config.auth.oauth.max_scope_combinations;
+        // A GraphQL upstream is never kept: its schema and operations are files that
+        // may have changed under an unchanged configuration, and it holds nothing
+        // worth keeping (no session, no child process, no token).
+        let kept = running.filter(|running| {
+            upstream_config.graphql.is_none()
+                && running.config.upstream.as_ref() == Some(upstream_config)
+                && running.config.auth.oauth.max_scope_combinations == limit
+        });
         let upstream = match kept {
             Some(running) => Arc::clone(&running.upstream),
-            None => Arc::new(Upstream::from_config(upstream_config)?),
+            None => Arc::new(Upstream::from_config(upstream_config, limit)?),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.
             upstream.check_credentials().await?;
         }
-        let policy = Policy::from_config(&config)?;
+        let (declared, more_scopes) = upstream.declared_tools();
+        let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
         let oauth_enabled = config.auth.oauth.enabled;
         let auth = Authenticator::build(&config, idp_client, redis).await?;
         let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));

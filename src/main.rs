@@ -25,7 +25,7 @@ use mcpgate::policy::matrix::{Matrix, Offered};
 use mcpgate::reload::Reloader;
 use mcpgate::server::{self, AppState};
 use mcpgate::telemetry::traces::Traces;
-use mcpgate::upstream::{InventoryError, fetch_inventory};
+use mcpgate::upstream::{InventoryError, Upstream, inventory_of};
 use tokio::sync::watch;
 
 /// jemalloc rather than glibc's malloc: a request allocates and frees many small
@@ -343,8 +343,21 @@ async fn check(args: ConfigArg) -> anyhow::Result<()> {
         };
         format!("OAuth {oauth}, {} API key(s)", config.auth.api_keys.len())
     };
+    let tools = match gateway.upstream.graphql() {
+        Some(graphql) => format!(
+            " ({} operation tool(s), built-in: {})",
+            graphql.catalog().tools().len(),
+            graphql
+                .builtins()
+                .iter()
+                .map(|builtin| builtin.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
     println!(
-        "ok: MCP endpoint {} -> {upstream}; {protection}",
+        "ok: MCP endpoint {} -> {upstream}{tools}; {protection}",
         config.public_url()
     );
     Ok(())
@@ -359,9 +372,19 @@ async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
         ..config.log.clone()
     });
     config::validate(&config)?;
-    let policy = Policy::from_config(&config)?;
     let upstream = config::require_upstream(&config)?;
-    let inventory = match fetch_inventory(upstream).await {
+    // The same upstream the gateway would build: a GraphQL one declares its tools'
+    // requirements (and answers the listing in-process), a stdio child is started
+    // for this one listing and stopped after it.
+    let running = Upstream::from_config(upstream, config.auth.oauth.max_scope_combinations)?;
+    let (declared, more_scopes) = running.declared_tools();
+    let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
+    let listed = match running.check_credentials().await {
+        Ok(()) => inventory_of(&running, upstream.timeout).await,
+        Err(error) => Err(InventoryError::Config(error)),
+    };
+    running.shutdown().await;
+    let inventory = match listed {
         Ok(inventory) => inventory,
         Err(InventoryError::Config(error)) => return Err(error.into()),
         Err(error) => {

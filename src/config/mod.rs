@@ -12,6 +12,7 @@ pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;
 pub use scopes::{RequirementSpec, ScopesConfig};
+pub(crate) use validate::is_scope_token;
 pub use validate::{MIN_HMAC_SECRET_BYTES, validate};
 
 /// A configuration problem, reported as one line that names the key.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use super::ScopesConfig;
+pub use crate::upstream::graphql::{BuiltinScopes, GraphqlUpstreamConfig};
 pub use crate::upstream::stdio::{CommandLine, StdioConfig};
 
 /// The whole file.
@@ -90,10 +91,13 @@ fn default_max_body_bytes() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// A Streamable HTTP MCP endpoint. Exactly one of `url` and `command` is set.
+    /// A Streamable HTTP MCP endpoint. Exactly one of `url`, `command` and `graphql`
+    /// is set.
     pub url: Option<Url>,
     /// A local MCP server started as a child process, one per session (stdio).
     pub command: Option<CommandLine>,
+    /// A GraphQL API whose operations mcpgate serves as MCP tools itself.
+    pub graphql: Option<GraphqlUpstreamConfig>,
     /// stdio: arguments after those in `command`.
     #[serde(default)]
     pub args: Vec<String>,
@@ -121,11 +125,12 @@ pub struct UpstreamConfig {
 }
 
 impl Default for UpstreamConfig {
-    /// Neither `url` nor `command`: validation asks for one.
+    /// No upstream kind at all: validation asks for one.
     fn default() -> Self {
         Self {
             url: None,
             command: None,
+            graphql: None,
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
@@ -158,13 +163,17 @@ impl UpstreamConfig {
         Some(stdio)
     }
 
-    /// What the upstream is, for logs and messages: its URL, or `stdio: <command>`.
+    /// What the upstream is, for logs and messages: its URL, `stdio: <command>`, or
+    /// `graphql: <endpoint>`.
     pub fn describe(&self) -> String {
-        match (&self.url, &self.command) {
-            (Some(url), _) => url.to_string(),
-            (None, Some(CommandLine::Program(program))) => format!("stdio: {program}"),
-            (None, Some(CommandLine::WithArgs(items))) => format!("stdio: {}", items.join(" ")),
-            (None, None) => "-".to_owned(),
+        match (&self.url, &self.command, &self.graphql) {
+            (Some(url), _, _) => url.to_string(),
+            (None, Some(CommandLine::Program(program)), _) => format!("stdio: {program}"),
+            (None, Some(CommandLine::WithArgs(items)), _) => {
+                format!("stdio: {}", items.join(" "))
+            }
+            (None, None, Some(graphql)) => format!("graphql: {}", graphql.endpoint),
+            (None, None, None) => "-".to_owned(),
         }
     }
 }
@@ -309,8 +318,11 @@ fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
 
+/// `auth.oauth.max_scope_combinations` when unset (the reference router's default).
+pub const DEFAULT_MAX_SCOPE_COMBINATIONS: usize = 2048;
+
 fn default_max_scope_combinations() -> usize {
-    2048
+    DEFAULT_MAX_SCOPE_COMBINATIONS
 }
 
 fn default_token_cache_ttl() -> Duration {

@@ -191,60 +191,97 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
-    const REQUIRED: &str = "required: the MCP server to proxy to (e.g. http://127.0.0.1:3001/mcp), or upstream.command to start a stdio server";
+    const REQUIRED: &str = "required: the MCP server to proxy to (e.g. http://127.0.0.1:3001/mcp), \
+         or upstream.command to start a stdio server, or upstream.graphql to serve a GraphQL API as tools";
     let Some(upstream) = &config.upstream else {
         return Err(ConfigError::invalid("upstream.url", REQUIRED));
     };
-    match (&upstream.url, &upstream.command) {
-        (None, None) => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
-        (Some(_), Some(_)) => {
+    let kinds: Vec<&str> = [
+        ("url", upstream.url.is_some()),
+        ("command", upstream.command.is_some()),
+        ("graphql", upstream.graphql.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, set)| set.then_some(kind))
+    .collect();
+    match kinds.as_slice() {
+        [] => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
+        [_] => {}
+        several => {
+            let which = match several {
+                [a, b] => format!("not both {a} and {b}"),
+                _ => "not all three".to_owned(),
+            };
             return Err(ConfigError::invalid(
                 "upstream",
-                "set either url (an HTTP server) or command (a stdio server), not both",
+                format!(
+                    "set one of url (an HTTP server), command (a stdio server) or graphql \
+                     (a GraphQL API), {which}"
+                ),
             ));
         }
-        (Some(url), None) => {
-            check_http_url("upstream.url", url)?;
-            let stdio_only = [
-                ("args", !upstream.args.is_empty()),
-                ("env", !upstream.env.is_empty()),
-                ("cwd", upstream.cwd.is_some()),
-                ("idle_timeout", upstream.idle_timeout.is_some()),
-                ("max_children", upstream.max_children.is_some()),
-            ];
-            if let Some((key, _)) = stdio_only.iter().find(|(_, set)| *set) {
-                return Err(ConfigError::invalid(
-                    format!("upstream.{key}"),
-                    "applies to a stdio upstream (upstream.command), not to upstream.url",
-                ));
-            }
+    }
+    let stdio_only = [
+        ("args", !upstream.args.is_empty()),
+        ("env", !upstream.env.is_empty()),
+        ("cwd", upstream.cwd.is_some()),
+        ("idle_timeout", upstream.idle_timeout.is_some()),
+        ("max_children", upstream.max_children.is_some()),
+    ];
+    let stdio_key = stdio_only.iter().find(|(_, set)| *set).map(|(key, _)| key);
+    if let Some(url) = &upstream.url {
+        check_http_url("upstream.url", url)?;
+        if let Some(key) = stdio_key {
+            return Err(ConfigError::invalid(
+                format!("upstream.{key}"),
+                "applies to a stdio upstream (upstream.command), not to upstream.url",
+            ));
         }
-        (None, Some(_)) => {
-            if !upstream.headers.is_empty() || upstream.oauth.is_some() {
-                let key = if upstream.oauth.is_some() {
-                    "upstream.oauth"
-                } else {
-                    "upstream.headers"
-                };
-                return Err(ConfigError::invalid(
-                    key,
-                    "applies to an HTTP upstream (upstream.url); give a stdio server its credentials in upstream.env",
-                ));
-            }
-            if config.session.stateless {
-                return Err(ConfigError::invalid(
-                    "session.stateless",
-                    "a stdio upstream needs sessions: each session is its own process",
-                ));
-            }
-            if matches!(config.session.store, super::SessionStoreConfig::Redis(_)) {
-                return Err(ConfigError::invalid(
-                    "session.store",
-                    "a stdio session is a process on one replica and cannot move to another: \
-                     use the memory store and route each session to the replica that opened it",
-                ));
-            }
+    } else if upstream.command.is_some() {
+        if !upstream.headers.is_empty() || upstream.oauth.is_some() {
+            let key = if upstream.oauth.is_some() {
+                "upstream.oauth"
+            } else {
+                "upstream.headers"
+            };
+            return Err(ConfigError::invalid(
+                key,
+                "applies to an HTTP upstream (upstream.url); give a stdio server its credentials in upstream.env",
+            ));
         }
+        if config.session.stateless {
+            return Err(ConfigError::invalid(
+                "session.stateless",
+                "a stdio upstream needs sessions: each session is its own process",
+            ));
+        }
+        if matches!(config.session.store, super::SessionStoreConfig::Redis(_)) {
+            return Err(ConfigError::invalid(
+                "session.store",
+                "a stdio session is a process on one replica and cannot move to another: \
+                 use the memory store and route each session to the replica that opened it",
+            ));
+        }
+    } else if let Some(graphql) = &upstream.graphql {
+        if let Some(key) = stdio_key {
+            return Err(ConfigError::invalid(
+                format!("upstream.{key}"),
+                "applies to a stdio upstream (upstream.command), not to upstream.graphql",
+            ));
+        }
+        if upstream.oauth.is_some() || !upstream.headers.is_empty() {
+            let key = if upstream.oauth.is_some() {
+                "upstream.oauth"
+            } else {
+                "upstream.headers"
+            };
+            return Err(ConfigError::invalid(
+                key,
+                "applies to an HTTP MCP upstream (upstream.url); give the GraphQL API its \
+                 credentials in upstream.graphql.headers",
+            ));
+        }
+        validate_graphql(graphql)?;
     }
     if let Some(oauth) = &upstream.oauth {
         check_http_url("upstream.oauth.token_url", &oauth.token_url)?;
@@ -278,6 +315,49 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
                 key,
                 "value holds characters not allowed in an HTTP header",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `upstream.graphql`, as far as it can be checked without reading its files (the
+/// schema and the operations are loaded with the upstream, where their errors name
+/// the key too).
+fn validate_graphql(graphql: &super::GraphqlUpstreamConfig) -> Result<(), ConfigError> {
+    check_http_url("upstream.graphql.endpoint", &graphql.endpoint)?;
+    let paths = [
+        ("schema", &graphql.schema),
+        ("operations", &graphql.operations),
+    ];
+    for (name, path) in paths {
+        if path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("upstream.graphql.{name}"),
+                "must not be empty",
+            ));
+        }
+    }
+    for (name, value) in &graphql.headers {
+        let key = format!("upstream.graphql.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
+        }
+        if http::HeaderValue::from_str(value.expose()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                "value holds characters not allowed in an HTTP header",
+            ));
+        }
+    }
+    let scopes = &graphql.scopes;
+    let builtins = [
+        ("get_operation_info", &scopes.get_operation_info),
+        ("get_schema", &scopes.get_schema),
+        ("execute_graphql", &scopes.execute_graphql),
+    ];
+    for (name, list) in builtins {
+        for scope in list {
+            check_scope_token(&format!("upstream.graphql.scopes.{name}"), scope)?;
         }
     }
     Ok(())
@@ -516,6 +596,65 @@ mod tests {
         assert_eq!(key, "upstream.headers");
         let (key, _) = refusal("upstream: {}\n");
         assert_eq!(key, "upstream.url");
+    }
+
+    #[test]
+    fn a_graphql_upstream_is_exclusive_and_keeps_to_its_own_keys() {
+        const GRAPHQL: &str = "  graphql: { endpoint: http://127.0.0.1:1/graphql, schema: s.graphql, operations: ops }\n";
+        let (key, message) = refusal(&format!(
+            "upstream:\n  url: http://127.0.0.1:1/mcp\n{GRAPHQL}"
+        ));
+        assert_eq!(key, "upstream");
+        assert!(message.contains("not both url and graphql"), "{message}");
+        let (key, message) = refusal(&format!(
+            "upstream:\n  url: http://127.0.0.1:1/mcp\n  command: [node]\n{GRAPHQL}"
+        ));
+        assert_eq!(key, "upstream");
+        assert!(message.contains("not all three"), "{message}");
+        for (extra, expected) in [
+            ("  cwd: /tmp\n", "upstream.cwd"),
+            ("  max_children: 2\n", "upstream.max_children"),
+            ("  headers: { X-A: b }\n", "upstream.headers"),
+            (
+                "  oauth: { token_url: http://127.0.0.1:1/t, client_id: a, client_secret: b }\n",
+                "upstream.oauth",
+            ),
+        ] {
+            let (key, _) = refusal(&format!("upstream:\n{extra}{GRAPHQL}"));
+            assert_eq!(key, expected);
+        }
+        let (key, _) = refusal(
+            "upstream:\n  graphql: { endpoint: \"file:///x\", schema: s.graphql, operations: ops }\n",
+        );
+        assert_eq!(key, "upstream.graphql.endpoint");
+        let (key, _) = refusal(
+            "upstream:\n  graphql: { endpoint: http://127.0.0.1:1/graphql, schema: \"\", operations: ops }\n",
+        );
+        assert_eq!(key, "upstream.graphql.schema");
+        let (key, _) = refusal(
+            &format!("upstream:\n{GRAPHQL}").replace(" }", ", headers: { \"bad name\": x } }"),
+        );
+        assert_eq!(key, "upstream.graphql.headers.bad name");
+        let (key, _) = refusal(
+            &format!("upstream:\n{GRAPHQL}")
+                .replace(" }", ", scopes: { execute_graphql: [\"a\\\\b\"] } }"),
+        );
+        assert_eq!(key, "upstream.graphql.scopes.execute_graphql");
+    }
+
+    #[test]
+    fn a_graphql_upstream_works_with_sessions_or_without() {
+        for session in [
+            "",
+            "session: { stateless: true }\n",
+            "session: { store: redis://127.0.0.1:6379 }\n",
+        ] {
+            let yaml = format!(
+                "upstream:\n  graphql: {{ endpoint: http://127.0.0.1:1/graphql, schema: s.graphql, operations: ops }}\n{session}"
+            );
+            let config = super::super::load_from_str(&yaml).expect("parses");
+            validate(&config).unwrap_or_else(|error| panic!("{yaml}: {error}"));
+        }
     }
 
     #[test]

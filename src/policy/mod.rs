@@ -19,7 +19,7 @@ pub use hierarchy::{Cycle, Granted, Hierarchy};
 pub use requirement::{Holds, Requirement, Shortfall, TooManyCombinations};
 pub use rules::{NamedRule, NamedRules};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::auth::Scopes;
 use crate::config::{Config, ConfigError, RequirementSpec};
@@ -92,7 +92,27 @@ pub struct Policy {
     tools: NamedRules,
     resources: NamedRules,
     prompts: NamedRules,
+    /// Requirements the upstream declares for its own tools (a GraphQL operation's
+    /// `@requiresScopes`, a built-in tool's scopes), by exact tool name. Only
+    /// non-empty ones are kept.
+    declared: HashMap<String, NamedRule>,
     scopes_supported: Vec<String>,
+}
+
+/// A tool requirement the upstream declares itself rather than the `scopes:`
+/// section: it applies like a `scopes.tools` rule naming that exact tool, on top of
+/// `tools_call` and any rule that matches the tool too.
+#[derive(Debug, Clone)]
+pub struct DeclaredTool {
+    pub tool: String,
+    pub requirement: Requirement,
+    /// Where the requirement comes from, as `mcpgate policy` lists it among the
+    /// tool's rules (`@requiresScopes of operation GetFacts`).
+    pub source: String,
+    /// The configuration key an error names (`upstream.graphql.operations`).
+    pub key: String,
+    /// What an error calls it (`operation GetFacts (ops/facts.graphql)`).
+    pub subject: String,
 }
 
 /// Why a verified caller was refused.
@@ -134,6 +154,7 @@ impl Policy {
             tools: NamedRules::new("scopes.tools", &scopes.tools)?,
             resources: NamedRules::for_resources("scopes.resources", &scopes.resources)?,
             prompts: NamedRules::new("scopes.prompts", &scopes.prompts)?,
+            declared: HashMap::new(),
             scopes_supported: Vec::new(),
         };
         policy.check_combinations()?;
@@ -185,6 +206,63 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Adds what the upstream declares for its tools, and `more_scopes` to
+    /// `scopes_supported` (scopes a request can come to need that no rule names, such
+    /// as those of the fields an `execute_graphql` query may select). A tool whose
+    /// whole requirement (every-request level, `tools_call`, matching rules and its
+    /// own) exceeds `max_scope_combinations` is a load error naming it.
+    pub fn with_declared_tools(
+        mut self,
+        tools: Vec<DeclaredTool>,
+        more_scopes: Vec<String>,
+    ) -> Result<Self, ConfigError> {
+        let base = self
+            .every_request
+            .and(&self.tools_call, self.limit)
+            .unwrap_or_default();
+        for tool in tools {
+            let too_many = |error: TooManyCombinations| {
+                ConfigError::invalid(
+                    &tool.key,
+                    format!(
+                        "{}: combined with scopes.initialize, scopes.tools_call and the rules \
+                         matching tool {} it {error} (auth.oauth.max_scope_combinations); \
+                         simplify it or raise the limit",
+                        tool.subject, tool.tool
+                    ),
+                )
+            };
+            let mut combined = base.clone();
+            for rule in self.tools.matching(&tool.tool) {
+                combined = combined
+                    .and(&rule.requirement, self.limit)
+                    .map_err(too_many)?;
+            }
+            combined
+                .and(&tool.requirement, self.limit)
+                .map_err(too_many)?;
+            if !tool.requirement.is_empty() {
+                self.declared.insert(
+                    tool.tool,
+                    NamedRule {
+                        pattern: tool.source,
+                        requirement: tool.requirement,
+                        is_glob: false,
+                    },
+                );
+            }
+        }
+        let mut all: BTreeSet<String> = std::mem::take(&mut self.scopes_supported)
+            .into_iter()
+            .collect();
+        for rule in self.declared.values() {
+            all.extend(rule.requirement.scopes().map(str::to_owned));
+        }
+        all.extend(more_scopes);
+        self.scopes_supported = all.into_iter().collect();
+        Ok(self)
     }
 
     fn method_levels(&self) -> [(&'static str, &Requirement); 9] {
@@ -240,7 +318,7 @@ impl Policy {
 
     /// Whether any per-item rule exists for lists of this kind (else lists pass as is).
     pub fn filters(&self, kind: ItemKind) -> bool {
-        !self.rules_for(kind).is_empty()
+        !self.rules_for(kind).is_empty() || (kind == ItemKind::Tool && !self.declared.is_empty())
     }
 
     pub fn rules_for(&self, kind: ItemKind) -> &NamedRules {
@@ -262,7 +340,11 @@ impl Policy {
 
     fn item_rules(&self, item: Item<'_>) -> Vec<&NamedRule> {
         match item {
-            Item::Tool(name) => self.tools.matching(name),
+            Item::Tool(name) => {
+                let mut rules = self.tools.matching(name);
+                rules.extend(self.declared.get(name));
+                rules
+            }
             Item::Resource(uri) => self.resources.matching(uri),
             Item::Prompt(name) => self.prompts.matching(name),
         }
@@ -350,21 +432,33 @@ impl Policy {
             Some(item) => format!("insufficient scopes for {}", item.describe()),
             None => format!("missing required scopes: {}", missing.join(", ")),
         };
-        let challenge_scopes = if echo_token_scopes {
-            let mut scopes: Vec<String> = granted.listed().map(str::to_owned).collect();
-            for scope in missing {
-                if !scopes.contains(&scope) {
-                    scopes.push(scope);
-                }
-            }
-            scopes
-        } else {
-            missing
-        };
         Err(Denial {
-            challenge_scopes,
+            challenge_scopes: challenge_scopes(&granted, missing, echo_token_scopes),
             description,
         })
+    }
+
+    /// Decides a requirement that only the message itself tells (the fields an
+    /// `execute_graphql` query selects), for a message [`Self::authorize`] has let
+    /// through: the challenge names the cheapest of its groups, as for a tool rule.
+    pub fn authorize_item(
+        &self,
+        scopes: &Scopes,
+        item: Item<'_>,
+        requirement: &Requirement,
+        echo_token_scopes: bool,
+    ) -> Result<(), Denial> {
+        let granted = self.grant(scopes);
+        if granted.is_everything() {
+            return Ok(());
+        }
+        match requirement.check(&granted) {
+            Ok(()) => Ok(()),
+            Err(shortfall) => Err(Denial {
+                challenge_scopes: challenge_scopes(&granted, shortfall.missing, echo_token_scopes),
+                description: format!("insufficient scopes for {}", item.describe()),
+            }),
+        }
     }
 
     /// The missing scopes of the product's cheapest group. Should a batch's product
@@ -413,6 +507,22 @@ fn single_item<'m>(failing: &[&Factor<'_, 'm>]) -> Option<Item<'m>> {
         .iter()
         .all(|factor| factor.item == Some(first))
         .then_some(first)
+}
+
+/// The `scope` of a challenge: the missing scopes, after the token's own with
+/// `echo_token_scopes` (for clients that replace, rather than add to, their scopes
+/// on step-up).
+fn challenge_scopes(granted: &Granted<'_>, missing: Vec<String>, echo: bool) -> Vec<String> {
+    if !echo {
+        return missing;
+    }
+    let mut scopes: Vec<String> = granted.listed().map(str::to_owned).collect();
+    for scope in missing {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes
 }
 
 fn compile(spec: &RequirementSpec) -> Requirement {

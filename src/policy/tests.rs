@@ -336,3 +336,140 @@ proptest! {
         }
     }
 }
+
+fn declared(tool: &str, groups: &[&[&str]]) -> DeclaredTool {
+    DeclaredTool {
+        tool: tool.to_owned(),
+        requirement: Requirement::any_of(groups.iter().map(|group| group.to_vec())),
+        source: format!("@requiresScopes of operation {tool}"),
+        key: "upstream.graphql.operations".to_owned(),
+        subject: format!("operation {tool}"),
+    }
+}
+
+#[test]
+fn declared_tools_apply_like_rules_of_their_own_name() {
+    let policy = policy("  initialize: [mcp:connect]\n  tools_call: [mcp:tools:execute]\n")
+        .unwrap()
+        .with_declared_tools(
+            vec![
+                declared(
+                    "execute_operation_get_facts",
+                    &[&["read:fact"], &["read:all"]],
+                ),
+                declared("execute_operation_status", &[]),
+            ],
+            vec!["write:fact".to_owned()],
+        )
+        .unwrap();
+    let tool = call("execute_operation_get_facts");
+    let denied = denial(&policy, "mcp:connect mcp:tools:execute", &[tool], false);
+    assert_eq!(denied.challenge_scopes, ["read:fact"]);
+    assert_eq!(
+        denied.description,
+        "insufficient scopes for tool execute_operation_get_facts"
+    );
+    let allowed = token("mcp:connect mcp:tools:execute read:all");
+    assert!(policy.authorize(&allowed, &[tool], false).is_ok());
+    assert!(policy.filters(ItemKind::Tool));
+    let granted = policy.grant(&allowed);
+    assert!(policy.may_use(&granted, Item::Tool("execute_operation_get_facts")));
+    let plain = token("mcp:connect mcp:tools:execute");
+    let granted = policy.grant(&plain);
+    assert!(!policy.may_use(&granted, Item::Tool("execute_operation_get_facts")));
+    assert!(policy.may_use(&granted, Item::Tool("execute_operation_status")));
+    assert_eq!(
+        policy.scopes_supported(),
+        [
+            "mcp:connect",
+            "mcp:tools:execute",
+            "read:all",
+            "read:fact",
+            "write:fact"
+        ]
+    );
+}
+
+#[test]
+fn a_declared_tool_adds_to_a_configured_rule_of_the_same_name() {
+    let policy = policy("  tools:\n    execute_operation_*: [mcp:ops]\n")
+        .unwrap()
+        .with_declared_tools(
+            vec![declared("execute_operation_get_facts", &[&["read:fact"]])],
+            Vec::new(),
+        )
+        .unwrap();
+    let tool = call("execute_operation_get_facts");
+    let denied = denial(&policy, "read:fact", &[tool], false);
+    assert_eq!(denied.challenge_scopes, ["mcp:ops"]);
+    let denied = denial(&policy, "mcp:ops", &[tool], false);
+    assert_eq!(denied.challenge_scopes, ["read:fact"]);
+    assert!(
+        policy
+            .authorize(&token("mcp:ops read:fact"), &[tool], false)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_declared_tool_over_the_limit_with_its_levels_names_itself() {
+    let config = load_from_str(
+        "auth: { oauth: { max_scope_combinations: 4 } }\nscopes:\n  tools_call: [[a], [b]]\n",
+    )
+    .unwrap();
+    let error = Policy::from_config(&config)
+        .unwrap()
+        .with_declared_tools(
+            vec![declared(
+                "execute_operation_wide",
+                &[&["x"], &["y"], &["z"]],
+            )],
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("upstream.graphql.operations: operation execute_operation_wide: "),
+        "{error}"
+    );
+    assert!(error.contains("needs 6 scope combinations"), "{error}");
+}
+
+#[test]
+fn a_requirement_known_at_request_time_is_challenged_like_a_tool_rule() {
+    let policy =
+        policy("  tools_call: [mcp:tools:execute]\n  hierarchy: { read:all: [read:fact] }\n")
+            .unwrap();
+    let requirement = Requirement::any_of([vec!["read:fact", "read:private"], vec!["read:all"]]);
+    let item = Item::Tool("execute_graphql");
+    let denied = policy
+        .authorize_item(&token("mcp:tools:execute"), item, &requirement, false)
+        .unwrap_err();
+    assert_eq!(denied.challenge_scopes, ["read:all"]);
+    assert_eq!(
+        denied.description,
+        "insufficient scopes for tool execute_graphql"
+    );
+    let denied = policy
+        .authorize_item(
+            &token("mcp:tools:execute read:fact"),
+            item,
+            &requirement,
+            true,
+        )
+        .unwrap_err();
+    assert_eq!(
+        denied.challenge_scopes,
+        ["mcp:tools:execute", "read:fact", "read:private"]
+    );
+    assert!(
+        policy
+            .authorize_item(&token("read:all"), item, &requirement, false)
+            .is_ok()
+    );
+    assert!(
+        policy
+            .authorize_item(&Scopes::all(), item, &requirement, false)
+            .is_ok()
+    );
+}

@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (it can serve:
-//! signing keys usable, the upstream reachable, the session store answering) and `/metrics`. Served on its own
+//! signing keys usable, the upstream (an MCP server or a GraphQL endpoint)
+//! reachable, the session store answering) and `/metrics`. Served on its own
 //! address (`server.admin_listen`), apart from the MCP endpoint, so that probes and
 //! scrapes need no token and are never exposed where clients connect.
 
@@ -83,11 +84,14 @@ async fn readyz(State(admin): State<Admin>) -> Response {
     }
     let upstream = async {
         match &gateway.config.upstream {
-            Some(upstream) => match &upstream.url {
-                Some(url) => probe_upstream(url).await,
-                // A stdio server is started per session: there is nothing to reach yet.
-                None => Ok(()),
-            },
+            Some(upstream) => {
+                match (&upstream.url, &upstream.graphql) {
+                    (Some(url), _) => probe_upstream(url).await,
+                    (None, Some(graphql)) => probe_upstream(&graphql.endpoint).await,
+                    // A stdio server is started per session: there is nothing to reach yet.
+                    (None, None) => Ok(()),
+                }
+            }
             // `Gateway::build` refuses a config without one; kept total rather than assumed.
             None => Err("no upstream configured".to_owned()),
         }

@@ -86,6 +86,27 @@ impl ChallengeParams {
         params.push(("error_description", denial.description.clone()));
         challenge_response(StatusCode::FORBIDDEN, &params)
     }
+
+    /// 403 for a request no scope could make acceptable (an `execute_graphql` query
+    /// whose requirement exceeds `max_scope_combinations`). The challenge carries
+    /// no `insufficient_scope` and no `scope`: either would send a client asking
+    /// for scopes that cannot help. The reason is in `error_description` and in
+    /// the JSON body.
+    pub fn unsatisfiable(&self, description: &str) -> Response {
+        let mut params = vec![("realm", REALM.to_owned())];
+        if let Some(url) = &self.resource_metadata {
+            params.push(("resource_metadata", url.clone()));
+        }
+        params.push(("error_description", description.to_owned()));
+        let mut response =
+            super::mcp::json_error(StatusCode::FORBIDDEN, "query_too_complex", description);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&bearer_challenge(&params))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+        );
+        response
+    }
 }
 
 fn challenge_response(status: StatusCode, params: &[(&str, String)]) -> Response {
@@ -202,6 +223,18 @@ mod tests {
             header_of(&response),
             "Bearer error=\"insufficient_scope\", scope=\"mcp:tools:execute\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", error_description=\"missing required scopes: mcp:tools:execute\""
         );
+    }
+
+    #[test]
+    fn a_request_no_scope_can_fix_gets_no_step_up_challenge() {
+        let response = params(&[])
+            .unsatisfiable("the query needs 16 scope combinations, more than the limit of 8");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            header_of(&response),
+            "Bearer realm=\"mcp\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", error_description=\"the query needs 16 scope combinations, more than the limit of 8\""
+        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     }
 
     #[test]

@@ -171,6 +171,14 @@ async fn post(
     ) {
         return refusal;
     }
+    if let Some(refusal) = super::graphql::refusal(
+        gateway,
+        principal.map(|principal| &**principal),
+        &envelope,
+        observation,
+    ) {
+        return refusal;
+    }
     let filter =
         principal.and_then(|principal| ListFilter::for_request(gateway, principal, &envelope));
     let forwarded = Bytes::from(envelope.to_bytes());

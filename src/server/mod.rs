@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod challenge;
+mod graphql;
 pub mod mcp;
 pub mod metadata;
 pub mod observe;

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
-use url::Url;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use super::credentials::UpstreamCredentials;
 use crate::config::{ConfigError, UpstreamConfig};
@@ -58,13 +62,24 @@ impl UpstreamError {
 }
 
 /// A Streamable HTTP MCP server.
-#[derive(Debug)]
 pub struct HttpUpstream {
-    client: reqwest::Client,
-    url: Url,
+    /// hyper's pooled client rather than reqwest: it follows no redirect (one would
+    /// resend the upstream's credentials elsewhere), and per request it skips
+    /// reqwest's URL re-parsing and middleware layers, which cost more than the hop.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    uri: Uri,
     headers: HeaderMap,
     timeout: Duration,
     credentials: Option<Arc<UpstreamCredentials>>,
+}
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("uri", &self.uri)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpUpstream {
@@ -73,12 +88,32 @@ impl HttpUpstream {
             .url
             .clone()
             .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))?;
-        let client = reqwest::Client::builder()
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|error| ConfigError::invalid("upstream.url", format!("{error}")))?;
+        let mut http = HttpConnector::new();
+        // https:// is handled by the TLS layer around it.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|error| {
+                ConfigError::invalid("upstream", format!("cannot set up TLS: {error}"))
+            })?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(tls);
+        // mcpgate's own upstream token is fetched with an ordinary HTTP client.
+        let token_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
             .build()
             .map_err(|error| {
                 ConfigError::invalid("upstream", format!("cannot build HTTP client: {error}"))
@@ -96,10 +131,10 @@ impl HttpUpstream {
         let credentials = config
             .oauth
             .clone()
-            .map(|oauth| UpstreamCredentials::new(oauth, client.clone()));
+            .map(|oauth| UpstreamCredentials::new(oauth, token_client));
         Ok(Self {
             client,
-            url,
+            uri,
             headers,
             timeout: config.timeout,
             credentials,
@@ -142,16 +177,13 @@ impl HttpUpstream {
             }
             None => None,
         };
-        let request = self
-            .client
-            .request(method, self.url.clone())
-            .headers(headers)
-            .body(body);
-        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = headers;
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
+        {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(error)) if error.is_timeout() => {
-                return Err(UpstreamError::Timeout(self.timeout));
-            }
             Ok(Err(error)) => return Err(UpstreamError::Unreachable(crate::error_chain(&error))),
             Ok(Ok(response)) => response,
         };
@@ -162,19 +194,12 @@ impl HttpUpstream {
             credentials.invalidate(token);
         }
 
-        let mut builder = Response::builder().status(response.status());
-        if let Some(out) = builder.headers_mut() {
-            for (name, value) in response.headers() {
-                if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
-                    out.append(name.clone(), value.clone());
-                }
-            }
+        let (mut parts, incoming) = response.into_parts();
+        for name in DROPPED_RESPONSE_HEADERS {
+            parts.headers.remove(*name);
         }
-        // Streamed chunk by chunk: an SSE response reaches the client event by event.
-        let body = Body::from_stream(response.bytes_stream());
-        builder
-            .body(body)
-            .map_err(|error| UpstreamError::Unreachable(error.to_string()))
+        // Streamed frame by frame: an SSE response reaches the client event by event.
+        Ok(Response::from_parts(parts, Body::new(incoming)))
     }
 }
 

@@ -96,14 +96,27 @@ const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// Connects to the configured upstream as an MCP client and lists what it offers.
+/// A GraphQL upstream is built with the default `max_scope_combinations`; to list
+/// one built from a whole configuration, build it and call [`inventory_of`].
 pub async fn fetch_inventory(config: &UpstreamConfig) -> Result<Inventory, InventoryError> {
     // The same upstream the gateway forwards to: its credentials, its transport (a
     // stdio child is started for this one session and stopped after it).
-    let upstream = Upstream::from_config(config)?;
+    let upstream = Upstream::from_config(config, crate::config::DEFAULT_MAX_SCOPE_COMBINATIONS)?;
     upstream.check_credentials().await?;
+    let inventory = inventory_of(&upstream, config.timeout).await;
+    upstream.shutdown().await;
+    inventory
+}
+
+/// Lists what an upstream already built offers, in one short MCP session (a
+/// GraphQL upstream answers in-process). `timeout` bounds each exchange.
+pub async fn inventory_of(
+    upstream: &Upstream,
+    timeout: Duration,
+) -> Result<Inventory, InventoryError> {
     let mut client = Client {
-        upstream: &upstream,
-        timeout: config.timeout,
+        upstream,
+        timeout,
         session_id: None,
         protocol_version: None,
         next_id: 1,
@@ -111,7 +124,6 @@ pub async fn fetch_inventory(config: &UpstreamConfig) -> Result<Inventory, Inven
     let inventory = client.inventory().await;
     // Also after a failure: the server may hold state for the session.
     client.end_session().await;
-    upstream.shutdown().await;
     inventory
 }
 

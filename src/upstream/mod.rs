@@ -1,5 +1,6 @@
-//! Where allowed requests go: a Streamable HTTP MCP server, or a local one started
-//! as a child process (stdio) and made to look like one.
+//! Where allowed requests go: a Streamable HTTP MCP server, a local one started as
+//! a child process (stdio) and made to look like one, or a GraphQL API whose
+//! operations mcpgate serves as MCP tools itself.
 
 pub mod credentials;
 pub mod graphql;
@@ -13,27 +14,103 @@ use axum::body::Body;
 use bytes::Bytes;
 
 use self::credentials::UpstreamCredentials;
+use self::graphql::Builtin;
+use self::graphql::GraphqlUpstream;
 pub use self::http::{HttpUpstream, UpstreamError};
-pub use self::inventory::{Inventory, InventoryError, fetch_inventory};
+pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
 use crate::config::{ConfigError, UpstreamConfig};
+use crate::policy::{DeclaredTool, Requirement};
 
 /// The configured upstream.
 #[derive(Debug)]
 pub enum Upstream {
-    Http(HttpUpstream),
+    /// Boxed, like the GraphQL upstream: their pooled clients (and catalog) make
+    /// them several times larger than the stdio one.
+    Http(Box<HttpUpstream>),
     Stdio(StdioUpstream),
+    Graphql(Box<GraphqlUpstream>),
 }
 
 impl Upstream {
-    /// Builds the upstream; spawns nothing (a stdio child starts with its session).
-    pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+    /// Builds the upstream; spawns nothing (a stdio child starts with its session)
+    /// and connects to nothing. A GraphQL upstream reads its schema and operations
+    /// here, with `max_scope_combinations` bounding each operation's requirement.
+    pub fn from_config(
+        config: &UpstreamConfig,
+        max_scope_combinations: usize,
+    ) -> Result<Self, ConfigError> {
+        if let Some(graphql) = &config.graphql {
+            let upstream = GraphqlUpstream::from_config(
+                graphql,
+                max_scope_combinations,
+                config.timeout,
+                config.connect_timeout,
+            )
+            .map_err(|error| ConfigError::invalid(error.key, error.message))?;
+            check_schema_scopes(&upstream)?;
+            return Ok(Self::Graphql(Box::new(upstream)));
+        }
         match config.stdio() {
             Some(stdio) => StdioUpstream::from_config(&stdio)
                 .map(Self::Stdio)
                 .map_err(|error| ConfigError::invalid(error.key, error.message)),
-            None => HttpUpstream::from_config(config).map(Self::Http),
+            None => {
+                HttpUpstream::from_config(config).map(|upstream| Self::Http(Box::new(upstream)))
+            }
         }
+    }
+
+    /// The GraphQL upstream, when that is what this is.
+    pub fn graphql(&self) -> Option<&GraphqlUpstream> {
+        match self {
+            Self::Graphql(upstream) => Some(upstream),
+            Self::Http(_) | Self::Stdio(_) => None,
+        }
+    }
+
+    /// Tool requirements the upstream itself declares, for the gateway's policy: a
+    /// GraphQL operation's from `@requiresScopes`, a built-in tool's from
+    /// `upstream.graphql.scopes`. Also the scopes to advertise beyond those (every
+    /// scope the schema names). Nothing for an MCP server, whose tools only the
+    /// `scopes:` section governs.
+    pub fn declared_tools(&self) -> (Vec<DeclaredTool>, Vec<String>) {
+        let Self::Graphql(upstream) = self else {
+            return (Vec::new(), Vec::new());
+        };
+        let catalog = upstream.catalog();
+        let mut declared: Vec<DeclaredTool> = catalog
+            .tools()
+            .iter()
+            .map(|tool| DeclaredTool {
+                tool: tool.tool_name.clone(),
+                requirement: tool.requirement.clone(),
+                source: format!("@requiresScopes of operation {}", tool.operation_name),
+                key: "upstream.graphql.operations".to_owned(),
+                subject: format!(
+                    "operation {} ({})",
+                    tool.operation_name,
+                    tool.file.display()
+                ),
+            })
+            .collect();
+        let scopes = upstream.builtin_scopes();
+        for builtin in upstream.builtins() {
+            let (name, list) = match builtin {
+                Builtin::GetOperationInfo => ("get_operation_info", &scopes.get_operation_info),
+                Builtin::GetSchema => ("get_schema", &scopes.get_schema),
+                Builtin::ExecuteGraphql => ("execute_graphql", &scopes.execute_graphql),
+            };
+            let key = format!("upstream.graphql.scopes.{name}");
+            declared.push(DeclaredTool {
+                tool: builtin.name().to_owned(),
+                requirement: Requirement::all_of(list.iter().cloned()),
+                source: key.clone(),
+                subject: format!("built-in tool {}", builtin.name()),
+                key,
+            });
+        }
+        (declared, catalog.schema_scopes())
     }
 
     /// Sends one request and returns the answer with its body still streaming.
@@ -57,6 +134,11 @@ impl Upstream {
                     .forward(method, client_headers, own_headers, body)
                     .await
             }
+            // Boxed: its future (GraphQL requests for a whole batch) is large, and
+            // unboxed it would size every request's future, HTTP ones included.
+            Self::Graphql(upstream) => {
+                Box::pin(upstream.forward(method, client_headers, own_headers, body)).await
+            }
         }
     }
 
@@ -64,7 +146,8 @@ impl Upstream {
     pub fn credentials(&self) -> Option<&Arc<UpstreamCredentials>> {
         match self {
             Self::Http(upstream) => upstream.credentials(),
-            Self::Stdio(_) => None,
+            // A GraphQL API's credentials are static headers (`upstream.graphql.headers`).
+            Self::Stdio(_) | Self::Graphql(_) => None,
         }
     }
 
@@ -84,10 +167,31 @@ impl Upstream {
         }
     }
 
-    /// Stops what the upstream runs itself (stdio children); nothing for HTTP.
+    /// Stops what the upstream runs itself (stdio children); nothing for HTTP or GraphQL.
     pub async fn shutdown(&self) {
         if let Self::Stdio(upstream) = self {
             upstream.shutdown().await;
         }
+    }
+}
+
+/// Every scope the schema's `@requiresScopes` names goes into challenges and the
+/// metadata document as is, so each must be a scope-token (RFC 6749 §3.3), like
+/// the scopes of the configuration.
+fn check_schema_scopes(upstream: &GraphqlUpstream) -> Result<(), ConfigError> {
+    match upstream
+        .catalog()
+        .schema_scopes()
+        .into_iter()
+        .find(|scope| !crate::config::is_scope_token(scope))
+    {
+        Some(scope) => Err(ConfigError::invalid(
+            "upstream.graphql.schema",
+            format!(
+                "@requiresScopes names {scope:?}, which is not a valid scope \
+                 (RFC 6749 §3.3: no spaces, quotes or backslashes)"
+            ),
+        )),
+        None => Ok(()),
     }
 }

@@ -76,9 +76,12 @@ impl GraphqlUpstream {
                 &error_message(None, &RpcError::new(INVALID_REQUEST, "empty batch")),
             ),
             Value::Array(messages) => {
-                // `buffered` keeps the answers in the order of the requests.
-                let outcomes: Vec<Outcome> = futures_util::stream::iter(&messages)
-                    .map(|message| self.outcome(message, own_headers))
+                // `buffered` keeps the answers in the order of the requests. Each
+                // message is moved into its future rather than borrowed: a closure
+                // over borrowed items makes the whole future not provably `Send`
+                // inside an axum handler.
+                let outcomes: Vec<Outcome> = futures_util::stream::iter(messages)
+                    .map(|message| async move { self.outcome(&message, own_headers).await })
                     .buffered(BATCH_CONCURRENCY)
                     .collect()
                     .await;

@@ -1,0 +1,871 @@
+//! A GraphQL API as MCP tools, through the real binary: `upstream.graphql` in the
+//! configuration, per-tool scopes from `@requiresScopes` in tools/list and in 403
+//! challenges, `execute_graphql` checked per request, the schema's scopes in the
+//! RFC 9728 document, reloads of the schema and operations, and the example in
+//! `examples/graphql/`. The GraphQL endpoint is faked in the test process and
+//! records what reaches it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use bytes::Bytes;
+use common::*;
+use http::HeaderMap;
+use serde_json::{Value, json};
+
+const METADATA: &str = "/.well-known/oauth-protected-resource/mcp";
+const UPSTREAM_SECRET: &str = "Bearer the-apis-own-credential";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/graphql")
+}
+
+// === the fake GraphQL endpoint ===
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// Answers every POST with the same `data`, keeping each request.
+#[derive(Clone, Default)]
+struct Endpoint {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Endpoint {
+    async fn start() -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let router = Router::new()
+            .fallback(
+                |State(received): State<Arc<Mutex<Vec<Received>>>>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    received.lock().unwrap().push(Received { headers, body });
+                    axum::Json(json!({"data": {"facts": [{"title": "Water is wet"}]}}))
+                },
+            )
+            .with_state(Arc::clone(&received));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            url: format!("http://{address}/graphql"),
+            received,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+// === set-up ===
+
+/// The schema and a copy of the fixture operations in a directory of the test's
+/// own, so that reload tests can change them.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new(operations: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixtures().join("schema.graphql"),
+            dir.path().join("schema.graphql"),
+        )
+        .unwrap();
+        let target = dir.path().join("operations");
+        std::fs::create_dir(&target).unwrap();
+        for entry in std::fs::read_dir(fixtures().join(operations)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn schema(&self) -> PathBuf {
+        self.dir.path().join("schema.graphql")
+    }
+
+    fn operations(&self) -> PathBuf {
+        self.dir.path().join("operations")
+    }
+
+    fn write_operation(&self, name: &str, text: &str) {
+        let staged = self.dir.path().join(format!("{name}.new"));
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(staged, self.operations().join(name)).unwrap();
+    }
+}
+
+fn config(endpoint: &str, files: &Files, limit: usize) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:{{port}}
+upstream:
+  graphql:
+    endpoint: {endpoint}
+    schema: {schema}
+    operations: {operations}
+    headers:
+      Authorization: "{UPSTREAM_SECRET}"
+    expose_schema: true
+    enable_arbitrary_operations: true
+    scopes:
+      execute_graphql: [mcp:graphql:execute]
+      get_schema: [mcp:schema:read]
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    max_scope_combinations: {limit}
+    jwks:
+      - secret: "{HMAC_SECRET}"
+        header_key_id: dev
+scopes:
+  initialize: [mcp:connect]
+  tools_list: [mcp:tools:read]
+  tools_call: [mcp:tools:execute]
+"#,
+        schema = files.schema().display(),
+        operations = files.operations().display(),
+    )
+}
+
+struct Setup {
+    endpoint: Endpoint,
+    files: Files,
+    gateway: Gateway,
+}
+
+async fn setup(limit: usize) -> Setup {
+    let endpoint = Endpoint::start().await;
+    let files = Files::new("operations");
+    let gateway = Gateway::start(&config(&endpoint.url, &files, limit)).await;
+    Setup {
+        endpoint,
+        files,
+        gateway,
+    }
+}
+
+impl Setup {
+    fn token(&self, scopes: &str) -> String {
+        hs256(&claims(&self.gateway.mcp, scopes), Some("dev"))
+    }
+
+    async fn send(
+        &self,
+        scopes: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = Gateway::client()
+            .post(&self.gateway.mcp)
+            .bearer_auth(self.token(scopes))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body.to_string()).send().await.unwrap()
+    }
+
+    async fn call(&self, scopes: &str, tool: &str, arguments: Value) -> reqwest::Response {
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        });
+        self.send(scopes, &body, &[]).await
+    }
+
+    async fn tool_names(&self, scopes: &str) -> Vec<String> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+        let response = self.send(scopes, &body, &[]).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "tools/list for {scopes:?}: {text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        answer["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tools in {answer}"))
+            .iter()
+            .map(|tool| tool["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn metadata_url(&self) -> String {
+        format!("{}{METADATA}", self.gateway.base)
+    }
+
+    fn challenge(&self, scope: &str, tool: &str) -> String {
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}\", \
+             error_description=\"insufficient scopes for tool {tool}\"",
+            self.metadata_url()
+        )
+    }
+}
+
+const CALLER: &str = "mcp:connect mcp:tools:read mcp:tools:execute";
+
+fn check(config_text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    (code, stderr)
+}
+
+// === configuration ===
+
+#[test]
+fn upstream_kinds_are_exclusive_and_keep_to_their_own_keys() {
+    let files = Files::new("operations");
+    let graphql = format!(
+        "  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n",
+        files.schema().display(),
+        files.operations().display()
+    );
+    let cases = [
+        (
+            format!("upstream:\n  url: http://127.0.0.1:9/mcp\n{graphql}"),
+            "config error: upstream: ",
+            "not both url and graphql",
+        ),
+        (
+            format!("upstream:\n  command: [node]\n{graphql}"),
+            "config error: upstream: ",
+            "not both command and graphql",
+        ),
+        (
+            format!("upstream:\n  args: [x]\n{graphql}"),
+            "config error: upstream.args: ",
+            "not to upstream.graphql",
+        ),
+        (
+            format!("upstream:\n  headers: {{ X-Key: a }}\n{graphql}"),
+            "config error: upstream.headers: ",
+            "upstream.graphql.headers",
+        ),
+        (
+            "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    operations: ops\n"
+                .to_owned(),
+            "config error: upstream.graphql: ",
+            "schema",
+        ),
+        (
+            format!(
+                "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}/missing.graphql\n    operations: {}\n",
+                files.dir.path().display(),
+                files.operations().display()
+            ),
+            "config error: upstream.graphql.schema: ",
+            "missing.graphql",
+        ),
+        (
+            format!("upstream:\n{graphql}    scopes: {{ get_schema: [\"a b\"] }}\n"),
+            "config error: upstream.graphql.scopes.get_schema: ",
+            "not a valid scope",
+        ),
+    ];
+    for (text, key, detail) in cases {
+        let (code, stderr) = check(&text);
+        assert_eq!(code, 78, "{text}\n{stderr}");
+        assert!(stderr.starts_with(key), "{text}\n{stderr}");
+        assert!(stderr.contains(detail), "{text}\n{stderr}");
+    }
+}
+
+#[test]
+fn an_operation_over_the_combination_limit_is_a_load_error_naming_it() {
+    let files = Files::new("too_many");
+    let text = format!(
+        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
+         auth:\n  oauth:\n    max_scope_combinations: 8\n",
+        files.schema().display(),
+        files.operations().display()
+    );
+    let (code, stderr) = check(&text);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.starts_with("config error: upstream.graphql.operations: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("operation AuditEverything"), "{stderr}");
+    assert!(stderr.contains("more than the limit of 8"), "{stderr}");
+    // The same operation within the limit loads.
+    let (code, stderr) =
+        check(&text.replace("max_scope_combinations: 8", "max_scope_combinations: 16"));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn an_operation_within_the_limit_alone_but_not_with_tools_call_is_refused() {
+    // AuditEverything needs 16 groups; a two-way tools_call makes 32.
+    let files = Files::new("too_many");
+    let text = format!(
+        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
+         auth:\n  oauth:\n    max_scope_combinations: 16\n\
+         scopes:\n  tools_call: [[mcp:a], [mcp:b]]\n",
+        files.schema().display(),
+        files.operations().display()
+    );
+    let (code, stderr) = check(&text);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.starts_with("config error: upstream.graphql.operations: operation AuditEverything"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("scopes.tools_call"), "{stderr}");
+}
+
+#[test]
+fn the_example_loads_without_its_endpoint_running() {
+    let (code, stdout, stderr) = run_cli(
+        &["check", "--config", "examples/graphql/mcpgate.yaml"],
+        &[("MCPGATE_DEV_SECRET", HMAC_SECRET)],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("-> graphql: http://127.0.0.1:4000/graphql"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("operation tool(s)"), "{stdout}");
+}
+
+/// The example served as written (only its addresses changed), against the fake
+/// endpoint: the seeds' 403 and their `scopes_supported`.
+#[tokio::test]
+async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
+    let endpoint = Endpoint::start().await;
+    let text = std::fs::read_to_string("examples/graphql/mcpgate.yaml")
+        .unwrap()
+        .replace("127.0.0.1:5025", "127.0.0.1:{port}")
+        .replace("http://127.0.0.1:4000/graphql", &endpoint.url);
+    let gateway = Gateway::start_with_env(&text, &[("MCPGATE_DEV_SECRET", HMAC_SECRET)]).await;
+    let token = |scopes: &str| {
+        let mut claims = claims(&gateway.mcp, scopes);
+        claims["iss"] = json!("https://auth.example.com/");
+        hs256(&claims, Some("dev"))
+    };
+    let call = |scopes: &str, tool: &str| {
+        let body = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}},
+        });
+        Gateway::client()
+            .post(&gateway.mcp)
+            .bearer_auth(token(scopes))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string())
+            .send()
+    };
+    let metadata_url = format!("{}{METADATA}", gateway.base);
+    let response = call(
+        "mcp:connect mcp:tools:execute",
+        "execute_operation_get_top_secret_facts",
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"read:fact\", resource_metadata=\"{metadata_url}\", \
+             error_description=\"insufficient scopes for tool execute_operation_get_top_secret_facts\""
+        )
+    );
+    let response = call(
+        "mcp:connect mcp:tools:execute read:fact",
+        "execute_operation_get_top_secret_facts",
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(endpoint.received().len(), 1);
+    let metadata: Value = Gateway::client()
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["scopes_supported"],
+        json!([
+            "mcp:connect",
+            "mcp:graphql:execute",
+            "mcp:tools:execute",
+            "mcp:tools:read",
+            "read:all",
+            "read:employee",
+            "read:fact",
+            "read:private",
+        ])
+    );
+}
+
+// === tools, calls and challenges ===
+
+#[tokio::test]
+async fn tools_list_shows_only_the_tools_the_token_may_call() {
+    let setup = setup(2048).await;
+    let plain = setup.tool_names(CALLER).await;
+    for hidden in [
+        "execute_operation_get_facts",
+        "execute_operation_get_top_secret_facts",
+        "execute_operation_list_employees",
+        "execute_graphql",
+        "get_schema",
+    ] {
+        assert!(!plain.contains(&hidden.to_owned()), "{hidden} in {plain:?}");
+    }
+    for shown in [
+        "execute_operation_get_api_status",
+        "execute_operation_60_status",
+        "get_operation_info",
+    ] {
+        assert!(
+            plain.contains(&shown.to_owned()),
+            "{shown} missing from {plain:?}"
+        );
+    }
+    let facts = setup.tool_names(&format!("{CALLER} read:fact")).await;
+    assert!(facts.contains(&"execute_operation_get_facts".to_owned()));
+    // read:fact alone is not enough for the top secret ones (read:fact AND read:private).
+    assert!(!facts.contains(&"execute_operation_get_top_secret_facts".to_owned()));
+    let all = setup
+        .tool_names(&format!(
+            "{CALLER} read:all read:private mcp:graphql:execute"
+        ))
+        .await;
+    assert!(all.contains(&"execute_operation_get_top_secret_facts".to_owned()));
+    assert!(all.contains(&"execute_graphql".to_owned()));
+    assert!(!all.contains(&"get_schema".to_owned()));
+    assert!(setup.endpoint.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
+    let setup = setup(2048).await;
+    // Seed 002: a token with mcp:connect and mcp:tools:execute calling a tool whose
+    // fields need read:fact or read:all.
+    let response = setup
+        .call(
+            "mcp:connect mcp:tools:execute",
+            "execute_operation_get_facts",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("read:fact", "execute_operation_get_facts")
+    );
+    assert_eq!(response.text().await.unwrap(), "");
+    // Fields combine: topSecretFacts (read:fact AND read:private, or read:all) and
+    // Fact.private (read:private). On a tie, the first group.
+    let response = setup
+        .call(
+            "mcp:connect mcp:tools:execute",
+            "execute_operation_get_top_secret_facts",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge(
+            "read:fact read:private",
+            "execute_operation_get_top_secret_facts"
+        )
+    );
+    // The cheapest group, not the first: ListEmployees needs read:employee and
+    // read:private with read:fact or read:all; holding read:all, two are missing
+    // from the second group against three from the first.
+    let response = setup
+        .call(
+            "mcp:connect mcp:tools:execute read:all",
+            "execute_operation_list_employees",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge(
+            "read:employee read:private",
+            "execute_operation_list_employees"
+        )
+    );
+    // A built-in tool's scopes join tools_call.
+    let response = setup
+        .call("mcp:connect mcp:tools:execute", "get_schema", json!({}))
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("mcp:schema:read", "get_schema")
+    );
+    assert!(setup.endpoint.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_allowed_call_reaches_the_api_with_its_credentials_never_the_callers() {
+    let setup = setup(2048).await;
+    let token = setup.token("mcp:connect mcp:tools:execute read:fact");
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "execute_operation_get_facts", "arguments": {"limit": 2}},
+    });
+    let response = Gateway::client()
+        .post(&setup.gateway.mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let result = &answer["result"];
+    assert_eq!(result["isError"], false, "{answer}");
+    assert_eq!(
+        result["structuredContent"],
+        json!({"facts": [{"title": "Water is wet"}]})
+    );
+    let received = setup.endpoint.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.body["variables"], json!({"limit": 2}));
+    assert!(
+        request.body["query"]
+            .as_str()
+            .unwrap()
+            .contains("query GetFacts")
+    );
+    let authorization: Vec<&str> = request
+        .headers
+        .get_all("authorization")
+        .iter()
+        .map(|value| value.to_str().unwrap())
+        .collect();
+    assert_eq!(authorization, [UPSTREAM_SECRET]);
+    for (_, value) in &request.headers {
+        assert!(!value.to_str().unwrap_or("").contains(&token));
+    }
+}
+
+#[tokio::test]
+async fn scopes_supported_lists_every_scope_of_the_schema_and_the_built_ins() {
+    let setup = setup(2048).await;
+    let metadata: Value = Gateway::client()
+        .get(setup.metadata_url())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let scopes: Vec<&str> = metadata["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|scope| scope.as_str().unwrap())
+        .collect();
+    let mut sorted = scopes.clone();
+    sorted.sort_unstable();
+    assert_eq!(scopes, sorted);
+    for expected in [
+        "mcp:connect",
+        "mcp:tools:read",
+        "mcp:tools:execute",
+        "mcp:graphql:execute",
+        "mcp:schema:read",
+        "read:fact",
+        "read:all",
+        "read:private",
+        "read:employee",
+        "read:node",
+        "read:level",
+        "write:fact",
+        "audit:cpu",
+        "ops:network",
+    ] {
+        assert!(
+            scopes.contains(&expected),
+            "{expected} missing from {scopes:?}"
+        );
+    }
+}
+
+// === execute_graphql ===
+
+#[tokio::test]
+async fn execute_graphql_needs_the_scopes_of_the_fields_it_selects() {
+    let setup = setup(2048).await;
+    let caller = "mcp:connect mcp:tools:execute mcp:graphql:execute";
+    let query = json!({"query": "{ facts { title } status { healthy } }"});
+    let response = setup.call(caller, "execute_graphql", query.clone()).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("read:fact", "execute_graphql")
+    );
+    assert!(setup.endpoint.received().is_empty());
+    // Without the built-in's own scope, the static level refuses first.
+    let response = setup
+        .call(
+            "mcp:connect mcp:tools:execute read:fact",
+            "execute_graphql",
+            query.clone(),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("mcp:graphql:execute", "execute_graphql")
+    );
+    // With them, the query goes through.
+    let response = setup
+        .call(&format!("{caller} read:all"), "execute_graphql", query)
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(setup.endpoint.received().len(), 1);
+    // A query selecting nothing scoped needs only the static levels.
+    let response = setup
+        .call(
+            caller,
+            "execute_graphql",
+            json!({"query": "{ status { healthy } }"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    // One that does not validate is the upstream's to answer, as a tool error.
+    let response = setup
+        .call(caller, "execute_graphql", json!({"query": "{ nope }"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(setup.endpoint.received().len(), 2);
+}
+
+#[tokio::test]
+async fn execute_graphql_is_checked_per_message_of_a_batch() {
+    let setup = setup(2048).await;
+    let caller = "mcp:connect mcp:tools:execute mcp:graphql:execute";
+    let call = |id: u64, query: &str| {
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "tools/call",
+            "params": {"name": "execute_graphql", "arguments": {"query": query}},
+        })
+    };
+    let batch = json!([
+        call(1, "{ status { healthy } }"),
+        call(2, "{ employees { name } }"),
+    ]);
+    let response = setup
+        .send(caller, &batch, &[("mcp-protocol-version", "2025-03-26")])
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("read:employee", "execute_graphql")
+    );
+    assert!(setup.endpoint.received().is_empty());
+    let response = setup
+        .send(
+            &format!("{caller} read:employee"),
+            &batch,
+            &[("mcp-protocol-version", "2025-03-26")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(setup.endpoint.received().len(), 2);
+}
+
+#[tokio::test]
+async fn execute_graphql_over_the_combination_limit_is_refused_without_a_scope() {
+    let setup = setup(8).await;
+    let caller = "mcp:connect mcp:tools:execute mcp:graphql:execute";
+    let response = setup
+        .call(
+            caller,
+            "execute_graphql",
+            json!({"query": "{ audit { cpu memory disk network } }"}),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    let challenge = www_authenticate(&response);
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"mcp\", resource_metadata=\"{}\", error_description=\"the query needs 16 \
+             scope combinations, more than the limit of 8\"",
+            setup.metadata_url()
+        )
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "query_too_complex");
+    // Even a caller holding one scope of every group gets no further.
+    let response = setup
+        .call(
+            &format!("{caller} audit:cpu audit:memory audit:disk audit:network"),
+            "execute_graphql",
+            json!({"query": "{ audit { cpu memory disk network } }"}),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert!(!www_authenticate(&response).contains("scope="));
+    assert!(setup.endpoint.received().is_empty());
+    // Within the limit, the same fields pass for a caller holding their scopes.
+    let response = setup
+        .call(
+            &format!("{caller} audit:cpu audit:memory audit:disk"),
+            "execute_graphql",
+            json!({"query": "{ audit { cpu memory disk } }"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(setup.endpoint.received().len(), 1);
+}
+
+// === reload ===
+
+#[tokio::test]
+async fn reload_with_a_broken_operation_keeps_the_running_tools() {
+    let setup = setup(2048).await;
+    let before = setup.tool_names(&format!("{CALLER} read:all")).await;
+    setup.files.write_operation(
+        "99_broken.graphql",
+        "query Broken {\n  status {\n    uptime\n  }\n}\n",
+    );
+    setup.gateway.signal("HUP");
+    assert!(setup.gateway.wait_for_log("config reload failed").await);
+    let stderr = setup.gateway.stderr();
+    assert!(stderr.contains("upstream.graphql.operations"), "{stderr}");
+    assert!(stderr.contains("99_broken.graphql"), "{stderr}");
+    assert_eq!(
+        setup.tool_names(&format!("{CALLER} read:all")).await,
+        before
+    );
+    // The running tools still answer.
+    let response = setup
+        .call(
+            "mcp:connect mcp:tools:execute read:all",
+            "execute_operation_get_facts",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn reload_reads_the_operations_again_with_an_unchanged_config() {
+    let setup = setup(2048).await;
+    let tool = "execute_operation_list_private_facts".to_owned();
+    assert!(
+        !setup
+            .tool_names(&format!("{CALLER} read:all"))
+            .await
+            .contains(&tool)
+    );
+    setup.files.write_operation(
+        "99_private.graphql",
+        "query ListPrivateFacts {\n  facts {\n    private\n  }\n}\n",
+    );
+    setup.gateway.signal("HUP");
+    assert!(setup.gateway.wait_for_log("config reloaded").await);
+    assert!(
+        setup
+            .tool_names(&format!("{CALLER} read:all read:private"))
+            .await
+            .contains(&tool)
+    );
+    // Its requirement came with it: facts (read:fact or read:all) AND private.
+    assert!(
+        !setup
+            .tool_names(&format!("{CALLER} read:all"))
+            .await
+            .contains(&tool)
+    );
+    let response = setup
+        .call("mcp:connect mcp:tools:execute read:fact", &tool, json!({}))
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("read:private", &tool)
+    );
+}
+
+// === mcpgate policy ===
+
+#[test]
+fn policy_lists_the_operation_tools_with_their_requirements() {
+    let files = Files::new("operations");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
+             scopes:\n  tools_call: [mcp:tools:execute]\n",
+            files.schema().display(),
+            files.operations().display()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_cli(
+        &["policy", "--config", path.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let matrix: Value = serde_json::from_str(&stdout).unwrap();
+    let tools = matrix["tools"].as_array().unwrap();
+    let entry = |name: &str| -> &Value {
+        tools
+            .iter()
+            .find(|tool| tool["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {stdout}"))
+    };
+    assert_eq!(
+        entry("execute_operation_get_facts")["requires"],
+        json!([
+            ["mcp:tools:execute", "read:fact"],
+            ["mcp:tools:execute", "read:all"]
+        ])
+    );
+    assert_eq!(
+        entry("execute_operation_get_facts")["rules"],
+        json!(["@requiresScopes of operation GetFacts"])
+    );
+    assert_eq!(
+        entry("get_operation_info")["requires"],
+        json!([["mcp:tools:execute"]])
+    );
+    assert_eq!(matrix["server_name"], "mcpgate-graphql");
+}
