@@ -305,8 +305,16 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
             check_scope_token("upstream.oauth.scopes", scope)?;
         }
     }
-    for (name, value) in &upstream.headers {
-        let key = format!("upstream.headers.{name}");
+    check_headers("upstream.headers", &upstream.headers)
+}
+
+/// Headers mcpgate adds to its own requests: each name and value must be valid HTTP.
+fn check_headers(
+    prefix: &str,
+    headers: &std::collections::BTreeMap<String, super::Secret>,
+) -> Result<(), ConfigError> {
+    for (name, value) in headers {
+        let key = format!("{prefix}.{name}");
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
         }
@@ -337,18 +345,7 @@ fn validate_graphql(graphql: &super::GraphqlUpstreamConfig) -> Result<(), Config
             ));
         }
     }
-    for (name, value) in &graphql.headers {
-        let key = format!("upstream.graphql.headers.{name}");
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
-        }
-        if http::HeaderValue::from_str(value.expose()).is_err() {
-            return Err(ConfigError::invalid(
-                key,
-                "value holds characters not allowed in an HTTP header",
-            ));
-        }
-    }
+    check_headers("upstream.graphql.headers", &graphql.headers)?;
     let scopes = &graphql.scopes;
     let builtins = [
         ("get_operation_info", &scopes.get_operation_info),
