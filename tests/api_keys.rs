@@ -1,10 +1,8 @@
 //! API keys against the real binary: prefix dispatch, argon2id verification, scopes,
 //! failure rate limiting, coexistence with OAuth, and `mcpgate hash-key`.
 
-mod common;
-
+use crate::common::*;
 use argon2::{Argon2, PasswordHasher};
-use common::*;
 use jsonwebtoken::Algorithm;
 
 fn hash(key: &str) -> String {

@@ -2,8 +2,6 @@
 //! backpressure when the queue is full, logrotate's reopen, config reloads, fsync
 //! policies and shutdown.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -12,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::AUDIT_FIELDS;
+use crate::common::AUDIT_FIELDS;
 use mcpgate::audit::{Action, AuditLog, Record};
 use mcpgate::config::{AuditConfig, ConfigError, FsyncPolicy};
 use serde_json::Value;

@@ -1,13 +1,11 @@
 //! JWT authentication against the real binary: what is accepted, what is refused and
 //! with exactly which challenge (RFC 6750 §3, RFC 7519, RFC 8725).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 

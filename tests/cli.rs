@@ -1,13 +1,11 @@
 //! The commands: `check` (exit 78 naming the key), layering of env overrides and
 //! aliases, `token`, and `demo` (its printed commands work as printed).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const GOOD: &str = r#"

@@ -5,15 +5,13 @@
 //! `examples/graphql/`. The GraphQL endpoint is faked in the test process and
 //! records what reaches it.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::State;
 use bytes::Bytes;
-use common::*;
 use http::HeaderMap;
 use serde_json::{Value, json};
 

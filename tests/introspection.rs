@@ -2,17 +2,15 @@
 //! answers the tests control: client authentication, `active`, audience, caching,
 //! revocation within the TTL, outages as 503, and `validation: both`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::*;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 

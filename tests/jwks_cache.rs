@@ -2,11 +2,9 @@
 //! rate-limited), IdP outages (stale keys kept, then fail closed), starting not-ready,
 //! and issuer-bound providers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 

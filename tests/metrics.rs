@@ -2,14 +2,12 @@
 //! gateway built from config, and against the real binary (requests moving counters).
 //! Every `/metrics` answer goes through a strict parser of the Prometheus text format.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use arc_swap::ArcSwap;
-use common::*;
 use serde_json::Value;
 
 // === a strict parser of the Prometheus text format (0.0.4) ===

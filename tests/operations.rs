@@ -2,15 +2,13 @@
 //! hot reload on SIGHUP (under load, broken files, restart-only keys, turning OAuth
 //! off and on), logrotate, and graceful shutdown with open streams.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use argon2::{Argon2, PasswordHasher};
-use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

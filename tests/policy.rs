@@ -2,9 +2,7 @@
 //! filtering in JSON and SSE answers, and the checklist's known bypasses (A4), each
 //! refused before anything reaches the upstream.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const METADATA: &str = "/.well-known/oauth-protected-resource/mcp";

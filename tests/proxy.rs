@@ -1,11 +1,9 @@
 //! The proxy against the real binary: headers in and out, streaming, upstream
 //! failures, methods, limits, and OAuth off.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

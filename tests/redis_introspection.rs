@@ -7,17 +7,15 @@
 //!
 //! Needs `redis-server` on PATH: `scripts/test` installs it (Debian's package).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::redis::RedisServer;
+use crate::common::*;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{any, post};
-use common::redis::RedisServer;
-use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -5,12 +5,10 @@
 //!
 //! Needs `redis-server` on PATH: `scripts/test` installs it (Debian's package).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::*;
+use crate::common::redis::RedisServer;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -2,10 +2,8 @@
 //! session ids, and only the principal that opened a session can use it, on every
 //! HTTP method; stateless mode keeps no session at all; browser origins are checked.
 
-mod common;
-
+use crate::common::*;
 use argon2::{Argon2, PasswordHasher};
-use common::*;
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

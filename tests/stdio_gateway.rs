@@ -3,12 +3,10 @@
 //! reaping, the child limit, crashes, reload and shutdown, the config checks, and
 //! the reference `@modelcontextprotocol/server-everything`.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

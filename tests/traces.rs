@@ -3,18 +3,16 @@
 //! standard `OTEL_*` environment (each case in a child process, since the environment
 //! is process-wide); and the real binary end to end.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::*;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use common::*;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use mcpgate::audit::{Action, Record};
 use mcpgate::config::{Secret, TracesConfig};
@@ -390,7 +388,10 @@ const CHILD: &str = "MCPGATE_TRACES_TEST_CHILD";
 async fn run_child(env: &[(&str, &str)]) -> String {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command.args([
-        "child_exports_one_span",
+        // The test's path in the one integration binary (tests/integration.rs).
+        concat!(module_path!(), "::child_exports_one_span")
+            .split_once("::")
+            .map_or("child_exports_one_span", |(_, path)| path),
         "--exact",
         "--ignored",
         "--nocapture",

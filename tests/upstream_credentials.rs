@@ -2,18 +2,16 @@
 //! binary: a client_credentials token from a token endpoint, cached, renewed before
 //! it expires, dropped when the upstream refuses it; the caller's token never sent.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::*;
 use serde_json::json;
 
 /// One token request: its Authorization header and form body.
