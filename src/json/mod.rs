@@ -3,6 +3,8 @@
 //! parsers read two meanings from one document; a JWT header or an MCP message must
 //! have exactly one. Nesting is bounded so a hostile document cannot exhaust the stack.
 
+pub mod scan;
+
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
