@@ -14,6 +14,7 @@ mod cli;
 mod graphql_catalog;
 mod graphql_gateway;
 mod graphql_upstream;
+mod idp_tokens;
 mod introspection;
 mod inventory;
 mod jwks_cache;

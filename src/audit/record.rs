@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::auth::MappedScope;
+
 /// Allowed through to the upstream, or refused by mcpgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,8 +59,13 @@ pub struct Record {
     /// The token's `client_id` claim, `azp` as a fallback.
     pub oauth_client_id: Option<String>,
     pub api_key_id: Option<String>,
-    /// Space-delimited granted scopes (`*` for an API key with every scope).
+    /// Space-delimited granted scopes (`*` for an API key with every scope), mapped
+    /// ones included.
     pub scopes: Option<String>,
+    /// The scopes of `scopes` granted by `claim_scopes` rather than carried by the
+    /// token, each with the claim and value that granted it; `[]` when none, null
+    /// when unauthenticated.
+    pub mapped_scopes: Option<Vec<MappedScope>>,
     pub status: u16,
     /// Why it was refused (or what failed), in the words the client was given.
     pub reason: Option<String>,
@@ -92,6 +99,7 @@ impl Record {
             oauth_client_id: None,
             api_key_id: None,
             scopes: None,
+            mapped_scopes: None,
             status: 0,
             reason: None,
             latency_ms: 0.0,

@@ -17,11 +17,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::cache::{HasTtl, OwnTtl};
+use super::claim_map::ClaimScopeMap;
 use super::client_auth::{self, ClientCredentials};
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
 use super::shared_cache::{self, SharedCache};
-use crate::config::IntrospectionConfig;
+use crate::config::{ClaimScopesConfig, IntrospectionConfig};
 use crate::mcp::session::SharedRedis;
 use crate::telemetry::metrics::{IntrospectionResult, TokenCache, metrics};
 
@@ -45,6 +46,8 @@ impl HasTtl for Entry {
 /// What an introspected token must satisfy.
 pub struct Introspector {
     config: IntrospectionConfig,
+    /// `auth.oauth.claim_scopes`, then `introspection.claim_scopes`.
+    claim_scopes: ClaimScopeMap,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway: Duration,
@@ -57,6 +60,7 @@ pub struct Introspector {
 impl Introspector {
     pub fn new(
         config: IntrospectionConfig,
+        global_claim_scopes: &ClaimScopesConfig,
         issuers: Vec<String>,
         audiences: Vec<String>,
         leeway: Duration,
@@ -71,8 +75,10 @@ impl Introspector {
                 config.client_secret.expose(),
             )
         });
+        let claim_scopes = ClaimScopeMap::compile([global_claim_scopes, &config.claim_scopes]);
         Self {
             config,
+            claim_scopes,
             issuers,
             audiences,
             leeway,
@@ -115,7 +121,11 @@ impl Introspector {
                     // Awaited (bounded by the cache's short timeout) so that the next
                     // request, on whichever replica, finds it.
                     shared
-                        .put(&digest, &shared_cache::claims_of(&document), entry.ttl)
+                        .put(
+                            &digest,
+                            &shared_cache::claims_of(&document, self.claim_scopes.roots()),
+                            entry.ttl,
+                        )
                         .await;
                 }
                 Ok::<_, Unavailability>(entry)
@@ -218,8 +228,9 @@ impl Introspector {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let scopes =
+        let mut scopes =
             text("scope").map_or_else(Scopes::default, |scope| Scopes::new(scope.split(' ')));
+        self.claim_scopes.apply(document, &mut scopes);
         let expires_at = exp
             .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp.clamp(0.0, 1e11))));
         let until_exp = exp.map_or(self.config.cache_ttl, |exp| {
@@ -248,6 +259,10 @@ mod tests {
     use serde_json::json;
 
     fn introspector() -> Introspector {
+        introspector_mapping(crate::config::ClaimScopesConfig::default())
+    }
+
+    fn introspector_mapping(claim_scopes: crate::config::ClaimScopesConfig) -> Introspector {
         let config = IntrospectionConfig {
             url: "https://as.example/introspect".parse().unwrap(),
             client_id: "mcpgate".into(),
@@ -257,9 +272,11 @@ mod tests {
             negative_cache_ttl: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
             require_audience: true,
+            claim_scopes,
         };
         Introspector::new(
             config,
+            &crate::config::ClaimScopesConfig::default(),
             vec!["https://issuer.test".into()],
             vec!["https://mcp.example/mcp".into()],
             Duration::from_secs(30),
@@ -304,7 +321,7 @@ mod tests {
         for answer in answers {
             let answer = object(answer);
             let direct = introspector.judge(&answer);
-            let shared = shared_cache::through_a_record(&shared_cache::claims_of(&answer))
+            let shared = shared_cache::through_a_record(&shared_cache::claims_of(&answer, []))
                 .expect("the record reads back");
             let shared = introspector.judge(&shared);
             // Principal has no PartialEq; its Debug form shows every field.
@@ -315,6 +332,30 @@ mod tests {
             );
             let drift = direct.ttl.abs_diff(shared.ttl);
             assert!(drift < Duration::from_secs(1), "{answer:?}: {drift:?}");
+        }
+    }
+
+    /// A mapping applies to introspection answers, and a replica reading the shared
+    /// record grants the same mapped scopes (the claims it reads are kept).
+    #[test]
+    fn claim_values_of_an_answer_map_to_scopes_through_the_shared_record_too() {
+        let config: crate::config::Config = crate::config::load_from_str(
+            "auth:\n  oauth:\n    claim_scopes: { realm_access.roles: { admin: [mcp:admin] } }\n",
+        )
+        .unwrap();
+        let introspector = introspector_mapping(config.auth.oauth.claim_scopes);
+        let answer = object(json!({"active": true, "sub": "alice", "scope": "openid",
+            "aud": "https://mcp.example/mcp", "realm_access": {"roles": ["admin", "user"]}}));
+        let direct = introspector.judge(&answer);
+        let record = shared_cache::claims_of(&answer, introspector.claim_scopes.roots());
+        let shared = introspector.judge(&shared_cache::through_a_record(&record).unwrap());
+        for entry in [direct, shared] {
+            let principal = entry.answer.expect("active");
+            assert_eq!(principal.scopes.to_claim(), "openid mcp:admin");
+            let mapped = principal.scopes.mapped();
+            assert_eq!(mapped.len(), 1);
+            assert_eq!(&*mapped[0].claim, "realm_access.roles");
+            assert_eq!(mapped[0].value, "admin");
         }
     }
 }

@@ -18,8 +18,9 @@ use jsonwebtoken::Algorithm;
 use tokio::time::Instant;
 use url::Url;
 
+use super::claim_map::TokenProfile;
 use super::keys::{ASYMMETRIC_ALGORITHMS, KeySet};
-use crate::config::JwksProviderConfig;
+use crate::config::{ClaimScopesConfig, JwksProviderConfig};
 use crate::telemetry::metrics::metrics;
 
 /// Largest JWKS document read; real ones are a few KiB.
@@ -59,6 +60,8 @@ pub struct Provider {
     pub issuer: Option<String>,
     /// Refuse tokens whose `typ` is not `at+jwt` (RFC 9068 §4).
     pub require_at_jwt: bool,
+    /// How the tokens this provider verifies are read (audience, scopes, client id).
+    pub profile: TokenProfile,
     current: ArcSwap<Snapshot>,
     remote: Option<RemoteSource>,
 }
@@ -79,8 +82,18 @@ struct RemoteSource {
 }
 
 impl Provider {
-    /// Builds a provider from config. A remote one starts empty: call [`Provider::fetch`].
+    /// Builds a provider from config, without global `claim_scopes`.
     pub fn from_config(label: String, config: &JwksProviderConfig) -> Self {
+        Self::with_global_claims(label, config, &ClaimScopesConfig::default())
+    }
+
+    /// Builds a provider from config, the `global` claim mappings applying before its
+    /// own. A remote one starts empty: call [`Provider::fetch`].
+    pub fn with_global_claims(
+        label: String,
+        config: &JwksProviderConfig,
+        global: &ClaimScopesConfig,
+    ) -> Self {
         let (keys, remote) = match (&config.secret, &config.url) {
             (Some(secret), _) => {
                 let algorithm = config.symmetric_algorithm.unwrap_or(Algorithm::HS256);
@@ -117,6 +130,7 @@ impl Provider {
             label,
             issuer: config.issuer.clone(),
             require_at_jwt: config.require_at_jwt,
+            profile: TokenProfile::from_config(config, global),
             current: ArcSwap::from_pointee(Snapshot {
                 keys,
                 fetched_at: None,

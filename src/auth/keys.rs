@@ -251,4 +251,42 @@ mod tests {
     fn a_document_without_keys_is_an_error() {
         assert!(KeySet::from_jwks(&json!({"nope": []}), ASYMMETRIC_ALGORITHMS).is_err());
     }
+
+    /// Entra ID and Cognito publish RSA keys without `alg` (Entra's carry `issuer`,
+    /// `x5t` and `x5c` too): such a key verifies the RSA algorithms the provider
+    /// allows, and only those, with no option needed.
+    #[test]
+    fn a_jwk_without_alg_takes_its_algorithms_from_its_type_within_the_allowlist() {
+        let entra = rsa(json!({
+            "kid": "nOo3ZDrODXEK1jKWhXslHR_KXEg", "use": "sig",
+            "x5t": "nOo3ZDrODXEK1jKWhXslHR_KXEg", "x5c": ["MIIC8TCCAdmgAwIBAgIQ"],
+            "issuer": "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+        }));
+        let doc = json!({"keys": [entra]});
+        let (set, skipped) = KeySet::from_jwks(&doc, &[Algorithm::RS256]).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let kid = Some("nOo3ZDrODXEK1jKWhXslHR_KXEg");
+        assert_eq!(set.candidates(kid, Algorithm::RS256).count(), 1);
+        for outside in [
+            Algorithm::PS256,
+            Algorithm::RS512,
+            Algorithm::ES256,
+            Algorithm::HS256,
+        ] {
+            assert_eq!(set.candidates(kid, outside).count(), 0, "{outside:?}");
+        }
+        // An EC key without alg verifies its curve's algorithm only.
+        let ec = json!({"kty": "EC", "crv": "P-256", "kid": "e1",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        let (set, _) = KeySet::from_jwks(&json!({"keys": [ec]}), ASYMMETRIC_ALGORITHMS).unwrap();
+        assert_eq!(set.candidates(Some("e1"), Algorithm::ES256).count(), 1);
+        assert_eq!(set.candidates(Some("e1"), Algorithm::ES384).count(), 0);
+        let (set, _) =
+            KeySet::from_jwks(&json!({"keys": [rsa(json!({}))]}), &[Algorithm::ES256]).unwrap();
+        assert!(
+            set.is_empty(),
+            "an allowlist without RSA leaves the key unusable"
+        );
+    }
 }

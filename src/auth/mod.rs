@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod bearer;
 pub mod cache;
+pub mod claim_map;
 pub mod client_auth;
 pub mod error;
 pub mod introspection;
@@ -21,7 +22,7 @@ use std::time::SystemTime;
 use futures_util::future::join_all;
 
 pub use error::{AuthError, RequestProblem, TokenProblem, Unavailability};
-pub use principal::{AuthMethod, Principal, Scopes};
+pub use principal::{AuthMethod, MappedScope, Principal, Scopes};
 
 use crate::config::ValidationMode;
 use crate::config::{Config, ConfigError};
@@ -70,6 +71,7 @@ impl Authenticator {
                 .map(|introspection| {
                     Introspector::new(
                         introspection.clone(),
+                        &oauth.claim_scopes,
                         oauth.issuers.clone(),
                         config.accepted_audiences(),
                         oauth.leeway,
@@ -101,9 +103,10 @@ impl Authenticator {
             .iter()
             .enumerate()
             .map(|(index, provider)| {
-                Arc::new(Provider::from_config(
+                Arc::new(Provider::with_global_claims(
                     format!("auth.oauth.jwks[{index}]"),
                     provider,
+                    &oauth.claim_scopes,
                 ))
             })
             .collect();

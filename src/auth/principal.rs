@@ -1,7 +1,10 @@
 //! Who a verified caller is. Only `auth/` constructs a `Principal`, so holding one
 //! means the credentials were checked.
 
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use serde::Serialize;
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +40,31 @@ pub struct Principal {
     pub api_key_id: Option<String>,
 }
 
+fn shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value)
+}
+
 /// Granted scopes, in the order the token lists them (kept for challenges that echo
 /// them), without duplicates; or every scope (an API key configured with `*`).
+/// Scopes granted by `claim_scopes` follow the token's own and are also kept, with
+/// the claim value that granted them, in [`Scopes::mapped`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scopes {
     listed: Vec<String>,
     all: bool,
+    mapped: Vec<MappedScope>,
+}
+
+/// A scope the token did not carry but one of its claim values was mapped to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappedScope {
+    pub scope: String,
+    /// The claim path, as configured (`realm_access.roles`); shared by every scope
+    /// its mapping grants.
+    #[serde(serialize_with = "shared_str")]
+    pub claim: Arc<str>,
+    /// The claim value that matched.
+    pub value: String,
 }
 
 impl Scopes {
@@ -61,6 +83,7 @@ impl Scopes {
         Self {
             listed: out,
             all: false,
+            mapped: Vec::new(),
         }
     }
 
@@ -69,14 +92,34 @@ impl Scopes {
         Self {
             listed: Vec::new(),
             all: true,
+            mapped: Vec::new(),
         }
+    }
+
+    /// Adds scopes granted by claim mappings. One already granted (by the token or
+    /// an earlier mapping) is not added again, so each mapped scope names the first
+    /// claim value that granted it, and none shadows the token's own.
+    pub fn add_mapped(&mut self, mapped: impl IntoIterator<Item = MappedScope>) {
+        for entry in mapped {
+            if entry.scope.is_empty() || self.listed.contains(&entry.scope) {
+                continue;
+            }
+            self.listed.push(entry.scope.clone());
+            self.mapped.push(entry);
+        }
+    }
+
+    /// The scopes granted by claim mappings, in the order they were added (a subset
+    /// of [`Scopes::iter`]).
+    pub fn mapped(&self) -> &[MappedScope] {
+        &self.mapped
     }
 
     pub fn contains(&self, scope: &str) -> bool {
         self.all || self.listed.iter().any(|granted| granted == scope)
     }
 
-    /// The scopes listed (empty for "every scope").
+    /// The scopes listed, mapped ones included (empty for "every scope").
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.listed.iter().map(String::as_str)
     }
@@ -97,5 +140,36 @@ impl Scopes {
         } else {
             self.listed.join(" ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(scope: &str, claim: &str, value: &str) -> MappedScope {
+        MappedScope {
+            scope: scope.into(),
+            claim: claim.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn mapped_scopes_join_without_duplicates_and_keep_their_source() {
+        let mut scopes = Scopes::new(["openid", "mcp:read"]);
+        scopes.add_mapped([
+            mapped("mcp:read", "roles", "Reader"),
+            mapped("mcp:admin", "roles", "Admin"),
+            mapped("mcp:admin", "groups", "admins"),
+            mapped("", "roles", "Empty"),
+        ]);
+        assert_eq!(
+            scopes.iter().collect::<Vec<_>>(),
+            ["openid", "mcp:read", "mcp:admin"]
+        );
+        assert_eq!(scopes.mapped(), [mapped("mcp:admin", "roles", "Admin")]);
+        assert!(scopes.contains("mcp:admin"));
+        assert_eq!(scopes.to_claim(), "openid mcp:read mcp:admin");
     }
 }

@@ -186,17 +186,31 @@ impl SharedCache {
     }
 }
 
-/// The members of an answer a record keeps: those judged, as the endpoint sent them.
-/// An answer that is not active keeps only `"active": false`: nothing else about it
-/// matters.
-pub fn claims_of(answer: &Map<String, Value>) -> Map<String, Value> {
+/// The members of an answer a record keeps: those judged, as the endpoint sent them,
+/// plus `extra` (the claims the writer's `claim_scopes` read, so that a reader with the
+/// same mappings grants the same scopes). An answer that is not active keeps only
+/// `"active": false`: nothing else about it matters.
+pub fn claims_of<'a>(
+    answer: &Map<String, Value>,
+    extra: impl IntoIterator<Item = &'a str>,
+) -> Map<String, Value> {
     if answer.get("active") != Some(&Value::Bool(true)) {
         return Map::from_iter([("active".to_owned(), Value::Bool(false))]);
     }
-    CLAIMS
+    let mut kept: Map<String, Value> = CLAIMS
         .iter()
         .filter_map(|&name| Some((name.to_owned(), answer.get(name)?.clone())))
-        .collect()
+        .collect();
+    for name in extra {
+        // The record's own member is never copied from an answer.
+        if name == EXP_BITS || kept.contains_key(name) {
+            continue;
+        }
+        if let Some(value) = answer.get(name) {
+            kept.insert(name.to_owned(), value.clone());
+        }
+    }
+    kept
 }
 
 /// What a reader gets back from a record written now: for tests of the whole path.
@@ -368,7 +382,7 @@ mod tests {
         let token = digest("opaque-1");
         for claims in [
             active(),
-            claims_of(&object(json!({"active": false}))),
+            claims_of(&object(json!({"active": false})), []),
             object(json!({"active": true, "exp": 1.8e9, "scope": ""})),
         ] {
             let record = encode(&KEY, &token, &claims, NOW + 1500).unwrap();
@@ -416,18 +430,30 @@ mod tests {
     }
 
     #[test]
+    fn claims_read_by_mappings_are_kept_but_never_the_records_own_member() {
+        let mut answer = active();
+        answer.insert("realm_access".into(), json!({"roles": ["admin"]}));
+        answer.insert(EXP_BITS.into(), json!("00"));
+        answer.insert("ext".into(), json!(1));
+        let kept = claims_of(&answer, ["realm_access", EXP_BITS, "missing", "sub"]);
+        let mut expected = active();
+        expected.insert("realm_access".into(), json!({"roles": ["admin"]}));
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
     fn only_judged_members_are_kept_and_inactive_answers_keep_nothing_else() {
         let mut answer = active();
         answer.insert("ext".into(), json!({"secret": "x"}));
         answer.insert("token_type".into(), json!("Bearer"));
-        assert_eq!(claims_of(&answer), active());
+        assert_eq!(claims_of(&answer, []), active());
         for inactive in [
             json!({"active": false, "sub": "alice"}),
             json!({"active": "true", "sub": "alice", "scope": "admin"}),
             json!({"sub": "alice"}),
         ] {
             assert_eq!(
-                Value::Object(claims_of(&object(inactive))),
+                Value::Object(claims_of(&object(inactive), [])),
                 json!({"active": false})
             );
         }

@@ -1,6 +1,7 @@
 //! Configuration: the file format (`model`), how layers are merged (`load`) and the
 //! startup checks that turn a parsed file into something safe to run (`validate`).
 
+mod claims;
 mod derived;
 mod interpolate;
 mod load;
@@ -8,6 +9,7 @@ mod model;
 mod scopes;
 mod validate;
 
+pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
 pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use super::ScopesConfig;
+use super::{ClaimScopesConfig, ScopesConfig};
 pub use crate::upstream::graphql::{BuiltinScopes, GraphqlUpstreamConfig};
 pub use crate::upstream::stdio::{CommandLine, StdioConfig};
 
@@ -293,6 +293,10 @@ pub struct OAuthConfig {
     /// Most verified tokens remembered.
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: u64,
+    /// Claim values mapped to scopes for every provider (each `jwks` entry and
+    /// `introspection`); a provider's own `claim_scopes` apply as well.
+    #[serde(default)]
+    pub claim_scopes: ClaimScopesConfig,
 }
 
 impl Default for OAuthConfig {
@@ -310,6 +314,7 @@ impl Default for OAuthConfig {
             max_scope_combinations: default_max_scope_combinations(),
             token_cache_ttl: default_token_cache_ttl(),
             token_cache_size: default_token_cache_size(),
+            claim_scopes: ClaimScopesConfig::default(),
         }
     }
 }
@@ -361,6 +366,10 @@ pub struct IntrospectionConfig {
     /// Require an `aud` naming this resource; some authorization servers return none.
     #[serde(default = "default_true")]
     pub require_audience: bool,
+    /// Claim values of introspection answers mapped to scopes, beside
+    /// `auth.oauth.claim_scopes`.
+    #[serde(default)]
+    pub claim_scopes: ClaimScopesConfig,
 }
 
 fn default_introspection_cache_ttl() -> Duration {
@@ -419,6 +428,55 @@ pub struct JwksProviderConfig {
     pub symmetric_algorithm: Option<jsonwebtoken::Algorithm>,
     /// The `kid` tokens signed with `secret` carry.
     pub header_key_id: Option<String>,
+    /// Claim values mapped to scopes for this provider's tokens, beside
+    /// `auth.oauth.claim_scopes`.
+    #[serde(default)]
+    pub claim_scopes: ClaimScopesConfig,
+    /// The claim checked against the accepted audiences instead of `aud`, for
+    /// providers whose access tokens carry none (Cognito: `client_id`). Needs
+    /// `audiences`. A token without this claim is refused like a wrong `aud`.
+    pub audience_claim: Option<String>,
+    /// Accepted values of the audience claim for this provider's tokens. Empty:
+    /// `auth.oauth.audiences`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audiences: Vec<String>,
+    /// Claims whose values are the token's own scopes: `scope` and `scp` by default;
+    /// add `permissions` for Auth0 RBAC. A string is split on spaces, an array gives
+    /// one scope per string item.
+    #[serde(default = "default_scope_claims", deserialize_with = "one_or_many")]
+    pub scope_claims: Vec<String>,
+    /// The claim naming the OAuth client (Okta: `cid`). Unset: `client_id`, then `azp`.
+    pub client_id_claim: Option<String>,
+}
+
+impl Default for JwksProviderConfig {
+    /// No key source at all: validation asks for one.
+    fn default() -> Self {
+        Self {
+            url: None,
+            algorithms: Vec::new(),
+            refresh_interval: default_refresh_interval(),
+            min_refetch_interval: default_min_refetch_interval(),
+            max_stale: default_max_stale(),
+            start_not_ready: false,
+            issuer: None,
+            require_at_jwt: false,
+            secret: None,
+            symmetric_algorithm: None,
+            header_key_id: None,
+            claim_scopes: ClaimScopesConfig::default(),
+            audience_claim: None,
+            audiences: Vec::new(),
+            scope_claims: default_scope_claims(),
+            client_id_claim: None,
+        }
+    }
+}
+
+/// The claims a token's own scopes are read from unless a provider says otherwise
+/// (RFC 9068 §2.2.3 `scope`; `scp` as Okta and Entra ID issue it).
+pub fn default_scope_claims() -> Vec<String> {
+    vec!["scope".to_owned(), "scp".to_owned()]
 }
 
 fn default_refresh_interval() -> Duration {

@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::Url;
 
-use super::{Config, ConfigError, JwksProviderConfig, ScopesConfig};
+use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesConfig};
 
 /// Longest clock-skew allowance accepted (security checklist A1).
 pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -362,9 +362,17 @@ fn validate_graphql(graphql: &super::GraphqlUpstreamConfig) -> Result<(), Config
 
 fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
     let oauth = &config.auth.oauth;
+    validate_claim_scopes("auth.oauth.claim_scopes", &oauth.claim_scopes)?;
+    if let Some(introspection) = &oauth.introspection {
+        validate_claim_scopes(
+            "auth.oauth.introspection.claim_scopes",
+            &introspection.claim_scopes,
+        )?;
+    }
     for (index, provider) in oauth.jwks.iter().enumerate() {
         let key = format!("auth.oauth.jwks[{index}]");
         validate_provider(&key, provider)?;
+        validate_token_profile(&key, provider)?;
         if let Some(issuer) = &provider.issuer
             && !oauth.issuers.is_empty()
             && !oauth.issuers.contains(issuer)
@@ -523,6 +531,98 @@ fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), Con
     }
 }
 
+/// `claim_scopes`: every path names a claim, every scope is a scope-token.
+fn validate_claim_scopes(prefix: &str, rules: &ClaimScopesConfig) -> Result<(), ConfigError> {
+    for (index, rule) in rules.rules.iter().enumerate() {
+        let key = rules.rule_key(prefix, index);
+        let segments = rule.claim.segments();
+        let claim_key = if rule.from_map {
+            key.clone()
+        } else {
+            format!("{key}.claim")
+        };
+        if segments.is_empty() || segments == [""] {
+            return Err(ConfigError::invalid(
+                claim_key,
+                "empty claim path: name the claim, e.g. realm_access.roles",
+            ));
+        }
+        if segments.iter().any(|segment| segment.is_empty()) {
+            return Err(ConfigError::invalid(
+                claim_key,
+                "claim path has an empty segment (two dots in a row, or a leading or \
+                 trailing dot); for a claim name that contains dots, use the list form: \
+                 - claim: [\"https://example.com/roles\"]",
+            ));
+        }
+        let values_key = if rule.from_map {
+            key.clone()
+        } else {
+            format!("{key}.values")
+        };
+        for (value, scopes) in &rule.values {
+            let value_key = format!("{values_key}.{value}");
+            if scopes.0.is_empty() {
+                return Err(ConfigError::invalid(
+                    value_key,
+                    "maps to no scope: list the scopes this claim value grants",
+                ));
+            }
+            for scope in &scopes.0 {
+                check_scope_token(&value_key, scope)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A provider's IdP quirks: each names a claim, and an audience read from another
+/// claim has its own allowlist (the resource URL is never a client id).
+fn validate_token_profile(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
+    validate_claim_scopes(&format!("{key}.claim_scopes"), &provider.claim_scopes)?;
+    let claim_names = [
+        ("audience_claim", provider.audience_claim.as_deref()),
+        ("client_id_claim", provider.client_id_claim.as_deref()),
+    ];
+    for (name, claim) in claim_names {
+        if claim.is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(
+                format!("{key}.{name}"),
+                "must name a claim",
+            ));
+        }
+    }
+    if let Some(claim) = &provider.audience_claim
+        && claim != "aud"
+        && provider.audiences.is_empty()
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.audiences"),
+            format!(
+                "required with audience_claim: {claim}: the {claim} values this provider's \
+                 tokens must carry (e.g. the app client ids)"
+            ),
+        ));
+    }
+    for (index, audience) in provider.audiences.iter().enumerate() {
+        if audience.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.audiences[{index}]"),
+                "must not be empty",
+            ));
+        }
+    }
+    for (index, claim) in provider.scope_claims.iter().enumerate() {
+        if claim.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.scope_claims[{index}]"),
+                "must name a claim",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Durations that would make a loop spin or a cache useless when zero.
 fn require_nonzero(
     section: &str,
@@ -662,5 +762,81 @@ mod tests {
             refusal("upstream:\n  command: [node]\nsession:\n  store: redis://127.0.0.1:6379\n");
         assert_eq!(key, "session.store");
         assert!(message.contains("one replica"), "{message}");
+    }
+
+    const OAUTH: &str = "server:\n  public_url: http://127.0.0.1:5025/mcp\nupstream:\n  url: http://127.0.0.1:1/mcp\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n";
+
+    #[test]
+    fn claim_scopes_name_claims_and_valid_scopes() {
+        for (section, expected_key, needle) in [
+            (
+                "    claim_scopes: { \"realm_access..roles\": { admin: [mcp:admin] } }\n    jwks: [{ secret: \"0123456789abcdef0123456789abcdef\" }]\n",
+                "auth.oauth.claim_scopes.realm_access..roles",
+                "empty segment",
+            ),
+            (
+                "    claim_scopes: { \"\": { admin: [mcp:admin] } }\n    jwks: [{ secret: \"0123456789abcdef0123456789abcdef\" }]\n",
+                "auth.oauth.claim_scopes.",
+                "empty claim path",
+            ),
+            (
+                "    jwks:\n      - secret: \"0123456789abcdef0123456789abcdef\"\n        claim_scopes:\n          - claim: [\"https://example.com/roles\", \"\"]\n            values: { admin: [mcp:admin] }\n",
+                "auth.oauth.jwks[0].claim_scopes[0].claim",
+                "empty segment",
+            ),
+            (
+                "    jwks:\n      - secret: \"0123456789abcdef0123456789abcdef\"\n        claim_scopes:\n          - claim: []\n            values: { admin: [mcp:admin] }\n",
+                "auth.oauth.jwks[0].claim_scopes[0].claim",
+                "empty claim path",
+            ),
+            (
+                "    jwks:\n      - secret: \"0123456789abcdef0123456789abcdef\"\n        claim_scopes: { roles: { Admin: [\"\"] } }\n",
+                "auth.oauth.jwks[0].claim_scopes.roles.Admin",
+                "not a valid scope",
+            ),
+            (
+                "    jwks:\n      - secret: \"0123456789abcdef0123456789abcdef\"\n        claim_scopes: { roles: { Admin: [] } }\n",
+                "auth.oauth.jwks[0].claim_scopes.roles.Admin",
+                "no scope",
+            ),
+            (
+                "    jwks: [{ secret: \"0123456789abcdef0123456789abcdef\" }]\n    introspection:\n      url: http://127.0.0.1:1/introspect\n      client_id: a\n      client_secret: b\n      claim_scopes: [{ claim: groups, values: { ops: [\"mcp admin\"] } }]\n",
+                "auth.oauth.introspection.claim_scopes[0].values.ops",
+                "not a valid scope",
+            ),
+        ] {
+            let (key, message) = refusal(&format!("{OAUTH}{section}"));
+            assert_eq!(key, expected_key, "{section}");
+            assert!(message.contains(needle), "{section}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_audience_from_another_claim_needs_its_own_allowlist() {
+        let provider = |extra: &str| {
+            format!(
+                "{OAUTH}    jwks:\n      - secret: \"0123456789abcdef0123456789abcdef\"\n{extra}"
+            )
+        };
+        let (key, message) = refusal(&provider("        audience_claim: client_id\n"));
+        assert_eq!(key, "auth.oauth.jwks[0].audiences");
+        assert!(message.contains("client_id"), "{message}");
+        let (key, _) = refusal(&provider(
+            "        audience_claim: \"\"\n        audiences: [x]\n",
+        ));
+        assert_eq!(key, "auth.oauth.jwks[0].audience_claim");
+        let (key, _) = refusal(&provider("        client_id_claim: \"\"\n"));
+        assert_eq!(key, "auth.oauth.jwks[0].client_id_claim");
+        let (key, _) = refusal(&provider("        scope_claims: [scope, \"\"]\n"));
+        assert_eq!(key, "auth.oauth.jwks[0].scope_claims[1]");
+        for fine in [
+            "        audience_claim: client_id\n        audiences: [5ab1c2d3]\n",
+            "        audience_claim: aud\n",
+            "        scope_claims: [scope, scp, permissions]\n        client_id_claim: cid\n",
+            "        claim_scopes:\n          - claim: [\"https://example.com/roles\"]\n            values: { admin: mcp:admin }\n",
+        ] {
+            let config = super::super::load_from_str(&provider(fine)).expect("parses");
+            validate(&config).unwrap_or_else(|error| panic!("{fine}: {error}"));
+        }
     }
 }

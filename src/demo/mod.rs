@@ -97,6 +97,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
                     secret: Some(Secret::new(secret.clone())),
                     symmetric_algorithm: Some(Algorithm::HS256),
                     header_key_id: Some(DEMO_KEY_ID.to_owned()),
+                    ..JwksProviderConfig::default()
                 }],
                 ..OAuthConfig::default()
             },

@@ -78,6 +78,7 @@ impl Observation {
         record.oauth_client_id.clone_from(&principal.client_id);
         record.api_key_id.clone_from(&principal.api_key_id);
         record.scopes = Some(principal.scopes.to_claim());
+        record.mapped_scopes = Some(principal.scopes.mapped().to_vec());
     }
 
     pub fn auth_failed(&mut self, error: &AuthError) {

@@ -41,6 +41,7 @@ pub const AUDIT_FIELDS: &[&str] = &[
     "oauth_client_id",
     "api_key_id",
     "scopes",
+    "mapped_scopes",
     "status",
     "reason",
     "latency_ms",

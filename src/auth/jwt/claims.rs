@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::auth::claim_map::TokenProfile;
 use crate::auth::error::TokenProblem;
-use crate::auth::principal::{AuthMethod, Principal, Scopes};
+use crate::auth::principal::{AuthMethod, Principal};
 
 /// Most `aud` entries read; more is refused rather than scanned.
 pub const MAX_AUDIENCES: usize = 16;
@@ -16,15 +17,17 @@ pub const MAX_AUDIENCES: usize = 16;
 pub struct ClaimRules {
     /// Exact `iss` values accepted; empty accepts any (the key still has to verify).
     pub issuers: Vec<String>,
-    /// `aud` must contain one of these.
+    /// `aud` must contain one of these (unless the provider names its own).
     pub audiences: Vec<String>,
     pub leeway: Duration,
 }
 
-/// Checks the claims and builds the principal.
+/// Checks the claims and builds the principal, reading them as the verifying
+/// provider's `profile` says.
 pub fn check(
     claims: &Map<String, Value>,
     rules: &ClaimRules,
+    profile: &TokenProfile,
     key_id: Option<String>,
     now: SystemTime,
 ) -> Result<Principal, TokenProblem> {
@@ -57,21 +60,20 @@ pub fn check(
     {
         return Err(TokenProblem::BadIssuer);
     }
-    if !audience_matches(claims.get("aud"), &rules.audiences) {
+    // A provider may carry its audience in another claim (Cognito's `client_id`) with
+    // its own allowlist; the check is the same, and a missing claim fails it.
+    let audiences = profile.audiences.as_ref().unwrap_or(&rules.audiences);
+    if !audience_matches(claims.get(&profile.audience_claim), audiences) {
         return Err(TokenProblem::BadAudience);
     }
 
     let subject = optional_string(claims.get("sub")).map_err(|()| TokenProblem::BadClaims)?;
-    let client_id = match optional_string(claims.get("client_id")) {
-        Ok(Some(id)) => Some(id),
-        _ => optional_string(claims.get("azp")).ok().flatten(),
-    };
     let expires_at = UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp.clamp(0.0, 1e11)));
     Ok(Principal {
         issuer,
         subject,
-        client_id,
-        scopes: token_scopes(claims),
+        client_id: profile.client_id(claims),
+        scopes: profile.scopes(claims),
         expires_at,
         method: AuthMethod::Jwt,
         key_id,
@@ -122,17 +124,93 @@ fn audience_matches(value: Option<&Value>, accepted: &[String]) -> bool {
     }
 }
 
-/// Scopes from `scope` (space-delimited, RFC 9068 §2.2.3) and `scp` (string or array,
-/// as Okta and Entra ID issue it).
-fn token_scopes(claims: &Map<String, Value>) -> Scopes {
-    let mut all: Vec<&str> = Vec::new();
-    if let Some(Value::String(scope)) = claims.get("scope") {
-        all.extend(scope.split(' '));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RESOURCE: &str = "https://mcp.example/mcp";
+
+    fn rules() -> ClaimRules {
+        ClaimRules {
+            issuers: vec!["https://issuer.test".into()],
+            audiences: vec![RESOURCE.into()],
+            leeway: Duration::from_secs(5),
+        }
     }
-    match claims.get("scp") {
-        Some(Value::String(scp)) => all.extend(scp.split(' ')),
-        Some(Value::Array(items)) => all.extend(items.iter().filter_map(Value::as_str)),
-        _ => {}
+
+    fn now() -> SystemTime {
+        SystemTime::now()
     }
-    Scopes::new(all)
+
+    fn cognito(extra: Value) -> Map<String, Value> {
+        let exp = now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
+        let mut claims = json!({
+            "iss": "https://issuer.test", "sub": "u-1", "token_use": "access",
+            "client_id": "5ab1c2d3", "scope": "mcp/read", "exp": exp,
+        });
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        match claims {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn check_with(
+        profile: &TokenProfile,
+        claims: &Map<String, Value>,
+    ) -> Result<Principal, TokenProblem> {
+        check(claims, &rules(), profile, None, now())
+    }
+
+    #[test]
+    fn without_an_audience_claim_a_token_without_aud_is_refused() {
+        let result = check_with(&TokenProfile::default(), &cognito(json!({})));
+        assert_eq!(result.err(), Some(TokenProblem::BadAudience));
+        let with_aud = cognito(json!({"aud": RESOURCE}));
+        assert!(check_with(&TokenProfile::default(), &with_aud).is_ok());
+    }
+
+    #[test]
+    fn an_audience_claim_is_checked_against_the_providers_allowlist() {
+        let profile = TokenProfile {
+            audience_claim: "client_id".into(),
+            audiences: Some(vec!["5ab1c2d3".into()]),
+            ..TokenProfile::default()
+        };
+        let principal = check_with(&profile, &cognito(json!({}))).unwrap();
+        assert_eq!(principal.client_id.as_deref(), Some("5ab1c2d3"));
+        assert_eq!(principal.scopes.to_claim(), "mcp/read");
+        for refused in [
+            json!({"client_id": "another-client"}),
+            json!({"client_id": ["5ab1c2d3", 7]}),
+            json!({"client_id": 5}),
+            // The resource URL in `aud` does not stand in for the configured claim.
+            json!({"client_id": null, "aud": RESOURCE}),
+        ] {
+            let result = check_with(&profile, &cognito(refused.clone()));
+            assert_eq!(result.err(), Some(TokenProblem::BadAudience), "{refused}");
+        }
+        let mut missing = cognito(json!({"aud": RESOURCE}));
+        missing.remove("client_id");
+        assert_eq!(
+            check_with(&profile, &missing).err(),
+            Some(TokenProblem::BadAudience)
+        );
+    }
+
+    #[test]
+    fn a_providers_audiences_replace_the_global_ones() {
+        let profile = TokenProfile {
+            audiences: Some(vec!["api://mcp".into()]),
+            ..TokenProfile::default()
+        };
+        assert!(check_with(&profile, &cognito(json!({"aud": "api://mcp"}))).is_ok());
+        assert_eq!(
+            check_with(&profile, &cognito(json!({"aud": RESOURCE}))).err(),
+            Some(TokenProblem::BadAudience)
+        );
+    }
 }

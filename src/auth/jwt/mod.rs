@@ -120,7 +120,7 @@ impl JwtVerifier {
         if provider.require_at_jwt && !header.is_access_token_type {
             return Err(TokenProblem::BadType.into());
         }
-        let principal = claims::check(&claims, &self.rules, header.kid, now)?;
+        let principal = claims::check(&claims, &self.rules, &provider.profile, header.kid, now)?;
         Ok((principal, Arc::clone(provider)))
     }
 }

@@ -50,6 +50,7 @@ const AUDIT_FIELDS = [
   'oauth_client_id',
   'api_key_id',
   'scopes',
+  'mapped_scopes',
   'status',
   'reason',
   'latency_ms',
