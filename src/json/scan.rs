@@ -188,6 +188,7 @@ impl<'a> Scanner<'a> {
         let bytes = self.text.as_bytes();
         let mut escaped = false;
         loop {
+            self.pos = skip_plain_string_bytes(bytes, self.pos);
             match bytes.get(self.pos) {
                 Some(b'"') => break,
                 Some(b'\\') => {
@@ -294,6 +295,33 @@ impl<'a> Scanner<'a> {
     fn syntax(&self) -> ScanError {
         ScanError::Syntax(self.pos)
     }
+}
+
+/// The first offset from `pos` that is not plain string content, eight bytes at a
+/// time: most of a list answer is string content (descriptions, schemas), and a
+/// byte-at-a-time loop over it was the scanner's largest cost. A word is skipped
+/// only when none of its bytes is `"`, `\` or a control character; a word that may
+/// hold one is left to the byte-wise loop, so a false alarm costs time, never
+/// correctness.
+fn skip_plain_string_bytes(bytes: &[u8], mut pos: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = ONES * 0x80;
+    // Bytes of `word` below `limit` (≤ 0x80) get their high bit set.
+    let below = |word: u64, limit: u64| word.wrapping_sub(ONES * limit) & !word & HIGHS;
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk);
+        let special = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if special != 0 {
+            break;
+        }
+        pos += 8;
+    }
+    pos
 }
 
 /// Decodes a string's escapes (already checked by the scanner). A lone surrogate
@@ -476,6 +504,29 @@ mod tests {
         assert_eq!(names, ["a/b"]);
         let texts: Vec<&str> = spans.iter().map(|span| &text[span.clone()]).collect();
         assert_eq!(texts, [r#"{"name":"a\u002Fb","x":[1]}"#, "7"]);
+    }
+
+    #[test]
+    fn skips_plain_string_content_a_word_at_a_time_and_stops_at_each_special_byte() {
+        let plain = "abcdefgh\u{e9}\u{1F600}ijklmnop";
+        assert_eq!(
+            skip_plain_string_bytes(plain.as_bytes(), 0),
+            plain.len() / 8 * 8
+        );
+        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for at in 0..16 {
+                let mut text = vec![b'x'; 24];
+                text[at] = special;
+                let stop = skip_plain_string_bytes(&text, 0);
+                assert!(stop <= at, "{special:#x} at {at}: skipped to {stop}");
+                assert_eq!(stop, at / 8 * 8, "{special:#x} at {at}");
+            }
+        }
+        // Bytes 0x20 and above, UTF-8 included, are plain.
+        let high: Vec<u8> = (0x20..=0xff)
+            .filter(|b| *b != b'"' && *b != b'\\')
+            .collect();
+        assert_eq!(skip_plain_string_bytes(&high, 0), high.len() / 8 * 8);
     }
 
     #[test]
