@@ -22,6 +22,9 @@ pub enum ScanError {
     Syntax(usize),
 }
 
+/// Up to this many keys, an object's keys are compared as they arrive.
+const LINEAR_KEY_CHECK: usize = 16;
+
 /// What a member or element callback did with the value in front of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visit {
@@ -121,6 +124,13 @@ impl<'a> Scanner<'a> {
             if member(self, &key, inner)? == Visit::Skip {
                 self.skip_value(inner)?;
             }
+            // Small objects (nearly all) are checked as each key arrives; a large
+            // one is sorted once at its end instead of compared pairwise.
+            let own = self.keys.get(first_key..).unwrap_or_default();
+            if own.len() < LINEAR_KEY_CHECK && own.contains(&key) {
+                self.keys.truncate(first_key);
+                return Err(ScanError::DuplicateKey(key.into_owned()));
+            }
             self.keys.push(key);
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -132,12 +142,15 @@ impl<'a> Scanner<'a> {
             }
         }
         let own = self.keys.get_mut(first_key..).unwrap_or_default();
-        own.sort_unstable();
-        let duplicate = own
-            .windows(2)
-            .find(|pair| pair.first() == pair.last())
-            .and_then(|pair| pair.first())
-            .map(|key| key.to_string());
+        let mut duplicate = None;
+        if own.len() > LINEAR_KEY_CHECK {
+            own.sort_unstable();
+            duplicate = own
+                .windows(2)
+                .find(|pair| pair.first() == pair.last())
+                .and_then(|pair| pair.first())
+                .map(|key| key.to_string());
+        }
         self.keys.truncate(first_key);
         match duplicate {
             Some(key) => Err(ScanError::DuplicateKey(key)),
@@ -186,35 +199,25 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.pos;
         let bytes = self.text.as_bytes();
+        // A local cursor: the loop is the scanner's hottest, and `self.pos` would be
+        // stored on every byte.
+        let mut pos = start;
         let mut escaped = false;
         loop {
-            self.pos = skip_plain_string_bytes(bytes, self.pos);
-            match bytes.get(self.pos) {
+            pos = skip_plain_string_bytes(bytes, pos);
+            match bytes.get(pos) {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos += 1;
-                    match bytes.get(self.pos) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 1
-                        }
-                        Some(b'u') => {
-                            let hex = bytes.get(self.pos + 1..self.pos + 5);
-                            if !hex.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
-                                return Err(self.syntax());
-                            }
-                            self.pos += 5;
-                        }
-                        _ => return Err(self.syntax()),
-                    }
+                    pos = escape_end(bytes, pos + 1).ok_or(ScanError::Syntax(pos))?;
                 }
-                // Control characters must be escaped (RFC 8259 §7).
-                Some(0x00..=0x1f) | None => return Err(self.syntax()),
-                Some(_) => self.pos += 1,
+                // A control character, which must be escaped (RFC 8259 §7), or the
+                // end of the text.
+                _ => return Err(ScanError::Syntax(pos)),
             }
         }
-        let raw = self.slice(&(start..self.pos))?;
-        self.pos += 1;
+        let raw = self.slice(&(start..pos))?;
+        self.pos = pos + 1;
         Ok((raw, escaped))
     }
 
@@ -297,18 +300,42 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The first offset from `pos` that is not plain string content, eight bytes at a
-/// time: most of a list answer is string content (descriptions, schemas), and a
-/// byte-at-a-time loop over it was the scanner's largest cost. A word is skipped
-/// only when none of its bytes is `"`, `\` or a control character; a word that may
-/// hold one is left to the byte-wise loop, so a false alarm costs time, never
-/// correctness.
+/// Bytes that may stand unescaped in a string: all but `"`, `\` and controls.
+static PLAIN: [bool; 256] = {
+    let mut plain = [true; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        plain[byte] = false;
+        byte += 1;
+    }
+    plain[b'"' as usize] = false;
+    plain[b'\\' as usize] = false;
+    plain
+};
+
+/// The first offset from `pos` that is not plain string content. Most strings in
+/// a list answer are short keys and names, for which a table look-up per byte is
+/// cheapest; a long run (descriptions, schemas) goes on eight bytes at a time. A
+/// word is skipped only when none of its bytes is `"`, `\` or a control character;
+/// a word that may hold one is left to the byte loop, so a false alarm costs time,
+/// never correctness.
 fn skip_plain_string_bytes(bytes: &[u8], mut pos: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = ONES * 0x80;
+    const SHORT: usize = 16;
     // Bytes of `word` below `limit` (≤ 0x80) get their high bit set.
     let below = |word: u64, limit: u64| word.wrapping_sub(ONES * limit) & !word & HIGHS;
-    while let Some(chunk) = bytes.get(pos..pos + 8) {
+    let is_special = |byte: &u8| !PLAIN[usize::from(*byte)];
+    let head_end = bytes.len().min(pos.saturating_add(SHORT));
+    // Indexing a 256-entry table by a byte cannot go out of bounds.
+    match bytes.get(pos..head_end) {
+        Some(head) => match head.iter().position(is_special) {
+            Some(offset) => return pos + offset,
+            None => pos = head_end,
+        },
+        None => return pos,
+    }
+    while let Some(chunk) = bytes.get(pos..pos.saturating_add(8)) {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
@@ -321,7 +348,21 @@ fn skip_plain_string_bytes(bytes: &[u8], mut pos: usize) -> usize {
         }
         pos += 8;
     }
-    pos
+    let tail = bytes.get(pos..).unwrap_or_default();
+    pos + tail.iter().position(is_special).unwrap_or(tail.len())
+}
+
+/// Where the escape whose letter is at `pos` ends; `None` if it is not one of
+/// JSON's escapes.
+fn escape_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    match bytes.get(pos)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(pos + 1),
+        b'u' => {
+            let hex = bytes.get(pos + 1..pos + 5)?;
+            hex.iter().all(u8::is_ascii_hexdigit).then_some(pos + 5)
+        }
+        _ => None,
+    }
 }
 
 /// Decodes a string's escapes (already checked by the scanner). A lone surrogate
@@ -507,26 +548,38 @@ mod tests {
     }
 
     #[test]
-    fn skips_plain_string_content_a_word_at_a_time_and_stops_at_each_special_byte() {
-        let plain = "abcdefgh\u{e9}\u{1F600}ijklmnop";
-        assert_eq!(
-            skip_plain_string_bytes(plain.as_bytes(), 0),
-            plain.len() / 8 * 8
-        );
+    fn skips_plain_string_content_exactly_to_the_first_special_byte() {
+        let plain = "abcdefgh\u{e9}\u{1F600}ijklmnopqrstuvwxyz0123456789";
+        assert_eq!(skip_plain_string_bytes(plain.as_bytes(), 0), plain.len());
+        assert_eq!(skip_plain_string_bytes(plain.as_bytes(), 3), plain.len());
         for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
-            for at in 0..16 {
-                let mut text = vec![b'x'; 24];
-                text[at] = special;
-                let stop = skip_plain_string_bytes(&text, 0);
-                assert!(stop <= at, "{special:#x} at {at}: skipped to {stop}");
-                assert_eq!(stop, at / 8 * 8, "{special:#x} at {at}");
+            for at in 0..48 {
+                let mut text = vec![b'x'; 48];
+                if let Some(slot) = text.get_mut(at) {
+                    *slot = special;
+                }
+                assert_eq!(
+                    skip_plain_string_bytes(&text, 0),
+                    at,
+                    "{special:#x} at {at}"
+                );
             }
         }
         // Bytes 0x20 and above, UTF-8 included, are plain.
         let high: Vec<u8> = (0x20..=0xff)
             .filter(|b| *b != b'"' && *b != b'\\')
             .collect();
-        assert_eq!(skip_plain_string_bytes(&high, 0), high.len() / 8 * 8);
+        assert_eq!(skip_plain_string_bytes(&high, 0), high.len());
+    }
+
+    #[test]
+    fn finds_a_duplicate_in_a_large_object_too() {
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.push("\"k3\":0".into());
+        let doc = format!("{{{}}}", members.join(","));
+        assert_eq!(validate(&doc), Err(ScanError::DuplicateKey("k3".into())));
+        members.pop();
+        assert_eq!(validate(&format!("{{{}}}", members.join(","))), Ok(()));
     }
 
     #[test]
