@@ -37,36 +37,62 @@ pub fn extract<'a>(
     if value.len() > MAX_AUTHORIZATION_BYTES {
         return Err(RequestProblem::HeaderTooLarge.into());
     }
-    let value = value
-        .to_str()
-        .map_err(|_| RequestProblem::MalformedHeader)?;
-    parse_authorization(value)
+    parse_authorization(value.as_bytes())
 }
 
 /// `credentials = auth-scheme [ 1*SP token68 ]` (RFC 9110 §11.4), scheme case-insensitive.
-fn parse_authorization(value: &str) -> Result<Credential<'_>, AuthError> {
-    let (scheme, rest) = match value.split_once(' ') {
-        Some((scheme, rest)) => (scheme, rest),
-        None => (value, ""),
+/// Read as bytes in one pass over the token: this runs on every request, and checking
+/// the header as text first and the token's alphabet second read each byte twice.
+fn parse_authorization(value: &[u8]) -> Result<Credential<'_>, AuthError> {
+    let (scheme, rest) = match value.iter().position(|&byte| byte == b' ') {
+        Some(space) => (
+            value.get(..space).unwrap_or_default(),
+            value.get(space + 1..).unwrap_or_default(),
+        ),
+        None => (value, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(Credential::None);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Another scheme is not ours to judge, but a header no one can read as text
+        // is malformed whatever its scheme.
+        return match value.iter().all(|&byte| is_visible(byte)) {
+            true => Ok(Credential::None),
+            false => Err(RequestProblem::MalformedHeader.into()),
+        };
     }
-    let token = rest.trim_start_matches(' ');
-    if is_b64token(token) {
-        Ok(Credential::Bearer(token))
-    } else {
-        Err(RequestProblem::MalformedHeader.into())
+    let leading_spaces = rest.iter().take_while(|&&byte| byte == b' ').count();
+    let token = rest.get(leading_spaces..).unwrap_or_default();
+    if !is_b64token(token) {
+        return Err(RequestProblem::MalformedHeader.into());
     }
+    // A b64token is ASCII, so this cannot fail; it is checked rather than assumed.
+    std::str::from_utf8(token)
+        .map(Credential::Bearer)
+        .map_err(|_| RequestProblem::MalformedHeader.into())
 }
 
+/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+fn is_visible(byte: u8) -> bool {
+    byte == b'\t' || (b' '..0x7f).contains(&byte)
+}
+
+/// The characters of a b64token's body.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as u8).is_ascii_alphanumeric()
+            || matches!(byte as u8, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        byte += 1;
+    }
+    table
+};
+
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="` (RFC 6750 §2.1).
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn is_b64token(token: &[u8]) -> bool {
+    let padding = token.iter().rev().take_while(|&&byte| byte == b'=').count();
+    let body = token.get(..token.len() - padding).unwrap_or_default();
+    // Indexing a 256-entry table by a byte cannot go out of bounds.
+    !body.is_empty() && body.iter().all(|&byte| B64TOKEN[usize::from(byte)])
 }
 
 fn query_has_token(query: &str) -> bool {
@@ -152,6 +178,39 @@ mod tests {
             extract(&HeaderMap::new(), Some("session=1")),
             Ok(Credential::None)
         );
+    }
+
+    #[test]
+    fn unreadable_headers_are_malformed_whatever_the_scheme() {
+        for value in [&b"Bearer ab\xc3\xa9"[..], b"Basic \xff", b"Digest a\x80"] {
+            let mut map = HeaderMap::new();
+            map.append(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(
+                extract(&map, None),
+                Err(AuthError::InvalidRequest(RequestProblem::MalformedHeader)),
+                "{value:?}"
+            );
+        }
+        // Tabs are readable, and a tab is not the separator.
+        assert_eq!(
+            extract(&headers(&["Bearer\tabc"]), None),
+            Ok(Credential::None)
+        );
+    }
+
+    #[test]
+    fn padding_only_trails_the_token() {
+        assert_eq!(
+            extract(&headers(&["Bearer ab=="]), None),
+            Ok(Credential::Bearer("ab=="))
+        );
+        for value in ["Bearer a=b", "Bearer ==", "Bearer a==b=="] {
+            assert_eq!(
+                extract(&headers(&[value]), None),
+                Err(AuthError::InvalidRequest(RequestProblem::MalformedHeader)),
+                "{value}"
+            );
+        }
     }
 
     #[test]

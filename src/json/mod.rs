@@ -10,6 +10,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// Up to this many members, an object's keys are compared directly.
+const LINEAR_KEY_CHECK: usize = 16;
+
 /// Deepest nesting accepted (objects and arrays).
 pub const MAX_DEPTH: usize = 64;
 
@@ -105,15 +108,27 @@ impl<'de> Visitor<'de> for StrictValue {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let inner = self.nested()?;
-        let mut object = Map::new();
+        // Members are gathered first and the map built once: a small object's keys
+        // are compared directly, which is cheaper than hashing every key twice
+        // (look-up, then insert) with the map's SipHash.
+        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
+            let duplicate = if members.len() < LINEAR_KEY_CHECK {
+                members.iter().any(|(earlier, _)| *earlier == key)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(members.iter().map(|(earlier, _)| earlier.clone()));
+                }
+                !seen.insert(key.clone())
+            };
+            if duplicate {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
             let value = map.next_value_seed(inner)?;
-            object.insert(key, value);
+            members.push((key, value));
         }
-        Ok(Value::Object(object))
+        Ok(Value::Object(members.into_iter().collect::<Map<_, _>>()))
     }
 }
 
@@ -144,6 +159,24 @@ mod tests {
                 error.to_string().contains("duplicate key"),
                 "{doc}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn refuses_a_duplicate_in_a_large_object_and_keeps_member_order() {
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let ordered = format!("{{{}}}", members.join(","));
+        assert_eq!(from_slice(ordered.as_bytes()).unwrap().to_string(), ordered);
+        for late in [3, 20] {
+            members.push(format!("\"k{late}\":0"));
+            let doc = format!("{{{}}}", members.join(","));
+            let error = from_slice(doc.as_bytes()).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("duplicate key \"k{late}\""))
+            );
+            members.pop();
         }
     }
 
