@@ -33,6 +33,42 @@ pub enum Command {
     /// Connect to the configured upstream and print each tool, prompt and resource
     /// with the scopes it requires, and drift between the rules and the upstream.
     Policy(PolicyArgs),
+    /// Verify a token as the gateway would and explain the decision for one request:
+    /// the principal, the requirements that apply, the rules that match, and why it
+    /// is allowed or refused. Exit 0 allowed, 1 refused (scopes or a rule), 3 the
+    /// token is not accepted, 78 config error. Never prints the token.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The bearer token or API key to explain; `-` reads it from standard input
+    /// (keeps it out of the process list and shell history).
+    #[arg(
+        long,
+        env = "MCPGATE_EXPLAIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub token: String,
+    /// A tool: the request is `tools/call` of it (unless --method says otherwise).
+    #[arg(long, conflicts_with_all = ["resource", "prompt"])]
+    pub tool: Option<String>,
+    /// The JSON-RPC method (e.g. tools/list, completion/complete). Without --method
+    /// and without an item: the connection alone (what every request needs).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// A resource URI (or URI template): `resources/read` of it by default.
+    #[arg(long, conflicts_with = "prompt")]
+    pub resource: Option<String>,
+    /// A prompt: `prompts/get` of it by default.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Print the explanation as JSON (the admin listener's `POST /explain` answer).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod gateway;
 pub mod graphql;
 pub mod json;

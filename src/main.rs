@@ -13,7 +13,7 @@ use clap::Parser;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, ConfigArg, DemoArgs, HashKeyArgs, PolicyArgs, TokenArgs};
+use cli::{Cli, Command, ConfigArg, DemoArgs, ExplainArgs, HashKeyArgs, PolicyArgs, TokenArgs};
 use mcpgate::audit::AuditLog;
 use mcpgate::auth::jwks::idp_client;
 use mcpgate::auth::mint::{TokenRequest, mint};
@@ -54,11 +54,15 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo(args).await,
             Command::HashKey(args) => hash_key(args),
             Command::Policy(args) => policy(args).await,
+            Command::Explain(args) => explain(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
             if let Some(config_error) = error.downcast_ref::<ConfigError>() {
                 eprintln!("config error: {config_error}");
                 ExitCode::from(EXIT_CONFIG as u8)
@@ -501,6 +505,56 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     };
     println!("{}", mint(secret.as_bytes(), &request)?);
     Ok(())
+}
+
+/// A command's answer was printed; the process ends with this code.
+#[derive(Debug, thiserror::Error)]
+#[error("exit {0}")]
+struct Exit(u8);
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let config = config::load(&args.config.config)?;
+    init_logging(&config::LogConfig {
+        level: "warn".to_owned(),
+        ..config.log.clone()
+    });
+    let token = if args.token == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the token from standard input")?;
+        line.trim().to_owned()
+    } else {
+        args.token.clone()
+    };
+    if token.is_empty() {
+        bail!("--token is empty");
+    }
+    let (gateway, _) = build_gateway(config).await?;
+    let question = mcpgate::explain::Question {
+        method: args.method.clone(),
+        tool: args.tool.clone(),
+        resource: args.resource.clone(),
+        prompt: args.prompt.clone(),
+    };
+    let answer = mcpgate::explain::explain(&gateway, &token, &question).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{answer}");
+    }
+    if answer.decision == mcpgate::explain::Decision::RefusedToken {
+        // Also on standard error, for scripts that only look there; the reason is
+        // the audit log's, which never quotes the token.
+        eprintln!(
+            "error: the token is not accepted: {}",
+            answer.reason.as_deref().unwrap_or(&answer.auth_result)
+        );
+    }
+    match answer.decision.exit_code() {
+        0 => Ok(()),
+        code => Err(Exit(code).into()),
+    }
 }
 
 fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {

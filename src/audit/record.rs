@@ -66,6 +66,11 @@ pub struct Record {
     /// token, each with the claim and value that granted it; `[]` when none, null
     /// when unauthenticated.
     pub mapped_scopes: Option<Vec<MappedScope>>,
+    /// The names of the `rules:` entries whose `when` held for the caller, in the
+    /// order written; `[]` when none, null when unauthenticated.
+    pub rules_matched: Option<Vec<String>>,
+    /// The rule that refused the request (its `reason` says which item and list).
+    pub denied_by_rule: Option<String>,
     pub status: u16,
     /// Why it was refused (or what failed), in the words the client was given.
     pub reason: Option<String>,
@@ -100,6 +105,8 @@ impl Record {
             api_key_id: None,
             scopes: None,
             mapped_scopes: None,
+            rules_matched: None,
+            denied_by_rule: None,
             status: 0,
             reason: None,
             latency_ms: 0.0,

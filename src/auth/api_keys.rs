@@ -169,6 +169,8 @@ impl ApiKeyStore {
             method: AuthMethod::ApiKey,
             key_id: None,
             api_key_id: Some(id.to_owned()),
+            // An API key carries no claims: claim conditions never match it.
+            claims: serde_json::Map::new(),
         });
         self.verified.insert(digest, Arc::clone(&principal));
         Ok(principal)

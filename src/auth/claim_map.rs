@@ -48,6 +48,14 @@ pub fn resolve<'a>(claims: &'a Map<String, Value>, path: &[&str]) -> Option<&'a 
     Some(current)
 }
 
+/// The members of `claims` named in `roots`, copied.
+pub fn keep_claims(claims: &Map<String, Value>, roots: &[String]) -> Map<String, Value> {
+    roots
+        .iter()
+        .filter_map(|root| Some((root.clone(), claims.get(root)?.clone())))
+        .collect()
+}
+
 /// One compiled `claim_scopes` entry.
 #[derive(Debug, Clone)]
 struct Rule {
@@ -134,6 +142,8 @@ pub struct TokenProfile {
     /// Claim naming the client; `None`: `client_id`, then `azp`.
     pub client_id_claim: Option<String>,
     pub claim_scopes: ClaimScopeMap,
+    /// Top-level claims the principal keeps for `rules:`.
+    pub rule_claims: Arc<[String]>,
 }
 
 impl Default for TokenProfile {
@@ -144,6 +154,7 @@ impl Default for TokenProfile {
             scope_claims: default_scope_claims(),
             client_id_claim: None,
             claim_scopes: ClaimScopeMap::default(),
+            rule_claims: Arc::from([]),
         }
     }
 }
@@ -160,7 +171,13 @@ impl TokenProfile {
             scope_claims: config.scope_claims.clone(),
             client_id_claim: config.client_id_claim.clone(),
             claim_scopes: ClaimScopeMap::compile([global, &config.claim_scopes]),
+            rule_claims: Arc::from([]),
         }
+    }
+
+    /// The claims `rules:` read, copied out of the token (nothing when none do).
+    pub fn kept_claims(&self, claims: &Map<String, Value>) -> Map<String, Value> {
+        keep_claims(claims, &self.rule_claims)
     }
 
     /// The token's own scopes (from `scope_claims`), then the mapped ones.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::cache::{HasTtl, OwnTtl};
-use super::claim_map::ClaimScopeMap;
+use super::claim_map::{ClaimScopeMap, keep_claims};
 use super::client_auth::{self, ClientCredentials};
 use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
@@ -48,6 +48,8 @@ pub struct Introspector {
     config: IntrospectionConfig,
     /// `auth.oauth.claim_scopes`, then `introspection.claim_scopes`.
     claim_scopes: ClaimScopeMap,
+    /// Top-level claims the principal keeps for `rules:`.
+    rule_claims: Vec<String>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway: Duration,
@@ -79,6 +81,7 @@ impl Introspector {
         Self {
             config,
             claim_scopes,
+            rule_claims: Vec::new(),
             issuers,
             audiences,
             leeway,
@@ -89,6 +92,21 @@ impl Introspector {
                 .build(),
             shared,
         }
+    }
+
+    /// Keeps these top-level claims in the principals built (the claims `rules:` read).
+    #[must_use]
+    pub fn keeping_claims(mut self, roots: &[String]) -> Self {
+        self.rule_claims = roots.to_vec();
+        self
+    }
+
+    /// The claims a shared record must keep beside those judged: what `claim_scopes`
+    /// and `rules:` read.
+    fn extra_claims(&self) -> impl Iterator<Item = &str> {
+        self.claim_scopes
+            .roots()
+            .chain(self.rule_claims.iter().map(String::as_str))
     }
 
     /// The principal of an active token; a cached answer when there is one.
@@ -123,7 +141,7 @@ impl Introspector {
                     shared
                         .put(
                             &digest,
-                            &shared_cache::claims_of(&document, self.claim_scopes.roots()),
+                            &shared_cache::claims_of(&document, self.extra_claims()),
                             entry.ttl,
                         )
                         .await;
@@ -143,6 +161,11 @@ impl Introspector {
     /// its claims judged again here, for no longer than the writer would keep them.
     async fn shared_answer(&self, digest: &[u8; 32]) -> Option<Entry> {
         let (claims, left) = self.shared.as_ref()?.get(digest).await?;
+        // A record written under other mappings or rules may lack a claim this
+        // replica reads; judged without it, a rule on that claim would not apply.
+        if !shared_cache::covers(&claims, self.extra_claims()) {
+            return None;
+        }
         let mut entry = self.judge(&claims);
         entry.ttl = entry.ttl.min(left);
         Some(entry)
@@ -246,6 +269,7 @@ impl Introspector {
                 method: AuthMethod::Introspection,
                 key_id: None,
                 api_key_id: None,
+                claims: keep_claims(document, &self.rule_claims),
             })),
             ttl: until_exp.min(self.config.cache_ttl),
         }
@@ -333,6 +357,27 @@ mod tests {
             let drift = direct.ttl.abs_diff(shared.ttl);
             assert!(drift < Duration::from_secs(1), "{answer:?}: {drift:?}");
         }
+    }
+
+    /// The claims `rules:` read are kept in the principal, directly and through a
+    /// shared record; a record written without them is a miss for this replica.
+    #[test]
+    fn the_claims_rules_read_are_kept_and_a_record_without_them_is_a_miss() {
+        let introspector = introspector().keeping_claims(&["groups".to_owned()]);
+        let answer = object(json!({"active": true, "sub": "alice", "scope": "openid",
+            "aud": "https://mcp.example/mcp", "groups": ["staff"], "other": 1}));
+        let record = shared_cache::claims_of(&answer, introspector.extra_claims());
+        assert!(shared_cache::covers(&record, introspector.extra_claims()));
+        let shared = shared_cache::through_a_record(&record).unwrap();
+        for entry in [introspector.judge(&answer), introspector.judge(&shared)] {
+            let principal = entry.answer.expect("active");
+            assert_eq!(
+                Value::Object(principal.claims.clone()),
+                json!({"groups": ["staff"]})
+            );
+        }
+        let older = shared_cache::claims_of(&answer, []);
+        assert!(!shared_cache::covers(&older, introspector.extra_claims()));
     }
 
     /// A mapping applies to introspection answers, and a replica reading the shared

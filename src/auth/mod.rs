@@ -78,6 +78,7 @@ impl Authenticator {
                         client.clone(),
                         redis,
                     )
+                    .keeping_claims(&crate::config::rule_claim_roots(&config.rules))
                 });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
         let api_keys = (!api_keys.is_empty()).then_some(api_keys);
@@ -98,16 +99,20 @@ impl Authenticator {
         client: &reqwest::Client,
     ) -> Result<JwtVerifier, ConfigError> {
         let oauth = &config.auth.oauth;
+        // Only the claims `rules:` read are kept in principals (none: nothing kept).
+        let rule_claims: Arc<[String]> = crate::config::rule_claim_roots(&config.rules).into();
         let providers: Vec<Arc<Provider>> = oauth
             .jwks
             .iter()
             .enumerate()
             .map(|(index, provider)| {
-                Arc::new(Provider::with_global_claims(
+                let mut provider = Provider::with_global_claims(
                     format!("auth.oauth.jwks[{index}]"),
                     provider,
                     &oauth.claim_scopes,
-                ))
+                );
+                provider.profile.rule_claims = Arc::clone(&rule_claims);
+                Arc::new(provider)
             })
             .collect();
         let fetches = providers

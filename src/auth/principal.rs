@@ -38,6 +38,9 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// The API key's configured id.
     pub api_key_id: Option<String>,
+    /// The token's claims that `rules:` read (by top-level name), and no others: empty
+    /// when no rule reads a claim, so a principal costs nothing more then.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 fn shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {

@@ -69,6 +69,12 @@ pub const CLAIMS: [&str; 8] = [
 /// authorization server cannot send this member.
 const EXP_BITS: &str = "mcpgate_exp_bits";
 
+/// A record's member listing the extra claims its writer asked for (present or
+/// not), so that a reader asking for more knows the record cannot answer it. Only
+/// [`CLAIMS`] and the configured extras are copied from an answer, and neither ever
+/// names this member.
+const EXTRA: &str = "mcpgate_extra_claims";
+
 /// Redis failures are logged at most this often; the metric counts every one.
 const WARN_EVERY_SECS: u64 = 10;
 
@@ -201,16 +207,39 @@ pub fn claims_of<'a>(
         .iter()
         .filter_map(|&name| Some((name.to_owned(), answer.get(name)?.clone())))
         .collect();
+    let mut asked: Vec<Value> = Vec::new();
     for name in extra {
-        // The record's own member is never copied from an answer.
-        if name == EXP_BITS || kept.contains_key(name) {
+        // The record's own members are never copied from an answer.
+        if name == EXP_BITS || name == EXTRA || CLAIMS.contains(&name) {
             continue;
+        }
+        if !asked.iter().any(|known| known == name) {
+            asked.push(Value::String(name.to_owned()));
         }
         if let Some(value) = answer.get(name) {
             kept.insert(name.to_owned(), value.clone());
         }
     }
+    if !asked.is_empty() {
+        kept.insert(EXTRA.to_owned(), Value::Array(asked));
+    }
     kept
+}
+
+/// Whether a record kept every claim in `extra` that the answer had: an active
+/// record written by a replica that did not ask for one of them cannot say whether
+/// the answer carried it, so it is read as a miss.
+pub fn covers<'a>(record: &Map<String, Value>, extra: impl IntoIterator<Item = &'a str>) -> bool {
+    if record.get("active") != Some(&Value::Bool(true)) {
+        return true;
+    }
+    let asked = record.get(EXTRA).and_then(Value::as_array);
+    extra.into_iter().all(|name| {
+        CLAIMS.contains(&name)
+            || name == EXP_BITS
+            || name == EXTRA
+            || asked.is_some_and(|asked| asked.iter().any(|known| known == name))
+    })
 }
 
 /// What a reader gets back from a record written now: for tests of the whole path.
@@ -438,7 +467,28 @@ mod tests {
         let kept = claims_of(&answer, ["realm_access", EXP_BITS, "missing", "sub"]);
         let mut expected = active();
         expected.insert("realm_access".into(), json!({"roles": ["admin"]}));
+        expected.insert(EXTRA.into(), json!(["realm_access", "missing"]));
         assert_eq!(kept, expected);
+    }
+
+    /// A reader that reads a claim the writer did not ask for cannot tell "absent"
+    /// from "not kept": the record is a miss for it (a rule on that claim would
+    /// otherwise not apply), while an inactive record answers anyone.
+    #[test]
+    fn a_record_covers_only_the_claims_its_writer_asked_for() {
+        let mut answer = active();
+        answer.insert("groups".into(), json!(["staff"]));
+        let written = claims_of(&answer, ["groups", "dept"]);
+        assert!(covers(&written, ["groups", "dept", "sub", "scope"]));
+        assert!(covers(&written, []));
+        assert!(!covers(&written, ["groups", "tier"]));
+        let plain = claims_of(&answer, []);
+        assert!(covers(&plain, ["sub"]));
+        assert!(!covers(&plain, ["groups"]));
+        assert!(covers(
+            &json!({"active": false}).as_object().unwrap().clone(),
+            ["groups"]
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod derived;
 mod interpolate;
 mod load;
 mod model;
+mod rules;
 mod scopes;
 mod validate;
 
@@ -13,6 +14,7 @@ pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
 pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;
+pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
 pub use scopes::{RequirementSpec, ScopesConfig};
 pub(crate) use validate::is_scope_token;
 pub use validate::{MIN_HMAC_SECRET_BYTES, validate};

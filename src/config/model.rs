@@ -25,6 +25,9 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub scopes: ScopesConfig,
+    /// Per-caller restrictions applied after the scope checks (see `config::rules`).
+    #[serde(default)]
+    pub rules: Vec<super::PrincipalRuleConfig>,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]

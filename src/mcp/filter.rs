@@ -15,7 +15,7 @@ use super::sse::EventEditor;
 use crate::auth::Principal;
 use crate::gateway::Gateway;
 use crate::json::scan::{ScanError, Scanner, Visit};
-use crate::policy::{Item, ItemKind};
+use crate::policy::{Item, ItemKind, Matched};
 
 /// Which list an answer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,8 @@ impl ListKind {
 pub struct ListFilter {
     gateway: Arc<Gateway>,
     principal: Arc<Principal>,
+    /// The `rules:` entries that apply to the principal: their denials are cut too.
+    matched: Matched,
     awaited: Awaited,
 }
 
@@ -84,43 +86,45 @@ enum Awaited {
 }
 
 impl ListFilter {
-    /// `None` when no answer to this request needs cutting (no list request, no
-    /// rule for its kind, or a caller holding every scope).
+    /// `None` when no answer to this request needs cutting: no list request, or
+    /// neither a scope rule (for a caller without every scope) nor a matched
+    /// `rules:` entry says anything about its kind.
     pub fn for_request(
         gateway: &Arc<Gateway>,
         principal: &Arc<Principal>,
+        matched: &Matched,
         envelope: &Envelope,
     ) -> Option<Self> {
-        if principal.scopes.is_all() {
-            return None;
-        }
         let pending: Vec<(Value, ListKind)> = envelope
             .messages
             .iter()
             .filter_map(|message| {
                 let kind = message.lists()?;
                 let id = message.id()?;
-                gateway
-                    .policy
-                    .filters(kind.item_kind())
-                    .then(|| (id.clone(), kind))
+                cuts(gateway, principal, matched, kind.item_kind()).then(|| (id.clone(), kind))
             })
             .collect();
         (!pending.is_empty()).then(|| Self {
             gateway: Arc::clone(gateway),
             principal: Arc::clone(principal),
+            matched: matched.clone(),
             awaited: Awaited::Ids(pending),
         })
     }
 
     /// For a GET stream: `None` when no list could need cutting.
-    pub fn for_stream(gateway: &Arc<Gateway>, principal: &Arc<Principal>) -> Option<Self> {
-        let any_rules = [ItemKind::Tool, ItemKind::Prompt, ItemKind::Resource]
+    pub fn for_stream(
+        gateway: &Arc<Gateway>,
+        principal: &Arc<Principal>,
+        matched: &Matched,
+    ) -> Option<Self> {
+        let any = [ItemKind::Tool, ItemKind::Prompt, ItemKind::Resource]
             .into_iter()
-            .any(|kind| gateway.policy.filters(kind));
-        (any_rules && !principal.scopes.is_all()).then(|| Self {
+            .any(|kind| cuts(gateway, principal, matched, kind));
+        any.then(|| Self {
             gateway: Arc::clone(gateway),
             principal: Arc::clone(principal),
+            matched: matched.clone(),
             awaited: Awaited::AnyList,
         })
     }
@@ -146,10 +150,21 @@ impl ListFilter {
     pub fn filter_text(&mut self, text: &str) -> Option<String> {
         let policy = &self.gateway.policy;
         let granted = policy.grant(&self.principal.scopes);
+        let rules = policy.principal_rules();
+        let matched = &self.matched;
         cut_lists(text, &mut self.awaited, |kind, name| {
-            policy.may_use(&granted, kind.item(name))
+            let item = kind.item(name);
+            policy.may_use(&granted, item) && rules.permits(matched, item)
         })
     }
+}
+
+/// Whether lists of `kind` may lose entries for this caller: scope rules (unless the
+/// caller holds every scope) or a matched `rules:` entry about that kind.
+fn cuts(gateway: &Gateway, principal: &Principal, matched: &Matched, kind: ItemKind) -> bool {
+    let policy = &gateway.policy;
+    (policy.filters(kind) && !principal.scopes.is_all())
+        || policy.principal_rules().restricts(matched, kind)
 }
 
 /// Cuts the awaited list answers in `text` to the entries `allowed` accepts; `None`

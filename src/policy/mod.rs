@@ -7,15 +7,19 @@
 //! exactly when each factor is); the product itself is built only to name, in one
 //! challenge, the cheapest way to satisfy all of them.
 
+mod explain;
 mod hierarchy;
 pub mod matrix;
+mod principal_rules;
 mod requirement;
 mod rules;
 
 #[cfg(test)]
 mod tests;
 
+pub use explain::AppliedRequirement;
 pub use hierarchy::{Cycle, Granted, Hierarchy};
+pub use principal_rules::{Matched, PrincipalRules, RuleDenial, RuleList};
 pub use requirement::{Holds, Requirement, Shortfall, TooManyCombinations};
 pub use rules::{NamedRule, NamedRules};
 
@@ -97,6 +101,8 @@ pub struct Policy {
     /// non-empty ones are kept.
     declared: HashMap<String, NamedRule>,
     scopes_supported: Vec<String>,
+    /// `rules:`, applied after the scope checks.
+    principal_rules: PrincipalRules,
 }
 
 /// A tool requirement the upstream declares itself rather than the `scopes:`
@@ -156,6 +162,7 @@ impl Policy {
             prompts: NamedRules::new("scopes.prompts", &scopes.prompts)?,
             declared: HashMap::new(),
             scopes_supported: Vec::new(),
+            principal_rules: PrincipalRules::from_config(config)?,
         };
         policy.check_combinations()?;
         let scopes_supported = policy.collect_scopes();
@@ -308,6 +315,11 @@ impl Policy {
 
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
+    }
+
+    /// The compiled `rules:`.
+    pub fn principal_rules(&self) -> &PrincipalRules {
+        &self.principal_rules
     }
 
     /// The caller's scopes with the hierarchy applied, for [`Self::authorize`] and

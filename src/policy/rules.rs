@@ -143,7 +143,7 @@ impl NamedRules {
 }
 
 /// `\{` and `\}` for every brace not already escaped.
-fn escape_braces(pattern: &str) -> String {
+pub(super) fn escape_braces(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 4);
     let mut escaped = false;
     for ch in pattern.chars() {

@@ -1,17 +1,22 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (it can serve:
 //! signing keys usable, the upstream (an MCP server or a GraphQL endpoint)
-//! reachable, the session store answering) and `/metrics`. Served on its own
-//! address (`server.admin_listen`), apart from the MCP endpoint, so that probes and
-//! scrapes need no token and are never exposed where clients connect.
+//! reachable, the session store answering), `/metrics`, and `POST /explain` (why a
+//! token would be allowed or refused a request; see `crate::explain`). Served on its
+//! own address (`server.admin_listen`), apart from the MCP endpoint, so that probes
+//! and scrapes need no token and are never exposed where clients connect.
+//!
+//! `/explain` takes a token and tells what it grants, so it answers loopback peers
+//! only, even when the listener is bound wider for scrapes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{StatusCode, header};
 use serde_json::json;
 use url::{Host, Url};
@@ -57,6 +62,7 @@ pub fn router(admin: impl Into<Admin>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/explain", post(explain))
         .fallback(not_found)
         .with_state(admin.into())
 }
@@ -67,9 +73,13 @@ pub async fn serve(
     admin: impl Into<Admin>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(admin))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer's address is what `/explain` is guarded by.
+    axum::serve(
+        listener,
+        router(admin).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn healthz() -> Response {
@@ -132,6 +142,69 @@ async fn probe_upstream(url: &Url) -> Result<(), String> {
             "upstream {target} unreachable: no connection within {}",
             humantime::format_duration(UPSTREAM_PROBE_TIMEOUT)
         )),
+    }
+}
+
+/// Largest `/explain` body: a token and a few names.
+const MAX_EXPLAIN_BYTES: usize = 64 * 1024;
+
+/// The `POST /explain` body: the token, and the question (`method`, `tool`,
+/// `resource`, `prompt`), as `mcpgate explain` takes them.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainBody {
+    token: String,
+    method: Option<String>,
+    tool: Option<String>,
+    resource: Option<String>,
+    prompt: Option<String>,
+}
+
+/// The answer `mcpgate explain --json` prints, against the running gateway (its
+/// keys, caches and introspection endpoint, as a request would use them).
+async fn explain(State(admin): State<Admin>, request: Request) -> Response {
+    let loopback = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    if !loopback {
+        return super::mcp::json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "/explain answers loopback clients only",
+        );
+    }
+    let bad_request = |description: &str| {
+        super::mcp::json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+    };
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), MAX_EXPLAIN_BYTES).await else {
+        return bad_request("the body is too large or could not be read");
+    };
+    // The message never quotes the body: it holds a token.
+    let body: ExplainBody = match crate::json::from_slice(&bytes)
+        .ok()
+        .and_then(|value| serde_json::from_value(value).ok())
+    {
+        Some(body) => body,
+        None => {
+            return bad_request(
+                "expected a JSON object: {\"token\": ..., and optionally \"method\", \"tool\", \"resource\" or \"prompt\"}",
+            );
+        }
+    };
+    if body.token.is_empty() {
+        return bad_request("token is empty");
+    }
+    let gateway = admin.gateway.load_full();
+    let question = crate::explain::Question {
+        method: body.method,
+        tool: body.tool,
+        resource: body.resource,
+        prompt: body.prompt,
+    };
+    match crate::explain::explain(&gateway, &body.token, &question).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(error) => bad_request(&error.to_string()),
     }
 }
 

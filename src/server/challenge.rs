@@ -5,8 +5,10 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
+use serde_json::{Value, json};
+
 use crate::auth::AuthError;
-use crate::policy::Denial;
+use crate::policy::{Denial, RuleDenial};
 
 /// The realm every challenge names.
 pub const REALM: &str = "mcp";
@@ -108,6 +110,51 @@ impl ChallengeParams {
         response
     }
 }
+
+impl ChallengeParams {
+    /// 403 for an item a `rules:` entry takes from the caller. No
+    /// `insufficient_scope` and no `scope`: the caller's scopes already pass, and no
+    /// scope would lift the rule. `error="access_denied"` (RFC 6749 §4.1.2.1's word
+    /// for a refusal by policy) and the `error_description` naming the rule are in
+    /// the challenge and in the body: a JSON-RPC error when the request had an id (as
+    /// the gateway answers a call it cannot complete), else a plain JSON error.
+    pub fn rule_denied(&self, denial: &RuleDenial, id: Option<&Value>) -> Response {
+        let mut params = vec![
+            ("realm", REALM.to_owned()),
+            ("error", ACCESS_DENIED.to_owned()),
+        ];
+        if let Some(url) = &self.resource_metadata {
+            params.push(("resource_metadata", url.clone()));
+        }
+        params.push(("error_description", denial.description.clone()));
+        let body = match id {
+            Some(id) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {
+                    "code": -32000,
+                    "message": denial.description,
+                    "data": {"error": ACCESS_DENIED, "rule": denial.rule},
+                },
+            }),
+            None => json!({
+                "error": ACCESS_DENIED,
+                "error_description": denial.description,
+                "rule": denial.rule,
+            }),
+        };
+        let mut response = super::mcp::json_response(StatusCode::FORBIDDEN, &body);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&bearer_challenge(&params))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+        );
+        response
+    }
+}
+
+/// The `error` of a rule denial.
+pub const ACCESS_DENIED: &str = "access_denied";
 
 fn challenge_response(status: StatusCode, params: &[(&str, String)]) -> Response {
     let value = bearer_challenge(params);
@@ -233,6 +280,23 @@ mod tests {
         assert_eq!(
             header_of(&response),
             "Bearer realm=\"mcp\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", error_description=\"the query needs 16 scope combinations, more than the limit of 8\""
+        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn a_rule_denial_names_the_rule_and_asks_for_no_scope() {
+        let denial = RuleDenial {
+            rule: "contractors".into(),
+            list: crate::policy::RuleList::Deny,
+            key: "deny_tools",
+            description: "tool delete_all refused by rule contractors (deny_tools)".into(),
+        };
+        let response = params(&["mcp:connect"]).rule_denied(&denial, Some(&json!(7)));
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            header_of(&response),
+            "Bearer realm=\"mcp\", error=\"access_denied\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", error_description=\"tool delete_all refused by rule contractors (deny_tools)\""
         );
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     }

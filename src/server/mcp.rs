@@ -22,7 +22,7 @@ use crate::mcp::filter::ListFilter;
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::{envelope, sse};
-use crate::policy::Target;
+use crate::policy::{Matched, Target};
 use crate::telemetry::metrics::metrics;
 use crate::upstream::UpstreamError;
 
@@ -64,6 +64,16 @@ async fn respond(
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         return response;
     }
+    // Which `rules:` apply to the caller: decided once, for the request and its lists.
+    let matched = match &principal {
+        Some(principal) => {
+            let rules = gateway.policy.principal_rules();
+            let matched = rules.matching(principal);
+            observation.rules_matched(rules.names(&matched));
+            matched
+        }
+        None => Matched::default(),
+    };
     let route = match session::route(&state.sessions, &parts.headers, principal.as_deref()).await {
         Ok(route) => route,
         Err(refusal) => {
@@ -77,6 +87,7 @@ async fn respond(
             post(
                 &gateway,
                 principal.as_ref(),
+                &matched,
                 &route,
                 &parts.headers,
                 body,
@@ -97,7 +108,7 @@ async fn respond(
             let filter = principal
                 .as_ref()
                 .filter(|_| parts.method == Method::GET)
-                .and_then(|principal| ListFilter::for_stream(&gateway, principal));
+                .and_then(|principal| ListFilter::for_stream(&gateway, principal, &matched));
             match forward(
                 &gateway,
                 parts.method.clone(),
@@ -131,6 +142,7 @@ async fn respond(
 async fn post(
     gateway: &Arc<Gateway>,
     principal: Option<&Arc<Principal>>,
+    matched: &Matched,
     route: &Route,
     headers: &http::HeaderMap,
     body: Body,
@@ -179,8 +191,13 @@ async fn post(
     ) {
         return refusal;
     }
-    let filter =
-        principal.and_then(|principal| ListFilter::for_request(gateway, principal, &envelope));
+    // After every scope check: a request short of scopes gets the step-up challenge,
+    // which a rule denial would hide.
+    if let Some(refusal) = rule_refusal(gateway, matched, &envelope, observation) {
+        return refusal;
+    }
+    let filter = principal
+        .and_then(|principal| ListFilter::for_request(gateway, principal, matched, &envelope));
     let forwarded = Bytes::from(envelope.to_bytes());
     match forward(
         gateway,
@@ -275,6 +292,28 @@ fn refusal(
     );
     observation.refused(denial.description.clone());
     Some(gateway.challenge.insufficient_scope(&denial))
+}
+
+/// The `rules:` decision for these messages: `Some` 403 naming the rule when one of
+/// them takes an item the request uses.
+fn rule_refusal(
+    gateway: &Gateway,
+    matched: &Matched,
+    envelope: &envelope::Envelope,
+    observation: &mut Observation,
+) -> Option<Response> {
+    let items = envelope
+        .messages
+        .iter()
+        .filter_map(|message| message.target().item);
+    let denial = gateway
+        .policy
+        .principal_rules()
+        .check_all(matched, items)
+        .err()?;
+    tracing::info!(rule = %denial.rule, "request refused: {}", denial.description);
+    observation.denied_by_rule(&denial);
+    Some(gateway.challenge.rule_denied(&denial, envelope.reply_id()))
 }
 
 /// Cuts list answers to what the caller may use: SSE event by event, JSON whole.

@@ -13,7 +13,7 @@ use crate::audit::{Action, BatchEntry, Record};
 use crate::auth::{AuthError, Principal};
 use crate::mcp::envelope::Envelope;
 use crate::mcp::session::SESSION_HEADER;
-use crate::policy::Item;
+use crate::policy::{Item, RuleDenial};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::traces::RequestSpan;
 
@@ -79,6 +79,17 @@ impl Observation {
         record.api_key_id.clone_from(&principal.api_key_id);
         record.scopes = Some(principal.scopes.to_claim());
         record.mapped_scopes = Some(principal.scopes.mapped().to_vec());
+    }
+
+    /// The `rules:` entries that apply to the caller.
+    pub fn rules_matched(&mut self, names: Vec<String>) {
+        self.record.rules_matched = Some(names);
+    }
+
+    /// A rule refused the request.
+    pub fn denied_by_rule(&mut self, denial: &RuleDenial) {
+        self.record.denied_by_rule = Some(denial.rule.clone());
+        self.record.reason = Some(denial.description.clone());
     }
 
     pub fn auth_failed(&mut self, error: &AuthError) {

@@ -42,6 +42,8 @@ pub const AUDIT_FIELDS: &[&str] = &[
     "api_key_id",
     "scopes",
     "mapped_scopes",
+    "rules_matched",
+    "denied_by_rule",
     "status",
     "reason",
     "latency_ms",

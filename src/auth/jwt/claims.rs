@@ -78,6 +78,7 @@ pub fn check(
         method: AuthMethod::Jwt,
         key_id,
         api_key_id: None,
+        claims: profile.kept_claims(claims),
     })
 }
 

@@ -72,6 +72,7 @@ mod tests {
             method: AuthMethod::Jwt,
             key_id: None,
             api_key_id: None,
+            claims: serde_json::Map::new(),
         }
     }
 

@@ -51,6 +51,8 @@ const AUDIT_FIELDS = [
   'api_key_id',
   'scopes',
   'mapped_scopes',
+  'rules_matched',
+  'denied_by_rule',
   'status',
   'reason',
   'latency_ms',

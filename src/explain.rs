@@ -1,0 +1,541 @@
+//! `mcpgate explain` and the admin listener's `POST /explain`: why would this token
+//! be allowed or refused this request? The token is verified by the gateway's own
+//! authenticator and the request decided by the gateway's own policy, in the order
+//! the MCP endpoint decides (credentials, scopes, `rules:`), so the answer is the
+//! one a real request gets, with the same reason its audit record carries. The
+//! token itself is never part of the answer (only its fingerprint, as in the audit
+//! log).
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderValue, header};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::audit::Record;
+use crate::auth::bearer::{self, Credential};
+use crate::auth::{AuthError, Principal, RequestProblem};
+use crate::gateway::Gateway;
+use crate::mcp::envelope;
+use crate::policy::{AppliedRequirement, Item, Target};
+use crate::upstream::graphql::Builtin;
+
+/// What to explain: a method, and the item it acts on. With neither, the
+/// connection itself (what every request needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Question {
+    /// A JSON-RPC method; default: `tools/call` with a tool, `resources/read` with a
+    /// resource, `prompts/get` with a prompt.
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+}
+
+/// The question cannot be asked as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    #[error("give at most one of --tool, --resource and --prompt")]
+    SeveralItems,
+    #[error("not a request the gateway would accept: {0}")]
+    Request(String),
+}
+
+/// How it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allowed,
+    /// The token is not accepted (invalid, expired, unknown key; or it cannot be
+    /// verified right now).
+    RefusedToken,
+    /// Scopes are missing: a step-up challenge.
+    RefusedScopes,
+    /// A `rules:` entry takes the item from this caller.
+    RefusedRule,
+}
+
+impl Decision {
+    /// `mcpgate explain`'s exit code: 0 allowed, 1 refused by policy (scopes or a
+    /// rule), 3 token not accepted.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Allowed => 0,
+            Self::RefusedScopes | Self::RefusedRule => 1,
+            Self::RefusedToken => 3,
+        }
+    }
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub request: RequestView,
+    /// As in the audit log: the first 16 hex digits of the token's SHA-256.
+    pub token_fingerprint: String,
+    /// Null when the token is not accepted or authentication is off.
+    pub principal: Option<PrincipalView>,
+    /// Every scope requirement that applies (null when the token is not accepted).
+    pub requirements: Option<Vec<AppliedRequirement>>,
+    /// The `rules:` entries whose `when` holds for the caller.
+    pub rules_matched: Option<Vec<String>>,
+    pub decision: Decision,
+    /// The audit record's `action`, `status`, `auth_result`, `reason` and
+    /// `denied_by_rule` for the same request.
+    pub action: &'static str,
+    pub status: u16,
+    pub auth_result: String,
+    pub reason: Option<String>,
+    pub denied_by_rule: Option<String>,
+    /// The `WWW-Authenticate` the client would get.
+    pub challenge: Option<String>,
+    /// What this answer cannot tell.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    /// Null for the connection alone.
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrincipalView {
+    /// `jwt`, `introspection` or `api_key`.
+    pub auth_method: &'static str,
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub api_key_id: Option<String>,
+    /// The JWT's `kid`.
+    pub key_id: Option<String>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// An API key configured with `*`: every scope.
+    pub all_scopes: bool,
+    pub scopes: Vec<ScopeView>,
+}
+
+/// One granted scope and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScopeView {
+    pub scope: String,
+    /// `token` (the token's own), `claim` (mapped by `claim_scopes`) or `api_key`.
+    pub source: &'static str,
+    pub claim: Option<String>,
+    pub value: Option<String>,
+}
+
+impl PrincipalView {
+    fn new(principal: &Principal) -> Self {
+        let mapped = principal.scopes.mapped();
+        let own_source = match principal.method {
+            crate::auth::AuthMethod::ApiKey => "api_key",
+            _ => "token",
+        };
+        let scopes = principal
+            .scopes
+            .iter()
+            .map(
+                |scope| match mapped.iter().find(|entry| entry.scope == scope) {
+                    Some(entry) => ScopeView {
+                        scope: scope.to_owned(),
+                        source: "claim",
+                        claim: Some(entry.claim.to_string()),
+                        value: Some(entry.value.clone()),
+                    },
+                    None => ScopeView {
+                        scope: scope.to_owned(),
+                        source: own_source,
+                        claim: None,
+                        value: None,
+                    },
+                },
+            )
+            .collect();
+        Self {
+            auth_method: principal.method.as_str(),
+            issuer: principal.issuer.clone(),
+            subject: principal.subject.clone(),
+            client_id: principal.client_id.clone(),
+            api_key_id: principal.api_key_id.clone(),
+            key_id: principal.key_id.clone(),
+            expires_at: principal
+                .expires_at
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            all_scopes: principal.scopes.is_all(),
+            scopes,
+        }
+    }
+}
+
+/// The JSON-RPC message the question stands for (`None`: the connection alone).
+fn message(question: &Question) -> Result<Option<Value>, ExplainError> {
+    let items = [&question.tool, &question.resource, &question.prompt];
+    if items.iter().filter(|item| item.is_some()).count() > 1 {
+        return Err(ExplainError::SeveralItems);
+    }
+    let method = match (
+        &question.method,
+        &question.tool,
+        &question.resource,
+        &question.prompt,
+    ) {
+        (Some(method), ..) => method.clone(),
+        (None, Some(_), _, _) => "tools/call".to_owned(),
+        (None, _, Some(_), _) => "resources/read".to_owned(),
+        (None, _, _, Some(_)) => "prompts/get".to_owned(),
+        (None, None, None, None) => return Ok(None),
+    };
+    let mut params = Map::new();
+    if let Some(tool) = &question.tool {
+        params.insert("name".into(), json!(tool));
+        params.insert("arguments".into(), json!({}));
+    }
+    if method == "completion/complete" {
+        let reference = match (&question.prompt, &question.resource) {
+            (Some(prompt), _) => json!({"type": "ref/prompt", "name": prompt}),
+            (None, Some(uri)) => json!({"type": "ref/resource", "uri": uri}),
+            (None, None) => json!({}),
+        };
+        params.insert("ref".into(), reference);
+        params.insert("argument".into(), json!({"name": "x", "value": ""}));
+    } else {
+        if let Some(uri) = &question.resource {
+            params.insert("uri".into(), json!(uri));
+        }
+        if let Some(prompt) = &question.prompt {
+            params.insert("name".into(), json!(prompt));
+        }
+    }
+    let mut message = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+    if !params.is_empty() {
+        message["params"] = Value::Object(params);
+    }
+    Ok(Some(message))
+}
+
+/// Decides `question` for `token` as the gateway would.
+pub async fn explain(
+    gateway: &Gateway,
+    token: &str,
+    question: &Question,
+) -> Result<Explanation, ExplainError> {
+    let message = message(question)?;
+    // Read by the endpoint's own parser, so that a name it would refuse (or read
+    // differently) is refused here too.
+    let parsed = match &message {
+        Some(message) => Some(
+            envelope::parse(message.to_string().as_bytes(), None)
+                .map_err(|error| ExplainError::Request(error.to_string()))?,
+        ),
+        None => None,
+    };
+    let target = parsed
+        .as_ref()
+        .and_then(|envelope| envelope.messages.first())
+        .map_or(Target::CONNECTION, envelope::Message::target);
+    let request = RequestView {
+        method: message
+            .as_ref()
+            .and_then(|message| message["method"].as_str().map(str::to_owned)),
+        tool: question.tool.clone(),
+        resource: question.resource.clone(),
+        prompt: question.prompt.clone(),
+    };
+    let digest = crate::auth::cache::digest(token);
+    let mut answer = Explanation {
+        request,
+        token_fingerprint: Record::fingerprint(&digest),
+        principal: None,
+        requirements: None,
+        rules_matched: None,
+        decision: Decision::Allowed,
+        action: "allow",
+        status: 200,
+        auth_result: "ok".to_owned(),
+        reason: None,
+        denied_by_rule: None,
+        challenge: None,
+        notes: Vec::new(),
+    };
+    let Some(auth) = &gateway.auth else {
+        "disabled".clone_into(&mut answer.auth_result);
+        answer.notes.push(
+            "no credential source is configured: every request is proxied without \
+             authentication"
+                .to_owned(),
+        );
+        return Ok(answer);
+    };
+    let principal = match verify(auth, token, digest).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            let response = gateway.challenge.auth_failure(&error);
+            answer.decision = Decision::RefusedToken;
+            answer.action = "deny";
+            answer.status = response.status().as_u16();
+            error.reason().clone_into(&mut answer.auth_result);
+            answer.reason = Some(error.to_string());
+            answer.challenge = challenge_of(&response);
+            return Ok(answer);
+        }
+    };
+    let policy = &gateway.policy;
+    answer.principal = Some(PrincipalView::new(&principal));
+    answer.requirements = Some(policy.applied_requirements(&principal.scopes, target));
+    let rules = policy.principal_rules();
+    let matched = rules.matching(&principal);
+    answer.rules_matched = Some(rules.names(&matched));
+    if target.item == Some(Item::Tool(Builtin::ExecuteGraphql.name()))
+        && gateway.upstream.graphql().is_some()
+    {
+        answer.notes.push(
+            "execute_graphql also needs the scopes of the fields its query selects, which \
+             this answer does not see"
+                .to_owned(),
+        );
+    }
+    let echo = gateway.challenge.echo_token_scopes;
+    if let Err(denial) = policy.authorize(&principal.scopes, &[target], echo) {
+        let response = gateway.challenge.insufficient_scope(&denial);
+        answer.decision = Decision::RefusedScopes;
+        answer.action = "deny";
+        answer.status = response.status().as_u16();
+        answer.reason = Some(denial.description);
+        answer.challenge = challenge_of(&response);
+        // The gateway stops at the first refusal; the operator also wants to know
+        // whether stepping up would be enough.
+        if let Err(rule) = rules.check_all(&matched, target.item) {
+            answer.notes.push(format!(
+                "with the missing scopes it would still be refused: {}",
+                rule.description
+            ));
+        }
+        return Ok(answer);
+    }
+    if let Err(denial) = rules.check_all(&matched, target.item) {
+        let response = gateway.challenge.rule_denied(&denial, Some(&json!(1)));
+        answer.decision = Decision::RefusedRule;
+        answer.action = "deny";
+        answer.status = response.status().as_u16();
+        answer.challenge = challenge_of(&response);
+        answer.reason = Some(denial.description);
+        answer.denied_by_rule = Some(denial.rule);
+    }
+    Ok(answer)
+}
+
+/// The token through the endpoint's own bearer parsing, then the authenticator.
+async fn verify(
+    auth: &crate::auth::Authenticator,
+    token: &str,
+    digest: [u8; 32],
+) -> Result<std::sync::Arc<Principal>, AuthError> {
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| AuthError::InvalidRequest(RequestProblem::MalformedHeader))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, value);
+    let Credential::Bearer(token) = bearer::extract(&headers, None)? else {
+        return Err(AuthError::Missing);
+    };
+    auth.authenticate(token, digest).await
+}
+
+fn challenge_of(response: &axum::response::Response) -> Option<String> {
+    response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = &self.request;
+        writeln!(f, "request")?;
+        writeln!(
+            f,
+            "  method:    {}",
+            request
+                .method
+                .as_deref()
+                .unwrap_or("(none: the connection itself)")
+        )?;
+        for (label, value) in [
+            ("tool", &request.tool),
+            ("resource", &request.resource),
+            ("prompt", &request.prompt),
+        ] {
+            if let Some(value) = value {
+                writeln!(
+                    f,
+                    "  {label}:{:width$}{value}",
+                    "",
+                    width = 10 - label.len()
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "  token:     sha256 {}… (as token_fingerprint in the audit log)",
+            self.token_fingerprint
+        )?;
+        if let Some(principal) = &self.principal {
+            writeln!(f, "\nprincipal ({})", principal.auth_method)?;
+            let fields = [
+                ("issuer", &principal.issuer),
+                ("subject", &principal.subject),
+                ("client id", &principal.client_id),
+                ("api key", &principal.api_key_id),
+                ("key id", &principal.key_id),
+                ("expires", &principal.expires_at),
+            ];
+            for (label, value) in fields {
+                if let Some(value) = value {
+                    writeln!(
+                        f,
+                        "  {label}:{:width$}{value}",
+                        "",
+                        width = 10 - label.len()
+                    )?;
+                }
+            }
+            if principal.all_scopes {
+                writeln!(f, "  scopes:    * (every scope)")?;
+            } else if principal.scopes.is_empty() {
+                writeln!(f, "  scopes:    (none)")?;
+            } else {
+                writeln!(f, "  scopes:")?;
+                for scope in &principal.scopes {
+                    match (&scope.claim, &scope.value) {
+                        (Some(claim), Some(value)) => writeln!(
+                            f,
+                            "    {}  (mapped from claim {claim} = {value})",
+                            scope.scope
+                        )?,
+                        _ => writeln!(f, "    {}  ({})", scope.scope, scope.source)?,
+                    }
+                }
+            }
+        }
+        if let Some(requirements) = &self.requirements {
+            writeln!(f, "\nrequirements")?;
+            for requirement in requirements {
+                let needs = if requirement.groups.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    requirement
+                        .groups
+                        .iter()
+                        .map(|group| group.join(" AND "))
+                        .collect::<Vec<_>>()
+                        .join("  OR  ")
+                };
+                writeln!(
+                    f,
+                    "  [{}] {} ({}): {needs}",
+                    if requirement.met { "met" } else { "NOT met" },
+                    requirement.level,
+                    requirement.source
+                )?;
+            }
+        }
+        if let Some(matched) = &self.rules_matched {
+            writeln!(f, "\nrules")?;
+            if matched.is_empty() {
+                writeln!(f, "  none matches this caller")?;
+            } else {
+                writeln!(f, "  matched: {}", matched.join(", "))?;
+            }
+        }
+        let decision = match self.decision {
+            Decision::Allowed => "ALLOWED",
+            Decision::RefusedToken => "REFUSED: the token is not accepted",
+            Decision::RefusedScopes => "REFUSED for missing scopes",
+            Decision::RefusedRule => "REFUSED by a rule",
+        };
+        writeln!(f, "\ndecision: {decision} (HTTP {})", self.status)?;
+        if let Some(reason) = &self.reason {
+            writeln!(f, "  reason:    {reason}")?;
+        }
+        if self.auth_result != "ok" {
+            writeln!(f, "  auth:      {}", self.auth_result)?;
+        }
+        if let Some(rule) = &self.denied_by_rule {
+            writeln!(f, "  rule:      {rule}")?;
+        }
+        if let Some(challenge) = &self.challenge {
+            writeln!(f, "  WWW-Authenticate: {challenge}")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question(
+        method: Option<&str>,
+        tool: Option<&str>,
+        resource: Option<&str>,
+        prompt: Option<&str>,
+    ) -> Question {
+        Question {
+            method: method.map(str::to_owned),
+            tool: tool.map(str::to_owned),
+            resource: resource.map(str::to_owned),
+            prompt: prompt.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_method_follows_the_item_unless_given() {
+        let tool = message(&question(None, Some("echo"), None, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tool["method"], "tools/call");
+        assert_eq!(tool["params"]["name"], "echo");
+        let resource = message(&question(None, None, Some("file:///a"), None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(resource["method"], "resources/read");
+        assert_eq!(resource["params"]["uri"], "file:///a");
+        let completion = message(&question(
+            Some("completion/complete"),
+            None,
+            None,
+            Some("p"),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            completion["params"]["ref"],
+            json!({"type": "ref/prompt", "name": "p"})
+        );
+        let list = message(&question(Some("tools/list"), None, None, None))
+            .unwrap()
+            .unwrap();
+        assert!(list.get("params").is_none());
+        assert_eq!(message(&Question::default()).unwrap(), None);
+        assert_eq!(
+            message(&question(None, Some("a"), None, Some("b"))),
+            Err(ExplainError::SeveralItems)
+        );
+    }
+
+    #[test]
+    fn exit_codes_tell_policy_from_credentials() {
+        assert_eq!(Decision::Allowed.exit_code(), 0);
+        assert_eq!(Decision::RefusedScopes.exit_code(), 1);
+        assert_eq!(Decision::RefusedRule.exit_code(), 1);
+        assert_eq!(Decision::RefusedToken.exit_code(), 3);
+    }
+}
