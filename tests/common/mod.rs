@@ -473,9 +473,25 @@ impl Gateway {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        // `free_port` releases the port it found, so until the gateway binds it any
+        // other test's server can be given it. The gateway then fails to start, and
+        // is started again on another port; readiness is the gateway's own
+        // "listening" line, never just a connection, which that other server would
+        // accept.
+        for _ in 0..3 {
+            if let Some(gateway) = Self::try_start(config, env).await {
+                return gateway;
+            }
+        }
+        panic!("mcpgate could not get a free port in three tries");
+    }
+
+    /// `None` when the port was taken before the gateway could bind it.
+    async fn try_start(config: &str, env: &[(&str, &str)]) -> Option<Self> {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcpgate.yaml");
+        let listens_on_port = config.contains("{port}");
         let config = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string());
@@ -490,15 +506,39 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let gateway = Self {
+        let mut gateway = Self {
             base: format!("http://127.0.0.1:{port}"),
             mcp: format!("http://127.0.0.1:{port}/mcp"),
             child,
             dir,
             port,
         };
-        gateway.wait_ready().await;
-        gateway
+        if listens_on_port {
+            gateway.wait_listening().await.then_some(gateway)
+        } else {
+            gateway.wait_ready().await;
+            Some(gateway)
+        }
+    }
+
+    /// Waits for the gateway to say it listens on its port; false if it exited
+    /// because the port was in use.
+    async fn wait_listening(&mut self) -> bool {
+        let line = format!("listening on 127.0.0.1:{},", self.port);
+        for _ in 0..400 {
+            let stderr = self.stderr();
+            if stderr.contains(&line) {
+                return true;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if stderr.contains("Address already in use") {
+                    return false;
+                }
+                panic!("mcpgate exited ({status}) before listening; stderr:\n{stderr}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mcpgate did not start; stderr:\n{}", self.stderr());
     }
 
     async fn wait_ready(&self) {

@@ -4,7 +4,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startProcess, waitForHttp } from './procs.mjs';
+import { startProcess, waitForHttp, waitForOutput } from './procs.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..', '..');
@@ -136,6 +136,11 @@ export async function startGateway({
   // asserted by wire.test.mjs; a wrong status here should fail there with a
   // clear message, not time out here.
   try {
+    // The port was reserved by closing a socket on it, so another process of the
+    // stack (the recorder, server-everything) can have been given it since. Only
+    // mcpgate's own "listening" line proves that what answers there is this
+    // gateway; without it a test could talk to the upstream with no gateway at all.
+    await waitForOutput(proc, `listening on 127.0.0.1:${gwPort},`, { timeoutMs: 30_000 });
     await waitForHttp(`${origin}/.well-known/oauth-protected-resource`, { proc, timeoutMs: 30_000, accept: () => true });
   } catch (err) {
     await stop(); // no stack entry exists yet to clean up after us

@@ -155,6 +155,21 @@ export async function waitForPort(port, { host = '127.0.0.1', timeoutMs = 20_000
   }
 }
 
+/** Poll `proc`'s output until it contains `text`; throws if the process exits first. */
+export async function waitForOutput(proc, text, { timeoutMs = 20_000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.output.includes(text)) return;
+    if (proc.exitInfo) {
+      throw new Error(`${proc.name} exited (${JSON.stringify(proc.exitInfo)}) before printing ${JSON.stringify(text)}:\n${proc.output}`);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${proc.name} to print ${JSON.stringify(text)}:\n${proc.output}`);
+    }
+    await sleep(50);
+  }
+}
+
 /** Poll an HTTP URL until `accept(response)` is true. */
 export async function waitForHttp(url, { timeoutMs = 20_000, proc, accept = (r) => r.ok } = {}) {
   const deadline = Date.now() + timeoutMs;

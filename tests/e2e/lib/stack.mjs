@@ -26,6 +26,19 @@ export async function startStack({
   gatewayOptions = () => ({}),
   everything = {},
 } = {}) {
+  // The gateway's port is chosen before the AS and the upstream start (the AS must
+  // know the gateway's URL), so one of them can take it first; the gateway then
+  // fails to bind, and the stack is built again on other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything });
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/i.test(String(err?.message))) throw err;
+    }
+  }
+}
+
+async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything }) {
   const stoppers = [];
   const stack = {
     async stop() {
