@@ -233,6 +233,7 @@ async fn run(
             rounds[i].push(measured);
         }
     }
+    let per_round = report::round_ratios(&rounds);
     let results: Vec<results::Measured> = rounds
         .into_iter()
         .filter_map(results::Measured::least_contended)
@@ -257,7 +258,7 @@ async fn run(
         settings,
         pinning,
     };
-    let section = report::render(&info, &results, idle.as_ref());
+    let section = report::render(&info, &results, &per_round, idle.as_ref());
     println!("{section}");
     if let Some(path) = &args.out {
         report::write(path, &section)?;
