@@ -131,8 +131,15 @@ fn main() -> Result<()> {
         idle_levels.retain(|&level| level > 0);
         let fits = idle::raise_file_limit(idle_levels.last().copied().unwrap_or(0));
         if idle_levels.iter().any(|&level| level > fits) {
-            eprintln!("the open-file limit allows {fits} sessions: measuring up to that");
+            // Measured at the most the limit allows rather than not at all.
+            let largest = fits / 1000 * 1000;
+            eprintln!(
+                "the open-file limit allows {fits} sessions: measuring at {largest} instead of more"
+            );
             idle_levels.retain(|&level| level <= fits);
+            if largest > 0 && !idle_levels.contains(&largest) {
+                idle_levels.push(largest);
+            }
         }
     }
     let pinning = pinning(args.no_pin);
