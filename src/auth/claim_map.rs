@@ -19,8 +19,8 @@ pub const MAX_CLAIM_VALUES: usize = 256;
 /// `scp` when a string), which are space-delimited lists (RFC 9068 §2.2.3); an array
 /// gives one value per string item (other items are ignored); any other JSON type
 /// gives none.
-pub fn claim_values<'a>(path: &[&str], value: &'a Value) -> Vec<&'a str> {
-    let space_delimited = matches!(path, ["scope"] | ["scp"]);
+pub fn claim_values<'a, S: AsRef<str>>(path: &[S], value: &'a Value) -> Vec<&'a str> {
+    let space_delimited = matches!(path, [only] if matches!(only.as_ref(), "scope" | "scp"));
     match value {
         Value::String(text) if space_delimited => text
             .split(' ')
@@ -39,11 +39,13 @@ pub fn claim_values<'a>(path: &[&str], value: &'a Value) -> Vec<&'a str> {
 
 /// The claim at `path`, following nested objects; `None` when a member is missing or
 /// an intermediate value is not an object.
-pub fn resolve<'a>(claims: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+/// Generic over the segments' type so that compiled paths (`Vec<String>`) are read
+/// as they are, without a `Vec<&str>` per look-up.
+pub fn resolve<'a, S: AsRef<str>>(claims: &'a Map<String, Value>, path: &[S]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;
-    let mut current = claims.get(*first)?;
+    let mut current = claims.get(first.as_ref())?;
     for segment in rest {
-        current = current.as_object()?.get(*segment)?;
+        current = current.as_object()?.get(segment.as_ref())?;
     }
     Some(current)
 }
@@ -111,11 +113,10 @@ impl ClaimScopeMap {
     pub fn apply(&self, claims: &Map<String, Value>, scopes: &mut Scopes) {
         let mut granted = Vec::new();
         for rule in &self.rules {
-            let path: Vec<&str> = rule.path.iter().map(String::as_str).collect();
-            let Some(value) = resolve(claims, &path) else {
+            let Some(value) = resolve(claims, &rule.path) else {
                 continue;
             };
-            for item in claim_values(&path, value) {
+            for item in claim_values(&rule.path, value) {
                 let Some(mapped) = rule.values.get(item) else {
                     continue;
                 };
@@ -268,7 +269,7 @@ mod tests {
         );
         assert_eq!(resolve(&claims, &["flat", "deeper"]), None);
         assert_eq!(resolve(&claims, &["realm_access", "groups"]), None);
-        assert_eq!(resolve(&claims, &[]), None);
+        assert_eq!(resolve::<&str>(&claims, &[]), None);
     }
 
     #[test]

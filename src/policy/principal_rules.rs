@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use super::{Item, ItemKind};
@@ -80,8 +80,7 @@ enum ClaimTest {
 
 impl ClaimCondition {
     fn holds(&self, claims: &Map<String, Value>) -> bool {
-        let path: Vec<&str> = self.path.iter().map(String::as_str).collect();
-        let Some(value) = resolve(claims, &path) else {
+        let Some(value) = resolve(claims, &self.path) else {
             return false;
         };
         match &self.test {
@@ -90,7 +89,7 @@ impl ClaimCondition {
                 Value::Number(_) | Value::Bool(_) => pattern.is_match(value.to_string()),
                 _ => false,
             },
-            ClaimTest::Contains(pattern) => claim_values(&path, value)
+            ClaimTest::Contains(pattern) => claim_values(&self.path, value)
                 .into_iter()
                 .any(|item| pattern.is_match(item)),
         }
@@ -454,23 +453,12 @@ fn glob_set(key: &str, patterns: &[String], literal_braces: bool) -> Result<Glob
         .map_err(|error| ConfigError::invalid(key, format!("bad glob: {error}")))
 }
 
-/// One pattern, compiled as the `scopes:` rules are: `*` crosses `/` (URIs and
-/// subjects are flat strings here), matching is case-sensitive, and for resources
-/// `{`/`}` are literal so that a URI template is matched as written.
+/// One pattern, compiled as the `scopes:` rules are ([`super::rules::compile_glob`]).
 fn glob(key: &str, pattern: &str, literal_braces: bool) -> Result<Glob, ConfigError> {
     if pattern.is_empty() {
         return Err(ConfigError::invalid(key, "a pattern must not be empty"));
     }
-    let source = if literal_braces {
-        super::rules::escape_braces(pattern)
-    } else {
-        pattern.to_owned()
-    };
-    GlobBuilder::new(&source)
-        .literal_separator(false)
-        .backslash_escape(true)
-        .build()
-        .map_err(|error| ConfigError::invalid(key, format!("bad glob: {}", error.kind())))
+    super::rules::compile_glob(key, pattern, literal_braces)
 }
 
 struct IndexBuilder {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::requirement::Requirement;
 use crate::config::{ConfigError, RequirementSpec};
@@ -70,23 +70,11 @@ impl NamedRules {
                 ));
             }
             if is_glob {
-                let source = if literal_braces {
-                    escape_braces(pattern)
-                } else {
-                    pattern.clone()
-                };
-                let glob = GlobBuilder::new(&source)
-                    // `*` crosses `/`: URIs and namespaced tool names are flat strings here.
-                    .literal_separator(false)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|error| {
-                        ConfigError::invalid(
-                            format!("{key}.{pattern}"),
-                            format!("bad glob: {}", error.kind()),
-                        )
-                    })?;
-                builder.add(glob);
+                builder.add(compile_glob(
+                    &format!("{key}.{pattern}"),
+                    pattern,
+                    literal_braces,
+                )?);
                 glob_rules.push(index);
             } else {
                 exact.insert(pattern.clone(), index);
@@ -143,7 +131,28 @@ impl NamedRules {
 }
 
 /// `\{` and `\}` for every brace not already escaped.
-pub(super) fn escape_braces(pattern: &str) -> String {
+/// One pattern as every rule of the policy compiles it: `*` crosses `/` (URIs,
+/// namespaced tool names and subjects are flat strings here), matching is
+/// case-sensitive, and with `literal_braces` (resources) `{`/`}` are literal so that a
+/// URI template is matched as written. `key` names the pattern in errors.
+pub(super) fn compile_glob(
+    key: &str,
+    pattern: &str,
+    literal_braces: bool,
+) -> Result<Glob, ConfigError> {
+    let source = if literal_braces {
+        escape_braces(pattern)
+    } else {
+        pattern.to_owned()
+    };
+    GlobBuilder::new(&source)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|error| ConfigError::invalid(key, format!("bad glob: {}", error.kind())))
+}
+
+fn escape_braces(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 4);
     let mut escaped = false;
     for ch in pattern.chars() {
