@@ -5,7 +5,6 @@
 //! token is never printed.
 
 use crate::common::*;
-use crate::rules::audit_records;
 use serde_json::{Value, json};
 
 fn config(upstream_url: &str, admin_port: u16) -> String {

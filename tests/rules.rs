@@ -4,8 +4,6 @@
 //! caller's scopes; other callers with the same scopes keep everything. Rules follow
 //! reloads and are recorded in the audit log.
 
-use std::time::Duration;
-
 use crate::common::*;
 use serde_json::{Value, json};
 
@@ -175,23 +173,6 @@ async fn assert_rule_denial(response: reqwest::Response, rule: &str, description
     assert_eq!(body["error"]["message"], description);
     assert_eq!(body["error"]["data"]["error"], "access_denied");
     assert_eq!(body["error"]["data"]["rule"], rule);
-}
-
-/// Audit records, once at least `count` are written.
-pub async fn audit_records(gateway: &Gateway, count: usize) -> Vec<Value> {
-    let path = gateway.dir().join("audit.jsonl");
-    for _ in 0..100 {
-        let records: Vec<Value> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-        if records.len() >= count {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {count} audit records");
 }
 
 #[tokio::test]

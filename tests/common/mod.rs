@@ -675,3 +675,20 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Audit records, once at least `count` are written.
+pub async fn audit_records(gateway: &Gateway, count: usize) -> Vec<Value> {
+    let path = gateway.dir().join("audit.jsonl");
+    for _ in 0..100 {
+        let records: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if records.len() >= count {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} audit records");
+}
