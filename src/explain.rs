@@ -229,8 +229,11 @@ pub async fn explain(
     // differently) is refused here too.
     let parsed = match &message {
         Some(message) => Some(
-            envelope::parse(message.to_string().as_bytes(), None)
-                .map_err(|error| ExplainError::Request(error.to_string()))?,
+            envelope::parse(
+                message.to_string().as_bytes(),
+                crate::mcp::version::ProtocolVersion::WITHOUT_HEADER,
+            )
+            .map_err(|error| ExplainError::Request(error.to_string()))?,
         ),
         None => None,
     };

@@ -15,7 +15,7 @@ pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;
 pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
-pub use scopes::{RequirementSpec, ScopesConfig};
+pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
 pub(crate) use validate::is_scope_token;
 pub use validate::{MIN_HMAC_SECRET_BYTES, validate};
 

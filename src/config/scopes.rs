@@ -44,6 +44,21 @@ pub struct ScopesConfig {
     /// A broad scope implies the narrower ones listed (transitively).
     #[serde(default)]
     pub hierarchy: BTreeMap<String, Vec<String>>,
+    /// What a request for a method MCP does not define gets.
+    #[serde(default)]
+    pub unknown_methods: UnknownMethods,
+}
+
+/// `scopes.unknown_methods`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMethods {
+    /// Judged by the `default` level and forwarded: an upstream's own extension
+    /// methods keep working behind mcpgate.
+    #[default]
+    Default,
+    /// Refused with `-32601` and never forwarded.
+    Refuse,
 }
 
 impl ScopesConfig {

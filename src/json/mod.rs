@@ -10,6 +10,12 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// With serde_json's `arbitrary_precision`, a number reaches the visitor as a map
+/// with this one key and the number's text as its value. That is what keeps
+/// `123456789012345678901234567890` or `1.10` exactly as written on the way to the
+/// upstream: an `f64` would round the first and rewrite the second.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 /// Up to this many members, an object's keys are compared directly.
 const LINEAR_KEY_CHECK: usize = 16;
 
@@ -114,6 +120,9 @@ impl<'de> Visitor<'de> for StrictValue {
         let mut members: Vec<(String, Value)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
+            if members.is_empty() && key == NUMBER_TOKEN {
+                return number(map);
+            }
             let duplicate = if members.len() < LINEAR_KEY_CHECK {
                 members.iter().any(|(earlier, _)| *earlier == key)
             } else {
@@ -132,6 +141,19 @@ impl<'de> Visitor<'de> for StrictValue {
     }
 }
 
+/// The number whose text follows [`NUMBER_TOKEN`]. A document could also spell an
+/// object with that key; it is then read as the number it names, and what goes
+/// upstream is that number: mcpgate still forwards exactly what it judged.
+fn number<'de, A: MapAccess<'de>>(mut map: A) -> Result<Value, A::Error> {
+    let text: String = map.next_value()?;
+    if map.next_key::<String>()?.is_some() {
+        return Err(de::Error::custom("a number cannot carry other members"));
+    }
+    text.parse::<serde_json::Number>()
+        .map(Value::Number)
+        .map_err(|_| de::Error::custom(format!("{text:?} is not a JSON number")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +165,27 @@ mod tests {
             value.to_string(),
             r#"{"b":1,"a":[true,null,"x",1.5,{"c":-2}]}"#
         );
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        for doc in [
+            r#"{"n":123456789012345678901234567890}"#,
+            r#"{"n":1.10,"m":-0,"e":1e+400,"f":2.5e-3,"g":18446744073709551616}"#,
+            r#"[0.1,100,1e+2]"#,
+        ] {
+            assert_eq!(from_slice(doc.as_bytes()).unwrap().to_string(), doc);
+        }
+        // The digits stay; only an exponent's spelling is made canonical.
+        assert_eq!(
+            from_slice(b"[1E400,1e2]").unwrap().to_string(),
+            "[1e+400,1e+2]"
+        );
+        let value = from_slice(br#"{"id":7,"big":99999999999999999999}"#).unwrap();
+        assert_eq!(value["id"].as_i64(), Some(7));
+        assert_eq!(value["big"].as_u64(), None);
+        assert!(from_slice(br#"{"n":01}"#).is_err());
+        assert!(from_slice(br#"{"n":1.}"#).is_err());
     }
 
     #[test]

@@ -9,14 +9,12 @@
 use serde_json::{Map, Value};
 
 use super::filter::ListKind;
-use super::method::{self, ACCEPTED_NOTIFICATIONS, Classified};
+use super::method::{self, ACCEPTED_NOTIFICATIONS, Classified, ClassifyError};
+use super::version::ProtocolVersion;
 use crate::policy::{Item, ItemKind, Level, Target};
 
 /// Most messages accepted in one batch.
 pub const MAX_BATCH: usize = 64;
-
-/// The only protocol version in which batches are legal.
-pub const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
 
 /// A parsed POST body.
 #[derive(Debug, Clone)]
@@ -50,40 +48,51 @@ pub struct EnvelopeError {
     pub message: String,
     /// The offending message's id, when it had a usable one.
     pub id: Option<Value>,
+    /// The error's `data`, where the specification defines one (boxed: it is rare,
+    /// and the error travels in every `Result` of the parser).
+    pub data: Option<Box<Value>>,
 }
 
 impl EnvelopeError {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     /// SEP-2243's `HeaderMismatch`.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28's `UnsupportedProtocolVersion`.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
     fn invalid(message: impl Into<String>, id: Option<Value>) -> Self {
         Self {
             code: Self::INVALID_REQUEST,
             message: message.into(),
             id,
+            data: None,
         }
     }
 
     /// The JSON-RPC error response for this refusal.
     pub fn to_response(&self) -> Value {
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let (Some(data), Some(error)) = (&self.data, error.as_object_mut()) {
+            error.insert("data".to_owned(), Value::clone(data));
+        }
         serde_json::json!({
             "jsonrpc": "2.0",
             "id": self.id.clone().unwrap_or(Value::Null),
-            "error": {"code": self.code, "message": self.message},
+            "error": error,
         })
     }
 }
 
-/// Parses a POST body. `protocol_version` is the `MCP-Protocol-Version` header, if
-/// any (its absence means 2025-03-26, as the 2025-06-18 transport says).
-pub fn parse(body: &[u8], protocol_version: Option<&str>) -> Result<Envelope, EnvelopeError> {
+/// Parses a POST body sent under `version` (from the `MCP-Protocol-Version` header).
+pub fn parse(body: &[u8], version: ProtocolVersion) -> Result<Envelope, EnvelopeError> {
     let value = crate::json::from_slice(body).map_err(|error| EnvelopeError {
         code: EnvelopeError::PARSE_ERROR,
         message: format!("invalid JSON: {error}"),
         id: None,
+        data: None,
     })?;
     match value {
         Value::Object(object) => Ok(Envelope {
@@ -91,10 +100,12 @@ pub fn parse(body: &[u8], protocol_version: Option<&str>) -> Result<Envelope, En
             batch: false,
         }),
         Value::Array(items) => {
-            let version = protocol_version.unwrap_or(BATCH_PROTOCOL_VERSION);
-            if version != BATCH_PROTOCOL_VERSION {
+            if !version.allows_batches() {
                 return Err(EnvelopeError::invalid(
-                    format!("JSON-RPC batches are not part of MCP protocol version {version}"),
+                    format!(
+                        "JSON-RPC batches are not part of MCP protocol version {}",
+                        version.as_str()
+                    ),
                     None,
                 ));
             }
@@ -136,7 +147,15 @@ pub fn parse(body: &[u8], protocol_version: Option<&str>) -> Result<Envelope, En
 impl Envelope {
     /// What each message asks for, in order.
     pub fn targets(&self) -> Vec<Target<'_>> {
-        self.messages.iter().map(Message::target).collect()
+        self.messages.iter().flat_map(Message::targets).collect()
+    }
+
+    /// The first request whose method MCP does not define, if any.
+    pub fn unknown_method(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .find(|message| message.kind == Kind::Request && !message.classified.known)
+            .and_then(Message::method)
     }
 
     /// The body to send upstream: this parse, re-serialised compactly.
@@ -198,6 +217,18 @@ impl Message {
             Some(Value::Object(params)) => Some(params),
             Some(_) => return Err(invalid("\"params\" must be an object".into())),
         };
+        if let Some(known) = method::look_alike(method) {
+            return Err(EnvelopeError {
+                code: EnvelopeError::METHOD_NOT_FOUND,
+                message: ClassifyError::LookAlike {
+                    method: method.to_owned(),
+                    known,
+                }
+                .to_string(),
+                id,
+                data: None,
+            });
+        }
         if id.is_none() {
             if !ACCEPTED_NOTIFICATIONS.contains(&method) {
                 return Err(invalid(format!("notification {method:?} is not accepted")));
@@ -209,9 +240,13 @@ impl Message {
             });
         }
         let classified = method::classify(method, params).map_err(|error| EnvelopeError {
-            code: EnvelopeError::INVALID_PARAMS,
+            code: match error {
+                ClassifyError::LookAlike { .. } => EnvelopeError::METHOD_NOT_FOUND,
+                ClassifyError::Params(_) => EnvelopeError::INVALID_PARAMS,
+            },
             message: error.to_string(),
             id: id.clone(),
+            data: None,
         })?;
         Ok(Self {
             object,
@@ -264,19 +299,21 @@ impl Message {
         self.object.get("params").and_then(Value::as_object)
     }
 
+    /// What the message is mainly about: its method's level and the item it names
+    /// (what the audit record reports).
     pub fn target(&self) -> Target<'_> {
-        Target {
-            level: self.classified.level,
-            item: self
-                .classified
-                .item
-                .as_ref()
-                .map(|(kind, name)| match kind {
-                    ItemKind::Tool => Item::Tool(name),
-                    ItemKind::Resource => Item::Resource(name),
-                    ItemKind::Prompt => Item::Prompt(name),
-                }),
-        }
+        target(self.classified.level, self.classified.item.as_ref())
+    }
+
+    /// Everything the message needs: its main target, then what a
+    /// `subscriptions/listen` opts into.
+    pub fn targets(&self) -> impl Iterator<Item = Target<'_>> {
+        std::iter::once(self.target()).chain(
+            self.classified
+                .also
+                .iter()
+                .map(|(level, item)| target(*level, item.as_ref())),
+        )
     }
 
     /// The list this request asks for, if it is one (for filtering the answer).
@@ -294,10 +331,23 @@ impl Message {
     }
 }
 
+fn target(level: Level, item: Option<&(ItemKind, String)>) -> Target<'_> {
+    Target {
+        level,
+        item: item.map(|(kind, name)| match kind {
+            ItemKind::Tool => Item::Tool(name),
+            ItemKind::Resource => Item::Resource(name),
+            ItemKind::Prompt => Item::Prompt(name),
+        }),
+    }
+}
+
 fn connection() -> Classified {
     Classified {
         level: Level::Connection,
         item: None,
+        also: Vec::new(),
+        known: true,
     }
 }
 

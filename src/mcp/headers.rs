@@ -8,13 +8,10 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, header};
 
 use super::envelope::{Envelope, EnvelopeError, Kind, Message};
+use super::version::ProtocolVersion;
 
-pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 const MCP_METHOD: &str = "mcp-method";
 const MCP_NAME: &str = "mcp-name";
-
-/// The first protocol version whose clients must send `Mcp-Method` / `Mcp-Name`.
-const HEADERS_REQUIRED_FROM: &str = "2026-07-28";
 
 /// Why a body is not even looked at: HTTP 415.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,17 +57,13 @@ fn is_json(value: &HeaderValue) -> bool {
     })
 }
 
-/// The `MCP-Protocol-Version` header, if present and readable.
-pub fn protocol_version(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(PROTOCOL_VERSION)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-}
-
 /// `Mcp-Method` and `Mcp-Name` must equal what the body says; from protocol
 /// 2026-07-28 on, requests must carry them.
-pub fn check_mirrored(headers: &HeaderMap, envelope: &Envelope) -> Result<(), EnvelopeError> {
+pub fn check_mirrored(
+    headers: &HeaderMap,
+    envelope: &Envelope,
+    version: ProtocolVersion,
+) -> Result<(), EnvelopeError> {
     let method_header = single(headers, MCP_METHOD)?;
     let name_header = single(headers, MCP_NAME)?;
     let message = match envelope.messages.as_slice() {
@@ -84,8 +77,7 @@ pub fn check_mirrored(headers: &HeaderMap, envelope: &Envelope) -> Result<(), En
         }
     };
     let id = message.id().cloned();
-    let required = message.kind == Kind::Request
-        && protocol_version(headers).is_some_and(|version| version >= HEADERS_REQUIRED_FROM);
+    let required = message.kind == Kind::Request && version.is_stateless();
     match (method_header, message.method()) {
         (Some(header), Some(method)) if header == method => {}
         (Some(_), _) => {
@@ -163,6 +155,7 @@ fn mismatch(message: &str, id: Option<serde_json::Value>) -> EnvelopeError {
         code: EnvelopeError::HEADER_MISMATCH,
         message: message.to_owned(),
         id,
+        data: None,
     }
 }
 

@@ -7,3 +7,4 @@ pub mod headers;
 pub mod method;
 pub mod session;
 pub mod sse;
+pub mod version;

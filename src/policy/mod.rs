@@ -9,6 +9,7 @@
 
 mod explain;
 mod hierarchy;
+mod look_alike;
 pub mod matrix;
 mod principal_rules;
 mod requirement;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use explain::AppliedRequirement;
 pub use hierarchy::{Cycle, Granted, Hierarchy};
+use look_alike::{LookAlikes, LookAlikesBuilder};
 pub use principal_rules::{Matched, PrincipalRules, RuleDenial, RuleList};
 pub use requirement::{Holds, Requirement, Shortfall, TooManyCombinations};
 pub use rules::{NamedRule, NamedRules};
@@ -103,6 +105,10 @@ pub struct Policy {
     scopes_supported: Vec<String>,
     /// `rules:`, applied after the scope checks.
     principal_rules: PrincipalRules,
+    /// Every name and pattern a rule above matches, by kind (declared tools
+    /// included), and the same folded: what a look-alike name is checked against.
+    ruled_names: Vec<(ItemKind, String)>,
+    look_alikes: LookAlikes,
 }
 
 /// A tool requirement the upstream declares itself rather than the `scopes:`
@@ -163,13 +169,24 @@ impl Policy {
             declared: HashMap::new(),
             scopes_supported: Vec::new(),
             principal_rules: PrincipalRules::from_config(config)?,
+            ruled_names: ruled_names(config),
+            look_alikes: LookAlikes::default(),
         };
         policy.check_combinations()?;
         let scopes_supported = policy.collect_scopes();
+        let look_alikes = build_look_alikes(&policy.ruled_names);
         Ok(Self {
             scopes_supported,
+            look_alikes,
             ..policy
         })
+    }
+
+    /// Whether `item` differs from a name the rules match only by case, width,
+    /// whitespace or Unicode compatibility: refused, since an upstream that folds
+    /// names would run the ruled item under checks that did not apply to it.
+    pub fn resembles_a_rule(&self, item: Item<'_>) -> bool {
+        self.look_alikes.resembles_a_rule(item)
     }
 
     fn check_combinations(&self) -> Result<(), ConfigError> {
@@ -251,6 +268,7 @@ impl Policy {
                 .and(&tool.requirement, self.limit)
                 .map_err(too_many)?;
             if !tool.requirement.is_empty() {
+                self.ruled_names.push((ItemKind::Tool, tool.tool.clone()));
                 self.declared.insert(
                     tool.tool,
                     NamedRule {
@@ -269,6 +287,7 @@ impl Policy {
         }
         all.extend(more_scopes);
         self.scopes_supported = all.into_iter().collect();
+        self.look_alikes = build_look_alikes(&self.ruled_names);
         Ok(self)
     }
 
@@ -550,4 +569,50 @@ impl Holds for Nothing {
     fn holds(&self, _: &str) -> bool {
         false
     }
+}
+
+/// Every name and pattern that `scopes:` and `rules:` match, by kind.
+fn ruled_names(config: &Config) -> Vec<(ItemKind, String)> {
+    let scopes = &config.scopes;
+    let mut names: Vec<(ItemKind, String)> = Vec::new();
+    let per_kind = [
+        (ItemKind::Tool, &scopes.tools),
+        (ItemKind::Resource, &scopes.resources),
+        (ItemKind::Prompt, &scopes.prompts),
+    ];
+    for (kind, rules) in per_kind {
+        names.extend(rules.keys().map(|name| (kind, name.clone())));
+    }
+    for rule in &config.rules {
+        let lists = [
+            (
+                ItemKind::Tool,
+                rule.allow_tools.as_deref(),
+                &rule.deny_tools,
+            ),
+            (
+                ItemKind::Resource,
+                rule.allow_resources.as_deref(),
+                &rule.deny_resources,
+            ),
+            (
+                ItemKind::Prompt,
+                rule.allow_prompts.as_deref(),
+                &rule.deny_prompts,
+            ),
+        ];
+        for (kind, allow, deny) in lists {
+            let patterns = allow.unwrap_or_default().iter().chain(deny);
+            names.extend(patterns.map(|pattern| (kind, pattern.clone())));
+        }
+    }
+    names
+}
+
+fn build_look_alikes(names: &[(ItemKind, String)]) -> LookAlikes {
+    let mut builder = LookAlikesBuilder::default();
+    for (kind, name) in names {
+        builder.add(*kind, name);
+    }
+    builder.build()
 }

@@ -30,7 +30,7 @@ pub struct NamedRules {
 }
 
 /// Characters that make a key a glob rather than an exact name.
-const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+pub(super) const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 impl NamedRules {
     /// `key` is the config path of the map (`scopes.tools`), for error messages.
@@ -140,6 +140,16 @@ pub(super) fn compile_glob(
     pattern: &str,
     literal_braces: bool,
 ) -> Result<Glob, ConfigError> {
+    glob_with_case(pattern, literal_braces, false)
+        .map_err(|error| ConfigError::invalid(key, format!("bad glob: {}", error.kind())))
+}
+
+/// [`compile_glob`], optionally ignoring case (to find names that only differ in it).
+pub(super) fn glob_with_case(
+    pattern: &str,
+    literal_braces: bool,
+    case_insensitive: bool,
+) -> Result<Glob, globset::Error> {
     let source = if literal_braces {
         escape_braces(pattern)
     } else {
@@ -148,8 +158,8 @@ pub(super) fn compile_glob(
     GlobBuilder::new(&source)
         .literal_separator(false)
         .backslash_escape(true)
+        .case_insensitive(case_insensitive)
         .build()
-        .map_err(|error| ConfigError::invalid(key, format!("bad glob: {}", error.kind())))
 }
 
 fn escape_braces(pattern: &str) -> String {

@@ -17,12 +17,14 @@ use super::origin;
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
+use crate::config::UnknownMethods;
 use crate::gateway::Gateway;
 use crate::mcp::filter::ListFilter;
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::session::SESSION_HEADER;
+use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
-use crate::policy::{Matched, Target};
+use crate::policy::{Item, Matched, Target};
 use crate::telemetry::metrics::metrics;
 use crate::upstream::UpstreamError;
 
@@ -74,7 +76,29 @@ async fn respond(
         }
         None => Matched::default(),
     };
-    let route = match session::route(&state.sessions, &parts.headers, principal.as_deref()).await {
+    // The revision decides the rules that follow (sessions, batches, `_meta`). A
+    // POST's refusal waits for its body, so that it can answer the request's id.
+    let version = version::from_headers(&parts.headers);
+    let version = match (version, &parts.method) {
+        (Ok(version), _) => Ok(version),
+        (Err(error), &Method::POST) => Err(error),
+        (Err(error), _) => {
+            let error = error.to_error(None);
+            observation.refused(error.to_string());
+            return json_response(StatusCode::BAD_REQUEST, &error.to_response());
+        }
+    };
+    let session_version = version
+        .as_ref()
+        .map_or(ProtocolVersion::V2026_07_28, |version| *version);
+    let route = match session::route(
+        &state.sessions,
+        &parts.headers,
+        principal.as_deref(),
+        session_version,
+    )
+    .await
+    {
         Ok(route) => route,
         Err(refusal) => {
             tracing::info!("request refused: {}", refusal.reason());
@@ -84,16 +108,15 @@ async fn respond(
     };
     let response = match parts.method {
         Method::POST => {
-            post(
-                &gateway,
-                principal.as_ref(),
-                &matched,
-                &route,
-                &parts.headers,
-                body,
-                observation,
-            )
-            .await
+            let request = Post {
+                gateway: &gateway,
+                principal: principal.as_ref(),
+                matched: &matched,
+                route: &route,
+                headers: &parts.headers,
+                version,
+            };
+            request.handle(body, observation).await
         }
         _ => {
             // A stream or a session end carries no message: the every-request level.
@@ -132,89 +155,164 @@ async fn respond(
         &route,
         &parts.method,
         principal.as_deref(),
+        session_version,
         response,
     )
     .await
 }
 
-/// A POST: the body is read, checked and authorized as a whole before anything
-/// reaches the upstream, so one challenge can name everything the request lacks.
-async fn post(
-    gateway: &Arc<Gateway>,
-    principal: Option<&Arc<Principal>>,
-    matched: &Matched,
-    route: &Route,
-    headers: &http::HeaderMap,
-    body: Body,
-    observation: &mut Observation,
-) -> Response {
-    if let Err(problem) = mcp_headers::check_media(headers) {
-        let description = problem.to_string();
-        observation.refused(description.clone());
-        return json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &description,
-        );
-    }
-    let body = match read_body(gateway, headers, body).await {
-        Ok(body) => body,
-        Err(response) => {
-            observation.refused("request body too large");
-            return response;
+/// A POST, with what the request's head already told.
+struct Post<'a> {
+    gateway: &'a Arc<Gateway>,
+    principal: Option<&'a Arc<Principal>>,
+    matched: &'a Matched,
+    route: &'a Route,
+    headers: &'a http::HeaderMap,
+    version: Result<ProtocolVersion, VersionError>,
+}
+
+impl Post<'_> {
+    /// The body is read, checked and authorized as a whole before anything
+    /// reaches the upstream, so one challenge can name everything the request lacks.
+    async fn handle(self, body: Body, observation: &mut Observation) -> Response {
+        let Self {
+            gateway,
+            principal,
+            matched,
+            route,
+            headers,
+            ..
+        } = self;
+        if let Err(problem) = mcp_headers::check_media(headers) {
+            let description = problem.to_string();
+            observation.refused(description.clone());
+            return json_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &description,
+            );
         }
-    };
-    let envelope = match envelope::parse(&body, mcp_headers::protocol_version(headers))
-        .and_then(|envelope| mcp_headers::check_mirrored(headers, &envelope).map(|()| envelope))
-    {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            tracing::info!(code = error.code, "request refused: {error}");
-            observation.refused(error.to_string());
-            return json_response(StatusCode::BAD_REQUEST, &error.to_response());
+        let body = match read_body(gateway, headers, body).await {
+            Ok(body) => body,
+            Err(response) => {
+                observation.refused("request body too large");
+                return response;
+            }
+        };
+        let envelope = match self.parse(&body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::info!(code = error.code, "request refused: {error}");
+                observation.refused(error.to_string());
+                return json_response(StatusCode::BAD_REQUEST, &error.to_response());
+            }
+        };
+        observation.messages(&envelope);
+        if let Some(refusal) = refusal(
+            gateway,
+            principal.map(|principal| &**principal),
+            &envelope.targets(),
+            observation,
+        ) {
+            return refusal;
         }
-    };
-    observation.messages(&envelope);
-    if let Some(refusal) = refusal(
-        gateway,
-        principal.map(|principal| &**principal),
-        &envelope.targets(),
-        observation,
-    ) {
-        return refusal;
+        if let Some(refusal) = super::graphql::refusal(
+            gateway,
+            principal.map(|principal| &**principal),
+            &envelope,
+            observation,
+        ) {
+            return refusal;
+        }
+        // After every scope check: a request short of scopes gets the step-up challenge,
+        // which a rule denial would hide.
+        if let Some(refusal) = rule_refusal(gateway, matched, &envelope, observation) {
+            return refusal;
+        }
+        let filter = principal
+            .and_then(|principal| ListFilter::for_request(gateway, principal, matched, &envelope));
+        let forwarded = Bytes::from(envelope.to_bytes());
+        match forward(
+            gateway,
+            Method::POST,
+            headers,
+            route,
+            forwarded,
+            observation,
+        )
+        .await
+        {
+            Ok(response) => match filter {
+                Some(filter) => filtered(response, filter).await,
+                None => response,
+            },
+            Err(error) => upstream_failure(&error, envelope.reply_id()),
+        }
     }
-    if let Some(refusal) = super::graphql::refusal(
-        gateway,
-        principal.map(|principal| &**principal),
-        &envelope,
-        observation,
-    ) {
-        return refusal;
+
+    /// The body as one reading, consistent with the headers under the request's
+    /// revision, naming nothing the policy could mistake for something else.
+    fn parse(&self, body: &[u8]) -> Result<envelope::Envelope, envelope::EnvelopeError> {
+        let version = match &self.version {
+            Ok(version) => *version,
+            Err(error) => {
+                let id = envelope::parse(body, ProtocolVersion::WITHOUT_HEADER)
+                    .ok()
+                    .and_then(|envelope| envelope.reply_id().cloned());
+                return Err(error.to_error(id));
+            }
+        };
+        let envelope = envelope::parse(body, version)?;
+        mcp_headers::check_mirrored(self.headers, &envelope, version)?;
+        let header_sent = self.headers.contains_key(version::HEADER);
+        version::check_body(version, header_sent, &envelope)?;
+        look_alike_items(&self.gateway.policy, &envelope)?;
+        let refuse_unknown = self.gateway.config.scopes.unknown_methods == UnknownMethods::Refuse;
+        if let Some(method) = envelope.unknown_method().filter(|_| refuse_unknown) {
+            return Err(envelope::EnvelopeError {
+                code: envelope::EnvelopeError::METHOD_NOT_FOUND,
+                message: format!(
+                    "method {method:?} is not an MCP method, and unknown methods are refused here"
+                ),
+                id: envelope.reply_id().cloned(),
+                data: None,
+            });
+        }
+        Ok(envelope)
     }
-    // After every scope check: a request short of scopes gets the step-up challenge,
-    // which a rule denial would hide.
-    if let Some(refusal) = rule_refusal(gateway, matched, &envelope, observation) {
-        return refusal;
+}
+
+/// A tool, prompt or resource named so that it differs from a ruled name only by
+/// case, width or whitespace is refused: judged as the name written, it would
+/// escape the rule; run by an upstream that folds names, it would be the ruled one.
+fn look_alike_items(
+    policy: &crate::policy::Policy,
+    envelope: &envelope::Envelope,
+) -> Result<(), envelope::EnvelopeError> {
+    for message in &envelope.messages {
+        let Some(item) = message
+            .targets()
+            .filter_map(|target| target.item)
+            .find(|item| policy.resembles_a_rule(*item))
+        else {
+            continue;
+        };
+        let (kind, name) = match item {
+            Item::Tool(name) => ("tool", name),
+            Item::Resource(uri) => ("resource", uri),
+            Item::Prompt(name) => ("prompt", name),
+        };
+        return Err(envelope::EnvelopeError {
+            code: envelope::EnvelopeError::INVALID_PARAMS,
+            message: format!(
+                "{kind} {name:?} differs from a name the policy rules only by case, width or \
+                 whitespace; names are matched exactly"
+            ),
+            id: message.id().cloned(),
+            data: None,
+        });
     }
-    let filter = principal
-        .and_then(|principal| ListFilter::for_request(gateway, principal, matched, &envelope));
-    let forwarded = Bytes::from(envelope.to_bytes());
-    match forward(
-        gateway,
-        Method::POST,
-        headers,
-        route,
-        forwarded,
-        observation,
-    )
-    .await
-    {
-        Ok(response) => match filter {
-            Some(filter) => filtered(response, filter).await,
-            None => response,
-        },
-        Err(error) => upstream_failure(&error, envelope.reply_id()),
-    }
+    Ok(())
 }
 
 /// Sends the request upstream, timing the wait for its response head.
@@ -305,7 +403,7 @@ fn rule_refusal(
     let items = envelope
         .messages
         .iter()
-        .filter_map(|message| message.target().item);
+        .flat_map(|message| message.targets().filter_map(|target| target.item));
     let denial = gateway
         .policy
         .principal_rules()

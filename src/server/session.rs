@@ -10,11 +10,13 @@ use serde_json::json;
 use super::mcp::json_response;
 use crate::auth::Principal;
 use crate::mcp::session::{Owner, SESSION_HEADER, SessionEntry, SessionError, Sessions};
+use crate::mcp::version::ProtocolVersion;
 
 /// The session a request belongs to, once checked.
 #[derive(Debug)]
 pub enum Route {
-    /// No `Mcp-Session-Id` (an `initialize`, or a stateless request), or stateless mode.
+    /// No `Mcp-Session-Id` (an `initialize`, or a stateless request), stateless
+    /// mode, or a protocol revision without sessions (2026-07-28).
     Unbound,
     /// A session of the caller's: `id` is mcpgate's, `entry.upstream_id` the upstream's.
     Bound { id: String, entry: SessionEntry },
@@ -67,13 +69,16 @@ impl Refusal {
     }
 }
 
-/// The session the request names, if the caller owns it.
+/// The session the request names, if the caller owns it. A revision without
+/// sessions never has one: a stray `Mcp-Session-Id` is neither checked nor
+/// forwarded (the client's own header never is).
 pub async fn route(
     sessions: &Sessions,
     headers: &HeaderMap,
     principal: Option<&Principal>,
+    version: ProtocolVersion,
 ) -> Result<Route, Refusal> {
-    if sessions.is_stateless() {
+    if sessions.is_stateless() || !version.has_sessions() {
         return Ok(Route::Unbound);
     }
     let mut named = headers.get_all(SESSION_HEADER).iter();
@@ -101,18 +106,22 @@ pub async fn route(
 /// Applies the upstream's answer to the session state and rewrites its session
 /// header: a new upstream session becomes a new mcpgate session owned by the caller;
 /// a DELETE that succeeded, or an upstream that no longer knows the session, ends it.
+///
+/// Under a revision without sessions an upstream's session id is dropped: no
+/// client would present it again.
 pub async fn settle(
     sessions: &Sessions,
     route: &Route,
     method: &Method,
     principal: Option<&Principal>,
+    version: ProtocolVersion,
     mut response: Response,
 ) -> Response {
     let upstream_id = response
         .headers_mut()
         .remove(SESSION_HEADER)
         .and_then(|value| value.to_str().ok().map(str::to_owned));
-    if sessions.is_stateless() {
+    if sessions.is_stateless() || !version.has_sessions() {
         return response;
     }
     let status = response.status();

@@ -1,0 +1,258 @@
+//! Which MCP revision a request speaks. The transport's rules differ by revision
+//! (sessions and batches in the older ones; the version in every request's `_meta`
+//! and mirrored headers in 2026-07-28), so mcpgate reads the version first and
+//! refuses one it does not know rather than guess which rules apply.
+
+use http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::envelope::{Envelope, EnvelopeError, Kind};
+
+pub const HEADER: &str = "mcp-protocol-version";
+
+/// Where 2026-07-28 requests carry their version in `params._meta`.
+pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// The revisions mcpgate understands, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProtocolVersion {
+    V2024_11_05,
+    V2025_03_26,
+    V2025_06_18,
+    V2025_11_25,
+    V2026_07_28,
+}
+
+impl ProtocolVersion {
+    /// Newest first, as an `UnsupportedProtocolVersion` error lists them.
+    pub const SUPPORTED: [Self; 5] = [
+        Self::V2026_07_28,
+        Self::V2025_11_25,
+        Self::V2025_06_18,
+        Self::V2025_03_26,
+        Self::V2024_11_05,
+    ];
+
+    /// A request without the header: the 2025-06-18 transport lets a server read
+    /// it as 2025-03-26, the revision before the header existed.
+    pub const WITHOUT_HEADER: Self = Self::V2025_03_26;
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::SUPPORTED
+            .into_iter()
+            .find(|version| version.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V2024_11_05 => "2024-11-05",
+            Self::V2025_03_26 => "2025-03-26",
+            Self::V2025_06_18 => "2025-06-18",
+            Self::V2025_11_25 => "2025-11-25",
+            Self::V2026_07_28 => "2026-07-28",
+        }
+    }
+
+    /// Protocol-level sessions (`Mcp-Session-Id`) exist up to 2025-11-25.
+    pub fn has_sessions(self) -> bool {
+        self < Self::V2026_07_28
+    }
+
+    /// JSON-RPC batches are part of 2025-03-26 only.
+    pub fn allows_batches(self) -> bool {
+        self == Self::V2025_03_26
+    }
+
+    /// From 2026-07-28 on, requests carry their version in `_meta` and mirror
+    /// their method and name in headers.
+    pub fn is_stateless(self) -> bool {
+        self >= Self::V2026_07_28
+    }
+}
+
+/// Why the request's version cannot be used: HTTP 400 with a JSON-RPC error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("Unsupported protocol version")]
+    Unsupported { requested: String },
+    #[error("Header mismatch: more than one MCP-Protocol-Version header")]
+    Repeated,
+}
+
+impl VersionError {
+    /// The JSON-RPC error for this refusal, answering `id`.
+    pub fn to_error(&self, id: Option<Value>) -> EnvelopeError {
+        match self {
+            Self::Unsupported { requested } => EnvelopeError {
+                code: EnvelopeError::UNSUPPORTED_PROTOCOL_VERSION,
+                message: self.to_string(),
+                id,
+                data: Some(Box::new(json!({
+                    "supported": ProtocolVersion::SUPPORTED.map(ProtocolVersion::as_str),
+                    "requested": requested,
+                }))),
+            },
+            Self::Repeated => EnvelopeError {
+                code: EnvelopeError::HEADER_MISMATCH,
+                message: self.to_string(),
+                id,
+                data: None,
+            },
+        }
+    }
+}
+
+/// The version the request's `MCP-Protocol-Version` header names.
+pub fn from_headers(headers: &HeaderMap) -> Result<ProtocolVersion, VersionError> {
+    let mut values = headers.get_all(HEADER).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(ProtocolVersion::WITHOUT_HEADER),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => return Err(VersionError::Repeated),
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    ProtocolVersion::parse(text.trim()).ok_or_else(|| VersionError::Unsupported {
+        requested: text.into_owned(),
+    })
+}
+
+/// Every message's `_meta` version must be the header's: a body that names
+/// another revision could be read by the upstream under rules mcpgate did not
+/// apply. From 2026-07-28 on a request must carry it; an older request may omit
+/// it, and one sent without the header cannot claim it.
+pub fn check_body(
+    version: ProtocolVersion,
+    header_sent: bool,
+    envelope: &Envelope,
+) -> Result<(), EnvelopeError> {
+    for message in &envelope.messages {
+        let stated = message
+            .params()
+            .and_then(|params| params.get("_meta"))
+            .and_then(Value::as_object)
+            .and_then(|meta| meta.get(META_KEY));
+        let mismatch = |message: String, id: Option<&Value>| EnvelopeError {
+            code: EnvelopeError::HEADER_MISMATCH,
+            message,
+            id: id.cloned(),
+            data: None,
+        };
+        match stated {
+            Some(Value::String(stated)) if header_sent && stated == version.as_str() => {}
+            Some(Value::String(stated)) => {
+                let header = if header_sent {
+                    format!("MCP-Protocol-Version header value '{}'", version.as_str())
+                } else {
+                    "the absent MCP-Protocol-Version header".to_owned()
+                };
+                return Err(mismatch(
+                    format!("Header mismatch: {header} does not match body value '{stated}'"),
+                    message.id(),
+                ));
+            }
+            Some(_) => {
+                return Err(mismatch(
+                    format!("Header mismatch: _meta[\"{META_KEY}\"] must be a string"),
+                    message.id(),
+                ));
+            }
+            None if version.is_stateless() && message.kind == Kind::Request => {
+                return Err(mismatch(
+                    format!(
+                        "Header mismatch: a {} request must state its version in _meta[\"{META_KEY}\"]",
+                        version.as_str()
+                    ),
+                    message.id(),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::mcp::envelope;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(HEADER, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn reads_the_header_and_refuses_unknown_versions() {
+        assert_eq!(
+            from_headers(&headers(&[])),
+            Ok(ProtocolVersion::V2025_03_26)
+        );
+        assert_eq!(
+            from_headers(&headers(&["2026-07-28"])),
+            Ok(ProtocolVersion::V2026_07_28)
+        );
+        assert_eq!(
+            from_headers(&headers(&["2025-06-18"])),
+            Ok(ProtocolVersion::V2025_06_18)
+        );
+        assert_eq!(
+            from_headers(&headers(&["1900-01-01"])),
+            Err(VersionError::Unsupported {
+                requested: "1900-01-01".into()
+            })
+        );
+        assert_eq!(
+            from_headers(&headers(&["2026-07-28", "2026-07-28"])),
+            Err(VersionError::Repeated)
+        );
+        let error = VersionError::Unsupported {
+            requested: "2099-01-01".into(),
+        }
+        .to_error(Some(json!(3)))
+        .to_response();
+        assert_eq!(
+            error,
+            json!({"jsonrpc": "2.0", "id": 3, "error": {
+                "code": -32022,
+                "message": "Unsupported protocol version",
+                "data": {
+                    "supported": ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"],
+                    "requested": "2099-01-01"
+                }
+            }})
+        );
+    }
+
+    #[test]
+    fn the_body_states_the_headers_version() {
+        let v = ProtocolVersion::V2026_07_28;
+        let parse = |body: &str| envelope::parse(body.as_bytes(), v).unwrap();
+        let stated = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        assert_eq!(check_body(v, true, &stated), Ok(()));
+        // The header says something else, or is absent.
+        let error = check_body(ProtocolVersion::V2025_11_25, true, &stated).unwrap_err();
+        assert_eq!(
+            (error.code, error.id),
+            (EnvelopeError::HEADER_MISMATCH, Some(json!(1)))
+        );
+        assert!(check_body(ProtocolVersion::V2025_03_26, false, &stated).is_err());
+        // A 2026-07-28 request must state it; a notification need not.
+        let silent = parse(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        assert!(check_body(v, true, &silent).is_err());
+        assert_eq!(
+            check_body(ProtocolVersion::V2025_06_18, true, &silent),
+            Ok(())
+        );
+        let odd = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}}"#,
+        );
+        assert!(check_body(v, true, &odd).is_err());
+    }
+}
