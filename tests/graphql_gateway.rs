@@ -572,6 +572,269 @@ async fn an_allowed_call_reaches_the_api_with_its_credentials_never_the_callers(
     }
 }
 
+// === MCP 2026-07-28 through the gateway ===
+
+const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request: the version and capabilities in `_meta`, no session.
+fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-client", "version": "1.0.0"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+fn graphql_server_info() -> Value {
+    json!({"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// Status, `Mcp-Session-Id` (if any) and JSON body of one response.
+async fn read(response: reqwest::Response) -> (u16, Option<String>, Value) {
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (status, session, body)
+}
+
+#[tokio::test]
+async fn a_2026_07_28_client_discovers_lists_and_calls_with_no_initialize_and_no_session() {
+    let setup = setup(2048).await;
+    let scopes = format!("{CALLER} read:fact");
+    let version = ("mcp-protocol-version", MODERN);
+
+    let discover = modern_request(1, "server/discover", json!({}));
+    let (status, session, answer) = read(
+        setup
+            .send(
+                &scopes,
+                &discover,
+                &[version, ("mcp-method", "server/discover")],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(session, None);
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["supportedVersions"][0], MODERN);
+    assert_eq!(
+        result["supportedVersions"].as_array().unwrap().len(),
+        5,
+        "{result}"
+    );
+    assert_eq!(
+        result["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
+    assert_eq!(result["ttlMs"], 300_000);
+    assert_eq!(result["cacheScope"], "private");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"],
+        graphql_server_info()
+    );
+
+    let list = modern_request(2, "tools/list", json!({}));
+    let (status, session, answer) = read(
+        setup
+            .send(&scopes, &list, &[version, ("mcp-method", "tools/list")])
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(session, None);
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["ttlMs"], 300_000);
+    assert_eq!(result["cacheScope"], "private");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"],
+        graphql_server_info()
+    );
+    // Filtered for this caller as a legacy list is: the reason for "private".
+    let names: Vec<&str> = result["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"execute_operation_get_facts"), "{names:?}");
+    assert!(
+        !names.contains(&"execute_operation_get_top_secret_facts"),
+        "{names:?}"
+    );
+
+    let call = modern_request(
+        3,
+        "tools/call",
+        json!({"name": "execute_operation_get_facts", "arguments": {"limit": 1}}),
+    );
+    let (status, session, answer) = read(
+        setup
+            .send(
+                &scopes,
+                &call,
+                &[
+                    version,
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "execute_operation_get_facts"),
+                ],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(session, None);
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["isError"], false);
+    assert_eq!(
+        result["structuredContent"],
+        json!({"facts": [{"title": "Water is wet"}]})
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"],
+        graphql_server_info()
+    );
+    let received = setup.endpoint.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body["variables"], json!({"limit": 1}));
+}
+
+#[tokio::test]
+async fn a_2026_07_28_call_short_of_scopes_is_still_refused_by_the_gateway() {
+    let setup = setup(2048).await;
+    let call = modern_request(
+        3,
+        "tools/call",
+        json!({"name": "execute_operation_get_facts", "arguments": {}}),
+    );
+    let response = setup
+        .send(
+            CALLER,
+            &call,
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "execute_operation_get_facts"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(&response),
+        setup.challenge("read:fact", "execute_operation_get_facts")
+    );
+    assert!(setup.endpoint.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_2026_07_28_request_whose_header_and_meta_disagree_is_refused() {
+    let setup = setup(2048).await;
+    let scopes = format!("{CALLER} read:fact");
+    let call = modern_request(
+        4,
+        "tools/call",
+        json!({"name": "execute_operation_get_facts", "arguments": {}}),
+    );
+    // The body says 2026-07-28, the header an older version (which also lets the
+    // request past the gateway's 2026-07-28 header rules).
+    for header in ["2025-11-25", "2025-06-18"] {
+        let (status, _, answer) = read(
+            setup
+                .send(&scopes, &call, &[("mcp-protocol-version", header)])
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{header}: {answer}");
+        assert_eq!(answer["id"], 4);
+        assert_eq!(answer["error"]["code"], -32020, "{header}: {answer}");
+    }
+    // The header says 2026-07-28, `_meta` an older version.
+    let mut older = call.clone();
+    older["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2025-11-25");
+    let (status, _, answer) = read(
+        setup
+            .send(
+                &scopes,
+                &older,
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "execute_operation_get_facts"),
+                ],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], -32020, "{answer}");
+    assert!(setup.endpoint.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_gets_the_supported_ones() {
+    let setup = setup(2048).await;
+    let mut list = modern_request(5, "tools/list", json!({}));
+    list["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let (status, _, answer) = read(
+        setup
+            .send(
+                CALLER,
+                &list,
+                &[
+                    ("mcp-protocol-version", "2099-01-01"),
+                    ("mcp-method", "tools/list"),
+                ],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["id"], 5);
+    assert_eq!(answer["error"]["code"], -32022);
+    assert_eq!(
+        answer["error"]["data"],
+        json!({
+            "supported": ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"],
+            "requested": "2099-01-01",
+        })
+    );
+}
+
+#[tokio::test]
+async fn ping_is_gone_in_2026_07_28_and_still_there_before() {
+    let setup = setup(2048).await;
+    let ping = modern_request(6, "ping", json!({}));
+    let (status, _, answer) = read(
+        setup
+            .send(
+                CALLER,
+                &ping,
+                &[("mcp-protocol-version", MODERN), ("mcp-method", "ping")],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], -32601);
+    let legacy = json!({"jsonrpc": "2.0", "id": 6, "method": "ping"});
+    let (status, _, answer) = read(
+        setup
+            .send(CALLER, &legacy, &[("mcp-protocol-version", "2025-11-25")])
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], json!({}));
+}
+
 #[tokio::test]
 async fn scopes_supported_lists_every_scope_of_the_schema_and_the_built_ins() {
     let setup = setup(2048).await;

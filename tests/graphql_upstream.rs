@@ -194,6 +194,11 @@ fn own_headers() -> HeaderMap {
 
 /// What an MCP client sends, credentials included.
 fn client_headers() -> HeaderMap {
+    client_headers_of(Some("2025-06-18"))
+}
+
+/// The same with another `MCP-Protocol-Version` header, or none.
+fn client_headers_of(version: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::AUTHORIZATION,
@@ -201,10 +206,12 @@ fn client_headers() -> HeaderMap {
     );
     headers.insert(header::COOKIE, HeaderValue::from_static("session=client"));
     headers.insert("x-api-key", HeaderValue::from_static("client-key"));
-    headers.insert(
-        "mcp-protocol-version",
-        HeaderValue::from_static("2025-06-18"),
-    );
+    if let Some(version) = version {
+        headers.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_str(version).unwrap(),
+        );
+    }
     headers.insert(
         header::ACCEPT,
         HeaderValue::from_static("application/json, text/event-stream"),
@@ -227,8 +234,17 @@ impl Reply {
 }
 
 async fn send(upstream: &GraphqlUpstream, method: Method, body: Bytes) -> Reply {
+    send_with(upstream, method, client_headers(), body).await
+}
+
+async fn send_with(
+    upstream: &GraphqlUpstream,
+    method: Method,
+    client_headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
     let response = upstream
-        .forward(method, &client_headers(), own_headers(), body)
+        .forward(method, &client_headers, own_headers(), body)
         .await
         .unwrap();
     let (parts, body) = response.into_parts();
@@ -409,16 +425,21 @@ async fn notifications_are_accepted_without_a_body() {
 async fn a_batch_is_answered_in_order_without_the_notifications() {
     let endpoint = Endpoint::start().await;
     let upstream = upstream(&config(endpoint.url("data")));
-    let reply = post(
-        &upstream,
-        &json!([
+    let batch = |body: Value| {
+        send_with(
+            &upstream,
+            Method::POST,
+            client_headers_of(Some("2025-03-26")),
+            Bytes::from(body.to_string()),
+        )
+    };
+    let reply = batch(json!([
             {"jsonrpc": "2.0", "id": "a", "method": "ping"},
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
             {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute_operation_60_status"}},
             {"jsonrpc": "2.0", "id": 3, "method": "nope"},
             17,
-        ]),
-    )
+    ]))
     .await;
     assert_eq!(reply.status, StatusCode::OK);
     let answers = reply.json();
@@ -436,13 +457,10 @@ async fn a_batch_is_answered_in_order_without_the_notifications() {
     assert_eq!(answers[3]["error"]["code"], -32600);
     assert_eq!(endpoint.recorder.all().len(), 1);
 
-    let only_notifications = post(
-        &upstream,
-        &json!([
-            {"jsonrpc": "2.0", "method": "notifications/initialized"},
-            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
-        ]),
-    )
+    let only_notifications = batch(json!([
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+    ]))
     .await;
     assert_eq!(only_notifications.status, StatusCode::ACCEPTED);
     assert!(only_notifications.body.is_empty());
@@ -482,6 +500,305 @@ async fn bodies_that_are_not_json_rpc_are_bad_requests() {
         assert_eq!(answer["error"]["code"], -32600, "{message}");
         assert_eq!(answer["id"], id, "{message}");
     }
+}
+
+// ---- 2026-07-28: no handshake, the version on every request ----
+
+const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request's `params`: `extra` and the required `_meta` fields.
+fn modern_params(extra: Value) -> Value {
+    let mut params = extra;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    });
+    params
+}
+
+/// One request under the `MCP-Protocol-Version` header `version`.
+async fn post_as(upstream: &GraphqlUpstream, version: Option<&str>, body: &Value) -> Reply {
+    send_with(
+        upstream,
+        Method::POST,
+        client_headers_of(version),
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+/// A 2026-07-28 request as a conforming client sends it: its answer, with the status.
+async fn modern(upstream: &GraphqlUpstream, method: &str, extra: Value) -> (StatusCode, Value) {
+    let reply = post_as(
+        upstream,
+        Some(MODERN),
+        &json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": modern_params(extra)}),
+    )
+    .await;
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    assert!(!reply.headers.contains_key("mcp-session-id"));
+    let answer = reply.json();
+    assert_eq!(answer["id"], 9, "{answer}");
+    (reply.status, answer)
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")})
+}
+
+#[tokio::test]
+async fn a_2026_07_28_client_discovers_lists_and_calls_without_a_handshake() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+
+    let (status, answer) = modern(&upstream, "server/discover", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer["result"],
+        json!({
+            "resultType": "complete",
+            "supportedVersions": ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"],
+            "capabilities": {"tools": {"listChanged": false}},
+            "ttlMs": 300_000,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
+        })
+    );
+
+    let (status, answer) = modern(&upstream, "tools/list", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = &answer["result"];
+    assert_eq!(list["resultType"], "complete");
+    assert_eq!(list["ttlMs"], 300_000);
+    assert_eq!(list["cacheScope"], "private");
+    assert_eq!(
+        list["_meta"],
+        json!({"io.modelcontextprotocol/serverInfo": server_info()})
+    );
+    // The same tools, in the same order, as a legacy client gets.
+    let legacy = rpc(&upstream, "tools/list", json!({})).await["result"].clone();
+    assert_eq!(list["tools"], legacy["tools"]);
+
+    let (status, answer) = modern(
+        &upstream,
+        "tools/call",
+        json!({"name": "execute_operation_get_facts", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["isError"], false);
+    assert_eq!(
+        result["structuredContent"],
+        json!({"facts": [{"title": "Water is wet", "body": null}]})
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"],
+        server_info()
+    );
+    // Only the call reached the API, and without the request's `_meta`.
+    let recorded = endpoint.recorder.only();
+    assert_eq!(recorded.body["variables"], json!({}));
+}
+
+#[tokio::test]
+async fn in_2026_07_28_an_unknown_tool_is_invalid_params_and_a_failed_call_is_complete() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("500")));
+    let (status, answer) = modern(&upstream, "tools/call", json!({"name": "nope"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["error"]["code"], -32602);
+    assert!(answer.get("result").is_none());
+    let (status, answer) = modern(
+        &upstream,
+        "tools/call",
+        json!({"name": "execute_operation_get_facts"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["result"]["isError"], true);
+    assert_eq!(answer["result"]["resultType"], "complete");
+}
+
+#[tokio::test]
+async fn the_cache_ttl_is_configurable() {
+    let endpoint = Endpoint::start().await;
+    let mut config = config(endpoint.url("data"));
+    config.cache_ttl = Duration::from_secs(90);
+    let upstream = upstream(&config);
+    for method in ["server/discover", "tools/list"] {
+        let (_, answer) = modern(&upstream, method, json!({})).await;
+        assert_eq!(answer["result"]["ttlMs"], 90_000, "{method}");
+        assert_eq!(answer["result"]["cacheScope"], "private", "{method}");
+    }
+}
+
+#[tokio::test]
+async fn server_discover_answers_a_legacy_probe_too() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for version in [None, Some("2025-06-18"), Some("2025-11-25")] {
+        let reply = post_as(
+            &upstream,
+            version,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover"}),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{version:?}");
+        let result = &reply.json()["result"];
+        assert_eq!(result["supportedVersions"][0], MODERN, "{version:?}");
+        assert_eq!(result["resultType"], "complete", "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn legacy_results_stay_as_they_were() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for version in [
+        None,
+        Some("2024-11-05"),
+        Some("2025-03-26"),
+        Some("2025-11-25"),
+    ] {
+        for method in ["tools/list", "tools/call", "ping"] {
+            let reply = post_as(
+                &upstream,
+                version,
+                &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"name": "execute_operation_get_facts"}}),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK, "{version:?} {method}");
+            let result = &reply.json()["result"];
+            for key in ["resultType", "_meta", "ttlMs", "cacheScope"] {
+                assert!(result.get(key).is_none(), "{version:?} {method}: {result}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn ping_logging_and_initialize_are_unknown_in_2026_07_28() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    for method in ["ping", "logging/setLevel", "initialize", "resources/list"] {
+        let (status, answer) = modern(&upstream, method, json!({"level": "info"})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(answer["error"]["code"], -32601, "{method}");
+        assert_eq!(
+            answer["error"]["message"],
+            format!("method not found: {method}")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_header_that_disagrees_with_meta_is_a_header_mismatch() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let call = json!({
+        "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": modern_params(json!({"name": "execute_operation_get_facts"})),
+    });
+    for header in [Some("2025-11-25"), Some("2025-06-18"), None] {
+        let reply = post_as(&upstream, header, &call).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{header:?}");
+        let answer = reply.json();
+        assert_eq!(answer["id"], 4);
+        assert_eq!(answer["error"]["code"], -32020, "{header:?}");
+    }
+    // A 2026-07-28 header over legacy `_meta`: the same.
+    let mut legacy_meta = call.clone();
+    legacy_meta["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2025-11-25");
+    let reply = post_as(&upstream, Some(MODERN), &legacy_meta).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], -32020);
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn an_unsupported_version_is_refused_with_the_supported_ones() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let supported = json!([
+        "2026-07-28",
+        "2025-11-25",
+        "2025-06-18",
+        "2025-03-26",
+        "2024-11-05"
+    ]);
+    let mut params = modern_params(json!({"name": "execute_operation_get_facts"}));
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let reply = post_as(
+        &upstream,
+        Some("2099-01-01"),
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let error = &reply.json()["error"];
+    assert_eq!(error["code"], -32022);
+    assert_eq!(
+        error["data"],
+        json!({"supported": supported, "requested": "2099-01-01"})
+    );
+    // A header alone, without `_meta`, is held to the same list.
+    let reply = post_as(
+        &upstream,
+        Some("1900-01-01"),
+        &json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["data"]["requested"], "1900-01-01");
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_2026_07_28_request_without_its_meta_fields_is_invalid_params() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let name = json!({"name": "execute_operation_get_facts"});
+    let no_capabilities = json!({
+        "name": "execute_operation_get_facts",
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN},
+    });
+    for params in [None, Some(name), Some(no_capabilities)] {
+        let mut body = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call"});
+        if let Some(params) = &params {
+            body["params"] = params.clone();
+        }
+        let reply = post_as(&upstream, Some(MODERN), &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{params:?}");
+        assert_eq!(reply.json()["error"]["code"], -32602, "{params:?}");
+    }
+    assert!(endpoint.recorder.all().is_empty());
+}
+
+#[tokio::test]
+async fn batches_are_refused_outside_2025_03_26() {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url("data")));
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_operation_get_facts"}},
+    ]);
+    for version in ["2025-06-18", "2025-11-25", MODERN] {
+        let reply = post_as(&upstream, Some(version), &batch).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{version}");
+        let error = &reply.json()["error"];
+        assert_eq!(error["code"], -32600, "{version}");
+        assert_eq!(
+            error["message"],
+            format!("JSON-RPC batches are not part of MCP protocol version {version}")
+        );
+    }
+    assert!(endpoint.recorder.all().is_empty());
+    // Without a header (2025-03-26) the batch is answered.
+    let reply = post_as(&upstream, None, &batch).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(endpoint.recorder.all().len(), 1);
 }
 
 // ---- tools/list ----

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
@@ -39,6 +40,15 @@ pub struct GraphqlUpstreamConfig {
     /// Scopes for the built-in tools, on top of those for every `tools/call`.
     #[serde(default)]
     pub scopes: BuiltinScopes,
+    /// How long a 2026-07-28 client may keep a `tools/list` or `server/discover`
+    /// result (`ttlMs`). The list changes only on a reload, and this server sends
+    /// no change notifications, so this bounds how long a client may miss one.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl GraphqlUpstreamConfig {
@@ -55,6 +65,7 @@ impl GraphqlUpstreamConfig {
             expose_schema: false,
             enable_arbitrary_operations: false,
             scopes: BuiltinScopes::default(),
+            cache_ttl: default_cache_ttl(),
         }
     }
 }
@@ -90,6 +101,7 @@ mod tests {
             "operations",
         );
         assert_eq!(config, expected);
+        assert_eq!(config.cache_ttl, Duration::from_secs(300));
     }
 
     #[test]
@@ -103,6 +115,7 @@ mod tests {
             "exclude_mutations": true,
             "expose_schema": true,
             "enable_arbitrary_operations": true,
+            "cache_ttl": "90s",
             "scopes": {
                 "get_operation_info": ["a"],
                 "get_schema": ["b"],
@@ -118,6 +131,7 @@ mod tests {
         assert!(config.exclude_mutations);
         assert!(config.expose_schema);
         assert!(config.enable_arbitrary_operations);
+        assert_eq!(config.cache_ttl, Duration::from_secs(90));
         assert_eq!(config.scopes.get_operation_info, ["a"]);
         assert_eq!(config.scopes.get_schema, ["b"]);
         assert_eq!(config.scopes.execute_graphql, ["c", "d"]);

@@ -2,8 +2,9 @@
 //! a GraphQL request to the configured endpoint.
 //!
 //! The operations folder and the schema ([`crate::graphql::Catalog`]) give the
-//! tools; `initialize`, `ping`, `tools/list` and `tools/call` are answered here,
-//! statelessly, in JSON (see [`server`]). The endpoint gets only the configured
+//! tools; `initialize`, `ping`, `server/discover`, `tools/list` and `tools/call`
+//! are answered here, statelessly, in JSON, to legacy (2024-11-05 to 2025-11-25)
+//! and 2026-07-28 clients alike (see [`server`]). The endpoint gets only the configured
 //! headers and mcpgate's request id and trace context, never anything the MCP
 //! client sent (its token above all). Scopes are the gateway's business: this
 //! module only computes what an `execute_graphql` query needs
@@ -13,6 +14,8 @@ mod builtins;
 mod call;
 mod client;
 mod config;
+mod modern;
+mod protocol;
 mod result;
 mod server;
 mod tools;
@@ -34,6 +37,7 @@ use crate::graphql::{Catalog, CatalogSettings, GraphqlError, OperationTool};
 use crate::upstream::UpstreamError;
 
 const KEY: &str = "upstream.graphql";
+const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// A configuration problem, naming the key (`upstream.graphql.operations` …).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +66,8 @@ pub struct GraphqlUpstream {
     builtins: Vec<Builtin>,
     /// The `tools/list` result, built once: it changes only with the catalog.
     tools_list: Value,
+    /// `ttlMs` of 2026-07-28 `tools/list` and `server/discover` results.
+    cache_ttl_ms: u64,
     exclude_mutations: bool,
     max_scope_combinations: usize,
     scopes: BuiltinScopes,
@@ -133,6 +139,7 @@ impl GraphqlUpstream {
             tool_index,
             builtins,
             tools_list,
+            cache_ttl_ms: u64::try_from(config.cache_ttl.as_millis()).unwrap_or(u64::MAX),
             exclude_mutations: config.exclude_mutations,
             max_scope_combinations,
             scopes: config.scopes.clone(),
@@ -161,19 +168,25 @@ impl GraphqlUpstream {
 
     /// Answers one HTTP request to the MCP endpoint as a stateless Streamable HTTP
     /// server answering in JSON. `body` is one JSON-RPC message or a batch.
-    /// `client_headers` are not used, and nothing of them reaches the endpoint;
-    /// of `own_headers`, only `traceparent`, `tracestate` and `x-request-id` do.
+    /// Of `client_headers`, only `MCP-Protocol-Version` is read (which era the
+    /// request speaks), and nothing of them reaches the endpoint; of
+    /// `own_headers`, only `traceparent`, `tracestate` and `x-request-id` do.
     /// Never `Err`: a GraphQL endpoint that fails makes a tool result with
     /// `isError: true`, not a gateway error.
     pub async fn forward(
         &self,
         method: Method,
-        _client_headers: &HeaderMap,
+        client_headers: &HeaderMap,
         own_headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
         if method == Method::POST {
-            Ok(self.post(&body, &own_headers).await)
+            // An unreadable value is kept as one no version equals, not dropped:
+            // dropped, it would read as "no header", which means 2025-03-26.
+            let version = client_headers
+                .get(PROTOCOL_VERSION_HEADER)
+                .map(|value| value.to_str().map_or("", str::trim));
+            Ok(self.post(&body, version, &own_headers).await)
         } else {
             Ok(server::method_not_allowed())
         }

@@ -3,6 +3,11 @@
 //! No session id is issued and no SSE stream is offered: every answer is known as
 //! soon as the GraphQL endpoint's is, so a POST gets one `application/json` body,
 //! a GET (the standalone stream) and a DELETE (ending a session) get 405.
+//!
+//! Both eras are spoken on the same endpoint, chosen per request ([`protocol`]):
+//! a legacy client opens with `initialize` and gets the results it always got; a
+//! 2026-07-28 client sends no handshake and gets `resultType`, the server's
+//! identity and caching hints ([`modern`]).
 
 use axum::body::Body;
 use futures_util::StreamExt;
@@ -10,6 +15,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::GraphqlUpstream;
+use super::modern;
+use super::protocol::{self, Era, VersionRefusal};
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -20,38 +27,38 @@ const INVALID_PARAMS: i64 = -32602;
 /// overlap, but a long batch must not become a burst against the GraphQL API.
 const BATCH_CONCURRENCY: usize = 8;
 
-/// Protocol versions this server speaks; an `initialize` asking for one of them
-/// gets it back, any other gets the newest.
-const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-const NEWEST_PROTOCOL_VERSION: &str = PROTOCOL_VERSIONS[0];
-
 /// A JSON-RPC error object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
     pub code: i64,
     pub message: String,
+    pub data: Option<Value>,
 }
 
 impl RpcError {
     pub fn invalid_params(message: impl Into<String>) -> Self {
-        Self {
-            code: INVALID_PARAMS,
-            message: message.into(),
-        }
+        Self::new(INVALID_PARAMS, message)
     }
 
-    fn new(code: i64, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: i64, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
+            data: None,
         }
+    }
+
+    pub(super) fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 
 /// What one message of a POST body gets.
 enum Outcome {
-    /// A response to a request (a result or an error).
-    Answer(Value),
+    /// A response to a request (a result or an error), and the HTTP status it
+    /// goes with when it is the only message.
+    Answer(StatusCode, Value),
     /// Not a JSON-RPC message at all: an error with a null id.
     Invalid(Value),
     /// A notification, or a response to nothing this server asked: no answer.
@@ -59,8 +66,14 @@ enum Outcome {
 }
 
 impl GraphqlUpstream {
-    /// Answers a POST body: one message, or a batch (an array).
-    pub(super) async fn post(&self, body: &[u8], own_headers: &HeaderMap) -> Response<Body> {
+    /// Answers a POST body: one message, or a batch (an array). `version` is the
+    /// `MCP-Protocol-Version` header.
+    pub(super) async fn post(
+        &self,
+        body: &[u8],
+        version: Option<&str>,
+        own_headers: &HeaderMap,
+    ) -> Response<Body> {
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
             Err(_) => {
@@ -75,20 +88,35 @@ impl GraphqlUpstream {
                 StatusCode::BAD_REQUEST,
                 &error_message(None, &RpcError::new(INVALID_REQUEST, "empty batch")),
             ),
+            Value::Array(_) if !protocol::allows_batch(version) => json_response(
+                StatusCode::BAD_REQUEST,
+                &error_message(
+                    None,
+                    &RpcError::new(
+                        INVALID_REQUEST,
+                        format!(
+                            "JSON-RPC batches are not part of MCP protocol version {}",
+                            crate::char_prefix(version.unwrap_or_default(), 100)
+                        ),
+                    ),
+                ),
+            ),
             Value::Array(messages) => {
                 // `buffered` keeps the answers in the order of the requests. Each
                 // message is moved into its future rather than borrowed: a closure
                 // over borrowed items makes the whole future not provably `Send`
                 // inside an axum handler.
                 let outcomes: Vec<Outcome> = futures_util::stream::iter(messages)
-                    .map(|message| async move { self.outcome(&message, own_headers).await })
+                    .map(
+                        |message| async move { self.outcome(&message, version, own_headers).await },
+                    )
                     .buffered(BATCH_CONCURRENCY)
                     .collect()
                     .await;
                 let answers: Vec<Value> = outcomes
                     .into_iter()
                     .filter_map(|outcome| match outcome {
-                        Outcome::Answer(answer) | Outcome::Invalid(answer) => Some(answer),
+                        Outcome::Answer(_, answer) | Outcome::Invalid(answer) => Some(answer),
                         Outcome::Nothing => None,
                     })
                     .collect();
@@ -98,15 +126,20 @@ impl GraphqlUpstream {
                     json_response(StatusCode::OK, &Value::Array(answers))
                 }
             }
-            message => match self.outcome(&message, own_headers).await {
-                Outcome::Answer(answer) => json_response(StatusCode::OK, &answer),
+            message => match self.outcome(&message, version, own_headers).await {
+                Outcome::Answer(status, answer) => json_response(status, &answer),
                 Outcome::Invalid(answer) => json_response(StatusCode::BAD_REQUEST, &answer),
                 Outcome::Nothing => accepted(),
             },
         }
     }
 
-    async fn outcome(&self, message: &Value, own_headers: &HeaderMap) -> Outcome {
+    async fn outcome(
+        &self,
+        message: &Value,
+        version: Option<&str>,
+        own_headers: &HeaderMap,
+    ) -> Outcome {
         let Some(message) = message.as_object() else {
             return Outcome::Invalid(error_message(
                 None,
@@ -129,10 +162,31 @@ impl GraphqlUpstream {
         match (method, id) {
             (Some(Value::String(method)), Some(id @ (Value::String(_) | Value::Number(_)))) => {
                 let params = message.get("params");
-                Outcome::Answer(match self.dispatch(method, params, own_headers).await {
-                    Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                    Err(error) => error_message(Some(id), &error),
-                })
+                let era = match protocol::era(version, params) {
+                    Ok(era) => era,
+                    Err(VersionRefusal(error)) => {
+                        return Outcome::Answer(
+                            VersionRefusal::STATUS,
+                            error_message(Some(id), &error),
+                        );
+                    }
+                };
+                match self.dispatch(method, params, era, own_headers).await {
+                    Ok(result) => Outcome::Answer(
+                        StatusCode::OK,
+                        json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                    ),
+                    Err(error) => {
+                        // 2026-07-28 tells an unknown method from a missing endpoint
+                        // by a 404 with a JSON-RPC body; before, errors were 200s.
+                        let status = if era == Era::Modern && error.code == METHOD_NOT_FOUND {
+                            StatusCode::NOT_FOUND
+                        } else {
+                            StatusCode::OK
+                        };
+                        Outcome::Answer(status, error_message(Some(id), &error))
+                    }
+                }
             }
             (Some(Value::String(_)), None) => Outcome::Nothing,
             (Some(Value::String(_)), Some(_)) => invalid("a request id is a string or a number"),
@@ -149,19 +203,43 @@ impl GraphqlUpstream {
         &self,
         method: &str,
         params: Option<&Value>,
+        era: Era,
         own_headers: &HeaderMap,
     ) -> Result<Value, RpcError> {
-        match method {
-            "initialize" => Ok(initialize(params)),
-            "ping" => Ok(json!({})),
-            "tools/list" => Ok(self.tools_list.clone()),
-            "tools/call" => self.call_tool(params, own_headers).await,
-            _ => Err(RpcError::new(
-                METHOD_NOT_FOUND,
-                format!("method not found: {}", crate::char_prefix(method, 100)),
-            )),
+        // Answered in either era: it is how a client finds out which one to speak.
+        if method == "server/discover" {
+            return Ok(modern::discover(self.cache_ttl_ms));
+        }
+        match era {
+            Era::Legacy => match method {
+                "initialize" => Ok(initialize(params)),
+                "ping" => Ok(json!({})),
+                "tools/list" => Ok(self.tools_list.clone()),
+                "tools/call" => self.call_tool(params, own_headers).await,
+                _ => Err(method_not_found(method)),
+            },
+            // No `initialize` and no `ping` (2026-07-28 removed both), and no
+            // `logging/setLevel`, which this server never had.
+            Era::Modern => match method {
+                "tools/list" => Ok(modern::complete(modern::cacheable(
+                    self.tools_list.clone(),
+                    self.cache_ttl_ms,
+                ))),
+                "tools/call" => self
+                    .call_tool(params, own_headers)
+                    .await
+                    .map(modern::complete),
+                _ => Err(method_not_found(method)),
+            },
         }
     }
+}
+
+fn method_not_found(method: &str) -> RpcError {
+    RpcError::new(
+        METHOD_NOT_FOUND,
+        format!("method not found: {}", crate::char_prefix(method, 100)),
+    )
 }
 
 fn initialize(params: Option<&Value>) -> Value {
@@ -170,15 +248,15 @@ fn initialize(params: Option<&Value>) -> Value {
         .and_then(Value::as_str);
     let version = requested
         .and_then(|requested| {
-            PROTOCOL_VERSIONS
+            protocol::LEGACY
                 .into_iter()
                 .find(|version| *version == requested)
         })
-        .unwrap_or(NEWEST_PROTOCOL_VERSION);
+        .unwrap_or(protocol::LEGACY[0]);
     json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": false}},
-        "serverInfo": {"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")},
+        "capabilities": modern::capabilities(),
+        "serverInfo": modern::server_info(),
     })
 }
 
@@ -186,10 +264,13 @@ fn error_message(id: Option<&Value>, error: &RpcError) -> Value {
     let mut object = Map::new();
     object.insert("jsonrpc".to_owned(), json!("2.0"));
     object.insert("id".to_owned(), id.cloned().unwrap_or(Value::Null));
-    object.insert(
-        "error".to_owned(),
-        json!({"code": error.code, "message": error.message}),
-    );
+    let mut body = Map::new();
+    body.insert("code".to_owned(), json!(error.code));
+    body.insert("message".to_owned(), json!(error.message));
+    if let Some(data) = &error.data {
+        body.insert("data".to_owned(), data.clone());
+    }
+    object.insert("error".to_owned(), Value::Object(body));
     Value::Object(object)
 }
 
@@ -226,7 +307,7 @@ mod tests {
 
     #[test]
     fn initialize_echoes_a_known_version_and_offers_the_newest_otherwise() {
-        for version in PROTOCOL_VERSIONS {
+        for version in protocol::LEGACY {
             let params = json!({"protocolVersion": version});
             assert_eq!(initialize(Some(&params))["protocolVersion"], version);
         }
@@ -256,6 +337,15 @@ mod tests {
         assert_eq!(
             error_message(None, &RpcError::invalid_params("x")),
             json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32602, "message": "x"}})
+        );
+    }
+
+    #[test]
+    fn an_errors_data_goes_with_it() {
+        let error = RpcError::new(-32022, "x").with_data(json!({"requested": "y"}));
+        assert_eq!(
+            error_message(Some(&json!(3)), &error),
+            json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32022, "message": "x", "data": {"requested": "y"}}})
         );
     }
 }

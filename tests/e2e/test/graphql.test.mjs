@@ -2,7 +2,8 @@
 // from its 401, gets a token from oidc-provider, lists and calls the operation
 // tools of examples/graphql/, and mcpgate runs them against a real GraphQL
 // server (graphql-yoga, serving the example's schema). Scopes come from the
-// schema's @requiresScopes: a token without them gets the seeds' 403.
+// schema's @requiresScopes: a token without them gets the seeds' 403. A client
+// pinned to MCP 2026-07-28 gets the same tools with no initialize and no session.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -210,4 +211,110 @@ test('execute_graphql: the submitted query\'s fields decide, per request', async
     status: { healthy: true },
   });
   await assertApiSawOnlyItsOwnCredential(token);
+});
+
+const MODERN = '2026-07-28';
+
+test('SDK v2 pinned to 2026-07-28: server/discover, tools/list and tools/call with no initialize and no session', async () => {
+  // What the client sent to the MCP endpoint and what came back, header by header.
+  const exchanges = [];
+  const fetch = async (input, init = {}) => {
+    const response = await globalThis.fetch(input, init);
+    const url = String(input instanceof Request ? input.url : input);
+    if (url === publicUrl && typeof init.body === 'string') {
+      const headers = new Headers(init.headers);
+      exchanges.push({
+        body: JSON.parse(init.body),
+        version: headers.get('mcp-protocol-version'),
+        sessionSent: headers.get('mcp-session-id'),
+        status: response.status,
+        sessionReceived: response.headers.get('mcp-session-id'),
+      });
+    }
+    return response;
+  };
+  const provider = new ClientCredentialsProvider({
+    clientId: M2M.clientId,
+    clientSecret: M2M.clientSecret,
+    expectedIssuer: as.issuer,
+    scope: 'mcp:connect mcp:tools:read mcp:tools:execute read:fact',
+  });
+  const transport = new StreamableHTTPClientTransport(new URL(publicUrl), { authProvider: provider, fetch });
+  const client = new Client(
+    { name: 'mcpgate-e2e-graphql-modern', version: '0.0.0' },
+    { versionNegotiation: { mode: { pin: MODERN } } },
+  );
+  try {
+    await client.connect(transport);
+    assert.equal(client.getServerVersion()?.name, 'mcpgate-graphql');
+
+    const tools = (await client.listTools()).tools;
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['execute_operation_get_facts', 'get_operation_info']);
+    const facts = await client.callTool({ name: 'execute_operation_get_facts', arguments: { limit: 1 } });
+    assert.notEqual(facts.isError, true, JSON.stringify(facts));
+    assert.equal(facts.structuredContent.facts.length, 1);
+
+    const methods = exchanges.map((e) => e.body.method);
+    assert.ok(!methods.includes('initialize'), methods.join(', '));
+    for (const method of ['server/discover', 'tools/list', 'tools/call']) {
+      assert.ok(
+        exchanges.some((e) => e.body.method === method && e.status === 200),
+        `${method} not answered: ${methods.join(', ')}`,
+      );
+    }
+    // 401 and 403 are the OAuth discovery and step-up; everything else is answered.
+    for (const e of exchanges) {
+      assert.ok([200, 401, 403].includes(e.status), JSON.stringify(e));
+      assert.equal(e.version, MODERN, JSON.stringify(e));
+      assert.equal(e.body.params?._meta?.['io.modelcontextprotocol/protocolVersion'], MODERN, JSON.stringify(e));
+      assert.equal(e.sessionSent, null);
+      assert.equal(e.sessionReceived, null);
+    }
+  } finally {
+    await client.close().catch(() => {});
+  }
+});
+
+test('raw 2026-07-28 requests: resultType, serverInfo and the caching hints; a mismatched version is refused', async () => {
+  const { access_token: token } = await requestToken(as, {
+    scope: 'mcp:connect mcp:tools:read mcp:tools:execute read:fact',
+    resource: publicUrl,
+  });
+  const meta = (version = MODERN) => ({
+    'io.modelcontextprotocol/protocolVersion': version,
+    'io.modelcontextprotocol/clientCapabilities': {},
+    'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '0.0.0' },
+  });
+  const send = (method, params, headers = {}) =>
+    postMcp(publicUrl, { jsonrpc: '2.0', id: 1, method, params }, {
+      token,
+      headers: { 'mcp-protocol-version': MODERN, 'mcp-method': method, ...headers },
+    });
+  const serverInfo = { name: 'mcpgate-graphql' };
+
+  const discover = await send('server/discover', { _meta: meta() });
+  assert.equal(discover.status, 200);
+  const discovered = (await discover.json()).result;
+  assert.equal(discovered.resultType, 'complete');
+  assert.deepEqual(discovered.supportedVersions, [MODERN, '2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05']);
+  assert.equal(discovered._meta['io.modelcontextprotocol/serverInfo'].name, serverInfo.name);
+
+  const list = await send('tools/list', { _meta: meta() });
+  assert.equal(list.status, 200);
+  assert.equal(list.headers.get('mcp-session-id'), null);
+  const listed = (await list.json()).result;
+  assert.equal(listed.resultType, 'complete');
+  assert.equal(listed.ttlMs, 300000);
+  assert.equal(listed.cacheScope, 'private');
+  assert.equal(listed._meta['io.modelcontextprotocol/serverInfo'].name, serverInfo.name);
+
+  const before = (await api.lastRequest()).count;
+  const call = await send(
+    'tools/call',
+    { name: 'execute_operation_get_facts', arguments: {}, _meta: meta('2025-11-25') },
+    { 'mcp-name': 'execute_operation_get_facts' },
+  );
+  assert.equal(call.status, 400);
+  assert.equal((await call.json()).error.code, -32020);
+  assert.equal((await api.lastRequest()).count, before);
 });
