@@ -5,7 +5,11 @@
 The bearer token, if any, comes from the MCP_TOKEN environment variable (never argv).
 The client connects with mode="auto": it probes `server/discover` and must end up on
 2026-07-28 (anything else is an error). Prints one JSON object on stdout:
-{"ok": true, "protocolVersion": ..., "result": ...} or {"ok": false, "error": ..., "type": ...}.
+{"ok": true, "protocolVersion": ..., "result": ..., "exchanges": [...]} or
+{"ok": false, "error": ..., "type": ..., "exchanges": [...]}, where `exchanges` lists every
+HTTP answer the client got as {"mcpMethod", "status", "wwwAuthenticate", "sessionId"}
+(the SDK reports a refused request as "Server returned an error response", without
+the status).
 
 Scenarios:
   discover          the server/discover result
@@ -38,16 +42,29 @@ def dump(model: Any) -> Any:
     return model.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-async def run(url: str, scenario: str, argument: str | None) -> dict[str, Any]:
+async def run(url: str, scenario: str, argument: str | None, exchanges: list[dict[str, Any]]) -> dict[str, Any]:
     token = os.environ.get("MCP_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     elicitations: list[Any] = []
+
+    async def record(response: httpx2.Response) -> None:
+        exchanges.append(
+            {
+                "mcpMethod": response.request.headers.get("mcp-method"),
+                "status": response.status_code,
+                "wwwAuthenticate": response.headers.get("www-authenticate"),
+                "sessionId": response.headers.get("mcp-session-id"),
+                "requestSessionId": response.request.headers.get("mcp-session-id"),
+            }
+        )
 
     async def on_elicit(_context: Any, params: Any) -> ElicitResult:
         elicitations.append(dump(params))
         return ElicitResult(action="accept", content={"confirmedBy": "python"})
 
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0)) as http:
+    async with httpx2.AsyncClient(
+        headers=headers, timeout=httpx2.Timeout(30.0, read=60.0), event_hooks={"response": [record]}
+    ) as http:
         client = Client(
             streamable_http_client(url, http_client=http, terminate_on_close=False),
             mode="auto",
@@ -84,13 +101,15 @@ async def run(url: str, scenario: str, argument: str | None) -> dict[str, Any]:
 def main() -> None:
     url, scenario = sys.argv[1], sys.argv[2]
     argument = sys.argv[3] if len(sys.argv) > 3 else None
+    exchanges: list[dict[str, Any]] = []
     try:
-        out = anyio.run(run, url, scenario, argument)
+        out = anyio.run(run, url, scenario, argument, exchanges)
     except BaseException as err:  # noqa: BLE001 - reported to the test, which asserts on it
         leaf = err
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]
         out = {"ok": False, "type": type(leaf).__name__, "error": str(leaf)}
+    out["exchanges"] = exchanges
     print(json.dumps(out))
 
 
