@@ -5,10 +5,10 @@
 // server-everything 2026.8.31 is on SDK 1.x and answers `server/discover` with
 // "Server not initialized").
 //
-// Every scenario runs twice: "directly" against the upstream (through the
-// recorder, no gateway, no token) to show what the server itself does, and
-// "through mcpgate" with oidc-provider tokens, where the recorder shows what
-// reached the upstream. Each test opens its own clients and looks only at the
+// Each scenario runs "directly" against the upstream (through the recorder, no
+// gateway, no token) to show what the server itself does, and "through mcpgate"
+// with oidc-provider tokens, where the recorder shows what reached the upstream;
+// refusals only exist at the gateway. Each test opens its own clients and looks only at the
 // upstream requests made after it started, so the tests do not depend on each other.
 //
 // Gateway policy: every request needs mcp:connect; the tool admin_stats and the
@@ -197,7 +197,7 @@ function resourceChallenge(uri) {
 
 const textOf = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
 
-/** Resolves with the first notifications/resources/updated the client gets, or rejects after `ms`. */
+/** `done` resolves once the client has had `count` notifications/resources/updated (their params in `got`); rejects after `ms`. */
 function nextUpdates(client, count, ms = 10_000) {
   const got = [];
   return {
