@@ -15,6 +15,12 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
   exit 0
 fi
 
+# The hashes are those of the CPython 3.11 wheels: another Python cannot install them.
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "tests/e2e/python/setup.sh: $python is not a Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
