@@ -2,11 +2,14 @@
 // down in reverse (always, even when a later start fails):
 //
 //   client --> mcpgate (gwPort) --> recorder --> server-everything
+//                  |                              (or, with upstream: 'modern', the
+//                  |                               2026-07-28 server of lib/modern.mjs)
 //                  |
 //                  +--> oidc-provider (JWKS)
 import { startAuthServer } from './as.mjs';
 import { startEverything } from './everything.mjs';
 import { startGateway } from './gateway.mjs';
+import { startModern } from './modern.mjs';
 import { freePort } from './procs.mjs';
 import { startRecorder } from './recorder.mjs';
 
@@ -16,7 +19,10 @@ import { startRecorder } from './recorder.mjs';
  * issuer URL) exists. `everything` is passed to startEverything (e.g. { jsonResponse: true });
  * `extraScopes`, `interactive` (login and consent pages for the
  * authorization-code flow) and `upstreamResource` (mcpgate's own clients and
- * resource for `upstream.oauth`) to startAuthServer.
+ * resource for `upstream.oauth`) to startAuthServer. `upstream: 'modern'` puts
+ * lib/modern-server.mjs (MCP 2026-07-28, TypeScript v2 server SDK) behind the
+ * recorder instead of server-everything; `stack.upstream` is whichever runs
+ * (`stack.everything` is set only for server-everything).
  */
 export async function startStack({
   accessTokenTTL,
@@ -25,20 +31,29 @@ export async function startStack({
   upstreamResource,
   gatewayOptions = () => ({}),
   everything = {},
+  upstream = 'everything',
 } = {}) {
   // The gateway's port is chosen before the AS and the upstream start (the AS must
   // know the gateway's URL), so one of them can take it first; the gateway then
   // fails to bind, and the stack is built again on other ports.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything });
+      return await startStackOnce({
+        accessTokenTTL,
+        extraScopes,
+        interactive,
+        upstreamResource,
+        gatewayOptions,
+        everything,
+        upstream,
+      });
     } catch (err) {
       if (attempt >= 3 || !/address already in use/i.test(String(err?.message))) throw err;
     }
   }
 }
 
-async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything }) {
+async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything, upstream }) {
   const stoppers = [];
   const stack = {
     async stop() {
@@ -62,10 +77,14 @@ async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstre
     stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes, interactive, upstreamResource });
     stoppers.push(() => stack.as.stop());
 
-    stack.everything = await startEverything(everything);
-    stoppers.push(() => stack.everything.stop());
+    if (upstream === 'modern') {
+      stack.upstream = await startModern();
+    } else {
+      stack.upstream = stack.everything = await startEverything(everything);
+    }
+    stoppers.push(() => stack.upstream.stop());
 
-    stack.recorder = await startRecorder({ targetPort: stack.everything.port });
+    stack.recorder = await startRecorder({ targetPort: stack.upstream.port });
     stoppers.push(() => stack.recorder.stop());
 
     stack.gateway = await startGateway({
