@@ -278,6 +278,18 @@ fn warn_about_risks(gateway: &Gateway, admin: Option<&tokio::net::TcpListener>) 
     if !config.audit.is_enabled() {
         tracing::info!("the audit log is off (set audit.path or audit.stdout to record decisions)");
     }
+    if gateway
+        .policy
+        .scopes_supported()
+        .iter()
+        .any(|scope| scope == mcpgate::policy::OFFLINE_ACCESS)
+    {
+        tracing::warn!(
+            "a scope rule names offline_access: it is advertised in scopes_supported and may be \
+             challenged for; MCP 2026-07-28 says a resource server should not (refresh tokens are \
+             the client's business with its authorization server)"
+        );
+    }
 }
 
 /// SIGTERM/SIGINT (shutdown) and SIGHUP (reload), handled one at a time.

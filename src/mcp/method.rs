@@ -185,9 +185,9 @@ pub fn classify(
 
 /// `subscriptions/listen` (2026-07-28) opens a stream of the change notifications
 /// it opts into: each list-changed kind needs that list's level, as listing it
-/// would, and each subscribed resource its own rules, as `resources/subscribe`
-/// did. A member mcpgate does not know could opt into something it cannot judge,
-/// so it is refused.
+/// would, and each subscribed resource what reading it needs (`resources_read` and
+/// its own rules): an update tells what a read would. A member mcpgate does not
+/// know could opt into something it cannot judge, so it is refused.
 fn listen(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyError> {
     let mut classified = Classified::level(Level::Connection);
     let Some(filter) = params.and_then(|params| params.get("notifications")) else {
@@ -213,7 +213,7 @@ fn listen(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyErr
                         checked_name(Some(uri), "params.notifications.resourceSubscriptions[]")?;
                     classified
                         .also
-                        .push((Level::Default, Some((ItemKind::Resource, uri))));
+                        .push((Level::ResourcesRead, Some((ItemKind::Resource, uri))));
                 }
                 continue;
             }
@@ -412,8 +412,14 @@ mod tests {
             vec![
                 (Level::ToolsList, None),
                 (Level::ResourcesList, None),
-                (Level::Default, Some((ItemKind::Resource, "mem://a".into()))),
-                (Level::Default, Some((ItemKind::Resource, "mem://b".into()))),
+                (
+                    Level::ResourcesRead,
+                    Some((ItemKind::Resource, "mem://a".into()))
+                ),
+                (
+                    Level::ResourcesRead,
+                    Some((ItemKind::Resource, "mem://b".into()))
+                ),
             ]
         );
         assert_eq!(

@@ -464,7 +464,12 @@ impl Policy {
             None => format!("missing required scopes: {}", missing.join(", ")),
         };
         Err(Denial {
-            challenge_scopes: challenge_scopes(&granted, missing, echo_token_scopes),
+            challenge_scopes: challenge_scopes(
+                &granted,
+                missing,
+                echo_token_scopes,
+                &self.scopes_supported,
+            ),
             description,
         })
     }
@@ -486,7 +491,12 @@ impl Policy {
         match requirement.check(&granted) {
             Ok(()) => Ok(()),
             Err(shortfall) => Err(Denial {
-                challenge_scopes: challenge_scopes(&granted, shortfall.missing, echo_token_scopes),
+                challenge_scopes: challenge_scopes(
+                    &granted,
+                    shortfall.missing,
+                    echo_token_scopes,
+                    &self.scopes_supported,
+                ),
                 description: format!("insufficient scopes for {}", item.describe()),
             }),
         }
@@ -540,14 +550,29 @@ fn single_item<'m>(failing: &[&Factor<'_, 'm>]) -> Option<Item<'m>> {
         .then_some(first)
 }
 
+/// The scope that asks an authorization server for a refresh token. MCP 2026-07-28
+/// says a resource server should not put it in its metadata or challenges; mcpgate
+/// does only when a rule names it.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
 /// The `scope` of a challenge: the missing scopes, after the token's own with
 /// `echo_token_scopes` (for clients that replace, rather than add to, their scopes
-/// on step-up).
-fn challenge_scopes(granted: &Granted<'_>, missing: Vec<String>, echo: bool) -> Vec<String> {
+/// on step-up); a token's `offline_access` is echoed only when a rule names it.
+fn challenge_scopes(
+    granted: &Granted<'_>,
+    missing: Vec<String>,
+    echo: bool,
+    scopes_supported: &[String],
+) -> Vec<String> {
     if !echo {
         return missing;
     }
-    let mut scopes: Vec<String> = granted.listed().map(str::to_owned).collect();
+    let offline_configured = scopes_supported.iter().any(|scope| scope == OFFLINE_ACCESS);
+    let mut scopes: Vec<String> = granted
+        .listed()
+        .filter(|scope| *scope != OFFLINE_ACCESS || offline_configured)
+        .map(str::to_owned)
+        .collect();
     for scope in missing {
         if !scopes.contains(&scope) {
             scopes.push(scope);

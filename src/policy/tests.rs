@@ -105,6 +105,40 @@ fn echoing_token_scopes_puts_them_first_without_duplicates() {
 }
 
 #[test]
+fn offline_access_is_echoed_only_when_a_rule_names_it() {
+    let seed = policy(SEED_POLICY).unwrap();
+    let tool = call("execute_operation_get_top_secret_facts");
+    let denied = denial(&seed, "mcp:connect offline_access", &[tool], true);
+    assert_eq!(
+        denied.challenge_scopes,
+        ["mcp:connect", "mcp:tools:execute", "read:fact"]
+    );
+    assert!(
+        !seed
+            .scopes_supported()
+            .iter()
+            .any(|s| s == "offline_access")
+    );
+    let configured = policy(&format!("{SEED_POLICY}\n  prompts_list: [offline_access]")).unwrap();
+    let denied = denial(&configured, "mcp:connect offline_access", &[tool], true);
+    assert_eq!(
+        denied.challenge_scopes,
+        [
+            "mcp:connect",
+            "offline_access",
+            "mcp:tools:execute",
+            "read:fact"
+        ]
+    );
+    assert!(
+        configured
+            .scopes_supported()
+            .iter()
+            .any(|s| s == "offline_access")
+    );
+}
+
+#[test]
 fn hierarchy_counts_when_deciding_and_choosing_the_challenge() {
     let policy = policy(
         "

@@ -147,7 +147,7 @@ pub fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
 
 // === servers in the test process ===
 
-async fn spawn_router(router: Router) -> SocketAddr {
+pub async fn spawn_router(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
