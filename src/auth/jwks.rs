@@ -97,6 +97,13 @@ struct FetchLedger {
     last_kid_refetch: Option<Instant>,
 }
 
+/// The counters of a [`RemoteSource`] when an unknown `kid` was seen.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    generation: u64,
+    started: u64,
+}
+
 /// What an unknown `kid` leads to.
 #[derive(Debug, PartialEq, Eq)]
 enum KidRefetch {
@@ -288,16 +295,30 @@ impl Provider {
     /// unless a fetch that began since has published, or an unknown-`kid` refetch began
     /// within `min_refetch_interval` (other fetches do not count); concurrent callers
     /// wait for one shared fetch. Returns whether a new set was published since the call.
-    pub async fn refetch_for_unknown_kid(&self, client: &reqwest::Client) -> bool {
+    pub async fn refetch_for_unknown_kid(self: &Arc<Self>, client: &reqwest::Client) -> bool {
         let Some(remote) = &self.remote else {
             return false;
         };
-        let seen_generation = remote.generation.load(Ordering::SeqCst);
-        let seen_started = remote.started.load(Ordering::SeqCst);
+        let seen = Seen {
+            generation: remote.generation.load(Ordering::SeqCst),
+            started: remote.started.load(Ordering::SeqCst),
+        };
+        let (provider, client) = (Arc::clone(self), client.clone());
+        // In a task of its own: a client that hangs up must not cancel a refetch that
+        // has already closed the window for every other request.
+        tokio::spawn(async move { provider.refetch_after(seen, &client).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn refetch_after(&self, seen: Seen, client: &reqwest::Client) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
         let mut ledger = remote.ledger.lock().await;
-        let published_since = || remote.generation.load(Ordering::SeqCst) != seen_generation;
+        let published_since = || remote.generation.load(Ordering::SeqCst) != seen.generation;
         let now = Instant::now();
-        match ledger.decide(seen_started, now, remote.min_refetch_interval) {
+        match ledger.decide(seen.started, now, remote.min_refetch_interval) {
             KidRefetch::Covered => return true,
             KidRefetch::RateLimited => return published_since(),
             KidRefetch::Fetch => ledger.last_kid_refetch = Some(now),
@@ -450,6 +471,8 @@ mod tests {
         kids: Arc<Mutex<Vec<&'static str>>>,
         fetches: Arc<AtomicUsize>,
         failing: Arc<AtomicBool>,
+        /// Answers wait while a test holds this for writing.
+        gate: Arc<tokio::sync::RwLock<()>>,
     }
 
     impl Idp {
@@ -469,6 +492,7 @@ mod tests {
                 kids: Arc::new(Mutex::new(kids.to_vec())),
                 fetches: Arc::default(),
                 failing: Arc::default(),
+                gate: Arc::default(),
             };
             let state = idp.clone();
             let router = axum::Router::new().route(
@@ -477,6 +501,7 @@ mod tests {
                     let (state, jwk) = (state.clone(), jwk.clone());
                     async move {
                         state.fetches.fetch_add(1, Ordering::SeqCst);
+                        drop(state.gate.read().await);
                         if state.failing.load(Ordering::SeqCst) {
                             return Err(http::StatusCode::INTERNAL_SERVER_ERROR);
                         }
@@ -622,6 +647,35 @@ mod tests {
         assert!(provider.refetch_for_unknown_kid(&client).await);
         assert!(provider.still_vouches_for(Some("newer")));
         assert_eq!(idp.fetches(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refetch_completes_when_its_caller_hangs_up() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        idp.rotate_in("new");
+        let held = idp.gate.clone().write_owned().await;
+        // The request that saw the kid goes away while the IdP has not answered yet.
+        let call = provider.refetch_for_unknown_kid(&client);
+        let hung_up = tokio::time::timeout(Duration::from_millis(100), call).await;
+        assert!(hung_up.is_err());
+        let mut waited = 0;
+        while idp.fetches() < 2 {
+            assert!(waited < 500, "the refetch never reached the IdP");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        drop(held);
+        // The refetch closed the window, so it must publish what it fetched: no other
+        // request could fetch the new key before the window ends.
+        let mut waited = 0;
+        while !provider.still_vouches_for(Some("new")) {
+            assert!(waited < 500, "the abandoned refetch never published");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(!provider.refetch_for_unknown_kid(&client).await);
+        assert_eq!(idp.fetches(), 2);
     }
 
     /// `count` concurrent unknown-kid refetches; how many reported a new set.
