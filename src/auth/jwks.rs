@@ -1,7 +1,9 @@
 //! Key providers: a symmetric secret (fixed) or a remote JWKS. A remote set is
 //! fetched at start, refreshed in the background (honouring `Cache-Control: max-age`
-//! within bounds), refetched once when a token names an unknown `kid` (single-flight,
-//! rate-limited), kept through IdP outages up to `max_stale`, then failed closed.
+//! within bounds), refetched once when a token names an unknown `kid` (single-flight;
+//! only these refetches are rate-limited, so a key rotated in just after another fetch
+//! is picked up at once), kept through IdP outages up to `max_stale`, then failed
+//! closed.
 //! Sets are published with `arc-swap`: the verify path reads the current one without
 //! waiting on a lock or the network.
 //!
@@ -72,13 +74,58 @@ struct RemoteSource {
     refresh_interval: Duration,
     min_refetch_interval: Duration,
     max_stale: Duration,
-    /// Serialises fetches: concurrent unknown-`kid` refetches share one request.
-    fetch_lock: tokio::sync::Mutex<()>,
-    /// Bumped on every successful fetch, so a waiter can tell a fetch happened.
+    /// Serialises fetches (concurrent unknown-`kid` refetches share one request) and
+    /// holds what they mean for the next unknown-`kid` refetch.
+    ledger: tokio::sync::Mutex<FetchLedger>,
+    /// Fetches begun so far. Read before queueing for `ledger`, it tells the fetches
+    /// that began after a caller saw an unknown `kid` from those that began before.
+    started: AtomicU64,
+    /// Bumped on every successful fetch, so a waiter can tell a new set was published.
     generation: AtomicU64,
-    /// Milliseconds after `epoch` of the last fetch attempt (0: none yet).
-    last_attempt_ms: AtomicU64,
-    epoch: Instant,
+}
+
+/// What the fetches so far mean for an unknown-`kid` refetch. Only these refetches are
+/// rate-limited: the start-up fetch, scheduled refreshes and retries after a failure
+/// do not close the window, or a key that a provider publishes and signs with right
+/// after one of them would be refused for up to `min_refetch_interval`.
+#[derive(Debug, Default)]
+struct FetchLedger {
+    /// Sequence number (the count in `started`) of the last fetch that published a set.
+    last_published: u64,
+    /// When the last unknown-`kid` refetch began, whether it succeeded or not (so a
+    /// flood of unknown kids during an outage costs one fetch per window too).
+    last_kid_refetch: Option<Instant>,
+}
+
+/// The counters of a [`RemoteSource`] when an unknown `kid` was seen.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    generation: u64,
+    started: u64,
+}
+
+/// What an unknown `kid` leads to.
+#[derive(Debug, PartialEq, Eq)]
+enum KidRefetch {
+    /// A fetch that began after the `kid` was seen has published: it holds what the
+    /// provider publishes now, and another would fetch the same.
+    Covered,
+    /// An unknown-`kid` refetch began less than `min_refetch_interval` ago.
+    RateLimited,
+    Fetch,
+}
+
+impl FetchLedger {
+    /// `seen_started`: the value of `started` when the unknown `kid` was seen.
+    fn decide(&self, seen_started: u64, now: Instant, window: Duration) -> KidRefetch {
+        if self.last_published > seen_started {
+            return KidRefetch::Covered;
+        }
+        match self.last_kid_refetch {
+            Some(at) if now.saturating_duration_since(at) < window => KidRefetch::RateLimited,
+            _ => KidRefetch::Fetch,
+        }
+    }
 }
 
 impl Provider {
@@ -116,10 +163,9 @@ impl Provider {
                     refresh_interval: config.refresh_interval,
                     min_refetch_interval: config.min_refetch_interval,
                     max_stale: config.max_stale,
-                    fetch_lock: tokio::sync::Mutex::new(()),
+                    ledger: tokio::sync::Mutex::new(FetchLedger::default()),
+                    started: AtomicU64::new(0),
                     generation: AtomicU64::new(0),
-                    last_attempt_ms: AtomicU64::new(0),
-                    epoch: Instant::now(),
                 };
                 (KeySet::default(), Some(remote))
             }
@@ -206,16 +252,22 @@ impl Provider {
         let Some(remote) = &self.remote else {
             return Ok(None);
         };
-        let _single_flight = remote.fetch_lock.lock().await;
-        self.fetch_locked(remote, client).await
+        let mut ledger = remote.ledger.lock().await;
+        self.fetch_locked(remote, &mut ledger, client).await
     }
 
+    /// One fetch, with `ledger` (the fetch lock) held.
     async fn fetch_locked(
         &self,
         remote: &RemoteSource,
+        ledger: &mut FetchLedger,
         client: &reqwest::Client,
     ) -> Result<Option<Duration>, FetchError> {
+        let sequence = remote.started.fetch_add(1, Ordering::SeqCst) + 1;
         let result = self.download_and_publish(remote, client).await;
+        if result.is_ok() {
+            ledger.last_published = sequence;
+        }
         metrics().jwks_fetch(&self.label, result.is_ok());
         result
     }
@@ -225,11 +277,6 @@ impl Provider {
         remote: &RemoteSource,
         client: &reqwest::Client,
     ) -> Result<Option<Duration>, FetchError> {
-        let since_epoch = remote.epoch.elapsed().as_millis().max(1);
-        remote.last_attempt_ms.store(
-            u64::try_from(since_epoch).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
         let (document, max_age) = fetch_document(client, &remote.url).await?;
         let (set, skipped) =
             KeySet::from_jwks(&document, &remote.allowed).map_err(FetchError::Shape)?;
@@ -240,36 +287,51 @@ impl Provider {
             keys: set,
             fetched_at: Some(Instant::now()),
         }));
-        remote.generation.fetch_add(1, Ordering::Release);
+        remote.generation.fetch_add(1, Ordering::SeqCst);
         Ok(max_age)
     }
 
     /// Called when a token names a `kid` no current key has. Fetches the set again
-    /// unless a fetch happened within `min_refetch_interval`; concurrent callers wait
-    /// for one shared fetch. Returns whether a new set was published since the call.
-    pub async fn refetch_for_unknown_kid(&self, client: &reqwest::Client) -> bool {
+    /// unless a fetch that began since has published, or an unknown-`kid` refetch began
+    /// within `min_refetch_interval` (other fetches do not count); concurrent callers
+    /// wait for one shared fetch. Returns whether a new set was published since the call.
+    pub async fn refetch_for_unknown_kid(self: &Arc<Self>, client: &reqwest::Client) -> bool {
         let Some(remote) = &self.remote else {
             return false;
         };
-        let seen = remote.generation.load(Ordering::Acquire);
-        let _single_flight = remote.fetch_lock.lock().await;
-        if remote.generation.load(Ordering::Acquire) != seen {
-            return true; // Someone else fetched while this caller waited.
-        }
-        let last = remote.last_attempt_ms.load(Ordering::Relaxed);
-        let now = u64::try_from(remote.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let window = u64::try_from(remote.min_refetch_interval.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now.saturating_sub(last) < window {
+        let seen = Seen {
+            generation: remote.generation.load(Ordering::SeqCst),
+            started: remote.started.load(Ordering::SeqCst),
+        };
+        let (provider, client) = (Arc::clone(self), client.clone());
+        // In a task of its own: a client that hangs up must not cancel a refetch that
+        // has already closed the window for every other request.
+        tokio::spawn(async move { provider.refetch_after(seen, &client).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn refetch_after(&self, seen: Seen, client: &reqwest::Client) -> bool {
+        let Some(remote) = &self.remote else {
             return false;
+        };
+        let mut ledger = remote.ledger.lock().await;
+        let published_since = || remote.generation.load(Ordering::SeqCst) != seen.generation;
+        let now = Instant::now();
+        match ledger.decide(seen.started, now, remote.min_refetch_interval) {
+            KidRefetch::Covered => return true,
+            KidRefetch::RateLimited => return published_since(),
+            KidRefetch::Fetch => ledger.last_kid_refetch = Some(now),
         }
-        match self.fetch_locked(remote, client).await {
+        match self.fetch_locked(remote, &mut ledger, client).await {
             Ok(_) => {
                 tracing::info!(provider = %self.label, "JWKS refetched for an unknown kid");
                 true
             }
             Err(error) => {
                 tracing::warn!(provider = %self.label, %error, "JWKS refetch for an unknown kid failed");
-                false
+                // A fetch that was under way when the kid was seen may have published.
+                published_since()
             }
         }
     }
@@ -396,6 +458,262 @@ fn max_age(cache_control: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A JWKS endpoint in the test process: serves one RSA key under each `kid` in
+    /// `kids`, counts fetches, answers 500 while `failing`.
+    #[derive(Clone)]
+    struct Idp {
+        url: Url,
+        kids: Arc<Mutex<Vec<&'static str>>>,
+        fetches: Arc<AtomicUsize>,
+        failing: Arc<AtomicBool>,
+        /// Answers wait while a test holds this for writing.
+        gate: Arc<tokio::sync::RwLock<()>>,
+    }
+
+    impl Idp {
+        async fn start(kids: &[&'static str]) -> Self {
+            let pem = std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/rsa_private.pem"),
+            )
+            .unwrap();
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+            let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+            let jwk = serde_json::to_value(jwk).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let idp = Self {
+                url: Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap()))
+                    .unwrap(),
+                kids: Arc::new(Mutex::new(kids.to_vec())),
+                fetches: Arc::default(),
+                failing: Arc::default(),
+                gate: Arc::default(),
+            };
+            let state = idp.clone();
+            let router = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let (state, jwk) = (state.clone(), jwk.clone());
+                    async move {
+                        state.fetches.fetch_add(1, Ordering::SeqCst);
+                        drop(state.gate.read().await);
+                        if state.failing.load(Ordering::SeqCst) {
+                            return Err(http::StatusCode::INTERNAL_SERVER_ERROR);
+                        }
+                        let keys: Vec<serde_json::Value> = state
+                            .kids
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .map(|kid| {
+                                let mut jwk = jwk.clone();
+                                jwk["kid"] = (*kid).into();
+                                jwk
+                            })
+                            .collect();
+                        Ok(axum::Json(serde_json::json!({ "keys": keys })))
+                    }
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+            idp
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        /// The provider publishes `kid` first, keeping the others.
+        fn rotate_in(&self, kid: &'static str) {
+            self.kids.lock().unwrap().insert(0, kid);
+        }
+
+        fn set_failing(&self, failing: bool) {
+            self.failing.store(failing, Ordering::SeqCst);
+        }
+    }
+
+    /// A provider for `idp` whose scheduled refresh never comes during a test; its
+    /// start-up fetch done.
+    async fn started(
+        idp: &Idp,
+        min_refetch_interval: Duration,
+    ) -> (Arc<Provider>, reqwest::Client) {
+        let config = JwksProviderConfig {
+            url: Some(idp.url.clone()),
+            algorithms: vec![Algorithm::RS256],
+            refresh_interval: HOUR,
+            min_refetch_interval,
+            ..JwksProviderConfig::default()
+        };
+        let provider = Arc::new(Provider::from_config("test".into(), &config));
+        let client = idp_client().unwrap();
+        provider.fetch(&client).await.unwrap();
+        assert_eq!(idp.fetches(), 1);
+        (provider, client)
+    }
+
+    #[test]
+    fn only_unknown_kid_refetches_close_the_window() {
+        let (window, start) = (Duration::from_secs(30), Instant::now());
+        let second = Duration::from_secs(1);
+        // The start-up fetch (sequence 1) published just now: it does not close the window.
+        let mut ledger = FetchLedger {
+            last_published: 1,
+            last_kid_refetch: None,
+        };
+        assert_eq!(ledger.decide(1, start, window), KidRefetch::Fetch);
+        // Nor does a scheduled refresh (sequence 2), or any number of them.
+        ledger.last_published = 2;
+        assert_eq!(ledger.decide(2, start + second, window), KidRefetch::Fetch);
+        // An unknown-kid refetch does, for `window` from when it began.
+        ledger.last_kid_refetch = Some(start + second);
+        assert_eq!(
+            ledger.decide(2, start + 30 * second, window),
+            KidRefetch::RateLimited
+        );
+        assert_eq!(
+            ledger.decide(2, start + 31 * second, window),
+            KidRefetch::Fetch
+        );
+    }
+
+    #[test]
+    fn a_fetch_begun_after_the_kid_was_seen_covers_it() {
+        let now = Instant::now();
+        let ledger = FetchLedger {
+            last_published: 3,
+            last_kid_refetch: Some(now),
+        };
+        // Seen while fetch 2 ran or before: fetch 3 began later and published.
+        assert_eq!(ledger.decide(2, now, HOUR), KidRefetch::Covered);
+        // Seen while fetch 3 ran: it may predate the new key, and the window is closed.
+        assert_eq!(ledger.decide(3, now, HOUR), KidRefetch::RateLimited);
+        // The window open, a fetch that began before the kid was seen does not count.
+        let without_refetch = FetchLedger {
+            last_published: 3,
+            last_kid_refetch: None,
+        };
+        assert_eq!(without_refetch.decide(3, now, HOUR), KidRefetch::Fetch);
+    }
+
+    #[tokio::test]
+    async fn a_key_rotated_in_right_after_the_start_up_fetch_is_fetched_at_once() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        idp.rotate_in("new");
+        assert!(provider.refetch_for_unknown_kid(&client).await);
+        assert!(provider.still_vouches_for(Some("new")));
+        assert_eq!(idp.fetches(), 2);
+        // That refetch closed the window: another unknown kid waits for it.
+        idp.rotate_in("newer");
+        assert!(!provider.refetch_for_unknown_kid(&client).await);
+        assert!(!provider.still_vouches_for(Some("newer")));
+        assert_eq!(idp.fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn scheduled_refreshes_and_failed_retries_leave_the_window_open() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        // A scheduled refresh, then a failed one and its failed retry (the refresher
+        // calls `fetch` for each); the last good keys stay.
+        provider.fetch(&client).await.unwrap();
+        idp.set_failing(true);
+        assert!(provider.fetch(&client).await.is_err());
+        assert!(provider.fetch(&client).await.is_err());
+        assert!(provider.still_vouches_for(Some("old")));
+        idp.set_failing(false);
+        idp.rotate_in("new");
+        assert!(provider.refetch_for_unknown_kid(&client).await);
+        assert!(provider.still_vouches_for(Some("new")));
+        assert_eq!(idp.fetches(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_window_reopens_after_min_refetch_interval() {
+        let window = Duration::from_millis(100);
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, window).await;
+        idp.rotate_in("new");
+        assert!(provider.refetch_for_unknown_kid(&client).await);
+        tokio::time::sleep(window + Duration::from_millis(50)).await;
+        idp.rotate_in("newer");
+        assert!(provider.refetch_for_unknown_kid(&client).await);
+        assert!(provider.still_vouches_for(Some("newer")));
+        assert_eq!(idp.fetches(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refetch_completes_when_its_caller_hangs_up() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        idp.rotate_in("new");
+        let held = idp.gate.clone().write_owned().await;
+        // The request that saw the kid goes away while the IdP has not answered yet.
+        let call = provider.refetch_for_unknown_kid(&client);
+        let hung_up = tokio::time::timeout(Duration::from_millis(100), call).await;
+        assert!(hung_up.is_err());
+        let mut waited = 0;
+        while idp.fetches() < 2 {
+            assert!(waited < 500, "the refetch never reached the IdP");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        drop(held);
+        // The refetch closed the window, so it must publish what it fetched: no other
+        // request could fetch the new key before the window ends.
+        let mut waited = 0;
+        while !provider.still_vouches_for(Some("new")) {
+            assert!(waited < 500, "the abandoned refetch never published");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(!provider.refetch_for_unknown_kid(&client).await);
+        assert_eq!(idp.fetches(), 2);
+    }
+
+    /// `count` concurrent unknown-kid refetches; how many reported a new set.
+    async fn flood(provider: &Arc<Provider>, client: &reqwest::Client, count: usize) -> usize {
+        let tasks: Vec<_> = (0..count)
+            .map(|_| {
+                let (provider, client) = (Arc::clone(provider), client.clone());
+                tokio::spawn(async move { provider.refetch_for_unknown_kid(&client).await })
+            })
+            .collect();
+        let mut refreshed = 0;
+        for task in tasks {
+            refreshed += usize::from(task.await.unwrap());
+        }
+        refreshed
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_unknown_kids_shares_one_fetch() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        flood(&provider, &client, 500).await;
+        assert_eq!(idp.fetches(), 2);
+        assert_eq!(flood(&provider, &client, 500).await, 0);
+        assert_eq!(idp.fetches(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_during_an_outage_costs_one_fetch_and_keeps_the_keys() {
+        let idp = Idp::start(&["old"]).await;
+        let (provider, client) = started(&idp, HOUR).await;
+        idp.set_failing(true);
+        assert_eq!(flood(&provider, &client, 500).await, 0);
+        assert_eq!(flood(&provider, &client, 500).await, 0);
+        assert_eq!(idp.fetches(), 2);
+        assert!(provider.still_vouches_for(Some("old")));
+        assert_eq!(provider.key_count(), 1);
+    }
 
     #[test]
     fn reads_max_age_among_other_directives() {
