@@ -30,6 +30,8 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 const KNOWN_METHODS: &[&str] = &[
     "initialize",
     "ping",
+    "server/discover",
+    "subscriptions/listen",
     "tools/list",
     "tools/call",
     "resources/list",
@@ -734,6 +736,11 @@ mod tests {
         }
         assert_eq!(method_label(None), "none");
         assert_eq!(method_label(Some("tools/call")), "tools/call");
+        assert_eq!(method_label(Some("server/discover")), "server/discover");
+        assert_eq!(
+            method_label(Some("subscriptions/listen")),
+            "subscriptions/listen"
+        );
         assert_eq!(method_label(Some("batch")), "batch");
         assert_eq!(
             method_label(Some("notifications/initialized")),
