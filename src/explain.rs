@@ -241,6 +241,15 @@ pub async fn explain(
         .as_ref()
         .and_then(|envelope| envelope.messages.first())
         .map_or(Target::CONNECTION, envelope::Message::target);
+    if let Some(item) = target
+        .item
+        .filter(|item| gateway.policy.resembles_a_rule(*item))
+    {
+        return Err(ExplainError::Request(format!(
+            "{item:?} differs from a name the policy rules only by case, width or whitespace; \
+             names are matched exactly"
+        )));
+    }
     let request = RequestView {
         method: message
             .as_ref()

@@ -343,3 +343,36 @@ async fn the_admin_listener_answers_the_same_as_json() {
         assert!(!response.text().await.unwrap().contains(&token));
     }
 }
+
+#[tokio::test]
+async fn a_name_the_gateway_would_refuse_as_a_look_alike_is_refused_here_too() {
+    let setup = setup().await;
+    let token = setup.token("app", "mcp:connect mcp:tools:execute", json!({}));
+    let config = setup.gateway.dir().join("mcpgate.yaml");
+    let config = config.to_str().unwrap();
+    for name in ["ADMIN_RESET", " admin_reset", "DB_query"] {
+        let (code, stdout, stderr) = run_cli(
+            &[
+                "explain", "--config", config, "--token", &token, "--tool", name,
+            ],
+            &[],
+        );
+        assert_ne!(code, 0, "{name:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("differs from a name the policy rules only by case"),
+            "{name:?}: {stderr}"
+        );
+    }
+    // And the gateway itself answers 400 for the same name.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ADMIN_RESET"}});
+    let response = Gateway::client()
+        .post(&setup.gateway.mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
