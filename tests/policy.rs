@@ -389,9 +389,10 @@ async fn duplicate_keys_at_any_depth_are_refused() {
 }
 
 #[tokio::test]
-async fn method_look_alikes_fall_to_the_default_rule() {
+async fn method_look_alikes_are_refused_whatever_the_scopes() {
     let setup = setup("").await;
-    let user = "mcp:connect mcp:tools:execute";
+    // Even a caller holding `default`'s scope: a look-alike is not an unknown method.
+    let user = "mcp:connect mcp:tools:execute mcp:other";
     for method in [
         "Tools/Call",
         "tools/call ",
@@ -401,10 +402,10 @@ async fn method_look_alikes_fall_to_the_default_rule() {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"get-env"}}}}"#
         );
-        let response = setup.send(user, &body, &[]).await;
-        assert_eq!(response.status(), 403, "{method}");
-        assert!(
-            www_authenticate(&response).contains("scope=\"mcp:other\""),
+        let (status, code, id) = rpc_error(setup.send(user, &body, &[]).await).await;
+        assert_eq!(
+            (status, code, id),
+            (400, -32601, serde_json::json!(1)),
             "{method}"
         );
     }
