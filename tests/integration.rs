@@ -19,6 +19,7 @@ mod idp_tokens;
 mod introspection;
 mod inventory;
 mod jwks_cache;
+mod list_filter;
 mod metrics;
 mod operations;
 mod policy;
