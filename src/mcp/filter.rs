@@ -245,6 +245,15 @@ impl ListFilter {
         matched: &Matched,
         envelope: &Envelope,
     ) -> Option<Self> {
+        // Most POSTs (a `tools/call`) need nothing: found without weighing any rule.
+        let concerned = envelope.messages.iter().any(|message| {
+            message.lists().is_some()
+                || message.target().level == Level::ResourcesRead
+                || message.method() == Some(LISTEN)
+        });
+        if !concerned {
+            return None;
+        }
         let treatment = Treatment::for_caller(gateway, principal, matched);
         let mut pending = Vec::new();
         let mut others = Vec::new();
@@ -365,6 +374,7 @@ fn decide(
         Err(ScanError::Syntax(_)) => return Outcome::Refused(Refusal::NotJson),
     };
     let mut splices = Vec::new();
+    let alone = messages.len() == 1;
     for message in messages {
         if treatment.updates
             && message.method.as_deref() == Some(RESOURCE_UPDATED)
@@ -373,7 +383,13 @@ fn decide(
                 .as_deref()
                 .is_some_and(|uri| allowed(ListKind::Resources, uri))
         {
-            return Outcome::Dropped;
+            // Dropping a batch would drop the answers in it too: the client would
+            // wait for them forever.
+            return if alone {
+                Outcome::Dropped
+            } else {
+                Outcome::Refused(Refusal::Withheld)
+            };
         }
         let answers = answers(text, awaited, &message);
         if let Some(result) = message.result {
@@ -1044,6 +1060,15 @@ mod tests {
         assert_eq!(
             decide(&escaped, &mut stream, &EVERYTHING, not_secret),
             Outcome::Dropped
+        );
+        // In a batch, the answers beside it would be lost with it: refused instead.
+        let batch = format!(
+            r#"[{},{{"jsonrpc":"2.0","id":1,"result":{{}}}}]"#,
+            update("secret:x")
+        );
+        assert_eq!(
+            decide(&batch, &mut stream, &EVERYTHING, not_secret),
+            Outcome::Refused(Refusal::Withheld)
         );
         // Without a readable URI it cannot be checked.
         let no_uri =
