@@ -25,6 +25,8 @@ const HIDDEN: &str = "admin_reset";
 struct Canned {
     status: u16,
     content_type: Option<&'static str>,
+    /// A `Content-Encoding` header, claimed whatever the body is.
+    encoding: Option<&'static str>,
     /// Sent as separate chunks.
     chunks: Vec<Vec<u8>>,
 }
@@ -34,6 +36,7 @@ impl Canned {
         Self {
             status,
             content_type,
+            encoding: None,
             chunks: vec![body.into()],
         }
     }
@@ -96,6 +99,9 @@ async fn scripted(State(script): State<Script>, method: Method, body: Bytes) -> 
     let mut response = Response::builder().status(canned.status);
     if let Some(content_type) = canned.content_type {
         response = response.header("content-type", content_type);
+    }
+    if let Some(encoding) = canned.encoding {
+        response = response.header("content-encoding", encoding);
     }
     let chunks = canned
         .chunks
@@ -323,6 +329,37 @@ async fn a_list_answer_of_another_content_type_is_refused() {
         .answer("tools/list", Canned::new(202, None, Vec::new()));
     let (status, body) = setup.request("tools/list").await;
     assert_eq!((status, body), (202, Vec::new()));
+}
+
+#[tokio::test]
+async fn a_content_encoded_list_answer_is_refused() {
+    let setup = setup().await;
+    let mut canned = Canned::json(tools_answer("x"));
+    canned.encoding = Some("gzip");
+    setup.upstream.answer("tools/list", canned);
+    let (status, body) = setup.request("tools/list").await;
+    assert_refused(
+        status,
+        &body,
+        "mcpgate refused an upstream answer with a content encoding",
+    );
+}
+
+#[tokio::test]
+async fn an_answer_whose_id_is_not_exactly_the_request_s_is_cut_too() {
+    let setup = setup().await;
+    // Node's SDK matches `"1"` to request 1.
+    let answer = tools_answer("x").replace(r#""id":1"#, r#""id":"1""#);
+    setup.upstream.answer("tools/list", Canned::json(answer));
+    let (status, body) = setup.request("tools/list").await;
+    assert_eq!(status, 200);
+    assert!(
+        !contains(&body, HIDDEN),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["result"]["tools"][0]["name"], "echo");
 }
 
 #[tokio::test]

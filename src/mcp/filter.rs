@@ -108,6 +108,8 @@ pub enum Refusal {
     TooDeep,
     /// A list answer declared as neither JSON nor an event stream.
     ContentType,
+    /// A list answer with a `Content-Encoding` (mcpgate asks for none).
+    Encoded,
     /// Over the size mcpgate holds in memory, or broken off.
     Incomplete,
     /// A JSON body that is a resource update the caller may not read: a whole
@@ -128,6 +130,7 @@ impl Refusal {
             Self::ContentType => {
                 "mcpgate refused an upstream list answer that is neither JSON nor an event stream"
             }
+            Self::Encoded => "mcpgate refused an upstream answer with a content encoding",
             Self::Incomplete => "the upstream's answer could not be read in full",
             Self::Withheld => "mcpgate withheld an upstream message the caller may not see",
             Self::Internal => "mcpgate could not filter an upstream list answer",

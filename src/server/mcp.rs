@@ -333,6 +333,18 @@ async fn filtered(
     if media == Media::Other && !parts.status.is_success() {
         return Response::from_parts(parts, body);
     }
+    // mcpgate never asks for one; encoded bytes would only be read by the client.
+    if let Some(encoding) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .filter(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let detail = format!(
+            "content encoding {}",
+            String::from_utf8_lossy(encoding.as_bytes())
+        );
+        return refused(&filter, Refusal::Encoded, &detail, observation);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     if media == Media::EventStream {
         let stream = sse::edit_events(body.into_data_stream(), filter, MAX_FILTERED_BYTES);
