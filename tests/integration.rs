@@ -19,6 +19,7 @@ mod idp_tokens;
 mod introspection;
 mod inventory;
 mod jwks_cache;
+mod list_filter;
 mod look_alikes;
 mod metrics;
 mod operations;

@@ -548,7 +548,10 @@ async fn mirrored_headers_must_match_the_body() {
         ("mcp-method", "tools/call"),
         ("mcp-name", "=?base64?Z2V0LWVudg==?="),
     ];
-    assert_eq!(setup.send(admin, call, &matching).await.status(), 200);
+    // A 2026-07-28 request also states its version in `_meta`.
+    assert_eq!(setup.send(admin, call, &matching).await.status(), 400);
+    let stated = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get-env","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    assert_eq!(setup.send(admin, stated, &matching).await.status(), 200);
 }
 
 #[tokio::test]

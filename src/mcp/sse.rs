@@ -16,12 +16,23 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 
+/// What becomes of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// It passes through byte for byte.
+    Keep,
+    /// Its data lines are replaced by this data; its other fields stay.
+    Replace(String),
+    /// It is removed, every line of it.
+    Drop,
+}
+
 /// Decides, event by event, what to rewrite.
 pub trait EventEditor: Send + 'static {
-    /// Called with the data of each complete event (its `data:` field values joined by '\n',
-    /// per the SSE spec). Return `Some(new_data)` to replace the event's data lines,
-    /// `None` to pass the event through byte for byte.
-    fn edit(&mut self, data: &str) -> Option<String>;
+    /// Called with the data of each event that has a `data` field (its values joined
+    /// by '\n', per the SSE spec), as bytes: what a client makes of bytes that are not
+    /// UTF-8 (it decodes them leniently) is for the editor to weigh.
+    fn edit(&mut self, data: &[u8]) -> Edit;
     /// True once no further event needs looking at: from then on the rest of the stream
     /// passes through untouched, without buffering or parsing.
     fn done(&self) -> bool;
@@ -267,7 +278,8 @@ impl<S, Ed: EventEditor> EventStream<S, Ed> {
         }
     }
 
-    /// Decides the event in `buf[emit_upto..end]`; true when it was rewritten.
+    /// Decides the event in `buf[emit_upto..end]`; true when it was rewritten or
+    /// dropped.
     fn finish_event(&mut self, end: usize) -> bool {
         let Some(event) = self.buf.get(self.emit_upto..end) else {
             return false;
@@ -281,7 +293,10 @@ impl<S, Ed: EventEditor> EventStream<S, Ed> {
         let consumed = consumed.min(self.buf.len());
         self.buf.advance(consumed);
         self.scan = self.scan.saturating_sub(consumed);
-        self.out.push_back(Ok(rewritten));
+        // A dropped event leaves nothing behind.
+        if !rewritten.is_empty() {
+            self.out.push_back(Ok(rewritten));
+        }
         true
     }
 
@@ -378,8 +393,9 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
 }
 
 /// Shows the event's data to the editor and, if it asks for a change, frames the new
-/// event. Every line of the rewrite uses one line ending so that a CR-ended line can
-/// never run into an LF that follows it and lose the blank line closing the event.
+/// event (empty for a dropped one). Every line of the rewrite uses one line ending so
+/// that a CR-ended line can never run into an LF that follows it and lose the blank
+/// line closing the event.
 fn rewrite_event<Ed: EventEditor>(editor: &mut Ed, event: &[u8]) -> Option<Bytes> {
     let mut data: Option<Cow<'_, [u8]>> = None;
     let mut eol: &[u8] = b"";
@@ -400,7 +416,11 @@ fn rewrite_event<Ed: EventEditor>(editor: &mut Ed, event: &[u8]) -> Option<Bytes
         }
     }
     let data = data?;
-    let new_data = editor.edit(std::str::from_utf8(&data).ok()?)?;
+    let new_data = match editor.edit(&data) {
+        Edit::Keep => return None,
+        Edit::Drop => return Some(Bytes::new()),
+        Edit::Replace(new_data) => new_data,
+    };
     if eol.is_empty() {
         eol = b"\n";
     }
@@ -443,15 +463,16 @@ mod tests {
     struct Keep;
 
     impl EventEditor for Keep {
-        fn edit(&mut self, _: &str) -> Option<String> {
-            None
+        fn edit(&mut self, _: &[u8]) -> Edit {
+            Edit::Keep
         }
         fn done(&self) -> bool {
             false
         }
     }
 
-    /// Uppercases every event's data, counting the calls; done after `limit` edits.
+    /// Uppercases every event's UTF-8 data, counting the calls; done after `limit`
+    /// edits.
     struct Upper {
         seen: Vec<String>,
         limit: usize,
@@ -470,9 +491,12 @@ mod tests {
     }
 
     impl EventEditor for Upper {
-        fn edit(&mut self, data: &str) -> Option<String> {
+        fn edit(&mut self, data: &[u8]) -> Edit {
+            let Ok(data) = std::str::from_utf8(data) else {
+                return Edit::Keep;
+            };
             self.seen.push(data.to_owned());
-            Some(data.to_uppercase())
+            Edit::Replace(data.to_uppercase())
         }
         fn done(&self) -> bool {
             self.seen.len() >= self.limit
@@ -485,12 +509,19 @@ mod tests {
     }
 
     impl EventEditor for ToolFilter {
-        fn edit(&mut self, data: &str) -> Option<String> {
-            let mut value: Value = serde_json::from_str(data).ok()?;
-            let tools = value.pointer_mut("/result/tools")?.as_array_mut()?;
+        fn edit(&mut self, data: &[u8]) -> Edit {
+            let Ok(mut value) = serde_json::from_slice::<Value>(data) else {
+                return Edit::Keep;
+            };
+            let Some(tools) = value
+                .pointer_mut("/result/tools")
+                .and_then(Value::as_array_mut)
+            else {
+                return Edit::Keep;
+            };
             tools.retain(|tool| tool["name"] != "secret");
             self.done = true;
-            Some(value.to_string())
+            Edit::Replace(value.to_string())
         }
         fn done(&self) -> bool {
             self.done
@@ -504,9 +535,12 @@ mod tests {
     }
 
     impl EventEditor for Spy {
-        fn edit(&mut self, data: &str) -> Option<String> {
-            self.log.lock().unwrap().push(data.to_owned());
-            None
+        fn edit(&mut self, data: &[u8]) -> Edit {
+            self.log
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(data).into_owned());
+            Edit::Keep
         }
         fn done(&self) -> bool {
             false
@@ -625,8 +659,8 @@ mod tests {
     fn multi_line_new_data_becomes_several_data_lines() {
         struct Lines3;
         impl EventEditor for Lines3 {
-            fn edit(&mut self, _: &str) -> Option<String> {
-                Some("one\ntwo\r\nthree\rfour".into())
+            fn edit(&mut self, _: &[u8]) -> Edit {
+                Edit::Replace("one\ntwo\r\nthree\rfour".into())
             }
             fn done(&self) -> bool {
                 false
@@ -826,15 +860,58 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_data_passes_unedited() {
+    fn data_that_is_not_utf8_is_shown_to_the_editor_as_it_is() {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let input = b"data: \xff\xfe\n\ndata: ok\n\n";
         assert_eq!(run(&[input], Spy { log: log.clone() }), input);
-        assert_eq!(*log.lock().unwrap(), vec!["ok"]);
+        assert_eq!(*log.lock().unwrap(), vec!["\u{fffd}\u{fffd}", "ok"]);
+        // This editor leaves what it cannot read alone; the list filter refuses it.
         assert_eq!(
             run(&[input], Upper::new()),
             b"data: \xff\xfe\n\ndata: OK\n\n"
         );
+    }
+
+    /// Drops events whose data starts with "drop", uppercases the rest.
+    struct Dropper;
+
+    impl EventEditor for Dropper {
+        fn edit(&mut self, data: &[u8]) -> Edit {
+            if data.starts_with(b"drop") {
+                return Edit::Drop;
+            }
+            Edit::Replace(String::from_utf8_lossy(data).to_uppercase())
+        }
+        fn done(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_dropped_event_leaves_no_line_behind() {
+        let input: &[u8] = b"id: 1\nevent: message\ndata: a\n\nid: 2\nevent: message\ndata: drop me\n\n: c\n\ndata: b\n\n";
+        let expected: &[u8] = b"id: 1\nevent: message\ndata: A\n\n: c\n\ndata: B\n\n";
+        assert_eq!(run(&[input], Dropper), expected);
+        for i in 0..=input.len() {
+            assert_eq!(
+                run(
+                    &split_at(input, &[i])[..]
+                        .iter()
+                        .map(Vec::as_slice)
+                        .collect::<Vec<_>>(),
+                    Dropper
+                ),
+                expected,
+                "split at {i}"
+            );
+        }
+        // Closed by a CRLF split across chunks: the LF does not survive the drop.
+        assert_eq!(
+            run(&[b"data: drop\r\n\r", b"\ndata: b\r\n\r\n"], Dropper),
+            b"data: B\r\n\r\n"
+        );
+        // A cut-off last event is dropped too.
+        assert_eq!(run(&[b"data: a\n\ndata: drop"], Dropper), b"data: A\n\n");
     }
 
     #[test]

@@ -352,6 +352,26 @@ impl Policy {
         !self.rules_for(kind).is_empty() || (kind == ItemKind::Tool && !self.declared.is_empty())
     }
 
+    /// Whether lists of this kind can differ from one caller to another: a per-item
+    /// rule of that kind, or a `rules:` entry about it, whoever it matches. Such a
+    /// list must never be cached for everyone (`cacheScope: "private"`).
+    pub fn could_filter(&self, kind: ItemKind) -> bool {
+        self.filters(kind) || self.principal_rules.about(kind)
+    }
+
+    /// Whether a `resources/read` of `uri` can be refused to some caller: the
+    /// `resources_read` level, a per-resource rule matching it, or a `rules:` entry
+    /// refusing it. Its result is then not for everyone's cache either.
+    pub fn read_could_be_refused(&self, uri: &str) -> bool {
+        !self.resources_read.is_empty()
+            || self
+                .resources
+                .matching(uri)
+                .iter()
+                .any(|rule| !rule.requirement.is_empty())
+            || self.principal_rules.could_refuse(Item::Resource(uri))
+    }
+
     pub fn rules_for(&self, kind: ItemKind) -> &NamedRules {
         match kind {
             ItemKind::Tool => &self.tools,

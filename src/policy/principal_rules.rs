@@ -305,6 +305,25 @@ impl PrincipalRules {
         })
     }
 
+    /// Whether any rule, whoever it matches, says anything about items of this kind:
+    /// then two callers can see different lists of it.
+    pub fn about(&self, kind: ItemKind) -> bool {
+        let slot = kind_index(kind);
+        self.rules.iter().any(|rule| {
+            rule.allow.get(slot).is_some_and(Option::is_some)
+                || rule.deny.get(slot).is_some_and(|set| !set.is_empty())
+        })
+    }
+
+    /// Whether some rule, whoever it matches, refuses `item`: then what the item
+    /// reveals is not the same for every caller.
+    pub fn could_refuse(&self, item: Item<'_>) -> bool {
+        let every = Matched {
+            rules: (0..self.rules.len()).collect(),
+        };
+        self.check(&every, item).is_err()
+    }
+
     /// Whether the matched rules let the caller use `item` (what list filtering shows).
     pub fn permits(&self, matched: &Matched, item: Item<'_>) -> bool {
         self.check(matched, item).is_ok()
@@ -553,6 +572,23 @@ mod tests {
         assert!(names(&rules, Some("app-a"), Some("user-1"), &none).is_empty());
         assert!(names(&rules, None, Some("svc-1"), &none).is_empty());
         assert!(names(&rules, Some("app-a"), None, &none).is_empty());
+    }
+
+    #[test]
+    fn about_and_could_refuse_ignore_whom_a_rule_matches() {
+        let rules = rules(
+            "  - name: a\n    when:\n      client_ids: [app-a]\n    deny_resources: [\"file:///secret/*\"]\n  - name: b\n    when:\n      subjects: [bob]\n    allow_prompts: [hello]\n",
+        );
+        assert!(rules.about(ItemKind::Resource));
+        assert!(rules.about(ItemKind::Prompt));
+        assert!(!rules.about(ItemKind::Tool));
+        // Nobody is matched here, yet another caller could be refused these.
+        assert!(rules.could_refuse(Item::Resource("file:///secret/k")));
+        assert!(rules.could_refuse(Item::Prompt("other")));
+        assert!(!rules.could_refuse(Item::Prompt("hello")));
+        assert!(!rules.could_refuse(Item::Resource("file:///public/r")));
+        assert!(!rules.could_refuse(Item::Tool("anything")));
+        assert!(!PrincipalRules::default().about(ItemKind::Tool));
     }
 
     #[test]

@@ -250,6 +250,24 @@ fn filtering_looks_at_the_items_own_rules() {
 }
 
 #[test]
+fn what_could_differ_between_callers() {
+    let seed = policy(SEED_POLICY).unwrap();
+    assert!(seed.could_filter(ItemKind::Tool));
+    assert!(!seed.could_filter(ItemKind::Resource));
+    assert!(!seed.read_could_be_refused("file:///any"));
+    let reviewed =
+        policy("  resources:\n    \"file:///open/*\": []\n    \"file:///secret/*\": [admin]\n")
+            .unwrap();
+    assert!(reviewed.read_could_be_refused("file:///secret/k"));
+    assert!(
+        !reviewed.read_could_be_refused("file:///open/a"),
+        "a rule that requires nothing refuses no one"
+    );
+    let level = policy("  resources_read: [read]\n").unwrap();
+    assert!(level.read_could_be_refused("file:///any"));
+}
+
+#[test]
 fn exceeding_the_combination_limit_is_a_load_error_naming_the_rule() {
     let config = load_from_str(
         "

@@ -19,7 +19,7 @@ use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::config::UnknownMethods;
 use crate::gateway::Gateway;
-use crate::mcp::filter::ListFilter;
+use crate::mcp::filter::{ListFilter, Outcome, Refusal};
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
@@ -143,7 +143,7 @@ async fn respond(
             .await
             {
                 Ok(response) => match filter {
-                    Some(filter) => filtered(response, filter).await,
+                    Some(filter) => filtered(response, filter, observation).await,
                     None => response,
                 },
                 Err(error) => return upstream_failure(&error, None),
@@ -243,7 +243,7 @@ impl Post<'_> {
         .await
         {
             Ok(response) => match filter {
-                Some(filter) => filtered(response, filter).await,
+                Some(filter) => filtered(response, filter, observation).await,
                 None => response,
             },
             Err(error) => upstream_failure(&error, envelope.reply_id()),
@@ -415,43 +415,127 @@ fn rule_refusal(
 }
 
 /// Cuts list answers to what the caller may use: SSE event by event, JSON whole.
-async fn filtered(response: Response, filter: ListFilter) -> Response {
-    if !response.status().is_success() {
-        return response;
-    }
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+///
+/// Whatever the status, a body declared as JSON or as an event stream is looked at:
+/// a lax client may read a list from an error status too, and it costs nothing when
+/// the body is an error. Any other non-empty body at 2xx is refused, since a client
+/// might read it as the awaited answer; at an error status it is the upstream's (or a
+/// proxy's) error page, which no client takes for a JSON-RPC message, and passes.
+async fn filtered(
+    response: Response,
+    mut filter: ListFilter,
+    observation: &mut Observation,
+) -> Response {
+    let media = Media::of(response.headers());
     let (mut parts, body) = response.into_parts();
+    if media == Media::Other && !parts.status.is_success() {
+        return Response::from_parts(parts, body);
+    }
+    // mcpgate never asks for one; encoded bytes would only be read by the client.
+    if let Some(encoding) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .filter(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let detail = format!(
+            "content encoding {}",
+            String::from_utf8_lossy(encoding.as_bytes())
+        );
+        return refused(&filter, Refusal::Encoded, &detail, observation);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
-    if content_type.starts_with("text/event-stream") {
+    if media == Media::EventStream {
         let stream = sse::edit_events(body.into_data_stream(), filter, MAX_FILTERED_BYTES);
         return Response::from_parts(parts, Body::from_stream(stream));
     }
-    if !content_type.starts_with("application/json") {
-        return Response::from_parts(parts, body);
-    }
-    let mut filter = filter;
-    match to_bytes(body, MAX_FILTERED_BYTES).await {
-        Ok(bytes) => {
-            let body = match filter.filter_document(&bytes) {
-                Some(edited) => Body::from(edited),
-                None => Body::from(bytes),
-            };
-            Response::from_parts(parts, body)
-        }
+    let bytes = match to_bytes(body, MAX_FILTERED_BYTES).await {
+        Ok(bytes) => bytes,
         Err(error) => {
-            tracing::warn!("upstream list answer not filtered: {error}");
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "the upstream's answer could not be read in full",
-            )
+            return refused(
+                &filter,
+                Refusal::Incomplete,
+                &error.to_string(),
+                observation,
+            );
+        }
+    };
+    // An empty body carries nothing to hide (a `202`, say).
+    if bytes.is_empty() {
+        return Response::from_parts(parts, Body::empty());
+    }
+    if media == Media::Other {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .unwrap_or_else(|| "none".to_owned());
+        let detail = format!("content type {declared}");
+        return refused(&filter, Refusal::ContentType, &detail, observation);
+    }
+    match filter.filter_document(&bytes) {
+        Outcome::Unchanged => Response::from_parts(parts, Body::from(bytes)),
+        Outcome::Edited(edited) => Response::from_parts(parts, Body::from(edited)),
+        // Only an event can be dropped from a stream; a whole JSON body cannot.
+        Outcome::Dropped => refused(
+            &filter,
+            Refusal::Withheld,
+            "a resource update the caller may not read",
+            observation,
+        ),
+        Outcome::Refused(refusal) => refused(&filter, refusal, refusal.message(), observation),
+    }
+}
+
+/// How an upstream body is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/json`, or a `+json` type.
+    Json,
+    EventStream,
+    /// Anything else, or nothing.
+    Other,
+}
+
+impl Media {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let Some(value) = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return Self::Other;
+        };
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "application/json" || essence.ends_with("+json") {
+            Self::Json
+        } else if essence == "text/event-stream" {
+            Self::EventStream
+        } else {
+            Self::Other
         }
     }
+}
+
+/// The `502` standing in for a list answer that must not reach the client: a
+/// JSON-RPC error for the request's id when it had one, else a plain JSON error.
+fn refused(
+    filter: &ListFilter,
+    refusal: Refusal,
+    detail: &str,
+    observation: &mut Observation,
+) -> Response {
+    tracing::warn!(status = 502, "upstream list answer refused: {detail}");
+    metrics().upstream_error("unreadable");
+    observation.refused(refusal.message());
+    let body = match filter.reply_id() {
+        Some(id) => refusal.error(Some(id)),
+        None => json!({"error": "upstream_error", "error_description": refusal.message()}),
+    };
+    json_response(StatusCode::BAD_GATEWAY, &body)
 }
 
 /// Reads the body, refusing one over `server.max_body_bytes` with 413 (from
