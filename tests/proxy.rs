@@ -359,8 +359,14 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    // Even unauthenticated, the client's Authorization is not passed on.
-    let _ = gateway.post(Some("some-client-token")).await;
+    // Even unauthenticated, the client's Authorization is not passed on: the
+    // request is forwarded, without it.
+    let response = gateway.post(Some("some-client-token")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["id"], 1);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].headers.get("authorization").is_none());
     assert!(upstream.never_saw_authorization());
     assert!(
         gateway.stderr().contains("AUTHENTICATION IS OFF"),
