@@ -376,6 +376,32 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
 }
 
 #[tokio::test]
+async fn settings_exported_in_the_callers_environment_do_not_reach_the_gateway() {
+    let upstream = Upstream::start().await;
+    let config = config(&upstream.url, true, "", "");
+    // As if the shell running `cargo test` had exported these.
+    let mut exported: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    exported.push(("MCP_OAUTH_ENABLED".into(), "false".into()));
+    exported.push(("MCPGATE_AUTH__OAUTH__ENABLED".into(), "false".into()));
+    exported.push(("RUST_LOG".into(), "off".into()));
+    let gateway = Gateway::start_inheriting(&config, exported, &[]).await;
+    // OAuth stays on, as the config file says.
+    let response = gateway.post(None).await;
+    assert_eq!(response.status(), 401);
+    assert!(
+        upstream.seen().is_empty(),
+        "the refused request reached the upstream"
+    );
+    assert_eq!(gateway.post(Some(&token(&gateway))).await.status(), 200);
+    assert!(gateway.stderr().contains("listening on"));
+
+    // Control: the same setting passed on purpose does reach the gateway, so what
+    // the harness strips would have changed what is tested.
+    let plain = Gateway::start_with_env(&config, &[("MCP_OAUTH_ENABLED", "false")]).await;
+    assert_eq!(plain.post(None).await.status(), 200);
+}
+
+#[tokio::test]
 async fn malformed_credentials_are_400_invalid_request() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
