@@ -124,20 +124,17 @@ impl Attempts {
     }
 }
 
-/// A reserved guess. [`Reservation::settle`] records its outcome; dropped
-/// unsettled (the check never finished), it is given back.
+/// A reserved guess. Dropped (a right secret, or a check that never finished),
+/// it is given back; [`Reservation::fail`] spends it.
 struct Reservation {
     permit: OwnedSemaphorePermit,
     attempts: Arc<Attempts>,
 }
 
 impl Reservation {
-    /// A right secret gives the guess back; a wrong one spends it, and the last
-    /// one closes the budget.
-    fn settle(self, matched: bool) {
-        if matched {
-            return;
-        }
+    /// A wrong secret: the guess is spent for the window, and the last one closes
+    /// the budget.
+    fn fail(self) {
         self.permit.forget();
         let failed = self.attempts.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if failed >= MAX_FAILURES {
@@ -212,23 +209,28 @@ impl ApiKeyStore {
             return Ok(principal);
         }
         let (hash, candidate) = (stored.hash.clone(), token.to_owned());
-        // argon2 is deliberately slow: keep it off the async workers. The guess is
-        // settled where it is checked, so a client that hangs up while it runs
-        // still spends it.
+        // argon2 is deliberately slow: keep it off the async workers. A wrong guess
+        // is spent where it is checked, so a client that hangs up meanwhile still
+        // spends it.
         let matched = tokio::task::spawn_blocking(move || {
             let matched = parse_hash(&hash).is_ok_and(|hash| {
                 Argon2::default()
                     .verify_password(candidate.as_bytes(), &hash)
                     .is_ok()
             });
-            reservation.settle(matched);
-            matched
+            if matched {
+                Some(reservation)
+            } else {
+                reservation.fail();
+                None
+            }
         })
         .await
-        .unwrap_or(false);
-        if !matched {
+        .ok()
+        .flatten();
+        let Some(reservation) = matched else {
             return Err(TokenProblem::BadApiKey.into());
-        }
+        };
         let principal = Arc::new(Principal {
             issuer: None,
             subject: Some(format!("api-key:{id}")),
@@ -242,6 +244,8 @@ impl ApiKeyStore {
             claims: serde_json::Map::new(),
         });
         self.verified.insert(digest, Arc::clone(&principal));
+        // Given back once the key is cached: an attempt that waited for it finds it there.
+        drop(reservation);
         Ok(principal)
     }
 }
@@ -312,7 +316,7 @@ mod tests {
         assert!(answered(&mut waiting).is_none());
         // ...and once they have all failed, it is refused, as is any later one.
         for reservation in held {
-            reservation.settle(false);
+            reservation.fail();
         }
         assert!(matches!(
             answered(&mut waiting),
@@ -329,7 +333,7 @@ mod tests {
     async fn right_secrets_give_their_guess_back() {
         let attempts = Arc::new(Attempts::default());
         for _ in 0..3 * MAX_FAILURES {
-            attempts.reserve().await.unwrap().settle(true);
+            drop(attempts.reserve().await.unwrap());
         }
         let mut held = Vec::new();
         for _ in 0..MAX_FAILURES {
@@ -338,16 +342,16 @@ mod tests {
         let mut waiting = Box::pin(attempts.reserve());
         assert!(answered(&mut waiting).is_none());
         // A right secret among the guesses in flight: the waiting one takes its place.
-        held.pop().unwrap().settle(true);
+        drop(held.pop().unwrap());
         let reservation = answered(&mut waiting).unwrap().unwrap();
         // One check that never finished (dropped) is given back too.
         drop(reservation);
         for reservation in held {
-            reservation.settle(false);
+            reservation.fail();
         }
         assert_eq!(attempts.failures.load(Ordering::Acquire), MAX_FAILURES - 1);
         let last = attempts.reserve().await.unwrap();
-        last.settle(false);
+        last.fail();
         assert!(matches!(
             attempts.reserve().await,
             Err(AuthError::TooManyAttempts)
@@ -392,6 +396,33 @@ mod tests {
                 .err(),
             Some(AuthError::TooManyAttempts)
         );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_guess_is_spent_even_when_the_client_hangs_up() {
+        let (_, hash) = generate("ci").unwrap();
+        let config = [ApiKeyConfig {
+            id: "ci".to_owned(),
+            hash: Secret::new(&hash),
+            scopes: vec![],
+        }];
+        let store = ApiKeyStore::from_config(&config, Duration::from_secs(60)).unwrap();
+        let guess = "mcpk_ci_guess";
+        // Dropped while argon2 runs, as when the connection goes away.
+        let verify = store.verify(guess, crate::auth::cache::digest(guess));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), verify)
+                .await
+                .is_err()
+        );
+        let attempts = store.attempts.get("ci").unwrap();
+        for _ in 0..500 {
+            if attempts.failures.load(Ordering::Acquire) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the abandoned wrong guess was never counted");
     }
 
     #[test]
