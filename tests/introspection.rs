@@ -308,7 +308,18 @@ async fn no_bearer_token_reaches_the_log_even_at_trace() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
     let extra = format!("    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev");
-    let yaml = format!("{}log:\n  level: trace\n", config(&upstream, &url, &extra));
+    let live_key = "mcpk_live_secret-9c1d55e7";
+    let live_hash = {
+        use argon2::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password(live_key.as_bytes())
+            .unwrap()
+            .to_string()
+    };
+    let yaml = format!("{}log:\n  level: trace\n", config(&upstream, &url, &extra)).replace(
+        "  api_keys:\n",
+        &format!("  api_keys:\n    - id: live\n      hash: \"{live_hash}\"\n      scopes: [mcp:connect]\n"),
+    );
     let gateway = Gateway::start(&yaml).await;
     let valid = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
     let expired = hs256(
@@ -323,8 +334,9 @@ async fn no_bearer_token_reaches_the_log_even_at_trace() {
     };
     endpoint.set("opaque-active-7f3c91d2", active(&gateway, "mcp:connect"));
     endpoint.set("opaque-inactive-55b0e8aa", json!({"active": false}));
-    let cases: [(&str, u16); 8] = [
+    let cases: [(&str, u16); 9] = [
         (&valid, 200),
+        (live_key, 200),
         (&expired, 401),
         (&forged, 401),
         ("not-a-jwt-but-a-secret-0a9d4e", 401),
