@@ -110,18 +110,82 @@ async fn api_keys_alone_authenticate_with_their_scopes() {
 async fn failed_attempts_per_key_are_rate_limited() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&keys_config(&upstream, "")).await;
-    for attempt in 0..10 {
+    for attempt in 0..9 {
         assert_eq!(
             gateway.post(Some("mcpk_ci_guess")).await.status(),
             401,
             "attempt {attempt}"
         );
     }
+    // A right secret (verified by argon2, not cached yet) is not counted as a failure...
+    assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
+    // ...so the tenth wrong one is still judged, and only then is the id locked.
+    assert_eq!(gateway.post(Some("mcpk_ci_guess")).await.status(), 401);
     let response = gateway.post(Some("mcpk_ci_guess")).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "60");
+    // The key verified before the lockout is cached, and keeps working.
+    assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
     // Other keys are unaffected.
     assert_eq!(gateway.post(Some(&jwt_shaped_key())).await.status(), 200);
+    // Only the three allowed requests reached the upstream.
+    assert_eq!(upstream.seen().len(), 3);
+}
+
+/// One POST per key, all sent at once: their statuses and `Retry-After`s.
+async fn burst(gateway: &Gateway, keys: &[String]) -> Vec<(u16, Option<String>)> {
+    let requests = keys.iter().map(|key| async move {
+        let response = gateway.post(Some(key)).await;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), retry_after)
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[tokio::test]
+async fn a_concurrent_burst_of_wrong_secrets_gets_no_more_guesses_than_the_limit() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    // Thirty different guesses at once: checking the counter before argon2 and
+    // adding to it after let every one of them be judged.
+    let guesses: Vec<String> = (0..30).map(|n| format!("mcpk_ci_guess-{n}")).collect();
+    let answers = burst(&gateway, &guesses).await;
+    let judged = answers.iter().filter(|(status, _)| *status == 401).count();
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert_eq!(judged, 10, "{answers:?}");
+    assert_eq!(limited.len(), 20, "{answers:?}");
+    for (_, retry_after) in limited {
+        assert_eq!(retry_after.as_deref(), Some("60"));
+    }
+    // The right secret, never verified before, is refused during the lockout.
+    let response = gateway.post(Some("mcpk_ci_secret-one")).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert!(
+        upstream.seen().is_empty(),
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_burst_with_the_right_secret_is_not_locked_out_by_itself() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    // More uncached verifications at once than the failure budget: those beyond
+    // it wait for the ones ahead, which succeed and give their guess back.
+    let keys = vec!["mcpk_ci_secret-one".to_owned(); 25];
+    let answers = burst(&gateway, &keys).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    assert_eq!(upstream.seen().len(), 25);
 }
 
 #[tokio::test]

@@ -68,7 +68,15 @@ fn without(mut claims: Value, key: &str) -> Value {
     claims
 }
 
-async fn assert_invalid_token(gateway: &Gateway, token: &str, description: &str) {
+/// `token` gets 401 `invalid_token` with exactly `description` and an empty body,
+/// and the request never reaches the upstream.
+async fn assert_invalid_token(
+    gateway: &Gateway,
+    upstream: &Upstream,
+    token: &str,
+    description: &str,
+) {
+    let before = upstream.seen().len();
     let response = gateway.post(Some(token)).await;
     assert_eq!(
         response.status(),
@@ -86,6 +94,11 @@ async fn assert_invalid_token(gateway: &Gateway, token: &str, description: &str)
         response.text().await.unwrap(),
         "",
         "challenge bodies are empty"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "a token refused with {description:?} reached the upstream"
     );
 }
 
@@ -125,6 +138,11 @@ async fn a_symmetric_provider_verifies_only_its_algorithm_and_key_id() {
     assert_eq!(gateway.post(Some(&hs256)).await.status(), 401);
     let other_kid = sign(&key, Algorithm::HS512, Some("other"), &claims);
     assert_eq!(gateway.post(Some(&other_kid)).await.status(), 401);
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "a refused token reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -135,24 +153,28 @@ async fn rfc7519_time_claims_are_enforced_with_leeway() {
     let now = now();
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "exp", json!(now - 60))),
         "token has expired",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "nbf", json!(now + 600))),
         "token is not valid yet",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&without(base.clone(), "exp")),
         "token claims are malformed",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "exp", json!((now + 600).to_string()))),
         "token claims are malformed",
     )
@@ -170,6 +192,41 @@ async fn rfc7519_time_claims_are_enforced_with_leeway() {
     assert_eq!(response.status(), 200);
 }
 
+/// Sleeps until `at` seconds since the epoch.
+async fn sleep_until_epoch(at: f64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    if at > now {
+        tokio::time::sleep(Duration::from_secs_f64(at - now)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_accepted_inside_the_leeway_and_refused_after_it() {
+    let s = setup("").await;
+    // exp in about 2 s; the gateway's leeway is 5 s.
+    let exp = now() + 2;
+    let claims = with(claims(&s.gateway.mcp, "mcp:connect"), "exp", json!(exp));
+    let token = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
+    assert_eq!(s.gateway.post(Some(&token)).await.status(), 200);
+    assert_eq!(s.gateway.post(Some(&token)).await.status(), 200, "cached");
+    // Past exp, inside the leeway: still accepted (verified again, and cached again).
+    sleep_until_epoch(exp as f64 + 1.0).await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.gateway.post(Some(&token)).await.status(),
+            200,
+            "inside the leeway"
+        );
+    }
+    assert_eq!(s.upstream.seen().len(), 5);
+    // Past exp + leeway: refused, though the token was cached a moment ago.
+    sleep_until_epoch(exp as f64 + 5.5).await;
+    assert_invalid_token(&s.gateway, &s.upstream, &token, "token has expired").await;
+}
+
 #[tokio::test]
 async fn rfc8707_audience_and_exact_issuer() {
     let s = setup("").await;
@@ -178,6 +235,7 @@ async fn rfc8707_audience_and_exact_issuer() {
     let bad_audience = "token audience is not accepted";
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(
             base.clone(),
             "aud",
@@ -186,15 +244,23 @@ async fn rfc8707_audience_and_exact_issuer() {
         bad_audience,
     )
     .await;
-    assert_invalid_token(&s.gateway, &rs(&without(base.clone(), "aud")), bad_audience).await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
+        &rs(&without(base.clone(), "aud")),
+        bad_audience,
+    )
+    .await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "aud", json!(123))),
         bad_audience,
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "aud", json!([s.gateway.mcp, 5]))),
         bad_audience,
     )
@@ -216,17 +282,25 @@ async fn rfc8707_audience_and_exact_issuer() {
     let bad_issuer = "token issuer is not accepted";
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "iss", json!("https://issuer.test/"))),
         bad_issuer,
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &rs(&with(base.clone(), "iss", json!(["https://issuer.test"]))),
         bad_issuer,
     )
     .await;
-    assert_invalid_token(&s.gateway, &rs(&without(base, "iss")), bad_issuer).await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &rs(&without(base, "iss")),
+        bad_issuer,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -237,7 +311,13 @@ async fn rfc8725_algorithm_and_key_attacks_fail() {
     // alg none, in any spelling, with or without a signature.
     for alg in ["none", "None", "NONE"] {
         let token = raw_token(&json!({"alg": alg, "kid": "rsa-1"}), &base, b"");
-        assert_invalid_token(&s.gateway, &token, "token algorithm is not accepted").await;
+        assert_invalid_token(
+            &s.gateway,
+            &s.upstream,
+            &token,
+            "token algorithm is not accepted",
+        )
+        .await;
     }
     // HS256 "signed" with the RSA public key as the HMAC secret (key confusion).
     let public_pem = std::fs::read(fixture("rsa_public.pem")).unwrap();
@@ -247,19 +327,43 @@ async fn rfc8725_algorithm_and_key_attacks_fail() {
         Some("rsa-1"),
         &base,
     );
-    assert_invalid_token(&s.gateway, &confused, "token algorithm is not accepted").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &confused,
+        "token algorithm is not accepted",
+    )
+    .await;
     // RS384 is not on the provider's allowlist even though the key is RSA.
     let rs384 = sign(&s.keys.rsa, Algorithm::RS384, Some("rsa-1"), &base);
-    assert_invalid_token(&s.gateway, &rs384, "token algorithm is not accepted").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &rs384,
+        "token algorithm is not accepted",
+    )
+    .await;
     // Right kid, wrong key.
     let forged = sign(&s.keys.rsa2, Algorithm::RS256, Some("rsa-1"), &base);
-    assert_invalid_token(&s.gateway, &forged, "token signature is invalid").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &forged,
+        "token signature is invalid",
+    )
+    .await;
     // A payload changed after signing.
     let good = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &base);
     let parts: Vec<&str> = good.split('.').collect();
     let elevated = with(base.clone(), "scope", json!("mcp:connect mcp:admin"));
     let tampered = format!("{}.{}.{}", parts[0], base64_json(&elevated), parts[2]);
-    assert_invalid_token(&s.gateway, &tampered, "token signature is invalid").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &tampered,
+        "token signature is invalid",
+    )
+    .await;
     // HS256 with the wrong secret under the symmetric provider's kid.
     let wrong_secret = sign(
         &EncodingKey::from_secret(b"another-secret-that-is-at-least-32-bytes"),
@@ -267,16 +371,40 @@ async fn rfc8725_algorithm_and_key_attacks_fail() {
         Some("dev"),
         &base,
     );
-    assert_invalid_token(&s.gateway, &wrong_secret, "token signature is invalid").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &wrong_secret,
+        "token signature is invalid",
+    )
+    .await;
     // No kid while several keys could take the algorithm: which key is unknown.
     let no_kid = sign(&s.keys.rsa, Algorithm::RS256, None, &base);
-    assert_invalid_token(&s.gateway, &no_kid, "token signing key is unknown").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &no_kid,
+        "token signing key is unknown",
+    )
+    .await;
     // Unknown kid.
     let unknown = sign(&s.keys.rsa, Algorithm::RS256, Some("nobody"), &base);
-    assert_invalid_token(&s.gateway, &unknown, "token signing key is unknown").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &unknown,
+        "token signing key is unknown",
+    )
+    .await;
     // Not a JWS: garbage, four segments, a JWE-shaped five.
     for token in ["garbage", "a.b.c.d", "a.b.c.d.e", &format!("{good}.x")] {
-        assert_invalid_token(&s.gateway, token, "token is not a well-formed JWT").await;
+        assert_invalid_token(
+            &s.gateway,
+            &s.upstream,
+            token,
+            "token is not a well-formed JWT",
+        )
+        .await;
     }
     assert!(
         s.upstream.seen().is_empty(),
@@ -306,6 +434,10 @@ async fn rfc6750_3_1_insufficient_scope_names_what_is_missing() {
             s.gateway.base
         )
     );
+    assert!(
+        s.upstream.seen().is_empty(),
+        "the refused request reached the upstream"
+    );
     // Scopes may also come from `scp`, as a string or an array.
     for scp in [json!("mcp:connect"), json!(["other", "mcp:connect"])] {
         let claims = with(without(claims(&s.gateway.mcp, ""), "scope"), "scp", scp);
@@ -332,6 +464,10 @@ async fn include_token_scopes_puts_granted_scopes_first() {
         "{}",
         www_authenticate(&response)
     );
+    assert!(
+        s.upstream.seen().is_empty(),
+        "the refused request reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -339,7 +475,13 @@ async fn a_rotated_jwks_is_picked_up_by_the_background_refresh() {
     let s = setup("").await;
     let claims = claims(&s.gateway.mcp, "mcp:connect");
     let rotated = sign(&s.keys.rsa2, Algorithm::RS256, Some("rsa-2"), &claims);
-    assert_invalid_token(&s.gateway, &rotated, "token signing key is unknown").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &rotated,
+        "token signing key is unknown",
+    )
+    .await;
 
     s.jwks
         .replace(json!({"keys": [public_jwk(&s.keys.rsa2, Algorithm::RS256, "rsa-2")]}));
@@ -356,7 +498,13 @@ async fn a_rotated_jwks_is_picked_up_by_the_background_refresh() {
     assert!(s.jwks.fetches() >= 2);
     // The retired key is gone with the old set.
     let old = sign(&s.keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
-    assert_invalid_token(&s.gateway, &old, "token signing key is unknown").await;
+    assert_invalid_token(
+        &s.gateway,
+        &s.upstream,
+        &old,
+        "token signing key is unknown",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -386,24 +534,28 @@ async fn rfc8725_header_and_claim_hardening() {
     };
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&with_header("crit", json!(["exp"])), &base),
         "token header is not accepted",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&with_header("cty", json!("JWT")), &base),
         "token header is not accepted",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&with_header("typ", json!("id_token+jwt")), &base),
         "token type is not accepted",
     )
     .await;
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&with_header("kid", json!("k".repeat(257))), &base),
         "token is not a well-formed JWT",
     )
@@ -431,6 +583,7 @@ async fn rfc8725_header_and_claim_hardening() {
             jsonwebtoken::crypto::sign(input.as_bytes(), &s.keys.rsa, Algorithm::RS256).unwrap();
         assert_invalid_token(
             &s.gateway,
+            &s.upstream,
             &format!("{input}.{signature}"),
             "token is not a well-formed JWT",
         )
@@ -440,6 +593,7 @@ async fn rfc8725_header_and_claim_hardening() {
     let now = now();
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&rs, &with(base.clone(), "iat", json!(now + 600))),
         "token is not valid yet",
     )
@@ -450,15 +604,22 @@ async fn rfc8725_header_and_claim_hardening() {
         .collect();
     assert_invalid_token(
         &s.gateway,
+        &s.upstream,
         &sig(&rs, &with(base.clone(), "aud", json!(many))),
         "token audience is not accepted",
     )
     .await;
     // An oversized token is refused before any parsing or signature work.
     let huge = with(base, "pad", json!("x".repeat(20_000)));
+    let before = s.upstream.seen().len();
     let response = s.gateway.post(Some(&sig(&rs, &huge))).await;
     assert_eq!(response.status(), 400);
     assert!(www_authenticate(&response).contains("Authorization header too large"));
+    assert_eq!(
+        s.upstream.seen().len(),
+        before,
+        "the refused request reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -480,4 +641,9 @@ async fn require_at_jwt_refuses_other_types() {
     let response = gateway.post(Some(&plain_jwt)).await;
     assert_eq!(response.status(), 401);
     assert!(www_authenticate(&response).contains("token type is not accepted"));
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the refused token reached the upstream"
+    );
 }

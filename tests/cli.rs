@@ -328,9 +328,8 @@ async fn demo_prints_commands_that_work_as_printed() {
     if Command::new("curl").arg("--version").output().is_err() {
         panic!("curl is required for this test");
     }
-    let mut child = Command::new(bin())
+    let mut child = gateway_command(&[])
         .args(["demo", "--listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -247,7 +247,7 @@ async fn the_text_answer_names_each_part_and_never_the_token() {
     }
     assert!(!stdout.contains(&token) && !stderr.contains(&token));
     // From standard input, and for a method without an item.
-    let mut child = std::process::Command::new(bin())
+    let mut child = gateway_command(&[])
         .args([
             "explain",
             "--config",

@@ -127,10 +127,19 @@ async fn opaque_tokens_are_introspected_with_client_authentication() {
 
     endpoint.set("low", active(&gateway, "mcp:tools"));
     assert_eq!(gateway.post(Some("low")).await.status(), 403);
-    // API keys never reach the authorization server.
+    // API keys never reach the authorization server: this one is judged (and
+    // refused) by the key store alone.
     let before = endpoint.calls().len();
-    let _ = gateway.post(Some("mcpk_ci_wrong")).await;
+    let response = gateway.post(Some("mcpk_ci_wrong")).await;
+    assert_eq!(response.status(), 401);
+    assert!(
+        www_authenticate(&response).contains("error_description=\"API key is invalid\""),
+        "{}",
+        www_authenticate(&response)
+    );
     assert_eq!(endpoint.calls().len(), before);
+    // The six accepted requests reached the upstream, the two refused ones did not.
+    assert_eq!(upstream.seen().len(), 6);
     assert!(upstream.never_saw_authorization());
 }
 
@@ -176,6 +185,10 @@ async fn only_active_tokens_for_this_resource_pass() {
             www_authenticate(&response)
         );
     }
+    assert!(
+        upstream.seen().is_empty(),
+        "a refused token reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -196,6 +209,11 @@ async fn require_audience_false_accepts_servers_that_send_none() {
         json!({"active": true, "scope": "mcp:connect", "aud": "https://elsewhere"}),
     );
     assert_eq!(gateway.post(Some("other-aud")).await.status(), 401);
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the refused token reached the upstream"
+    );
     let calls = endpoint.calls();
     assert!(calls[0].0.get("authorization").is_none());
     assert!(
@@ -218,6 +236,26 @@ async fn a_revoked_token_stops_within_the_cache_ttl() {
     assert!(
         eventually(&gateway, "revocable", 401).await,
         "a revoked token kept working past the 1 s cache TTL"
+    );
+    assert_refused_upstream_untouched(&gateway, &upstream, "revocable").await;
+}
+
+/// Once refused, `token` stays refused (401) and its requests reach nothing.
+async fn assert_refused_upstream_untouched(gateway: &Gateway, upstream: &Upstream, token: &str) {
+    let before = upstream.seen().len();
+    for _ in 0..3 {
+        let response = gateway.post(Some(token)).await;
+        assert_eq!(response.status(), 401);
+        assert!(
+            www_authenticate(&response).contains("error_description=\"token is not active\""),
+            "{}",
+            www_authenticate(&response)
+        );
+    }
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "a refused request reached the upstream"
     );
 }
 
@@ -262,4 +300,75 @@ async fn validation_both_checks_jwts_with_the_authorization_server_too() {
         eventually(&gateway, &jwt, 401).await,
         "a revoked JWT kept working under validation: both"
     );
+    assert_refused_upstream_untouched(&gateway, &upstream, &jwt).await;
+}
+
+#[tokio::test]
+async fn no_bearer_token_reaches_the_log_even_at_trace() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    let extra = format!("    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev");
+    let live_key = "mcpk_live_secret-9c1d55e7";
+    let live_hash = {
+        use argon2::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password(live_key.as_bytes())
+            .unwrap()
+            .to_string()
+    };
+    let yaml = format!("{}log:\n  level: trace\n", config(&upstream, &url, &extra)).replace(
+        "  api_keys:\n",
+        &format!("  api_keys:\n    - id: live\n      hash: \"{live_hash}\"\n      scopes: [mcp:connect]\n"),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let valid = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
+    let expired = hs256(
+        &json!({"iss": "https://issuer.test", "sub": "alice", "aud": gateway.mcp,
+                "exp": now() - 600, "scope": "mcp:connect"}),
+        Some("dev"),
+    );
+    let forged = {
+        let mut parts: Vec<&str> = valid.split('.').collect();
+        parts[2] = "c2lnbmF0dXJlLW9mLWEtZm9yZ2VyeS10aGF0LWlzLWxvbmctZW5vdWdo";
+        parts.join(".")
+    };
+    endpoint.set("opaque-active-7f3c91d2", active(&gateway, "mcp:connect"));
+    endpoint.set("opaque-inactive-55b0e8aa", json!({"active": false}));
+    let cases: [(&str, u16); 9] = [
+        (&valid, 200),
+        (live_key, 200),
+        (&expired, 401),
+        (&forged, 401),
+        ("not-a-jwt-but-a-secret-0a9d4e", 401),
+        ("mcpk_ci_wrong-secret-b71c0e", 401),
+        ("mcpk_nobody_secret-4e2f90", 401),
+        ("opaque-active-7f3c91d2", 200),
+        ("opaque-inactive-55b0e8aa", 401),
+    ];
+    for (token, status) in cases {
+        // Twice: the second use is answered from a cache.
+        for _ in 0..2 {
+            assert_eq!(gateway.post(Some(token)).await.status(), status, "{token}");
+        }
+    }
+    let log = gateway.stderr();
+    assert!(
+        log.contains("TRACE"),
+        "the log is not at trace level:\n{log}"
+    );
+    for (token, _) in cases {
+        assert!(!log.contains(token), "the log holds the token {token}");
+        // The part that is the credential on its own: a key's secret, a JWT's signature.
+        let secret = match token
+            .strip_prefix("mcpk_")
+            .and_then(|rest| rest.split_once('_'))
+        {
+            Some((_, secret)) => secret,
+            None => token.rsplit('.').next().unwrap(),
+        };
+        assert!(
+            !log.contains(secret),
+            "the log holds the secret part of {token}"
+        );
+    }
 }

@@ -359,14 +359,46 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    // Even unauthenticated, the client's Authorization is not passed on.
-    let _ = gateway.post(Some("some-client-token")).await;
+    // Even unauthenticated, the client's Authorization is not passed on: the
+    // request is forwarded, without it.
+    let response = gateway.post(Some("some-client-token")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["id"], 1);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].headers.get("authorization").is_none());
     assert!(upstream.never_saw_authorization());
     assert!(
         gateway.stderr().contains("AUTHENTICATION IS OFF"),
         "{}",
         gateway.stderr()
     );
+}
+
+#[tokio::test]
+async fn settings_exported_in_the_callers_environment_do_not_reach_the_gateway() {
+    let upstream = Upstream::start().await;
+    let config = config(&upstream.url, true, "", "");
+    // As if the shell running `cargo test` had exported these.
+    let mut exported: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    exported.push(("MCP_OAUTH_ENABLED".into(), "false".into()));
+    exported.push(("MCPGATE_AUTH__OAUTH__ENABLED".into(), "false".into()));
+    exported.push(("RUST_LOG".into(), "off".into()));
+    let gateway = Gateway::start_inheriting(&config, exported, &[]).await;
+    // OAuth stays on, as the config file says.
+    let response = gateway.post(None).await;
+    assert_eq!(response.status(), 401);
+    assert!(
+        upstream.seen().is_empty(),
+        "the refused request reached the upstream"
+    );
+    assert_eq!(gateway.post(Some(&token(&gateway))).await.status(), 200);
+    assert!(gateway.stderr().contains("listening on"));
+
+    // Control: the same setting passed on purpose does reach the gateway, so what
+    // the harness strips would have changed what is tested.
+    let plain = Gateway::start_with_env(&config, &[("MCP_OAUTH_ENABLED", "false")]).await;
+    assert_eq!(plain.post(None).await.status(), 200);
 }
 
 #[tokio::test]

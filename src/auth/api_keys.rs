@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{ARGON2ID_IDENT, Argon2, PasswordHasher, PasswordVerifier};
 use base64::Engine;
@@ -77,7 +79,68 @@ struct StoredKey {
 pub struct ApiKeyStore {
     keys: HashMap<String, StoredKey>,
     verified: moka::sync::Cache<[u8; 32], Arc<Principal>>,
-    failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+    /// Per key id, the guesses left in the current [`FAILURE_WINDOW`] (which starts
+    /// at the id's first uncached attempt).
+    attempts: moka::sync::Cache<String, Arc<Attempts>>,
+}
+
+/// The failure budget of one key id in one window, reserved before argon2 runs.
+///
+/// Checking a counter and adding to it after the hash let a burst through: every
+/// concurrent guess read the counter before any of them had failed. Here each
+/// verification holds one of [`MAX_FAILURES`] permits while argon2 runs. A wrong
+/// secret keeps its permit for good; a right one gives it back, so successful
+/// use never eats into the budget. An attempt that finds every remaining permit
+/// in use waits for one to be settled rather than being refused while the
+/// guesses ahead of it may still turn out right (a client's own burst with a
+/// key not yet cached is not locked out). Once [`MAX_FAILURES`] have failed the
+/// budget is closed: waiting and later attempts get `429`.
+struct Attempts {
+    permits: Arc<Semaphore>,
+    failures: AtomicU32,
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(MAX_FAILURES as usize)),
+            failures: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Attempts {
+    /// One guess, reserved: waits while every remaining guess is being checked,
+    /// and fails once the budget is spent.
+    async fn reserve(self: &Arc<Self>) -> Result<Reservation, AuthError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_closed| AuthError::TooManyAttempts)?;
+        Ok(Reservation {
+            permit,
+            attempts: Arc::clone(self),
+        })
+    }
+}
+
+/// A reserved guess. Dropped (a right secret, or a check that never finished),
+/// it is given back; [`Reservation::fail`] spends it.
+struct Reservation {
+    permit: OwnedSemaphorePermit,
+    attempts: Arc<Attempts>,
+}
+
+impl Reservation {
+    /// A wrong secret: the guess is spent for the window, and the last one closes
+    /// the budget.
+    fn fail(self) {
+        self.permit.forget();
+        let failed = self.attempts.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failed >= MAX_FAILURES {
+            self.attempts.permits.close();
+        }
+    }
 }
 
 impl ApiKeyStore {
@@ -115,7 +178,7 @@ impl ApiKeyStore {
                 .max_capacity(10_000)
                 .time_to_live(cache_ttl)
                 .build(),
-            failures: moka::sync::Cache::builder()
+            attempts: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(FAILURE_WINDOW)
                 .build(),
@@ -139,27 +202,35 @@ impl ApiKeyStore {
             .map(|(id, _)| id)
             .ok_or(TokenProblem::BadApiKey)?;
         let stored = self.keys.get(id).ok_or(TokenProblem::UnknownApiKey)?;
-        let failures = self
-            .failures
-            .get_with(id.to_owned(), || Arc::new(AtomicU32::new(0)));
-        if failures.load(Ordering::Relaxed) >= MAX_FAILURES {
-            return Err(AuthError::TooManyAttempts);
+        let attempts = self.attempts.get_with(id.to_owned(), Default::default);
+        let reservation = attempts.reserve().await?;
+        // While this attempt waited, another may have verified the same key.
+        if let Some(principal) = self.verified.get(&digest) {
+            return Ok(principal);
         }
         let (hash, candidate) = (stored.hash.clone(), token.to_owned());
-        // argon2 is deliberately slow: keep it off the async workers.
+        // argon2 is deliberately slow: keep it off the async workers. A wrong guess
+        // is spent where it is checked, so a client that hangs up meanwhile still
+        // spends it.
         let matched = tokio::task::spawn_blocking(move || {
-            parse_hash(&hash).is_ok_and(|hash| {
+            let matched = parse_hash(&hash).is_ok_and(|hash| {
                 Argon2::default()
                     .verify_password(candidate.as_bytes(), &hash)
                     .is_ok()
-            })
+            });
+            if matched {
+                Some(reservation)
+            } else {
+                reservation.fail();
+                None
+            }
         })
         .await
-        .unwrap_or(false);
-        if !matched {
-            failures.fetch_add(1, Ordering::Relaxed);
+        .ok()
+        .flatten();
+        let Some(reservation) = matched else {
             return Err(TokenProblem::BadApiKey.into());
-        }
+        };
         let principal = Arc::new(Principal {
             issuer: None,
             subject: Some(format!("api-key:{id}")),
@@ -173,6 +244,8 @@ impl ApiKeyStore {
             claims: serde_json::Map::new(),
         });
         self.verified.insert(digest, Arc::clone(&principal));
+        // Given back once the key is cached: an attempt that waited for it finds it there.
+        drop(reservation);
         Ok(principal)
     }
 }
@@ -221,6 +294,135 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().starts_with("auth.api_keys[0].hash: "));
+    }
+
+    /// Whether `reserve` has answered yet (without waiting for it).
+    fn answered(
+        reservation: &mut std::pin::Pin<Box<impl Future<Output = Result<Reservation, AuthError>>>>,
+    ) -> Option<Result<Reservation, AuthError>> {
+        use futures_util::FutureExt;
+        reservation.as_mut().now_or_never()
+    }
+
+    #[tokio::test]
+    async fn a_burst_gets_no_more_guesses_than_the_limit() {
+        let attempts = Arc::new(Attempts::default());
+        let mut held = Vec::new();
+        for _ in 0..MAX_FAILURES {
+            held.push(attempts.reserve().await.unwrap());
+        }
+        // Every guess of the window is being checked: the next one waits...
+        let mut waiting = Box::pin(attempts.reserve());
+        assert!(answered(&mut waiting).is_none());
+        // ...and once they have all failed, it is refused, as is any later one.
+        for reservation in held {
+            reservation.fail();
+        }
+        assert!(matches!(
+            answered(&mut waiting),
+            Some(Err(AuthError::TooManyAttempts))
+        ));
+        assert!(matches!(
+            attempts.reserve().await,
+            Err(AuthError::TooManyAttempts)
+        ));
+        assert_eq!(attempts.failures.load(Ordering::Acquire), MAX_FAILURES);
+    }
+
+    #[tokio::test]
+    async fn right_secrets_give_their_guess_back() {
+        let attempts = Arc::new(Attempts::default());
+        for _ in 0..3 * MAX_FAILURES {
+            drop(attempts.reserve().await.unwrap());
+        }
+        let mut held = Vec::new();
+        for _ in 0..MAX_FAILURES {
+            held.push(attempts.reserve().await.unwrap());
+        }
+        let mut waiting = Box::pin(attempts.reserve());
+        assert!(answered(&mut waiting).is_none());
+        // A right secret among the guesses in flight: the waiting one takes its place.
+        drop(held.pop().unwrap());
+        let reservation = answered(&mut waiting).unwrap().unwrap();
+        // One check that never finished (dropped) is given back too.
+        drop(reservation);
+        for reservation in held {
+            reservation.fail();
+        }
+        assert_eq!(attempts.failures.load(Ordering::Acquire), MAX_FAILURES - 1);
+        let last = attempts.reserve().await.unwrap();
+        last.fail();
+        assert!(matches!(
+            attempts.reserve().await,
+            Err(AuthError::TooManyAttempts)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_wrong_secrets_for_one_id_run_argon2_at_most_the_limit() {
+        let (key, hash) = generate("ci").unwrap();
+        let config = [ApiKeyConfig {
+            id: "ci".to_owned(),
+            hash: Secret::new(&hash),
+            scopes: vec![],
+        }];
+        let store = ApiKeyStore::from_config(&config, Duration::from_secs(60)).unwrap();
+        let guesses: Vec<String> = (0..3 * MAX_FAILURES)
+            .map(|n| format!("mcpk_ci_guess-{n}"))
+            .collect();
+        let answers = futures_util::future::join_all(
+            guesses
+                .iter()
+                .map(|guess| store.verify(guess, crate::auth::cache::digest(guess))),
+        )
+        .await;
+        let refused = |wanted: &AuthError| {
+            answers
+                .iter()
+                .filter(|a| a.as_ref().err() == Some(wanted))
+                .count()
+        };
+        let bad: AuthError = TokenProblem::BadApiKey.into();
+        assert_eq!(refused(&bad), MAX_FAILURES as usize);
+        assert_eq!(
+            refused(&AuthError::TooManyAttempts),
+            2 * MAX_FAILURES as usize
+        );
+        // The right secret, not cached yet, is refused too until the window ends.
+        assert_eq!(
+            store
+                .verify(&key, crate::auth::cache::digest(&key))
+                .await
+                .err(),
+            Some(AuthError::TooManyAttempts)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_guess_is_spent_even_when_the_client_hangs_up() {
+        let (_, hash) = generate("ci").unwrap();
+        let config = [ApiKeyConfig {
+            id: "ci".to_owned(),
+            hash: Secret::new(&hash),
+            scopes: vec![],
+        }];
+        let store = ApiKeyStore::from_config(&config, Duration::from_secs(60)).unwrap();
+        let guess = "mcpk_ci_guess";
+        // Dropped while argon2 runs, as when the connection goes away.
+        let verify = store.verify(guess, crate::auth::cache::digest(guess));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), verify)
+                .await
+                .is_err()
+        );
+        let attempts = store.attempts.get("ci").unwrap();
+        for _ in 0..500 {
+            if attempts.failures.load(Ordering::Acquire) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the abandoned wrong guess was never counted");
     }
 
     #[test]

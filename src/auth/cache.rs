@@ -111,3 +111,48 @@ impl VerifiedTokens {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::principal::{AuthMethod, Scopes};
+
+    fn expiring(expires_at: SystemTime) -> Arc<Principal> {
+        Arc::new(Principal {
+            issuer: None,
+            subject: Some("alice".to_owned()),
+            client_id: None,
+            scopes: Scopes::new(["mcp:connect"]),
+            expires_at: Some(expires_at),
+            method: AuthMethod::Jwt,
+            key_id: None,
+            api_key_id: None,
+            claims: serde_json::Map::new(),
+        })
+    }
+
+    #[test]
+    fn a_token_verified_inside_the_leeway_is_not_honoured_from_the_cache() {
+        // Verified after its `exp` (the leeway allowed it): nothing in the entry's
+        // lifetime stops it, so only the check on each hit keeps it from being
+        // honoured long after `exp` plus the leeway.
+        let cache = VerifiedTokens::new(100, Duration::from_secs(300));
+        let digest = digest("expired-token");
+        cache.insert(
+            digest,
+            expiring(SystemTime::now() - Duration::from_secs(1)),
+            None,
+        );
+        assert!(cache.get(&digest).is_none());
+    }
+
+    #[test]
+    fn a_token_is_honoured_from_the_cache_until_its_exp() {
+        let cache = VerifiedTokens::new(100, Duration::from_secs(300));
+        let digest = digest("live-token");
+        let principal = expiring(SystemTime::now() + Duration::from_secs(60));
+        cache.insert(digest, Arc::clone(&principal), None);
+        let remembered = cache.get(&digest).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&remembered, &principal));
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod redis;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -456,6 +457,43 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mcpgate")
 }
 
+/// Whether mcpgate reads `name` from its environment as configuration: every
+/// `MCPGATE_*` variable (`MCPGATE_<SECTION>__<KEY>` overrides, the CLI's options)
+/// and the `MCP_OAUTH_*` aliases; `RUST_LOG` too, which overrides `log.level`.
+pub fn is_gateway_setting(name: &str) -> bool {
+    name.starts_with("MCPGATE_") || name.starts_with("MCP_OAUTH_") || name == "RUST_LOG"
+}
+
+/// The environment of an mcpgate child: `inherited` (the test process's own, unless
+/// a test stands in another) without any gateway setting, then `env`, the settings
+/// the test means. An `MCP_OAUTH_ENABLED=false` in the caller's shell must not
+/// change what every test checks; the config file is the only source.
+pub fn child_env(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    env: &[(&str, &str)],
+) -> Vec<(OsString, OsString)> {
+    inherited
+        .into_iter()
+        .filter(|(name, _)| !name.to_str().is_some_and(is_gateway_setting))
+        .chain(env.iter().map(|(name, value)| (name.into(), value.into())))
+        .collect()
+}
+
+/// `mcpgate` as a command whose environment is [`child_env`] of this process's and
+/// `env`. Every test that runs the binary starts it through here.
+pub fn gateway_command(env: &[(&str, &str)]) -> Command {
+    gateway_command_inheriting(std::env::vars_os(), env)
+}
+
+fn gateway_command_inheriting(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    env: &[(&str, &str)],
+) -> Command {
+    let mut command = Command::new(bin());
+    command.env_clear().envs(child_env(inherited, env));
+    command
+}
+
 /// A running `mcpgate serve`, killed on drop.
 pub struct Gateway {
     pub base: String,
@@ -473,13 +511,23 @@ impl Gateway {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_inheriting(config, std::env::vars_os().collect(), env).await
+    }
+
+    /// Starts the gateway as if the test process's environment were `inherited`
+    /// (what the harness strips from it, and what it keeps), with `env` on top.
+    pub async fn start_inheriting(
+        config: &str,
+        inherited: Vec<(OsString, OsString)>,
+        env: &[(&str, &str)],
+    ) -> Self {
         // `free_port` releases the port it found, so until the gateway binds it any
         // other test's server can be given it. The gateway then fails to start, and
         // is started again on another port; readiness is the gateway's own
         // "listening" line, never just a connection, which that other server would
         // accept.
         for _ in 0..3 {
-            if let Some(gateway) = Self::try_start(config, env).await {
+            if let Some(gateway) = Self::try_start(config, &inherited, env).await {
                 return gateway;
             }
         }
@@ -487,7 +535,11 @@ impl Gateway {
     }
 
     /// `None` when the port was taken before the gateway could bind it.
-    async fn try_start(config: &str, env: &[(&str, &str)]) -> Option<Self> {
+    async fn try_start(
+        config: &str,
+        inherited: &[(OsString, OsString)],
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcpgate.yaml");
@@ -497,11 +549,9 @@ impl Gateway {
             .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(bin())
+        let child = gateway_command_inheriting(inherited.iter().cloned(), env)
             .args(["serve", "--config"])
             .arg(&path)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -663,12 +713,7 @@ pub fn www_authenticate(response: &reqwest::Response) -> String {
 
 /// Runs `mcpgate <args>` to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let output = gateway_command(env).args(args).output().unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -21,7 +21,27 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port(), None)
+        Self::start_retrying(false)
+    }
+
+    /// On a free port, and on another one if some other server took it first.
+    fn start_retrying(tls: bool) -> Self {
+        for _ in 0..3 {
+            let mut server = Self {
+                port: free_port(),
+                password: None,
+                tls,
+                child: None,
+                dir: tempfile::tempdir().unwrap(),
+            };
+            if tls {
+                make_certs(server.dir.path());
+            }
+            if server.try_launch() {
+                return server;
+            }
+        }
+        panic!("redis-server could not get a free port in three tries");
     }
 
     /// On `port`, requiring `password` if given.
@@ -40,23 +60,26 @@ impl RedisServer {
     /// TLS only, with a certificate for `localhost` from a CA of its own; the CA
     /// is `ca.pem` in [`Self::dir`].
     pub fn start_tls() -> Self {
-        let mut server = Self {
-            port: free_port(),
-            password: None,
-            tls: true,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        make_certs(server.dir.path());
-        server.launch();
-        server
+        Self::start_retrying(true)
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server (again) on its port.
     pub fn launch(&mut self) {
+        assert!(
+            self.try_launch(),
+            "redis-server could not listen on port {} (taken by another process?)",
+            self.port
+        );
+    }
+
+    /// Starts the server; false when it exited without serving its port. Ready is
+    /// this child answering, never just something on the port: a server another
+    /// test started there would answer PING too, and two tests would share it.
+    fn try_launch(&mut self) -> bool {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -87,19 +110,28 @@ impl RedisServer {
             ),
             Err(error) => panic!("cannot start redis-server: {error}"),
         };
+        let pid = child.id();
         self.child = Some(child);
         for _ in 0..200 {
-            let up = if self.tls {
-                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            let ours = if self.tls {
+                // This minimal client speaks no TLS: ask the kernel who listens.
+                listens_on(pid, self.port)
             } else {
-                self.try_command(&["PING"]).as_deref() == Some("PONG")
+                self.try_command(&["INFO", "server"])
+                    .is_some_and(|info| info.lines().any(|l| l == format!("process_id:{pid}")))
             };
-            if up {
-                return;
+            if ours {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("redis-server did not answer PING on port {}", self.port);
+        panic!("redis-server (pid {pid}) did not serve port {}", self.port);
     }
 
     /// Kills the server; `launch` brings it back on the same port.
@@ -147,6 +179,28 @@ impl Drop for RedisServer {
         }
         self.stop();
     }
+}
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port` (Linux /proc).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: Vec<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local address, state (0A: LISTEN), inode
+        .any(|f| f.len() > 9 && f[1] == local && f[3] == "0A" && sockets.contains(&f[9].to_owned()))
 }
 
 /// A CA (`ca.pem`) and a certificate it signed for `localhost` (`leaf.pem`,
@@ -205,4 +259,23 @@ fn read_reply(reader: &mut impl BufRead) -> Option<String> {
         }
         _ => None,
     }
+}
+
+#[test]
+fn a_server_already_on_the_port_is_not_taken_for_the_one_started() {
+    let first = RedisServer::start();
+    for tls in [false, true] {
+        let mut second = RedisServer {
+            port: first.port,
+            password: None,
+            tls,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        if tls {
+            make_certs(second.dir.path());
+        }
+        assert!(!second.try_launch(), "tls: {tls}");
+    }
+    assert_eq!(first.command(&["PING"]), "PONG");
 }

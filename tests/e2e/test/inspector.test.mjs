@@ -32,25 +32,31 @@ describe('Inspector CLI through mcpgate', () => {
     await stack?.stop();
   });
 
-  test('tools/list with a bearer header lists echo', async () => {
-    const r = await inspector(stack.publicUrl, ['--method', 'tools/list', '--header', `Authorization: Bearer ${token}`]);
+  /**
+   * The Inspector CLI with `args`, and what the upstream saw meanwhile: at least
+   * one request, each with the gateway's credential and never the token.
+   */
+  async function inspectorThroughGateway(args) {
+    const before = stack.recorder.requests.length;
+    const r = await inspector(stack.publicUrl, args);
     assert.equal(r.code, 0, `inspector failed:\n${r.stdout}\n${r.stderr}`);
+    assertUpstreamClean({ requests: stack.recorder.requests.slice(before) }, { token, credential: UPSTREAM_CREDENTIAL });
+    return r;
+  }
+
+  test('tools/list with a bearer header lists echo; the upstream sees the gateway credential, never the token', async () => {
+    const r = await inspectorThroughGateway(['--method', 'tools/list', '--header', `Authorization: Bearer ${token}`]);
     const names = JSON.parse(r.stdout).tools.map((t) => t.name);
     assert.ok(names.includes('echo'), names.join(', '));
   });
 
-  test('tools/call echo with a bearer header returns the message', async () => {
-    const r = await inspector(stack.publicUrl, [
+  test('tools/call echo with a bearer header returns the message; the upstream sees the gateway credential, never the token', async () => {
+    const r = await inspectorThroughGateway([
       '--method', 'tools/call', '--tool-name', 'echo', '--tool-arg', 'message=hi',
       '--header', `Authorization: Bearer ${token}`,
     ]);
-    assert.equal(r.code, 0, `inspector failed:\n${r.stdout}\n${r.stderr}`);
     const { content } = JSON.parse(r.stdout);
     assert.match(content.map((c) => c.text ?? '').join('\n'), /\bhi\b/);
-  });
-
-  test('the upstream saw the gateway credential, never the token', () => {
-    assertUpstreamClean(stack.recorder, { token, credential: UPSTREAM_CREDENTIAL });
   });
 
   test('without a token the CLI fails and nothing reaches the upstream', async () => {

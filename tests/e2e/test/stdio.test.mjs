@@ -170,17 +170,22 @@ async function raw(method, { token, sessionId, body }) {
 /** A log line saying the child `pid` was stopped, and why (End::message in session.rs). */
 const stoppedLine = (why, pid) => new RegExp(`MCP server process stopped \\(${why}\\)[^\\n]*\\bpid=${pid}\\b`);
 
-describe('stdio upstream: one child process per MCP session', () => {
-  let a; // M2M's client: holds the SDK's standalone GET stream open throughout
-  let pidA;
-  let b; // M2M_B's client
-  let pidB;
-  let lastRequestA;
+/** Ends each client's session (DELETE) and closes it: a test leaves no child behind. */
+async function endSessions(...sdks) {
+  for (const sdk of sdks) {
+    await sdk.transport.terminateSession();
+    await sdk.client.close();
+  }
+  assert.deepEqual(children(), [], 'a child outlived its session');
+}
 
+// Each test opens the sessions it needs and ends them, so none depends on
+// another having run before it.
+describe('stdio upstream: one child process per MCP session', () => {
   test('SDK v1: discovery from the 401, tools/list, echo, the child env, progress streamed before the result', async () => {
     assert.deepEqual(children(), [], 'no child before the first session');
-    a = sdkClient(M2M);
-    pidA = await connectNewChild(a);
+    const a = sdkClient(M2M);
+    const pidA = await connectNewChild(a);
 
     const gw = gateway;
     assert.deepEqual(
@@ -221,7 +226,6 @@ describe('stdio upstream: one child process per MCP session', () => {
       { onprogress: (p) => events.push({ ...p, at: performance.now() - t0 }) },
     );
     const resultAt = performance.now() - t0;
-    lastRequestA = Date.now();
     assert.notEqual(result.isError, true, JSON.stringify(result));
     assert.match(textOf(result), /Long running operation completed\. Duration: 1\.2 seconds, Steps: 3\./);
     assert.deepEqual(
@@ -235,11 +239,14 @@ describe('stdio upstream: one child process per MCP session', () => {
     assert.equal(call?.status, 200);
     assert.match(call.contentType ?? '', /^text\/event-stream\b/);
     assert.deepEqual(children(), [pidA], 'still the one child');
+    await endSessions(a);
   });
 
   test("two principals: two children, two sessions; B naming A's session gets 404 and touches nothing", async () => {
-    b = sdkClient(M2M_B);
-    pidB = await connectNewChild(b);
+    const a = sdkClient(M2M);
+    const pidA = await connectNewChild(a);
+    const b = sdkClient(M2M_B);
+    const pidB = await connectNewChild(b);
     assert.notEqual(pidB, pidA);
     assert.deepEqual(children(), sorted([pidA, pidB]));
     assert.notEqual(b.transport.sessionId, a.transport.sessionId);
@@ -259,10 +266,14 @@ describe('stdio upstream: one child process per MCP session', () => {
     assert.deepEqual(children(), sorted([pidA, pidB]), "B's DELETE of A's session stopped a child");
 
     await echo(a.client, 'still-a');
-    lastRequestA = Date.now();
+    await endSessions(a, b);
   });
 
   test("the SDK's DELETE stops exactly that session's child, reaped before the 200", async () => {
+    const a = sdkClient(M2M);
+    const pidA = await connectNewChild(a);
+    const b = sdkClient(M2M_B);
+    const pidB = await connectNewChild(b);
     const sessionB = b.transport.sessionId;
     await b.transport.terminateSession(); // throws unless 200 (or 405)
     assert.deepEqual(children(), [pidA], 'B\'s child should be gone (and reaped) when DELETE is answered');
@@ -272,9 +283,15 @@ describe('stdio upstream: one child process per MCP session', () => {
     const after = await raw('DELETE', { token: b.provider.tokens().access_token, sessionId: sessionB });
     assert.equal(after.status, 404, 'the deleted session is gone');
     assert.deepEqual(after.body, NOT_FOUND_BODY);
+    await echo(a.client, 'still-a');
+    await endSessions(a);
   });
 
   test('idle_timeout: a child with no request for 2 s is stopped, the next call gets 404, a new connect a new child', async () => {
+    // A holds the SDK's standalone GET stream open; its last request is its connect.
+    const a = sdkClient(M2M);
+    const pidA = await connectNewChild(a);
+    const lastRequestA = Date.now();
     const c = sdkClient(M2M_B, { standaloneStream: false });
     const pidC = await connectNewChild(c);
     assert.deepEqual(children(), sorted([pidA, pidC]));
@@ -334,9 +351,7 @@ describe('stdio upstream: one child process per MCP session', () => {
 
     // A is still served by its first child; its DELETE leaves mcpgate with none.
     await echo(a.client, 'still-a');
-    await a.transport.terminateSession();
-    await a.client.close();
-    assert.deepEqual(children(), []);
+    await endSessions(a);
     assert.match(gatewayLog(), stoppedLine('MCP session deleted', pidA));
   });
 });

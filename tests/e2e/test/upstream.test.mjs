@@ -65,11 +65,14 @@ function upstreamOAuthYaml(as, { secret = UPSTREAM_CLIENT.clientSecret, authMeth
 }
 
 let stack;
+/** The grants the stack's gateway made while it started (other tests start gateways of their own). */
+let startupGrants;
 before(async () => {
   stack = await startStack({
     upstreamResource: UPSTREAM_RESOURCE,
     gatewayOptions: (as) => ({ upstreamExtra: upstreamOAuthYaml(as) }),
   });
+  startupGrants = stack.as.issued.filter((t) => t.clientId === UPSTREAM_CLIENT.clientId);
 });
 after(async () => {
   await stack?.stop();
@@ -109,6 +112,8 @@ describe('upstream.oauth: mcpgate sends its own client_credentials token upstrea
     });
     const transport = new StreamableHTTPClientTransport(new URL(stack.publicUrl), { authProvider: provider });
     const client = new Client({ name: 'mcpgate-e2e-upstream', version: '0.0.0' });
+    const upstreamBefore = stack.recorder.requests.length;
+    const issuedBefore = stack.as.issued.length;
     try {
       await client.connect(transport);
       const { tools } = await client.listTools();
@@ -128,10 +133,11 @@ describe('upstream.oauth: mcpgate sends its own client_credentials token upstrea
     assert.ok(clientToken, 'the SDK client holds no token');
 
     // The AS issued mcpgate exactly one token, at start (before the client's),
-    // for the upstream's resource and scope.
-    const upstreamGrants = issuedTo(UPSTREAM_CLIENT.clientId);
-    assert.equal(upstreamGrants.length, 1, `mcpgate should have made one grant, made ${upstreamGrants.length}`);
-    const [grant] = upstreamGrants;
+    // for the upstream's resource and scope, and none since: it is cached.
+    assert.equal(startupGrants.length, 1, `mcpgate should have made one grant at start, made ${startupGrants.length}`);
+    const since = stack.as.issued.slice(issuedBefore).filter((t) => t.clientId === UPSTREAM_CLIENT.clientId);
+    assert.deepEqual(since, [], 'mcpgate asked for another upstream token while it had one');
+    const [grant] = startupGrants;
     assert.equal(grant.grantType, 'client_credentials');
     assert.equal(grant.clientAuth, 'client_secret_basic');
     assert.equal(grant.requestedScope, UPSTREAM_SCOPE);
@@ -160,7 +166,7 @@ describe('upstream.oauth: mcpgate sends its own client_credentials token upstrea
 
     // Every upstream request: mcpgate's token (the same one: cached), the
     // configured static header beside it, and no trace of the client's token.
-    const reqs = stack.recorder.requests;
+    const reqs = stack.recorder.requests.slice(upstreamBefore);
     const lines = reqs.map((r) => `${r.method} ${r.url} ${r.body.slice(0, 60)}`).join('\n');
     assert.ok(reqs.filter((r) => r.method === 'POST').length >= 4, `expected initialize, initialized, tools/list, tools/call:\n${lines}`);
     for (const r of reqs) {

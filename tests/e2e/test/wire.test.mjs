@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, createSign } from 'node:crypto';
 import http from 'node:http';
 import { requestToken } from '../lib/as.mjs';
+import { startGateway } from '../lib/gateway.mjs';
 import { INITIALIZE_BODY, expectedNoTokenChallenge, postMcp } from '../lib/mcp.mjs';
+import { freePort } from '../lib/procs.mjs';
 import { startStack } from '../lib/stack.mjs';
 
 /** An RS256 JWT with the right iss/aud/scope but signed by a key the AS never published. */
@@ -68,33 +70,56 @@ describe('mcpgate wire contract', () => {
     await stack?.stop();
   });
 
+  /**
+   * Runs `exchange` (which reads the whole answer) and asserts that nothing
+   * reached the upstream meanwhile: each refusal checks its own requests, so the
+   * check holds whichever tests run, and in whatever order.
+   */
+  async function refusedBeforeTheUpstream(exchange) {
+    const before = stack.recorder.requests.length;
+    const result = await exchange();
+    assert.deepEqual(
+      stack.recorder.requests.slice(before).map((r) => `${r.method} ${r.url}`),
+      [],
+      'a refused request reached the upstream',
+    );
+    return result;
+  }
+
   for (const method of ['POST', 'GET', 'DELETE']) {
     test(`${method} without a token -> 401 with the exact challenge and an empty body`, async () => {
-      const res =
-        method === 'POST'
-          ? await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY)
-          : await fetch(stack.gateway.publicUrl, { method, headers: { accept: 'text/event-stream' } });
-      assert.equal(res.status, 401);
-      assert.equal(res.headers.get('www-authenticate'), expectedNoTokenChallenge(stack.gateway));
-      assert.equal(await res.text(), '');
+      await refusedBeforeTheUpstream(async () => {
+        const res =
+          method === 'POST'
+            ? await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY)
+            : await fetch(stack.gateway.publicUrl, { method, headers: { accept: 'text/event-stream' } });
+        assert.equal(res.status, 401);
+        assert.equal(res.headers.get('www-authenticate'), expectedNoTokenChallenge(stack.gateway));
+        assert.equal(await res.text(), '');
+      });
     });
   }
 
   test('garbage bearer token -> 401 invalid_token', async () => {
-    const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token: 'not-a-jwt' });
-    assert.equal(res.status, 401);
-    const challenge = res.headers.get('www-authenticate') ?? '';
-    assert.match(challenge, /^Bearer realm="mcp", /);
-    assert.match(challenge, /error="invalid_token"/);
-    assert.ok(challenge.includes(`resource_metadata="${stack.gateway.metadataUrl}"`), challenge);
-    assert.equal(await res.text(), '');
+    await refusedBeforeTheUpstream(async () => {
+      const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token: 'not-a-jwt' });
+      assert.equal(res.status, 401);
+      const challenge = res.headers.get('www-authenticate') ?? '';
+      assert.match(challenge, /^Bearer realm="mcp", /);
+      assert.match(challenge, /error="invalid_token"/);
+      assert.ok(challenge.includes(`resource_metadata="${stack.gateway.metadataUrl}"`), challenge);
+      assert.equal(await res.text(), '');
+    });
   });
 
   test('JWT signed by an unknown key -> 401 invalid_token', async () => {
     const token = forgedToken({ issuer: stack.as.issuer, audience: stack.publicUrl });
-    const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token });
-    assert.equal(res.status, 401);
-    assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    await refusedBeforeTheUpstream(async () => {
+      const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token });
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+      assert.equal(await res.text(), '');
+    });
   });
 
   test('real AS token without mcp:connect -> 403 insufficient_scope', async () => {
@@ -103,50 +128,51 @@ describe('mcpgate wire contract', () => {
       resource: stack.publicUrl,
     });
     assert.equal(scope, 'mcp:tools', 'the AS should grant exactly what was asked');
-    const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token });
-    assert.equal(res.status, 403);
-    assert.equal(
-      res.headers.get('www-authenticate'),
-      `Bearer error="insufficient_scope", scope="mcp:connect", resource_metadata="${stack.gateway.metadataUrl}", ` +
-        `error_description="missing required scopes: mcp:connect"`,
-    );
-    assert.equal(await res.text(), '');
+    await refusedBeforeTheUpstream(async () => {
+      const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token });
+      assert.equal(res.status, 403);
+      assert.equal(
+        res.headers.get('www-authenticate'),
+        `Bearer error="insufficient_scope", scope="mcp:connect", resource_metadata="${stack.gateway.metadataUrl}", ` +
+          `error_description="missing required scopes: mcp:connect"`,
+      );
+      assert.equal(await res.text(), '');
+    });
   });
 
   // Malformed credentials are a 400 invalid_request even when the token itself is valid.
   test('a valid token in the query string -> 400 invalid_request', async () => {
     const { access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl });
-    const res = await postMcp(`${stack.gateway.publicUrl}?access_token=${encodeURIComponent(token)}`, INITIALIZE_BODY);
-    assert.equal(res.status, 400);
-    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer .*error="invalid_request"/);
-    assert.equal(await res.text(), '');
+    await refusedBeforeTheUpstream(async () => {
+      const res = await postMcp(`${stack.gateway.publicUrl}?access_token=${encodeURIComponent(token)}`, INITIALIZE_BODY);
+      assert.equal(res.status, 400);
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer .*error="invalid_request"/);
+      assert.equal(await res.text(), '');
+    });
   });
 
   test('two Authorization headers with a valid token -> 400 invalid_request', async () => {
     const { access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl });
-    const res = await postWithTwoAuthorizations(stack.gateway.publicUrl, token);
-    assert.equal(res.status, 400);
-    assert.match(res.challenge ?? '', /^Bearer .*error="invalid_request"/);
-    assert.equal(res.body, '');
-  });
-
-  test('none of the rejected requests above reached the upstream', () => {
-    // Runs after the rejection tests (node:test keeps declaration order).
-    assert.deepEqual(
-      stack.recorder.requests.map((r) => `${r.method} ${r.url}`),
-      [],
-    );
+    await refusedBeforeTheUpstream(async () => {
+      const res = await postWithTwoAuthorizations(stack.gateway.publicUrl, token);
+      assert.equal(res.status, 400);
+      assert.match(res.challenge ?? '', /^Bearer .*error="invalid_request"/);
+      assert.equal(res.body, '');
+    });
   });
 
   test('real AS token with mcp:connect -> initialize is proxied (positive control)', async () => {
     const { access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl });
+    const before = stack.recorder.requests.length;
     const res = await postMcp(stack.gateway.publicUrl, INITIALIZE_BODY, { token });
     assert.equal(res.status, 200, await res.clone().text());
     const text = await res.text();
     // server-everything answers over SSE or JSON; either way the result names it.
     assert.match(text, /"serverInfo"/);
-    assert.equal(stack.recorder.requests.length, 1);
-    assert.equal(stack.recorder.requests[0].headers.authorization, undefined);
+    const seen = stack.recorder.requests.slice(before);
+    assert.equal(seen.length, 1);
+    assert.equal(JSON.parse(seen[0].body).method, 'initialize');
+    assert.equal(seen[0].headers.authorization, undefined);
   });
 
   for (const suffix of ['/mcp', '']) {
@@ -163,15 +189,26 @@ describe('mcpgate wire contract', () => {
     });
   }
 
-  // Last: it takes the upstream away for good.
+  // A gateway of its own, whose upstream port has nothing listening: the
+  // stack's upstream stays up for the other tests, whatever their order.
   test('upstream unreachable -> 502 with a JSON-RPC error for the request id', async () => {
-    const { access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl });
-    await stack.recorder.stop();
-    const res = await postMcp(stack.gateway.publicUrl, { ...INITIALIZE_BODY, id: 'gone-1' }, { token });
-    assert.equal(res.status, 502);
-    const body = await res.json();
-    assert.equal(body.jsonrpc, '2.0');
-    assert.equal(body.id, 'gone-1');
-    assert.equal(typeof body.error?.code, 'number');
+    const dead = await startGateway({
+      gwPort: await freePort(),
+      upstreamUrl: `http://127.0.0.1:${await freePort()}/mcp`,
+      issuer: stack.as.issuer,
+      // The AS issues tokens for the stack's gateway only.
+      oauthExtra: `    audiences: [${stack.publicUrl}]\n`,
+    });
+    try {
+      const { access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl });
+      const res = await postMcp(dead.publicUrl, { ...INITIALIZE_BODY, id: 'gone-1' }, { token });
+      assert.equal(res.status, 502);
+      const body = await res.json();
+      assert.equal(body.jsonrpc, '2.0');
+      assert.equal(body.id, 'gone-1');
+      assert.equal(typeof body.error?.code, 'number');
+    } finally {
+      await dead.stop();
+    }
   });
 });
