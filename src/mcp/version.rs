@@ -111,8 +111,9 @@ pub fn from_headers(headers: &HeaderMap) -> Result<ProtocolVersion, VersionError
         (Some(_), Some(_)) => return Err(VersionError::Repeated),
     };
     let text = String::from_utf8_lossy(value.as_bytes());
+    // The answer quotes what was asked, but not a whole header's worth of it.
     ProtocolVersion::parse(text.trim()).ok_or_else(|| VersionError::Unsupported {
-        requested: text.into_owned(),
+        requested: crate::char_prefix(&text, 64).to_owned(),
     })
 }
 
