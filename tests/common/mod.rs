@@ -472,6 +472,17 @@ impl Gateway {
         Self::start_with_env(config, &[]).await
     }
 
+    /// Starts the gateway with its open-file limit set to `soft` (and `hard`), as a
+    /// service manager would before `exec`.
+    pub async fn start_with_open_files(config: &str, soft: u64, hard: u64) -> Self {
+        for _ in 0..3 {
+            if let Some(gateway) = Self::try_start_limited(config, &[], Some((soft, hard))).await {
+                return gateway;
+            }
+        }
+        panic!("mcpgate could not get a free port in three tries");
+    }
+
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         // `free_port` releases the port it found, so until the gateway binds it any
         // other test's server can be given it. The gateway then fails to start, and
@@ -488,6 +499,14 @@ impl Gateway {
 
     /// `None` when the port was taken before the gateway could bind it.
     async fn try_start(config: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::try_start_limited(config, env, None).await
+    }
+
+    async fn try_start_limited(
+        config: &str,
+        env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
+    ) -> Option<Self> {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcpgate.yaml");
@@ -497,15 +516,32 @@ impl Gateway {
             .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .args(["serve", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+            .stderr(stderr);
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only setrlimit runs, which is
+            // async-signal-safe and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(
+                        rustix::process::Resource::Nofile,
+                        rustix::process::Rlimit {
+                            current: Some(soft),
+                            maximum: Some(hard),
+                        },
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let mut gateway = Self {
             base: format!("http://127.0.0.1:{port}"),
             mcp: format!("http://127.0.0.1:{port}/mcp"),
