@@ -406,7 +406,8 @@ async fn requests_without_exactly_one_matching_host_are_400_before_authenticatio
         ),
         (
             "no Host and no token (the 400 comes before the 401)",
-            format!("GET /mcp HTTP/1.1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"),
+            "GET /mcp HTTP/1.1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+                .to_owned(),
         ),
         (
             "no Host on the metadata document",
