@@ -10,11 +10,12 @@
 //! and it does not exist for HTTP/2. Here both protocols share one rule, fed by the
 //! bytes the socket delivers and the requests the service sees.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +45,64 @@ pub struct ReadTimeouts {
     pub idle: Duration,
 }
 
+/// Every open connection, so that at the cap one can be closed to make room.
+#[derive(Default)]
+pub struct Open {
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+    next: AtomicU64,
+}
+
+impl Open {
+    fn register(self: &Arc<Self>, activity: &Arc<Activity>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::clone(activity));
+        Registered {
+            open: Arc::clone(self),
+            id,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks the connection without a request in progress that is nearest its
+    /// timeout to close, as nginx does with idle keep-alive connections when it runs
+    /// out: a slow or idle client loses a little early what a waiting client needs
+    /// now. False when every connection is busy with a request.
+    pub fn make_room(&self, timeouts: ReadTimeouts) -> bool {
+        let connections = self.lock();
+        let victim = connections
+            .values()
+            .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
+            .filter_map(|activity| Some((activity.deadline(timeouts)?, activity)))
+            .min_by_key(|(deadline, _)| *deadline);
+        match victim {
+            Some((_, activity)) => {
+                activity.evicted.store(true, Ordering::Relaxed);
+                activity.changed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in `Open`, given up when it closes.
+struct Registered {
+    open: Arc<Open>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
 /// The protocol builder shared by every connection.
 pub fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -59,16 +118,17 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
 
 /// Serves `tcp` until the client closes it, it times out, or shutdown ends it.
 /// `permit` is the connection's place under `server.max_connections`, released
-/// when it closes.
+/// when it closes; `open` lists it while it is open.
 pub async fn serve(
     builder: Arc<auto::Builder<TokioExecutor>>,
     tcp: TcpStream,
     router: Router,
     timeouts: ReadTimeouts,
     shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    (open, permit): (Arc<Open>, OwnedSemaphorePermit),
 ) {
     let activity = Arc::new(Activity::new());
+    let registered = open.register(&activity);
     let io = TokioIo::new(Watched {
         tcp,
         activity: Arc::clone(&activity),
@@ -110,6 +170,12 @@ pub async fn serve(
             }
             () = sleep_until(deadline) => {
                 if cut_at.is_some() {
+                    if activity.deadline(timeouts).is_none() {
+                        // A request slipped in before the close: hyper ends the
+                        // connection once it is answered.
+                        cut_at = None;
+                        continue;
+                    }
                     tracing::debug!("client connection cut: it did not close in time");
                     break;
                 }
@@ -124,9 +190,17 @@ pub async fn serve(
                 closing = true;
                 cut_at = Some(Instant::now() + timeouts.header);
             }
-            () = activity.changed.notified() => {}
+            () = activity.changed.notified() => {
+                if activity.evicted.load(Ordering::Relaxed) && cut_at.is_none() {
+                    tracing::debug!("closing a client connection to make room for a new one");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    cut_at = Some(Instant::now() + timeouts.header);
+                }
+            }
         }
     }
+    drop(registered);
     drop(permit);
 }
 
@@ -150,6 +224,8 @@ struct Activity {
     idle_since: AtomicU64,
     /// The first byte received since then, if any.
     first_byte: AtomicU64,
+    /// Asked to close to make room under the connection cap.
+    evicted: AtomicBool,
     changed: Notify,
 }
 
@@ -161,6 +237,7 @@ impl Activity {
             served: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
+            evicted: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -339,6 +416,29 @@ mod tests {
     /// What the clock would have stored in `field` at `millis`.
     fn at(field: &AtomicU64, millis: u64) {
         field.store(millis, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn room_is_made_by_closing_the_idle_connection_nearest_its_timeout() {
+        let open = Arc::new(Open::default());
+        let busy = Arc::new(Activity::new());
+        let _request = InFlight::begin(Arc::clone(&busy));
+        let fresh = Arc::new(Activity::new());
+        let waiting = Arc::new(Activity::new());
+        drop(InFlight::begin(Arc::clone(&waiting)));
+        // `waiting` went idle at 0 ms but later received a byte at 5 s: its header
+        // deadline (15 s) is after `fresh`'s (10 s).
+        at(&waiting.first_byte, 5_000);
+        let _registered = [&busy, &fresh, &waiting].map(|activity| open.register(activity));
+        assert!(open.make_room(TIMEOUTS));
+        assert!(fresh.evicted.load(Ordering::Relaxed));
+        assert!(open.make_room(TIMEOUTS));
+        assert!(waiting.evicted.load(Ordering::Relaxed));
+        // A connection with a request in progress is never taken.
+        assert!(!open.make_room(TIMEOUTS));
+        assert!(!busy.evicted.load(Ordering::Relaxed));
+        drop(_registered);
+        assert!(open.lock().is_empty());
     }
 
     #[test]

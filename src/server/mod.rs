@@ -110,11 +110,12 @@ pub struct ServeOptions {
 /// `grace`. Standing GET streams end at once (see `stream`), so a drained server
 /// returns well before the grace period; what is still running when it is over is cut.
 ///
-/// At `max_connections` the loop stops accepting: newcomers wait in the kernel's
-/// listen backlog, holding no descriptor and no memory of ours, until a connection
-/// closes. Every connection that is not busy with a request closes within the read
-/// timeouts, so the wait is bounded; closing newcomers instead would turn away
-/// valid clients exactly when slow ones fill the server.
+/// At `max_connections`, a newcomer makes room: the connection without a request in
+/// progress that is nearest its read timeout is closed (a slow client loses a little
+/// early what it would lose anyway). When every connection is busy with a request,
+/// the newcomer waits for one to end, and those behind it wait in the kernel's listen
+/// backlog, holding no descriptor and no memory of ours. Closing newcomers instead
+/// would turn valid clients away exactly when slow ones fill the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -128,16 +129,12 @@ pub async fn serve(
         idle: options.idle_timeout,
     };
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let open = Arc::new(connection::Open::default());
     let mut connections = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
     let stopping = stream::shutdown_begun(shutdown.clone());
     tokio::pin!(stopping);
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit,
-            () = &mut stopping => break,
-        };
-        let Ok(permit) = permit else { break };
+    'accepting: loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stopping => break,
@@ -154,6 +151,25 @@ pub async fn serve(
                 continue;
             }
         };
+        // At the cap this one newcomer is held (the cap leaves descriptors to
+        // spare) while room is made, or until a busy connection ends.
+        let mut made_room = false;
+        let permit = loop {
+            if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                break permit;
+            }
+            // One connection closed per newcomer, however long it takes to go.
+            made_room = made_room || open.make_room(timeouts);
+            tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => break permit,
+                    Err(_) => break 'accepting,
+                },
+                // A busy connection may have gone idle since: look again.
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = &mut stopping => break 'accepting,
+            }
+        };
         // Answers are written as they come (SSE events, a streamed list): with
         // Nagle's algorithm on, the last small segment of one waits for the
         // client's delayed ACK (tens of milliseconds on Linux).
@@ -166,7 +182,7 @@ pub async fn serve(
             router.clone(),
             timeouts,
             shutdown.clone(),
-            permit,
+            (Arc::clone(&open), permit),
         ));
     }
     // New connections are refused from here on; open ones close as soon as their
