@@ -186,6 +186,9 @@ pub async fn serve(
                     requests = activity.served(),
                     "closing a client connection that sent no complete request in time"
                 );
+                if activity.owes_request() {
+                    break;
+                }
                 connection.as_mut().graceful_shutdown();
                 closing = true;
                 cut_at = Some(Instant::now() + timeouts.header);
@@ -193,6 +196,9 @@ pub async fn serve(
             () = activity.changed.notified() => {
                 if activity.evicted.load(Ordering::Relaxed) && cut_at.is_none() {
                     tracing::debug!("closing a client connection to make room for a new one");
+                    if activity.owes_request() && activity.deadline(timeouts).is_some() {
+                        break;
+                    }
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                     cut_at = Some(Instant::now() + timeouts.header);
@@ -253,6 +259,13 @@ impl Activity {
 
     fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// The client has started a request, or never sent one: closing it is cutting
+    /// it off (hyper would otherwise wait for the rest of those headers). A client
+    /// that owes nothing is closed politely instead (HTTP/2 `GOAWAY`).
+    fn owes_request(&self) -> bool {
+        self.served() == 0 || self.first_byte.load(Ordering::Relaxed) != NONE
     }
 
     /// When the connection is to be closed unless something happens first; `None`
