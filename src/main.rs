@@ -124,6 +124,8 @@ async fn run(
     listener: Option<tokio::net::TcpListener>,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // First, before this process opens what it will hold for its lifetime.
+    let open_files = server::limits::OpenFiles::raise();
     let config = gateway.config.clone();
     let listen = config.server.listen;
     let listener = match listener {
@@ -172,9 +174,9 @@ async fn run(
     let signal_loop = tokio::spawn(signals.run(Arc::clone(&reloader), stop_tx));
     tracing::info!("{startup}");
 
-    let grace = config.server.shutdown_grace;
+    let options = serve_options(&config.server, open_files);
     let gateway = Arc::clone(&state.gateway);
-    let result = server::serve(listener, state, grace).await;
+    let result = server::serve(listener, state, options).await;
     // Stdio children end with mcpgate, cleanly: stdin closed, then signals.
     gateway.load().upstream.shutdown().await;
     signal_loop.abort();
@@ -186,6 +188,38 @@ async fn run(
     traces.shutdown();
     tracing::info!("mcpgate stopped");
     result.context("server failed")
+}
+
+/// The listener's settings; the connection cap is derived from the open-file limit
+/// unless configured, and the start log says both.
+fn serve_options(
+    server: &config::ServerConfig,
+    open_files: server::limits::OpenFiles,
+) -> server::ServeOptions {
+    let derived = open_files.connection_cap();
+    let max_connections = server.max_connections.unwrap_or(derived);
+    tracing::info!(
+        "open-file limit: {}; at most {max_connections} client connections ({})",
+        open_files.describe(),
+        if server.max_connections.is_some() {
+            "server.max_connections"
+        } else {
+            "derived from the limit"
+        }
+    );
+    if max_connections > derived {
+        tracing::warn!(
+            "server.max_connections ({max_connections}) is above what the open-file limit leaves \
+             room for ({derived}): connections will fail with \"Too many open files\" first; \
+             raise LimitNOFILE (docs/operations.md)"
+        );
+    }
+    server::ServeOptions {
+        grace: server.shutdown_grace,
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        max_connections,
+    }
 }
 
 /// The one line that says what is running and how it is protected.

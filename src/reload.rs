@@ -129,6 +129,19 @@ pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static
         "server.admin_listen",
         keep_running(&old.admin_listen, &mut fresh.admin_listen),
     );
+    // Bound by the accept loop at start (body_read_timeout is read per request).
+    keep(
+        "server.header_read_timeout",
+        keep_running(&old.header_read_timeout, &mut fresh.header_read_timeout),
+    );
+    keep(
+        "server.idle_timeout",
+        keep_running(&old.idle_timeout, &mut fresh.idle_timeout),
+    );
+    keep(
+        "server.max_connections",
+        keep_running(&old.max_connections, &mut fresh.max_connections),
+    );
     keep(
         "telemetry",
         keep_running(&running.telemetry, &mut new.telemetry),
@@ -178,7 +191,8 @@ mod tests {
              scopes: { initialize: [a] }\n",
         );
         let mut new = parse(
-            "server: { listen: 127.0.0.1:6000, public_url: https://b.example/mcp, admin_listen: 127.0.0.1:9090 }\n\
+            "server: { listen: 127.0.0.1:6000, public_url: https://b.example/mcp, admin_listen: 127.0.0.1:9090, \
+             header_read_timeout: 3s, idle_timeout: 5s, max_connections: 10, body_read_timeout: 9s }\n\
              scopes: { initialize: [b] }\n\
              telemetry: { traces: { enabled: true } }\n",
         );
@@ -189,9 +203,18 @@ mod tests {
                 "server.listen",
                 "server.public_url",
                 "server.admin_listen",
+                "server.header_read_timeout",
+                "server.idle_timeout",
+                "server.max_connections",
                 "telemetry"
             ]
         );
+        // Read per request: applies at once.
+        assert_eq!(
+            new.server.body_read_timeout,
+            std::time::Duration::from_secs(9)
+        );
+        assert_eq!(new.server.max_connections, None);
         assert_eq!(new.server.listen, running.server.listen);
         assert_eq!(new.server.public_url, running.server.public_url);
         assert_eq!(new.server.admin_listen, None);

@@ -15,6 +15,7 @@ mod explain;
 mod graphql_catalog;
 mod graphql_gateway;
 mod graphql_upstream;
+mod http_edge;
 mod idp_tokens;
 mod introspection;
 mod inventory;

@@ -62,6 +62,19 @@ pub struct ServerConfig {
     /// one (non-browser clients) pass.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// How long a client has to send a request's headers: from the moment the
+    /// connection opens, or from the first byte of a later request on it.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a request's whole body once it is being read.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a connection may wait, with no request in progress, for the next one.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once. Unset: derived from the open-file limit
+    /// (see `server::limits`).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -75,8 +88,24 @@ impl Default for ServerConfig {
             shutdown_grace: default_shutdown_grace(),
             admin_listen: None,
             allowed_origins: Vec::new(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: None,
         }
     }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_listen() -> SocketAddr {

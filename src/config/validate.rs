@@ -187,6 +187,26 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
             "must be greater than 0",
         ));
     }
+    for (key, timeout) in [
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.body_read_timeout", server.body_read_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+    ] {
+        // Zero would close every connection at once; there is no "off" (a slow
+        // client must not be able to hold a connection forever).
+        if timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                key,
+                "must be greater than 0 (e.g. 10s)",
+            ));
+        }
+    }
+    if server.max_connections == Some(0) {
+        return Err(ConfigError::invalid(
+            "server.max_connections",
+            "must be greater than 0 (or left unset to derive it from the open-file limit)",
+        ));
+    }
     Ok(())
 }
 
@@ -671,6 +691,8 @@ fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn refusal(yaml: &str) -> (String, String) {
@@ -678,6 +700,55 @@ mod tests {
         match validate(&config) {
             Err(ConfigError::Invalid { key, message }) => (key, message),
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connection_limits_default_parse_and_refuse_zero() {
+        let config = super::super::load_from_str("upstream:\n  url: http://127.0.0.1:1/mcp\n")
+            .expect("parses");
+        let server = &config.server;
+        assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(server.max_connections, None);
+        let config = super::super::load_from_str(
+            "server:\n  header_read_timeout: 2s\n  body_read_timeout: 500ms\n  idle_timeout: 5m\n  max_connections: 300\nupstream:\n  url: http://127.0.0.1:1/mcp\n",
+        )
+        .expect("parses");
+        validate(&config).expect("valid");
+        let server = &config.server;
+        assert_eq!(server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(server.body_read_timeout, Duration::from_millis(500));
+        assert_eq!(server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(server.max_connections, Some(300));
+        for (key, zero) in [
+            ("header_read_timeout", "0s"),
+            ("body_read_timeout", "0ms"),
+            ("idle_timeout", "0s"),
+            ("max_connections", "0"),
+        ] {
+            let (refused, message) = refusal(&format!(
+                "server:\n  {key}: {zero}\nupstream:\n  url: http://127.0.0.1:1/mcp\n"
+            ));
+            assert_eq!(refused, format!("server.{key}"));
+            assert!(message.contains("greater than 0"), "{message}");
+        }
+        for (key, value) in [
+            ("header_read_timeout", "soon"),
+            ("body_read_timeout", "-1s"),
+            ("idle_timeout", "10"),
+            ("max_connections", "-5"),
+            ("max_connections", "many"),
+        ] {
+            match super::super::load_from_str(&format!(
+                "server:\n  {key}: {value}\nupstream:\n  url: http://127.0.0.1:1/mcp\n"
+            )) {
+                Err(ConfigError::Invalid { key: refused, .. }) => {
+                    assert_eq!(refused, format!("server.{key}"), "{value}");
+                }
+                other => panic!("{key}: {value} was not refused: {other:?}"),
+            }
         }
     }
 

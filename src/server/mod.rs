@@ -3,7 +3,10 @@
 
 pub mod admin;
 pub mod challenge;
+mod connection;
 mod graphql;
+pub mod host;
+pub mod limits;
 pub mod mcp;
 pub mod metadata;
 pub mod observe;
@@ -11,17 +14,17 @@ pub mod origin;
 pub mod session;
 pub mod stream;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use http::StatusCode;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::audit::AuditLog;
 use crate::gateway::Gateway;
@@ -70,7 +73,13 @@ pub fn router(state: AppState) -> Router {
         router = router.route(&path, get(metadata_document));
     }
     drop(gateway);
-    router.fallback(not_found).with_state(state)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::guard,
+        ))
+        .with_state(state)
 }
 
 async fn metadata_document(State(state): State<AppState>) -> Response {
@@ -85,38 +94,141 @@ async fn not_found() -> Response {
     mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
+/// How the listener serves its clients (from `server:`; bound at start).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub grace: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+}
+
 /// Serves until shutdown begins (`state.shutdown`), then stops accepting and lets
 /// in-flight requests (a POST answered as a stream among them) finish for up to
 /// `grace`. Standing GET streams end at once (see `stream`), so a drained server
 /// returns well before the grace period; what is still running when it is over is cut.
+///
+/// At `max_connections`, a newcomer makes room: the connection without a request in
+/// progress that is nearest its read timeout is closed (a slow client loses a little
+/// early what it would lose anyway). When every connection is busy with a request,
+/// the newcomer waits for one to end, and those behind it wait in the kernel's listen
+/// backlog, holding no descriptor and no memory of ours. Closing newcomers instead
+/// would turn valid clients away exactly when slow ones fill the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    grace: std::time::Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    // Answers are written as they come (SSE events, a streamed list): with Nagle's
-    // algorithm on, the last small segment of one waits for the client's delayed ACK
-    // (tens of milliseconds on Linux).
-    let listener = listener.tap_io(|tcp| {
+    let router = router(state);
+    let builder = Arc::new(connection::builder());
+    let timeouts = connection::ReadTimeouts {
+        header: options.header_read_timeout,
+        idle: options.idle_timeout,
+    };
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let open = Arc::new(connection::Open::default());
+    let mut connections = JoinSet::new();
+    let mut accept_errors = AcceptErrors::default();
+    let stopping = stream::shutdown_begun(shutdown.clone());
+    tokio::pin!(stopping);
+    'accepting: loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stopping => break,
+            // Reaps finished connection tasks while no one connects.
+            Some(_) = connections.join_next() => continue,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                accept_errors.report(&error);
+                // Most accept errors concern one connection (it was reset before
+                // being taken); running out of descriptors lasts until some close.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // At the cap this one newcomer is held (the cap leaves descriptors to
+        // spare) while room is made, or until a busy connection ends.
+        let mut made_room = false;
+        let permit = loop {
+            if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                break permit;
+            }
+            // One connection closed per newcomer, however long it takes to go.
+            made_room = made_room || open.make_room(timeouts);
+            tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => break permit,
+                    Err(_) => break 'accepting,
+                },
+                // A busy connection may have gone idle since: look again.
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = &mut stopping => break 'accepting,
+            }
+        };
+        // Answers are written as they come (SSE events, a streamed list): with
+        // Nagle's algorithm on, the last small segment of one waits for the
+        // client's delayed ACK (tens of milliseconds on Linux).
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set on a client connection: {error}");
         }
-    });
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stream::shutdown_begun(shutdown.clone()))
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = stream::shutdown_begun(shutdown) => {}
+        connections.spawn(connection::serve(
+            Arc::clone(&builder),
+            tcp,
+            router.clone(),
+            timeouts,
+            shutdown.clone(),
+            (Arc::clone(&open), permit),
+        ));
     }
+    // New connections are refused from here on; open ones close as soon as their
+    // requests are answered (each watches `shutdown`).
+    drop(listener);
+    if connections.is_empty() {
+        return Ok(());
+    }
+    let grace = options.grace;
     tracing::info!(grace = %humantime::format_duration(grace), "shutting down: finishing in-flight requests");
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("grace period over: closing the connections still open");
-            Ok(())
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!("grace period over: closing the connections still open");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// Failed `accept`s, logged at most once a second with how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl AcceptErrors {
+    fn report(&mut self, error: &std::io::Error) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now - last < Duration::from_secs(1))
+        {
+            return;
         }
+        let hint = if error.raw_os_error() == Some(24) || error.raw_os_error() == Some(23) {
+            " (the open-file limit is reached: see server.max_connections and LimitNOFILE in \
+             docs/operations.md)"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            failures = self.since,
+            "cannot accept a client connection: {error}{hint}"
+        );
+        self.last = Some(now);
+        self.since = 0;
     }
 }

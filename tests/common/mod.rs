@@ -510,6 +510,19 @@ impl Gateway {
         Self::start_with_env(config, &[]).await
     }
 
+    /// Starts the gateway with its open-file limit set to `soft` (and `hard`), as a
+    /// service manager would before `exec`.
+    pub async fn start_with_open_files(config: &str, soft: u64, hard: u64) -> Self {
+        for _ in 0..3 {
+            let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+            let limit = Some((soft, hard));
+            if let Some(gateway) = Self::try_start(config, &inherited, &[], limit).await {
+                return gateway;
+            }
+        }
+        panic!("mcpgate could not get a free port in three tries");
+    }
+
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         Self::start_inheriting(config, std::env::vars_os().collect(), env).await
     }
@@ -527,7 +540,7 @@ impl Gateway {
         // "listening" line, never just a connection, which that other server would
         // accept.
         for _ in 0..3 {
-            if let Some(gateway) = Self::try_start(config, &inherited, env).await {
+            if let Some(gateway) = Self::try_start(config, &inherited, env, None).await {
                 return gateway;
             }
         }
@@ -535,10 +548,12 @@ impl Gateway {
     }
 
     /// `None` when the port was taken before the gateway could bind it.
+    /// `open_files`: the soft and hard open-file limits to start it with.
     async fn try_start(
         config: &str,
         inherited: &[(OsString, OsString)],
         env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
     ) -> Option<Self> {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -549,13 +564,30 @@ impl Gateway {
             .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = gateway_command_inheriting(inherited.iter().cloned(), env)
+        let mut command = gateway_command_inheriting(inherited.iter().cloned(), env);
+        command
             .args(["serve", "--config"])
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+            .stderr(stderr);
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only setrlimit runs, which is
+            // async-signal-safe and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(
+                        rustix::process::Resource::Nofile,
+                        rustix::process::Rlimit {
+                            current: Some(soft),
+                            maximum: Some(hard),
+                        },
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let mut gateway = Self {
             base: format!("http://127.0.0.1:{port}"),
             mcp: format!("http://127.0.0.1:{port}/mcp"),

@@ -41,7 +41,10 @@ function postWithTwoAuthorizations(url, token) {
         port: u.port,
         path: u.pathname,
         method: 'POST',
+        // Raw header pairs: node:http adds no Host of its own, and mcpgate
+        // refuses an HTTP/1.1 request without one.
         headers: [
+          ['host', u.host],
           ['content-type', 'application/json'],
           ['accept', 'application/json, text/event-stream'],
           ['authorization', `Bearer ${token}`],
