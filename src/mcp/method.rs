@@ -29,7 +29,7 @@ pub const ACCEPTED_NOTIFICATIONS: &[&str] = &[
 
 /// Requests a client sends a server, in any revision from 2024-11-05 to 2026-07-28
 /// (the tasks extension included). Any other method is unknown to mcpgate.
-const CLIENT_REQUESTS: &[&str] = &[
+pub const CLIENT_REQUESTS: &[&str] = &[
     "initialize",
     "ping",
     "server/discover",

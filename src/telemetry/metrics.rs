@@ -20,31 +20,11 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::Record;
 use crate::auth::jwks::Provider;
+use crate::mcp::method::CLIENT_REQUESTS;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4,
 /// which every Prometheus-compatible scraper reads).
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// MCP methods that get a label value of their own; `notifications/*` and `tasks/*`
-/// are one value each, anything else is `other`.
-const KNOWN_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "subscriptions/listen",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "batch",
-];
 
 /// HTTP methods that get a label value of their own (extension methods are `other`).
 const KNOWN_HTTP_METHODS: &[&str] = &["POST", "GET", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"];
@@ -513,21 +493,26 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// The `method` label: a known MCP method, `notifications/*`, `tasks/*`, `none` when
-/// there was no method, else `other` (so a crafted method cannot mint series).
+/// The `method` label: a method MCP defines for clients, `batch`, `notifications/*`,
+/// `tasks/*`, `none` when there was no method, else `other` (so a crafted method
+/// cannot mint series).
 pub fn method_label(method: Option<&str>) -> &'static str {
     let Some(method) = method else {
         return "none";
     };
-    if let Some(known) = KNOWN_METHODS.iter().find(|known| **known == method) {
-        return known;
+    if method == "batch" {
+        return "batch";
     }
     if method.starts_with("notifications/") {
         "notifications/*"
     } else if method.starts_with("tasks/") {
         "tasks/*"
     } else {
-        "other"
+        // Every method MCP defines for a client to send gets a value of its own.
+        CLIENT_REQUESTS
+            .iter()
+            .find(|known| **known == method)
+            .map_or("other", |known| known)
     }
 }
 
