@@ -17,7 +17,8 @@ use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal, RequestProblem};
 use crate::gateway::Gateway;
 use crate::mcp::envelope;
-use crate::policy::{AppliedRequirement, Item, Target};
+use crate::policy::{self, AppliedRequirement, Item, PolicyRefusal, Target};
+use crate::server::refusal::{Denied, Refusal};
 use crate::upstream::graphql::Builtin;
 
 /// What to explain: a method, and the item it acts on. With neither, the
@@ -53,6 +54,9 @@ pub enum Decision {
     RefusedScopes,
     /// A `rules:` entry takes the item from this caller.
     RefusedRule,
+    /// No scope could make the request acceptable (an `execute_graphql` query whose
+    /// requirement exceeds `max_scope_combinations`).
+    RefusedUnsatisfiable,
 }
 
 impl Decision {
@@ -61,7 +65,7 @@ impl Decision {
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Allowed => 0,
-            Self::RefusedScopes | Self::RefusedRule => 1,
+            Self::RefusedScopes | Self::RefusedRule | Self::RefusedUnsatisfiable => 1,
             Self::RefusedToken => 3,
         }
     }
@@ -311,33 +315,53 @@ pub async fn explain(
                 .to_owned(),
         );
     }
-    let echo = gateway.challenge.echo_token_scopes;
-    if let Err(denial) = policy.authorize(&principal.scopes, &[target], echo) {
-        let response = gateway.challenge.insufficient_scope(&denial);
-        answer.decision = Decision::RefusedScopes;
-        answer.action = "deny";
-        answer.status = response.status().as_u16();
-        answer.reason = Some(denial.description);
-        answer.challenge = challenge_of(&response);
+    // The gateway's own decision, on the same targets and computed requirements.
+    let targets = parsed
+        .as_ref()
+        .map_or_else(|| vec![Target::CONNECTION], envelope::Envelope::targets);
+    let computed = parsed
+        .as_ref()
+        .map(|envelope| crate::server::graphql::computed(gateway, envelope))
+        .unwrap_or_default();
+    let question = policy::Question {
+        scopes: &principal.scopes,
+        matched: &matched,
+        targets: &targets,
+        computed: &computed,
+        echo_token_scopes: gateway.challenge.echo_token_scopes,
+    };
+    let Err(refusal) = policy.decide(&question) else {
+        return Ok(answer);
+    };
+    answer.decision = match &refusal {
+        PolicyRefusal::Scopes(_) => Decision::RefusedScopes,
+        PolicyRefusal::Unsatisfiable(_) => Decision::RefusedUnsatisfiable,
+        PolicyRefusal::Rule(_) => Decision::RefusedRule,
+    };
+    answer.action = "deny";
+    answer.reason = Some(refusal.description().to_owned());
+    match &refusal {
         // The gateway stops at the first refusal; the operator also wants to know
         // whether stepping up would be enough.
-        if let Err(rule) = rules.check_all(&matched, target.item) {
-            answer.notes.push(format!(
-                "with the missing scopes it would still be refused: {}",
-                rule.description
-            ));
+        PolicyRefusal::Scopes(_) | PolicyRefusal::Unsatisfiable(_) => {
+            if let Err(rule) = rules.check_all(&matched, target.item) {
+                answer.notes.push(format!(
+                    "with the missing scopes it would still be refused: {}",
+                    rule.description
+                ));
+            }
         }
-        return Ok(answer);
+        PolicyRefusal::Rule(denial) => answer.denied_by_rule = Some(denial.rule.clone()),
     }
-    if let Err(denial) = rules.check_all(&matched, target.item) {
-        let response = gateway.challenge.rule_denied(&denial, Some(&json!(1)));
-        answer.decision = Decision::RefusedRule;
-        answer.action = "deny";
-        answer.status = response.status().as_u16();
-        answer.challenge = challenge_of(&response);
-        answer.reason = Some(denial.description);
-        answer.denied_by_rule = Some(denial.rule);
-    }
+    // The answer the gateway would give, built where the gateway builds it.
+    let response = Refusal::Policy(Box::new(Denied {
+        refusal,
+        id: Some(json!(1)),
+        subject: principal.subject.clone(),
+    }))
+    .response(&gateway.challenge);
+    answer.status = response.status().as_u16();
+    answer.challenge = challenge_of(&response);
     Ok(answer)
 }
 
@@ -469,6 +493,7 @@ impl fmt::Display for Explanation {
             Decision::RefusedToken => "REFUSED: the token is not accepted",
             Decision::RefusedScopes => "REFUSED for missing scopes",
             Decision::RefusedRule => "REFUSED by a rule",
+            Decision::RefusedUnsatisfiable => "REFUSED: no scope could allow this query",
         };
         writeln!(f, "\ndecision: {decision} (HTTP {})", self.status)?;
         if let Some(reason) = &self.reason {

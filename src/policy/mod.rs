@@ -7,6 +7,7 @@
 //! exactly when each factor is); the product itself is built only to name, in one
 //! challenge, the cheapest way to satisfy all of them.
 
+mod decision;
 mod explain;
 mod hierarchy;
 mod look_alike;
@@ -18,6 +19,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use decision::{Computed, PolicyRefusal, Question};
 pub use explain::AppliedRequirement;
 pub use hierarchy::{Cycle, Granted, Hierarchy};
 use look_alike::{LookAlikes, LookAlikesBuilder};

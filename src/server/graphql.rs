@@ -1,40 +1,34 @@
 //! `execute_graphql` at request time. What a submitted query needs follows from
 //! the fields it selects, so the policy cannot know it in advance: each
-//! `tools/call` of `execute_graphql` is analysed here, after the static levels
-//! have passed and before anything is forwarded.
+//! `tools/call` of `execute_graphql` is analysed here, and what it needs goes to
+//! the policy's decision with the rest of the request.
 
-use axum::response::Response;
 use serde_json::Value;
 
-use super::observe::Observation;
-use crate::auth::Principal;
 use crate::gateway::Gateway;
 use crate::graphql::GraphqlError;
 use crate::mcp::envelope::Envelope;
-use crate::policy::{Item, Level};
+use crate::policy::{Computed, Item, Level};
 use crate::upstream::graphql::Builtin;
 
-/// `Some` 403 when a message of the request calls `execute_graphql` with a query
-/// the caller may not run: one whose fields need scopes the caller lacks (a
-/// step-up challenge, as for any tool), or one whose requirement has more
-/// combinations than `auth.oauth.max_scope_combinations` (no scope would help, so
-/// the answer says why instead of naming one). Queries that do not parse or
-/// validate pass: the upstream answers them with a tool error, without calling
-/// the GraphQL API.
-pub(super) fn refusal(
-    gateway: &Gateway,
-    principal: Option<&Principal>,
-    envelope: &Envelope,
-    observation: &mut Observation,
-) -> Option<Response> {
-    // Without credentials there are no scopes to check.
-    let principal = principal?;
-    let upstream = gateway.upstream.graphql()?;
+/// What each `execute_graphql` call of the request needs: the scopes of the fields
+/// its query selects, or, when that requirement has more combinations than
+/// `auth.oauth.max_scope_combinations`, the reason no scope set can be named.
+/// Queries that do not parse or validate need nothing here: the upstream answers
+/// them with a tool error, without calling the GraphQL API.
+pub fn computed<'e>(gateway: &Gateway, envelope: &'e Envelope) -> Vec<Computed<'e>> {
+    let Some(upstream) = gateway.upstream.graphql() else {
+        return Vec::new();
+    };
     let tool = Builtin::ExecuteGraphql.name();
     let limit = gateway.config.auth.oauth.max_scope_combinations;
+    let mut computed = Vec::new();
     for message in &envelope.messages {
         let target = message.target();
-        if target.level != Level::ToolsCall || target.item != Some(Item::Tool(tool)) {
+        let Some(item @ Item::Tool(name)) = target.item else {
+            continue;
+        };
+        if target.level != Level::ToolsCall || name != tool {
             continue;
         }
         let arguments = message
@@ -42,38 +36,12 @@ pub(super) fn refusal(
             .and_then(|params| params.get("arguments"))
             .unwrap_or(&Value::Null);
         match upstream.execute_graphql_requirement(arguments, limit) {
-            Some(Ok(requirement)) => {
-                let decided = gateway.policy.authorize_item(
-                    &principal.scopes,
-                    Item::Tool(tool),
-                    &requirement,
-                    gateway.challenge.echo_token_scopes,
-                );
-                if let Err(denial) = decided {
-                    tracing::info!(
-                        subject = principal.subject.as_deref().unwrap_or("-"),
-                        "request refused: {} (the query needs {requirement})",
-                        denial.description
-                    );
-                    observation.refused(denial.description.clone());
-                    return Some(gateway.challenge.insufficient_scope(&denial));
-                }
-            }
+            Some(Ok(requirement)) => computed.push(Computed::Needs(item, requirement)),
             Some(Err(error @ GraphqlError::QueryScopes { .. })) => {
-                // A caller holding every scope meets any requirement, computed or not.
-                if gateway.policy.grant(&principal.scopes).is_everything() {
-                    continue;
-                }
-                let description = error.to_string();
-                tracing::info!(
-                    subject = principal.subject.as_deref().unwrap_or("-"),
-                    "request refused: execute_graphql: {description}"
-                );
-                observation.refused(description.clone());
-                return Some(gateway.challenge.unsatisfiable(&description));
+                computed.push(Computed::TooComplex(item, error.to_string()));
             }
             Some(Err(_)) | None => {}
         }
     }
-    None
+    computed
 }

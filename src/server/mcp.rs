@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -14,17 +14,18 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::observe::Observation;
 use super::origin;
+use super::refusal::{Denied, Refusal};
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::config::UnknownMethods;
 use crate::gateway::Gateway;
-use crate::mcp::filter::{ListFilter, Outcome, Refusal};
+use crate::mcp::filter::{ListFilter, Outcome, Refusal as ListRefusal};
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
-use crate::policy::{Item, Matched, Target};
+use crate::policy::{Computed, Item, Matched, Question, Target};
 use crate::telemetry::metrics::metrics;
 use crate::upstream::UpstreamError;
 
@@ -35,36 +36,25 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);
-    let response = respond(&state, gateway, &mut observation, parts, body).await;
+    let response = match respond(&state, &gateway, &mut observation, parts, body).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.answer(&gateway.challenge, &mut observation),
+    };
     observation.finish(&state, response).await
 }
 
+/// The checks of docs/errors.md, in order; a refusal is answered by the caller.
 async fn respond(
     state: &AppState,
-    gateway: Arc<Gateway>,
+    gateway: &Arc<Gateway>,
     observation: &mut Observation,
     parts: http::request::Parts,
     body: Body,
-) -> Response {
-    if let Err(refusal) = origin::check(&gateway.allowed_origins, &parts.headers) {
-        observation.refused(refusal.reason());
-        return refusal.response();
-    }
-    let principal =
-        match authenticate(&gateway, &parts.headers, parts.uri.query(), observation).await {
-            Ok(principal) => principal,
-            Err(error) => {
-                observation.auth_failed(&error);
-                return gateway.challenge.auth_failure(&error);
-            }
-        };
+) -> Result<Response, Refusal> {
+    origin::check(&gateway.allowed_origins, &parts.headers).map_err(Refusal::Origin)?;
+    let principal = authenticate(gateway, &parts.headers, parts.uri.query(), observation).await?;
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
-        observation.refused("method not allowed");
-        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-        return response;
+        return Err(Refusal::MethodNotAllowed);
     }
     // Which `rules:` apply to the caller: decided once, for the request and its lists.
     let matched = match &principal {
@@ -78,79 +68,35 @@ async fn respond(
     };
     // The revision decides the rules that follow (sessions, batches, `_meta`). A
     // POST's refusal waits for its body, so that it can answer the request's id.
-    let version = version::from_headers(&parts.headers);
-    let version = match (version, &parts.method) {
+    let version = match (version::from_headers(&parts.headers), &parts.method) {
         (Ok(version), _) => Ok(version),
         (Err(error), &Method::POST) => Err(error),
-        (Err(error), _) => {
-            let error = error.to_error(None);
-            observation.refused(error.to_string());
-            return json_response(StatusCode::BAD_REQUEST, &error.to_response());
-        }
+        (Err(error), _) => return Err(error.to_error(None).into()),
     };
     let session_version = version
         .as_ref()
         .map_or(ProtocolVersion::V2026_07_28, |version| *version);
-    let route = match session::route(
+    let route = session::route(
         &state.sessions,
         &parts.headers,
         principal.as_deref(),
         session_version,
     )
     .await
-    {
-        Ok(route) => route,
-        Err(refusal) => {
-            tracing::info!("request refused: {}", refusal.reason());
-            observation.refused(refusal.reason());
-            return refusal.response();
-        }
+    .map_err(Refusal::Session)?;
+    let caller = Caller {
+        gateway,
+        principal: principal.as_ref(),
+        matched: &matched,
+        route: &route,
+        headers: &parts.headers,
     };
     let response = match parts.method {
-        Method::POST => {
-            let request = Post {
-                gateway: &gateway,
-                principal: principal.as_ref(),
-                matched: &matched,
-                route: &route,
-                headers: &parts.headers,
-                version,
-            };
-            request.handle(body, observation).await
-        }
-        _ => {
-            // A stream or a session end carries no message: the every-request level.
-            if let Some(refusal) = refusal(
-                &gateway,
-                principal.as_deref(),
-                &[Target::CONNECTION],
-                observation,
-            ) {
-                return refusal;
-            }
-            let filter = principal
-                .as_ref()
-                .filter(|_| parts.method == Method::GET)
-                .and_then(|principal| ListFilter::for_stream(&gateway, principal, &matched));
-            match forward(
-                &gateway,
-                parts.method.clone(),
-                &parts.headers,
-                &route,
-                Bytes::new(),
-                observation,
-            )
-            .await
-            {
-                Ok(response) => match filter {
-                    Some(filter) => filtered(response, filter, observation).await,
-                    None => response,
-                },
-                Err(error) => return upstream_failure(&error, None),
-            }
-        }
+        Method::POST => caller.post(version, body, observation).await?,
+        // A stream or a session end carries no message: the every-request level.
+        _ => caller.stream_or_end(&parts.method, observation).await?,
     };
-    session::settle(
+    Ok(session::settle(
         &state.sessions,
         &route,
         &parts.method,
@@ -158,104 +104,124 @@ async fn respond(
         session_version,
         response,
     )
-    .await
+    .await)
 }
 
-/// A POST, with what the request's head already told.
-struct Post<'a> {
+/// A request whose head has passed: who asks, in which session, with which headers.
+struct Caller<'a> {
     gateway: &'a Arc<Gateway>,
     principal: Option<&'a Arc<Principal>>,
     matched: &'a Matched,
     route: &'a Route,
     headers: &'a http::HeaderMap,
-    version: Result<ProtocolVersion, VersionError>,
 }
 
-impl Post<'_> {
-    /// The body is read, checked and authorized as a whole before anything
+impl Caller<'_> {
+    /// The policy's decision for these targets; nothing to decide without
+    /// credentials (no credential source is configured).
+    fn decide(
+        &self,
+        targets: &[Target<'_>],
+        computed: &[Computed<'_>],
+        id: Option<&Value>,
+    ) -> Result<(), Refusal> {
+        let Some(principal) = self.principal else {
+            return Ok(());
+        };
+        let question = Question {
+            scopes: &principal.scopes,
+            matched: self.matched,
+            targets,
+            computed,
+            echo_token_scopes: self.gateway.challenge.echo_token_scopes,
+        };
+        self.gateway.policy.decide(&question).map_err(|refusal| {
+            Refusal::Policy(Box::new(Denied {
+                refusal,
+                id: id.cloned(),
+                subject: principal.subject.clone(),
+            }))
+        })
+    }
+
+    /// GET (the standing stream) or DELETE (ending a session).
+    async fn stream_or_end(
+        &self,
+        method: &Method,
+        observation: &mut Observation,
+    ) -> Result<Response, Refusal> {
+        self.decide(&[Target::CONNECTION], &[], None)?;
+        let gateway = self.gateway;
+        let filter = self
+            .principal
+            .filter(|_| *method == Method::GET)
+            .and_then(|principal| ListFilter::for_stream(gateway, principal, self.matched));
+        let forwarded = forward(
+            gateway,
+            method.clone(),
+            self.headers,
+            self.route,
+            Bytes::new(),
+            observation,
+        )
+        .await;
+        Ok(match forwarded {
+            Ok(response) => match filter {
+                Some(filter) => filtered(response, filter, observation).await,
+                None => response,
+            },
+            Err(error) => upstream_failure(&error, None),
+        })
+    }
+
+    /// A POST: the body is read, checked and authorized as a whole before anything
     /// reaches the upstream, so one challenge can name everything the request lacks.
-    async fn handle(self, body: Body, observation: &mut Observation) -> Response {
-        let Self {
-            gateway,
-            principal,
-            matched,
-            route,
-            headers,
-            ..
-        } = self;
-        if let Err(problem) = mcp_headers::check_media(headers) {
-            let description = problem.to_string();
-            observation.refused(description.clone());
-            return json_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                &description,
-            );
-        }
-        let body = match read_body(gateway, headers, body).await {
-            Ok(body) => body,
-            Err(refusal) => {
-                tracing::info!("request refused: {}", refusal.reason());
-                observation.refused(refusal.reason());
-                return refusal.response();
-            }
-        };
-        let envelope = match self.parse(&body) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                tracing::info!(code = error.code, "request refused: {error}");
-                observation.refused(error.to_string());
-                return json_response(StatusCode::BAD_REQUEST, &error.to_response());
-            }
-        };
+    async fn post(
+        &self,
+        version: Result<ProtocolVersion, VersionError>,
+        body: Body,
+        observation: &mut Observation,
+    ) -> Result<Response, Refusal> {
+        let gateway = self.gateway;
+        mcp_headers::check_media(self.headers).map_err(Refusal::Media)?;
+        let body = read_body(gateway, self.headers, body)
+            .await
+            .map_err(Refusal::Body)?;
+        let envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
-        if let Some(refusal) = refusal(
-            gateway,
-            principal.map(|principal| &**principal),
-            &envelope.targets(),
-            observation,
-        ) {
-            return refusal;
-        }
-        if let Some(refusal) = super::graphql::refusal(
-            gateway,
-            principal.map(|principal| &**principal),
-            &envelope,
-            observation,
-        ) {
-            return refusal;
-        }
-        // After every scope check: a request short of scopes gets the step-up challenge,
-        // which a rule denial would hide.
-        if let Some(refusal) = rule_refusal(gateway, matched, &envelope, observation) {
-            return refusal;
-        }
-        let filter = principal
-            .and_then(|principal| ListFilter::for_request(gateway, principal, matched, &envelope));
+        let computed = super::graphql::computed(gateway, &envelope);
+        self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
+        let filter = self.principal.and_then(|principal| {
+            ListFilter::for_request(gateway, principal, self.matched, &envelope)
+        });
         let forwarded = Bytes::from(envelope.to_bytes());
-        match forward(
+        let forwarded = forward(
             gateway,
             Method::POST,
-            headers,
-            route,
+            self.headers,
+            self.route,
             forwarded,
             observation,
         )
-        .await
-        {
+        .await;
+        Ok(match forwarded {
             Ok(response) => match filter {
                 Some(filter) => filtered(response, filter, observation).await,
                 None => response,
             },
             Err(error) => upstream_failure(&error, envelope.reply_id()),
-        }
+        })
     }
 
     /// The body as one reading, consistent with the headers under the request's
     /// revision, naming nothing the policy could mistake for something else.
-    fn parse(&self, body: &[u8]) -> Result<envelope::Envelope, envelope::EnvelopeError> {
-        let version = match &self.version {
-            Ok(version) => *version,
+    fn parse(
+        &self,
+        version: Result<ProtocolVersion, VersionError>,
+        body: &[u8],
+    ) -> Result<envelope::Envelope, envelope::EnvelopeError> {
+        let version = match version {
+            Ok(version) => version,
             Err(error) => {
                 let id = envelope::parse(body, ProtocolVersion::WITHOUT_HEADER)
                     .ok()
@@ -358,61 +324,9 @@ async fn authenticate(
     };
     let digest = crate::auth::cache::digest(token);
     observation.token(&digest);
-    let principal = auth
-        .authenticate(token, digest)
-        .await
-        .inspect_err(|error| {
-            tracing::info!(reason = error.reason(), "request refused: {error}");
-        })?;
+    let principal = auth.authenticate(token, digest).await?;
     observation.authenticated(&principal);
     Ok(Some(principal))
-}
-
-/// The scope decision for these messages: `Some` 403 with one challenge when refused.
-fn refusal(
-    gateway: &Gateway,
-    principal: Option<&Principal>,
-    targets: &[Target<'_>],
-    observation: &mut Observation,
-) -> Option<Response> {
-    let principal = principal?;
-    let denial = gateway
-        .policy
-        .authorize(
-            &principal.scopes,
-            targets,
-            gateway.challenge.echo_token_scopes,
-        )
-        .err()?;
-    tracing::info!(
-        subject = principal.subject.as_deref().unwrap_or("-"),
-        "request refused: {}",
-        denial.description
-    );
-    observation.refused(denial.description.clone());
-    Some(gateway.challenge.insufficient_scope(&denial))
-}
-
-/// The `rules:` decision for these messages: `Some` 403 naming the rule when one of
-/// them takes an item the request uses.
-fn rule_refusal(
-    gateway: &Gateway,
-    matched: &Matched,
-    envelope: &envelope::Envelope,
-    observation: &mut Observation,
-) -> Option<Response> {
-    let items = envelope
-        .messages
-        .iter()
-        .flat_map(|message| message.targets().filter_map(|target| target.item));
-    let denial = gateway
-        .policy
-        .principal_rules()
-        .check_all(matched, items)
-        .err()?;
-    tracing::info!(rule = %denial.rule, "request refused: {}", denial.description);
-    observation.denied_by_rule(&denial);
-    Some(gateway.challenge.rule_denied(&denial, envelope.reply_id()))
 }
 
 /// Cuts list answers to what the caller may use: SSE event by event, JSON whole.
@@ -442,7 +356,7 @@ async fn filtered(
             "content encoding {}",
             String::from_utf8_lossy(encoding.as_bytes())
         );
-        return refused(&filter, Refusal::Encoded, &detail, observation);
+        return refused(&filter, ListRefusal::Encoded, &detail, observation);
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     if media == Media::EventStream {
@@ -454,7 +368,7 @@ async fn filtered(
         Err(error) => {
             return refused(
                 &filter,
-                Refusal::Incomplete,
+                ListRefusal::Incomplete,
                 &error.to_string(),
                 observation,
             );
@@ -471,7 +385,7 @@ async fn filtered(
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
             .unwrap_or_else(|| "none".to_owned());
         let detail = format!("content type {declared}");
-        return refused(&filter, Refusal::ContentType, &detail, observation);
+        return refused(&filter, ListRefusal::ContentType, &detail, observation);
     }
     match filter.filter_document(&bytes) {
         Outcome::Unchanged => Response::from_parts(parts, Body::from(bytes)),
@@ -479,7 +393,7 @@ async fn filtered(
         // Only an event can be dropped from a stream; a whole JSON body cannot.
         Outcome::Dropped => refused(
             &filter,
-            Refusal::Withheld,
+            ListRefusal::Withheld,
             "a resource update the caller may not read",
             observation,
         ),
@@ -525,7 +439,7 @@ impl Media {
 /// JSON-RPC error for the request's id when it had one, else a plain JSON error.
 fn refused(
     filter: &ListFilter,
-    refusal: Refusal,
+    refusal: ListRefusal,
     detail: &str,
     observation: &mut Observation,
 ) -> Response {
@@ -541,7 +455,7 @@ fn refused(
 
 /// Why a request body was not read.
 #[derive(Debug)]
-enum BodyRefusal {
+pub enum BodyRefusal {
     /// Over `server.max_body_bytes` (413).
     TooLarge(usize),
     /// Not complete within `server.body_read_timeout` (408).
@@ -552,7 +466,7 @@ enum BodyRefusal {
 }
 
 impl BodyRefusal {
-    fn reason(&self) -> String {
+    pub fn reason(&self) -> String {
         match self {
             Self::TooLarge(limit) => format!("request body exceeds {limit} bytes"),
             Self::TimedOut(limit) => format!(
@@ -563,7 +477,7 @@ impl BodyRefusal {
         }
     }
 
-    fn response(&self) -> Response {
+    pub fn response(&self) -> Response {
         let (status, code) = match self {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),

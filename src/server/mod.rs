@@ -4,13 +4,14 @@
 pub mod admin;
 pub mod challenge;
 mod connection;
-mod graphql;
+pub mod graphql;
 pub mod host;
 pub mod limits;
 pub mod mcp;
 pub mod metadata;
 pub mod observe;
 pub mod origin;
+pub mod refusal;
 pub mod session;
 pub mod stream;
 

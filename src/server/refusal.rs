@@ -1,0 +1,231 @@
+//! Every way the MCP endpoint refuses a request before it reaches the upstream, and
+//! the one place each becomes a response, a log line and an audit record. A new
+//! kind of refusal (a rate limit, a missing consent) is a variant here: its status,
+//! challenge, body and audit reason are written once.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+use super::challenge::ChallengeParams;
+use super::mcp::{BodyRefusal, json_error, json_response};
+use super::observe::Observation;
+use super::origin::ForbiddenOrigin;
+use super::session;
+use crate::auth::AuthError;
+use crate::mcp::envelope::EnvelopeError;
+use crate::mcp::headers::MediaProblem;
+use crate::policy::PolicyRefusal;
+
+/// Why a request was not forwarded.
+#[derive(Debug)]
+pub enum Refusal {
+    /// An `Origin` that is not allowed (403).
+    Origin(ForbiddenOrigin),
+    /// Credentials missing, malformed or not accepted, or not checkable now
+    /// (401, 400, 429, 503).
+    Auth(AuthError),
+    /// An HTTP method other than POST, GET and DELETE (405).
+    MethodNotAllowed,
+    /// A session the caller does not own, or a store that cannot answer (404, 503).
+    Session(session::Refusal),
+    /// A body that is not plain JSON (415).
+    Media(MediaProblem),
+    /// A body too large, too slow or badly framed (413, 408, 400).
+    Body(BodyRefusal),
+    /// A body that is not one strict JSON-RPC reading consistent with its headers
+    /// (400 with a JSON-RPC error).
+    Envelope(EnvelopeError),
+    /// The policy's decision (403). Boxed: it is the largest, and every check's
+    /// `Result` carries the enum.
+    Policy(Box<Denied>),
+}
+
+/// A policy refusal with what its answer and log need.
+#[derive(Debug)]
+pub struct Denied {
+    pub refusal: PolicyRefusal,
+    /// The request's id, for an answer the client can tie to its call.
+    pub id: Option<Value>,
+    /// Who was refused, for the log.
+    pub subject: Option<String>,
+}
+
+impl Refusal {
+    /// What the audit record's `reason` says (the description the client was given).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Origin(origin) => origin.reason(),
+            Self::Auth(error) => error.to_string(),
+            Self::MethodNotAllowed => "method not allowed".to_owned(),
+            Self::Session(refusal) => refusal.reason(),
+            Self::Media(problem) => problem.to_string(),
+            Self::Body(refusal) => refusal.reason(),
+            Self::Envelope(error) => error.to_string(),
+            Self::Policy(denied) => denied.refusal.description().to_owned(),
+        }
+    }
+
+    /// Logs the refusal, records it in the observation, and builds the answer.
+    pub fn answer(self, challenge: &ChallengeParams, observation: &mut Observation) -> Response {
+        self.log();
+        match &self {
+            Self::Auth(error) => observation.auth_failed(error),
+            Self::Policy(denied) => match &denied.refusal {
+                PolicyRefusal::Rule(denial) => observation.denied_by_rule(denial),
+                _ => observation.refused(self.reason()),
+            },
+            _ => observation.refused(self.reason()),
+        }
+        self.response(challenge)
+    }
+
+    fn log(&self) {
+        match self {
+            // The first request of every OAuth flow has no token: not news.
+            Self::Auth(AuthError::Missing) => {}
+            Self::Auth(error) => {
+                tracing::info!(reason = error.reason(), "request refused: {error}");
+            }
+            Self::Envelope(error) => {
+                tracing::info!(code = error.code, "request refused: {error}");
+            }
+            Self::Policy(denied) => match &denied.refusal {
+                PolicyRefusal::Rule(denial) => {
+                    tracing::info!(rule = %denial.rule, "request refused: {}", denial.description);
+                }
+                refusal => tracing::info!(
+                    subject = denied.subject.as_deref().unwrap_or("-"),
+                    "request refused: {}",
+                    refusal.description()
+                ),
+            },
+            _ => tracing::info!("request refused: {}", self.reason()),
+        }
+    }
+
+    /// The response: status, challenge where one applies, and body.
+    pub fn response(&self, challenge: &ChallengeParams) -> Response {
+        match self {
+            Self::Origin(origin) => origin.response(),
+            Self::Auth(error) => challenge.auth_failure(error),
+            Self::MethodNotAllowed => {
+                let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                response
+            }
+            Self::Session(refusal) => refusal.response(),
+            Self::Media(problem) => json_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &problem.to_string(),
+            ),
+            Self::Body(refusal) => refusal.response(),
+            Self::Envelope(error) => json_response(StatusCode::BAD_REQUEST, &error.to_response()),
+            Self::Policy(denied) => match &denied.refusal {
+                PolicyRefusal::Scopes(denial) => challenge.insufficient_scope(denial),
+                PolicyRefusal::Unsatisfiable(description) => challenge.unsatisfiable(description),
+                PolicyRefusal::Rule(denial) => challenge.rule_denied(denial, denied.id.as_ref()),
+            },
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Self {
+        Self::Auth(error)
+    }
+}
+
+impl From<EnvelopeError> for Refusal {
+    fn from(error: EnvelopeError) -> Self {
+        Self::Envelope(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Denial, RuleDenial, RuleList};
+
+    fn params() -> ChallengeParams {
+        ChallengeParams {
+            resource_metadata: Some("https://mcp.example.com/.well-known/x".into()),
+            connect_scopes: vec!["mcp:connect".into()],
+            echo_token_scopes: false,
+        }
+    }
+
+    fn policy(refusal: PolicyRefusal, id: Option<Value>) -> Refusal {
+        Refusal::Policy(Box::new(Denied {
+            refusal,
+            id,
+            subject: None,
+        }))
+    }
+
+    fn status_and_challenge(refusal: &Refusal) -> (u16, Option<String>) {
+        let response = refusal.response(&params());
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|value| value.to_str().unwrap().to_owned());
+        (response.status().as_u16(), challenge)
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_challenge() {
+        let (status, challenge) = status_and_challenge(&Refusal::Auth(AuthError::Missing));
+        assert_eq!(status, 401);
+        assert!(
+            challenge
+                .unwrap()
+                .starts_with("Bearer realm=\"mcp\", scope=\"mcp:connect\"")
+        );
+        assert_eq!(
+            status_and_challenge(&Refusal::MethodNotAllowed),
+            (405, None)
+        );
+        assert_eq!(
+            status_and_challenge(&Refusal::Media(MediaProblem::NotJson)),
+            (415, None)
+        );
+        assert_eq!(
+            status_and_challenge(&Refusal::Body(BodyRefusal::TooLarge(10))),
+            (413, None)
+        );
+        let scopes = policy(
+            PolicyRefusal::Scopes(Denial {
+                challenge_scopes: vec!["mcp:admin".into()],
+                description: "insufficient scopes for tool get-env".into(),
+            }),
+            None,
+        );
+        let (status, challenge) = status_and_challenge(&scopes);
+        assert_eq!(status, 403);
+        assert!(
+            challenge
+                .unwrap()
+                .contains("error=\"insufficient_scope\", scope=\"mcp:admin\"")
+        );
+        assert_eq!(scopes.reason(), "insufficient scopes for tool get-env");
+        let rule = policy(
+            PolicyRefusal::Rule(RuleDenial {
+                rule: "no-db".into(),
+                list: RuleList::Deny,
+                key: "deny_tools",
+                description: "tool db_x refused by rule no-db (deny_tools)".into(),
+            }),
+            Some(serde_json::json!(4)),
+        );
+        let (status, challenge) = status_and_challenge(&rule);
+        assert_eq!(status, 403);
+        assert!(challenge.unwrap().contains("error=\"access_denied\""));
+        let unsatisfiable = policy(PolicyRefusal::Unsatisfiable("too many".into()), None);
+        let (status, challenge) = status_and_challenge(&unsatisfiable);
+        assert_eq!(status, 403);
+        assert!(!challenge.unwrap().contains("scope="));
+    }
+}
