@@ -17,7 +17,8 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,
-    pub policy: Policy,
+    /// Shared with the list filters of the answers in flight.
+    pub policy: Arc<Policy>,
     /// Shared with the next gateway when a reload leaves `upstream` alone, so that
     /// what it runs (stdio children, the upstream token) outlives the reload.
     pub upstream: Arc<Upstream>,
@@ -88,7 +89,7 @@ impl Gateway {
             allowed_origins,
             config: Arc::new(config),
             auth,
-            policy,
+            policy: Arc::new(policy),
             upstream,
             challenge,
             metadata,

@@ -23,6 +23,7 @@ mod jwks_cache;
 mod list_filter;
 mod look_alikes;
 mod metrics;
+mod module_graph;
 mod operations;
 mod policy;
 mod protocol_versions;

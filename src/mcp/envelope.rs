@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::filter::ListKind;
+pub use super::error::EnvelopeError;
 use super::method::{self, ACCEPTED_NOTIFICATIONS, Classified, ClassifyError};
 use super::version::ProtocolVersion;
 use crate::policy::{Item, ItemKind, Level, Target};
@@ -38,52 +38,6 @@ pub struct Message {
     object: Map<String, Value>,
     pub kind: Kind,
     classified: Classified,
-}
-
-/// Why a body was refused: always HTTP 400 with a JSON-RPC error.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct EnvelopeError {
-    pub code: i64,
-    pub message: String,
-    /// The offending message's id, when it had a usable one.
-    pub id: Option<Value>,
-    /// The error's `data`, where the specification defines one (boxed: it is rare,
-    /// and the error travels in every `Result` of the parser).
-    pub data: Option<Box<Value>>,
-}
-
-impl EnvelopeError {
-    pub const PARSE_ERROR: i64 = -32700;
-    pub const INVALID_REQUEST: i64 = -32600;
-    pub const METHOD_NOT_FOUND: i64 = -32601;
-    pub const INVALID_PARAMS: i64 = -32602;
-    /// SEP-2243's `HeaderMismatch`.
-    pub const HEADER_MISMATCH: i64 = -32020;
-    /// 2026-07-28's `UnsupportedProtocolVersion`.
-    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
-
-    fn invalid(message: impl Into<String>, id: Option<Value>) -> Self {
-        Self {
-            code: Self::INVALID_REQUEST,
-            message: message.into(),
-            id,
-            data: None,
-        }
-    }
-
-    /// The JSON-RPC error response for this refusal.
-    pub fn to_response(&self) -> Value {
-        let mut error = serde_json::json!({"code": self.code, "message": self.message});
-        if let (Some(data), Some(error)) = (&self.data, error.as_object_mut()) {
-            error.insert("data".to_owned(), Value::clone(data));
-        }
-        serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": self.id.clone().unwrap_or(Value::Null),
-            "error": error,
-        })
-    }
 }
 
 /// Parses a POST body sent under `version` (from the `MCP-Protocol-Version` header).
@@ -314,20 +268,6 @@ impl Message {
                 .iter()
                 .map(|(level, item)| target(*level, item.as_ref())),
         )
-    }
-
-    /// The list this request asks for, if it is one (for filtering the answer).
-    pub fn lists(&self) -> Option<ListKind> {
-        if self.kind != Kind::Request {
-            return None;
-        }
-        match self.classified.level {
-            Level::ToolsList => Some(ListKind::Tools),
-            Level::PromptsList => Some(ListKind::Prompts),
-            Level::ResourcesList => Some(ListKind::Resources),
-            Level::ResourcesTemplatesList => Some(ListKind::ResourceTemplates),
-            _ => None,
-        }
     }
 }
 

@@ -19,12 +19,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::envelope::Envelope;
+use super::envelope::{Envelope, Kind, Message};
 use super::sse::{Edit, EventEditor};
 use crate::auth::Principal;
-use crate::gateway::Gateway;
 use crate::json::scan::{ScanError, Scanner, Visit};
-use crate::policy::{Item, ItemKind, Level, Matched};
+use crate::policy::{Item, ItemKind, Level, Matched, Policy};
 use crate::telemetry::metrics::metrics;
 
 /// The 2026-07-28 method that opens a notification stream.
@@ -149,7 +148,7 @@ impl Refusal {
 
 /// The answers to look at, and whose eyes they are for.
 pub struct ListFilter {
-    gateway: Arc<Gateway>,
+    policy: Arc<Policy>,
     principal: Arc<Principal>,
     /// The `rules:` entries that apply to the principal: their denials are cut too.
     matched: Matched,
@@ -172,16 +171,15 @@ struct Treatment {
 }
 
 impl Treatment {
-    fn for_caller(gateway: &Gateway, principal: &Principal, matched: &Matched) -> Self {
-        let policy = &gateway.policy;
+    fn for_caller(policy: &Policy, principal: &Principal, matched: &Matched) -> Self {
         let mut treatment = Self {
-            updates: cuts(gateway, principal, matched, ItemKind::Resource),
+            updates: cuts(policy, principal, matched, ItemKind::Resource),
             ..Self::default()
         };
         for kind in ListKind::ALL {
             let item_kind = kind.item_kind();
             if let Some(cut) = treatment.cut.get_mut(kind.index()) {
-                *cut = cuts(gateway, principal, matched, item_kind);
+                *cut = cuts(policy, principal, matched, item_kind);
             }
             if let Some(private) = treatment.private.get_mut(kind.index()) {
                 *private = policy.could_filter(item_kind);
@@ -237,27 +235,41 @@ enum Answers {
     Unknown,
 }
 
+/// The list a request asks for, if it is one (for filtering the answer).
+fn list_asked(message: &Message) -> Option<ListKind> {
+    if message.kind != Kind::Request {
+        return None;
+    }
+    match message.target().level {
+        Level::ToolsList => Some(ListKind::Tools),
+        Level::PromptsList => Some(ListKind::Prompts),
+        Level::ResourcesList => Some(ListKind::Resources),
+        Level::ResourcesTemplatesList => Some(ListKind::ResourceTemplates),
+        _ => None,
+    }
+}
+
 impl ListFilter {
     /// `None` when no answer to this request needs looking at: no list request of a
     /// kind that any rule can filter, no `resources/read` any rule can refuse, no
     /// `subscriptions/listen` stream that may carry updates of resources the caller
     /// may not read.
     pub fn for_request(
-        gateway: &Arc<Gateway>,
+        policy: &Arc<Policy>,
         principal: &Arc<Principal>,
         matched: &Matched,
         envelope: &Envelope,
     ) -> Option<Self> {
         // Most POSTs (a `tools/call`) need nothing: found without weighing any rule.
         let concerned = envelope.messages.iter().any(|message| {
-            message.lists().is_some()
+            list_asked(message).is_some()
                 || message.target().level == Level::ResourcesRead
                 || message.method() == Some(LISTEN)
         });
         if !concerned {
             return None;
         }
-        let treatment = Treatment::for_caller(gateway, principal, matched);
+        let treatment = Treatment::for_caller(policy, principal, matched);
         let mut pending = Vec::new();
         let mut others = Vec::new();
         let mut listens = false;
@@ -267,12 +279,11 @@ impl ListFilter {
             };
             listens |= message.method() == Some(LISTEN);
             let target = message.target();
-            let answer = match (message.lists(), target.level, target.item) {
+            let answer = match (list_asked(message), target.level, target.item) {
                 (Some(kind), _, _) => treatment.looks_at(kind).then_some(Answer::List(kind)),
-                (None, Level::ResourcesRead, Some(Item::Resource(uri))) => gateway
-                    .policy
-                    .read_could_be_refused(uri)
-                    .then_some(Answer::Read),
+                (None, Level::ResourcesRead, Some(Item::Resource(uri))) => {
+                    policy.read_could_be_refused(uri).then_some(Answer::Read)
+                }
                 _ => None,
             };
             match answer {
@@ -288,7 +299,7 @@ impl ListFilter {
             return None;
         };
         Some(Self {
-            gateway: Arc::clone(gateway),
+            policy: Arc::clone(policy),
             principal: Arc::clone(principal),
             matched: matched.clone(),
             treatment,
@@ -299,14 +310,14 @@ impl ListFilter {
 
     /// For a GET stream: `None` when nothing on it could need looking at.
     pub fn for_stream(
-        gateway: &Arc<Gateway>,
+        policy: &Arc<Policy>,
         principal: &Arc<Principal>,
         matched: &Matched,
     ) -> Option<Self> {
-        let treatment = Treatment::for_caller(gateway, principal, matched);
+        let treatment = Treatment::for_caller(policy, principal, matched);
         let any = treatment.updates || ListKind::ALL.iter().any(|kind| treatment.looks_at(*kind));
         any.then(|| Self {
-            gateway: Arc::clone(gateway),
+            policy: Arc::clone(policy),
             principal: Arc::clone(principal),
             matched: matched.clone(),
             treatment,
@@ -340,7 +351,7 @@ impl ListFilter {
 
     /// As [`Self::filter_document`], for text.
     pub fn filter_text(&mut self, text: &str) -> Outcome {
-        let policy = &self.gateway.policy;
+        let policy = &self.policy;
         let granted = policy.grant(&self.principal.scopes);
         let rules = policy.principal_rules();
         let matched = &self.matched;
@@ -353,8 +364,7 @@ impl ListFilter {
 
 /// Whether lists of `kind` may lose entries for this caller: scope rules (unless the
 /// caller holds every scope) or a matched `rules:` entry about that kind.
-fn cuts(gateway: &Gateway, principal: &Principal, matched: &Matched, kind: ItemKind) -> bool {
-    let policy = &gateway.policy;
+fn cuts(policy: &Policy, principal: &Principal, matched: &Matched, kind: ItemKind) -> bool {
     (policy.filters(kind) && !principal.scopes.is_all())
         || policy.principal_rules().restricts(matched, kind)
 }

@@ -2,6 +2,7 @@
 //! headers that must agree with the body, and list filtering (JSON and SSE).
 
 pub mod envelope;
+pub mod error;
 pub mod filter;
 pub mod headers;
 pub mod method;

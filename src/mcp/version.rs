@@ -6,7 +6,7 @@
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::envelope::{Envelope, EnvelopeError, Kind};
+use super::error::EnvelopeError;
 
 pub const HEADER: &str = "mcp-protocol-version";
 
@@ -117,67 +117,11 @@ pub fn from_headers(headers: &HeaderMap) -> Result<ProtocolVersion, VersionError
     })
 }
 
-/// Every message's `_meta` version must be the header's: a body that names
-/// another revision could be read by the upstream under rules mcpgate did not
-/// apply. From 2026-07-28 on a request must carry it; an older request may omit
-/// it, and one sent without the header cannot claim it.
-pub fn check_body(
-    version: ProtocolVersion,
-    header_sent: bool,
-    envelope: &Envelope,
-) -> Result<(), EnvelopeError> {
-    for message in &envelope.messages {
-        let stated = message
-            .params()
-            .and_then(|params| params.get("_meta"))
-            .and_then(Value::as_object)
-            .and_then(|meta| meta.get(META_KEY));
-        let mismatch = |message: String, id: Option<&Value>| EnvelopeError {
-            code: EnvelopeError::HEADER_MISMATCH,
-            message,
-            id: id.cloned(),
-            data: None,
-        };
-        match stated {
-            Some(Value::String(stated)) if header_sent && stated == version.as_str() => {}
-            Some(Value::String(stated)) => {
-                let header = if header_sent {
-                    format!("MCP-Protocol-Version header value '{}'", version.as_str())
-                } else {
-                    "the absent MCP-Protocol-Version header".to_owned()
-                };
-                return Err(mismatch(
-                    format!("Header mismatch: {header} does not match body value '{stated}'"),
-                    message.id(),
-                ));
-            }
-            Some(_) => {
-                return Err(mismatch(
-                    format!("Header mismatch: _meta[\"{META_KEY}\"] must be a string"),
-                    message.id(),
-                ));
-            }
-            None if version.is_stateless() && message.kind == Kind::Request => {
-                return Err(mismatch(
-                    format!(
-                        "Header mismatch: a {} request must state its version in _meta[\"{META_KEY}\"]",
-                        version.as_str()
-                    ),
-                    message.id(),
-                ));
-            }
-            None => {}
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
     use super::*;
-    use crate::mcp::envelope;
 
     fn headers(values: &[&'static str]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -227,33 +171,5 @@ mod tests {
                 }
             }})
         );
-    }
-
-    #[test]
-    fn the_body_states_the_headers_version() {
-        let v = ProtocolVersion::V2026_07_28;
-        let parse = |body: &str| envelope::parse(body.as_bytes(), v).unwrap();
-        let stated = parse(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
-        );
-        assert_eq!(check_body(v, true, &stated), Ok(()));
-        // The header says something else, or is absent.
-        let error = check_body(ProtocolVersion::V2025_11_25, true, &stated).unwrap_err();
-        assert_eq!(
-            (error.code, error.id),
-            (EnvelopeError::HEADER_MISMATCH, Some(json!(1)))
-        );
-        assert!(check_body(ProtocolVersion::V2025_03_26, false, &stated).is_err());
-        // A 2026-07-28 request must state it; a notification need not.
-        let silent = parse(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
-        assert!(check_body(v, true, &silent).is_err());
-        assert_eq!(
-            check_body(ProtocolVersion::V2025_06_18, true, &silent),
-            Ok(())
-        );
-        let odd = parse(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}}"#,
-        );
-        assert!(check_body(v, true, &odd).is_err());
     }
 }

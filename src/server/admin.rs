@@ -168,14 +168,14 @@ async fn explain(State(admin): State<Admin>, request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
     if !loopback {
-        return super::mcp::json_error(
+        return super::json::json_error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "/explain answers loopback clients only",
         );
     }
     let bad_request = |description: &str| {
-        super::mcp::json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+        super::json::json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
     };
     let Ok(bytes) = axum::body::to_bytes(request.into_body(), MAX_EXPLAIN_BYTES).await else {
         return bad_request("the body is too large or could not be read");
@@ -213,5 +213,5 @@ async fn metrics_text() -> Response {
 }
 
 async fn not_found() -> Response {
-    super::mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    super::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }

@@ -28,7 +28,7 @@ impl ChallengeParams {
     /// when tokens cannot be judged right now (no challenge: the client did nothing wrong).
     pub fn auth_failure(&self, error: &AuthError) -> Response {
         if matches!(error, AuthError::TooManyAttempts) {
-            let mut response = super::mcp::json_error(
+            let mut response = super::json::json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
                 "too many failed API-key attempts; try again later",
@@ -39,7 +39,7 @@ impl ChallengeParams {
             return response;
         }
         if let AuthError::Unavailable(why) = error {
-            let mut response = super::mcp::json_error(
+            let mut response = super::json::json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 &why.to_string(),
@@ -101,7 +101,7 @@ impl ChallengeParams {
         }
         params.push(("error_description", description.to_owned()));
         let mut response =
-            super::mcp::json_error(StatusCode::FORBIDDEN, "query_too_complex", description);
+            super::json::json_error(StatusCode::FORBIDDEN, "query_too_complex", description);
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_str(&bearer_challenge(&params))
@@ -143,7 +143,7 @@ impl ChallengeParams {
                 "rule": denial.rule,
             }),
         };
-        let mut response = super::mcp::json_response(StatusCode::FORBIDDEN, &body);
+        let mut response = super::json::json_response(StatusCode::FORBIDDEN, &body);
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_str(&bearer_challenge(&params))

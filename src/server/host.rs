@@ -14,7 +14,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 
 use super::AppState;
-use super::mcp::json_error;
+use super::json::json_error;
 use super::observe::Observation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

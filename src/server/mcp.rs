@@ -12,6 +12,8 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::body::read_body;
+use super::json::json_response;
 use super::observe::Observation;
 use super::origin;
 use super::refusal::{Denied, Refusal};
@@ -155,7 +157,7 @@ impl Caller<'_> {
         let filter = self
             .principal
             .filter(|_| *method == Method::GET)
-            .and_then(|principal| ListFilter::for_stream(gateway, principal, self.matched));
+            .and_then(|principal| ListFilter::for_stream(&gateway.policy, principal, self.matched));
         let forwarded = forward(
             gateway,
             method.clone(),
@@ -192,7 +194,7 @@ impl Caller<'_> {
         let computed = super::graphql::computed(gateway, &envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
         let filter = self.principal.and_then(|principal| {
-            ListFilter::for_request(gateway, principal, self.matched, &envelope)
+            ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)
         });
         let forwarded = Bytes::from(envelope.to_bytes());
         let forwarded = forward(
@@ -232,7 +234,7 @@ impl Caller<'_> {
         let envelope = envelope::parse(body, version)?;
         mcp_headers::check_mirrored(self.headers, &envelope, version)?;
         let header_sent = self.headers.contains_key(version::HEADER);
-        version::check_body(version, header_sent, &envelope)?;
+        mcp_headers::check_meta_version(version, header_sent, &envelope)?;
         look_alike_items(&self.gateway.policy, &envelope)?;
         let refuse_unknown = self.gateway.config.scopes.unknown_methods == UnknownMethods::Refuse;
         if let Some(method) = envelope.unknown_method().filter(|_| refuse_unknown) {
@@ -453,94 +455,6 @@ fn refused(
     json_response(StatusCode::BAD_GATEWAY, &body)
 }
 
-/// Why a request body was not read.
-#[derive(Debug)]
-pub enum BodyRefusal {
-    /// Over `server.max_body_bytes` (413).
-    TooLarge(usize),
-    /// Not complete within `server.body_read_timeout` (408).
-    TimedOut(std::time::Duration),
-    /// Not a valid HTTP message body, e.g. a bad chunk size or an oversized chunk
-    /// extension (400, RFC 9112 §7.1), or cut off by the client.
-    Malformed(String),
-}
-
-impl BodyRefusal {
-    pub fn reason(&self) -> String {
-        match self {
-            Self::TooLarge(limit) => format!("request body exceeds {limit} bytes"),
-            Self::TimedOut(limit) => format!(
-                "request body not received within {}",
-                humantime::format_duration(*limit)
-            ),
-            Self::Malformed(detail) => format!("malformed request body: {detail}"),
-        }
-    }
-
-    pub fn response(&self) -> Response {
-        let (status, code) = match self {
-            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
-            Self::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-        };
-        let mut response = json_error(status, code, &self.reason());
-        // What is left of the body cannot be found (bad framing) or waited for:
-        // the connection cannot carry another request.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
-    }
-}
-
-/// Reads the body within `server.body_read_timeout`, refusing one over
-/// `server.max_body_bytes` (from `Content-Length` before reading, or while reading
-/// a chunked body) apart from one that is not a valid body at all.
-async fn read_body(
-    gateway: &Gateway,
-    headers: &http::HeaderMap,
-    body: Body,
-) -> Result<Bytes, BodyRefusal> {
-    let server = &gateway.config.server;
-    let limit = server.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(BodyRefusal::TooLarge(limit));
-    }
-    match tokio::time::timeout(server.body_read_timeout, to_bytes(body, limit)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(error)) if over_limit(&error) => Err(BodyRefusal::TooLarge(limit)),
-        Ok(Err(error)) => Err(BodyRefusal::Malformed(
-            crate::char_prefix(&innermost(&error), 200).to_owned(),
-        )),
-        Err(_) => Err(BodyRefusal::TimedOut(server.body_read_timeout)),
-    }
-}
-
-/// The body went past the limit (as opposed to failing to decode).
-fn over_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
-/// The most precise message in an error's chain (hyper's own: "invalid chunk size").
-fn innermost(error: &axum::Error) -> String {
-    let mut current: &(dyn std::error::Error + 'static) = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
 /// 502 or 504, as a JSON-RPC error when the request had an id (so the client can tie
 /// it to its call), else as a plain JSON error.
 fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
@@ -564,21 +478,4 @@ fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
         None => json!({"error": "upstream_error", "error_description": message}),
     };
     json_response(status, &body)
-}
-
-pub(crate) fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
-    json_response(
-        status,
-        &json!({"error": code, "error_description": description}),
-    )
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -2,10 +2,12 @@
 //! shutdown.
 
 pub mod admin;
+mod body;
 pub mod challenge;
 mod connection;
 pub mod graphql;
 pub mod host;
+pub mod json;
 pub mod limits;
 pub mod mcp;
 pub mod metadata;
@@ -92,7 +94,7 @@ async fn metadata_document(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    mcp::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
 /// How the listener serves its clients (from `server:`; bound at start).

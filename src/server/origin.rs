@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use url::Url;
 
-use super::mcp::json_error;
+use super::json::json_error;
 
 /// Origins allowed to call the MCP endpoint, in their serialised form
 /// (`https://app.example.com`, default port left out).

@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::Value;
 
+use super::body::BodyRefusal;
 use super::challenge::ChallengeParams;
-use super::mcp::{BodyRefusal, json_error, json_response};
+use super::json::{json_error, json_response};
 use super::observe::Observation;
 use super::origin::ForbiddenOrigin;
 use super::session;

@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::mcp::json_response;
+use super::json::json_response;
 use crate::auth::Principal;
 use crate::mcp::session::{Owner, SESSION_HEADER, SessionEntry, SessionError, Sessions};
 use crate::mcp::version::ProtocolVersion;

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::GraphqlUpstream;
 use super::client::GraphqlRequest;
 use super::result::{self, ToolResult};
-use super::server::RpcError;
+use super::rpc_error::RpcError;
 
 /// A tool call's arguments: a JSON object, possibly empty.
 pub struct Arguments<'a> {

@@ -17,6 +17,7 @@ mod config;
 mod modern;
 mod protocol;
 mod result;
+mod rpc_error;
 mod server;
 mod tools;
 

@@ -9,7 +9,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::server::RpcError;
+use super::rpc_error::RpcError;
 
 /// The only modern version this server speaks.
 pub const MODERN: &str = "2026-07-28";

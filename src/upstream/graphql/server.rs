@@ -17,42 +17,12 @@ use serde_json::{Map, Value, json};
 use super::GraphqlUpstream;
 use super::modern;
 use super::protocol::{self, Era, VersionRefusal};
-
-const PARSE_ERROR: i64 = -32700;
-const INVALID_REQUEST: i64 = -32600;
-const METHOD_NOT_FOUND: i64 = -32601;
-const INVALID_PARAMS: i64 = -32602;
+use super::rpc_error::RpcError;
+use super::rpc_error::{INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 
 /// Messages of one batch handled at once. A batch is one client's, so its calls may
 /// overlap, but a long batch must not become a burst against the GraphQL API.
 const BATCH_CONCURRENCY: usize = 8;
-
-/// A JSON-RPC error object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
-    pub code: i64,
-    pub message: String,
-    pub data: Option<Value>,
-}
-
-impl RpcError {
-    pub fn invalid_params(message: impl Into<String>) -> Self {
-        Self::new(INVALID_PARAMS, message)
-    }
-
-    pub(super) fn new(code: i64, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-        }
-    }
-
-    pub(super) fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-}
 
 /// What one message of a POST body gets.
 enum Outcome {

@@ -1,0 +1,24 @@
+//! The plain JSON answers the HTTP front gives of its own (errors that are not
+//! JSON-RPC messages), shared by every handler.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+pub(crate) fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
+    json_response(
+        status,
+        &json!({"error": code, "error_description": description}),
+    )
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
