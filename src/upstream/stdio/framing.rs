@@ -46,7 +46,13 @@ impl<R: AsyncRead + Unpin> Lines<R> {
     /// newline still counts (a child may exit without one).
     pub async fn next(&mut self) -> std::io::Result<Option<Line>> {
         loop {
-            if let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            // `scanned` never passes the buffer's end: it is set to the buffer's length,
+            // or to 0 when the buffer is split.
+            let newline = self
+                .buf
+                .get(self.scanned..)
+                .and_then(|unscanned| unscanned.iter().position(|&b| b == b'\n'));
+            if let Some(offset) = newline {
                 let end = self.scanned + offset;
                 let mut line = self.buf.split_to(end + 1).freeze();
                 self.scanned = 0;

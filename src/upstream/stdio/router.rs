@@ -121,7 +121,10 @@ impl Router {
             return Err(OpenError::Ended);
         }
         for (index, (id, key, _)) in requests.iter().enumerate() {
-            let repeated = requests[..index].iter().any(|(_, other, _)| other == key);
+            let repeated = requests
+                .iter()
+                .take(index)
+                .any(|(_, other, _)| other == key);
             if repeated || self.pending.contains_key(*key) {
                 return Err(OpenError::Duplicate((*id).clone()));
             }
