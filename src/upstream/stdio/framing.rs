@@ -31,7 +31,7 @@ pub(super) struct Lines<R> {
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
-    pub fn new(reader: R, cap: usize) -> Self {
+    pub(super) fn new(reader: R, cap: usize) -> Self {
         Self {
             reader,
             buf: BytesMut::new(),
@@ -44,7 +44,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 
     /// The next line, `None` at the end of the stream. A last line without its
     /// newline still counts (a child may exit without one).
-    pub async fn next(&mut self) -> std::io::Result<Option<Line>> {
+    pub(super) async fn next(&mut self) -> std::io::Result<Option<Line>> {
         loop {
             // `scanned` never passes the buffer's end: it is set to the buffer's length,
             // or to 0 when the buffer is split.
