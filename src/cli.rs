@@ -12,13 +12,13 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "OAuth 2.1 authorization gateway for MCP servers"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Validate a configuration (fetching remote JWKS as `serve` would) and exit:
@@ -41,7 +41,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// The bearer token or API key to explain; `-` reads it from standard input
@@ -72,7 +72,7 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Print the matrix as a JSON manifest.
@@ -84,7 +84,7 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HashKeyArgs {
+pub(crate) struct HashKeyArgs {
     /// The key's id (A-Z a-z 0-9 . -); it becomes part of the key and names it in logs.
     #[arg(long)]
     pub id: String,
@@ -94,14 +94,14 @@ pub struct HashKeyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Path to mcpgate.yaml.
     #[arg(long, short, env = "MCPGATE_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// Take the secret, key id, algorithm, audience and issuer from this config's first
     /// symmetric `auth.oauth.jwks` entry.
     #[arg(long, short, value_name = "FILE")]
@@ -136,7 +136,7 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the gateway listens (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5025")]
     pub listen: SocketAddr,

@@ -216,8 +216,8 @@ fn message(question: &Question) -> Result<Option<Value>, ExplainError> {
         }
     }
     let mut message = json!({"jsonrpc": "2.0", "id": 1, "method": method});
-    if !params.is_empty() {
-        message["params"] = Value::Object(params);
+    if let Some(object) = message.as_object_mut().filter(|_| !params.is_empty()) {
+        object.insert("params".into(), Value::Object(params));
     }
     Ok(Some(message))
 }

@@ -58,6 +58,21 @@ fn a_good_config_checks_out() {
     ));
 }
 
+/// A link-local IPv6 listen address carries a zone (`%3`), which a URL cannot: the
+/// derived endpoint leaves it out instead of panicking.
+#[test]
+fn a_listen_address_with_an_ipv6_zone_checks_out() {
+    let yaml = GOOD
+        .replace("listen: 127.0.0.1:5025", "listen: \"[fe80::1%3]:5025\"")
+        .replace("enabled: true", "enabled: false");
+    let (code, stdout, stderr) = check(&yaml, &[SECRET]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("ok: MCP endpoint http://[fe80::1]:5025/mcp -> "),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn mcpgate_variables_without_a_section_are_not_overrides() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,18 @@
 //!
 //! Run one area with a filter, e.g. `cargo test --test integration policy::`.
 
+// A failed assumption in a test should fail the test loudly: the package's lints
+// against panics are for the gateway's code. The helpers in `common` are `pub` for
+// the sibling modules, not for export.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub,
+    missing_docs
+)]
+
 mod common;
 
 mod api_keys;

@@ -1,5 +1,7 @@
 //! Values computed from the file that several parts of the gateway agree on.
 
+use std::net::SocketAddr;
+
 use url::Url;
 
 use super::Config;
@@ -10,12 +12,16 @@ pub const METADATA_WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 impl Config {
     /// The canonical resource URI: `server.public_url`, or `http://<listen>/mcp` when unset
     /// (allowed only on loopback listen addresses with OAuth on; see `validate`).
+    #[allow(clippy::expect_used)] // An IP address and a port always make a URL authority.
     pub fn public_url(&self) -> Url {
         match &self.server.public_url {
             Some(url) => url.clone(),
             None => {
-                let text = format!("http://{}/mcp", self.server.listen);
-                Url::parse(&text).expect("a socket address is a valid URL authority")
+                // Without an IPv6 zone (`%3`), which a URL cannot carry and a client
+                // elsewhere could not use.
+                let listen = self.server.listen;
+                let text = format!("http://{}/mcp", SocketAddr::new(listen.ip(), listen.port()));
+                Url::parse(&text).expect("an IP address and a port are a valid URL authority")
             }
         }
     }

@@ -6,7 +6,7 @@ use url::Url;
 use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesConfig};
 
 /// Longest clock-skew allowance accepted (security checklist A1).
-pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output size).
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;

@@ -15,7 +15,15 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 /// Protocol versions this server speaks, newest first.
-const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+const PROTOCOL_VERSIONS: &[&str] = &[
+    LATEST_PROTOCOL_VERSION,
+    "2025-06-18",
+    "2025-03-26",
+    "2024-11-05",
+];
+
+/// The answer to a client that asks for a version this server does not speak.
+const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
 
 #[derive(Default)]
 struct Counters {
@@ -75,7 +83,7 @@ fn initialize(params: &Value) -> Value {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let version = requested
         .filter(|version| PROTOCOL_VERSIONS.contains(version))
-        .unwrap_or(PROTOCOL_VERSIONS[0]);
+        .unwrap_or(LATEST_PROTOCOL_VERSION);
     json!({
         "protocolVersion": version,
         "capabilities": {"tools": {"listChanged": false}},

@@ -16,13 +16,13 @@ use apollo_parser::{Lexer, TokenKind};
 
 /// What the rest of the load works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prepared {
+pub(super) struct Prepared {
     /// The file's text with executable descriptions blanked.
     pub text: String,
     pub description: Option<String>,
 }
 
-pub fn prepare(text: &str) -> Prepared {
+pub(super) fn prepare(text: &str) -> Prepared {
     let (tokens, errors) = Lexer::new(text).lex();
     if !errors.is_empty() {
         // The parser will report the problem with its position; nothing to lift.

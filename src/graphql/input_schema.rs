@@ -27,7 +27,7 @@ use apollo_compiler::{Node, Schema};
 use serde_json::{Map, Value as Json, json};
 
 /// The schema for an operation with these variables, validated against `schema`.
-pub fn input_schema(schema: &Schema, variables: &[Node<VariableDefinition>]) -> Json {
+pub(super) fn input_schema(schema: &Schema, variables: &[Node<VariableDefinition>]) -> Json {
     let shared = shared_input_objects(schema, variables);
     let mut builder = Builder {
         schema,

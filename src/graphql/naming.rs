@@ -8,7 +8,7 @@ const PREFIX: &str = "execute_operation_";
 
 /// The tool name for an operation, or `None` when the name has no letter or digit
 /// to build one from (an unnamed operation in a file called `---.graphql`).
-pub fn tool_name(operation_name: &str, omit_prefix: bool) -> Option<String> {
+pub(super) fn tool_name(operation_name: &str, omit_prefix: bool) -> Option<String> {
     let snake = snake_case(operation_name);
     if snake.is_empty() {
         return None;
@@ -29,7 +29,7 @@ pub fn tool_name(operation_name: &str, omit_prefix: bool) -> Option<String> {
 /// follow, so `getV2Users` gives `get_v2_users`, not `get_v_2_users`. Anything that is
 /// not an ASCII letter or digit separates words and is dropped (file stems can hold
 /// spaces, dashes or non-ASCII letters; MCP tool names should not).
-pub fn snake_case(name: &str) -> String {
+pub(super) fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
     // Set at a separator, so the next word gets an underscore only if one came before.

@@ -20,7 +20,7 @@ const EXTENSIONS: [&str; 2] = ["graphql", "gql"];
 
 /// One operation file, validated.
 #[derive(Debug)]
-pub struct OperationFile {
+pub(super) struct OperationFile {
     pub path: PathBuf,
     /// The operation's name, or the file stem for an unnamed operation.
     pub name: String,
@@ -33,13 +33,13 @@ pub struct OperationFile {
 
 impl OperationFile {
     /// The file's one operation.
-    pub fn operation(&self) -> Option<&Node<Operation>> {
+    pub(super) fn operation(&self) -> Option<&Node<Operation>> {
         self.document.operations.iter().next()
     }
 }
 
 /// The operation files of `folder`, sorted.
-pub fn list(folder: &Path) -> Result<Vec<PathBuf>, GraphqlError> {
+pub(super) fn list(folder: &Path) -> Result<Vec<PathBuf>, GraphqlError> {
     let io_error = |source| GraphqlError::Io {
         path: folder.to_path_buf(),
         source,
@@ -61,7 +61,7 @@ pub fn list(folder: &Path) -> Result<Vec<PathBuf>, GraphqlError> {
 }
 
 /// Reads, parses and validates one file.
-pub fn read(schema: &Valid<Schema>, path: &Path) -> Result<OperationFile, GraphqlError> {
+pub(super) fn read(schema: &Valid<Schema>, path: &Path) -> Result<OperationFile, GraphqlError> {
     let raw = std::fs::read_to_string(path).map_err(|source| GraphqlError::Io {
         path: path.to_path_buf(),
         source,
@@ -100,7 +100,7 @@ pub fn read(schema: &Valid<Schema>, path: &Path) -> Result<OperationFile, Graphq
     })
 }
 
-pub fn kind_of(operation_type: OperationType) -> OperationKind {
+pub(super) fn kind_of(operation_type: OperationType) -> OperationKind {
     match operation_type {
         OperationType::Query => OperationKind::Query,
         OperationType::Mutation => OperationKind::Mutation,

@@ -9,7 +9,7 @@ use apollo_compiler::{Schema, ast};
 use super::error::{GraphqlError, one_line};
 
 /// The directive whose scopes become tool requirements.
-pub const REQUIRES_SCOPES: &str = "requiresScopes";
+pub(super) const REQUIRES_SCOPES: &str = "requiresScopes";
 
 /// Added when the SDL applies `@requiresScopes` without declaring it. Schemas
 /// printed by a federation router or copied from a subgraph often leave directive
@@ -25,12 +25,12 @@ const DECLARATION_SOURCE: &str = "mcpgate:requiresScopes.graphql";
 
 /// The validated schema and the SDL as written (what `get_schema` shows).
 #[derive(Debug)]
-pub struct LoadedSchema {
+pub(super) struct LoadedSchema {
     pub schema: Valid<Schema>,
     pub sdl: String,
 }
 
-pub fn load(path: &Path) -> Result<LoadedSchema, GraphqlError> {
+pub(super) fn load(path: &Path) -> Result<LoadedSchema, GraphqlError> {
     let sdl = std::fs::read_to_string(path).map_err(|source| GraphqlError::Io {
         path: path.to_path_buf(),
         source,
@@ -40,7 +40,7 @@ pub fn load(path: &Path) -> Result<LoadedSchema, GraphqlError> {
 }
 
 /// Parses and validates SDL text; `path` only names it in errors.
-pub fn parse(sdl: &str, path: &Path) -> Result<Valid<Schema>, GraphqlError> {
+pub(super) fn parse(sdl: &str, path: &Path) -> Result<Valid<Schema>, GraphqlError> {
     let invalid = |message: String| GraphqlError::Schema {
         path: path.to_path_buf(),
         message,

@@ -38,7 +38,7 @@ use crate::policy::{Requirement, TooManyCombinations};
 
 /// The `@requiresScopes` of every type and field of a schema, read once at load.
 #[derive(Debug, Clone, Default)]
-pub struct ScopeIndex {
+pub(super) struct ScopeIndex {
     types: HashMap<String, Requirement>,
     /// Type name → field name → the field's own directive.
     fields: HashMap<String, HashMap<String, Requirement>>,
@@ -47,7 +47,7 @@ pub struct ScopeIndex {
 impl ScopeIndex {
     /// Reads every application in the schema. `limit` bounds the AND of a
     /// repeated directive on one definition; `path` names the SDL in errors.
-    pub fn new(schema: &Schema, path: &Path, limit: usize) -> Result<Self, GraphqlError> {
+    pub(super) fn new(schema: &Schema, path: &Path, limit: usize) -> Result<Self, GraphqlError> {
         let mut index = Self::default();
         for (type_name, ty) in &schema.types {
             if ty.is_built_in() {
@@ -87,7 +87,7 @@ impl ScopeIndex {
     }
 
     /// Every scope named by a directive anywhere in the schema, sorted.
-    pub fn all_scopes(&self) -> Vec<String> {
+    pub(super) fn all_scopes(&self) -> Vec<String> {
         let by_type = self.types.values();
         let by_field = self.fields.values().flat_map(HashMap::values);
         let scopes: BTreeSet<&str> = by_type.chain(by_field).flat_map(|r| r.scopes()).collect();
@@ -97,7 +97,7 @@ impl ScopeIndex {
     /// What the operation needs: the AND of the requirement of every field it
     /// selects, through fragments, each schema coordinate counted once, in document
     /// order (so the same operation always yields the same challenge).
-    pub fn operation(
+    pub(super) fn operation(
         &self,
         document: &ExecutableDocument,
         operation: &Operation,

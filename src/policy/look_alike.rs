@@ -13,7 +13,7 @@ use super::{Item, ItemKind};
 
 /// Every ruled name and pattern, per kind, in exact and in folded form.
 #[derive(Debug, Clone, Default)]
-pub struct LookAlikes {
+pub(super) struct LookAlikes {
     kinds: [Folded; 3],
 }
 
@@ -29,7 +29,7 @@ struct Folded {
 
 /// What a name is reduced to before comparing: Unicode compatibility forms
 /// (NFKC), case, and whitespace or control characters anywhere.
-pub fn fold(name: &str) -> String {
+pub(super) fn fold(name: &str) -> String {
     name.nfkc()
         .flat_map(char::to_lowercase)
         .filter(|ch| !ch.is_whitespace() && !ch.is_control())
@@ -46,7 +46,7 @@ fn index(kind: ItemKind) -> usize {
 
 /// Collects names and patterns; [`Self::build`] compiles them.
 #[derive(Default)]
-pub struct LookAlikesBuilder {
+pub(super) struct LookAlikesBuilder {
     exact: [Vec<String>; 3],
     globs: [Vec<(String, bool)>; 3],
 }
@@ -54,7 +54,7 @@ pub struct LookAlikesBuilder {
 impl LookAlikesBuilder {
     /// A name or pattern a rule of `kind` matches, compiled as the rules compile it
     /// (for resources, `{`/`}` are literal).
-    pub fn add(&mut self, kind: ItemKind, pattern: &str) {
+    pub(super) fn add(&mut self, kind: ItemKind, pattern: &str) {
         let slot = index(kind);
         let literal_braces = kind == ItemKind::Resource;
         if pattern.contains(super::rules::GLOB_SYNTAX) {
@@ -69,7 +69,7 @@ impl LookAlikesBuilder {
     /// Patterns that compiled for the rules compile here too; one that does not
     /// after folding (which cannot make valid glob syntax invalid in practice) is
     /// left out of the folded set rather than failing the load.
-    pub fn build(self) -> LookAlikes {
+    pub(super) fn build(self) -> LookAlikes {
         let mut kinds: [Folded; 3] = Default::default();
         for ((folded, exact), globs) in kinds.iter_mut().zip(self.exact).zip(self.globs) {
             for name in exact {
@@ -101,7 +101,7 @@ fn glob(pattern: &str, literal_braces: bool, case_insensitive: bool) -> Option<g
 impl LookAlikes {
     /// Whether `item` is not itself a ruled name but folds into one (or into a
     /// pattern's match) that it does not match as written.
-    pub fn resembles_a_rule(&self, item: Item<'_>) -> bool {
+    pub(super) fn resembles_a_rule(&self, item: Item<'_>) -> bool {
         let (kind, name) = match item {
             Item::Tool(name) => (ItemKind::Tool, name),
             Item::Resource(uri) => (ItemKind::Resource, uri),

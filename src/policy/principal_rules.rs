@@ -181,7 +181,7 @@ impl PrincipalRules {
         let mut subjects = IndexBuilder::default();
         for (index, rule) in written.iter().enumerate() {
             let key = format!("rules[{index}]");
-            check_name(&key, rule, &written[..index])?;
+            check_name(&key, rule, written.get(..index).unwrap_or_default())?;
             let when = &rule.when;
             if let Some(patterns) = &when.client_ids {
                 client_ids.add(&format!("{key}.when.client_ids"), patterns, index)?;

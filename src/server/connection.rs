@@ -37,7 +37,7 @@ use super::stream::shutdown_begun;
 
 /// How long a client may take, per connection.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadTimeouts {
+pub(super) struct ReadTimeouts {
     /// To send a request's headers: from the connection's opening for its first
     /// request, from the first byte of each later one.
     pub header: Duration,
@@ -47,7 +47,7 @@ pub struct ReadTimeouts {
 
 /// Every open connection, so that at the cap one can be closed to make room.
 #[derive(Default)]
-pub struct Open {
+pub(super) struct Open {
     connections: Mutex<HashMap<u64, Arc<Activity>>>,
     next: AtomicU64,
 }
@@ -73,7 +73,7 @@ impl Open {
     /// timeout to close, as nginx does with idle keep-alive connections when it runs
     /// out: a slow or idle client loses a little early what a waiting client needs
     /// now. False when every connection is busy with a request.
-    pub fn make_room(&self, timeouts: ReadTimeouts) -> bool {
+    pub(super) fn make_room(&self, timeouts: ReadTimeouts) -> bool {
         let connections = self.lock();
         let victim = connections
             .values()
@@ -104,7 +104,7 @@ impl Drop for Registered {
 }
 
 /// The protocol builder shared by every connection.
-pub fn builder() -> auto::Builder<TokioExecutor> {
+pub(super) fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The timer lets hyper time HTTP/2 keep-alive pings; the header timer stays
     // off (see the module comment).
@@ -119,7 +119,7 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
 /// Serves `tcp` until the client closes it, it times out, or shutdown ends it.
 /// `permit` is the connection's place under `server.max_connections`, released
 /// when it closes; `open` lists it while it is open.
-pub async fn serve(
+pub(super) async fn serve(
     builder: Arc<auto::Builder<TokioExecutor>>,
     tcp: TcpStream,
     router: Router,

@@ -95,7 +95,10 @@ impl JwtVerifier {
         if providers.is_empty() {
             return Err(TokenProblem::BadIssuer.into());
         }
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let signing_input = token
+            .as_bytes()
+            .get(..header_b64.len() + 1 + payload_b64.len())
+            .ok_or(TokenProblem::Malformed)?;
 
         let mut search = search_keys(&providers, &header, signing_input, signature);
         // A missing `kid` is not fixed by a refetch; an unknown one may be (rotation).

@@ -228,7 +228,7 @@ fn operation_info(tool: &OperationTool) -> ToolResult {
 }
 
 /// `(a AND b) OR (c)`, or `none`.
-pub fn scopes_text(requirement: &Requirement) -> String {
+pub(super) fn scopes_text(requirement: &Requirement) -> String {
     if requirement.is_empty() {
         return "none".to_owned();
     }

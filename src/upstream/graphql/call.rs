@@ -9,7 +9,7 @@ use super::result::{self, ToolResult};
 use super::rpc_error::RpcError;
 
 /// A tool call's arguments: a JSON object, possibly empty.
-pub struct Arguments<'a> {
+pub(super) struct Arguments<'a> {
     tool: &'a str,
     map: &'a Map<String, Value>,
 }
@@ -20,7 +20,7 @@ static NO_ARGUMENTS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLo
 impl<'a> Arguments<'a> {
     /// `arguments` absent or `null` is no arguments; anything but an object is
     /// invalid params.
-    pub fn of(tool: &'a str, arguments: Option<&'a Value>) -> Result<Self, RpcError> {
+    pub(super) fn of(tool: &'a str, arguments: Option<&'a Value>) -> Result<Self, RpcError> {
         match arguments {
             None | Some(Value::Null) => Ok(Self {
                 tool,
@@ -33,12 +33,12 @@ impl<'a> Arguments<'a> {
         }
     }
 
-    pub fn map(&self) -> &'a Map<String, Value> {
+    pub(super) fn map(&self) -> &'a Map<String, Value> {
         self.map
     }
 
     /// Refuses any argument not named in `allowed`.
-    pub fn only(&self, allowed: &[&str]) -> Result<(), RpcError> {
+    pub(super) fn only(&self, allowed: &[&str]) -> Result<(), RpcError> {
         match self.map.keys().find(|key| !allowed.contains(&key.as_str())) {
             Some(key) => Err(RpcError::invalid_params(format!(
                 "tool {} has no argument {:?}",
@@ -49,7 +49,7 @@ impl<'a> Arguments<'a> {
         }
     }
 
-    pub fn required_string(&self, key: &str) -> Result<&'a str, RpcError> {
+    pub(super) fn required_string(&self, key: &str) -> Result<&'a str, RpcError> {
         self.optional_string(key)?.ok_or_else(|| {
             RpcError::invalid_params(format!(
                 "tool {} needs the string argument {key}",
@@ -59,7 +59,7 @@ impl<'a> Arguments<'a> {
     }
 
     /// A string, or nothing when absent or `null`.
-    pub fn optional_string(&self, key: &str) -> Result<Option<&'a str>, RpcError> {
+    pub(super) fn optional_string(&self, key: &str) -> Result<Option<&'a str>, RpcError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => Ok(Some(text)),
@@ -71,7 +71,10 @@ impl<'a> Arguments<'a> {
     }
 
     /// An object, or nothing when absent or `null`.
-    pub fn optional_object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, RpcError> {
+    pub(super) fn optional_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<&'a Map<String, Value>>, RpcError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),

@@ -24,7 +24,7 @@ const ACCEPT: &str = "application/graphql-response+json, application/json";
 
 /// One GraphQL request's body.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GraphqlRequest<'a> {
+pub(super) struct GraphqlRequest<'a> {
     pub query: &'a str,
     pub variables: Map<String, Value>,
     pub operation_name: Option<&'a str>,
@@ -47,7 +47,7 @@ impl GraphqlRequest<'_> {
 
 /// The endpoint's answer, read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(super) struct Answer {
     pub status: StatusCode,
     pub body: bytes::Bytes,
 }
@@ -55,7 +55,7 @@ pub struct Answer {
 /// Why no answer came. `Display` is for the caller's tool result: it never names the
 /// endpoint or its headers; `detail` (for logs) carries the cause.
 #[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
+pub(super) enum ExchangeError {
     #[error("the GraphQL endpoint could not be reached")]
     Unreachable { detail: String },
     #[error("the GraphQL endpoint did not answer within {}", humantime::format_duration(*.timeout))]
@@ -65,7 +65,7 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    pub fn detail(&self) -> String {
+    pub(super) fn detail(&self) -> String {
         match self {
             Self::Unreachable { detail } => format!("{self}: {detail}"),
             Self::Timeout { .. } | Self::TooLarge { .. } => self.to_string(),
@@ -75,7 +75,7 @@ impl ExchangeError {
 
 /// A pooled HTTP client bound to the endpoint and its headers.
 #[derive(Debug)]
-pub struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     endpoint: Url,
     headers: HeaderMap,
@@ -85,7 +85,7 @@ pub struct Client {
 impl Client {
     /// `headers` are the configured ones, already checked; they are sent as given
     /// and win over mcpgate's defaults of the same name.
-    pub fn new(
+    pub(super) fn new(
         endpoint: Url,
         headers: HeaderMap,
         timeout: Duration,
@@ -108,7 +108,7 @@ impl Client {
     }
 
     /// Posts one GraphQL request and reads the answer, all within the timeout.
-    pub async fn execute(
+    pub(super) async fn execute(
         &self,
         request: &GraphqlRequest<'_>,
         own_headers: &HeaderMap,

@@ -15,23 +15,23 @@ const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 /// not see it. Always `"private"`: whether the list could differ between callers
 /// depends on the gateway's policy, which this module does not see, and a wrong
 /// `"public"` leaks while a wrong `"private"` only costs a shared cache a miss.
-pub const CACHE_SCOPE: &str = "private";
+pub(super) const CACHE_SCOPE: &str = "private";
 
 /// This server, as `serverInfo` (legacy `initialize`) and
 /// `_meta["io.modelcontextprotocol/serverInfo"]` (2026-07-28) name it.
-pub fn server_info() -> Value {
+pub(super) fn server_info() -> Value {
     json!({"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")})
 }
 
 /// The capabilities offered: tools, with no change notifications.
-pub fn capabilities() -> Value {
+pub(super) fn capabilities() -> Value {
     json!({"tools": {"listChanged": false}})
 }
 
 /// A result as 2026-07-28 answers it: `resultType: "complete"` (this server never
 /// needs more input) and its identity in `_meta`, next to whatever `_meta` the
 /// result already had.
-pub fn complete(result: Value) -> Value {
+pub(super) fn complete(result: Value) -> Value {
     let mut result = match result {
         Value::Object(result) => result,
         // Every result built here is an object; anything else is kept, unmarked,
@@ -49,7 +49,7 @@ pub fn complete(result: Value) -> Value {
 }
 
 /// Adds the caching hints a cacheable result must carry.
-pub fn cacheable(result: Value, ttl_ms: u64) -> Value {
+pub(super) fn cacheable(result: Value, ttl_ms: u64) -> Value {
     let mut result = match result {
         Value::Object(result) => result,
         other => return other,
@@ -61,7 +61,7 @@ pub fn cacheable(result: Value, ttl_ms: u64) -> Value {
 
 /// The `server/discover` result, whichever version asked: it is the probe a
 /// client sends before it knows which era this server is.
-pub fn discover(ttl_ms: u64) -> Value {
+pub(super) fn discover(ttl_ms: u64) -> Value {
     complete(cacheable(
         json!({
             "supportedVersions": SUPPORTED,

@@ -12,30 +12,30 @@ use serde_json::{Value, json};
 use super::rpc_error::RpcError;
 
 /// The only modern version this server speaks.
-pub const MODERN: &str = "2026-07-28";
+pub(super) const MODERN: &str = "2026-07-28";
 
 /// The handshake versions, newest first: an `initialize` asking for one of them
 /// gets it back, any other gets the first.
-pub const LEGACY: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub(super) const LEGACY: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// Every version spoken, newest first, as `server/discover` and
 /// `UnsupportedProtocolVersionError` list them.
-pub const SUPPORTED: [&str; 5] = [MODERN, LEGACY[0], LEGACY[1], LEGACY[2], LEGACY[3]];
+pub(super) const SUPPORTED: [&str; 5] = [MODERN, LEGACY[0], LEGACY[1], LEGACY[2], LEGACY[3]];
 
 /// The only version in which a POST body may be a JSON-RPC batch.
-pub const BATCH_VERSION: &str = "2025-03-26";
+pub(super) const BATCH_VERSION: &str = "2025-03-26";
 
 /// `HeaderMismatch`: the header and the body disagree, or a required header is missing.
-pub const HEADER_MISMATCH: i64 = -32020;
+pub(super) const HEADER_MISMATCH: i64 = -32020;
 /// `UnsupportedProtocolVersionError`.
-pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+pub(super) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 const VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 const CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// How a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Era {
+pub(super) enum Era {
     /// `initialize`, `ping`; results as the 2025 versions define them.
     Legacy,
     /// 2026-07-28: no handshake, `resultType` and server identity on every result.
@@ -45,10 +45,10 @@ pub enum Era {
 /// A request refused before its method is looked at. On HTTP every one of them
 /// is `400 Bad Request` (2026-07-28 transport, "Protocol Version Header").
 #[derive(Debug, Clone, PartialEq)]
-pub struct VersionRefusal(pub RpcError);
+pub(super) struct VersionRefusal(pub RpcError);
 
 impl VersionRefusal {
-    pub const STATUS: StatusCode = StatusCode::BAD_REQUEST;
+    pub(super) const STATUS: StatusCode = StatusCode::BAD_REQUEST;
 
     fn mismatch(message: String) -> Self {
         Self(RpcError::new(HEADER_MISMATCH, message))
@@ -75,7 +75,7 @@ impl VersionRefusal {
 
 /// The era of one request. `header` is the `MCP-Protocol-Version` header (an
 /// unreadable one is `Some("")`, which no version equals); `params` the request's.
-pub fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, VersionRefusal> {
+pub(super) fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, VersionRefusal> {
     let meta = params.and_then(|params| params.get("_meta"));
     let declared = match meta.and_then(|meta| meta.get(VERSION_KEY)) {
         None => None,
@@ -127,7 +127,7 @@ pub fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, VersionR
 
 /// Whether a body of several messages may be answered under this header: only
 /// 2025-03-26 (or no header, which means it) has batches.
-pub fn allows_batch(header: Option<&str>) -> bool {
+pub(super) fn allows_batch(header: Option<&str>) -> bool {
     header.is_none_or(|version| version == BATCH_VERSION)
 }
 

@@ -12,14 +12,14 @@ use super::client::{Answer, ExchangeError};
 
 /// A `tools/call` result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolResult {
+pub(super) struct ToolResult {
     pub is_error: bool,
     pub text: String,
     pub structured: Option<Map<String, Value>>,
 }
 
 impl ToolResult {
-    pub fn success(text: impl Into<String>, structured: Option<Map<String, Value>>) -> Self {
+    pub(super) fn success(text: impl Into<String>, structured: Option<Map<String, Value>>) -> Self {
         Self {
             is_error: false,
             text: text.into(),
@@ -27,7 +27,7 @@ impl ToolResult {
         }
     }
 
-    pub fn error(text: impl Into<String>) -> Self {
+    pub(super) fn error(text: impl Into<String>) -> Self {
         Self {
             is_error: true,
             text: text.into(),
@@ -37,7 +37,7 @@ impl ToolResult {
 
     /// The result as MCP writes it: one text block, and the structured content
     /// when there is an object to give.
-    pub fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         let mut result = Map::new();
         result.insert(
             "content".to_owned(),
@@ -55,7 +55,7 @@ impl ToolResult {
 }
 
 /// What the endpoint's answer means for the caller.
-pub fn from_answer(answer: &Answer) -> ToolResult {
+pub(super) fn from_answer(answer: &Answer) -> ToolResult {
     let parsed = serde_json::from_slice::<Value>(&answer.body).ok();
     let status = answer.status;
     if !status.is_success() {
@@ -114,7 +114,7 @@ pub fn from_answer(answer: &Answer) -> ToolResult {
 }
 
 /// The endpoint could not be asked, or did not answer.
-pub fn from_exchange_error(error: &ExchangeError) -> ToolResult {
+pub(super) fn from_exchange_error(error: &ExchangeError) -> ToolResult {
     ToolResult::error(error.to_string())
 }
 

@@ -8,7 +8,7 @@ use crate::graphql::{Catalog, OperationTool};
 
 /// The `tools/list` result, one page (there is no cursor to follow).
 /// `exclude_mutations` makes `execute_graphql` read-only too.
-pub fn list(catalog: &Catalog, builtins: &[Builtin], exclude_mutations: bool) -> Value {
+pub(super) fn list(catalog: &Catalog, builtins: &[Builtin], exclude_mutations: bool) -> Value {
     let mut tools: Vec<Value> = catalog.tools().iter().map(operation_entry).collect();
     tools.extend(
         builtins

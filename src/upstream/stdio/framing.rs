@@ -31,7 +31,7 @@ pub(super) struct Lines<R> {
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
-    pub fn new(reader: R, cap: usize) -> Self {
+    pub(super) fn new(reader: R, cap: usize) -> Self {
         Self {
             reader,
             buf: BytesMut::new(),
@@ -44,9 +44,15 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 
     /// The next line, `None` at the end of the stream. A last line without its
     /// newline still counts (a child may exit without one).
-    pub async fn next(&mut self) -> std::io::Result<Option<Line>> {
+    pub(super) async fn next(&mut self) -> std::io::Result<Option<Line>> {
         loop {
-            if let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            // `scanned` never passes the buffer's end: it is set to the buffer's length,
+            // or to 0 when the buffer is split.
+            let newline = self
+                .buf
+                .get(self.scanned..)
+                .and_then(|unscanned| unscanned.iter().position(|&b| b == b'\n'));
+            if let Some(offset) = newline {
                 let end = self.scanned + offset;
                 let mut line = self.buf.split_to(end + 1).freeze();
                 self.scanned = 0;

@@ -16,7 +16,7 @@ pub(super) enum IdKey {
 }
 
 impl IdKey {
-    pub fn of(value: &Value) -> Option<Self> {
+    pub(super) fn of(value: &Value) -> Option<Self> {
         match value {
             Value::String(text) => Some(Self::Str(text.clone())),
             Value::Number(number) => {
@@ -66,23 +66,23 @@ pub(super) struct Body {
 }
 
 impl Body {
-    pub fn requests(&self) -> impl Iterator<Item = (&Value, &IdKey)> {
+    pub(super) fn requests(&self) -> impl Iterator<Item = (&Value, &IdKey)> {
         self.messages.iter().filter_map(|message| match message {
             Inbound::Request { id, key, .. } => Some((id, key)),
             _ => None,
         })
     }
 
-    pub fn has_requests(&self) -> bool {
+    pub(super) fn has_requests(&self) -> bool {
         self.requests().next().is_some()
     }
 
     /// The body is exactly one `initialize` request.
-    pub fn is_initialize(&self) -> bool {
+    pub(super) fn is_initialize(&self) -> bool {
         matches!(self.messages.as_slice(), [Inbound::Request { method, .. }] if method == "initialize")
     }
 
-    pub fn mentions_initialize(&self) -> bool {
+    pub(super) fn mentions_initialize(&self) -> bool {
         self.messages.iter().any(
             |message| matches!(message, Inbound::Request { method, .. } if method == "initialize"),
         )

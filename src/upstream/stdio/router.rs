@@ -96,7 +96,7 @@ fn is_session_wide(method: &str) -> bool {
 }
 
 impl Router {
-    pub fn new(max_pending: usize) -> Self {
+    pub(super) fn new(max_pending: usize) -> Self {
         Self {
             ended: false,
             pending: HashMap::new(),
@@ -111,7 +111,7 @@ impl Router {
     /// Registers a POST's requests (id and progress token each) before they are
     /// written, so an answer cannot overtake the registration. All or nothing: a
     /// refused batch leaves nothing behind.
-    pub fn open(
+    pub(super) fn open(
         &mut self,
         requests: &[(&Value, &IdKey, Option<&IdKey>)],
         streaming: bool,
@@ -121,7 +121,10 @@ impl Router {
             return Err(OpenError::Ended);
         }
         for (index, (id, key, _)) in requests.iter().enumerate() {
-            let repeated = requests[..index].iter().any(|(_, other, _)| other == key);
+            let repeated = requests
+                .iter()
+                .take(index)
+                .any(|(_, other, _)| other == key);
             if repeated || self.pending.contains_key(*key) {
                 return Err(OpenError::Duplicate((*id).clone()));
             }
@@ -157,7 +160,7 @@ impl Router {
 
     /// The exchange's stream is finished or gone: its unanswered ids are forgotten
     /// (a late answer is then dropped). Idempotent.
-    pub fn close(&mut self, exchange: u64) {
+    pub(super) fn close(&mut self, exchange: u64) {
         self.exchanges.remove(&exchange);
         let ids: Vec<IdKey> = self
             .pending
@@ -192,14 +195,14 @@ impl Router {
 
     /// The client's `notifications/cancelled` for a pending request: its stream
     /// stops waiting for it.
-    pub fn cancel(&mut self, key: &IdKey) -> Option<mpsc::Sender<Event>> {
+    pub(super) fn cancel(&mut self, key: &IdKey) -> Option<mpsc::Sender<Event>> {
         let exchange = self.pending.get(key)?.exchange;
         let tx = self.exchanges.get(&exchange).map(|slot| slot.tx.clone());
         self.forget(key);
         tx
     }
 
-    pub fn route(&mut self, message: &Outbound) -> Destination {
+    pub(super) fn route(&mut self, message: &Outbound) -> Destination {
         match message {
             Outbound::Response(key) => {
                 let Some(exchange) = self.pending.get(key).map(|pending| pending.exchange) else {
@@ -266,7 +269,7 @@ impl Router {
     /// Registers the session's standalone GET stream. `None` when one is open
     /// already (the caller answers 409, as the TypeScript SDK's server does): a second
     /// one would split the session's messages between two readers.
-    pub fn open_get(&mut self, tx: mpsc::Sender<Event>) -> Option<u64> {
+    pub(super) fn open_get(&mut self, tx: mpsc::Sender<Event>) -> Option<u64> {
         if self.ended || self.get_stream().is_some() {
             return None;
         }
@@ -276,7 +279,7 @@ impl Router {
         Some(token)
     }
 
-    pub fn close_get(&mut self, token: u64) {
+    pub(super) fn close_get(&mut self, token: u64) {
         if self
             .get
             .as_ref()
@@ -287,18 +290,18 @@ impl Router {
     }
 
     /// Nothing is waiting on the child: no request pending, no GET stream open.
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.exchanges.is_empty() && self.get_stream().is_none()
     }
 
     /// No new requests from now on.
-    pub fn refuse_new(&mut self) {
+    pub(super) fn refuse_new(&mut self) {
         self.ended = true;
     }
 
     /// The session is over: every stream's channel closes, and each stream answers
     /// its own unanswered requests with the session's end as an error.
-    pub fn end(&mut self) {
+    pub(super) fn end(&mut self) {
         self.ended = true;
         self.pending.clear();
         self.progress.clear();

@@ -48,7 +48,7 @@ pub(super) enum End {
 }
 
 impl End {
-    pub fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         match self {
             Self::Exited => "MCP server process exited".to_owned(),
             Self::Deleted => "MCP session deleted".to_owned(),
@@ -69,7 +69,7 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    pub fn new(max_children: usize) -> Self {
+    pub(super) fn new(max_children: usize) -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_children)),
@@ -82,7 +82,7 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    pub(super) fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.map().get(id).cloned()
     }
 
@@ -92,25 +92,25 @@ impl Registry {
 
     /// A child slot, if one is free and the upstream is not shutting down. Held
     /// until the child has exited and been reaped, so the count is of processes.
-    pub fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn reserve(&self) -> Option<OwnedSemaphorePermit> {
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    pub fn max_children(&self) -> usize {
+    pub(super) fn max_children(&self) -> usize {
         self.max_children
     }
 
     /// Processes alive (or being stopped) right now.
-    pub fn open_children(&self) -> usize {
+    pub(super) fn open_children(&self) -> usize {
         self.max_children
             .saturating_sub(self.permits.available_permits())
     }
 
     /// Tells every child to stop, without waiting.
-    pub fn stop_all(&self) {
+    pub(super) fn stop_all(&self) {
         self.closed.store(true, Ordering::Release);
         for session in self.map().values() {
             session.request_stop(End::Shutdown);
@@ -119,7 +119,7 @@ impl Registry {
 
     /// Stops every child and waits until each has exited. New sessions are refused
     /// from now on.
-    pub async fn shutdown(&self) {
+    pub(super) async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let sessions: Vec<Arc<Session>> = self.map().drain().map(|(_, session)| session).collect();
         for session in &sessions {
@@ -156,7 +156,7 @@ pub(super) enum WriteError {
 
 impl Session {
     /// Spawns the child and its tasks, and registers the session.
-    pub fn start(
+    pub(super) fn start(
         launch: &Launch,
         limits: Limits,
         registry: &Arc<Registry>,
@@ -223,7 +223,7 @@ impl Session {
     }
 
     /// A request arrived or a stream closed: the idle clock restarts.
-    pub fn touch(&self) {
+    pub(super) fn touch(&self) {
         *self.touched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
@@ -232,7 +232,7 @@ impl Session {
     }
 
     /// Registers a POST's requests; the returned guard forgets them when dropped.
-    pub fn open_exchange(
+    pub(super) fn open_exchange(
         self: &Arc<Self>,
         requests: &[(&Value, &IdKey, Option<&IdKey>)],
         streaming: bool,
@@ -249,7 +249,7 @@ impl Session {
         ))
     }
 
-    pub fn open_get(
+    pub(super) fn open_get(
         self: &Arc<Self>,
         capacity: usize,
     ) -> Option<(GetGuard, mpsc::Receiver<Event>)> {
@@ -265,7 +265,7 @@ impl Session {
     }
 
     /// The client cancelled one of its pending requests: its stream stops waiting.
-    pub fn cancelled_by_client(&self, key: &IdKey) {
+    pub(super) fn cancelled_by_client(&self, key: &IdKey) {
         let tx = self.router().cancel(key);
         if let Some(tx) = tx {
             // Best effort: a full stream will still end at its deadline.
@@ -274,7 +274,7 @@ impl Session {
     }
 
     /// Hands lines to the stdin writer in order, waiting at most until `deadline`.
-    pub async fn write(&self, lines: &[Bytes], deadline: Instant) -> Result<(), WriteError> {
+    pub(super) async fn write(&self, lines: &[Bytes], deadline: Instant) -> Result<(), WriteError> {
         for line in lines {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.writer.send_timeout(line.clone(), remaining).await {
@@ -288,7 +288,7 @@ impl Session {
 
     /// Tells the child a request is abandoned (its answer took too long), as an SDK
     /// client would; a server that honours it stops working on it.
-    pub fn send_cancelled(&self, id: &Value, reason: &str) {
+    pub(super) fn send_cancelled(&self, id: &Value, reason: &str) {
         let notification = json!({
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
@@ -299,7 +299,7 @@ impl Session {
     }
 
     /// Why the session ended, once it has.
-    pub fn end_reason(&self) -> Option<End> {
+    pub(super) fn end_reason(&self) -> Option<End> {
         self.ended
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -308,7 +308,7 @@ impl Session {
 
     /// Starts stopping the child; new requests are refused from now on. The first
     /// reason given is the one reported.
-    pub fn request_stop(&self, why: End) {
+    pub(super) fn request_stop(&self, why: End) {
         self.router().refuse_new();
         self.stop.send_if_modified(|current| {
             if current.is_some() {
@@ -320,12 +320,12 @@ impl Session {
     }
 
     /// Resolves once the child has exited and the session is gone.
-    pub async fn stopped(&self) {
+    pub(super) async fn stopped(&self) {
         let mut done = self.done.clone();
         let _ = done.wait_for(|done| *done).await;
     }
 
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         !*self.done.borrow() && self.stop.borrow().is_none()
     }
 
