@@ -24,6 +24,7 @@ pub mod graphql;
 pub mod json;
 pub mod mcp;
 pub mod policy;
+pub mod redis;
 pub mod reload;
 pub mod server;
 pub mod telemetry;

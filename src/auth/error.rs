@@ -144,3 +144,39 @@ impl From<RequestProblem> for AuthError {
         Self::InvalidRequest(problem)
     }
 }
+
+#[cfg(test)]
+mod metric_label_tests {
+    #[test]
+    fn every_failure_code_has_its_own_metric_label() {
+        use crate::auth::{AuthError, RequestProblem, TokenProblem, Unavailability};
+        use crate::telemetry::metrics::auth_reason_label;
+        let errors = [
+            AuthError::Missing,
+            AuthError::TooManyAttempts,
+            AuthError::InvalidRequest(RequestProblem::DuplicateAuthorization),
+            AuthError::InvalidRequest(RequestProblem::TokenInQuery),
+            AuthError::InvalidRequest(RequestProblem::MalformedHeader),
+            AuthError::InvalidRequest(RequestProblem::HeaderTooLarge),
+            AuthError::Unavailable(Unavailability::KeysUnavailable),
+            AuthError::Unavailable(Unavailability::IntrospectionUnavailable),
+            TokenProblem::Malformed.into(),
+            TokenProblem::BadAlgorithm.into(),
+            TokenProblem::UnknownKid.into(),
+            TokenProblem::BadSignature.into(),
+            TokenProblem::BadHeader.into(),
+            TokenProblem::BadType.into(),
+            TokenProblem::Expired.into(),
+            TokenProblem::NotYetValid.into(),
+            TokenProblem::BadIssuer.into(),
+            TokenProblem::BadAudience.into(),
+            TokenProblem::BadClaims.into(),
+            TokenProblem::Inactive.into(),
+            TokenProblem::UnknownApiKey.into(),
+            TokenProblem::BadApiKey.into(),
+        ];
+        for error in errors {
+            assert_eq!(auth_reason_label(error.reason()), error.reason());
+        }
+    }
+}

@@ -23,7 +23,7 @@ use super::error::{AuthError, TokenProblem, Unavailability};
 use super::principal::{AuthMethod, Principal, Scopes};
 use super::shared_cache::{self, SharedCache};
 use crate::config::{ClaimScopesConfig, IntrospectionConfig};
-use crate::mcp::session::SharedRedis;
+use crate::redis::SharedRedis;
 use crate::telemetry::metrics::{IntrospectionResult, TokenCache, metrics};
 
 /// Largest introspection response read.

@@ -378,6 +378,20 @@ impl Provider {
     }
 }
 
+impl crate::telemetry::metrics::KeySetGauge for Provider {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn key_count(&self) -> usize {
+        Provider::key_count(self)
+    }
+
+    fn key_age(&self) -> Option<Duration> {
+        Provider::key_age(self)
+    }
+}
+
 /// `max-age` may shorten the refresh interval, never below the refetch floor; it never
 /// lengthens it (a long CDN max-age must not slow down key rotation).
 fn next_refresh(interval: Duration, floor: Duration, max_age: Option<Duration>) -> Duration {
@@ -742,5 +756,38 @@ mod tests {
             next_refresh(interval, floor, Some(Duration::from_secs(86_400))),
             interval
         );
+    }
+
+    #[test]
+    fn jwks_gauges_follow_live_providers_one_per_label() {
+        let value = |text: &str, series: &str| -> Option<f64> {
+            text.lines().find_map(|line| {
+                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+                rest.parse().ok()
+            })
+        };
+        let config: crate::config::JwksProviderConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/jwks"})).unwrap();
+        let provider = |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config));
+        let metrics = crate::telemetry::metrics::Metrics::new();
+        assert!(!metrics.encode().contains("mcpgate_jwks_keys"));
+        let old = provider("auth.oauth.jwks[0]");
+        let new = provider("auth.oauth.jwks[0]");
+        let other = provider("auth.oauth.jwks[1]");
+        metrics.track_jwks(&old);
+        metrics.track_jwks(&new);
+        metrics.track_jwks(&other);
+        let text = metrics.encode();
+        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 2, "{text}");
+        assert_eq!(
+            value(&text, r#"mcpgate_jwks_keys{provider="auth.oauth.jwks[0]"}"#),
+            Some(0.0)
+        );
+        // Never fetched: no age to report.
+        assert!(!text.contains("mcpgate_jwks_key_age_seconds{"));
+        drop((old, new));
+        let text = metrics.encode();
+        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 1, "{text}");
+        assert!(text.contains(r#"provider="auth.oauth.jwks[1]""#));
     }
 }

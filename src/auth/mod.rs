@@ -26,7 +26,7 @@ pub use principal::{AuthMethod, MappedScope, Principal, Scopes};
 
 use crate::config::ValidationMode;
 use crate::config::{Config, ConfigError};
-use crate::mcp::session::SharedRedis;
+use crate::redis::SharedRedis;
 use crate::telemetry::metrics::{TokenCache, metrics};
 use api_keys::ApiKeyStore;
 use cache::VerifiedTokens;

@@ -30,7 +30,7 @@ use aws_lc_rs::hmac;
 use fred::prelude::{ClientLike, Expiration, KeysInterface, Value as RedisValue};
 use serde_json::{Map, Value};
 
-use crate::mcp::session::SharedRedis;
+use crate::redis::SharedRedis;
 use crate::telemetry::metrics::{TokenCache, metrics};
 
 /// Namespace of the cache's keys (the sessions' are `mcpgate:session:`).

@@ -11,61 +11,13 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 use unicode_normalization::{UnicodeNormalization, is_nfkc};
 
+use super::names::OTHER_METHODS;
+pub use super::names::{ACCEPTED_NOTIFICATIONS, CLIENT_REQUESTS};
 use crate::policy::{ItemKind, Level};
 
 /// Longest name or URI accepted in `params` (MCP tool names are at most 128 bytes;
 /// URIs get room, but not unbounded room).
 const MAX_NAME_BYTES: usize = 4096;
-
-/// Client notifications mcpgate passes on. Anything else a client might notify is
-/// refused rather than handed to an upstream that might act on it.
-pub const ACCEPTED_NOTIFICATIONS: &[&str] = &[
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-    "notifications/tasks/status",
-];
-
-/// Requests a client sends a server, in any revision from 2024-11-05 to 2026-07-28
-/// (the tasks extension included). Any other method is unknown to mcpgate.
-pub const CLIENT_REQUESTS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "subscriptions/listen",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "tasks/get",
-    "tasks/result",
-    "tasks/list",
-    "tasks/cancel",
-    "tasks/update",
-];
-
-/// Every other method name MCP defines (server requests and notifications): a
-/// client has no business sending a near-miss of these either.
-const OTHER_METHODS: &[&str] = &[
-    "sampling/createMessage",
-    "elicitation/create",
-    "roots/list",
-    "notifications/message",
-    "notifications/resources/updated",
-    "notifications/resources/list_changed",
-    "notifications/tools/list_changed",
-    "notifications/prompts/list_changed",
-    "notifications/elicitation/complete",
-    "notifications/subscriptions/acknowledged",
-];
 
 /// A request's place in the policy, with the names copied out of `params`.
 #[derive(Debug, Clone, PartialEq, Eq)]

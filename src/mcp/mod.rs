@@ -6,6 +6,7 @@ pub mod error;
 pub mod filter;
 pub mod headers;
 pub mod method;
+pub mod names;
 pub mod session;
 pub mod sse;
 pub mod version;

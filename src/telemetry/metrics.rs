@@ -19,8 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::audit::Record;
-use crate::auth::jwks::Provider;
-use crate::mcp::method::CLIENT_REQUESTS;
+use crate::mcp::names::CLIENT_REQUESTS;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4,
 /// which every Prometheus-compatible scraper reads).
@@ -181,7 +180,7 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("mcpgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -333,7 +332,7 @@ impl Metrics {
         };
         self.requests.get_or_create(&labels).inc();
         if record.auth_result != "ok" {
-            let reason = reason_label(&record.auth_result);
+            let reason = auth_reason_label(&record.auth_result);
             self.auth_failures
                 .get_or_create(&ReasonLabel { reason })
                 .inc();
@@ -425,8 +424,9 @@ impl Metrics {
     /// Exports a remote JWKS provider's key count and key age while it is alive. Only
     /// a weak reference is kept: a provider dropped by a reload disappears from the
     /// metrics, and one replaced by a provider with the same key is shadowed by it.
-    pub fn track_jwks(&self, provider: &Arc<Provider>) {
-        self.jwks.track(provider);
+    pub fn track_jwks<P: KeySetGauge + 'static>(&self, provider: &Arc<P>) {
+        let weak: Weak<P> = Arc::downgrade(provider);
+        self.jwks.track(weak);
     }
 
     /// A lookup in one of the token caches.
@@ -524,7 +524,9 @@ fn http_method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-fn reason_label(reason: &str) -> &'static str {
+/// The `reason` label of an authentication failure: one of `auth::error`'s codes,
+/// else `other`.
+pub(crate) fn auth_reason_label(reason: &str) -> &'static str {
     AUTH_REASONS
         .iter()
         .find(|known| **known == reason)
@@ -532,33 +534,50 @@ fn reason_label(reason: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// What the metrics read from a JWKS provider at scrape time. The auth layer
+/// implements it, so that telemetry imports nothing of the request path.
+pub trait KeySetGauge: Send + Sync {
+    /// The configuration key naming the provider (`auth.oauth.jwks[0]`).
+    fn label(&self) -> &str;
+    /// Usable signing keys now (0 before the first fetch and once stale).
+    fn key_count(&self) -> usize;
+    /// Time since the last successful fetch, if any.
+    fn key_age(&self) -> Option<std::time::Duration>;
+}
+
 /// Key count and key age of the live JWKS providers, computed at scrape time (the age
 /// grows between fetches; the count drops to 0 once the keys are stale).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct JwksCollector {
-    providers: Mutex<Vec<Weak<Provider>>>,
+    providers: Mutex<Vec<Weak<dyn KeySetGauge>>>,
+}
+
+impl std::fmt::Debug for JwksCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwksCollector")
+    }
 }
 
 impl JwksCollector {
-    fn track(&self, provider: &Arc<Provider>) {
+    fn track(&self, provider: Weak<dyn KeySetGauge>) {
         let mut providers = self
             .providers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         providers.retain(|tracked| tracked.strong_count() > 0);
-        providers.push(Arc::downgrade(provider));
+        providers.push(provider);
     }
 
     /// The live providers, one per label, the most recently tracked first (during a
     /// reload the old gateway's provider may still be alive beside its successor).
-    fn live(&self) -> Vec<Arc<Provider>> {
+    fn live(&self) -> Vec<Arc<dyn KeySetGauge>> {
         let providers = self
             .providers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut live: Vec<Arc<Provider>> = Vec::new();
+        let mut live: Vec<Arc<dyn KeySetGauge>> = Vec::new();
         for provider in providers.iter().rev().filter_map(Weak::upgrade) {
-            if !live.iter().any(|seen| seen.label == provider.label) {
+            if !live.iter().any(|seen| seen.label() == provider.label()) {
                 live.push(provider);
             }
         }
@@ -580,7 +599,7 @@ impl Collector for JwksCollector {
                 MetricType::Gauge,
             )?;
             for provider in &live {
-                let labels = [("provider", provider.label.as_str())];
+                let labels = [("provider", provider.label())];
                 let keys = i64::try_from(provider.key_count()).unwrap_or(i64::MAX);
                 ConstGauge::new(keys).encode(family.encode_family(&labels)?)?;
             }
@@ -593,7 +612,7 @@ impl Collector for JwksCollector {
         )?;
         for provider in &live {
             if let Some(age) = provider.key_age() {
-                let labels = [("provider", provider.label.as_str())];
+                let labels = [("provider", provider.label())];
                 ConstGauge::new(age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -733,8 +752,8 @@ mod tests {
         );
         assert_eq!(method_label(Some("tasks/get")), "tasks/*");
         assert_eq!(http_method_label("BREW"), "other");
-        assert_eq!(reason_label("expired"), "expired");
-        assert_eq!(reason_label("evil\"} 1\n"), "other");
+        assert_eq!(auth_reason_label("expired"), "expired");
+        assert_eq!(auth_reason_label("evil\"} 1\n"), "other");
 
         let metrics = Metrics::new();
         let mut crafted = record(Some(&long), Action::Deny, &long, 400);
@@ -748,38 +767,6 @@ mod tests {
             value(&text, r#"mcpgate_auth_failures_total{reason="other"}"#),
             Some(1.0)
         );
-    }
-
-    #[test]
-    fn every_auth_failure_code_has_its_own_label() {
-        use crate::auth::{AuthError, RequestProblem, TokenProblem, Unavailability};
-        let errors = [
-            AuthError::Missing,
-            AuthError::TooManyAttempts,
-            AuthError::InvalidRequest(RequestProblem::DuplicateAuthorization),
-            AuthError::InvalidRequest(RequestProblem::TokenInQuery),
-            AuthError::InvalidRequest(RequestProblem::MalformedHeader),
-            AuthError::InvalidRequest(RequestProblem::HeaderTooLarge),
-            AuthError::Unavailable(Unavailability::KeysUnavailable),
-            AuthError::Unavailable(Unavailability::IntrospectionUnavailable),
-            TokenProblem::Malformed.into(),
-            TokenProblem::BadAlgorithm.into(),
-            TokenProblem::UnknownKid.into(),
-            TokenProblem::BadSignature.into(),
-            TokenProblem::BadHeader.into(),
-            TokenProblem::BadType.into(),
-            TokenProblem::Expired.into(),
-            TokenProblem::NotYetValid.into(),
-            TokenProblem::BadIssuer.into(),
-            TokenProblem::BadAudience.into(),
-            TokenProblem::BadClaims.into(),
-            TokenProblem::Inactive.into(),
-            TokenProblem::UnknownApiKey.into(),
-            TokenProblem::BadApiKey.into(),
-        ];
-        for error in errors {
-            assert_eq!(reason_label(error.reason()), error.reason());
-        }
     }
 
     #[test]
@@ -809,32 +796,5 @@ mod tests {
         assert_eq!(value(&metrics.encode(), "mcpgate_open_streams"), Some(1.0));
         drop(second);
         assert_eq!(value(&metrics.encode(), "mcpgate_open_streams"), Some(0.0));
-    }
-
-    #[test]
-    fn jwks_gauges_follow_live_providers_one_per_label() {
-        let config: crate::config::JwksProviderConfig =
-            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/jwks"})).unwrap();
-        let provider = |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config));
-        let metrics = Metrics::new();
-        assert!(!metrics.encode().contains("mcpgate_jwks_keys"));
-        let old = provider("auth.oauth.jwks[0]");
-        let new = provider("auth.oauth.jwks[0]");
-        let other = provider("auth.oauth.jwks[1]");
-        metrics.track_jwks(&old);
-        metrics.track_jwks(&new);
-        metrics.track_jwks(&other);
-        let text = metrics.encode();
-        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 2, "{text}");
-        assert_eq!(
-            value(&text, r#"mcpgate_jwks_keys{provider="auth.oauth.jwks[0]"}"#),
-            Some(0.0)
-        );
-        // Never fetched: no age to report.
-        assert!(!text.contains("mcpgate_jwks_key_age_seconds{"));
-        drop((old, new));
-        let text = metrics.encode();
-        assert_eq!(text.matches("mcpgate_jwks_keys{").count(), 1, "{text}");
-        assert!(text.contains(r#"provider="auth.oauth.jwks[1]""#));
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::owner::Owner;
-pub use self::redis::{RedisStore, SharedRedis};
+pub use self::redis::RedisStore;
 use crate::config::{ConfigError, SessionConfig, SessionStoreConfig};
+pub use crate::redis::SharedRedis;
 use crate::telemetry::metrics::metrics;
 
 /// `Mcp-Session-Id`, as sent and answered.

@@ -12,7 +12,7 @@
 //! memory, which would let a replica hand out sessions the others cannot see.
 //!
 //! The connection is the process's only one to Redis: what else replicas share (the
-//! introspection cache) borrows it as a [`SharedRedis`], with its own timeouts.
+//! introspection cache) borrows it as a [`crate::redis::SharedRedis`], with its own timeouts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -27,6 +27,7 @@ use fred::types::{ClusterHash, CustomCommand};
 
 use super::{Owner, SessionEntry, SessionError};
 use crate::config::Secret;
+use crate::redis::{STATE_DOWN, STATE_UNKNOWN, STATE_UP, SharedRedis};
 
 /// Namespace of mcpgate's keys, so that a Redis shared with other software (or
 /// with other mcpgate data later) never collides with them.
@@ -53,12 +54,6 @@ const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
 const RECONNECT_MIN_MS: u32 = 100;
 const RECONNECT_MAX_MS: u32 = 2_000;
 
-/// Connection states as the client's events tell them: to fail fast while Redis
-/// is known to be down, and to log each change once rather than every retry.
-const STATE_UNKNOWN: u8 = 0;
-const STATE_UP: u8 = 1;
-const STATE_DOWN: u8 = 2;
-
 /// A Redis-backed session store. One multiplexed connection: Redis answers each
 /// command in microseconds, so a connection carries far more requests per second
 /// than one mcpgate process serves.
@@ -73,32 +68,6 @@ pub struct RedisStore {
     waiting: Options,
     failing_fast: Options,
     idle_timeout: Duration,
-}
-
-/// The session store's Redis connection, lent to the other data replicas share (the
-/// introspection cache), so that a process holds one connection, not one per use
-/// or per reload. Cloning shares the connection; it lives while any clone does.
-#[derive(Clone)]
-pub struct SharedRedis {
-    client: fred::clients::Client,
-    state: Arc<AtomicU8>,
-}
-
-impl SharedRedis {
-    pub(crate) fn client(&self) -> &fred::clients::Client {
-        &self.client
-    }
-
-    /// One attempt, bounded by `timeout`, and an immediate failure while Redis is
-    /// known to be unreachable (as the session store's commands).
-    pub(crate) fn options(&self, timeout: Duration) -> Options {
-        Options {
-            timeout: Some(timeout),
-            max_attempts: Some(1),
-            fail_fast: self.state.load(Ordering::Relaxed) == STATE_DOWN,
-            ..Options::default()
-        }
-    }
 }
 
 impl RedisStore {
@@ -160,10 +129,7 @@ impl RedisStore {
 
     /// The connection, for the other data replicas share.
     pub fn shared(&self) -> SharedRedis {
-        SharedRedis {
-            client: self.client.clone(),
-            state: Arc::clone(&self.state),
-        }
+        SharedRedis::new(self.client.clone(), Arc::clone(&self.state))
     }
 
     fn options(&self) -> &Options {
