@@ -1,7 +1,22 @@
 //! mcpgate: an OAuth 2.1 resource server and reverse proxy for MCP servers.
 //!
 //! A request flows through the folders in order: `server` receives it, `auth` turns
-//! its credentials into a `Principal`, `policy` decides, `upstream` forwards it.
+//! its credentials into a `Principal`, `mcp` reads what it asks for, `policy`
+//! decides, `upstream` forwards it. Imports point the same way (docs/architecture.md;
+//! `tests/module_graph.rs` fails on a cycle):
+//!
+//! - `server`: connections, the MCP endpoint and its checks in order, the one
+//!   [`server::refusal::Refusal`] type, metadata and admin endpoints, observation;
+//! - `gateway`, `reload`, `explain`: one configuration built into the parts a request
+//!   uses, swapped whole on reload, and the same decision explained;
+//! - `upstream`: HTTP, stdio children, and the GraphQL server mode;
+//! - `mcp`: the JSON-RPC envelope, methods, protocol versions, headers, sessions,
+//!   list filtering;
+//! - `policy`: principal × targets → [`policy::Policy::decide`], no I/O;
+//! - `auth`: bearer parsing, JWT and JWKS, introspection, API keys, token caches;
+//! - `config`: the YAML file, environment overrides, validation;
+//! - leaves: `json` (strict parsing), `redis` (the shared handle), `telemetry`,
+//!   `audit`, `graphql` (schema analysis), `demo`.
 #![forbid(unsafe_code)]
 // Unit tests may unwrap and index: a panic there is a failed test.
 #![cfg_attr(
