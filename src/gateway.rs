@@ -10,7 +10,7 @@ use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
 use crate::server::origin::AllowedOrigins;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamKind};
 
 /// The running state derived from one configuration.
 pub struct Gateway {
@@ -54,18 +54,19 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
+        let settings = upstream_config.resolve()?;
         let limit = config.auth.oauth.max_scope_combinations;
         // A GraphQL upstream is never kept: its schema and operations are files that
         // may have changed under an unchanged configuration, and it holds nothing
         // worth keeping (no session, no child process, no token).
         let kept = running.filter(|running| {
-            upstream_config.graphql.is_none()
+            !matches!(settings.kind, UpstreamKind::Graphql(_))
                 && running.config.upstream.as_ref() == Some(upstream_config)
                 && running.config.auth.oauth.max_scope_combinations == limit
         });
         let upstream = match kept {
             Some(running) => Arc::clone(&running.upstream),
-            None => Arc::new(Upstream::from_config(upstream_config, limit)?),
+            None => Arc::new(Upstream::from_settings(&settings, limit)?),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.

@@ -3,6 +3,7 @@
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::Url;
 
+use super::checks::{check_http_url, check_scope_token, require_nonzero};
 use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesConfig};
 
 /// Longest clock-skew allowance accepted (security checklist A1).
@@ -210,65 +211,11 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The upstream section is checked by its owner (`upstream::config`); what is left
+/// here spans sections: a stdio session is a local process.
 fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
-    const REQUIRED: &str = "required: the MCP server to proxy to (e.g. http://127.0.0.1:3001/mcp), \
-         or upstream.command to start a stdio server, or upstream.graphql to serve a GraphQL API as tools";
-    let Some(upstream) = &config.upstream else {
-        return Err(ConfigError::invalid("upstream.url", REQUIRED));
-    };
-    let kinds: Vec<&str> = [
-        ("url", upstream.url.is_some()),
-        ("command", upstream.command.is_some()),
-        ("graphql", upstream.graphql.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(kind, set)| set.then_some(kind))
-    .collect();
-    match kinds.as_slice() {
-        [] => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
-        [_] => {}
-        several => {
-            let which = match several {
-                [a, b] => format!("not both {a} and {b}"),
-                _ => "not all three".to_owned(),
-            };
-            return Err(ConfigError::invalid(
-                "upstream",
-                format!(
-                    "set one of url (an HTTP server), command (a stdio server) or graphql \
-                     (a GraphQL API), {which}"
-                ),
-            ));
-        }
-    }
-    let stdio_only = [
-        ("args", !upstream.args.is_empty()),
-        ("env", !upstream.env.is_empty()),
-        ("cwd", upstream.cwd.is_some()),
-        ("idle_timeout", upstream.idle_timeout.is_some()),
-        ("max_children", upstream.max_children.is_some()),
-    ];
-    let stdio_key = stdio_only.iter().find(|(_, set)| *set).map(|(key, _)| key);
-    if let Some(url) = &upstream.url {
-        check_http_url("upstream.url", url)?;
-        if let Some(key) = stdio_key {
-            return Err(ConfigError::invalid(
-                format!("upstream.{key}"),
-                "applies to a stdio upstream (upstream.command), not to upstream.url",
-            ));
-        }
-    } else if upstream.command.is_some() {
-        if !upstream.headers.is_empty() || upstream.oauth.is_some() {
-            let key = if upstream.oauth.is_some() {
-                "upstream.oauth"
-            } else {
-                "upstream.headers"
-            };
-            return Err(ConfigError::invalid(
-                key,
-                "applies to an HTTP upstream (upstream.url); give a stdio server its credentials in upstream.env",
-            ));
-        }
+    let settings = crate::upstream::UpstreamSettings::from_section(config.upstream.as_ref())?;
+    if let crate::upstream::UpstreamKind::Stdio(_) = settings.kind {
         if config.session.stateless {
             return Err(ConfigError::invalid(
                 "session.stateless",
@@ -281,100 +228,6 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
                 "a stdio session is a process on one replica and cannot move to another: \
                  use the memory store and route each session to the replica that opened it",
             ));
-        }
-    } else if let Some(graphql) = &upstream.graphql {
-        if let Some(key) = stdio_key {
-            return Err(ConfigError::invalid(
-                format!("upstream.{key}"),
-                "applies to a stdio upstream (upstream.command), not to upstream.graphql",
-            ));
-        }
-        if upstream.oauth.is_some() || !upstream.headers.is_empty() {
-            let key = if upstream.oauth.is_some() {
-                "upstream.oauth"
-            } else {
-                "upstream.headers"
-            };
-            return Err(ConfigError::invalid(
-                key,
-                "applies to an HTTP MCP upstream (upstream.url); give the GraphQL API its \
-                 credentials in upstream.graphql.headers",
-            ));
-        }
-        validate_graphql(graphql)?;
-    }
-    if let Some(oauth) = &upstream.oauth {
-        check_http_url("upstream.oauth.token_url", &oauth.token_url)?;
-        if oauth.client_id.is_empty() {
-            return Err(ConfigError::invalid(
-                "upstream.oauth.client_id",
-                "must not be empty",
-            ));
-        }
-        if upstream
-            .headers
-            .keys()
-            .any(|name| name.eq_ignore_ascii_case("authorization"))
-        {
-            return Err(ConfigError::invalid(
-                "upstream.oauth",
-                "set either upstream.oauth or an Authorization header in upstream.headers, not both",
-            ));
-        }
-        for scope in &oauth.scopes {
-            check_scope_token("upstream.oauth.scopes", scope)?;
-        }
-    }
-    check_headers("upstream.headers", &upstream.headers)
-}
-
-/// Headers mcpgate adds to its own requests: each name and value must be valid HTTP.
-fn check_headers(
-    prefix: &str,
-    headers: &std::collections::BTreeMap<String, super::Secret>,
-) -> Result<(), ConfigError> {
-    for (name, value) in headers {
-        let key = format!("{prefix}.{name}");
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
-        }
-        if http::HeaderValue::from_str(value.expose()).is_err() {
-            return Err(ConfigError::invalid(
-                key,
-                "value holds characters not allowed in an HTTP header",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `upstream.graphql`, as far as it can be checked without reading its files (the
-/// schema and the operations are loaded with the upstream, where their errors name
-/// the key too).
-fn validate_graphql(graphql: &super::GraphqlUpstreamConfig) -> Result<(), ConfigError> {
-    check_http_url("upstream.graphql.endpoint", &graphql.endpoint)?;
-    let paths = [
-        ("schema", &graphql.schema),
-        ("operations", &graphql.operations),
-    ];
-    for (name, path) in paths {
-        if path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("upstream.graphql.{name}"),
-                "must not be empty",
-            ));
-        }
-    }
-    check_headers("upstream.graphql.headers", &graphql.headers)?;
-    let scopes = &graphql.scopes;
-    let builtins = [
-        ("get_operation_info", &scopes.get_operation_info),
-        ("get_schema", &scopes.get_schema),
-        ("execute_graphql", &scopes.execute_graphql),
-    ];
-    for (name, list) in builtins {
-        for scope in list {
-            check_scope_token(&format!("upstream.graphql.scopes.{name}"), scope)?;
         }
     }
     Ok(())
@@ -641,52 +494,6 @@ fn validate_token_profile(key: &str, provider: &JwksProviderConfig) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Durations that would make a loop spin or a cache useless when zero.
-fn require_nonzero(
-    section: &str,
-    durations: &[(&str, std::time::Duration)],
-) -> Result<(), ConfigError> {
-    match durations.iter().find(|(_, value)| value.is_zero()) {
-        Some((name, _)) => Err(ConfigError::invalid(
-            format!("{section}.{name}"),
-            "must be greater than 0",
-        )),
-        None => Ok(()),
-    }
-}
-
-fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            "must be an http:// or https:// URL",
-        )),
-    }
-}
-
-/// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. Keeping to
-/// it means a scope can be written into a quoted `WWW-Authenticate` value as is.
-pub(crate) fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-}
-
-fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigError> {
-    if is_scope_token(scope) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!(
-                "{scope:?} is not a valid scope (RFC 6749 §3.3: no spaces, quotes or backslashes)"
-            ),
-        ))
-    }
 }
 
 #[cfg(test)]

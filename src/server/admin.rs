@@ -25,6 +25,7 @@ use super::AppState;
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
+use crate::upstream::UpstreamSettings;
 
 /// How long `/readyz` waits for a TCP connection to the upstream.
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -93,17 +94,14 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         reasons.push(reason);
     }
     let upstream = async {
-        match &gateway.config.upstream {
-            Some(upstream) => {
-                match (&upstream.url, &upstream.graphql) {
-                    (Some(url), _) => probe_upstream(url).await,
-                    (None, Some(graphql)) => probe_upstream(&graphql.endpoint).await,
-                    // A stdio server is started per session: there is nothing to reach yet.
-                    (None, None) => Ok(()),
-                }
-            }
+        match UpstreamSettings::from_section(gateway.config.upstream.as_ref()) {
+            Ok(settings) => match settings.probe_url() {
+                Some(url) => probe_upstream(url).await,
+                // A stdio server is started per session: there is nothing to reach yet.
+                None => Ok(()),
+            },
             // `Gateway::build` refuses a config without one; kept total rather than assumed.
-            None => Err("no upstream configured".to_owned()),
+            Err(_) => Err("no upstream configured".to_owned()),
         }
     };
     let sessions = async {
