@@ -11,6 +11,7 @@ pub mod error;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod key_source;
 pub mod keys;
 pub mod mint;
 pub mod principal;
@@ -110,11 +111,11 @@ impl Authenticator {
                     format!("auth.oauth.jwks[{index}]"),
                     provider,
                     &oauth.claim_scopes,
-                );
+                )?;
                 provider.profile.rule_claims = Arc::clone(&rule_claims);
-                Arc::new(provider)
+                Ok(Arc::new(provider))
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         let fetches = providers
             .iter()
             .zip(&oauth.jwks)

@@ -1,6 +1,5 @@
 //! Startup checks (DESIGN §3). Each failure names the key; the binary exits 78.
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::Url;
 
 use super::checks::{check_http_url, check_scope_token, require_nonzero};
@@ -8,9 +7,6 @@ use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesCo
 
 /// Longest clock-skew allowance accepted (security checklist A1).
 pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output size).
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// Checks everything that can be checked without the network.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
@@ -244,7 +240,7 @@ fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
     }
     for (index, provider) in oauth.jwks.iter().enumerate() {
         let key = format!("auth.oauth.jwks[{index}]");
-        validate_provider(&key, provider)?;
+        provider.key_source(&key)?;
         validate_token_profile(&key, provider)?;
         if let Some(issuer) = &provider.issuer
             && !oauth.issuers.is_empty()
@@ -324,84 +320,6 @@ fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
-    match (&provider.url, &provider.secret) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            key,
-            "set either url or secret, not both",
-        )),
-        (None, None) => Err(ConfigError::invalid(
-            key,
-            "needs a url (remote JWKS) or a secret (symmetric key)",
-        )),
-        (Some(url), None) => {
-            check_http_url(&format!("{key}.url"), url)?;
-            if provider.symmetric_algorithm.is_some() || provider.header_key_id.is_some() {
-                return Err(ConfigError::invalid(
-                    key,
-                    "symmetric_algorithm and header_key_id apply only to a secret",
-                ));
-            }
-            if let Some(alg) = provider
-                .algorithms
-                .iter()
-                .find(|alg| alg.family() == AlgorithmFamily::Hmac)
-            {
-                return Err(ConfigError::invalid(
-                    format!("{key}.algorithms"),
-                    format!("{alg:?} is symmetric; a remote JWKS only carries public keys"),
-                ));
-            }
-            require_nonzero(
-                key,
-                &[
-                    ("refresh_interval", provider.refresh_interval),
-                    ("min_refetch_interval", provider.min_refetch_interval),
-                    ("max_stale", provider.max_stale),
-                ],
-            )?;
-            if provider.max_stale < provider.refresh_interval {
-                return Err(ConfigError::invalid(
-                    format!("{key}.max_stale"),
-                    "must be at least refresh_interval, or keys would expire between two refreshes",
-                ));
-            }
-            Ok(())
-        }
-        (None, Some(secret)) => {
-            let len = secret.expose().len();
-            if len < MIN_HMAC_SECRET_BYTES {
-                return Err(ConfigError::invalid(
-                    format!("{key}.secret"),
-                    format!(
-                        "HMAC secret is {len} bytes; at least {MIN_HMAC_SECRET_BYTES} are required"
-                    ),
-                ));
-            }
-            let alg = provider.symmetric_algorithm.unwrap_or(Algorithm::HS256);
-            if alg.family() != AlgorithmFamily::Hmac {
-                return Err(ConfigError::invalid(
-                    format!("{key}.symmetric_algorithm"),
-                    "must be HS256, HS384 or HS512; use a remote JWKS url for other algorithms",
-                ));
-            }
-            if !provider.algorithms.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.algorithms"),
-                    "applies only to a remote JWKS; use symmetric_algorithm with a secret",
-                ));
-            }
-            if provider.start_not_ready {
-                return Err(ConfigError::invalid(
-                    format!("{key}.start_not_ready"),
-                    "applies only to a remote JWKS",
-                ));
-            }
-            Ok(())
-        }
-    }
 }
 
 /// `claim_scopes`: every path names a claim, every scope is a scope-token.

@@ -815,7 +815,8 @@ mod tests {
     fn jwks_gauges_follow_live_providers_one_per_label() {
         let config: crate::config::JwksProviderConfig =
             serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/jwks"})).unwrap();
-        let provider = |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config));
+        let provider =
+            |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config).unwrap());
         let metrics = Metrics::new();
         assert!(!metrics.encode().contains("mcpgate_jwks_keys"));
         let old = provider("auth.oauth.jwks[0]");
