@@ -2,22 +2,29 @@
 
 use url::Url;
 
-use super::Config;
+use super::{Config, ServerConfig};
 
 /// The RFC 9728 well-known prefix.
 pub const METADATA_WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
+impl ServerConfig {
+    /// `public_url`, or `http://<listen>/mcp` when unset.
+    pub fn public_url(&self) -> Url {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let text = format!("http://{}/mcp", self.listen);
+                Url::parse(&text).expect("a socket address is a valid URL authority")
+            }
+        }
+    }
+}
 
 impl Config {
     /// The canonical resource URI: `server.public_url`, or `http://<listen>/mcp` when unset
     /// (allowed only on loopback listen addresses with OAuth on; see `validate`).
     pub fn public_url(&self) -> Url {
-        match &self.server.public_url {
-            Some(url) => url.clone(),
-            None => {
-                let text = format!("http://{}/mcp", self.server.listen);
-                Url::parse(&text).expect("a socket address is a valid URL authority")
-            }
-        }
+        self.server.public_url()
     }
 
     /// The MCP endpoint path: the path of the public URL.

@@ -3,158 +3,35 @@
 use url::Url;
 
 use super::checks::{check_http_url, check_scope_token, require_nonzero};
-use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesConfig};
+use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig};
 
 /// Longest clock-skew allowance accepted (security checklist A1).
 pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Checks everything that can be checked without the network.
+/// Checks everything that can be checked without the network. Each section is
+/// checked by the module that owns it; what is left here spans sections. The order
+/// is the one errors are reported in when a file has several.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
-    validate_server(config)?;
+    check_public_url_needed(config)?;
+    config.server.check()?;
     validate_upstream(config)?;
     validate_oauth(config)?;
-    validate_scopes(&config.scopes)?;
-    for (index, key) in config.auth.api_keys.iter().enumerate() {
-        for scope in key.scopes.iter().filter(|scope| *scope != "*") {
-            check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
-        }
-    }
-    validate_operations(config)?;
-    validate_sessions(config)?;
-    if config.auth.api_key_cache_ttl.is_zero() {
-        return Err(ConfigError::invalid(
-            "auth.api_key_cache_ttl",
-            "must be greater than 0",
-        ));
-    }
-    Ok(())
+    config.scopes.check()?;
+    crate::auth::api_keys::check_scopes(&config.auth.api_keys)?;
+    config.audit.check()?;
+    config.telemetry.traces.check()?;
+    config.server.check_admin_listen()?;
+    config.server.check_allowed_origins()?;
+    config.session.check()?;
+    crate::auth::api_keys::check_cache_ttl(config.auth.api_key_cache_ttl)
 }
 
-/// The audit log, traces and the admin listener.
-fn validate_operations(config: &Config) -> Result<(), ConfigError> {
-    let audit = &config.audit;
-    if audit.stdout && audit.path.is_some() {
-        return Err(ConfigError::invalid(
-            "audit",
-            "set either audit.path or audit.stdout, not both",
-        ));
-    }
-    if audit
-        .path
-        .as_ref()
-        .is_some_and(|path| path.as_os_str().is_empty())
-    {
-        return Err(ConfigError::invalid("audit.path", "must not be empty"));
-    }
-    if audit.queue_capacity == 0 {
-        return Err(ConfigError::invalid(
-            "audit.queue_capacity",
-            "must be greater than 0",
-        ));
-    }
-    let traces = &config.telemetry.traces;
-    if !(0.0..=1.0).contains(&traces.sample_ratio) {
-        return Err(ConfigError::invalid(
-            "telemetry.traces.sample_ratio",
-            "must be between 0 and 1",
-        ));
-    }
-    if let Some(endpoint) = &traces.endpoint
-        && !matches!(endpoint.scheme(), "http" | "https")
-    {
-        return Err(ConfigError::invalid(
-            "telemetry.traces.endpoint",
-            "must be an http or https URL",
-        ));
-    }
-    for (name, value) in &traces.headers {
-        let key = format!("telemetry.traces.headers.{name}");
-        http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header name"))?;
-        http::HeaderValue::from_str(value.expose())
-            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header value"))?;
-    }
-    if let Some(admin) = config.server.admin_listen
-        && admin == config.server.listen
-    {
-        return Err(ConfigError::invalid(
-            "server.admin_listen",
-            "must differ from server.listen",
-        ));
-    }
-    Ok(())
-}
-
-/// Sessions and the browser origins allowed to open them.
-fn validate_sessions(config: &Config) -> Result<(), ConfigError> {
-    for (index, origin) in config.server.allowed_origins.iter().enumerate() {
-        if crate::server::origin::normalize(origin).is_none() {
-            return Err(ConfigError::invalid(
-                format!("server.allowed_origins[{index}]"),
-                "must be an origin: scheme://host[:port], without a path (e.g. https://app.example.com)",
-            ));
-        }
-    }
-    let session = &config.session;
-    if session.idle_timeout.is_zero() {
-        return Err(ConfigError::invalid(
-            "session.idle_timeout",
-            "must be greater than 0",
-        ));
-    }
-    if session.max_sessions == 0 {
-        return Err(ConfigError::invalid(
-            "session.max_sessions",
-            "must be greater than 0",
-        ));
-    }
-    if let super::SessionStoreConfig::Redis(url) = &session.store {
-        crate::mcp::session::RedisStore::parse_url(url)
-            .map_err(|message| ConfigError::invalid("session.store", message))?;
-    }
-    Ok(())
-}
-
-/// Every scope a rule or the hierarchy names must be writable into a challenge as is.
-fn validate_scopes(scopes: &ScopesConfig) -> Result<(), ConfigError> {
-    for (name, spec) in scopes.method_levels() {
-        for scope in spec.scopes() {
-            check_scope_token(&format!("scopes.{name}"), scope)?;
-        }
-    }
-    let per_item = [
-        ("tools", &scopes.tools),
-        ("resources", &scopes.resources),
-        ("prompts", &scopes.prompts),
-    ];
-    for (kind, rules) in per_item {
-        for (pattern, spec) in rules {
-            for scope in spec.scopes() {
-                check_scope_token(&format!("scopes.{kind}.{pattern}"), scope)?;
-            }
-        }
-    }
-    for (broad, narrower) in &scopes.hierarchy {
-        let key = format!("scopes.hierarchy.{broad}");
-        check_scope_token(&key, broad)?;
-        for scope in narrower {
-            check_scope_token(&key, scope)?;
-        }
-    }
-    Ok(())
-}
-
-fn validate_server(config: &Config) -> Result<(), ConfigError> {
+/// Without `server.public_url`, the resource URI is made from `server.listen`, which
+/// is a client-facing name only on loopback: OAuth advertises it to clients.
+fn check_public_url_needed(config: &Config) -> Result<(), ConfigError> {
     let server = &config.server;
-    if let Some(url) = &server.public_url {
-        check_http_url("server.public_url", url)?;
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConfigError::invalid(
-                "server.public_url",
-                "must not carry a query or fragment (RFC 8707 resource URI)",
-            ));
-        }
-    } else if config.auth.oauth.enabled && !server.listen.ip().is_loopback() {
+    if server.public_url.is_none() && config.auth.oauth.enabled && !server.listen.ip().is_loopback()
+    {
         return Err(ConfigError::invalid(
             "server.public_url",
             format!(
@@ -162,46 +39,6 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
                  set it to the URL clients use, e.g. https://mcp.example.com/mcp",
                 server.listen
             ),
-        ));
-    }
-    if let Some(path) = &server.metadata_path {
-        if !path.starts_with('/') || path.contains(['?', '#']) {
-            return Err(ConfigError::invalid(
-                "server.metadata_path",
-                "must be an absolute path such as /.well-known/oauth-protected-resource/mcp",
-            ));
-        }
-        if *path == config.mcp_path() {
-            return Err(ConfigError::invalid(
-                "server.metadata_path",
-                "must differ from the MCP endpoint path",
-            ));
-        }
-    }
-    if server.max_body_bytes == 0 {
-        return Err(ConfigError::invalid(
-            "server.max_body_bytes",
-            "must be greater than 0",
-        ));
-    }
-    for (key, timeout) in [
-        ("server.header_read_timeout", server.header_read_timeout),
-        ("server.body_read_timeout", server.body_read_timeout),
-        ("server.idle_timeout", server.idle_timeout),
-    ] {
-        // Zero would close every connection at once; there is no "off" (a slow
-        // client must not be able to hold a connection forever).
-        if timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                key,
-                "must be greater than 0 (e.g. 10s)",
-            ));
-        }
-    }
-    if server.max_connections == Some(0) {
-        return Err(ConfigError::invalid(
-            "server.max_connections",
-            "must be greater than 0 (or left unset to derive it from the open-file limit)",
         ));
     }
     Ok(())
@@ -425,6 +262,79 @@ mod tests {
         match validate(&config) {
             Err(ConfigError::Invalid { key, message }) => (key, message),
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Each section is checked by its owner; a file with errors in several sections
+    /// still gets them one at a time, in this order.
+    #[test]
+    fn errors_in_several_sections_are_reported_in_section_order() {
+        let errors: [(&[(&str, serde_json::Value)], &str); 12] = [
+            (
+                &[
+                    ("server.listen", serde_json::json!("0.0.0.0:5025")),
+                    ("auth.oauth.enabled", serde_json::json!(true)),
+                ],
+                "server.public_url",
+            ),
+            (
+                &[("server.max_body_bytes", serde_json::json!(0))],
+                "server.max_body_bytes",
+            ),
+            (&[("upstream.cwd", serde_json::json!("/tmp"))], "upstream.cwd"),
+            (
+                &[("auth.oauth.leeway", serde_json::json!("2m"))],
+                "auth.oauth.leeway",
+            ),
+            (
+                &[("scopes.tools_call", serde_json::json!("a b"))],
+                "scopes.tools_call",
+            ),
+            (
+                &[(
+                    "auth.api_keys",
+                    serde_json::json!([{"id": "k", "hash": "x", "scopes": ["a b"]}]),
+                )],
+                "auth.api_keys[0].scopes",
+            ),
+            (
+                &[("audit.queue_capacity", serde_json::json!(0))],
+                "audit.queue_capacity",
+            ),
+            (
+                &[("telemetry.traces.sample_ratio", serde_json::json!(2.0))],
+                "telemetry.traces.sample_ratio",
+            ),
+            (
+                &[("server.admin_listen", serde_json::json!("127.0.0.1:5025"))],
+                "server.admin_listen",
+            ),
+            (
+                &[("server.allowed_origins", serde_json::json!(["nope"]))],
+                "server.allowed_origins[0]",
+            ),
+            (
+                &[("session.max_sessions", serde_json::json!(0))],
+                "session.max_sessions",
+            ),
+            (
+                &[("auth.api_key_cache_ttl", serde_json::json!("0s"))],
+                "auth.api_key_cache_ttl",
+            ),
+        ];
+        for first in 0..errors.len() {
+            let mut file = serde_json::json!({"upstream": {"url": "http://127.0.0.1:1/mcp"}});
+            for (settings, _) in &errors[first..] {
+                for (path, value) in settings.iter() {
+                    let mut at = &mut file;
+                    for part in path.split('.') {
+                        at = &mut at[part];
+                    }
+                    *at = value.clone();
+                }
+            }
+            let (key, _) = refusal(&file.to_string());
+            assert_eq!(key, errors[first].1, "{file}");
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod challenge;
+mod config;
 mod connection;
 mod graphql;
 pub mod host;
