@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod key_source;
 pub mod keys;
 pub mod mint;
+mod oauth_config;
 pub mod principal;
 pub mod shared_cache;
 

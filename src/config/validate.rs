@@ -1,12 +1,6 @@
 //! Startup checks (DESIGN §3). Each failure names the key; the binary exits 78.
 
-use url::Url;
-
-use super::checks::{check_http_url, check_scope_token, require_nonzero};
-use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig};
-
-/// Longest clock-skew allowance accepted (security checklist A1).
-pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+use super::{Config, ConfigError};
 
 /// Checks everything that can be checked without the network. Each section is
 /// checked by the module that owns it; what is left here spans sections. The order
@@ -15,7 +9,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_public_url_needed(config)?;
     config.server.check()?;
     validate_upstream(config)?;
-    validate_oauth(config)?;
+    config.auth.oauth.check()?;
     config.scopes.check()?;
     crate::auth::api_keys::check_scopes(&config.auth.api_keys)?;
     config.audit.check()?;
@@ -66,191 +60,6 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
-    let oauth = &config.auth.oauth;
-    validate_claim_scopes("auth.oauth.claim_scopes", &oauth.claim_scopes)?;
-    if let Some(introspection) = &oauth.introspection {
-        validate_claim_scopes(
-            "auth.oauth.introspection.claim_scopes",
-            &introspection.claim_scopes,
-        )?;
-    }
-    for (index, provider) in oauth.jwks.iter().enumerate() {
-        let key = format!("auth.oauth.jwks[{index}]");
-        provider.key_source(&key)?;
-        validate_token_profile(&key, provider)?;
-        if let Some(issuer) = &provider.issuer
-            && !oauth.issuers.is_empty()
-            && !oauth.issuers.contains(issuer)
-        {
-            return Err(ConfigError::invalid(
-                format!("{key}.issuer"),
-                "is not in auth.oauth.issuers, so no token it verifies could be accepted",
-            ));
-        }
-    }
-    if oauth.leeway > MAX_LEEWAY {
-        return Err(ConfigError::invalid(
-            "auth.oauth.leeway",
-            "must be at most 60s: clock skew larger than that is a clock to fix, and a longer \
-             leeway keeps expired tokens alive",
-        ));
-    }
-    if oauth.max_scope_combinations == 0 {
-        return Err(ConfigError::invalid(
-            "auth.oauth.max_scope_combinations",
-            "must be at least 1",
-        ));
-    }
-    if !oauth.enabled {
-        return Ok(());
-    }
-    if oauth.jwks.is_empty() && oauth.introspection.is_none() {
-        return Err(ConfigError::invalid(
-            "auth.oauth.jwks",
-            "OAuth is enabled but no key source is configured: add a jwks entry \
-             (a remote JWKS url or a symmetric secret) or auth.oauth.introspection",
-        ));
-    }
-    match &oauth.introspection {
-        None if oauth.validation != crate::config::ValidationMode::Jwt => {
-            return Err(ConfigError::invalid(
-                "auth.oauth.introspection",
-                "required by auth.oauth.validation: introspection or both",
-            ));
-        }
-        None => {}
-        Some(introspection) => {
-            check_http_url("auth.oauth.introspection.url", &introspection.url)?;
-            require_nonzero(
-                "auth.oauth.introspection",
-                &[
-                    ("cache_ttl", introspection.cache_ttl),
-                    ("negative_cache_ttl", introspection.negative_cache_ttl),
-                    ("timeout", introspection.timeout),
-                ],
-            )?;
-        }
-    }
-    for (index, server) in oauth.authorization_servers.iter().enumerate() {
-        let key = format!("auth.oauth.authorization_servers[{index}]");
-        let url = Url::parse(server)
-            .map_err(|_| ConfigError::invalid(&key, "must be an http:// or https:// URL"))?;
-        check_http_url(&key, &url)?;
-    }
-    if oauth.authorization_servers.is_empty() {
-        for (index, issuer) in oauth.issuers.iter().enumerate() {
-            if Url::parse(issuer).is_err() {
-                return Err(ConfigError::invalid(
-                    format!("auth.oauth.issuers[{index}]"),
-                    "is not a URL, so it cannot stand in for auth.oauth.authorization_servers: \
-                     set authorization_servers explicitly",
-                ));
-            }
-        }
-        if oauth.issuers.is_empty() {
-            return Err(ConfigError::invalid(
-                "auth.oauth.authorization_servers",
-                "OAuth is enabled but no authorization server is set: clients discover where \
-                 to get tokens from it (RFC 9728)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `claim_scopes`: every path names a claim, every scope is a scope-token.
-fn validate_claim_scopes(prefix: &str, rules: &ClaimScopesConfig) -> Result<(), ConfigError> {
-    for (index, rule) in rules.rules.iter().enumerate() {
-        let key = rules.rule_key(prefix, index);
-        let segments = rule.claim.segments();
-        let claim_key = if rule.from_map {
-            key.clone()
-        } else {
-            format!("{key}.claim")
-        };
-        if segments.is_empty() || segments == [""] {
-            return Err(ConfigError::invalid(
-                claim_key,
-                "empty claim path: name the claim, e.g. realm_access.roles",
-            ));
-        }
-        if segments.iter().any(|segment| segment.is_empty()) {
-            return Err(ConfigError::invalid(
-                claim_key,
-                "claim path has an empty segment (two dots in a row, or a leading or \
-                 trailing dot); for a claim name that contains dots, use the list form: \
-                 - claim: [\"https://example.com/roles\"]",
-            ));
-        }
-        let values_key = if rule.from_map {
-            key.clone()
-        } else {
-            format!("{key}.values")
-        };
-        for (value, scopes) in &rule.values {
-            let value_key = format!("{values_key}.{value}");
-            if scopes.0.is_empty() {
-                return Err(ConfigError::invalid(
-                    value_key,
-                    "maps to no scope: list the scopes this claim value grants",
-                ));
-            }
-            for scope in &scopes.0 {
-                check_scope_token(&value_key, scope)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A provider's IdP quirks: each names a claim, and an audience read from another
-/// claim has its own allowlist (the resource URL is never a client id).
-fn validate_token_profile(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
-    validate_claim_scopes(&format!("{key}.claim_scopes"), &provider.claim_scopes)?;
-    let claim_names = [
-        ("audience_claim", provider.audience_claim.as_deref()),
-        ("client_id_claim", provider.client_id_claim.as_deref()),
-    ];
-    for (name, claim) in claim_names {
-        if claim.is_some_and(str::is_empty) {
-            return Err(ConfigError::invalid(
-                format!("{key}.{name}"),
-                "must name a claim",
-            ));
-        }
-    }
-    if let Some(claim) = &provider.audience_claim
-        && claim != "aud"
-        && provider.audiences.is_empty()
-    {
-        return Err(ConfigError::invalid(
-            format!("{key}.audiences"),
-            format!(
-                "required with audience_claim: {claim}: the {claim} values this provider's \
-                 tokens must carry (e.g. the app client ids)"
-            ),
-        ));
-    }
-    for (index, audience) in provider.audiences.iter().enumerate() {
-        if audience.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.audiences[{index}]"),
-                "must not be empty",
-            ));
-        }
-    }
-    for (index, claim) in provider.scope_claims.iter().enumerate() {
-        if claim.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.scope_claims[{index}]"),
-                "must name a claim",
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -281,7 +90,10 @@ mod tests {
                 &[("server.max_body_bytes", serde_json::json!(0))],
                 "server.max_body_bytes",
             ),
-            (&[("upstream.cwd", serde_json::json!("/tmp"))], "upstream.cwd"),
+            (
+                &[("upstream.cwd", serde_json::json!("/tmp"))],
+                "upstream.cwd",
+            ),
             (
                 &[("auth.oauth.leeway", serde_json::json!("2m"))],
                 "auth.oauth.leeway",
