@@ -10,7 +10,7 @@ use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
 use crate::server::origin::AllowedOrigins;
-use crate::upstream::{Upstream, UpstreamKind};
+use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
 
 /// The running state derived from one configuration.
 pub struct Gateway {
@@ -21,6 +21,8 @@ pub struct Gateway {
     /// Shared with the next gateway when a reload leaves `upstream` alone, so that
     /// what it runs (stdio children, the upstream token) outlives the reload.
     pub upstream: Arc<Upstream>,
+    /// The `upstream` section resolved into its one kind.
+    pub upstream_settings: UpstreamSettings,
     pub challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
@@ -54,7 +56,7 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
-        let settings = upstream_config.resolve()?;
+        let settings = UpstreamSettings::from_section(Some(upstream_config))?;
         let limit = config.auth.oauth.max_scope_combinations;
         // A GraphQL upstream is never kept: its schema and operations are files that
         // may have changed under an unchanged configuration, and it holds nothing
@@ -91,6 +93,7 @@ impl Gateway {
             auth,
             policy,
             upstream,
+            upstream_settings: settings,
             challenge,
             metadata,
         })

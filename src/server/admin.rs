@@ -25,7 +25,6 @@ use super::AppState;
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
-use crate::upstream::UpstreamSettings;
 
 /// How long `/readyz` waits for a TCP connection to the upstream.
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -94,14 +93,10 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         reasons.push(reason);
     }
     let upstream = async {
-        match UpstreamSettings::from_section(gateway.config.upstream.as_ref()) {
-            Ok(settings) => match settings.probe_url() {
-                Some(url) => probe_upstream(url).await,
-                // A stdio server is started per session: there is nothing to reach yet.
-                None => Ok(()),
-            },
-            // `Gateway::build` refuses a config without one; kept total rather than assumed.
-            Err(_) => Err("no upstream configured".to_owned()),
+        match gateway.upstream_settings.probe_url() {
+            Some(url) => probe_upstream(url).await,
+            // A stdio server is started per session: there is nothing to reach yet.
+            None => Ok(()),
         }
     };
     let sessions = async {
