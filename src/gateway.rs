@@ -10,7 +10,7 @@ use crate::policy::Policy;
 use crate::server::challenge::ChallengeParams;
 use crate::server::metadata::ProtectedResourceMetadata;
 use crate::server::origin::AllowedOrigins;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
 
 /// The running state derived from one configuration.
 pub struct Gateway {
@@ -22,6 +22,8 @@ pub struct Gateway {
     /// Shared with the next gateway when a reload leaves `upstream` alone, so that
     /// what it runs (stdio children, the upstream token) outlives the reload.
     pub upstream: Arc<Upstream>,
+    /// The `upstream` section resolved into its one kind.
+    pub upstream_settings: UpstreamSettings,
     pub challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
@@ -55,18 +57,19 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         crate::config::validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
+        let settings = UpstreamSettings::from_section(Some(upstream_config))?;
         let limit = config.auth.oauth.max_scope_combinations;
         // A GraphQL upstream is never kept: its schema and operations are files that
         // may have changed under an unchanged configuration, and it holds nothing
         // worth keeping (no session, no child process, no token).
         let kept = running.filter(|running| {
-            upstream_config.graphql.is_none()
+            !matches!(settings.kind, UpstreamKind::Graphql(_))
                 && running.config.upstream.as_ref() == Some(upstream_config)
                 && running.config.auth.oauth.max_scope_combinations == limit
         });
         let upstream = match kept {
             Some(running) => Arc::clone(&running.upstream),
-            None => Arc::new(Upstream::from_config(upstream_config, limit)?),
+            None => Arc::new(Upstream::from_settings(&settings, limit)?),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.
@@ -91,6 +94,7 @@ impl Gateway {
             auth,
             policy: Arc::new(policy),
             upstream,
+            upstream_settings: settings,
             challenge,
             metadata,
         })

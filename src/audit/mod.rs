@@ -6,6 +6,7 @@
 //! timing decisions (fsync, retries, log rate).
 
 mod batch;
+mod config;
 mod handle;
 mod pacing;
 mod record;

@@ -19,7 +19,7 @@ use rand::RngCore;
 
 use super::error::{AuthError, TokenProblem};
 use super::principal::{AuthMethod, Principal, Scopes};
-use crate::config::{ApiKeyConfig, ConfigError};
+use crate::config::{ApiKeyConfig, ConfigError, check_scope_token};
 use crate::telemetry::metrics::{TokenCache, metrics};
 
 /// Every API key starts with this.
@@ -141,6 +141,29 @@ impl Reservation {
             self.attempts.permits.close();
         }
     }
+}
+
+/// `auth.api_keys`, as far as it is checked before the store is built (ids and
+/// hashes are checked by [`ApiKeyStore::from_config`]): every scope a key carries is
+/// a scope-token, `*` standing for all of them.
+pub(crate) fn check_scopes(keys: &[ApiKeyConfig]) -> Result<(), ConfigError> {
+    for (index, key) in keys.iter().enumerate() {
+        for scope in key.scopes.iter().filter(|scope| *scope != "*") {
+            check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
+        }
+    }
+    Ok(())
+}
+
+/// `auth.api_key_cache_ttl`: zero would make every request pay for argon2.
+pub(crate) fn check_cache_ttl(cache_ttl: Duration) -> Result<(), ConfigError> {
+    if cache_ttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "auth.api_key_cache_ttl",
+            "must be greater than 0",
+        ));
+    }
+    Ok(())
 }
 
 impl ApiKeyStore {

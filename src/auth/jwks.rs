@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::claim_map::TokenProfile;
-use super::keys::{ASYMMETRIC_ALGORITHMS, KeySet};
-use crate::config::{ClaimScopesConfig, JwksProviderConfig};
+use super::key_source::KeySource;
+use super::keys::KeySet;
+use crate::config::{ClaimScopesConfig, ConfigError, JwksProviderConfig};
 use crate::telemetry::metrics::metrics;
 
 /// Largest JWKS document read; real ones are a few KiB.
@@ -130,49 +131,42 @@ impl FetchLedger {
 
 impl Provider {
     /// Builds a provider from config, without global `claim_scopes`.
-    pub fn from_config(label: String, config: &JwksProviderConfig) -> Self {
+    pub fn from_config(label: String, config: &JwksProviderConfig) -> Result<Self, ConfigError> {
         Self::with_global_claims(label, config, &ClaimScopesConfig::default())
     }
 
     /// Builds a provider from config, the `global` claim mappings applying before its
-    /// own. A remote one starts empty: call [`Provider::fetch`].
+    /// own. A remote one starts empty: call [`Provider::fetch`]. `label` is the
+    /// entry's key (`auth.oauth.jwks[0]`), which errors name.
     pub fn with_global_claims(
         label: String,
         config: &JwksProviderConfig,
         global: &ClaimScopesConfig,
-    ) -> Self {
-        let (keys, remote) = match (&config.secret, &config.url) {
-            (Some(secret), _) => {
-                let algorithm = config.symmetric_algorithm.unwrap_or(Algorithm::HS256);
+    ) -> Result<Self, ConfigError> {
+        let (keys, remote) = match config.key_source(&label)? {
+            KeySource::Secret(key) => {
                 let set = KeySet::symmetric(
-                    secret.expose().as_bytes(),
-                    algorithm,
-                    config.header_key_id.clone(),
+                    key.secret.expose().as_bytes(),
+                    key.algorithm,
+                    key.header_key_id,
                 );
                 (set, None)
             }
-            (None, Some(url)) => {
-                let allowed = if config.algorithms.is_empty() {
-                    ASYMMETRIC_ALGORITHMS.to_vec()
-                } else {
-                    config.algorithms.clone()
-                };
+            KeySource::Remote(source) => {
                 let remote = RemoteSource {
-                    url: url.clone(),
-                    allowed,
-                    refresh_interval: config.refresh_interval,
-                    min_refetch_interval: config.min_refetch_interval,
-                    max_stale: config.max_stale,
+                    url: source.url,
+                    allowed: source.algorithms,
+                    refresh_interval: source.refresh_interval,
+                    min_refetch_interval: source.min_refetch_interval,
+                    max_stale: source.max_stale,
                     ledger: tokio::sync::Mutex::new(FetchLedger::default()),
                     started: AtomicU64::new(0),
                     generation: AtomicU64::new(0),
                 };
                 (KeySet::default(), Some(remote))
             }
-            // Validation guarantees one of the two; an empty provider verifies nothing.
-            (None, None) => (KeySet::default(), None),
         };
-        Self {
+        Ok(Self {
             label,
             issuer: config.issuer.clone(),
             require_at_jwt: config.require_at_jwt,
@@ -182,7 +176,7 @@ impl Provider {
                 fetched_at: None,
             }),
             remote,
-        }
+        })
     }
 
     /// The current key set, or `None` when a remote set is older than `max_stale`
@@ -565,7 +559,7 @@ mod tests {
             min_refetch_interval,
             ..JwksProviderConfig::default()
         };
-        let provider = Arc::new(Provider::from_config("test".into(), &config));
+        let provider = Arc::new(Provider::from_config("test".into(), &config).unwrap());
         let client = idp_client().unwrap();
         provider.fetch(&client).await.unwrap();
         assert_eq!(idp.fetches(), 1);
@@ -768,7 +762,8 @@ mod tests {
         };
         let config: crate::config::JwksProviderConfig =
             serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/jwks"})).unwrap();
-        let provider = |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config));
+        let provider =
+            |label: &str| Arc::new(Provider::from_config(label.to_owned(), &config).unwrap());
         let metrics = crate::telemetry::metrics::Metrics::new();
         assert!(!metrics.encode().contains("mcpgate_jwks_keys"));
         let old = provider("auth.oauth.jwks[0]");

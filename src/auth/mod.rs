@@ -11,8 +11,10 @@ pub mod error;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod key_source;
 pub mod keys;
 pub mod mint;
+mod oauth_config;
 pub mod principal;
 pub mod shared_cache;
 
@@ -110,11 +112,11 @@ impl Authenticator {
                     format!("auth.oauth.jwks[{index}]"),
                     provider,
                     &oauth.claim_scopes,
-                );
+                )?;
                 provider.profile.rule_claims = Arc::clone(&rule_claims);
-                Arc::new(provider)
+                Ok(Arc::new(provider))
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         let fetches = providers
             .iter()
             .zip(&oauth.jwks)

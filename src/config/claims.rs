@@ -22,6 +22,9 @@ use std::fmt;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::ConfigError;
+use super::checks::check_scope_token;
+
 /// Where a claim is in the token: nested object members, outermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimPath {
@@ -155,6 +158,54 @@ impl<'de> Deserialize<'de> for ClaimScopesConfig {
             }
         }
         deserializer.deserialize_any(RulesVisitor)
+    }
+}
+
+impl ClaimScopesConfig {
+    /// Every path names a claim, every scope is a scope-token; `prefix` is the
+    /// section's key (`auth.oauth.claim_scopes`), which errors extend.
+    pub(crate) fn check(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let key = self.rule_key(prefix, index);
+            let segments = rule.claim.segments();
+            let claim_key = if rule.from_map {
+                key.clone()
+            } else {
+                format!("{key}.claim")
+            };
+            if segments.is_empty() || segments == [""] {
+                return Err(ConfigError::invalid(
+                    claim_key,
+                    "empty claim path: name the claim, e.g. realm_access.roles",
+                ));
+            }
+            if segments.iter().any(|segment| segment.is_empty()) {
+                return Err(ConfigError::invalid(
+                    claim_key,
+                    "claim path has an empty segment (two dots in a row, or a leading or \
+                 trailing dot); for a claim name that contains dots, use the list form: \
+                 - claim: [\"https://example.com/roles\"]",
+                ));
+            }
+            let values_key = if rule.from_map {
+                key.clone()
+            } else {
+                format!("{key}.values")
+            };
+            for (value, scopes) in &rule.values {
+                let value_key = format!("{values_key}.{value}");
+                if scopes.0.is_empty() {
+                    return Err(ConfigError::invalid(
+                        value_key,
+                        "maps to no scope: list the scopes this claim value grants",
+                    ));
+                }
+                for scope in &scopes.0 {
+                    check_scope_token(&value_key, scope)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,26 +4,33 @@ use std::net::SocketAddr;
 
 use url::Url;
 
-use super::Config;
+use super::{Config, ServerConfig};
 
 /// The RFC 9728 well-known prefix.
 pub const METADATA_WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
-impl Config {
-    /// The canonical resource URI: `server.public_url`, or `http://<listen>/mcp` when unset
-    /// (allowed only on loopback listen addresses with OAuth on; see `validate`).
+impl ServerConfig {
+    /// `public_url`, or `http://<listen>/mcp` when unset.
     #[allow(clippy::expect_used)] // An IP address and a port always make a URL authority.
     pub fn public_url(&self) -> Url {
-        match &self.server.public_url {
+        match &self.public_url {
             Some(url) => url.clone(),
             None => {
                 // Without an IPv6 zone (`%3`), which a URL cannot carry and a client
                 // elsewhere could not use.
-                let listen = self.server.listen;
+                let listen = self.listen;
                 let text = format!("http://{}/mcp", SocketAddr::new(listen.ip(), listen.port()));
                 Url::parse(&text).expect("an IP address and a port are a valid URL authority")
             }
         }
+    }
+}
+
+impl Config {
+    /// The canonical resource URI: `server.public_url`, or `http://<listen>/mcp` when unset
+    /// (allowed only on loopback listen addresses with OAuth on; see `validate`).
+    pub fn public_url(&self) -> Url {
+        self.server.public_url()
     }
 
     /// The MCP endpoint path: the path of the public URL.

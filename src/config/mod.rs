@@ -1,6 +1,7 @@
 //! Configuration: the file format (`model`), how layers are merged (`load`) and the
 //! startup checks that turn a parsed file into something safe to run (`validate`).
 
+mod checks;
 mod claims;
 mod derived;
 mod interpolate;
@@ -10,14 +11,17 @@ mod rules;
 mod scopes;
 mod validate;
 
+pub use crate::auth::key_source::MIN_HMAC_SECRET_BYTES;
+pub(crate) use checks::{
+    check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
+};
 pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
 pub use derived::METADATA_WELL_KNOWN;
 pub use load::{load, load_from_str};
 pub use model::*;
 pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
-pub(crate) use validate::is_scope_token;
-pub use validate::{MIN_HMAC_SECRET_BYTES, validate};
+pub use validate::validate;
 
 /// A configuration problem, reported as one line that names the key.
 /// Every variant maps to exit code 78 (EX_CONFIG) in the binary.

@@ -12,6 +12,7 @@ use url::Url;
 use super::{ClaimScopesConfig, ScopesConfig};
 pub use crate::upstream::graphql::{BuiltinScopes, GraphqlUpstreamConfig};
 pub use crate::upstream::stdio::{CommandLine, StdioConfig};
+pub use crate::upstream::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -124,7 +125,7 @@ fn default_max_body_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// A Streamable HTTP MCP endpoint. Exactly one of `url`, `command` and `graphql`
-    /// is set.
+    /// is set: `resolve` (in `upstream::config`) turns the section into that one kind.
     pub url: Option<Url>,
     /// A local MCP server started as a child process, one per session (stdio).
     pub command: Option<CommandLine>,
@@ -172,40 +173,6 @@ impl Default for UpstreamConfig {
             connect_timeout: default_connect_timeout(),
             timeout: default_upstream_timeout(),
             oauth: None,
-        }
-    }
-}
-
-impl UpstreamConfig {
-    /// The stdio settings, when this upstream is a command.
-    pub fn stdio(&self) -> Option<StdioConfig> {
-        let command = self.command.clone()?;
-        let mut stdio = StdioConfig::new(command);
-        stdio.args.clone_from(&self.args);
-        stdio.env.clone_from(&self.env);
-        stdio.cwd.clone_from(&self.cwd);
-        if let Some(idle) = self.idle_timeout {
-            stdio.idle_timeout = idle;
-        }
-        if let Some(max) = self.max_children {
-            stdio.max_children = max;
-        }
-        // One meaning for both kinds: how long an answer may take to start.
-        stdio.request_timeout = self.timeout;
-        Some(stdio)
-    }
-
-    /// What the upstream is, for logs and messages: its URL, `stdio: <command>`, or
-    /// `graphql: <endpoint>`.
-    pub fn describe(&self) -> String {
-        match (&self.url, &self.command, &self.graphql) {
-            (Some(url), _, _) => url.to_string(),
-            (None, Some(CommandLine::Program(program)), _) => format!("stdio: {program}"),
-            (None, Some(CommandLine::WithArgs(items)), _) => {
-                format!("stdio: {}", items.join(" "))
-            }
-            (None, None, Some(graphql)) => format!("graphql: {}", graphql.endpoint),
-            (None, None, None) => "-".to_owned(),
         }
     }
 }

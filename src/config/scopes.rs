@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use super::ConfigError;
+use super::checks::check_scope_token;
+
 /// Scope rules. Every level that applies to a message is required at once (AND);
 /// within one level, any one AND-group suffices (OR).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -163,5 +166,36 @@ impl RequirementSpec {
                 groups: vec![scopes],
             }
         }
+    }
+}
+
+impl ScopesConfig {
+    /// Every scope a rule or the hierarchy names must be writable into a challenge as is.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        for (name, spec) in self.method_levels() {
+            for scope in spec.scopes() {
+                check_scope_token(&format!("scopes.{name}"), scope)?;
+            }
+        }
+        let per_item = [
+            ("tools", &self.tools),
+            ("resources", &self.resources),
+            ("prompts", &self.prompts),
+        ];
+        for (kind, rules) in per_item {
+            for (pattern, spec) in rules {
+                for scope in spec.scopes() {
+                    check_scope_token(&format!("scopes.{kind}.{pattern}"), scope)?;
+                }
+            }
+        }
+        for (broad, narrower) in &self.hierarchy {
+            let key = format!("scopes.hierarchy.{broad}");
+            check_scope_token(&key, broad)?;
+            for scope in narrower {
+                check_scope_token(&key, scope)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,163 +1,31 @@
 //! Startup checks (DESIGN §3). Each failure names the key; the binary exits 78.
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use url::Url;
+use super::{Config, ConfigError};
 
-use super::{ClaimScopesConfig, Config, ConfigError, JwksProviderConfig, ScopesConfig};
-
-/// Longest clock-skew allowance accepted (security checklist A1).
-pub(super) const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output size).
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
-
-/// Checks everything that can be checked without the network.
+/// Checks everything that can be checked without the network. Each section is
+/// checked by the module that owns it; what is left here spans sections. The order
+/// is the one errors are reported in when a file has several.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
-    validate_server(config)?;
+    check_public_url_needed(config)?;
+    config.server.check()?;
     validate_upstream(config)?;
-    validate_oauth(config)?;
-    validate_scopes(&config.scopes)?;
-    for (index, key) in config.auth.api_keys.iter().enumerate() {
-        for scope in key.scopes.iter().filter(|scope| *scope != "*") {
-            check_scope_token(&format!("auth.api_keys[{index}].scopes"), scope)?;
-        }
-    }
-    validate_operations(config)?;
-    validate_sessions(config)?;
-    if config.auth.api_key_cache_ttl.is_zero() {
-        return Err(ConfigError::invalid(
-            "auth.api_key_cache_ttl",
-            "must be greater than 0",
-        ));
-    }
-    Ok(())
+    config.auth.oauth.check()?;
+    config.scopes.check()?;
+    crate::auth::api_keys::check_scopes(&config.auth.api_keys)?;
+    config.audit.check()?;
+    config.telemetry.traces.check()?;
+    config.server.check_admin_listen()?;
+    config.server.check_allowed_origins()?;
+    config.session.check()?;
+    crate::auth::api_keys::check_cache_ttl(config.auth.api_key_cache_ttl)
 }
 
-/// The audit log, traces and the admin listener.
-fn validate_operations(config: &Config) -> Result<(), ConfigError> {
-    let audit = &config.audit;
-    if audit.stdout && audit.path.is_some() {
-        return Err(ConfigError::invalid(
-            "audit",
-            "set either audit.path or audit.stdout, not both",
-        ));
-    }
-    if audit
-        .path
-        .as_ref()
-        .is_some_and(|path| path.as_os_str().is_empty())
-    {
-        return Err(ConfigError::invalid("audit.path", "must not be empty"));
-    }
-    if audit.queue_capacity == 0 {
-        return Err(ConfigError::invalid(
-            "audit.queue_capacity",
-            "must be greater than 0",
-        ));
-    }
-    let traces = &config.telemetry.traces;
-    if !(0.0..=1.0).contains(&traces.sample_ratio) {
-        return Err(ConfigError::invalid(
-            "telemetry.traces.sample_ratio",
-            "must be between 0 and 1",
-        ));
-    }
-    if let Some(endpoint) = &traces.endpoint
-        && !matches!(endpoint.scheme(), "http" | "https")
-    {
-        return Err(ConfigError::invalid(
-            "telemetry.traces.endpoint",
-            "must be an http or https URL",
-        ));
-    }
-    for (name, value) in &traces.headers {
-        let key = format!("telemetry.traces.headers.{name}");
-        http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header name"))?;
-        http::HeaderValue::from_str(value.expose())
-            .map_err(|_| ConfigError::invalid(&key, "not a valid HTTP header value"))?;
-    }
-    if let Some(admin) = config.server.admin_listen
-        && admin == config.server.listen
-    {
-        return Err(ConfigError::invalid(
-            "server.admin_listen",
-            "must differ from server.listen",
-        ));
-    }
-    Ok(())
-}
-
-/// Sessions and the browser origins allowed to open them.
-fn validate_sessions(config: &Config) -> Result<(), ConfigError> {
-    for (index, origin) in config.server.allowed_origins.iter().enumerate() {
-        if crate::server::origin::normalize(origin).is_none() {
-            return Err(ConfigError::invalid(
-                format!("server.allowed_origins[{index}]"),
-                "must be an origin: scheme://host[:port], without a path (e.g. https://app.example.com)",
-            ));
-        }
-    }
-    let session = &config.session;
-    if session.idle_timeout.is_zero() {
-        return Err(ConfigError::invalid(
-            "session.idle_timeout",
-            "must be greater than 0",
-        ));
-    }
-    if session.max_sessions == 0 {
-        return Err(ConfigError::invalid(
-            "session.max_sessions",
-            "must be greater than 0",
-        ));
-    }
-    if let super::SessionStoreConfig::Redis(url) = &session.store {
-        crate::mcp::session::RedisStore::parse_url(url)
-            .map_err(|message| ConfigError::invalid("session.store", message))?;
-    }
-    Ok(())
-}
-
-/// Every scope a rule or the hierarchy names must be writable into a challenge as is.
-fn validate_scopes(scopes: &ScopesConfig) -> Result<(), ConfigError> {
-    for (name, spec) in scopes.method_levels() {
-        for scope in spec.scopes() {
-            check_scope_token(&format!("scopes.{name}"), scope)?;
-        }
-    }
-    let per_item = [
-        ("tools", &scopes.tools),
-        ("resources", &scopes.resources),
-        ("prompts", &scopes.prompts),
-    ];
-    for (kind, rules) in per_item {
-        for (pattern, spec) in rules {
-            for scope in spec.scopes() {
-                check_scope_token(&format!("scopes.{kind}.{pattern}"), scope)?;
-            }
-        }
-    }
-    for (broad, narrower) in &scopes.hierarchy {
-        let key = format!("scopes.hierarchy.{broad}");
-        check_scope_token(&key, broad)?;
-        for scope in narrower {
-            check_scope_token(&key, scope)?;
-        }
-    }
-    Ok(())
-}
-
-fn validate_server(config: &Config) -> Result<(), ConfigError> {
+/// Without `server.public_url`, the resource URI is made from `server.listen`, which
+/// is a client-facing name only on loopback: OAuth advertises it to clients.
+fn check_public_url_needed(config: &Config) -> Result<(), ConfigError> {
     let server = &config.server;
-    if let Some(url) = &server.public_url {
-        check_http_url("server.public_url", url)?;
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConfigError::invalid(
-                "server.public_url",
-                "must not carry a query or fragment (RFC 8707 resource URI)",
-            ));
-        }
-    } else if config.auth.oauth.enabled && !server.listen.ip().is_loopback() {
+    if server.public_url.is_none() && config.auth.oauth.enabled && !server.listen.ip().is_loopback()
+    {
         return Err(ConfigError::invalid(
             "server.public_url",
             format!(
@@ -167,108 +35,14 @@ fn validate_server(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if let Some(path) = &server.metadata_path {
-        if !path.starts_with('/') || path.contains(['?', '#']) {
-            return Err(ConfigError::invalid(
-                "server.metadata_path",
-                "must be an absolute path such as /.well-known/oauth-protected-resource/mcp",
-            ));
-        }
-        if *path == config.mcp_path() {
-            return Err(ConfigError::invalid(
-                "server.metadata_path",
-                "must differ from the MCP endpoint path",
-            ));
-        }
-    }
-    if server.max_body_bytes == 0 {
-        return Err(ConfigError::invalid(
-            "server.max_body_bytes",
-            "must be greater than 0",
-        ));
-    }
-    for (key, timeout) in [
-        ("server.header_read_timeout", server.header_read_timeout),
-        ("server.body_read_timeout", server.body_read_timeout),
-        ("server.idle_timeout", server.idle_timeout),
-    ] {
-        // Zero would close every connection at once; there is no "off" (a slow
-        // client must not be able to hold a connection forever).
-        if timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                key,
-                "must be greater than 0 (e.g. 10s)",
-            ));
-        }
-    }
-    if server.max_connections == Some(0) {
-        return Err(ConfigError::invalid(
-            "server.max_connections",
-            "must be greater than 0 (or left unset to derive it from the open-file limit)",
-        ));
-    }
     Ok(())
 }
 
+/// The upstream section is checked by its owner (`upstream::config`); what is left
+/// here spans sections: a stdio session is a local process.
 fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
-    const REQUIRED: &str = "required: the MCP server to proxy to (e.g. http://127.0.0.1:3001/mcp), \
-         or upstream.command to start a stdio server, or upstream.graphql to serve a GraphQL API as tools";
-    let Some(upstream) = &config.upstream else {
-        return Err(ConfigError::invalid("upstream.url", REQUIRED));
-    };
-    let kinds: Vec<&str> = [
-        ("url", upstream.url.is_some()),
-        ("command", upstream.command.is_some()),
-        ("graphql", upstream.graphql.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(kind, set)| set.then_some(kind))
-    .collect();
-    match kinds.as_slice() {
-        [] => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
-        [_] => {}
-        several => {
-            let which = match several {
-                [a, b] => format!("not both {a} and {b}"),
-                _ => "not all three".to_owned(),
-            };
-            return Err(ConfigError::invalid(
-                "upstream",
-                format!(
-                    "set one of url (an HTTP server), command (a stdio server) or graphql \
-                     (a GraphQL API), {which}"
-                ),
-            ));
-        }
-    }
-    let stdio_only = [
-        ("args", !upstream.args.is_empty()),
-        ("env", !upstream.env.is_empty()),
-        ("cwd", upstream.cwd.is_some()),
-        ("idle_timeout", upstream.idle_timeout.is_some()),
-        ("max_children", upstream.max_children.is_some()),
-    ];
-    let stdio_key = stdio_only.iter().find(|(_, set)| *set).map(|(key, _)| key);
-    if let Some(url) = &upstream.url {
-        check_http_url("upstream.url", url)?;
-        if let Some(key) = stdio_key {
-            return Err(ConfigError::invalid(
-                format!("upstream.{key}"),
-                "applies to a stdio upstream (upstream.command), not to upstream.url",
-            ));
-        }
-    } else if upstream.command.is_some() {
-        if !upstream.headers.is_empty() || upstream.oauth.is_some() {
-            let key = if upstream.oauth.is_some() {
-                "upstream.oauth"
-            } else {
-                "upstream.headers"
-            };
-            return Err(ConfigError::invalid(
-                key,
-                "applies to an HTTP upstream (upstream.url); give a stdio server its credentials in upstream.env",
-            ));
-        }
+    let settings = crate::upstream::UpstreamSettings::from_section(config.upstream.as_ref())?;
+    if let crate::upstream::UpstreamKind::Stdio(_) = settings.kind {
         if config.session.stateless {
             return Err(ConfigError::invalid(
                 "session.stateless",
@@ -282,411 +56,8 @@ fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
                  use the memory store and route each session to the replica that opened it",
             ));
         }
-    } else if let Some(graphql) = &upstream.graphql {
-        if let Some(key) = stdio_key {
-            return Err(ConfigError::invalid(
-                format!("upstream.{key}"),
-                "applies to a stdio upstream (upstream.command), not to upstream.graphql",
-            ));
-        }
-        if upstream.oauth.is_some() || !upstream.headers.is_empty() {
-            let key = if upstream.oauth.is_some() {
-                "upstream.oauth"
-            } else {
-                "upstream.headers"
-            };
-            return Err(ConfigError::invalid(
-                key,
-                "applies to an HTTP MCP upstream (upstream.url); give the GraphQL API its \
-                 credentials in upstream.graphql.headers",
-            ));
-        }
-        validate_graphql(graphql)?;
-    }
-    if let Some(oauth) = &upstream.oauth {
-        check_http_url("upstream.oauth.token_url", &oauth.token_url)?;
-        if oauth.client_id.is_empty() {
-            return Err(ConfigError::invalid(
-                "upstream.oauth.client_id",
-                "must not be empty",
-            ));
-        }
-        if upstream
-            .headers
-            .keys()
-            .any(|name| name.eq_ignore_ascii_case("authorization"))
-        {
-            return Err(ConfigError::invalid(
-                "upstream.oauth",
-                "set either upstream.oauth or an Authorization header in upstream.headers, not both",
-            ));
-        }
-        for scope in &oauth.scopes {
-            check_scope_token("upstream.oauth.scopes", scope)?;
-        }
-    }
-    check_headers("upstream.headers", &upstream.headers)
-}
-
-/// Headers mcpgate adds to its own requests: each name and value must be valid HTTP.
-fn check_headers(
-    prefix: &str,
-    headers: &std::collections::BTreeMap<String, super::Secret>,
-) -> Result<(), ConfigError> {
-    for (name, value) in headers {
-        let key = format!("{prefix}.{name}");
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(key, "not a valid HTTP header name"));
-        }
-        if http::HeaderValue::from_str(value.expose()).is_err() {
-            return Err(ConfigError::invalid(
-                key,
-                "value holds characters not allowed in an HTTP header",
-            ));
-        }
     }
     Ok(())
-}
-
-/// `upstream.graphql`, as far as it can be checked without reading its files (the
-/// schema and the operations are loaded with the upstream, where their errors name
-/// the key too).
-fn validate_graphql(graphql: &super::GraphqlUpstreamConfig) -> Result<(), ConfigError> {
-    check_http_url("upstream.graphql.endpoint", &graphql.endpoint)?;
-    let paths = [
-        ("schema", &graphql.schema),
-        ("operations", &graphql.operations),
-    ];
-    for (name, path) in paths {
-        if path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("upstream.graphql.{name}"),
-                "must not be empty",
-            ));
-        }
-    }
-    check_headers("upstream.graphql.headers", &graphql.headers)?;
-    let scopes = &graphql.scopes;
-    let builtins = [
-        ("get_operation_info", &scopes.get_operation_info),
-        ("get_schema", &scopes.get_schema),
-        ("execute_graphql", &scopes.execute_graphql),
-    ];
-    for (name, list) in builtins {
-        for scope in list {
-            check_scope_token(&format!("upstream.graphql.scopes.{name}"), scope)?;
-        }
-    }
-    Ok(())
-}
-
-fn validate_oauth(config: &Config) -> Result<(), ConfigError> {
-    let oauth = &config.auth.oauth;
-    validate_claim_scopes("auth.oauth.claim_scopes", &oauth.claim_scopes)?;
-    if let Some(introspection) = &oauth.introspection {
-        validate_claim_scopes(
-            "auth.oauth.introspection.claim_scopes",
-            &introspection.claim_scopes,
-        )?;
-    }
-    for (index, provider) in oauth.jwks.iter().enumerate() {
-        let key = format!("auth.oauth.jwks[{index}]");
-        validate_provider(&key, provider)?;
-        validate_token_profile(&key, provider)?;
-        if let Some(issuer) = &provider.issuer
-            && !oauth.issuers.is_empty()
-            && !oauth.issuers.contains(issuer)
-        {
-            return Err(ConfigError::invalid(
-                format!("{key}.issuer"),
-                "is not in auth.oauth.issuers, so no token it verifies could be accepted",
-            ));
-        }
-    }
-    if oauth.leeway > MAX_LEEWAY {
-        return Err(ConfigError::invalid(
-            "auth.oauth.leeway",
-            "must be at most 60s: clock skew larger than that is a clock to fix, and a longer \
-             leeway keeps expired tokens alive",
-        ));
-    }
-    if oauth.max_scope_combinations == 0 {
-        return Err(ConfigError::invalid(
-            "auth.oauth.max_scope_combinations",
-            "must be at least 1",
-        ));
-    }
-    if !oauth.enabled {
-        return Ok(());
-    }
-    if oauth.jwks.is_empty() && oauth.introspection.is_none() {
-        return Err(ConfigError::invalid(
-            "auth.oauth.jwks",
-            "OAuth is enabled but no key source is configured: add a jwks entry \
-             (a remote JWKS url or a symmetric secret) or auth.oauth.introspection",
-        ));
-    }
-    match &oauth.introspection {
-        None if oauth.validation != crate::config::ValidationMode::Jwt => {
-            return Err(ConfigError::invalid(
-                "auth.oauth.introspection",
-                "required by auth.oauth.validation: introspection or both",
-            ));
-        }
-        None => {}
-        Some(introspection) => {
-            check_http_url("auth.oauth.introspection.url", &introspection.url)?;
-            require_nonzero(
-                "auth.oauth.introspection",
-                &[
-                    ("cache_ttl", introspection.cache_ttl),
-                    ("negative_cache_ttl", introspection.negative_cache_ttl),
-                    ("timeout", introspection.timeout),
-                ],
-            )?;
-        }
-    }
-    for (index, server) in oauth.authorization_servers.iter().enumerate() {
-        let key = format!("auth.oauth.authorization_servers[{index}]");
-        let url = Url::parse(server)
-            .map_err(|_| ConfigError::invalid(&key, "must be an http:// or https:// URL"))?;
-        check_http_url(&key, &url)?;
-    }
-    if oauth.authorization_servers.is_empty() {
-        for (index, issuer) in oauth.issuers.iter().enumerate() {
-            if Url::parse(issuer).is_err() {
-                return Err(ConfigError::invalid(
-                    format!("auth.oauth.issuers[{index}]"),
-                    "is not a URL, so it cannot stand in for auth.oauth.authorization_servers: \
-                     set authorization_servers explicitly",
-                ));
-            }
-        }
-        if oauth.issuers.is_empty() {
-            return Err(ConfigError::invalid(
-                "auth.oauth.authorization_servers",
-                "OAuth is enabled but no authorization server is set: clients discover where \
-                 to get tokens from it (RFC 9728)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn validate_provider(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
-    match (&provider.url, &provider.secret) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            key,
-            "set either url or secret, not both",
-        )),
-        (None, None) => Err(ConfigError::invalid(
-            key,
-            "needs a url (remote JWKS) or a secret (symmetric key)",
-        )),
-        (Some(url), None) => {
-            check_http_url(&format!("{key}.url"), url)?;
-            if provider.symmetric_algorithm.is_some() || provider.header_key_id.is_some() {
-                return Err(ConfigError::invalid(
-                    key,
-                    "symmetric_algorithm and header_key_id apply only to a secret",
-                ));
-            }
-            if let Some(alg) = provider
-                .algorithms
-                .iter()
-                .find(|alg| alg.family() == AlgorithmFamily::Hmac)
-            {
-                return Err(ConfigError::invalid(
-                    format!("{key}.algorithms"),
-                    format!("{alg:?} is symmetric; a remote JWKS only carries public keys"),
-                ));
-            }
-            require_nonzero(
-                key,
-                &[
-                    ("refresh_interval", provider.refresh_interval),
-                    ("min_refetch_interval", provider.min_refetch_interval),
-                    ("max_stale", provider.max_stale),
-                ],
-            )?;
-            if provider.max_stale < provider.refresh_interval {
-                return Err(ConfigError::invalid(
-                    format!("{key}.max_stale"),
-                    "must be at least refresh_interval, or keys would expire between two refreshes",
-                ));
-            }
-            Ok(())
-        }
-        (None, Some(secret)) => {
-            let len = secret.expose().len();
-            if len < MIN_HMAC_SECRET_BYTES {
-                return Err(ConfigError::invalid(
-                    format!("{key}.secret"),
-                    format!(
-                        "HMAC secret is {len} bytes; at least {MIN_HMAC_SECRET_BYTES} are required"
-                    ),
-                ));
-            }
-            let alg = provider.symmetric_algorithm.unwrap_or(Algorithm::HS256);
-            if alg.family() != AlgorithmFamily::Hmac {
-                return Err(ConfigError::invalid(
-                    format!("{key}.symmetric_algorithm"),
-                    "must be HS256, HS384 or HS512; use a remote JWKS url for other algorithms",
-                ));
-            }
-            if !provider.algorithms.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.algorithms"),
-                    "applies only to a remote JWKS; use symmetric_algorithm with a secret",
-                ));
-            }
-            if provider.start_not_ready {
-                return Err(ConfigError::invalid(
-                    format!("{key}.start_not_ready"),
-                    "applies only to a remote JWKS",
-                ));
-            }
-            Ok(())
-        }
-    }
-}
-
-/// `claim_scopes`: every path names a claim, every scope is a scope-token.
-fn validate_claim_scopes(prefix: &str, rules: &ClaimScopesConfig) -> Result<(), ConfigError> {
-    for (index, rule) in rules.rules.iter().enumerate() {
-        let key = rules.rule_key(prefix, index);
-        let segments = rule.claim.segments();
-        let claim_key = if rule.from_map {
-            key.clone()
-        } else {
-            format!("{key}.claim")
-        };
-        if segments.is_empty() || segments == [""] {
-            return Err(ConfigError::invalid(
-                claim_key,
-                "empty claim path: name the claim, e.g. realm_access.roles",
-            ));
-        }
-        if segments.iter().any(|segment| segment.is_empty()) {
-            return Err(ConfigError::invalid(
-                claim_key,
-                "claim path has an empty segment (two dots in a row, or a leading or \
-                 trailing dot); for a claim name that contains dots, use the list form: \
-                 - claim: [\"https://example.com/roles\"]",
-            ));
-        }
-        let values_key = if rule.from_map {
-            key.clone()
-        } else {
-            format!("{key}.values")
-        };
-        for (value, scopes) in &rule.values {
-            let value_key = format!("{values_key}.{value}");
-            if scopes.0.is_empty() {
-                return Err(ConfigError::invalid(
-                    value_key,
-                    "maps to no scope: list the scopes this claim value grants",
-                ));
-            }
-            for scope in &scopes.0 {
-                check_scope_token(&value_key, scope)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A provider's IdP quirks: each names a claim, and an audience read from another
-/// claim has its own allowlist (the resource URL is never a client id).
-fn validate_token_profile(key: &str, provider: &JwksProviderConfig) -> Result<(), ConfigError> {
-    validate_claim_scopes(&format!("{key}.claim_scopes"), &provider.claim_scopes)?;
-    let claim_names = [
-        ("audience_claim", provider.audience_claim.as_deref()),
-        ("client_id_claim", provider.client_id_claim.as_deref()),
-    ];
-    for (name, claim) in claim_names {
-        if claim.is_some_and(str::is_empty) {
-            return Err(ConfigError::invalid(
-                format!("{key}.{name}"),
-                "must name a claim",
-            ));
-        }
-    }
-    if let Some(claim) = &provider.audience_claim
-        && claim != "aud"
-        && provider.audiences.is_empty()
-    {
-        return Err(ConfigError::invalid(
-            format!("{key}.audiences"),
-            format!(
-                "required with audience_claim: {claim}: the {claim} values this provider's \
-                 tokens must carry (e.g. the app client ids)"
-            ),
-        ));
-    }
-    for (index, audience) in provider.audiences.iter().enumerate() {
-        if audience.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.audiences[{index}]"),
-                "must not be empty",
-            ));
-        }
-    }
-    for (index, claim) in provider.scope_claims.iter().enumerate() {
-        if claim.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.scope_claims[{index}]"),
-                "must name a claim",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Durations that would make a loop spin or a cache useless when zero.
-fn require_nonzero(
-    section: &str,
-    durations: &[(&str, std::time::Duration)],
-) -> Result<(), ConfigError> {
-    match durations.iter().find(|(_, value)| value.is_zero()) {
-        Some((name, _)) => Err(ConfigError::invalid(
-            format!("{section}.{name}"),
-            "must be greater than 0",
-        )),
-        None => Ok(()),
-    }
-}
-
-fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            "must be an http:// or https:// URL",
-        )),
-    }
-}
-
-/// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. Keeping to
-/// it means a scope can be written into a quoted `WWW-Authenticate` value as is.
-pub(crate) fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-}
-
-fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigError> {
-    if is_scope_token(scope) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!(
-                "{scope:?} is not a valid scope (RFC 6749 §3.3: no spaces, quotes or backslashes)"
-            ),
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -700,6 +71,82 @@ mod tests {
         match validate(&config) {
             Err(ConfigError::Invalid { key, message }) => (key, message),
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Each section is checked by its owner; a file with errors in several sections
+    /// still gets them one at a time, in this order.
+    #[test]
+    fn errors_in_several_sections_are_reported_in_section_order() {
+        let errors: [(&[(&str, serde_json::Value)], &str); 12] = [
+            (
+                &[
+                    ("server.listen", serde_json::json!("0.0.0.0:5025")),
+                    ("auth.oauth.enabled", serde_json::json!(true)),
+                ],
+                "server.public_url",
+            ),
+            (
+                &[("server.max_body_bytes", serde_json::json!(0))],
+                "server.max_body_bytes",
+            ),
+            (
+                &[("upstream.cwd", serde_json::json!("/tmp"))],
+                "upstream.cwd",
+            ),
+            (
+                &[("auth.oauth.leeway", serde_json::json!("2m"))],
+                "auth.oauth.leeway",
+            ),
+            (
+                &[("scopes.tools_call", serde_json::json!("a b"))],
+                "scopes.tools_call",
+            ),
+            (
+                &[(
+                    "auth.api_keys",
+                    serde_json::json!([{"id": "k", "hash": "x", "scopes": ["a b"]}]),
+                )],
+                "auth.api_keys[0].scopes",
+            ),
+            (
+                &[("audit.queue_capacity", serde_json::json!(0))],
+                "audit.queue_capacity",
+            ),
+            (
+                &[("telemetry.traces.sample_ratio", serde_json::json!(2.0))],
+                "telemetry.traces.sample_ratio",
+            ),
+            (
+                &[("server.admin_listen", serde_json::json!("127.0.0.1:5025"))],
+                "server.admin_listen",
+            ),
+            (
+                &[("server.allowed_origins", serde_json::json!(["nope"]))],
+                "server.allowed_origins[0]",
+            ),
+            (
+                &[("session.max_sessions", serde_json::json!(0))],
+                "session.max_sessions",
+            ),
+            (
+                &[("auth.api_key_cache_ttl", serde_json::json!("0s"))],
+                "auth.api_key_cache_ttl",
+            ),
+        ];
+        for first in 0..errors.len() {
+            let mut file = serde_json::json!({"upstream": {"url": "http://127.0.0.1:1/mcp"}});
+            for (settings, _) in &errors[first..] {
+                for (path, value) in settings.iter() {
+                    let mut at = &mut file;
+                    for part in path.split('.') {
+                        at = &mut at[part];
+                    }
+                    *at = value.clone();
+                }
+            }
+            let (key, _) = refusal(&file.to_string());
+            assert_eq!(key, errors[first].1, "{file}");
         }
     }
 

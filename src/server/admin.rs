@@ -93,17 +93,10 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         reasons.push(reason);
     }
     let upstream = async {
-        match &gateway.config.upstream {
-            Some(upstream) => {
-                match (&upstream.url, &upstream.graphql) {
-                    (Some(url), _) => probe_upstream(url).await,
-                    (None, Some(graphql)) => probe_upstream(&graphql.endpoint).await,
-                    // A stdio server is started per session: there is nothing to reach yet.
-                    (None, None) => Ok(()),
-                }
-            }
-            // `Gateway::build` refuses a config without one; kept total rather than assumed.
-            None => Err("no upstream configured".to_owned()),
+        match gateway.upstream_settings.probe_url() {
+            Some(url) => probe_upstream(url).await,
+            // A stdio server is started per session: there is nothing to reach yet.
+            None => Ok(()),
         }
     };
     let sessions = async {

@@ -4,6 +4,7 @@
 pub mod admin;
 mod body;
 pub mod challenge;
+mod config;
 mod connection;
 pub mod graphql;
 pub mod host;

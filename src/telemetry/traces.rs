@@ -4,6 +4,7 @@
 //! The provider lives here rather than in the OpenTelemetry globals: nothing else in
 //! mcpgate creates spans, and a global would outlive a reload and survive into tests.
 
+mod config;
 mod headers;
 mod provider;
 mod span;

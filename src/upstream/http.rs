@@ -14,8 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::HttpUpstreamConfig;
 use super::credentials::UpstreamCredentials;
-use crate::config::{ConfigError, UpstreamConfig};
+use crate::config::ConfigError;
 
 /// Request headers a client may pass to the upstream. An allowlist rather than a
 /// blocklist: the client's `Authorization`, cookies, API-key headers and hop-by-hop
@@ -83,12 +84,13 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
-        let url = config
+    pub fn from_config(
+        config: &HttpUpstreamConfig,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        let uri: Uri = config
             .url
-            .clone()
-            .ok_or_else(|| ConfigError::invalid("upstream.url", "required"))?;
-        let uri: Uri = url
             .as_str()
             .parse()
             .map_err(|error| ConfigError::invalid("upstream.url", format!("{error}")))?;
@@ -96,7 +98,7 @@ impl HttpUpstream {
         // https:// is handled by the TLS layer around it.
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_connect_timeout(Some(connect_timeout));
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
             .map_err(|error| {
@@ -113,7 +115,7 @@ impl HttpUpstream {
         let token_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .connect_timeout(config.connect_timeout)
+            .connect_timeout(connect_timeout)
             .build()
             .map_err(|error| {
                 ConfigError::invalid("upstream", format!("cannot build HTTP client: {error}"))
@@ -136,7 +138,7 @@ impl HttpUpstream {
             client,
             uri,
             headers,
-            timeout: config.timeout,
+            timeout,
             credentials,
         })
     }

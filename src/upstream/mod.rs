@@ -2,6 +2,7 @@
 //! a child process (stdio) and made to look like one, or a GraphQL API whose
 //! operations mcpgate serves as MCP tools itself.
 
+mod config;
 pub mod credentials;
 pub mod graphql;
 mod http;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::Bytes;
 
+pub use self::config::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
 use self::credentials::UpstreamCredentials;
 use self::graphql::Builtin;
 use self::graphql::GraphqlUpstream;
@@ -40,23 +42,32 @@ impl Upstream {
         config: &UpstreamConfig,
         max_scope_combinations: usize,
     ) -> Result<Self, ConfigError> {
-        if let Some(graphql) = &config.graphql {
-            let upstream = GraphqlUpstream::from_config(
-                graphql,
-                max_scope_combinations,
-                config.timeout,
-                config.connect_timeout,
-            )
-            .map_err(|error| ConfigError::invalid(error.key, error.message))?;
-            check_schema_scopes(&upstream)?;
-            return Ok(Self::Graphql(Box::new(upstream)));
-        }
-        match config.stdio() {
-            Some(stdio) => StdioUpstream::from_config(&stdio)
+        Self::from_settings(&config.resolve()?, max_scope_combinations)
+    }
+
+    /// As [`Self::from_config`], from a section already resolved.
+    pub fn from_settings(
+        settings: &UpstreamSettings,
+        max_scope_combinations: usize,
+    ) -> Result<Self, ConfigError> {
+        match &settings.kind {
+            UpstreamKind::Graphql(graphql) => {
+                let upstream = GraphqlUpstream::from_config(
+                    graphql,
+                    max_scope_combinations,
+                    settings.timeout,
+                    settings.connect_timeout,
+                )
+                .map_err(|error| ConfigError::invalid(error.key, error.message))?;
+                check_schema_scopes(&upstream)?;
+                Ok(Self::Graphql(Box::new(upstream)))
+            }
+            UpstreamKind::Stdio(stdio) => StdioUpstream::from_config(stdio)
                 .map(Self::Stdio)
                 .map_err(|error| ConfigError::invalid(error.key, error.message)),
-            None => {
-                HttpUpstream::from_config(config).map(|upstream| Self::Http(Box::new(upstream)))
+            UpstreamKind::Http(http) => {
+                HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout)
+                    .map(|upstream| Self::Http(Box::new(upstream)))
             }
         }
     }

@@ -4,6 +4,7 @@
 //! that does not exist or belongs to someone else gets the same 404, so a session
 //! id is useless to anyone but its owner, and probing learns nothing.
 
+mod config;
 mod memory;
 mod owner;
 mod redis;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::config::Secret;
 
 /// How to start the MCP server and how long its processes may live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdioConfig {
     /// The program, or the program followed by its arguments. A single string is one
