@@ -27,11 +27,11 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
             "no secret: pass --secret (or MCPGATE_TOKEN_SECRET), or --config with a symmetric auth.oauth.jwks entry"
         ),
     };
-    if secret.len() < config::MIN_HMAC_SECRET_BYTES {
+    if secret.len() < mcpgate::auth::key_source::MIN_HMAC_SECRET_BYTES {
         bail!(
             "the secret is {} bytes; at least {} are required",
             secret.len(),
-            config::MIN_HMAC_SECRET_BYTES
+            mcpgate::auth::key_source::MIN_HMAC_SECRET_BYTES
         );
     }
     let algorithm = args

@@ -11,7 +11,6 @@ mod rules;
 mod scopes;
 mod validate;
 
-pub use crate::auth::key_source::MIN_HMAC_SECRET_BYTES;
 pub(crate) use checks::{
     check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
 };
