@@ -79,12 +79,15 @@ impl Request {
         self
     }
 
-    /// A `mcp-session-id` header, when there is a session.
-    pub fn session(self, session: Option<&str>) -> Self {
-        match session {
-            Some(id) => self.header("mcp-session-id", id),
-            None => self,
-        }
+    /// The `mcp-session-id` header.
+    pub fn session(self, id: &str) -> Self {
+        self.header("mcp-session-id", id)
+    }
+
+    /// Adds `name` once more, beside any value it already has.
+    pub fn append_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn json(self, body: &Value) -> Self {
