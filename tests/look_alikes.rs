@@ -219,7 +219,7 @@ async fn unknown_methods_take_the_default_level_or_are_refused() {
     assert_eq!(response.status(), 200);
     assert_eq!(lenient.received(), 1);
 
-    let strict = setup("  unknown_methods: refuse").await;
+    let strict = setup("unknown_methods: refuse").await;
     let (status, code, id, message) =
         rpc_error(strict.send("mcp:connect", &vendor.to_string()).await).await;
     assert_eq!((status, code, id), (400, -32601, json!(1)));

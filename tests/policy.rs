@@ -159,7 +159,7 @@ async fn every_missing_level_is_named_in_one_challenge() {
 
 #[tokio::test]
 async fn echoing_token_scopes_lists_them_before_the_missing_ones() {
-    let setup = setup("    scope_challenge_include_token_scopes: true").await;
+    let setup = setup("scope_challenge_include_token_scopes: true").await;
     let response = setup.call("mcp:connect mcp:tools:execute", "get-env").await;
     assert_eq!(response.status(), 403);
     assert!(
