@@ -14,7 +14,7 @@ pub struct Request {
     url: String,
     audience: String,
     headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
+    body: Option<reqwest::Body>,
 }
 
 impl Request {
@@ -95,8 +95,13 @@ impl Request {
     }
 
     /// The body as given, byte for byte.
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = Some(body.into());
+    pub fn body(self, body: impl Into<Vec<u8>>) -> Self {
+        self.stream_body(reqwest::Body::from(body.into()))
+    }
+
+    /// A body of any kind, a stream included (sent chunked, without a length).
+    pub fn stream_body(mut self, body: reqwest::Body) -> Self {
+        self.body = Some(body);
         self
     }
 
