@@ -10,32 +10,17 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
 fn config(upstream: &Upstream, jwks: &JwksServer, extra_oauth: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    authorization_servers: [https://issuer.test]
-    issuers: [https://issuer.test]
-    leeway: 5s
-{extra_oauth}
-    jwks:
-      - url: {jwks}
-        algorithms: [RS256, PS256, ES256, EdDSA]
-        refresh_interval: 1s
-      - secret: "{HMAC_SECRET}"
-        symmetric_algorithm: HS256
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-"#,
-        upstream = upstream.url,
-        jwks = jwks.url,
-    )
+    let providers = format!(
+        "- url: {}\n  algorithms: [RS256, PS256, ES256, EdDSA]\n  refresh_interval: 1s\n{}\n  symmetric_algorithm: HS256",
+        jwks.url,
+        dev_jwks(),
+    );
+    TestConfig::oauth(&upstream.url)
+        .oauth_yaml("authorization_servers: [https://issuer.test]\nleeway: 5s")
+        .oauth_yaml(extra_oauth)
+        .jwks(Some(&providers))
+        .scopes("initialize: [mcp:connect]")
+        .build()
 }
 
 struct Setup {

@@ -8,34 +8,20 @@ use crate::common::*;
 use serde_json::{Value, json};
 
 fn config(upstream_url: &str, admin_port: u16) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  admin_listen: 127.0.0.1:{admin_port}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    claim_scopes: {{ roles: {{ Tools.Admin: [mcp:admin] }} }}
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-  tools_call: [mcp:tools:execute]
-  tools:
-    admin_reset: mcp:admin
-audit:
-  path: "{{dir}}/audit.jsonl"
+    TestConfig::oauth(upstream_url)
+        .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
+        .oauth_yaml("claim_scopes: { roles: { Tools.Admin: [mcp:admin] } }")
+        .scopes("initialize: [mcp:connect]\ntools_call: [mcp:tools:execute]\ntools:\n  admin_reset: mcp:admin")
+        .audit()
+        .yaml(
+            r#"
 rules:
   - name: contractors-read-only
-    when: {{ client_ids: ["contractor-*"] }}
+    when: { client_ids: ["contractor-*"] }
     deny_tools: ["db_*"]
-"#
-    )
+"#,
+        )
+        .build()
 }
 
 struct Setup {

@@ -16,10 +16,11 @@ fn provider(jwks: &JwksServer, extra: &str) -> String {
 }
 
 fn config(upstream: &Upstream, providers: &str, issuers: &str) -> String {
-    format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    issuers: {issuers}\n    jwks:\n{providers}",
-        upstream.url
-    )
+    TestConfig::oauth(&upstream.url)
+        .issuers(issuers)
+        .oauth_yaml("authorization_servers: [https://issuer.test]")
+        .jwks(Some(providers))
+        .build()
 }
 
 fn rsa1_only(keys: &Keys) -> Value {

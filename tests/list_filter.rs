@@ -123,7 +123,7 @@ async fn setup_with(rules: &str) -> Setup {
     let upstream = Scripted::start().await;
     let (ci_key, ci_hash) = mcpgate::auth::api_keys::generate("ci").unwrap();
     let config = TestConfig::oauth(&upstream.url)
-        .api_key("ci", &ci_hash, r#"["*"]"#)
+        .api_key_with_scopes("ci", &ci_hash, r#"["*"]"#)
         .audit()
         .scopes(
             r#"

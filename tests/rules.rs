@@ -34,7 +34,7 @@ const ALL_SCOPES: &str = "mcp:connect mcp:tools:read mcp:tools:execute mcp:admin
 /// The gateway of these tests: the CI key with every scope, an admin tool, `rules`.
 fn config(upstream_url: &str, ci_hash: &str, rules: &str) -> String {
     TestConfig::oauth(upstream_url)
-        .api_key("ci", ci_hash, r#"["*"]"#)
+        .api_key_with_scopes("ci", ci_hash, r#"["*"]"#)
         .scopes("initialize: [mcp:connect]\ntools_call: [mcp:tools:execute]\ntools:\n  admin_reset: mcp:admin")
         .audit()
         .yaml(rules)

@@ -20,7 +20,7 @@ fn config(upstream_url: &str, extra: &str) -> String {
         .to_string();
     TestConfig::oauth(upstream_url)
         .server("allowed_origins: [http://localhost:6274]")
-        .api_key("ci", &hash, r#"["*"]"#)
+        .api_key_with_scopes("ci", &hash, r#"["*"]"#)
         .yaml(extra)
         .build()
 }

@@ -120,28 +120,20 @@ async fn setup(lifetime: u64, oauth_extra: &str) -> Setup {
 }
 
 fn config(upstream: SocketAddr, token: SocketAddr, oauth_extra: &str) -> String {
-    format!(
+    let credentials = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: http://{upstream}/mcp
-  oauth:
-    token_url: http://{token}/token
-    client_id: "mcpgate:gw"
-    client_secret: "s3cret value"
-    scopes: [upstream:read, upstream:write]
-    resource: https://upstream.example/mcp
-{oauth_extra}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-"#
-    )
+oauth:
+  token_url: http://{token}/token
+  client_id: "mcpgate:gw"
+  client_secret: "s3cret value"
+  scopes: [upstream:read, upstream:write]
+  resource: https://upstream.example/mcp
+{}"#,
+        indent(&dedent(oauth_extra), 2)
+    );
+    TestConfig::oauth(&format!("http://{upstream}/mcp"))
+        .upstream(&credentials)
+        .build()
 }
 
 async fn call(gateway: &Gateway) -> u16 {

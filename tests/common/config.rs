@@ -10,8 +10,11 @@ use super::HMAC_SECRET;
 /// The issuer every minted test token names.
 pub const ISSUER: &str = "https://issuer.test";
 
-/// The HMAC development key, selected by `kid: dev`: what [`super::hs256`] signs with.
-pub const DEV_JWKS: &str = "- secret: \"{HMAC_SECRET}\"\n  header_key_id: dev";
+/// The `jwks` list of the HMAC development key, selected by `kid: dev`: what
+/// [`super::hs256`] signs with.
+pub fn dev_jwks() -> String {
+    format!("- secret: \"{HMAC_SECRET}\"\n  header_key_id: dev")
+}
 
 /// An audit log in the gateway's own directory, where [`super::audit_records`] reads it.
 pub const AUDIT_IN_DIR: &str = "audit:\n  path: \"{dir}/audit.jsonl\"";
@@ -22,6 +25,7 @@ pub struct TestConfig {
     upstream: Vec<String>,
     oauth: Option<OAuth>,
     auth: Vec<String>,
+    api_keys: Vec<String>,
     scopes: Option<String>,
     sections: Vec<String>,
 }
@@ -47,6 +51,7 @@ impl TestConfig {
             upstream: vec![yaml.to_owned()],
             oauth: None,
             auth: Vec::new(),
+            api_keys: Vec::new(),
             scopes: None,
             sections: Vec::new(),
         }
@@ -65,7 +70,7 @@ impl TestConfig {
             enabled: true,
             issuers: format!("[{ISSUER}]"),
             settings: Vec::new(),
-            jwks: Some(DEV_JWKS.replace("{HMAC_SECRET}", HMAC_SECRET)),
+            jwks: Some(dev_jwks()),
         });
         self
     }
@@ -112,11 +117,19 @@ impl TestConfig {
         self
     }
 
-    /// One API key `id` with the argon2id PHC string `hash` and `scopes` (YAML text).
-    pub fn api_key(self, id: &str, hash: &str, scopes: &str) -> Self {
-        self.auth(&format!(
-            "api_keys:\n  - id: {id}\n    hash: \"{hash}\"\n    scopes: {scopes}"
-        ))
+    /// An API key `id` with the argon2id PHC string `hash`, and no scopes of its own.
+    pub fn api_key(mut self, id: &str, hash: &str) -> Self {
+        self.api_keys
+            .push(format!("- id: {id}\n  hash: \"{hash}\""));
+        self
+    }
+
+    /// An API key `id` with the argon2id PHC string `hash` and `scopes` (YAML text).
+    pub fn api_key_with_scopes(mut self, id: &str, hash: &str, scopes: &str) -> Self {
+        self.api_keys.push(format!(
+            "- id: {id}\n  hash: \"{hash}\"\n  scopes: {scopes}"
+        ));
+        self
     }
 
     /// The `scopes:` section's body.
@@ -151,7 +164,7 @@ impl TestConfig {
         let mut out = String::new();
         section(&mut out, "server", &self.server, 0);
         section(&mut out, "upstream", &self.upstream, 0);
-        if self.oauth.is_some() || !self.auth.is_empty() {
+        if self.oauth.is_some() || !self.auth.is_empty() || !self.api_keys.is_empty() {
             out.push_str("auth:\n");
             if let Some(oauth) = &self.oauth {
                 let mut lines = vec![
@@ -163,6 +176,9 @@ impl TestConfig {
                     lines.push(format!("jwks:\n{}", indent(&dedent(jwks), 2)));
                 }
                 section(&mut out, "oauth", &lines, 2);
+            }
+            if !self.api_keys.is_empty() {
+                section(&mut out, "api_keys", &self.api_keys, 2);
             }
             for yaml in &self.auth {
                 push_block(&mut out, yaml, 2);
@@ -223,7 +239,8 @@ pub fn dedent(yaml: &str) -> String {
         .join("\n")
 }
 
-fn indent(yaml: &str, depth: usize) -> String {
+/// `yaml` with `depth` spaces before each line.
+pub fn indent(yaml: &str, depth: usize) -> String {
     let pad = " ".repeat(depth);
     yaml.lines()
         .map(|l| {
@@ -235,4 +252,62 @@ fn indent(yaml: &str, depth: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[test]
+fn snippets_land_under_their_section_whatever_their_indentation() {
+    let yaml = TestConfig::oauth("http://127.0.0.1:9/mcp")
+        .server("  max_body_bytes: 1024")
+        .upstream("timeout: 1s")
+        .oauth_yaml("    leeway: 5s")
+        .api_key("ci", "$argon2id$x")
+        .api_key_with_scopes("live", "$argon2id$y", "[a]")
+        .scopes("\n  initialize: [mcp:connect]\n  tools:\n    echo: a\n")
+        .scopes("default: [b]")
+        .audit()
+        .yaml("rules:\n  - name: r\n    deny_tools: [x]\n")
+        .build();
+    let expected = format!(
+        r#"server:
+  listen: 127.0.0.1:{{port}}
+  max_body_bytes: 1024
+upstream:
+  url: http://127.0.0.1:9/mcp
+  timeout: 1s
+auth:
+  oauth:
+    enabled: true
+    issuers: [https://issuer.test]
+    leeway: 5s
+    jwks:
+      - secret: "{HMAC_SECRET}"
+        header_key_id: dev
+  api_keys:
+    - id: ci
+      hash: "$argon2id$x"
+    - id: live
+      hash: "$argon2id$y"
+      scopes: [a]
+scopes:
+  initialize: [mcp:connect]
+  tools:
+    echo: a
+  default: [b]
+audit:
+  path: "{{dir}}/audit.jsonl"
+rules:
+  - name: r
+    deny_tools: [x]
+"#
+    );
+    assert_eq!(yaml, expected);
+}
+
+#[test]
+fn a_config_without_oauth_has_no_auth_section() {
+    let yaml = TestConfig::new("http://127.0.0.1:9/mcp").build();
+    assert_eq!(
+        yaml,
+        "server:\n  listen: 127.0.0.1:{port}\nupstream:\n  url: http://127.0.0.1:9/mcp\n"
+    );
 }
