@@ -15,6 +15,7 @@ pub struct Request {
     audience: String,
     headers: Vec<(String, String)>,
     body: Option<reqwest::Body>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Request {
@@ -34,6 +35,7 @@ impl Request {
                 "application/json, text/event-stream".to_owned(),
             )],
             body: None,
+            timeout: None,
         }
     }
 
@@ -105,8 +107,17 @@ impl Request {
         self
     }
 
+    /// Gives up (failing the test) after `limit`.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
     pub async fn send(self) -> reqwest::Response {
         let mut request = Gateway::client().request(self.method, &self.url);
+        if let Some(limit) = self.timeout {
+            request = request.timeout(limit);
+        }
         let has_type = self
             .headers
             .iter()
