@@ -106,38 +106,28 @@ impl Files {
 }
 
 fn config(endpoint: &str, files: &Files, limit: usize) -> String {
-    format!(
+    let upstream = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  graphql:
-    endpoint: {endpoint}
-    schema: {schema}
-    operations: {operations}
-    headers:
-      Authorization: "{UPSTREAM_SECRET}"
-    expose_schema: true
-    enable_arbitrary_operations: true
-    scopes:
-      execute_graphql: [mcp:graphql:execute]
-      get_schema: [mcp:schema:read]
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    max_scope_combinations: {limit}
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-  tools_list: [mcp:tools:read]
-  tools_call: [mcp:tools:execute]
+graphql:
+  endpoint: {endpoint}
+  schema: {}
+  operations: {}
+  headers:
+    Authorization: "{UPSTREAM_SECRET}"
+  expose_schema: true
+  enable_arbitrary_operations: true
+  scopes:
+    execute_graphql: [mcp:graphql:execute]
+    get_schema: [mcp:schema:read]
 "#,
-        schema = files.schema().display(),
-        operations = files.operations().display(),
-    )
+        files.schema().display(),
+        files.operations().display(),
+    );
+    TestConfig::upstream_yaml(&upstream)
+        .with_oauth()
+        .oauth_yaml(&format!("max_scope_combinations: {limit}"))
+        .scopes("initialize: [mcp:connect]\ntools_list: [mcp:tools:read]\ntools_call: [mcp:tools:execute]")
+        .build()
 }
 
 struct Setup {
@@ -168,30 +158,25 @@ impl Setup {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
-        let mut request = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(self.token(scopes))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.body(body.to_string()).send().await.unwrap()
+        Request::post(&self.gateway)
+            .token(scopes)
+            .headers(headers)
+            .json(body)
+            .send()
+            .await
     }
 
     async fn call(&self, scopes: &str, tool: &str, arguments: Value) -> reqwest::Response {
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": 7,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments},
-        });
+        let body = rpc(
+            7,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        );
         self.send(scopes, &body, &[]).await
     }
 
     async fn tool_names(&self, scopes: &str) -> Vec<String> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-        let response = self.send(scopes, &body, &[]).await;
+        let response = self.send(scopes, &list(1, "tools/list"), &[]).await;
         let status = response.status();
         let text = response.text().await.unwrap();
         assert_eq!(status, 200, "tools/list for {scopes:?}: {text}");
@@ -360,16 +345,9 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         hs256(&claims, Some("dev"))
     };
     let call = |scopes: &str, tool: &str| {
-        let body = json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": {}},
-        });
-        Gateway::client()
-            .post(&gateway.mcp)
-            .bearer_auth(token(scopes))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
+        Request::post(&gateway)
+            .bearer(&token(scopes))
+            .json(&tools_call(1, tool))
             .send()
     };
     let metadata_url = format!("{}{METADATA}", gateway.base);
@@ -377,8 +355,7 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         "mcp:connect mcp:tools:execute",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         www_authenticate(&response),
@@ -391,8 +368,7 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         "mcp:connect mcp:tools:execute read:fact",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(endpoint.received().len(), 1);
     let metadata: Value = Gateway::client()
@@ -533,15 +509,11 @@ async fn an_allowed_call_reaches_the_api_with_its_credentials_never_the_callers(
         "method": "tools/call",
         "params": {"name": "execute_operation_get_facts", "arguments": {"limit": 2}},
     });
-    let response = Gateway::client()
-        .post(&setup.gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    let response = Request::post(&setup.gateway)
+        .bearer(&token)
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     let result = &answer["result"];
