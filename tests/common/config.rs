@@ -33,7 +33,7 @@ pub struct TestConfig {
 #[derive(Clone, Debug)]
 struct OAuth {
     enabled: bool,
-    issuers: String,
+    issuers: Option<String>,
     settings: Vec<String>,
     jwks: Option<String>,
 }
@@ -68,7 +68,7 @@ impl TestConfig {
     pub fn with_oauth(mut self) -> Self {
         self.oauth = Some(OAuth {
             enabled: true,
-            issuers: format!("[{ISSUER}]"),
+            issuers: Some(format!("[{ISSUER}]")),
             settings: Vec::new(),
             jwks: Some(dev_jwks()),
         });
@@ -83,7 +83,13 @@ impl TestConfig {
 
     /// Replaces `auth.oauth.issuers` (YAML text, e.g. `"[a, b]"`).
     pub fn issuers(mut self, yaml: &str) -> Self {
-        self.oauth_mut().issuers = yaml.to_owned();
+        self.oauth_mut().issuers = Some(yaml.to_owned());
+        self
+    }
+
+    /// No `auth.oauth.issuers` key: tokens of any issuer the keys verify.
+    pub fn no_issuers(mut self) -> Self {
+        self.oauth_mut().issuers = None;
         self
     }
 
@@ -167,10 +173,13 @@ impl TestConfig {
         if self.oauth.is_some() || !self.auth.is_empty() || !self.api_keys.is_empty() {
             out.push_str("auth:\n");
             if let Some(oauth) = &self.oauth {
-                let mut lines = vec![
-                    format!("enabled: {}", oauth.enabled),
-                    format!("issuers: {}", oauth.issuers),
-                ];
+                let mut lines = vec![format!("enabled: {}", oauth.enabled)];
+                lines.extend(
+                    oauth
+                        .issuers
+                        .iter()
+                        .map(|issuers| format!("issuers: {issuers}")),
+                );
                 lines.extend(oauth.settings.iter().cloned());
                 if let Some(jwks) = &oauth.jwks {
                     lines.push(format!("jwks:\n{}", indent(&dedent(jwks), 2)));
