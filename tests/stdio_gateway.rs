@@ -562,26 +562,11 @@ async fn server_everything_over_stdio_through_the_gateway() {
         bin.display()
     );
     let path = std::env::var("PATH").unwrap_or_default();
-    let yaml = format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  command: ["{bin}", stdio]
-  env:
-    PATH: "{path}"
-  timeout: 20s
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-"#,
-        bin = bin.display(),
+    let upstream = format!(
+        "command: [\"{}\", stdio]\nenv:\n  PATH: \"{path}\"\ntimeout: 20s",
+        bin.display()
     );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = Gateway::start(&TestConfig::upstream_yaml(&upstream).with_oauth().build()).await;
     let alice = token_for(&gateway, "alice");
     let session = open(&gateway, &alice).await;
     assert_eq!(session.len(), 32);
