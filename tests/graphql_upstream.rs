@@ -296,6 +296,16 @@ async fn call(upstream: &GraphqlUpstream, name: &str, arguments: Value) -> Value
     answer["result"].clone()
 }
 
+/// `get_operation_info` of `name`: its result.
+async fn operation_info(upstream: &GraphqlUpstream, name: &str) -> Value {
+    call(
+        upstream,
+        "get_operation_info",
+        json!({"operationName": name}),
+    )
+    .await
+}
+
 /// A request that must fail at the JSON-RPC level: its error.
 async fn rpc_error(upstream: &GraphqlUpstream, method: &str, params: Value) -> Value {
     let answer = rpc(upstream, method, params).await;
@@ -1181,18 +1191,8 @@ async fn arguments_that_are_not_an_object_are_invalid_params() {
 #[tokio::test]
 async fn get_operation_info_by_operation_name_and_by_tool_name() {
     let (endpoint, upstream) = serve("data", config).await;
-    let by_operation = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetFacts"}),
-    )
-    .await;
-    let by_tool = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "execute_operation_get_facts"}),
-    )
-    .await;
+    let by_operation = operation_info(&upstream, "GetFacts").await;
+    let by_tool = operation_info(&upstream, "execute_operation_get_facts").await;
     assert_eq!(by_operation, by_tool);
     assert_eq!(by_operation["isError"], false);
     let tool = upstream.catalog().find("GetFacts").unwrap();
@@ -1219,23 +1219,13 @@ async fn get_operation_info_by_operation_name_and_by_tool_name() {
 #[tokio::test]
 async fn get_operation_info_spells_and_groups_and_no_scopes() {
     let (_endpoint, upstream) = serve("data", config).await;
-    let secret = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetTopSecretFacts"}),
-    )
-    .await;
+    let secret = operation_info(&upstream, "GetTopSecretFacts").await;
     assert!(
         text(&secret).contains("(read:fact AND read:private) OR (read:all AND read:private)"),
         "{}",
         text(&secret)
     );
-    let status = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetAPIStatus"}),
-    )
-    .await;
+    let status = operation_info(&upstream, "GetAPIStatus").await;
     assert!(
         text(&status).contains("Required scopes (OR-of-AND): none"),
         "{}",
@@ -1247,12 +1237,7 @@ async fn get_operation_info_spells_and_groups_and_no_scopes() {
 #[tokio::test]
 async fn get_operation_info_of_an_unknown_operation_is_a_tool_error() {
     let (_endpoint, upstream) = serve("data", config).await;
-    let result = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "FactAdded"}),
-    )
-    .await;
+    let result = operation_info(&upstream, "FactAdded").await;
     assert!(
         error_text(&result).contains("\"FactAdded\""),
         "{}",
