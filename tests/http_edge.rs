@@ -270,13 +270,11 @@ async fn at_the_connection_cap_busy_connections_keep_their_place_and_newcomers_w
     // Two standing GET streams: requests in progress, each on its own connection.
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let response = Gateway::client()
-            .get(&gateway.mcp)
-            .bearer_auth(token(&gateway))
+        let response = Request::get(&gateway)
+            .bearer(&token(&gateway))
             .header("accept", "text/event-stream")
             .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(response.status(), 200);
         let mut body = response.bytes_stream();
         futures_util::StreamExt::next(&mut body)

@@ -137,15 +137,11 @@ oauth:
 }
 
 async fn call(gateway: &Gateway) -> u16 {
-    let token = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
-    Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
+    Request::post(gateway)
+        .token("mcp:connect")
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
         .send()
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
