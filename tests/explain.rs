@@ -55,16 +55,11 @@ impl Setup {
 
     /// Sends the call; returns its status and `WWW-Authenticate`.
     async fn call(&self, token: &str, tool: &str) -> (u16, String) {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-        let response = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
+        let response = Request::post(&self.gateway)
+            .bearer(token)
+            .json(&tools_call(1, tool))
             .send()
-            .await
-            .unwrap();
+            .await;
         (response.status().as_u16(), www_authenticate(&response))
     }
 
@@ -351,14 +346,10 @@ async fn a_name_the_gateway_would_refuse_as_a_look_alike_is_refused_here_too() {
     }
     // And the gateway itself answers 400 for the same name.
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ADMIN_RESET"}});
-    let response = Gateway::client()
-        .post(&setup.gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    let response = Request::post(&setup.gateway)
+        .bearer(&token)
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 400);
 }
