@@ -237,6 +237,14 @@ async fn open(upstream: &StdioUpstream) -> String {
     session
 }
 
+/// The fixture with one open session: the upstream, the session id, its child's pid.
+async fn fixture_session() -> (StdioUpstream, String, u32) {
+    let upstream = fixture();
+    let session = open(&upstream).await;
+    let pid = pid_of(&upstream, &session).await;
+    (upstream, session, pid)
+}
+
 fn text_of(answer: &Value) -> String {
     answer["result"]["content"][0]["text"]
         .as_str()
@@ -451,9 +459,7 @@ async fn max_children_refuses_new_sessions_with_503() {
 
 #[tokio::test]
 async fn a_crash_answers_pending_requests_and_ends_the_session() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let answer = post_any(&upstream, &session, call(7, "crash", json!({}))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let events = answer.events();
@@ -489,9 +495,7 @@ async fn a_crash_answers_pending_requests_and_ends_the_session() {
 
 #[tokio::test]
 async fn stderr_lines_reach_the_log_with_the_session_prefix() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let expected = format!("fixture stderr: started pid={pid}");
     wait_until("stderr in the log", Duration::from_secs(5), || {
         log_text()
@@ -506,9 +510,7 @@ async fn stderr_lines_reach_the_log_with_the_session_prefix() {
 
 #[tokio::test]
 async fn delete_stops_the_child() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let deleted = send(
         &upstream,
         Method::DELETE,
@@ -537,9 +539,7 @@ async fn delete_stops_the_child() {
 
 #[tokio::test]
 async fn delete_kills_a_child_that_ignores_eof_and_sigterm() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let answer = post_json(&upstream, &session, call(1, "stubborn", json!({}))).await;
     assert_eq!(text_of(&answer.json()), "stubborn");
     let started = Instant::now();
@@ -852,9 +852,7 @@ async fn a_late_answer_times_out_as_json_rpc_errors() {
 
 #[tokio::test]
 async fn an_overlong_line_stops_the_child() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let answer = post_any(&upstream, &session, call(1, "flood", json!({}))).await;
     let events = answer.events();
     assert_eq!(events.len(), 1);
