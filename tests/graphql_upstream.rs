@@ -296,6 +296,11 @@ async fn call(upstream: &GraphqlUpstream, name: &str, arguments: Value) -> Value
     answer["result"].clone()
 }
 
+/// `execute_graphql` with `arguments`: its result.
+async fn execute_graphql(upstream: &GraphqlUpstream, arguments: Value) -> Value {
+    call(upstream, "execute_graphql", arguments).await
+}
+
 /// `get_operation_info` of `name`: its result.
 async fn operation_info(upstream: &GraphqlUpstream, name: &str) -> Value {
     call(
@@ -1285,9 +1290,8 @@ async fn get_schema_returns_the_sdl_only_when_exposed() {
 async fn execute_graphql_runs_a_valid_query_with_its_variables_and_operation_name() {
     let (endpoint, upstream) = serve("echo", everything_on).await;
     let query = "query A { status { healthy } } query B($n: Int) { facts(limit: $n) { title } }";
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": query, "variables": {"n": 2}, "operationName": "B"}),
     )
     .await;
@@ -1300,12 +1304,7 @@ async fn execute_graphql_runs_a_valid_query_with_its_variables_and_operation_nam
 #[tokio::test]
 async fn execute_graphql_without_variables_sends_empty_ones_and_no_operation_name() {
     let (endpoint, upstream) = serve("data", everything_on).await;
-    call(
-        &upstream,
-        "execute_graphql",
-        json!({"query": "{ status { healthy } }"}),
-    )
-    .await;
+    execute_graphql(&upstream, json!({"query": "{ status { healthy } }"})).await;
     assert_eq!(
         endpoint.recorder.only().body,
         json!({"query": "{ status { healthy } }", "variables": {}})
@@ -1329,21 +1328,15 @@ async fn execute_graphql_only_when_enabled() {
 #[tokio::test]
 async fn execute_graphql_refuses_an_invalid_query_with_the_validation_message() {
     let (endpoint, upstream) = serve("data", everything_on).await;
-    let result = call(
-        &upstream,
-        "execute_graphql",
-        json!({"query": "{ status { sick } }"}),
-    )
-    .await;
+    let result = execute_graphql(&upstream, json!({"query": "{ status { sick } }"})).await;
     let message = error_text(&result);
     assert!(
         message.starts_with("invalid GraphQL request: "),
         "{message}"
     );
     assert!(message.contains("sick"), "{message}");
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "query A { status { healthy } }", "operationName": "B"}),
     )
     .await;
@@ -1354,9 +1347,8 @@ async fn execute_graphql_refuses_an_invalid_query_with_the_validation_message() 
 #[tokio::test]
 async fn execute_graphql_refuses_subscriptions() {
     let (endpoint, upstream) = serve("data", everything_on).await;
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "subscription { factAdded { title } }"}),
     )
     .await;
@@ -1373,12 +1365,12 @@ async fn execute_graphql_refuses_mutations_only_when_they_are_excluded() {
     });
     let mut excluded = everything_on(endpoint.url("data"));
     excluded.exclude_mutations = true;
-    let result = call(&upstream(&excluded), "execute_graphql", mutation.clone()).await;
+    let result = execute_graphql(&upstream(&excluded), mutation.clone()).await;
     assert_eq!(error_text(&result), "mutations are disabled on this server");
     assert!(endpoint.recorder.all().is_empty());
 
     let allowed = upstream(&everything_on(endpoint.url("data")));
-    let result = call(&allowed, "execute_graphql", mutation).await;
+    let result = execute_graphql(&allowed, mutation).await;
     assert_eq!(result["isError"], false);
     assert_eq!(endpoint.recorder.all().len(), 1);
 }
@@ -1414,9 +1406,8 @@ async fn execute_graphql_over_the_combination_limit_is_refused_here_too() {
         Duration::from_secs(1),
     )
     .unwrap();
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "{ audit { cpu memory disk network } }"}),
     )
     .await;
