@@ -193,6 +193,13 @@ impl Setup {
         format!("{}{METADATA}", self.gateway.base)
     }
 
+    /// A 403 whose challenge asks for `scope` on `tool`.
+    #[track_caller]
+    fn assert_challenged(&self, response: &reqwest::Response, scope: &str, tool: &str) {
+        assert_eq!(response.status(), 403);
+        assert_eq!(www_authenticate(response), self.challenge(scope, tool));
+    }
+
     fn challenge(&self, scope: &str, tool: &str) -> String {
         format!(
             "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}\", \
@@ -446,11 +453,7 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_operation_get_facts")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_operation_get_facts");
     assert_eq!(response.text().await.unwrap(), "");
     // Fields combine: topSecretFacts (read:fact AND read:private, or read:all) and
     // Fact.private (read:private). On a tie, the first group.
@@ -461,13 +464,10 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge(
-            "read:fact read:private",
-            "execute_operation_get_top_secret_facts"
-        )
+    setup.assert_challenged(
+        &response,
+        "read:fact read:private",
+        "execute_operation_get_top_secret_facts",
     );
     // The cheapest group, not the first: ListEmployees needs read:employee and
     // read:private with read:fact or read:all; holding read:all, two are missing
@@ -479,23 +479,16 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge(
-            "read:employee read:private",
-            "execute_operation_list_employees"
-        )
+    setup.assert_challenged(
+        &response,
+        "read:employee read:private",
+        "execute_operation_list_employees",
     );
     // A built-in tool's scopes join tools_call.
     let response = setup
         .call("mcp:connect mcp:tools:execute", "get_schema", json!({}))
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("mcp:schema:read", "get_schema")
-    );
+    setup.assert_challenged(&response, "mcp:schema:read", "get_schema");
     assert!(setup.endpoint.received().is_empty());
 }
 
@@ -698,11 +691,7 @@ async fn a_2026_07_28_call_short_of_scopes_is_still_refused_by_the_gateway() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_operation_get_facts")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_operation_get_facts");
     assert!(setup.endpoint.received().is_empty());
 }
 
@@ -858,11 +847,7 @@ async fn execute_graphql_needs_the_scopes_of_the_fields_it_selects() {
     let caller = "mcp:connect mcp:tools:execute mcp:graphql:execute";
     let query = json!({"query": "{ facts { title } status { healthy } }"});
     let response = setup.call(caller, "execute_graphql", query.clone()).await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_graphql");
     assert!(setup.endpoint.received().is_empty());
     // Without the built-in's own scope, the static level refuses first.
     let response = setup
@@ -872,11 +857,7 @@ async fn execute_graphql_needs_the_scopes_of_the_fields_it_selects() {
             query.clone(),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("mcp:graphql:execute", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "mcp:graphql:execute", "execute_graphql");
     // With them, the query goes through.
     let response = setup
         .call(&format!("{caller} read:all"), "execute_graphql", query)
@@ -923,11 +904,7 @@ async fn execute_graphql_is_checked_per_message_of_a_batch() {
     let response = setup
         .send(caller, &batch, &[("mcp-protocol-version", "2025-03-26")])
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:employee", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "read:employee", "execute_graphql");
     assert!(setup.endpoint.received().is_empty());
     let response = setup
         .send(
@@ -1048,11 +1025,7 @@ async fn reload_reads_the_operations_again_with_an_unchanged_config() {
     let response = setup
         .call("mcp:connect mcp:tools:execute read:fact", &tool, json!({}))
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:private", &tool)
-    );
+    setup.assert_challenged(&response, "read:private", &tool);
 }
 
 // === mcpgate policy ===

@@ -319,6 +319,7 @@ async fn rpc_error(upstream: &GraphqlUpstream, method: &str, params: Value) -> V
 }
 
 /// The text of a tool result that must be an error.
+#[track_caller]
 fn error_text(result: &Value) -> &str {
     assert_eq!(result["isError"], true, "{result}");
     text(result)
