@@ -105,6 +105,16 @@ fn init_request() -> Value {
     )
 }
 
+/// The names in a `tools/list` answer.
+fn tool_names(list: &Value) -> Vec<&str> {
+    list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {list}"))
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect()
+}
+
 fn session_of(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -257,12 +267,7 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     assert_eq!(session_of(&list), session);
     let list = answer(list).await;
     assert_eq!(list["id"], 1);
-    let names: Vec<&str> = list["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&list);
     assert!(names.contains(&"echo"), "{names:?}");
 
     // echo in JSON, then as an event stream.
@@ -579,12 +584,7 @@ async fn server_everything_over_stdio_through_the_gateway() {
     )
     .await;
     let list = answer(list).await;
-    let names: Vec<&str> = list["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools in {list}"))
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&list);
     assert!(names.contains(&"echo"), "{names:?}");
 
     let echo = post_any(
