@@ -23,39 +23,23 @@ fn jwt_shaped_key() -> String {
     )
 }
 
-fn keys_config(upstream: &Upstream, oauth: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {}
-auth:
-{oauth}
-  api_keys:
-    - id: ci
-      hash: "{}"
-      scopes: [mcp:connect, mcp:tools]
-    - id: readonly
-      hash: "{}"
-      scopes: [mcp:tools]
-    - id: dotted
-      hash: "{}"
-      scopes: ["*"]
-scopes:
-  initialize: [mcp:connect]
-"#,
-        upstream.url,
-        hash("mcpk_ci_secret-one"),
-        hash("mcpk_readonly_secret-two"),
-        hash(&jwt_shaped_key()),
-    )
+/// Three API keys (`ci`, `readonly`, `dotted`, the last shaped like a JWT).
+fn keys_config(upstream: &Upstream) -> TestConfig {
+    TestConfig::new(&upstream.url)
+        .api_key_with_scopes(
+            "ci",
+            &hash("mcpk_ci_secret-one"),
+            "[mcp:connect, mcp:tools]",
+        )
+        .api_key_with_scopes("readonly", &hash("mcpk_readonly_secret-two"), "[mcp:tools]")
+        .api_key_with_scopes("dotted", &hash(&jwt_shaped_key()), r#"["*"]"#)
+        .scopes("initialize: [mcp:connect]")
 }
 
 #[tokio::test]
 async fn api_keys_alone_authenticate_with_their_scopes() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    let gateway = Gateway::start(&keys_config(&upstream).build()).await;
 
     assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 200);
     // Cached on success: the second request is the same principal.
@@ -109,7 +93,7 @@ async fn api_keys_alone_authenticate_with_their_scopes() {
 #[tokio::test]
 async fn failed_attempts_per_key_are_rate_limited() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    let gateway = Gateway::start(&keys_config(&upstream).build()).await;
     for attempt in 0..9 {
         assert_eq!(
             gateway.post(Some("mcpk_ci_guess")).await.status(),
@@ -148,7 +132,7 @@ async fn burst(gateway: &Gateway, keys: &[String]) -> Vec<(u16, Option<String>)>
 #[tokio::test]
 async fn a_concurrent_burst_of_wrong_secrets_gets_no_more_guesses_than_the_limit() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    let gateway = Gateway::start(&keys_config(&upstream).build()).await;
     // Thirty different guesses at once: checking the counter before argon2 and
     // adding to it after let every one of them be judged.
     let guesses: Vec<String> = (0..30).map(|n| format!("mcpk_ci_guess-{n}")).collect();
@@ -176,7 +160,7 @@ async fn a_concurrent_burst_of_wrong_secrets_gets_no_more_guesses_than_the_limit
 #[tokio::test]
 async fn a_concurrent_burst_with_the_right_secret_is_not_locked_out_by_itself() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&keys_config(&upstream, "")).await;
+    let gateway = Gateway::start(&keys_config(&upstream).build()).await;
     // More uncached verifications at once than the failure budget: those beyond
     // it wait for the ones ahead, which succeed and give their guess back.
     let keys = vec!["mcpk_ci_secret-one".to_owned(); 25];
@@ -193,11 +177,11 @@ async fn api_keys_and_oauth_coexist() {
     let keys = Keys::load();
     let jwks = JwksServer::start(keys.jwks()).await;
     let upstream = Upstream::start().await;
-    let oauth = format!(
-        "  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - url: {}\n",
-        jwks.url
-    );
-    let gateway = Gateway::start(&keys_config(&upstream, &oauth)).await;
+    let config = keys_config(&upstream)
+        .no_issuers()
+        .oauth_yaml("authorization_servers: [https://issuer.test]")
+        .jwks(Some(&format!("- url: {}", jwks.url)));
+    let gateway = Gateway::start(&config.build()).await;
     let jwt = sign(
         &keys.rsa,
         Algorithm::RS256,
@@ -242,11 +226,11 @@ async fn hash_key_prints_a_key_that_serve_accepts() {
         .collect::<Vec<_>>()
         .join("\n");
     let upstream = Upstream::start().await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  api_keys:\n{entry}\nscopes:\n  initialize: [mcp:connect]\n",
-        upstream.url
-    );
-    let gateway = Gateway::start(&yaml).await;
+    // The entry pasted as printed, at its own indentation.
+    let config = TestConfig::new(&upstream.url)
+        .yaml(&format!("auth:\n  api_keys:\n{entry}"))
+        .scopes("initialize: [mcp:connect]");
+    let gateway = Gateway::start(&config.build()).await;
     assert_eq!(gateway.post(Some(key)).await.status(), 200);
     assert_eq!(gateway.post(Some(&format!("{key}x"))).await.status(), 401);
 

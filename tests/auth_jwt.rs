@@ -10,32 +10,17 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
 fn config(upstream: &Upstream, jwks: &JwksServer, extra_oauth: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    authorization_servers: [https://issuer.test]
-    issuers: [https://issuer.test]
-    leeway: 5s
-{extra_oauth}
-    jwks:
-      - url: {jwks}
-        algorithms: [RS256, PS256, ES256, EdDSA]
-        refresh_interval: 1s
-      - secret: "{HMAC_SECRET}"
-        symmetric_algorithm: HS256
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-"#,
-        upstream = upstream.url,
-        jwks = jwks.url,
-    )
+    let providers = format!(
+        "- url: {}\n  algorithms: [RS256, PS256, ES256, EdDSA]\n  refresh_interval: 1s\n{}\n  symmetric_algorithm: HS256",
+        jwks.url,
+        dev_jwks(),
+    );
+    TestConfig::oauth(&upstream.url)
+        .oauth_yaml("authorization_servers: [https://issuer.test]\nleeway: 5s")
+        .oauth_yaml(extra_oauth)
+        .jwks(Some(&providers))
+        .scopes("initialize: [mcp:connect]")
+        .build()
 }
 
 struct Setup {
@@ -125,11 +110,13 @@ async fn accepts_each_allowed_algorithm() {
 #[tokio::test]
 async fn a_symmetric_provider_verifies_only_its_algorithm_and_key_id() {
     let upstream = Upstream::start().await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        symmetric_algorithm: HS512\n        header_key_id: k512\n",
-        upstream.url
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let config = TestConfig::oauth(&upstream.url)
+        .no_issuers()
+        .oauth_yaml("authorization_servers: [https://issuer.test]")
+        .jwks(Some(&format!(
+            "- secret: \"{HMAC_SECRET}\"\n  symmetric_algorithm: HS512\n  header_key_id: k512"
+        )));
+    let gateway = Gateway::start(&config.build()).await;
     let claims = claims(&gateway.mcp, "");
     let key = EncodingKey::from_secret(HMAC_SECRET.as_bytes());
     let hs512 = sign(&key, Algorithm::HS512, Some("k512"), &claims);
@@ -627,11 +614,14 @@ async fn require_at_jwt_refuses_other_types() {
     let keys = Keys::load();
     let jwks = JwksServer::start(keys.jwks()).await;
     let upstream = Upstream::start().await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    jwks:\n      - url: {}\n        require_at_jwt: true\n",
-        upstream.url, jwks.url
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let config = TestConfig::oauth(&upstream.url)
+        .no_issuers()
+        .oauth_yaml("authorization_servers: [https://issuer.test]")
+        .jwks(Some(&format!(
+            "- url: {}\n  require_at_jwt: true",
+            jwks.url
+        )));
+    let gateway = Gateway::start(&config.build()).await;
     let claims = claims(&gateway.mcp, "");
     let at_jwt = sign(&keys.rsa, Algorithm::RS256, Some("rsa-1"), &claims);
     assert_eq!(gateway.post(Some(&at_jwt)).await.status(), 200);

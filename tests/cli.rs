@@ -249,10 +249,9 @@ fn env_overrides_and_aliases_layer_over_the_file() {
 #[tokio::test]
 async fn env_overrides_take_effect_in_serve() {
     let upstream = Upstream::start().await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: false\n    issuers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev\n",
-        upstream.url
-    );
+    let yaml = TestConfig::oauth(&upstream.url)
+        .oauth_enabled(false)
+        .build();
     let gateway = Gateway::start_with_env(
         &yaml,
         &[
@@ -288,10 +287,9 @@ async fn env_overrides_take_effect_in_serve() {
 #[tokio::test]
 async fn token_command_mints_what_serve_accepts() {
     let upstream = Upstream::start().await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev\nscopes:\n  initialize: [mcp:connect]\n",
-        upstream.url
-    );
+    let yaml = TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:connect]")
+        .build();
     let gateway = Gateway::start(&yaml).await;
     let port = gateway.base.rsplit(':').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();

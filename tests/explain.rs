@@ -8,34 +8,20 @@ use crate::common::*;
 use serde_json::{Value, json};
 
 fn config(upstream_url: &str, admin_port: u16) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  admin_listen: 127.0.0.1:{admin_port}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    claim_scopes: {{ roles: {{ Tools.Admin: [mcp:admin] }} }}
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-  tools_call: [mcp:tools:execute]
-  tools:
-    admin_reset: mcp:admin
-audit:
-  path: "{{dir}}/audit.jsonl"
+    TestConfig::oauth(upstream_url)
+        .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
+        .oauth_yaml("claim_scopes: { roles: { Tools.Admin: [mcp:admin] } }")
+        .scopes("initialize: [mcp:connect]\ntools_call: [mcp:tools:execute]\ntools:\n  admin_reset: mcp:admin")
+        .audit()
+        .yaml(
+            r#"
 rules:
   - name: contractors-read-only
-    when: {{ client_ids: ["contractor-*"] }}
+    when: { client_ids: ["contractor-*"] }
     deny_tools: ["db_*"]
-"#
-    )
+"#,
+        )
+        .build()
 }
 
 struct Setup {
@@ -69,16 +55,11 @@ impl Setup {
 
     /// Sends the call; returns its status and `WWW-Authenticate`.
     async fn call(&self, token: &str, tool: &str) -> (u16, String) {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-        let response = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
+        let response = Request::post(&self.gateway)
+            .bearer(token)
+            .json(&tools_call(1, tool))
             .send()
-            .await
-            .unwrap();
+            .await;
         (response.status().as_u16(), www_authenticate(&response))
     }
 
@@ -365,14 +346,10 @@ async fn a_name_the_gateway_would_refuse_as_a_look_alike_is_refused_here_too() {
     }
     // And the gateway itself answers 400 for the same name.
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ADMIN_RESET"}});
-    let response = Gateway::client()
-        .post(&setup.gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    let response = Request::post(&setup.gateway)
+        .bearer(&token)
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 400);
 }

@@ -106,38 +106,28 @@ impl Files {
 }
 
 fn config(endpoint: &str, files: &Files, limit: usize) -> String {
-    format!(
+    let upstream = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  graphql:
-    endpoint: {endpoint}
-    schema: {schema}
-    operations: {operations}
-    headers:
-      Authorization: "{UPSTREAM_SECRET}"
-    expose_schema: true
-    enable_arbitrary_operations: true
-    scopes:
-      execute_graphql: [mcp:graphql:execute]
-      get_schema: [mcp:schema:read]
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    max_scope_combinations: {limit}
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-  tools_list: [mcp:tools:read]
-  tools_call: [mcp:tools:execute]
+graphql:
+  endpoint: {endpoint}
+  schema: {}
+  operations: {}
+  headers:
+    Authorization: "{UPSTREAM_SECRET}"
+  expose_schema: true
+  enable_arbitrary_operations: true
+  scopes:
+    execute_graphql: [mcp:graphql:execute]
+    get_schema: [mcp:schema:read]
 "#,
-        schema = files.schema().display(),
-        operations = files.operations().display(),
-    )
+        files.schema().display(),
+        files.operations().display(),
+    );
+    TestConfig::upstream_yaml(&upstream)
+        .with_oauth()
+        .oauth_yaml(&format!("max_scope_combinations: {limit}"))
+        .scopes("initialize: [mcp:connect]\ntools_list: [mcp:tools:read]\ntools_call: [mcp:tools:execute]")
+        .build()
 }
 
 struct Setup {
@@ -168,30 +158,25 @@ impl Setup {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
-        let mut request = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(self.token(scopes))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.body(body.to_string()).send().await.unwrap()
+        Request::post(&self.gateway)
+            .token(scopes)
+            .headers(headers)
+            .json(body)
+            .send()
+            .await
     }
 
     async fn call(&self, scopes: &str, tool: &str, arguments: Value) -> reqwest::Response {
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": 7,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments},
-        });
+        let body = rpc(
+            7,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        );
         self.send(scopes, &body, &[]).await
     }
 
     async fn tool_names(&self, scopes: &str) -> Vec<String> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-        let response = self.send(scopes, &body, &[]).await;
+        let response = self.send(scopes, &list(1, "tools/list"), &[]).await;
         let status = response.status();
         let text = response.text().await.unwrap();
         assert_eq!(status, 200, "tools/list for {scopes:?}: {text}");
@@ -206,6 +191,13 @@ impl Setup {
 
     fn metadata_url(&self) -> String {
         format!("{}{METADATA}", self.gateway.base)
+    }
+
+    /// A 403 whose challenge asks for `scope` on `tool`.
+    #[track_caller]
+    fn assert_challenged(&self, response: &reqwest::Response, scope: &str, tool: &str) {
+        assert_eq!(response.status(), 403);
+        assert_eq!(www_authenticate(response), self.challenge(scope, tool));
     }
 
     fn challenge(&self, scope: &str, tool: &str) -> String {
@@ -360,16 +352,9 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         hs256(&claims, Some("dev"))
     };
     let call = |scopes: &str, tool: &str| {
-        let body = json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": {}},
-        });
-        Gateway::client()
-            .post(&gateway.mcp)
-            .bearer_auth(token(scopes))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
+        Request::post(&gateway)
+            .bearer(&token(scopes))
+            .json(&tools_call(1, tool))
             .send()
     };
     let metadata_url = format!("{}{METADATA}", gateway.base);
@@ -377,8 +362,7 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         "mcp:connect mcp:tools:execute",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         www_authenticate(&response),
@@ -391,8 +375,7 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         "mcp:connect mcp:tools:execute read:fact",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(endpoint.received().len(), 1);
     let metadata: Value = Gateway::client()
@@ -470,11 +453,7 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_operation_get_facts")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_operation_get_facts");
     assert_eq!(response.text().await.unwrap(), "");
     // Fields combine: topSecretFacts (read:fact AND read:private, or read:all) and
     // Fact.private (read:private). On a tie, the first group.
@@ -485,13 +464,10 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge(
-            "read:fact read:private",
-            "execute_operation_get_top_secret_facts"
-        )
+    setup.assert_challenged(
+        &response,
+        "read:fact read:private",
+        "execute_operation_get_top_secret_facts",
     );
     // The cheapest group, not the first: ListEmployees needs read:employee and
     // read:private with read:fact or read:all; holding read:all, two are missing
@@ -503,23 +479,16 @@ async fn a_tool_call_without_its_fields_scopes_gets_the_seed_challenge() {
             json!({}),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge(
-            "read:employee read:private",
-            "execute_operation_list_employees"
-        )
+    setup.assert_challenged(
+        &response,
+        "read:employee read:private",
+        "execute_operation_list_employees",
     );
     // A built-in tool's scopes join tools_call.
     let response = setup
         .call("mcp:connect mcp:tools:execute", "get_schema", json!({}))
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("mcp:schema:read", "get_schema")
-    );
+    setup.assert_challenged(&response, "mcp:schema:read", "get_schema");
     assert!(setup.endpoint.received().is_empty());
 }
 
@@ -533,15 +502,11 @@ async fn an_allowed_call_reaches_the_api_with_its_credentials_never_the_callers(
         "method": "tools/call",
         "params": {"name": "execute_operation_get_facts", "arguments": {"limit": 2}},
     });
-    let response = Gateway::client()
-        .post(&setup.gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    let response = Request::post(&setup.gateway)
+        .bearer(&token)
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     let result = &answer["result"];
@@ -726,11 +691,7 @@ async fn a_2026_07_28_call_short_of_scopes_is_still_refused_by_the_gateway() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_operation_get_facts")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_operation_get_facts");
     assert!(setup.endpoint.received().is_empty());
 }
 
@@ -886,11 +847,7 @@ async fn execute_graphql_needs_the_scopes_of_the_fields_it_selects() {
     let caller = "mcp:connect mcp:tools:execute mcp:graphql:execute";
     let query = json!({"query": "{ facts { title } status { healthy } }"});
     let response = setup.call(caller, "execute_graphql", query.clone()).await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:fact", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "read:fact", "execute_graphql");
     assert!(setup.endpoint.received().is_empty());
     // Without the built-in's own scope, the static level refuses first.
     let response = setup
@@ -900,11 +857,7 @@ async fn execute_graphql_needs_the_scopes_of_the_fields_it_selects() {
             query.clone(),
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("mcp:graphql:execute", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "mcp:graphql:execute", "execute_graphql");
     // With them, the query goes through.
     let response = setup
         .call(&format!("{caller} read:all"), "execute_graphql", query)
@@ -951,11 +904,7 @@ async fn execute_graphql_is_checked_per_message_of_a_batch() {
     let response = setup
         .send(caller, &batch, &[("mcp-protocol-version", "2025-03-26")])
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:employee", "execute_graphql")
-    );
+    setup.assert_challenged(&response, "read:employee", "execute_graphql");
     assert!(setup.endpoint.received().is_empty());
     let response = setup
         .send(
@@ -1076,11 +1025,7 @@ async fn reload_reads_the_operations_again_with_an_unchanged_config() {
     let response = setup
         .call("mcp:connect mcp:tools:execute read:fact", &tool, json!({}))
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        setup.challenge("read:private", &tool)
-    );
+    setup.assert_challenged(&response, "read:private", &tool);
 }
 
 // === mcpgate policy ===

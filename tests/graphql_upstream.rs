@@ -168,6 +168,16 @@ fn upstream(config: &GraphqlUpstreamConfig) -> GraphqlUpstream {
     .unwrap()
 }
 
+/// A fake endpoint, and an upstream of `config` pointed at its `path`.
+async fn serve(
+    path: &str,
+    config: fn(Url) -> GraphqlUpstreamConfig,
+) -> (Endpoint, GraphqlUpstream) {
+    let endpoint = Endpoint::start().await;
+    let upstream = upstream(&config(endpoint.url(path)));
+    (endpoint, upstream)
+}
+
 fn everything_on(endpoint: Url) -> GraphqlUpstreamConfig {
     let mut config = config(endpoint);
     config.expose_schema = true;
@@ -286,11 +296,33 @@ async fn call(upstream: &GraphqlUpstream, name: &str, arguments: Value) -> Value
     answer["result"].clone()
 }
 
+/// `execute_graphql` with `arguments`: its result.
+async fn execute_graphql(upstream: &GraphqlUpstream, arguments: Value) -> Value {
+    call(upstream, "execute_graphql", arguments).await
+}
+
+/// `get_operation_info` of `name`: its result.
+async fn operation_info(upstream: &GraphqlUpstream, name: &str) -> Value {
+    call(
+        upstream,
+        "get_operation_info",
+        json!({"operationName": name}),
+    )
+    .await
+}
+
 /// A request that must fail at the JSON-RPC level: its error.
 async fn rpc_error(upstream: &GraphqlUpstream, method: &str, params: Value) -> Value {
     let answer = rpc(upstream, method, params).await;
     assert!(answer.get("result").is_none(), "{answer}");
     answer["error"].clone()
+}
+
+/// The text of a tool result that must be an error.
+#[track_caller]
+fn error_text(result: &Value) -> &str {
+    assert_eq!(result["isError"], true, "{result}");
+    text(result)
 }
 
 fn text(result: &Value) -> &str {
@@ -322,8 +354,7 @@ fn listed<'a>(list: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn initialize_echoes_a_supported_version_and_offers_tools() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     for version in ["2025-06-18", "2025-03-26", "2024-11-05", "2025-11-25"] {
         let answer = rpc(
             &upstream,
@@ -352,8 +383,7 @@ async fn initialize_echoes_a_supported_version_and_offers_tools() {
 
 #[tokio::test]
 async fn stateless_no_session_id_is_issued() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     let reply = post(
         &upstream,
         &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}),
@@ -365,8 +395,7 @@ async fn stateless_no_session_id_is_issued() {
 
 #[tokio::test]
 async fn ping_answers_an_empty_object() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     assert_eq!(
         rpc(&upstream, "ping", Value::Null).await["result"],
         json!({})
@@ -375,8 +404,7 @@ async fn ping_answers_an_empty_object() {
 
 #[tokio::test]
 async fn unknown_methods_are_method_not_found() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     for method in ["resources/list", "prompts/list", "tools/lists"] {
         let error = rpc_error(&upstream, method, json!({})).await;
         assert_eq!(error["code"], -32601, "{method}");
@@ -386,8 +414,7 @@ async fn unknown_methods_are_method_not_found() {
 
 #[tokio::test]
 async fn get_and_delete_are_not_allowed() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     for method in [Method::GET, Method::DELETE, Method::PUT] {
         let reply = send(&upstream, method.clone(), Bytes::new()).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
@@ -398,8 +425,7 @@ async fn get_and_delete_are_not_allowed() {
 
 #[tokio::test]
 async fn notifications_are_accepted_without_a_body() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let reply = post(
         &upstream,
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
@@ -423,8 +449,7 @@ async fn notifications_are_accepted_without_a_body() {
 
 #[tokio::test]
 async fn a_batch_is_answered_in_order_without_the_notifications() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let batch = |body: Value| {
         send_with(
             &upstream,
@@ -468,8 +493,7 @@ async fn a_batch_is_answered_in_order_without_the_notifications() {
 
 #[tokio::test]
 async fn bodies_that_are_not_json_rpc_are_bad_requests() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     let reply = send(&upstream, Method::POST, Bytes::from_static(b"{not json")).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.json()["error"]["code"], -32700);
@@ -549,8 +573,7 @@ fn server_info() -> Value {
 
 #[tokio::test]
 async fn a_2026_07_28_client_discovers_lists_and_calls_without_a_handshake() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
 
     let (status, answer) = modern(&upstream, "server/discover", json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -605,8 +628,7 @@ async fn a_2026_07_28_client_discovers_lists_and_calls_without_a_handshake() {
 
 #[tokio::test]
 async fn in_2026_07_28_an_unknown_tool_is_invalid_params_and_a_failed_call_is_complete() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("500")));
+    let (_endpoint, upstream) = serve("500", config).await;
     let (status, answer) = modern(&upstream, "tools/call", json!({"name": "nope"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["error"]["code"], -32602);
@@ -637,8 +659,7 @@ async fn the_cache_ttl_is_configurable() {
 
 #[tokio::test]
 async fn server_discover_answers_a_legacy_probe_too() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     for version in [None, Some("2025-06-18"), Some("2025-11-25")] {
         let reply = post_as(
             &upstream,
@@ -655,8 +676,7 @@ async fn server_discover_answers_a_legacy_probe_too() {
 
 #[tokio::test]
 async fn legacy_results_stay_as_they_were() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     for version in [
         None,
         Some("2024-11-05"),
@@ -681,8 +701,7 @@ async fn legacy_results_stay_as_they_were() {
 
 #[tokio::test]
 async fn ping_logging_and_initialize_are_unknown_in_2026_07_28() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     for method in ["ping", "logging/setLevel", "initialize", "resources/list"] {
         let (status, answer) = modern(&upstream, method, json!({"level": "info"})).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
@@ -696,8 +715,7 @@ async fn ping_logging_and_initialize_are_unknown_in_2026_07_28() {
 
 #[tokio::test]
 async fn a_header_that_disagrees_with_meta_is_a_header_mismatch() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let call = json!({
         "jsonrpc": "2.0", "id": 4, "method": "tools/call",
         "params": modern_params(json!({"name": "execute_operation_get_facts"})),
@@ -720,8 +738,7 @@ async fn a_header_that_disagrees_with_meta_is_a_header_mismatch() {
 
 #[tokio::test]
 async fn an_unsupported_version_is_refused_with_the_supported_ones() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let supported = json!([
         "2026-07-28",
         "2025-11-25",
@@ -758,8 +775,7 @@ async fn an_unsupported_version_is_refused_with_the_supported_ones() {
 
 #[tokio::test]
 async fn a_2026_07_28_request_without_its_meta_fields_is_invalid_params() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let name = json!({"name": "execute_operation_get_facts"});
     let no_capabilities = json!({
         "name": "execute_operation_get_facts",
@@ -779,8 +795,7 @@ async fn a_2026_07_28_request_without_its_meta_fields_is_invalid_params() {
 
 #[tokio::test]
 async fn batches_are_refused_outside_2025_03_26() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_operation_get_facts"}},
     ]);
@@ -805,8 +820,7 @@ async fn batches_are_refused_outside_2025_03_26() {
 
 #[tokio::test]
 async fn tools_list_has_every_operation_and_only_get_operation_info_by_default() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     let list = rpc(&upstream, "tools/list", json!({})).await["result"].clone();
     assert_eq!(
         tool_names(&list),
@@ -934,8 +948,7 @@ async fn the_prefix_can_be_omitted() {
 
 #[tokio::test]
 async fn a_call_posts_the_document_and_the_arguments_as_variables_exactly() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let arguments = json!({"filter": {"name": "Ada", "reports": {"managerId": "7"}}, "limit": 3});
     call(
         &upstream,
@@ -961,8 +974,7 @@ async fn a_call_posts_the_document_and_the_arguments_as_variables_exactly() {
 
 #[tokio::test]
 async fn absent_arguments_are_empty_variables() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let answer = rpc(
         &upstream,
         "tools/call",
@@ -1015,8 +1027,7 @@ async fn the_client_credentials_never_reach_the_endpoint_and_the_configured_head
 
 #[tokio::test]
 async fn without_configured_headers_the_endpoint_gets_no_authorization_at_all() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     call(&upstream, "execute_operation_get_facts", json!({})).await;
     let headers = endpoint.recorder.only().headers;
     assert!(!headers.contains_key(header::AUTHORIZATION));
@@ -1025,8 +1036,7 @@ async fn without_configured_headers_the_endpoint_gets_no_authorization_at_all() 
 
 #[tokio::test]
 async fn data_is_the_structured_content_and_the_text() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", config).await;
     let result = call(
         &upstream,
         "execute_operation_get_facts",
@@ -1045,11 +1055,9 @@ async fn data_is_the_structured_content_and_the_text() {
 
 #[tokio::test]
 async fn graphql_errors_are_a_tool_error_with_the_messages_and_partial_data() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("errors")));
+    let (endpoint, upstream) = serve("errors", config).await;
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
-    assert_eq!(result["isError"], true);
-    assert_eq!(text(&result), "facts are sealed\ntry again later");
+    assert_eq!(error_text(&result), "facts are sealed\ntry again later");
     assert_eq!(
         result["structuredContent"],
         json!({"facts": null, "status": {"healthy": true}})
@@ -1057,19 +1065,16 @@ async fn graphql_errors_are_a_tool_error_with_the_messages_and_partial_data() {
 
     let upstream = self::upstream(&config(endpoint.url("null-data")));
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
-    assert_eq!(result["isError"], true);
-    assert_eq!(text(&result), "nothing at all");
+    assert_eq!(error_text(&result), "nothing at all");
     assert!(result.get("structuredContent").is_none());
 }
 
 #[tokio::test]
 async fn an_http_error_is_a_tool_error_naming_the_status_not_the_endpoint() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("500")));
+    let (endpoint, upstream) = serve("500", config).await;
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
-    assert_eq!(result["isError"], true);
     assert_eq!(
-        text(&result),
+        error_text(&result),
         "the GraphQL endpoint answered HTTP 500 Internal Server Error"
     );
     assert!(result.get("structuredContent").is_none());
@@ -1081,29 +1086,25 @@ async fn an_http_error_is_a_tool_error_naming_the_status_not_the_endpoint() {
         json!({"limit": "x"}),
     )
     .await;
-    assert_eq!(result["isError"], true);
     assert_eq!(
-        text(&result),
+        error_text(&result),
         "the GraphQL endpoint answered HTTP 400 Bad Request\nVariable \"$limit\" got invalid value \"x\"."
     );
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_a_tool_error() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("not-json")));
+    let (_endpoint, upstream) = serve("not-json", config).await;
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
-    assert_eq!(result["isError"], true);
     assert_eq!(
-        text(&result),
+        error_text(&result),
         "the GraphQL endpoint's answer (HTTP 200 OK) is not JSON"
     );
 }
 
 #[tokio::test]
 async fn a_slow_endpoint_is_a_tool_error_after_the_timeout() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("slow")));
+    let (_endpoint, upstream) = serve("slow", config).await;
     let started = std::time::Instant::now();
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
     assert!(
@@ -1111,9 +1112,8 @@ async fn a_slow_endpoint_is_a_tool_error_after_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(result["isError"], true);
     assert_eq!(
-        text(&result),
+        error_text(&result),
         "the GraphQL endpoint did not answer within 500ms"
     );
 }
@@ -1127,8 +1127,10 @@ async fn an_unreachable_endpoint_is_a_tool_error_without_its_address() {
         Url::parse(&format!("http://{address}/graphql")).unwrap(),
     ));
     let result = call(&upstream, "execute_operation_get_facts", json!({})).await;
-    assert_eq!(result["isError"], true);
-    assert_eq!(text(&result), "the GraphQL endpoint could not be reached");
+    assert_eq!(
+        error_text(&result),
+        "the GraphQL endpoint could not be reached"
+    );
     assert!(!result.to_string().contains(&address.port().to_string()));
 }
 
@@ -1149,8 +1151,7 @@ async fn an_oversized_answer_is_a_tool_error_declared_or_streamed() {
 
 #[tokio::test]
 async fn an_unknown_tool_is_invalid_params() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     for name in [
         "execute_operation_nope",
         "GetFacts",
@@ -1168,8 +1169,7 @@ async fn an_unknown_tool_is_invalid_params() {
 
 #[tokio::test]
 async fn arguments_that_are_not_an_object_are_invalid_params() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", everything_on).await;
     for name in [
         "execute_operation_get_facts",
         "get_operation_info",
@@ -1196,20 +1196,9 @@ async fn arguments_that_are_not_an_object_are_invalid_params() {
 
 #[tokio::test]
 async fn get_operation_info_by_operation_name_and_by_tool_name() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
-    let by_operation = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetFacts"}),
-    )
-    .await;
-    let by_tool = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "execute_operation_get_facts"}),
-    )
-    .await;
+    let (endpoint, upstream) = serve("data", config).await;
+    let by_operation = operation_info(&upstream, "GetFacts").await;
+    let by_tool = operation_info(&upstream, "execute_operation_get_facts").await;
     assert_eq!(by_operation, by_tool);
     assert_eq!(by_operation["isError"], false);
     let tool = upstream.catalog().find("GetFacts").unwrap();
@@ -1235,25 +1224,14 @@ async fn get_operation_info_by_operation_name_and_by_tool_name() {
 
 #[tokio::test]
 async fn get_operation_info_spells_and_groups_and_no_scopes() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
-    let secret = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetTopSecretFacts"}),
-    )
-    .await;
+    let (_endpoint, upstream) = serve("data", config).await;
+    let secret = operation_info(&upstream, "GetTopSecretFacts").await;
     assert!(
         text(&secret).contains("(read:fact AND read:private) OR (read:all AND read:private)"),
         "{}",
         text(&secret)
     );
-    let status = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "GetAPIStatus"}),
-    )
-    .await;
+    let status = operation_info(&upstream, "GetAPIStatus").await;
     assert!(
         text(&status).contains("Required scopes (OR-of-AND): none"),
         "{}",
@@ -1264,16 +1242,13 @@ async fn get_operation_info_spells_and_groups_and_no_scopes() {
 
 #[tokio::test]
 async fn get_operation_info_of_an_unknown_operation_is_a_tool_error() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
-    let result = call(
-        &upstream,
-        "get_operation_info",
-        json!({"operationName": "FactAdded"}),
-    )
-    .await;
-    assert_eq!(result["isError"], true);
-    assert!(text(&result).contains("\"FactAdded\""), "{}", text(&result));
+    let (_endpoint, upstream) = serve("data", config).await;
+    let result = operation_info(&upstream, "FactAdded").await;
+    assert!(
+        error_text(&result).contains("\"FactAdded\""),
+        "{}",
+        text(&result)
+    );
 
     for arguments in [
         json!({}),
@@ -1314,12 +1289,10 @@ async fn get_schema_returns_the_sdl_only_when_exposed() {
 
 #[tokio::test]
 async fn execute_graphql_runs_a_valid_query_with_its_variables_and_operation_name() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("echo")));
+    let (endpoint, upstream) = serve("echo", everything_on).await;
     let query = "query A { status { healthy } } query B($n: Int) { facts(limit: $n) { title } }";
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": query, "variables": {"n": 2}, "operationName": "B"}),
     )
     .await;
@@ -1331,14 +1304,8 @@ async fn execute_graphql_runs_a_valid_query_with_its_variables_and_operation_nam
 
 #[tokio::test]
 async fn execute_graphql_without_variables_sends_empty_ones_and_no_operation_name() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
-    call(
-        &upstream,
-        "execute_graphql",
-        json!({"query": "{ status { healthy } }"}),
-    )
-    .await;
+    let (endpoint, upstream) = serve("data", everything_on).await;
+    execute_graphql(&upstream, json!({"query": "{ status { healthy } }"})).await;
     assert_eq!(
         endpoint.recorder.only().body,
         json!({"query": "{ status { healthy } }", "variables": {}})
@@ -1347,8 +1314,7 @@ async fn execute_graphql_without_variables_sends_empty_ones_and_no_operation_nam
 
 #[tokio::test]
 async fn execute_graphql_only_when_enabled() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&config(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", config).await;
     let error = rpc_error(
         &upstream,
         "tools/call",
@@ -1362,24 +1328,16 @@ async fn execute_graphql_only_when_enabled() {
 
 #[tokio::test]
 async fn execute_graphql_refuses_an_invalid_query_with_the_validation_message() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
-    let result = call(
-        &upstream,
-        "execute_graphql",
-        json!({"query": "{ status { sick } }"}),
-    )
-    .await;
-    assert_eq!(result["isError"], true);
-    let message = text(&result);
+    let (endpoint, upstream) = serve("data", everything_on).await;
+    let result = execute_graphql(&upstream, json!({"query": "{ status { sick } }"})).await;
+    let message = error_text(&result);
     assert!(
         message.starts_with("invalid GraphQL request: "),
         "{message}"
     );
     assert!(message.contains("sick"), "{message}");
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "query A { status { healthy } }", "operationName": "B"}),
     )
     .await;
@@ -1389,16 +1347,13 @@ async fn execute_graphql_refuses_an_invalid_query_with_the_validation_message() 
 
 #[tokio::test]
 async fn execute_graphql_refuses_subscriptions() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
-    let result = call(
+    let (endpoint, upstream) = serve("data", everything_on).await;
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "subscription { factAdded { title } }"}),
     )
     .await;
-    assert_eq!(result["isError"], true);
-    assert!(text(&result).contains("subscriptions are not supported"));
+    assert!(error_text(&result).contains("subscriptions are not supported"));
     assert!(endpoint.recorder.all().is_empty());
 }
 
@@ -1411,21 +1366,19 @@ async fn execute_graphql_refuses_mutations_only_when_they_are_excluded() {
     });
     let mut excluded = everything_on(endpoint.url("data"));
     excluded.exclude_mutations = true;
-    let result = call(&upstream(&excluded), "execute_graphql", mutation.clone()).await;
-    assert_eq!(result["isError"], true);
-    assert_eq!(text(&result), "mutations are disabled on this server");
+    let result = execute_graphql(&upstream(&excluded), mutation.clone()).await;
+    assert_eq!(error_text(&result), "mutations are disabled on this server");
     assert!(endpoint.recorder.all().is_empty());
 
     let allowed = upstream(&everything_on(endpoint.url("data")));
-    let result = call(&allowed, "execute_graphql", mutation).await;
+    let result = execute_graphql(&allowed, mutation).await;
     assert_eq!(result["isError"], false);
     assert_eq!(endpoint.recorder.all().len(), 1);
 }
 
 #[tokio::test]
 async fn execute_graphql_arguments_of_the_wrong_type_are_invalid_params() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", everything_on).await;
     for arguments in [
         json!({}),
         json!({"query": 1}),
@@ -1454,15 +1407,13 @@ async fn execute_graphql_over_the_combination_limit_is_refused_here_too() {
         Duration::from_secs(1),
     )
     .unwrap();
-    let result = call(
+    let result = execute_graphql(
         &upstream,
-        "execute_graphql",
         json!({"query": "{ audit { cpu memory disk network } }"}),
     )
     .await;
-    assert_eq!(result["isError"], true);
     assert!(
-        text(&result).contains("more than the limit of 8"),
+        error_text(&result).contains("more than the limit of 8"),
         "{}",
         text(&result)
     );
@@ -1473,8 +1424,7 @@ async fn execute_graphql_over_the_combination_limit_is_refused_here_too() {
 
 #[tokio::test]
 async fn execute_graphql_requirement_analyses_the_submitted_query() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", everything_on).await;
     let requirement = upstream
         .execute_graphql_requirement(&json!({"query": "{ facts { title private } }"}), LIMIT)
         .unwrap()
@@ -1499,8 +1449,7 @@ async fn execute_graphql_requirement_analyses_the_submitted_query() {
 
 #[tokio::test]
 async fn execute_graphql_requirement_reports_the_limit_and_invalid_queries() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let (_endpoint, upstream) = serve("data", everything_on).await;
     let arguments = json!({"query": "{ audit { cpu memory disk network } }"});
     assert_eq!(
         upstream
@@ -1529,8 +1478,7 @@ async fn execute_graphql_requirement_reports_the_limit_and_invalid_queries() {
 
 #[tokio::test]
 async fn execute_graphql_requirement_is_none_without_a_query_or_the_tool() {
-    let endpoint = Endpoint::start().await;
-    let upstream = upstream(&everything_on(endpoint.url("data")));
+    let (endpoint, upstream) = serve("data", everything_on).await;
     for arguments in [
         json!({}),
         json!({"query": 1}),

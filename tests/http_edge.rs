@@ -12,25 +12,11 @@ use tokio::net::TcpStream;
 const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
 fn config(upstream_url: &str, server: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  max_body_bytes: 1024
-{server}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-audit:
-  path: "{{dir}}/audit.jsonl"
-"#
-    )
+    TestConfig::oauth(upstream_url)
+        .server("max_body_bytes: 1024")
+        .server(server)
+        .audit()
+        .build()
 }
 
 /// Short timeouts, so each slow pattern is seen to close within the test.
@@ -284,13 +270,11 @@ async fn at_the_connection_cap_busy_connections_keep_their_place_and_newcomers_w
     // Two standing GET streams: requests in progress, each on its own connection.
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let response = Gateway::client()
-            .get(&gateway.mcp)
-            .bearer_auth(token(&gateway))
+        let response = Request::get(&gateway)
+            .bearer(&token(&gateway))
             .header("accept", "text/event-stream")
             .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(response.status(), 200);
         let mut body = response.bytes_stream();
         futures_util::StreamExt::next(&mut body)

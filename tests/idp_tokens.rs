@@ -359,15 +359,11 @@ struct Outcome {
 async fn call(gateway: &Gateway, token: &str, tool: &str) -> Outcome {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": tool, "arguments": {}}});
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    let response = Request::post(gateway)
+        .bearer(token)
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     let status = response.status().as_u16();
     let challenge = www_authenticate(&response);
     let request_id = response

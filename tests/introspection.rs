@@ -68,32 +68,27 @@ async fn answer(State(endpoint): State<Endpoint>, headers: HeaderMap, body: Stri
     .into_response()
 }
 
-fn config(upstream: &Upstream, url: &str, extra: &str) -> String {
-    format!(
+/// Introspection at `url` (with `extra` settings of its own) and the `ci` key; no JWKS.
+fn config(upstream: &Upstream, url: &str, extra: &str) -> TestConfig {
+    let introspection = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    introspection:
-      url: {url}
-      client_id: "mcp gate"
-      client_secret: "s3cret:&"
-      cache_ttl: 1s
-      timeout: 500ms
-{extra}
-  api_keys:
-    - id: ci
-      hash: "$argon2id$v=19$m=19456,t=2,p=1$WDmkM7DrYLYj2E+dZC9o6Q$HcFEdXhs5r2DvHC3dk3Q7qGNM5BdbDZh2bMCNbrsSE8"
-scopes:
-  initialize: [mcp:connect]
-"#,
-        upstream.url
-    )
+introspection:
+  url: {url}
+  client_id: "mcp gate"
+  client_secret: "s3cret:&"
+  cache_ttl: 1s
+  timeout: 500ms
+{}"#,
+        indent(&dedent(extra), 2)
+    );
+    TestConfig::oauth(&upstream.url)
+        .jwks(None)
+        .oauth_yaml(&introspection)
+        .api_key(
+            "ci",
+            "$argon2id$v=19$m=19456,t=2,p=1$WDmkM7DrYLYj2E+dZC9o6Q$HcFEdXhs5r2DvHC3dk3Q7qGNM5BdbDZh2bMCNbrsSE8",
+        )
+        .scopes("initialize: [mcp:connect]")
 }
 
 fn active(gateway: &Gateway, scope: &str) -> Value {
@@ -105,7 +100,7 @@ fn active(gateway: &Gateway, scope: &str) -> Value {
 async fn opaque_tokens_are_introspected_with_client_authentication() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    let gateway = Gateway::start(&config(&upstream, &url, "").build()).await;
     endpoint.set("opaque-1", active(&gateway, "mcp:connect"));
     assert_eq!(gateway.post(Some("opaque-1")).await.status(), 200);
     let calls = endpoint.calls();
@@ -147,7 +142,7 @@ async fn opaque_tokens_are_introspected_with_client_authentication() {
 async fn only_active_tokens_for_this_resource_pass() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    let gateway = Gateway::start(&config(&upstream, &url, "").build()).await;
     let mut cases = vec![
         ("inactive", json!({"active": false}), "token is not active"),
         (
@@ -195,12 +190,12 @@ async fn only_active_tokens_for_this_resource_pass() {
 async fn require_audience_false_accepts_servers_that_send_none() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
+    let config = config(
         &upstream,
         &url,
-        "      require_audience: false\n      auth_method: client_secret_post",
-    ))
-    .await;
+        "require_audience: false\nauth_method: client_secret_post",
+    );
+    let gateway = Gateway::start(&config.build()).await;
     endpoint.set("no-aud", json!({"active": true, "scope": "mcp:connect"}));
     assert_eq!(gateway.post(Some("no-aud")).await.status(), 200);
     // A wrong audience is still refused.
@@ -229,7 +224,7 @@ async fn require_audience_false_accepts_servers_that_send_none() {
 async fn a_revoked_token_stops_within_the_cache_ttl() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    let gateway = Gateway::start(&config(&upstream, &url, "").build()).await;
     endpoint.set("revocable", active(&gateway, "mcp:connect"));
     assert_eq!(gateway.post(Some("revocable")).await.status(), 200);
     endpoint.set("revocable", json!({"active": false}));
@@ -263,7 +258,7 @@ async fn assert_refused_upstream_untouched(gateway: &Gateway, upstream: &Upstrea
 async fn an_unreachable_or_slow_endpoint_is_503_never_allow_or_invalid_token() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &url, "")).await;
+    let gateway = Gateway::start(&config(&upstream, &url, "").build()).await;
     for mode in ["down", "slow"] {
         *endpoint.mode.lock().unwrap() = mode;
         let token = format!("token-while-{mode}");
@@ -287,11 +282,10 @@ async fn an_unreachable_or_slow_endpoint_is_503_never_allow_or_invalid_token() {
 async fn validation_both_checks_jwts_with_the_authorization_server_too() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let extra = format!(
-        "    validation: both\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev"
-    );
-    // Lines at the oauth level end the introspection block in the template.
-    let gateway = Gateway::start(&config(&upstream, &url, &extra)).await;
+    let config = config(&upstream, &url, "")
+        .oauth_yaml("validation: both")
+        .jwks(Some(&dev_jwks()));
+    let gateway = Gateway::start(&config.build()).await;
     let jwt = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
     endpoint.set(&jwt, active(&gateway, "mcp:connect"));
     assert_eq!(gateway.post(Some(&jwt)).await.status(), 200);
@@ -307,7 +301,6 @@ async fn validation_both_checks_jwts_with_the_authorization_server_too() {
 async fn no_bearer_token_reaches_the_log_even_at_trace() {
     let (endpoint, url) = Endpoint::start().await;
     let upstream = Upstream::start().await;
-    let extra = format!("    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev");
     let live_key = "mcpk_live_secret-9c1d55e7";
     let live_hash = {
         use argon2::PasswordHasher;
@@ -316,11 +309,11 @@ async fn no_bearer_token_reaches_the_log_even_at_trace() {
             .unwrap()
             .to_string()
     };
-    let yaml = format!("{}log:\n  level: trace\n", config(&upstream, &url, &extra)).replace(
-        "  api_keys:\n",
-        &format!("  api_keys:\n    - id: live\n      hash: \"{live_hash}\"\n      scopes: [mcp:connect]\n"),
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let config = config(&upstream, &url, "")
+        .jwks(Some(&dev_jwks()))
+        .api_key_with_scopes("live", &live_hash, "[mcp:connect]")
+        .yaml("log:\n  level: trace");
+    let gateway = Gateway::start(&config.build()).await;
     let valid = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
     let expired = hs256(
         &json!({"iss": "https://issuer.test", "sub": "alice", "aud": gateway.mcp,

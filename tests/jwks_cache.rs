@@ -15,11 +15,22 @@ fn provider(jwks: &JwksServer, extra: &str) -> String {
     )
 }
 
+/// `claims` signed RS256 by the key `rsa-1`.
+fn rsa1_signed(keys: &Keys, claims: &Value) -> String {
+    sign(&keys.rsa, Algorithm::RS256, Some("rsa-1"), claims)
+}
+
+/// A token of `rsa-1` for `gateway`, with no scopes.
+fn rsa1_token(keys: &Keys, gateway: &Gateway) -> String {
+    rsa1_signed(keys, &claims(&gateway.mcp, ""))
+}
+
 fn config(upstream: &Upstream, providers: &str, issuers: &str) -> String {
-    format!(
-        "server:\n  listen: 127.0.0.1:{{port}}\nupstream:\n  url: {}\nauth:\n  oauth:\n    enabled: true\n    authorization_servers: [https://issuer.test]\n    issuers: {issuers}\n    jwks:\n{providers}",
-        upstream.url
-    )
+    TestConfig::oauth(&upstream.url)
+        .issuers(issuers)
+        .oauth_yaml("authorization_servers: [https://issuer.test]")
+        .jwks(Some(providers))
+        .build()
 }
 
 fn rsa1_only(keys: &Keys) -> Value {
@@ -211,12 +222,7 @@ async fn a_flood_of_random_kids_during_an_outage_costs_one_fetch_and_keeps_the_k
         gateway.log_count("JWKS refetch for an unknown kid failed"),
         1
     );
-    let known = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &claims(&gateway.mcp, ""),
-    );
+    let known = rsa1_token(&keys, &gateway);
     assert_eq!(gateway.post(Some(&known)).await.status(), 200);
 }
 
@@ -233,12 +239,7 @@ async fn known_keys_survive_an_outage() {
         "        refresh_interval: 1s\n        min_refetch_interval: 1s\n        max_stale: 1h\n",
     )
     .await;
-    let token = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa1_token(&keys, &gateway);
     jwks.set_failing(true);
     let before = jwks.fetches();
     // The refresher's fetch and its retry (1 s later) both fail...
@@ -272,12 +273,7 @@ async fn stale_keys_fail_closed_past_max_stale_and_come_back() {
         "[https://issuer.test]",
     ))
     .await;
-    let token = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa1_token(&keys, &gateway);
     jwks.set_failing(true);
     // Past max_stale the provider fails closed with 503 (not invalid_token).
     assert!(
@@ -308,12 +304,7 @@ async fn start_not_ready_starts_without_keys_and_recovers() {
         "[https://issuer.test]",
     ))
     .await;
-    let token = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa1_token(&keys, &gateway);
     assert_eq!(gateway.post(Some(&token)).await.status(), 503);
     assert!(
         gateway.stderr().contains("not ready until it is fetched"),
@@ -351,12 +342,7 @@ async fn an_issuer_bound_provider_never_verifies_another_issuers_token() {
         claims["iss"] = json!(iss);
         claims
     };
-    let a_by_a = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &as_issuer("https://a.test"),
-    );
+    let a_by_a = rsa1_signed(&keys, &as_issuer("https://a.test"));
     let b_by_b = sign(
         &keys.rsa2,
         Algorithm::RS256,
@@ -366,22 +352,12 @@ async fn an_issuer_bound_provider_never_verifies_another_issuers_token() {
     assert_eq!(gateway.post(Some(&a_by_a)).await.status(), 200);
     assert_eq!(gateway.post(Some(&b_by_b)).await.status(), 200);
     // Issuer A's key signing a token that claims issuer B.
-    let b_by_a = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &as_issuer("https://b.test"),
-    );
+    let b_by_a = rsa1_signed(&keys, &as_issuer("https://b.test"));
     let response = gateway.post(Some(&b_by_a)).await;
     assert_eq!(response.status(), 401);
     assert!(www_authenticate(&response).contains("token signing key is unknown"));
     // An issuer no provider is bound to.
-    let stranger = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &as_issuer("https://c.test"),
-    );
+    let stranger = rsa1_signed(&keys, &as_issuer("https://c.test"));
     let response = gateway.post(Some(&stranger)).await;
     assert!(www_authenticate(&response).contains("token issuer is not accepted"));
 }
@@ -426,12 +402,7 @@ async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
         "        refresh_interval: 1s\n        min_refetch_interval: 1s\n",
     )
     .await;
-    let token = sign(
-        &keys.rsa,
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa1_token(&keys, &gateway);
     // Verified once, then served from the verified-token cache.
     assert_eq!(gateway.post(Some(&token)).await.status(), 200);
     assert_eq!(gateway.post(Some(&token)).await.status(), 200);

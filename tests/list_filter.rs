@@ -112,37 +112,6 @@ async fn scripted(State(script): State<Script>, method: Method, body: Bytes) -> 
         .unwrap()
 }
 
-fn config(upstream: &str, ci_hash: &str, rules: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-  api_keys:
-    - id: ci
-      hash: "{ci_hash}"
-      scopes: ["*"]
-audit:
-  path: "{{dir}}/audit.jsonl"
-scopes:
-  initialize: [mcp:connect]
-  tools:
-    "admin_*": mcp:admin
-  resources:
-    "file:///secret/*": mcp:admin
-{rules}
-"#
-    )
-}
-
 struct Setup {
     upstream: Scripted,
     gateway: Gateway,
@@ -153,7 +122,20 @@ struct Setup {
 async fn setup_with(rules: &str) -> Setup {
     let upstream = Scripted::start().await;
     let (ci_key, ci_hash) = mcpgate::auth::api_keys::generate("ci").unwrap();
-    let gateway = Gateway::start(&config(&upstream.url, &ci_hash, rules)).await;
+    let config = TestConfig::oauth(&upstream.url)
+        .api_key_with_scopes("ci", &ci_hash, r#"["*"]"#)
+        .audit()
+        .scopes(
+            r#"
+initialize: [mcp:connect]
+tools:
+  "admin_*": mcp:admin
+resources:
+  "file:///secret/*": mcp:admin
+"#,
+        )
+        .yaml(rules);
+    let gateway = Gateway::start(&config.build()).await;
     Setup {
         upstream,
         gateway,
@@ -175,16 +157,11 @@ impl Setup {
 
     /// POSTs `{"id":1,"method":<method>}` with `params`; status and raw body.
     async fn request_as(&self, credential: &str, method: &str, params: Value) -> (u16, Vec<u8>) {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(credential)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
+        let response = Request::post(&self.gateway)
+            .bearer(credential)
+            .json(&rpc(1, method, params))
             .send()
-            .await
-            .unwrap();
+            .await;
         let status = response.status().as_u16();
         (status, response.bytes().await.unwrap().to_vec())
     }
@@ -195,13 +172,11 @@ impl Setup {
 
     /// Opens the GET stream and reads it to its end.
     async fn get_stream(&self, credential: &str) -> (u16, Vec<u8>) {
-        let response = Gateway::client()
-            .get(&self.gateway.mcp)
-            .bearer_auth(credential)
+        let response = Request::get(&self.gateway)
+            .bearer(credential)
             .header("accept", "text/event-stream")
             .send()
-            .await
-            .unwrap();
+            .await;
         let status = response.status().as_u16();
         (status, response.bytes().await.unwrap().to_vec())
     }

@@ -26,27 +26,6 @@ const POLICY: &str = r#"
     "file:///secret/*": mcp:admin
 "#;
 
-fn config(upstream_url: &str, scopes_extra: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-{POLICY}
-{scopes_extra}
-"#
-    )
-}
-
 /// An MCP server that reads method and tool names the way a careless one does:
 /// case-insensitively, trimmed, with `\` for `/` and repeated separators ignored.
 /// Every request it receives is recorded, and so is every tool it would run.
@@ -99,22 +78,20 @@ async fn setup(scopes_extra: &str) -> Setup {
         .route("/mcp", any(folding_handler))
         .with_state(upstream.clone());
     let addr = spawn_router(router).await;
-    let gateway = Gateway::start(&config(&format!("http://{addr}/mcp"), scopes_extra)).await;
+    let config = TestConfig::oauth(&format!("http://{addr}/mcp"))
+        .scopes(POLICY)
+        .scopes(scopes_extra);
+    let gateway = Gateway::start(&config.build()).await;
     Setup { upstream, gateway }
 }
 
 impl Setup {
     async fn send(&self, scopes: &str, body: &str) -> reqwest::Response {
-        let token = hs256(&claims(&self.gateway.mcp, scopes), Some("dev"));
-        Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_owned())
+        Request::post(&self.gateway)
+            .token(scopes)
+            .body(body)
             .send()
             .await
-            .unwrap()
     }
 
     fn received(&self) -> usize {
@@ -242,7 +219,7 @@ async fn unknown_methods_take_the_default_level_or_are_refused() {
     assert_eq!(response.status(), 200);
     assert_eq!(lenient.received(), 1);
 
-    let strict = setup("  unknown_methods: refuse").await;
+    let strict = setup("unknown_methods: refuse").await;
     let (status, code, id, message) =
         rpc_error(strict.send("mcp:connect", &vendor.to_string()).await).await;
     assert_eq!((status, code, id), (400, -32601, json!(1)));

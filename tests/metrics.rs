@@ -415,26 +415,10 @@ async fn readyz_waits_for_a_jwks_provider_started_not_ready() {
 async fn requests_move_the_counters_of_the_running_binary() {
     let upstream = Upstream::start().await;
     let admin_port = free_port();
-    let config = format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  admin_listen: 127.0.0.1:{admin_port}
-upstream:
-  url: {}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-"#,
-        upstream.url
-    );
-    let gateway = Gateway::start(&config).await;
+    let config = TestConfig::oauth(&upstream.url)
+        .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
+        .scopes("initialize: [mcp:connect]");
+    let gateway = Gateway::start(&config.build()).await;
     let admin = format!("http://127.0.0.1:{admin_port}");
     let mut up = false;
     for _ in 0..100 {

@@ -24,45 +24,23 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn yaml(&self) -> String {
-        let keys = if self.api_keys {
+        let mut config = TestConfig::oauth(&self.upstream.url)
+            .oauth_enabled(self.oauth)
+            .scopes("initialize: [mcp:connect]");
+        if self.api_keys {
             let hash = Argon2::default()
                 .hash_password(API_KEY.as_bytes())
                 .unwrap()
                 .to_string();
-            format!(
-                "  api_keys:\n    - id: ops\n      hash: \"{hash}\"\n      scopes: [mcp:connect]\n"
-            )
-        } else {
-            String::new()
-        };
-        let admin = if self.admin_rule {
-            "  tools:\n    admin_tool: [[mcp:admin]]\n"
-        } else {
-            ""
-        };
-        format!(
-            r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: {oauth}
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-{keys}scopes:
-  initialize: [mcp:connect]
-{admin}audit:
-  path: "{{dir}}/audit.jsonl"
-{extra}
-"#,
-            upstream = self.upstream.url,
-            oauth = self.oauth,
-            extra = self.extra,
-        )
+            config = config.api_key_with_scopes("ops", &hash, "[mcp:connect]");
+        }
+        if self.admin_rule {
+            config = config.scopes("tools:\n  admin_tool: [[mcp:admin]]");
+        }
+        // `extra` follows the audit path: more audit keys (indented), or sections.
+        config
+            .yaml(&format!("{AUDIT_IN_DIR}\n{}", self.extra))
+            .build()
     }
 }
 

@@ -7,27 +7,6 @@ use serde_json::{Value, json};
 
 const METADATA: &str = "/.well-known/oauth-protected-resource/mcp";
 
-fn config(upstream_url: &str, scopes: &str, oauth_extra: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-{oauth_extra}
-scopes:
-{scopes}
-"#
-    )
-}
-
 /// The seeds' policy, plus rules for every kind of item.
 const POLICY: &str = r#"
   initialize: [mcp:connect]
@@ -53,34 +32,30 @@ struct Setup {
 
 async fn setup(oauth_extra: &str) -> Setup {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, POLICY, oauth_extra)).await;
+    let config = TestConfig::oauth(&upstream.url)
+        .oauth_yaml(oauth_extra)
+        .scopes(POLICY);
+    let gateway = Gateway::start(&config.build()).await;
     Setup { upstream, gateway }
 }
 
 impl Setup {
-    fn token(&self, scopes: &str) -> String {
-        hs256(&claims(&self.gateway.mcp, scopes), Some("dev"))
-    }
-
     fn metadata_url(&self) -> String {
         format!("{}{METADATA}", self.gateway.base)
     }
 
     async fn send(&self, scopes: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut request = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(self.token(scopes))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.body(body.to_owned()).send().await.unwrap()
+        Request::post(&self.gateway)
+            .token(scopes)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
     }
 
     async fn call(&self, scopes: &str, tool: &str) -> reqwest::Response {
-        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-        self.send(scopes, &body.to_string(), &[]).await
+        self.send(scopes, &tools_call(7, tool).to_string(), &[])
+            .await
     }
 
     /// Names in a list answer, from a JSON body or from the SSE event carrying id 1.
@@ -90,7 +65,7 @@ impl Setup {
         method: &str,
         cursor: Option<&str>,
     ) -> (Vec<String>, Value) {
-        let mut body = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+        let mut body = list(1, method);
         if let Some(cursor) = cursor {
             body["params"] = json!({"cursor": cursor});
         }
@@ -125,30 +100,6 @@ impl Setup {
     fn forwarded(&self) -> usize {
         self.upstream.seen().len()
     }
-}
-
-fn sse_messages(text: &str) -> Vec<Value> {
-    text.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|data| data.strip_prefix(' ').unwrap_or(data))
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
-        })
-        .collect()
-}
-
-async fn rpc_error(response: reqwest::Response) -> (u16, i64, Value) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"].as_i64().unwrap(),
-        body["id"].clone(),
-    )
 }
 
 // ---- challenges ----
@@ -208,7 +159,7 @@ async fn every_missing_level_is_named_in_one_challenge() {
 
 #[tokio::test]
 async fn echoing_token_scopes_lists_them_before_the_missing_ones() {
-    let setup = setup("    scope_challenge_include_token_scopes: true").await;
+    let setup = setup("scope_challenge_include_token_scopes: true").await;
     let response = setup.call("mcp:connect mcp:tools:execute", "get-env").await;
     assert_eq!(response.status(), 403);
     assert!(
@@ -313,14 +264,12 @@ async fn the_sse_answer_keeps_other_events_and_their_ids() {
 #[tokio::test]
 async fn a_resumed_get_stream_cannot_replay_an_unfiltered_list() {
     let setup = setup("").await;
-    let response = Gateway::client()
-        .get(&setup.gateway.mcp)
-        .bearer_auth(setup.token("mcp:connect mcp:tools:read"))
+    let response = Request::get(&setup.gateway)
+        .token("mcp:connect mcp:tools:read")
         .header("accept", "text/event-stream")
         .header("last-event-id", "replay-list")
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let answer = sse_messages(&text)
@@ -486,35 +435,28 @@ async fn media_type_and_encoding_must_be_plain_json() {
     let setup = setup("").await;
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let send = |content_type: &'static str, encoding: Option<&'static str>| {
-        let mut request = Gateway::client()
-            .post(&setup.gateway.mcp)
-            .bearer_auth(setup.token("mcp:connect"))
+        let request = Request::post(&setup.gateway)
+            .without("accept")
+            .token("mcp:connect")
             .header("content-type", content_type);
-        if let Some(encoding) = encoding {
-            request = request.header("content-encoding", encoding);
-        }
+        let request = match encoding {
+            Some(encoding) => request.header("content-encoding", encoding),
+            None => request,
+        };
         request.body(body).send()
     };
-    assert_eq!(send("text/plain", None).await.unwrap().status(), 415);
+    assert_eq!(send("text/plain", None).await.status(), 415);
     assert_eq!(
         send("application/json; charset=latin1", None)
             .await
-            .unwrap()
             .status(),
         415
     );
-    assert_eq!(
-        send("application/json", Some("gzip"))
-            .await
-            .unwrap()
-            .status(),
-        415
-    );
+    assert_eq!(send("application/json", Some("gzip")).await.status(), 415);
     assert_eq!(setup.forwarded(), 0);
     assert_eq!(
         send("application/json; charset=utf-8", Some("identity"))
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -557,24 +499,22 @@ async fn mirrored_headers_must_match_the_body() {
 #[tokio::test]
 async fn every_http_method_needs_a_token() {
     let setup = setup("").await;
-    let client = Gateway::client();
     for request in [
-        client.get(&setup.gateway.mcp),
-        client.delete(&setup.gateway.mcp),
+        Request::get(&setup.gateway),
+        Request::delete(&setup.gateway),
     ] {
         let response = request
+            .without("accept")
             .header("mcp-session-id", "someone-elses")
             .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(response.status(), 401);
     }
-    let response = client
-        .get(&setup.gateway.mcp)
-        .bearer_auth(setup.token("unrelated"))
+    let response = Request::get(&setup.gateway)
+        .without("accept")
+        .token("unrelated")
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 403);
     assert!(www_authenticate(&response).contains("scope=\"mcp:connect\""));
     assert_eq!(setup.forwarded(), 0);
@@ -639,15 +579,14 @@ async fn the_seed_example_config_reproduces_the_seeds_403s() {
     let call = |scopes: &str, tool: &str| {
         let body =
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool}});
-        Gateway::client()
-            .post(&gateway.mcp)
-            .bearer_auth(token(scopes))
-            .header("content-type", "application/json")
-            .body(body.to_string())
+        Request::post(&gateway)
+            .without("accept")
+            .bearer(&token(scopes))
+            .json(&body)
             .send()
     };
     let metadata = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
-    let response = call("mcp:connect", "echo").await.unwrap();
+    let response = call("mcp:connect", "echo").await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         www_authenticate(&response),
@@ -659,8 +598,7 @@ async fn the_seed_example_config_reproduces_the_seeds_403s() {
         "mcp:connect mcp:tools:execute",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         www_authenticate(&response),
@@ -672,7 +610,6 @@ async fn the_seed_example_config_reproduces_the_seeds_403s() {
         "mcp:connect mcp:tools:execute read:fact",
         "execute_operation_get_top_secret_facts",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 200, "{}", gateway.stderr());
 }

@@ -10,33 +10,17 @@ use crate::common::*;
 
 const MODERN: &str = "2026-07-28";
 
-fn config(upstream_url: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-  tools_list: [mcp:tools:read]
-  tools_call: [mcp:tools:execute]
-  prompts_list: [mcp:prompts:read]
-  default: [mcp:other]
-  tools:
-    get-env: mcp:admin
-  resources:
-    "file:///secret/*": mcp:admin
-"#
-    )
-}
+const SCOPES: &str = r#"
+initialize: [mcp:connect]
+tools_list: [mcp:tools:read]
+tools_call: [mcp:tools:execute]
+prompts_list: [mcp:prompts:read]
+default: [mcp:other]
+tools:
+  get-env: mcp:admin
+resources:
+  "file:///secret/*": mcp:admin
+"#;
 
 struct Setup {
     upstream: Upstream,
@@ -45,7 +29,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url)).await;
+    let gateway = Gateway::start(&TestConfig::oauth(&upstream.url).scopes(SCOPES).build()).await;
     Setup { upstream, gateway }
 }
 
@@ -80,16 +64,14 @@ impl Setup {
         body: &Value,
         headers: &[(String, String)],
     ) -> reqwest::Response {
-        let token = hs256(&claims(&self.gateway.mcp, scopes), Some("dev"));
-        let mut request = Gateway::client()
-            .post(&self.gateway.mcp)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.body(body.to_string()).send().await.unwrap()
+        let request = Request::post(&self.gateway).token(scopes).json(body);
+        headers
+            .iter()
+            .fold(request, |request, (name, value)| {
+                request.header(name, value)
+            })
+            .send()
+            .await
     }
 
     async fn send_modern(
@@ -333,15 +315,12 @@ async fn an_unknown_revision_is_refused_with_the_known_ones() {
             }
         }})
     );
-    let token = hs256(&claims(&setup.gateway.mcp, ALL), Some("dev"));
-    let stream = Gateway::client()
-        .get(&setup.gateway.mcp)
-        .bearer_auth(token)
+    let stream = Request::get(&setup.gateway)
+        .token(ALL)
         .header("accept", "text/event-stream")
         .header("mcp-protocol-version", "1.0")
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(stream.status(), 400);
     let error: Value = stream.json().await.unwrap();
     assert_eq!(
@@ -349,14 +328,12 @@ async fn an_unknown_revision_is_refused_with_the_known_ones() {
         (Value::Null, json!(-32022))
     );
     // Authentication still comes first.
-    let anonymous = Gateway::client()
-        .post(&setup.gateway.mcp)
-        .header("content-type", "application/json")
+    let anonymous = Request::post(&setup.gateway)
+        .without("accept")
         .header("mcp-protocol-version", "2099-01-01")
-        .body(body.to_string())
+        .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(anonymous.status(), 401);
     assert_eq!(setup.forwarded().len(), 0);
 }

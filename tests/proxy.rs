@@ -7,28 +7,11 @@ use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-fn config(upstream_url: &str, oauth: bool, extra_server: &str, extra_upstream: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-{extra_server}
-upstream:
-  url: {upstream_url}
-  headers:
-    X-Upstream-Credential: gateway-own-secret
-{extra_upstream}
-auth:
-  oauth:
-    enabled: {oauth}
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-"#
-    )
+/// A gateway that adds its own credential to every upstream request.
+fn config(upstream_url: &str) -> TestConfig {
+    TestConfig::oauth(upstream_url)
+        .upstream("headers:\n  X-Upstream-Credential: gateway-own-secret")
+        .scopes("initialize: [mcp:connect]")
 }
 
 fn token(gateway: &Gateway) -> String {
@@ -38,17 +21,14 @@ fn token(gateway: &Gateway) -> String {
 #[tokio::test]
 async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_token() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let gateway = Gateway::start(&config(&upstream.url).build()).await;
     let token = token(&gateway);
     // The upstream's session id is swapped for one mcpgate issues...
-    let opened = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
+    let opened = Request::post(&gateway)
+        .bearer(&token)
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     let session = opened.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
@@ -56,11 +36,8 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
     assert_ne!(session, "upstream-session-1");
     assert_eq!(session.len(), 32);
     // ...and swapped back on the way in.
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let response = Request::post(&gateway)
+        .bearer(&token)
         .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "2025-06-18")
         .header("last-event-id", "event-7")
@@ -70,8 +47,7 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")
         .body(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["mcp-session-id"], session.as_str());
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -106,16 +82,12 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
 #[tokio::test]
 async fn sse_responses_stream_event_by_event() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let gateway = Gateway::start(&config(&upstream.url).build()).await;
+    let response = Request::post(&gateway)
+        .token("mcp:connect")
         .body(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"stream"}}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert!(
@@ -142,7 +114,7 @@ async fn sse_responses_stream_event_by_event() {
 #[tokio::test]
 async fn every_method_is_authenticated_and_get_delete_are_proxied() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let gateway = Gateway::start(&config(&upstream.url).build()).await;
     let client = Gateway::client();
     for method in [
         reqwest::Method::GET,
@@ -195,7 +167,7 @@ async fn every_method_is_authenticated_and_get_delete_are_proxied() {
 #[tokio::test]
 async fn upstream_unreachable_is_502_with_a_jsonrpc_error() {
     let dead = format!("http://127.0.0.1:{}/mcp", free_port());
-    let gateway = Gateway::start(&config(&dead, true, "", "")).await;
+    let gateway = Gateway::start(&config(&dead).build()).await;
     let response = gateway.post(Some(&token(&gateway))).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
@@ -210,12 +182,7 @@ async fn upstream_unreachable_is_502_with_a_jsonrpc_error() {
     );
 
     // Without a JSON-RPC id (a GET stream) the error is plain JSON.
-    let response = Gateway::client()
-        .get(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .send()
-        .await
-        .unwrap();
+    let response = Request::get(&gateway).token("mcp:connect").send().await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "upstream_error");
@@ -224,15 +191,12 @@ async fn upstream_unreachable_is_502_with_a_jsonrpc_error() {
 #[tokio::test]
 async fn upstream_timeout_is_504() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "", "  timeout: 500ms")).await;
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .header("content-type", "application/json")
+    let gateway = Gateway::start(&config(&upstream.url).upstream("timeout: 500ms").build()).await;
+    let response = Request::post(&gateway)
+        .token("mcp:connect")
         .body(r#"{"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"slow"}}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["id"], "slow-1");
@@ -247,27 +211,22 @@ async fn upstream_timeout_is_504() {
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "  max_body_bytes: 1024", "")).await;
+    let gateway =
+        Gateway::start(&config(&upstream.url).server("max_body_bytes: 1024").build()).await;
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "x".repeat(2000)}}});
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .header("content-type", "application/json")
-        .body(big.to_string())
+    let response = Request::post(&gateway)
+        .token("mcp:connect")
+        .json(&big)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 413);
     // Chunked (no Content-Length) is cut off while reading.
     let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(big.to_string())]);
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
+    let response = Request::post(&gateway)
+        .token("mcp:connect")
+        .stream_body(reqwest::Body::wrap_stream(chunks))
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 413);
     assert!(upstream.seen().is_empty());
 }
@@ -275,12 +234,11 @@ async fn oversized_bodies_are_refused_with_413() {
 #[tokio::test]
 async fn metadata_is_public_and_path_aware() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream.url,
-        true,
-        "  resource_documentation: https://docs.example.com/mcp",
-        "",
-    ))
+    let gateway = Gateway::start(
+        &config(&upstream.url)
+            .server("resource_documentation: https://docs.example.com/mcp")
+            .build(),
+    )
     .await;
     let expected = json!({
         "resource": gateway.mcp,
@@ -314,12 +272,11 @@ async fn metadata_is_public_and_path_aware() {
 #[tokio::test]
 async fn metadata_path_override_moves_the_document_and_the_challenge() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream.url,
-        true,
-        "  metadata_path: /meta/prm",
-        "",
-    ))
+    let gateway = Gateway::start(
+        &config(&upstream.url)
+            .server("metadata_path: /meta/prm")
+            .build(),
+    )
     .await;
     let client = Gateway::client();
     let moved = client
@@ -347,7 +304,7 @@ async fn metadata_path_override_moves_the_document_and_the_challenge() {
 #[tokio::test]
 async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, false, "", "")).await;
+    let gateway = Gateway::start(&config(&upstream.url).oauth_enabled(false).build()).await;
     let response = gateway.post(None).await;
     assert_eq!(response.status(), 200);
     let response = Gateway::client()
@@ -378,7 +335,7 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
 #[tokio::test]
 async fn settings_exported_in_the_callers_environment_do_not_reach_the_gateway() {
     let upstream = Upstream::start().await;
-    let config = config(&upstream.url, true, "", "");
+    let config = config(&upstream.url).build();
     // As if the shell running `cargo test` had exported these.
     let mut exported: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
     exported.push(("MCP_OAUTH_ENABLED".into(), "false".into()));
@@ -404,7 +361,7 @@ async fn settings_exported_in_the_callers_environment_do_not_reach_the_gateway()
 #[tokio::test]
 async fn malformed_credentials_are_400_invalid_request() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, true, "", "")).await;
+    let gateway = Gateway::start(&config(&upstream.url).build()).await;
     let client = Gateway::client();
     let token = token(&gateway);
     let cases = [
@@ -444,15 +401,12 @@ async fn malformed_credentials_are_400_invalid_request() {
 async fn sigterm_lets_in_flight_responses_finish_then_exits() {
     let upstream = Upstream::start().await;
     let mut gateway =
-        Gateway::start(&config(&upstream.url, true, "  shutdown_grace: 30s", "")).await;
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token(&gateway))
-        .header("content-type", "application/json")
+        Gateway::start(&config(&upstream.url).server("shutdown_grace: 30s").build()).await;
+    let response = Request::post(&gateway)
+        .token("mcp:connect")
         .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"stream"}}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
     gateway.terminate();
@@ -472,14 +426,12 @@ async fn sigterm_lets_in_flight_responses_finish_then_exits() {
 async fn sigterm_cuts_open_streams_after_the_grace_period() {
     let upstream = Upstream::start().await;
     let mut gateway =
-        Gateway::start(&config(&upstream.url, true, "  shutdown_grace: 1s", "")).await;
-    let stream = Gateway::client()
-        .get(&gateway.mcp)
-        .bearer_auth(token(&gateway))
+        Gateway::start(&config(&upstream.url).server("shutdown_grace: 1s").build()).await;
+    let stream = Request::get(&gateway)
+        .token("mcp:connect")
         .header("accept", "text/event-stream")
         .send()
-        .await
-        .unwrap();
+        .await;
     let mut stream = stream.bytes_stream();
     stream.next().await.unwrap().unwrap();
     gateway.terminate();

@@ -111,34 +111,27 @@ struct Replica {
 }
 
 fn config(upstream: &str, endpoint: &str, redis_url: &str, admin_port: u16, ttl: &str) -> String {
-    format!(
+    let introspection = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  public_url: {PUBLIC_URL}
-  admin_listen: 127.0.0.1:{admin_port}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    validation: introspection
-    introspection:
-      url: {endpoint}
-      client_id: mcpgate
-      client_secret: "s3cret"
-      cache_ttl: {ttl}
-      negative_cache_ttl: {ttl}
-      timeout: 2s
-session:
-  store: {redis_url}
-audit:
-  path: "{{dir}}/audit.jsonl"
-scopes:
-  initialize: [mcp:connect]
+validation: introspection
+introspection:
+  url: {endpoint}
+  client_id: mcpgate
+  client_secret: "s3cret"
+  cache_ttl: {ttl}
+  negative_cache_ttl: {ttl}
+  timeout: 2s
 "#
-    )
+    );
+    TestConfig::oauth(upstream)
+        .server(&format!("public_url: {PUBLIC_URL}"))
+        .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
+        .jwks(None)
+        .oauth_yaml(&introspection)
+        .yaml(&format!("session:\n  store: {redis_url}"))
+        .audit()
+        .scopes("initialize: [mcp:connect]")
+        .build()
 }
 
 impl Replica {

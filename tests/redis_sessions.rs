@@ -18,35 +18,21 @@ const PUBLIC_URL: &str = "https://mcp.example.test/mcp";
 
 // === gateways ===
 
-fn config(upstream: &Upstream, redis_url: &str, extra_server: &str, idle: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  public_url: {PUBLIC_URL}
-{extra_server}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-session:
-  store: {redis_url}
-  idle_timeout: {idle}
-"#,
-        upstream = upstream.url,
-    )
+/// A replica with sessions in `redis_url`, forgotten after `idle`.
+fn config(upstream: &Upstream, redis_url: &str, idle: &str) -> TestConfig {
+    TestConfig::oauth(&upstream.url)
+        .server(&format!("public_url: {PUBLIC_URL}"))
+        .yaml(&format!(
+            "session:\n  store: {redis_url}\n  idle_timeout: {idle}"
+        ))
 }
 
 /// A gateway with an admin listener; its admin base URL.
 async fn gateway_with_admin(upstream: &Upstream, redis_url: &str) -> (Gateway, String) {
     let admin_port = free_port();
-    let admin = format!("  admin_listen: 127.0.0.1:{admin_port}");
-    let gateway = Gateway::start(&config(upstream, redis_url, &admin, "1h")).await;
+    let config =
+        config(upstream, redis_url, "1h").server(&format!("admin_listen: 127.0.0.1:{admin_port}"));
+    let gateway = Gateway::start(&config.build()).await;
     (gateway, format!("http://127.0.0.1:{admin_port}"))
 }
 
@@ -56,26 +42,13 @@ fn token(subject: &str) -> String {
     hs256(&claims, Some("dev"))
 }
 
-async fn send(
-    gateway: &Gateway,
-    method: Method,
-    token: &str,
-    session: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = Gateway::client()
-        .request(method, &gateway.mcp)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream");
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    request.send().await.unwrap()
+/// An `initialize` outside any session.
+async fn post_initialize(gateway: &Gateway, token: &str) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .json(&initialize_body())
+        .send()
+        .await
 }
 
 fn initialize_body() -> Value {
@@ -87,7 +60,7 @@ fn call(id: u64) -> Value {
 }
 
 async fn initialize(gateway: &Gateway, token: &str) -> String {
-    let response = send(gateway, Method::POST, token, None, Some(initialize_body())).await;
+    let response = post_initialize(gateway, token).await;
     assert_eq!(response.status(), 200, "{}", gateway.stderr());
     response.headers()["mcp-session-id"]
         .to_str()
@@ -96,7 +69,12 @@ async fn initialize(gateway: &Gateway, token: &str) -> String {
 }
 
 async fn post_in(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
-    send(gateway, Method::POST, token, Some(session), Some(call(1))).await
+    Request::post(gateway)
+        .bearer(token)
+        .session(session)
+        .json(&call(1))
+        .send()
+        .await
 }
 
 async fn assert_not_found(response: reqwest::Response) {
@@ -152,7 +130,7 @@ async fn store_errors(admin: &str) -> f64 {
 /// Retries `initialize` until it succeeds, up to 15 s: for Redis coming back.
 async fn initialize_eventually(gateway: &Gateway, token: &str) -> String {
     for _ in 0..150 {
-        let response = send(gateway, Method::POST, token, None, Some(initialize_body())).await;
+        let response = post_initialize(gateway, token).await;
         if response.status() == 200 {
             return response.headers()["mcp-session-id"]
                 .to_str()
@@ -173,8 +151,8 @@ async fn initialize_eventually(gateway: &Gateway, token: &str) -> String {
 async fn a_session_opened_on_one_replica_continues_on_another() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let first = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
-    let second = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let first = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
+    let second = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let (alice, bob) = (token("alice"), token("bob"));
 
     let id = initialize(&first, &alice).await;
@@ -190,7 +168,11 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
     assert_eq!(response.status(), 200, "{}", second.stderr());
     assert_eq!(response.headers()["mcp-session-id"], id.as_str());
     assert_eq!(upstream_requests_in_session(&upstream, &Method::POST), 1);
-    let response = send(&second, Method::GET, &alice, Some(&id), None).await;
+    let response = Request::get(&second)
+        .bearer(&alice)
+        .session(&id)
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     drop(response);
     assert_eq!(upstream_requests_in_session(&upstream, &Method::GET), 1);
@@ -198,13 +180,24 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
     // Another principal learns nothing on either replica, whatever the method.
     for gateway in [&first, &second] {
         assert_not_found(post_in(gateway, &bob, &id).await).await;
-        assert_not_found(send(gateway, Method::GET, &bob, Some(&id), None).await).await;
-        assert_not_found(send(gateway, Method::DELETE, &bob, Some(&id), None).await).await;
+        assert_not_found(Request::get(gateway).bearer(&bob).session(&id).send().await).await;
+        assert_not_found(
+            Request::delete(gateway)
+                .bearer(&bob)
+                .session(&id)
+                .send()
+                .await,
+        )
+        .await;
     }
     assert_eq!(upstream_requests_in_session(&upstream, &Method::DELETE), 0);
 
     // Ended through the second replica, it is gone for the first.
-    let response = send(&second, Method::DELETE, &alice, Some(&id), None).await;
+    let response = Request::delete(&second)
+        .bearer(&alice)
+        .session(&id)
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream_requests_in_session(&upstream, &Method::DELETE), 1);
     assert_eq!(
@@ -219,7 +212,7 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
 async fn records_mcpgate_did_not_write_are_unknown_sessions() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let alice = token("alice");
     let garbage = "0123456789abcdef0123456789abcdef";
     let hash = "fedcba9876543210fedcba9876543210";
@@ -238,7 +231,7 @@ async fn records_mcpgate_did_not_write_are_unknown_sessions() {
 async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1s")).await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "1s").build()).await;
     let alice = token("alice");
     let id = initialize(&gateway, &alice).await;
     let key = format!("mcpgate:session:{id}");
@@ -268,17 +261,17 @@ async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
     redis.stop();
     let started = Instant::now();
     assert_store_unavailable(post_in(&gateway, &alice, &id).await).await;
-    assert_store_unavailable(send(&gateway, Method::GET, &alice, Some(&id), None).await).await;
-    // Nowhere to record a new session: refused rather than kept in memory, where
-    // the other replicas could not see it.
-    let response = send(
-        &gateway,
-        Method::POST,
-        &alice,
-        None,
-        Some(initialize_body()),
+    assert_store_unavailable(
+        Request::get(&gateway)
+            .bearer(&alice)
+            .session(&id)
+            .send()
+            .await,
     )
     .await;
+    // Nowhere to record a new session: refused rather than kept in memory, where
+    // the other replicas could not see it.
+    let response = post_initialize(&gateway, &alice).await;
     assert_store_unavailable(response).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -312,14 +305,7 @@ async fn mcpgate_starts_while_redis_is_down_and_connects_when_it_comes_up() {
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}");
     let (gateway, admin) = gateway_with_admin(&upstream, &url).await;
     let alice = token("alice");
-    let response = send(
-        &gateway,
-        Method::POST,
-        &alice,
-        None,
-        Some(initialize_body()),
-    )
-    .await;
+    let response = post_initialize(&gateway, &alice).await;
     assert_store_unavailable(response).await;
     let (status, body) = admin_get(&admin, "/readyz").await;
     assert_eq!(status, 503, "{body}");
@@ -355,7 +341,7 @@ async fn mcpgate_starts_while_redis_is_down_and_connects_when_it_comes_up() {
 async fn a_hung_redis_gives_503_within_the_command_timeout() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream, &redis.url(), "", "1h")).await;
+    let gateway = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let alice = token("alice");
     let id = initialize(&gateway, &alice).await;
 
@@ -397,7 +383,7 @@ async fn rediss_verifies_the_server_against_the_system_roots() {
     let redis = RedisServer::start_tls();
     let upstream = Upstream::start().await;
     let url = format!("rediss://localhost:{}", redis.port);
-    let config = config(&upstream, &url, "", "1h");
+    let config = config(&upstream, &url, "1h").build();
     let alice = token("alice");
 
     // rustls-native-certs reads SSL_CERT_FILE: the test CA stands for the system's.
@@ -409,14 +395,7 @@ async fn rediss_verifies_the_server_against_the_system_roots() {
 
     // A server the roots do not vouch for is never trusted with sessions.
     let doubting = Gateway::start(&config).await;
-    let response = send(
-        &doubting,
-        Method::POST,
-        &alice,
-        None,
-        Some(initialize_body()),
-    )
-    .await;
+    let response = post_initialize(&doubting, &alice).await;
     assert_store_unavailable(response).await;
     assert!(
         doubting

@@ -31,34 +31,14 @@ rules:
 /// Every scope any rule needs, so that what is refused is refused by a rule.
 const ALL_SCOPES: &str = "mcp:connect mcp:tools:read mcp:tools:execute mcp:admin";
 
+/// The gateway of these tests: the CI key with every scope, an admin tool, `rules`.
 fn config(upstream_url: &str, ci_hash: &str, rules: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-  api_keys:
-    - id: ci
-      hash: "{ci_hash}"
-      scopes: ["*"]
-scopes:
-  initialize: [mcp:connect]
-  tools_call: [mcp:tools:execute]
-  tools:
-    admin_reset: mcp:admin
-audit:
-  path: "{{dir}}/audit.jsonl"
-{rules}
-"#
-    )
+    TestConfig::oauth(upstream_url)
+        .api_key_with_scopes("ci", ci_hash, r#"["*"]"#)
+        .scopes("initialize: [mcp:connect]\ntools_call: [mcp:tools:execute]\ntools:\n  admin_reset: mcp:admin")
+        .audit()
+        .yaml(rules)
+        .build()
 }
 
 struct Setup {
@@ -94,33 +74,20 @@ fn token(setup: &Setup, client: &str, subject: &str, extra: Value) -> String {
 }
 
 async fn send(setup: &Setup, bearer: &str, body: &Value) -> reqwest::Response {
-    Gateway::client()
-        .post(&setup.gateway.mcp)
-        .bearer_auth(bearer)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string())
+    Request::post(&setup.gateway)
+        .bearer(bearer)
+        .json(body)
         .send()
         .await
-        .unwrap()
 }
 
 async fn call(setup: &Setup, bearer: &str, tool: &str) -> reqwest::Response {
-    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-    send(setup, bearer, &body).await
+    send(setup, bearer, &tools_call(7, tool)).await
 }
 
 fn sse_answer(text: &str, id: i64) -> Value {
-    text.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|data| data.strip_prefix(' ').unwrap_or(data))
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).unwrap())
-        })
+    sse_messages(text)
+        .into_iter()
         .find(|message| message["id"] == id)
         .unwrap_or_else(|| panic!("no answer {id} in {text:?}"))
 }
@@ -431,34 +398,23 @@ async fn rules_apply_to_the_tools_of_a_graphql_upstream() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let gateway = Gateway::start(&format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  graphql:
-    endpoint: http://{address}/graphql
-    schema: {schema}
-    operations: {operations}
-    enable_arbitrary_operations: true
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
+    let upstream = format!(
+        "graphql:\n  endpoint: http://{address}/graphql\n  schema: {}\n  operations: {}\n  enable_arbitrary_operations: true",
+        fixtures.join("schema.graphql").display(),
+        fixtures.join("operations").display(),
+    );
+    let config = TestConfig::upstream_yaml(&upstream)
+        .with_oauth()
+        .scopes("initialize: [mcp:connect]")
+        .yaml(
+            r#"
 rules:
   - name: partners-no-graphql
-    when: {{ client_ids: ["partner-*"] }}
+    when: { client_ids: ["partner-*"] }
     deny_tools: [execute_graphql, "*top_secret*"]
 "#,
-        schema = fixtures.join("schema.graphql").display(),
-        operations = fixtures.join("operations").display(),
-    ))
-    .await;
+        );
+    let gateway = Gateway::start(&config.build()).await;
     let bearer = |client: &str| {
         let mut claims = claims(&gateway.mcp, "mcp:connect read:all read:private");
         claims["client_id"] = json!(client);
@@ -472,28 +428,15 @@ rules:
             .map(|tool| tool["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let post = |bearer: String, body: Value| {
-        Gateway::client()
-            .post(&gateway.mcp)
-            .bearer_auth(bearer)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string())
-            .send()
-    };
+    let post =
+        |bearer: String, body: Value| Request::post(&gateway).bearer(&bearer).json(&body).send();
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
     let partner: Value = post(bearer("partner-1"), list.clone())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
-    let own: Value = post(bearer("web-app"), list)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let own: Value = post(bearer("web-app"), list).await.json().await.unwrap();
     let (partner, own) = (names(partner), names(own));
     for hidden in ["execute_graphql", "execute_operation_get_top_secret_facts"] {
         assert!(own.contains(&hidden.to_owned()), "{hidden} not in {own:?}");
@@ -506,12 +449,12 @@ rules:
     let query = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "execute_graphql", "arguments": {"query": "{ facts { title } }"}}});
     assert_rule_denial(
-        post(bearer("partner-1"), query.clone()).await.unwrap(),
+        post(bearer("partner-1"), query.clone()).await,
         "partners-no-graphql",
         "tool execute_graphql refused by rule partners-no-graphql (deny_tools)",
     )
     .await;
     assert_eq!(endpoint_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert_eq!(post(bearer("web-app"), query).await.unwrap().status(), 200);
+    assert_eq!(post(bearer("web-app"), query).await.status(), 200);
     assert_eq!(endpoint_seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -11,31 +11,26 @@ use serde_json::{Value, json};
 /// The API key the gateways below accept.
 const API_KEY: &str = "mcpk_ci_session-owner";
 
+/// A gateway that also accepts [`API_KEY`] and the MCP Inspector's origin, with
+/// `extra` (top-level YAML).
 fn config(upstream_url: &str, extra: &str) -> String {
     let hash = Argon2::default()
         .hash_password(API_KEY.as_bytes())
         .unwrap()
         .to_string();
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-  allowed_origins: [http://localhost:6274]
-upstream:
-  url: {upstream_url}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-  api_keys:
-    - id: ci
-      hash: "{hash}"
-      scopes: ["*"]
-{extra}"#
-    )
+    TestConfig::oauth(upstream_url)
+        .server("allowed_origins: [http://localhost:6274]")
+        .api_key_with_scopes("ci", &hash, r#"["*"]"#)
+        .yaml(extra)
+        .build()
+}
+
+/// An upstream, a gateway of [`config`] with `extra`, and a token of alice's.
+async fn start(extra: &str) -> (Upstream, Gateway, String) {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream.url, extra)).await;
+    let alice = token_for(&gateway, "alice", "app");
+    (upstream, gateway, alice)
 }
 
 /// A token for `subject` of `client`, valid for the gateway.
@@ -46,39 +41,17 @@ fn token_for(gateway: &Gateway, subject: &str, client: &str) -> String {
     hs256(&claims, Some("dev"))
 }
 
-async fn send(
-    gateway: &Gateway,
-    method: reqwest::Method,
-    token: &str,
-    session: Option<&str>,
-    body: Option<Value>,
-    extra: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = Gateway::client()
-        .request(method, &gateway.mcp)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream");
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    for (name, value) in extra {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    request.send().await.unwrap()
-}
-
 fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
 }
 
 async fn initialize(gateway: &Gateway, token: &str) -> String {
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = send(gateway, reqwest::Method::POST, token, None, Some(body), &[]).await;
+    let response = Request::post(gateway)
+        .bearer(token)
+        .json(&body)
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     session_of(response.headers())
 }
@@ -109,9 +82,7 @@ async fn assert_session_not_found(response: reqwest::Response) {
 
 #[tokio::test]
 async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (upstream, gateway, alice) = start("").await;
     let first = initialize(&gateway, &alice).await;
     let second = initialize(&gateway, &alice).await;
     for id in [&first, &second] {
@@ -121,15 +92,12 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
     assert_ne!(first, second);
     assert!(upstream.seen()[0].headers.get("mcp-session-id").is_none());
 
-    let response = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some(&first),
-        Some(call(1, "echo")),
-        &[],
-    )
-    .await;
+    let response = Request::post(&gateway)
+        .bearer(&alice)
+        .session(&first)
+        .json(&call(1, "echo"))
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(session_of(response.headers()), first);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
@@ -137,9 +105,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
 
 #[tokio::test]
 async fn another_principal_cannot_ride_the_session_on_any_method() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (upstream, gateway, alice) = start("").await;
     let session = initialize(&gateway, &alice).await;
     let intruders = [
         token_for(&gateway, "bob", "app"),
@@ -148,31 +114,20 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
         API_KEY.to_owned(),
     ];
     for intruder in &intruders {
-        for (method, body) in [
-            (reqwest::Method::POST, Some(call(2, "echo"))),
-            (reqwest::Method::GET, None),
-            (reqwest::Method::DELETE, None),
+        for request in [
+            Request::post(&gateway).json(&call(2, "echo")),
+            Request::get(&gateway),
+            Request::delete(&gateway),
         ] {
-            let response = send(
-                &gateway,
-                method.clone(),
-                intruder,
-                Some(&session),
-                body,
-                &[],
-            )
-            .await;
+            let response = request.bearer(intruder).session(&session).send().await;
             assert_session_not_found(response).await;
         }
-        let resume = send(
-            &gateway,
-            reqwest::Method::GET,
-            intruder,
-            Some(&session),
-            None,
-            &[("last-event-id", "replay-list")],
-        )
-        .await;
+        let resume = Request::get(&gateway)
+            .bearer(intruder)
+            .session(&session)
+            .headers(&[("last-event-id", "replay-list")])
+            .send()
+            .await;
         assert_session_not_found(resume).await;
     }
     assert_eq!(
@@ -183,26 +138,20 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 
     // The owner, with a renewed token, carries on: the session was not ended.
     let renewed = token_for(&gateway, "alice", "app");
-    let response = send(
-        &gateway,
-        reqwest::Method::POST,
-        &renewed,
-        Some(&session),
-        Some(call(3, "echo")),
-        &[],
-    )
-    .await;
+    let response = Request::post(&gateway)
+        .bearer(&renewed)
+        .session(&session)
+        .json(&call(3, "echo"))
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
-    let stream = send(
-        &gateway,
-        reqwest::Method::GET,
-        &renewed,
-        Some(&session),
-        None,
-        &[("last-event-id", "replay-list")],
-    )
-    .await;
+    let stream = Request::get(&gateway)
+        .bearer(&renewed)
+        .session(&session)
+        .headers(&[("last-event-id", "replay-list")])
+        .send()
+        .await;
     assert_eq!(stream.status(), 200);
     let seen = upstream.seen();
     let last = seen.last().unwrap();
@@ -212,38 +161,28 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 
 #[tokio::test]
 async fn an_api_key_owns_its_sessions() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
+    let (_upstream, gateway, alice) = start("").await;
     let key = API_KEY;
     let session = initialize(&gateway, key).await;
-    let alice = token_for(&gateway, "alice", "app");
-    let stolen = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some(&session),
-        Some(call(1, "echo")),
-        &[],
-    )
-    .await;
+    let stolen = Request::post(&gateway)
+        .bearer(&alice)
+        .session(&session)
+        .json(&call(1, "echo"))
+        .send()
+        .await;
     assert_session_not_found(stolen).await;
-    let own = send(
-        &gateway,
-        reqwest::Method::POST,
-        key,
-        Some(&session),
-        Some(call(2, "echo")),
-        &[],
-    )
-    .await;
+    let own = Request::post(&gateway)
+        .bearer(key)
+        .session(&session)
+        .json(&call(2, "echo"))
+        .send()
+        .await;
     assert_eq!(own.status(), 200);
 }
 
 #[tokio::test]
 async fn unknown_forged_and_repeated_ids_are_not_found() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (upstream, gateway, alice) = start("").await;
     let session = initialize(&gateway, &alice).await;
     for forged in [
         "upstream-session-1".to_owned(),
@@ -252,81 +191,61 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
         format!("{session}0"),
         session[..31].to_owned(),
     ] {
-        let response = send(
-            &gateway,
-            reqwest::Method::POST,
-            &alice,
-            Some(&forged),
-            Some(call(1, "echo")),
-            &[],
-        )
-        .await;
+        let response = Request::post(&gateway)
+            .bearer(&alice)
+            .session(&forged)
+            .json(&call(1, "echo"))
+            .send()
+            .await;
         assert_session_not_found(response).await;
     }
     // Two session headers, even both the caller's own, name no single session.
-    let twice = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(&alice)
-        .header("content-type", "application/json")
-        .header("mcp-session-id", &session)
-        .header("mcp-session-id", &session)
-        .body(call(1, "echo").to_string())
+    let twice = Request::post(&gateway)
+        .without("accept")
+        .bearer(&alice)
+        .session(&session)
+        .append_header("mcp-session-id", &session)
+        .json(&call(1, "echo"))
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_session_not_found(twice).await;
     assert_eq!(upstream_requests_in_session(&upstream), 0);
 }
 
 #[tokio::test]
 async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (upstream, gateway, alice) = start("").await;
 
     let session = initialize(&gateway, &alice).await;
-    let deleted = send(
-        &gateway,
-        reqwest::Method::DELETE,
-        &alice,
-        Some(&session),
-        None,
-        &[],
-    )
-    .await;
+    let deleted = Request::delete(&gateway)
+        .bearer(&alice)
+        .session(&session)
+        .send()
+        .await;
     assert_eq!(deleted.status(), 200);
-    let after = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some(&session),
-        Some(call(1, "echo")),
-        &[],
-    )
-    .await;
+    let after = Request::post(&gateway)
+        .bearer(&alice)
+        .session(&session)
+        .json(&call(1, "echo"))
+        .send()
+        .await;
     assert_session_not_found(after).await;
 
     let session = initialize(&gateway, &alice).await;
-    let gone = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some(&session),
-        Some(call(2, "session-gone")),
-        &[],
-    )
-    .await;
+    let gone = Request::post(&gateway)
+        .bearer(&alice)
+        .session(&session)
+        .json(&call(2, "session-gone"))
+        .send()
+        .await;
     assert_eq!(gone.status(), 404);
     let before = upstream.seen().len();
-    let after = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some(&session),
-        Some(call(3, "echo")),
-        &[],
-    )
-    .await;
+    let after = Request::post(&gateway)
+        .bearer(&alice)
+        .session(&session)
+        .json(&call(3, "echo"))
+        .send()
+        .await;
     assert_session_not_found(after).await;
     assert_eq!(
         upstream.seen().len(),
@@ -337,26 +256,15 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
 
 #[tokio::test]
 async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let gateway = Gateway::start(&config(
-        &upstream.url,
-        &format!("audit:\n  path: {}\n", audit.display()),
-    ))
-    .await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (_upstream, gateway, alice) = start(AUDIT_IN_DIR).await;
     let bob = token_for(&gateway, "bob", "app");
     let session = initialize(&gateway, &alice).await;
-    let stolen = send(
-        &gateway,
-        reqwest::Method::POST,
-        &bob,
-        Some(&session),
-        Some(call(1, "echo")),
-        &[],
-    )
-    .await;
+    let stolen = Request::post(&gateway)
+        .bearer(&bob)
+        .session(&session)
+        .json(&call(1, "echo"))
+        .send()
+        .await;
     assert_eq!(stolen.status(), 404);
     let mut gateway = gateway;
     gateway.terminate();
@@ -364,7 +272,7 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
         gateway.wait_exit(std::time::Duration::from_secs(20)).await,
         Some(0)
     );
-    let records: Vec<Value> = std::fs::read_to_string(&audit)
+    let records: Vec<Value> = std::fs::read_to_string(gateway.dir().join("audit.jsonl"))
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -380,30 +288,21 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
 
 #[tokio::test]
 async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "session:\n  stateless: true\n")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (upstream, gateway, alice) = start("session:\n  stateless: true\n").await;
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        None,
-        Some(body),
-        &[],
-    )
-    .await;
+    let response = Request::post(&gateway)
+        .bearer(&alice)
+        .json(&body)
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
-    let response = send(
-        &gateway,
-        reqwest::Method::POST,
-        &alice,
-        Some("anything-a-client-sends"),
-        Some(call(1, "echo")),
-        &[],
-    )
-    .await;
+    let response = Request::post(&gateway)
+        .bearer(&alice)
+        .session("anything-a-client-sends")
+        .json(&call(1, "echo"))
+        .send()
+        .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
     assert!(
@@ -416,9 +315,7 @@ async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
 
 #[tokio::test]
 async fn browser_origins_must_be_allowed() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(&upstream.url, "")).await;
-    let alice = token_for(&gateway, "alice", "app");
+    let (_upstream, gateway, alice) = start("").await;
     let public_origin = gateway.base.clone();
     for (origin, status) in [
         (public_origin.as_str(), 200),
@@ -427,15 +324,12 @@ async fn browser_origins_must_be_allowed() {
         ("https://evil.example", 403),
         ("null", 403),
     ] {
-        let response = send(
-            &gateway,
-            reqwest::Method::POST,
-            &alice,
-            None,
-            Some(call(1, "echo")),
-            &[("origin", origin)],
-        )
-        .await;
+        let response = Request::post(&gateway)
+            .bearer(&alice)
+            .headers(&[("origin", origin)])
+            .json(&call(1, "echo"))
+            .send()
+            .await;
         assert_eq!(response.status(), status, "{origin}");
         if status == 403 {
             let body: Value = response.json().await.unwrap();
@@ -443,22 +337,17 @@ async fn browser_origins_must_be_allowed() {
         }
     }
     // A refused origin is refused before its credentials are even looked at.
-    let response = Gateway::client()
-        .post(&gateway.mcp)
+    let response = Request::post(&gateway)
+        .without("accept")
         .header("origin", "https://evil.example")
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 403);
-    let streams = send(
-        &gateway,
-        reqwest::Method::GET,
-        &alice,
-        None,
-        None,
-        &[("origin", "https://evil.example")],
-    )
-    .await;
+    let streams = Request::get(&gateway)
+        .bearer(&alice)
+        .headers(&[("origin", "https://evil.example")])
+        .send()
+        .await;
     assert_eq!(streams.status(), 403);
     let _ = streams.bytes_stream().next().await;
 }

@@ -20,30 +20,13 @@ fn script() -> String {
     fixture("stdio-server.mjs").display().to_string()
 }
 
-/// A gateway config fronting the fixture; `upstream` lines are added to the
-/// `upstream:` section (indented by two), `extra` at the top level.
-fn config(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  command: [node, "{script}"]
-  env:
-    GREETING: hello
-    MCP_TOKEN: s3cret
-  timeout: 10s
-{upstream}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-{extra}"#,
-        script = script(),
-    )
+/// A gateway fronting the fixture, with OAuth.
+fn config() -> TestConfig {
+    let upstream = format!(
+        "command: [node, \"{}\"]\nenv:\n  GREETING: hello\n  MCP_TOKEN: s3cret\ntimeout: 10s",
+        script()
+    );
+    TestConfig::upstream_yaml(&upstream).with_oauth()
 }
 
 fn token_for(gateway: &Gateway, subject: &str) -> String {
@@ -52,28 +35,13 @@ fn token_for(gateway: &Gateway, subject: &str) -> String {
     hs256(&claims, Some("dev"))
 }
 
-async fn send(
-    gateway: &Gateway,
-    method: Method,
-    token: &str,
-    session: Option<&str>,
-    accept: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = Gateway::client()
-        .request(method, &gateway.mcp)
-        .bearer_auth(token)
+/// A request of `token`'s accepting `accept`; a child that hangs fails the test
+/// within 20 s instead of hanging it.
+fn client(request: Request, token: &str, accept: &str) -> Request {
+    request
+        .bearer(token)
         .header("accept", accept)
-        .timeout(Duration::from_secs(20));
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    request.send().await.unwrap()
+        .timeout(Duration::from_secs(20))
 }
 
 async fn post(
@@ -83,7 +51,34 @@ async fn post(
     accept: &str,
     body: Value,
 ) -> reqwest::Response {
-    send(gateway, Method::POST, token, session, accept, Some(body)).await
+    let request = client(Request::post(gateway), token, accept).json(&body);
+    match session {
+        Some(session) => request.session(session).send().await,
+        None => request.send().await,
+    }
+}
+
+/// A POST in `session` from a client that accepts only JSON.
+async fn post_json(
+    gateway: &Gateway,
+    token: &str,
+    session: &str,
+    body: Value,
+) -> reqwest::Response {
+    post(gateway, token, Some(session), JSON_ONLY, body).await
+}
+
+/// A POST in `session` from a client that accepts JSON and SSE.
+async fn post_any(gateway: &Gateway, token: &str, session: &str, body: Value) -> reqwest::Response {
+    post(gateway, token, Some(session), BOTH, body).await
+}
+
+/// DELETE of `session`.
+async fn delete(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
+    client(Request::delete(gateway), token, BOTH)
+        .session(session)
+        .send()
+        .await
 }
 
 fn request(id: u64, method: &str, params: Value) -> Value {
@@ -108,6 +103,16 @@ fn init_request() -> Value {
             "clientInfo": {"name": "stdio-gateway-test", "version": "0"},
         }),
     )
+}
+
+/// The names in a `tools/list` answer.
+fn tool_names(list: &Value) -> Vec<&str> {
+    list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {list}"))
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect()
 }
 
 fn session_of(response: &reqwest::Response) -> String {
@@ -236,7 +241,7 @@ impl Drop for Reaper {
 
 #[tokio::test]
 async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
-    let gateway = Gateway::start(&config("", "")).await;
+    let gateway = Gateway::start(&config().build()).await;
     let alice = token_for(&gateway, "alice");
     let response = post(&gateway, &alice, None, JSON_ONLY, init_request()).await;
     assert_eq!(response.status(), 200);
@@ -247,15 +252,14 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     let init = answer(response).await;
     assert_eq!(init["result"]["serverInfo"]["name"], "stdio-fixture");
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let ack = post(&gateway, &alice, Some(&session), BOTH, initialized).await;
+    let ack = post_any(&gateway, &alice, &session, initialized).await;
     assert_eq!(ack.status(), 202);
 
     // tools/list in JSON, in the session mcpgate named.
-    let list = post(
+    let list = post_json(
         &gateway,
         &alice,
-        Some(&session),
-        JSON_ONLY,
+        &session,
         request(1, "tools/list", json!({})),
     )
     .await;
@@ -263,20 +267,14 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     assert_eq!(session_of(&list), session);
     let list = answer(list).await;
     assert_eq!(list["id"], 1);
-    let names: Vec<&str> = list["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&list);
     assert!(names.contains(&"echo"), "{names:?}");
 
     // echo in JSON, then as an event stream.
-    let json = post(
+    let json = post_json(
         &gateway,
         &alice,
-        Some(&session),
-        JSON_ONLY,
+        &session,
         call(2, "echo", json!({"text": "hi json"})),
     )
     .await;
@@ -284,11 +282,10 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     let json = answer(json).await;
     assert_eq!(json["id"], 2);
     assert_eq!(text_of(&json), "hi json");
-    let sse = post(
+    let sse = post_any(
         &gateway,
         &alice,
-        Some(&session),
-        BOTH,
+        &session,
         call(3, "echo", json!({"text": "hi sse"})),
     )
     .await;
@@ -299,14 +296,7 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     assert_eq!(text_of(&sse), "hi sse");
 
     // The child's environment is upstream.env, nothing of mcpgate's own.
-    let env = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        call(4, "env", json!({})),
-    )
-    .await;
+    let env = post_json(&gateway, &alice, &session, call(4, "env", json!({}))).await;
     let names: Vec<String> = serde_json::from_str(&text_of(&answer(env).await)).unwrap();
     assert_eq!(names, ["GREETING", "MCP_TOKEN"]);
     let pid = pid_of(&gateway, &alice, &session).await;
@@ -315,7 +305,7 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
 
 #[tokio::test]
 async fn each_principal_has_its_own_child_and_cannot_use_another_session() {
-    let gateway = Gateway::start(&config("", "")).await;
+    let gateway = Gateway::start(&config().build()).await;
     let alice = token_for(&gateway, "alice");
     let bob = token_for(&gateway, "bob");
     let alice_session = open(&gateway, &alice).await;
@@ -331,15 +321,12 @@ async fn each_principal_has_its_own_child_and_cannot_use_another_session() {
         (Method::GET, "text/event-stream", None),
         (Method::DELETE, BOTH, None),
     ] {
-        let response = send(
-            &gateway,
-            method.clone(),
-            &bob,
-            Some(&alice_session),
-            accept,
-            body,
-        )
-        .await;
+        let request = client(Request::new(method, &gateway), &bob, accept);
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let response = request.session(&alice_session).send().await;
         assert_session_not_found(response).await;
     }
 
@@ -352,32 +339,25 @@ async fn each_principal_has_its_own_child_and_cannot_use_another_session() {
 
 #[tokio::test]
 async fn delete_by_the_owner_stops_the_child_and_ends_the_session() {
-    let gateway = Gateway::start(&config("", "")).await;
+    let gateway = Gateway::start(&config().build()).await;
     let alice = token_for(&gateway, "alice");
     let session = open(&gateway, &alice).await;
     let pid = pid_of(&gateway, &alice, &session).await;
-    let deleted = send(&gateway, Method::DELETE, &alice, Some(&session), BOTH, None).await;
+    let deleted = delete(&gateway, &alice, &session).await;
     assert!(deleted.status().is_success(), "{}", deleted.status());
     wait_until("the deleted child to stop", Duration::from_secs(10), || {
         !alive(pid)
     })
     .await;
-    let after = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        request(1, "ping", json!({})),
-    )
-    .await;
+    let after = post_json(&gateway, &alice, &session, request(1, "ping", json!({}))).await;
     assert_session_not_found(after).await;
-    let again = send(&gateway, Method::DELETE, &alice, Some(&session), BOTH, None).await;
+    let again = delete(&gateway, &alice, &session).await;
     assert_session_not_found(again).await;
 }
 
 #[tokio::test]
 async fn an_idle_child_is_reaped_and_mcpgate_forgets_its_session() {
-    let gateway = Gateway::start(&config("  idle_timeout: 500ms", "")).await;
+    let gateway = Gateway::start(&config().upstream("idle_timeout: 500ms").build()).await;
     let alice = token_for(&gateway, "alice");
     let session = open(&gateway, &alice).await;
     let pid = pid_of(&gateway, &alice, &session).await;
@@ -395,14 +375,7 @@ async fn an_idle_child_is_reaped_and_mcpgate_forgets_its_session() {
     );
     // The first request still passes mcpgate's session layer; the stdio layer's 404
     // comes back and mcpgate drops its own entry.
-    let first = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        request(1, "ping", json!({})),
-    )
-    .await;
+    let first = post_json(&gateway, &alice, &session, request(1, "ping", json!({}))).await;
     assert_session_not_found(first).await;
     assert_eq!(
         gateway.log_count(SESSION_NOT_FOUND),
@@ -411,14 +384,7 @@ async fn an_idle_child_is_reaped_and_mcpgate_forgets_its_session() {
         gateway.stderr()
     );
     // The next is refused by mcpgate itself: it forgot the session.
-    let second = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        request(2, "ping", json!({})),
-    )
-    .await;
+    let second = post_json(&gateway, &alice, &session, request(2, "ping", json!({}))).await;
     assert_session_not_found(second).await;
     assert!(
         gateway.wait_for_log(SESSION_NOT_FOUND).await,
@@ -429,7 +395,7 @@ async fn an_idle_child_is_reaped_and_mcpgate_forgets_its_session() {
 
 #[tokio::test]
 async fn max_children_refuses_a_third_session_with_503() {
-    let gateway = Gateway::start(&config("  max_children: 2", "")).await;
+    let gateway = Gateway::start(&config().upstream("max_children: 2").build()).await;
     let alice = token_for(&gateway, "alice");
     let bob = token_for(&gateway, "bob");
     let first = open(&gateway, &alice).await;
@@ -440,7 +406,7 @@ async fn max_children_refuses_a_third_session_with_503() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "too_many_sessions", "{body}");
     // A slot frees when a session ends.
-    let deleted = send(&gateway, Method::DELETE, &alice, Some(&first), BOTH, None).await;
+    let deleted = delete(&gateway, &alice, &first).await;
     assert!(deleted.status().is_success());
     let third = open(&gateway, &alice).await;
     assert_eq!(third.len(), 32);
@@ -448,18 +414,11 @@ async fn max_children_refuses_a_third_session_with_503() {
 
 #[tokio::test]
 async fn a_crashing_child_fails_the_call_and_ends_the_session() {
-    let gateway = Gateway::start(&config("", "")).await;
+    let gateway = Gateway::start(&config().build()).await;
     let alice = token_for(&gateway, "alice");
     let session = open(&gateway, &alice).await;
     let pid = pid_of(&gateway, &alice, &session).await;
-    let crashed = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        call(7, "crash", json!({})),
-    )
-    .await;
+    let crashed = post_json(&gateway, &alice, &session, call(7, "crash", json!({}))).await;
     let crashed = answer(crashed).await;
     assert_eq!(crashed["id"], 7);
     assert!(crashed.get("result").is_none(), "{crashed}");
@@ -473,14 +432,7 @@ async fn a_crashing_child_fails_the_call_and_ends_the_session() {
         || !alive(pid),
     )
     .await;
-    let after = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        request(8, "ping", json!({})),
-    )
-    .await;
+    let after = post_json(&gateway, &alice, &session, request(8, "ping", json!({}))).await;
     assert_session_not_found(after).await;
     assert!(
         gateway.wait_for_log("exit status: 3").await,
@@ -497,7 +449,7 @@ async fn a_crashing_child_fails_the_call_and_ends_the_session() {
 
 #[tokio::test]
 async fn reload_keeps_the_children_and_sigterm_stops_them_all() {
-    let gateway_config = config("", "");
+    let gateway_config = config().build();
     let mut gateway = Gateway::start(&gateway_config).await;
     let alice = token_for(&gateway, "alice");
     let bob = token_for(&gateway, "bob");
@@ -515,21 +467,14 @@ async fn reload_keeps_the_children_and_sigterm_stops_them_all() {
     assert_eq!(pid_of(&gateway, &alice, &session).await, pid);
 
     // A scope rule changes: it applies at once, and still the same child serves.
-    gateway.rewrite_config(&config("", "scopes:\n  tools:\n    crash: [admin]\n"));
+    gateway.rewrite_config(&config().scopes("tools:\n  crash: [admin]").build());
     gateway.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(15);
     while gateway.log_count("config reloaded") < 2 {
         assert!(Instant::now() < deadline, "{}", gateway.stderr());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refused = post(
-        &gateway,
-        &alice,
-        Some(&session),
-        JSON_ONLY,
-        call(5, "crash", json!({})),
-    )
-    .await;
+    let refused = post_json(&gateway, &alice, &session, call(5, "crash", json!({}))).await;
     assert_eq!(refused.status(), 403, "the new scope rule is not in force");
     assert!(alive(pid), "the refused crash reached the child");
     assert_eq!(pid_of(&gateway, &alice, &session).await, pid);
@@ -538,11 +483,10 @@ async fn reload_keeps_the_children_and_sigterm_stops_them_all() {
     let stubborn_session = open(&gateway, &bob).await;
     let stubborn_pid = pid_of(&gateway, &bob, &stubborn_session).await;
     reaper.0.push(stubborn_pid);
-    let stubborn = post(
+    let stubborn = post_json(
         &gateway,
         &bob,
-        Some(&stubborn_session),
-        JSON_ONLY,
+        &stubborn_session,
         call(6, "stubborn", json!({})),
     )
     .await;
@@ -623,52 +567,30 @@ async fn server_everything_over_stdio_through_the_gateway() {
         bin.display()
     );
     let path = std::env::var("PATH").unwrap_or_default();
-    let yaml = format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  command: ["{bin}", stdio]
-  env:
-    PATH: "{path}"
-  timeout: 20s
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-"#,
-        bin = bin.display(),
+    let upstream = format!(
+        "command: [\"{}\", stdio]\nenv:\n  PATH: \"{path}\"\ntimeout: 20s",
+        bin.display()
     );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = Gateway::start(&TestConfig::upstream_yaml(&upstream).with_oauth().build()).await;
     let alice = token_for(&gateway, "alice");
     let session = open(&gateway, &alice).await;
     assert_eq!(session.len(), 32);
 
-    let list = post(
+    let list = post_json(
         &gateway,
         &alice,
-        Some(&session),
-        JSON_ONLY,
+        &session,
         request(1, "tools/list", json!({})),
     )
     .await;
     let list = answer(list).await;
-    let names: Vec<&str> = list["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools in {list}"))
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&list);
     assert!(names.contains(&"echo"), "{names:?}");
 
-    let echo = post(
+    let echo = post_any(
         &gateway,
         &alice,
-        Some(&session),
-        BOTH,
+        &session,
         call(2, "echo", json!({"message": "hello through mcpgate"})),
     )
     .await;
@@ -676,17 +598,16 @@ auth:
     assert_eq!(echo["id"], 2);
     assert_eq!(text_of(&echo), "Echo: hello through mcpgate");
 
-    let deleted = send(&gateway, Method::DELETE, &alice, Some(&session), BOTH, None).await;
+    let deleted = delete(&gateway, &alice, &session).await;
     assert!(deleted.status().is_success());
 }
 
 #[tokio::test]
 async fn the_process_gauge_follows_the_children() {
     let admin = free_port();
-    let yaml = config("", "").replace(
-        "  listen: 127.0.0.1:{port}\n",
-        &format!("  listen: 127.0.0.1:{{port}}\n  admin_listen: 127.0.0.1:{admin}\n"),
-    );
+    let yaml = config()
+        .server(&format!("admin_listen: 127.0.0.1:{admin}"))
+        .build();
     let gateway = Gateway::start(&yaml).await;
     let gauge = || async move {
         let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
@@ -705,7 +626,7 @@ async fn the_process_gauge_follows_the_children() {
     let first = open(&gateway, &alice).await;
     let _second = open(&gateway, &bob).await;
     assert_eq!(gauge().await, Some(2.0));
-    let deleted = send(&gateway, Method::DELETE, &alice, Some(&first), BOTH, None).await;
+    let deleted = delete(&gateway, &alice, &first).await;
     assert!(deleted.status().is_success());
     // DELETE answers once the process has been reaped, which is when it stops counting.
     assert_eq!(gauge().await, Some(1.0));

@@ -181,6 +181,26 @@ async fn post(
         .expect("upstream error")
 }
 
+/// A POST in `session` from a client that accepts only JSON.
+async fn post_json(upstream: &StdioUpstream, session: &str, body: Value) -> Answer {
+    post(upstream, JSON_ONLY, Some(session), body).await
+}
+
+/// A POST in `session` from a client that accepts JSON and SSE.
+async fn post_any(upstream: &StdioUpstream, session: &str, body: Value) -> Answer {
+    post(upstream, BOTH, Some(session), body).await
+}
+
+/// The names in a `tools/list` answer.
+fn tool_names(list: &Answer) -> Vec<String> {
+    list.json()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params})
 }
@@ -215,6 +235,14 @@ async fn open(upstream: &StdioUpstream) -> String {
     assert_eq!(ack.status, StatusCode::ACCEPTED);
     assert!(ack.body.is_empty());
     session
+}
+
+/// The fixture with one open session: the upstream, the session id, its child's pid.
+async fn fixture_session() -> (StdioUpstream, String, u32) {
+    let upstream = fixture();
+    let session = open(&upstream).await;
+    let pid = pid_of(&upstream, &session).await;
+    (upstream, session, pid)
 }
 
 fn text_of(answer: &Value) -> String {
@@ -268,38 +296,20 @@ async fn initialize_list_and_echo_in_json_and_sse() {
     );
     assert_eq!(events[0]["result"]["serverInfo"]["name"], "stdio-fixture");
 
-    let list = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(1, "tools/list", json!({})),
-    )
-    .await;
+    let list = post_json(&upstream, &session, request(1, "tools/list", json!({}))).await;
     assert_eq!(list.status, StatusCode::OK);
     assert_eq!(list.content_type(), "application/json");
     assert_eq!(list.headers["mcp-session-id"], session.as_str());
-    let names: Vec<String> = list.json()["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = tool_names(&list);
     assert!(names.contains(&"echo".to_owned()), "{names:?}");
 
-    let json = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(2, "echo", json!({"text": "hi"})),
-    )
-    .await;
+    let json = post_json(&upstream, &session, call(2, "echo", json!({"text": "hi"}))).await;
     assert_eq!(json.json()["id"], 2);
     assert_eq!(text_of(&json.json()), "hi");
 
-    let sse = post(
+    let sse = post_any(
         &upstream,
-        BOTH,
-        Some(&session),
+        &session,
         call("three", "echo", json!({"text": "a\nb"})),
     )
     .await;
@@ -318,7 +328,7 @@ async fn progress_and_logs_stream_before_the_answer() {
     let session = open(&upstream).await;
     let mut body = call(5, "slow", json!({"steps": 3}));
     body["params"]["_meta"] = json!({"progressToken": "tok"});
-    let answer = post(&upstream, BOTH, Some(&session), body).await;
+    let answer = post_any(&upstream, &session, body).await;
     let events = answer.events();
     let methods: Vec<&str> = events
         .iter()
@@ -342,7 +352,7 @@ async fn progress_and_logs_stream_before_the_answer() {
     // JSON only: just the answer.
     let mut body = call(6, "slow", json!({"steps": 2}));
     body["params"]["_meta"] = json!({"progressToken": "tok2"});
-    let answer = post(&upstream, JSON_ONLY, Some(&session), body).await;
+    let answer = post_json(&upstream, &session, body).await;
     assert_eq!(text_of(&answer.json()), "slow done");
     upstream.shutdown().await;
 }
@@ -372,13 +382,7 @@ async fn the_child_sees_only_the_configured_environment() {
     config.env.insert("MCP_TOKEN".into(), Secret::new("s3cret"));
     let upstream = with(config);
     let session = open(&upstream).await;
-    let answer = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(1, "env", json!({})),
-    )
-    .await;
+    let answer = post_json(&upstream, &session, call(1, "env", json!({}))).await;
     let names: Vec<String> = serde_json::from_str(&text_of(&answer.json())).unwrap();
     assert_eq!(names, ["GREETING", "MCP_TOKEN"]);
     upstream.shutdown().await;
@@ -394,13 +398,7 @@ async fn an_idle_child_is_reaped_and_its_session_is_gone() {
     // Activity keeps it: a request every 200 ms, for longer than the timeout.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let answer = post(
-            &upstream,
-            JSON_ONLY,
-            Some(&session),
-            request(1, "ping", json!({})),
-        )
-        .await;
+        let answer = post_json(&upstream, &session, request(1, "ping", json!({}))).await;
         assert_eq!(answer.status, StatusCode::OK);
     }
     wait_until("the idle child to stop", Duration::from_secs(10), || {
@@ -408,13 +406,7 @@ async fn an_idle_child_is_reaped_and_its_session_is_gone() {
     })
     .await;
     assert_eq!(upstream.open_children(), 0);
-    let answer = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(2, "ping", json!({})),
-    )
-    .await;
+    let answer = post_json(&upstream, &session, request(2, "ping", json!({}))).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.json()["error"]["code"], -32001);
 }
@@ -467,10 +459,8 @@ async fn max_children_refuses_new_sessions_with_503() {
 
 #[tokio::test]
 async fn a_crash_answers_pending_requests_and_ends_the_session() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
-    let answer = post(&upstream, BOTH, Some(&session), call(7, "crash", json!({}))).await;
+    let (upstream, session, pid) = fixture_session().await;
+    let answer = post_any(&upstream, &session, call(7, "crash", json!({}))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let events = answer.events();
     assert_eq!(events.len(), 1, "{events:?}");
@@ -478,13 +468,7 @@ async fn a_crash_answers_pending_requests_and_ends_the_session() {
     assert_eq!(events[0]["error"]["code"], -32000);
     assert_eq!(events[0]["error"]["message"], "MCP server process exited");
     assert!(!alive(pid));
-    let after = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(8, "ping", json!({})),
-    )
-    .await;
+    let after = post_json(&upstream, &session, request(8, "ping", json!({}))).await;
     assert_eq!(after.status, StatusCode::NOT_FOUND);
     assert_eq!(upstream.open_children(), 0);
     // The exit status and the last stderr lines were logged as a warning.
@@ -500,13 +484,7 @@ async fn a_crash_answers_pending_requests_and_ends_the_session() {
 
     // The same in JSON: the answer is the error.
     let session = open(&upstream).await;
-    let answer = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(9, "crash", json!({})),
-    )
-    .await;
+    let answer = post_json(&upstream, &session, call(9, "crash", json!({}))).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json()["id"], 9);
     assert_eq!(
@@ -517,9 +495,7 @@ async fn a_crash_answers_pending_requests_and_ends_the_session() {
 
 #[tokio::test]
 async fn stderr_lines_reach_the_log_with_the_session_prefix() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let expected = format!("fixture stderr: started pid={pid}");
     wait_until("stderr in the log", Duration::from_secs(5), || {
         log_text()
@@ -534,9 +510,7 @@ async fn stderr_lines_reach_the_log_with_the_session_prefix() {
 
 #[tokio::test]
 async fn delete_stops_the_child() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
+    let (upstream, session, pid) = fixture_session().await;
     let deleted = send(
         &upstream,
         Method::DELETE,
@@ -559,28 +533,14 @@ async fn delete_stops_the_child() {
     .await
     .unwrap();
     assert_eq!(again.status, StatusCode::NOT_FOUND);
-    let after = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(1, "ping", json!({})),
-    )
-    .await;
+    let after = post_json(&upstream, &session, request(1, "ping", json!({}))).await;
     assert_eq!(after.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn delete_kills_a_child_that_ignores_eof_and_sigterm() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
-    let answer = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(1, "stubborn", json!({})),
-    )
-    .await;
+    let (upstream, session, pid) = fixture_session().await;
+    let answer = post_json(&upstream, &session, call(1, "stubborn", json!({}))).await;
     assert_eq!(text_of(&answer.json()), "stubborn");
     let started = Instant::now();
     let deleted = send(
@@ -660,13 +620,7 @@ async fn the_get_stream_carries_session_wide_notifications_and_is_single() {
         .unwrap();
     assert_eq!(second.status(), StatusCode::CONFLICT);
     // The tool's list_changed goes to the GET stream, its answer to the POST.
-    let answer = post(
-        &upstream,
-        BOTH,
-        Some(&session),
-        call(1, "notify", json!({})),
-    )
-    .await;
+    let answer = post_any(&upstream, &session, call(1, "notify", json!({}))).await;
     let events = answer.events();
     assert_eq!(events.len(), 1);
     assert_eq!(text_of(&events[0]), "notified");
@@ -741,7 +695,7 @@ async fn a_server_request_round_trips_through_the_post_stream() {
         "id": server_id,
         "result": {"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "m"},
     });
-    let ack = post(&upstream, BOTH, Some(&session), reply).await;
+    let ack = post_any(&upstream, &session, reply).await;
     assert_eq!(ack.status, StatusCode::ACCEPTED);
     let events = next_events(&mut body, &mut buffer, 1).await;
     assert_eq!(events[0]["id"], 1);
@@ -752,13 +706,7 @@ async fn a_server_request_round_trips_through_the_post_stream() {
     );
 
     // With no stream that could carry it, the child hears "no" at once.
-    let answer = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(2, "sample", json!({})),
-    )
-    .await;
+    let answer = post_json(&upstream, &session, call(2, "sample", json!({}))).await;
     assert!(text_of(&answer.json()).starts_with("sampling refused"));
     upstream.shutdown().await;
 }
@@ -809,7 +757,7 @@ async fn transport_refusals() {
         .unwrap();
     assert_eq!(direct.status(), StatusCode::BAD_REQUEST);
     // A second initialize in a live session.
-    let again = post(&upstream, BOTH, Some(&session), init_request()).await;
+    let again = post_any(&upstream, &session, init_request()).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
     // Other methods.
     let put = send(&upstream, Method::PUT, BOTH, Some(&session), &Value::Null)
@@ -832,13 +780,7 @@ async fn transport_refusals() {
         (answer.status, answer.events())
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let duplicate = post(
-        &upstream,
-        BOTH,
-        Some(&session),
-        request(5, "ping", json!({})),
-    )
-    .await;
+    let duplicate = post_any(&upstream, &session, request(5, "ping", json!({}))).await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
     assert_eq!(duplicate.json()["id"], 5);
     let (status, events) = pending.await.unwrap();
@@ -856,7 +798,7 @@ async fn a_batch_is_written_as_lines_and_answered_as_an_array() {
         {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
         call(2, "echo", json!({"text": "two"})),
     ]);
-    let answer = post(&upstream, JSON_ONLY, Some(&session), batch).await;
+    let answer = post_json(&upstream, &session, batch).await;
     assert_eq!(answer.status, StatusCode::OK);
     let answers = answer.json();
     let mut ids: Vec<i64> = answers
@@ -872,7 +814,7 @@ async fn a_batch_is_written_as_lines_and_answered_as_an_array() {
         {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
         {"jsonrpc": "2.0", "id": "unknown", "result": {}},
     ]);
-    let answer = post(&upstream, JSON_ONLY, Some(&session), batch).await;
+    let answer = post_json(&upstream, &session, batch).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
     assert!(!log_text().contains("got a batch array on one line"));
     upstream.shutdown().await;
@@ -897,29 +839,21 @@ async fn a_late_answer_times_out_as_json_rpc_errors() {
         matches!(json, Err(UpstreamError::Timeout(_))),
         "JSON: the gateway answers 504"
     );
-    let sse = post(&upstream, BOTH, Some(&session), call(2, "hang", json!({}))).await;
+    let sse = post_any(&upstream, &session, call(2, "hang", json!({}))).await;
     let events = sse.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["id"], 2);
     assert_eq!(events[0]["error"]["code"], -32000);
     // The session lives on.
-    let ping = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(3, "ping", json!({})),
-    )
-    .await;
+    let ping = post_json(&upstream, &session, request(3, "ping", json!({}))).await;
     assert_eq!(ping.status, StatusCode::OK);
     upstream.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_overlong_line_stops_the_child() {
-    let upstream = fixture();
-    let session = open(&upstream).await;
-    let pid = pid_of(&upstream, &session).await;
-    let answer = post(&upstream, BOTH, Some(&session), call(1, "flood", json!({}))).await;
+    let (upstream, session, pid) = fixture_session().await;
+    let answer = post_any(&upstream, &session, call(1, "flood", json!({}))).await;
     let events = answer.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["id"], 1);
@@ -930,13 +864,7 @@ async fn an_overlong_line_stops_the_child() {
             .contains("over 16777216 bytes")
     );
     assert!(!alive(pid));
-    let after = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(2, "ping", json!({})),
-    )
-    .await;
+    let after = post_json(&upstream, &session, request(2, "ping", json!({}))).await;
     assert_eq!(after.status, StatusCode::NOT_FOUND);
 }
 
@@ -993,25 +921,13 @@ fn everything() -> StdioUpstream {
 async fn server_everything_over_stdio() {
     let upstream = everything();
     let session = open(&upstream).await;
-    let list = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(1, "tools/list", json!({})),
-    )
-    .await;
-    let names: Vec<String> = list.json()["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap().to_owned())
-        .collect();
+    let list = post_json(&upstream, &session, request(1, "tools/list", json!({}))).await;
+    let names = tool_names(&list);
     assert!(names.contains(&"echo".to_owned()), "{names:?}");
 
-    let echo = post(
+    let echo = post_any(
         &upstream,
-        BOTH,
-        Some(&session),
+        &session,
         call(2, "echo", json!({"message": "hi"})),
     )
     .await;
@@ -1024,7 +940,7 @@ async fn server_everything_over_stdio() {
         json!({"duration": 1, "steps": 2}),
     );
     long["params"]["_meta"] = json!({"progressToken": 77});
-    let answer = post(&upstream, BOTH, Some(&session), long).await;
+    let answer = post_any(&upstream, &session, long).await;
     let events = answer.events();
     let progress: Vec<&Value> = events
         .iter()
@@ -1036,25 +952,13 @@ async fn server_everything_over_stdio() {
     assert_eq!(last["id"], 3);
     assert!(text_of(last).starts_with("Long running operation completed"));
 
-    let env = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        call(4, "get-env", json!({})),
-    )
-    .await;
+    let env = post_json(&upstream, &session, call(4, "get-env", json!({}))).await;
     let env: Value = serde_json::from_str(&text_of(&env.json())).unwrap();
     let mut names: Vec<&String> = env.as_object().unwrap().keys().collect();
     names.sort();
     assert_eq!(names, ["EVERYTHING_MARKER", "PATH"]);
 
-    let pid_check = post(
-        &upstream,
-        JSON_ONLY,
-        Some(&session),
-        request(5, "ping", json!({})),
-    )
-    .await;
+    let pid_check = post_json(&upstream, &session, request(5, "ping", json!({}))).await;
     assert_eq!(pid_check.status, StatusCode::OK);
     let deleted = send(
         &upstream,

@@ -507,57 +507,33 @@ async fn an_unusable_endpoint_from_the_environment_is_a_config_error() {
 async fn the_gateway_exports_its_span_and_the_upstream_sees_it_as_parent() {
     let collector = Collector::start().await;
     let upstream = Upstream::start().await;
-    let mut gateway = Gateway::start(&format!(
-        r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: {upstream}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-scopes:
-  initialize: [mcp:connect]
-telemetry:
-  traces:
-    enabled: true
-    endpoint: {endpoint}
-"#,
-        upstream = upstream.url,
-        endpoint = collector.endpoint,
-    ))
-    .await;
+    let config = TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:connect]")
+        .yaml(&format!(
+            "telemetry:\n  traces:\n    enabled: true\n    endpoint: {}",
+            collector.endpoint
+        ));
+    let mut gateway = Gateway::start(&config.build()).await;
     let token = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
-    let opened = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
+    let opened = Request::post(&gateway)
+        .bearer(&token)
         .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     let session = opened.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
         .to_owned();
-    let response = Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let response = Request::post(&gateway)
+        .bearer(&token)
         .header("mcp-session-id", &session)
         .header(
             "traceparent",
-            format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
+            &format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
         )
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let _ = response.bytes().await;
 

@@ -120,40 +120,28 @@ async fn setup(lifetime: u64, oauth_extra: &str) -> Setup {
 }
 
 fn config(upstream: SocketAddr, token: SocketAddr, oauth_extra: &str) -> String {
-    format!(
+    let credentials = format!(
         r#"
-server:
-  listen: 127.0.0.1:{{port}}
-upstream:
-  url: http://{upstream}/mcp
-  oauth:
-    token_url: http://{token}/token
-    client_id: "mcpgate:gw"
-    client_secret: "s3cret value"
-    scopes: [upstream:read, upstream:write]
-    resource: https://upstream.example/mcp
-{oauth_extra}
-auth:
-  oauth:
-    enabled: true
-    issuers: [https://issuer.test]
-    jwks:
-      - secret: "{HMAC_SECRET}"
-        header_key_id: dev
-"#
-    )
+oauth:
+  token_url: http://{token}/token
+  client_id: "mcpgate:gw"
+  client_secret: "s3cret value"
+  scopes: [upstream:read, upstream:write]
+  resource: https://upstream.example/mcp
+{}"#,
+        indent(&dedent(oauth_extra), 2)
+    );
+    TestConfig::oauth(&format!("http://{upstream}/mcp"))
+        .upstream(&credentials)
+        .build()
 }
 
 async fn call(gateway: &Gateway) -> u16 {
-    let token = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
-    Gateway::client()
-        .post(&gateway.mcp)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
+    Request::post(gateway)
+        .token("mcp:connect")
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
         .send()
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

@@ -2,7 +2,12 @@
 //! server and a recording upstream MCP server, all on loopback in the test process.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod redis;
+pub mod request;
+
+pub use config::*;
+pub use request::*;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
