@@ -331,7 +331,8 @@ impl Metrics {
             status: record.status,
         };
         self.requests.get_or_create(&labels).inc();
-        if record.auth_result != "ok" {
+        // "disabled" (no credential source) refused nobody's credentials.
+        if !matches!(record.auth_result.as_str(), "ok" | "disabled") {
             let reason = auth_reason_label(&record.auth_result);
             self.auth_failures
                 .get_or_create(&ReasonLabel { reason })
@@ -753,6 +754,16 @@ mod tests {
         assert_eq!(method_label(Some("tasks/get")), "tasks/*");
         assert_eq!(http_method_label("BREW"), "other");
         assert_eq!(auth_reason_label("expired"), "expired");
+        // Without a credential source nothing is refused, so nothing is counted.
+        let unauthenticated = Metrics::new();
+        unauthenticated.request(&record(Some("tools/call"), Action::Allow, "disabled", 200));
+        assert!(
+            value(
+                &unauthenticated.encode(),
+                r#"mcpgate_auth_failures_total{reason="other"}"#
+            )
+            .is_none()
+        );
         assert_eq!(auth_reason_label("evil\"} 1\n"), "other");
 
         let metrics = Metrics::new();
