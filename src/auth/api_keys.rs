@@ -265,6 +265,7 @@ impl ApiKeyStore {
             api_key_id: Some(id.to_owned()),
             // An API key carries no claims: claim conditions never match it.
             claims: serde_json::Map::new(),
+            _verified: crate::auth::principal::Verified,
         });
         self.verified.insert(digest, Arc::clone(&principal));
         // Given back once the key is cached: an attempt that waited for it finds it there.

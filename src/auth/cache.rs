@@ -128,6 +128,7 @@ mod tests {
             key_id: None,
             api_key_id: None,
             claims: serde_json::Map::new(),
+            _verified: crate::auth::principal::Verified,
         })
     }
 

@@ -24,7 +24,22 @@ impl AuthMethod {
     }
 }
 
-/// A verified caller.
+/// A verified caller. Only `auth` makes one; elsewhere it is read, never built:
+///
+/// ```compile_fail
+/// use mcpgate::auth::{AuthMethod, Principal, Scopes};
+/// let forged = Principal {
+///     issuer: None,
+///     subject: Some("admin".into()),
+///     client_id: None,
+///     scopes: Scopes::all(),
+///     expires_at: None,
+///     method: AuthMethod::Jwt,
+///     key_id: None,
+///     api_key_id: None,
+///     claims: serde_json::Map::new(),
+/// };
+/// ```
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub issuer: Option<String>,
@@ -41,6 +56,31 @@ pub struct Principal {
     /// The token's claims that `rules:` read (by top-level name), and no others: empty
     /// when no rule reads a claim, so a principal costs nothing more then.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Only `auth` makes principals: whoever holds one was verified here.
+    pub(super) _verified: Verified,
+}
+
+/// The mark a [`Principal`] is made with, which only `auth` can write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Verified;
+
+#[cfg(test)]
+impl Principal {
+    /// A JWT caller with `subject` and `scopes`, for other modules' unit tests.
+    pub(crate) fn for_tests(subject: &str, scopes: Scopes) -> Self {
+        Self {
+            issuer: None,
+            subject: Some(subject.to_owned()),
+            client_id: None,
+            scopes,
+            expires_at: None,
+            method: AuthMethod::Jwt,
+            key_id: None,
+            api_key_id: None,
+            claims: serde_json::Map::new(),
+            _verified: Verified,
+        }
+    }
 }
 
 fn shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {

@@ -148,17 +148,7 @@ rules:
     #[test]
     fn scopes_then_computed_requirements_then_rules() {
         let policy = policy(CONFIG);
-        let someone = crate::auth::Principal {
-            issuer: None,
-            subject: Some("someone".to_owned()),
-            client_id: None,
-            scopes: Scopes::default(),
-            expires_at: None,
-            method: crate::auth::AuthMethod::Jwt,
-            key_id: None,
-            api_key_id: None,
-            claims: serde_json::Map::new(),
-        };
+        let someone = crate::auth::Principal::for_tests("someone", Scopes::default());
         let everyone = policy.principal_rules().matching(&someone);
         let basic = scopes("mcp:connect mcp:tools:execute");
         // Accepted.

@@ -79,6 +79,7 @@ pub fn check(
         key_id,
         api_key_id: None,
         claims: profile.kept_claims(claims),
+        _verified: crate::auth::principal::Verified,
     })
 }
 

@@ -183,20 +183,13 @@ fn is_well_formed(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{AuthMethod, Principal, Scopes};
+    use crate::auth::{Principal, Scopes};
 
     fn principal(subject: &str) -> Principal {
-        Principal {
-            issuer: Some("https://as.example".into()),
-            subject: Some(subject.into()),
-            client_id: Some("client".into()),
-            scopes: Scopes::default(),
-            expires_at: None,
-            method: AuthMethod::Jwt,
-            key_id: None,
-            api_key_id: None,
-            claims: serde_json::Map::new(),
-        }
+        let mut principal = Principal::for_tests(subject, Scopes::default());
+        principal.issuer = Some("https://as.example".into());
+        principal.client_id = Some("client".into());
+        principal
     }
 
     fn sessions() -> Sessions {

@@ -63,17 +63,10 @@ mod tests {
     use crate::auth::Scopes;
 
     fn token(issuer: &str, subject: &str, client: &str) -> Principal {
-        Principal {
-            issuer: Some(issuer.into()),
-            subject: Some(subject.into()),
-            client_id: Some(client.into()),
-            scopes: Scopes::new(["a"]),
-            expires_at: None,
-            method: AuthMethod::Jwt,
-            key_id: None,
-            api_key_id: None,
-            claims: serde_json::Map::new(),
-        }
+        let mut principal = Principal::for_tests(subject, Scopes::new(["a"]));
+        principal.issuer = Some(issuer.into());
+        principal.client_id = Some(client.into());
+        principal
     }
 
     #[test]
