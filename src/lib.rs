@@ -31,6 +31,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authorization_server;
 pub mod config;
 pub mod demo;
 pub mod explain;

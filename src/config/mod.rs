@@ -1,6 +1,7 @@
 //! Configuration: the file format (`model`), how layers are merged (`load`) and the
 //! startup checks that turn a parsed file into something safe to run (`validate`).
 
+mod authorization_server;
 mod checks;
 mod claims;
 mod derived;
@@ -11,6 +12,10 @@ mod rules;
 mod scopes;
 mod validate;
 
+pub use authorization_server::{
+    AuthorizationServerConfig, ClientMetadataDocumentsConfig, ConfiguredClientConfig,
+    ConsentConfig, ProviderAuthMethod, ProviderConfig, RegistrationConfig,
+};
 pub(crate) use checks::{
     check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
 };

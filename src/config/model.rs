@@ -37,6 +37,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub session: SessionConfig,
+    /// mcpgate as the authorization server clients see (off when absent).
+    pub authorization_server: Option<super::AuthorizationServerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,442 @@
+//! The façade's HTTP side: metadata, the authorization endpoint and the consent
+//! page. Each handler reads the current settings once and hands the work to the
+//! modules beside it.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use url::Url;
+
+use super::authorize::{Offer, PageError, Params, RedirectError};
+use super::clients::{Client, ClientKind};
+use super::page::{self, ConsentPage, kind_text};
+use super::pending::{Pending, Stage};
+use super::provider::{self, Pkce, ProviderRequest};
+use super::redirect_uri;
+use super::secret::random_id;
+use super::settings::{Facade, Settings};
+
+/// The cookie that ties a sign-in to the browser that started it.
+const BROWSER_COOKIE: &str = "mcpgate_browser";
+/// With `Secure`, the `__Host-` prefix also forbids a `Domain` and any path but `/`.
+const SECURE_BROWSER_COOKIE: &str = "__Host-mcpgate_browser";
+/// A browser cookie's life: long enough for a sign-in, not a tracking id.
+const BROWSER_COOKIE_MAX_AGE: u32 = 3600;
+
+/// The façade's routes. Paths come from the configuration at start.
+pub fn router(facade: Arc<Facade>) -> Router {
+    let settings = facade.settings();
+    let endpoints = &settings.endpoints;
+    let mut router = Router::new()
+        .route(&endpoints.path("authorize"), get(authorize))
+        .route(
+            &endpoints.path("consent"),
+            get(consent_page).post(consent_decision),
+        );
+    for path in endpoints.metadata_paths() {
+        router = router.route(&path, get(metadata));
+    }
+    router.with_state(facade)
+}
+
+async fn metadata(State(facade): State<Arc<Facade>>) -> Response {
+    let settings = facade.settings();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        settings.metadata.document().clone(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    // MCP clients in browsers read it cross-origin; it is public.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
+/// `GET /oauth/authorize`: check the request, remember it, and send the browser to
+/// the consent page (its own URL, so that reloading it repeats nothing).
+async fn authorize(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let settings = facade.settings();
+    let params = Params::from_query(query.as_deref().unwrap_or(""));
+    let client = match params.client_id() {
+        Ok(client_id) => match find_client(&settings, client_id) {
+            Ok(client) => client,
+            Err(error) => return unverified(&error),
+        },
+        Err(error) => return unverified(&error),
+    };
+    let redirect_uri = match params.redirect_uri(&client) {
+        Ok(uri) => uri,
+        Err(error) => return unverified(&error),
+    };
+    let offer = Offer {
+        resources: &settings.resources,
+        scopes: &settings.scopes,
+    };
+    let request = match params.check(&client, redirect_uri, offer) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::info!(client_id = %client.client_id, error = error.error, "authorization request refused: {}", error.description);
+            return redirect_error(&settings, &error);
+        }
+    };
+    let (browser, set_cookie) = match browser_id(&headers, &settings) {
+        Some(existing) => (existing, None),
+        None => {
+            let fresh = random_id();
+            let cookie = browser_cookie(&settings, &fresh);
+            (fresh, Some(cookie))
+        }
+    };
+    let id = random_id();
+    facade.pending.insert(
+        &id,
+        Pending {
+            request,
+            client,
+            browser,
+            stage: Stage::AwaitingConsent,
+        },
+    );
+    let location = format!("{}?request={id}", settings.endpoints.url("consent"));
+    let mut response = see_other(&location);
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A client by id. CIMD and registered clients are looked up here as they arrive.
+fn find_client(settings: &Settings, client_id: &str) -> Result<Client, PageError> {
+    settings
+        .clients
+        .get(client_id)
+        .cloned()
+        .ok_or_else(|| PageError::UnknownClient(client_id.chars().take(200).collect()))
+}
+
+#[derive(Deserialize)]
+struct ConsentQuery {
+    request: String,
+}
+
+/// `GET /oauth/consent?request=…`: the page. Reading it changes nothing, so a
+/// reload (or a second tab) shows the same page with the same token.
+async fn consent_page(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
+) -> Response {
+    let settings = facade.settings();
+    let Some(pending) = facade.pending.get(&query.request) else {
+        return expired();
+    };
+    if pending.stage != Stage::AwaitingConsent {
+        return expired();
+    }
+    let Some(browser) = browser_id(&headers, &settings).filter(|id| *id == pending.browser) else {
+        return other_browser();
+    };
+    let csrf = settings.key.mac("consent", &[&query.request, &browser]);
+    let client = &pending.client;
+    let verified_host = client.verified_host();
+    let redirect_host = redirect_uri::host_of(&pending.request.redirect_uri)
+        .unwrap_or_else(|| pending.request.redirect_uri.clone());
+    let warnings = warnings(client, verified_host.as_deref(), &redirect_host);
+    let client_label = client
+        .client_name
+        .as_deref()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or(&client.client_id);
+    let descriptions = &settings.config.consent.scope_descriptions;
+    let action = settings.endpoints.url("consent");
+    let kind = kind_text(client.kind, verified_host.as_deref());
+    ConsentPage {
+        style: ConsentPage::style(),
+        client_label,
+        name_verified: client.kind == ClientKind::Configured,
+        client_id: &client.client_id,
+        kind: &kind,
+        redirect_host: &redirect_host,
+        server_name: &settings.server_name,
+        resource: &pending.request.resource,
+        scopes: pending
+            .request
+            .scopes
+            .iter()
+            .map(|scope| (scope.as_str(), descriptions.get(scope).map(String::as_str)))
+            .collect(),
+        warnings,
+        action: &action,
+        request_id: &query.request,
+        csrf: &csrf,
+    }
+    .respond()
+}
+
+/// What the user should know before approving.
+fn warnings(client: &Client, verified_host: Option<&str>, redirect_host: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if client.kind == ClientKind::Registered {
+        warnings.push(
+            "This application registered itself. Its name is not verified: allow it only if you started this sign-in yourself.".to_owned(),
+        );
+    }
+    if let Some(host) = verified_host
+        && host != redirect_host
+        && !redirect_uri::is_loopback_host(redirect_host)
+    {
+        warnings.push(format!(
+            "This application is published by {host} but sends you back to {redirect_host}."
+        ));
+    }
+    warnings
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    request: String,
+    csrf: String,
+    decision: String,
+}
+
+/// `POST /oauth/consent`: the user's decision, accepted once, only with the token
+/// of this sign-in in this browser.
+async fn consent_decision(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let settings = facade.settings();
+    if !same_origin(&headers, &settings) {
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "The form was sent from another site.",
+        );
+    }
+    let Some(pending) = facade.pending.get(&form.request) else {
+        return expired();
+    };
+    if pending.stage != Stage::AwaitingConsent {
+        return expired();
+    }
+    let Some(browser) = browser_id(&headers, &settings).filter(|id| *id == pending.browser) else {
+        return other_browser();
+    };
+    if !settings
+        .key
+        .verify("consent", &[&form.request, &browser], &form.csrf)
+    {
+        tracing::warn!(client_id = %pending.client.client_id, "consent decision with a wrong CSRF token refused");
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "The form does not belong to this sign-in.",
+        );
+    }
+    // Used once: a second submission finds nothing.
+    let Some(pending) = facade.pending.take(&form.request) else {
+        return expired();
+    };
+    match form.decision.as_str() {
+        "approve" => to_provider(&facade, &settings, &form.request, &pending).await,
+        "deny" => {
+            tracing::info!(client_id = %pending.client.client_id, "consent denied");
+            redirect_error(
+                &settings,
+                &RedirectError {
+                    redirect_uri: pending.request.redirect_uri.clone(),
+                    state: pending.request.state.clone(),
+                    error: "access_denied",
+                    description: "the user denied the request".into(),
+                },
+            )
+        }
+        _ => page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The form's decision is not one of allow or deny.",
+        ),
+    }
+}
+
+/// Approved: send the browser to the identity provider with mcpgate's own request.
+async fn to_provider(
+    facade: &Facade,
+    settings: &Settings,
+    id: &str,
+    pending: &Pending,
+) -> Response {
+    let provider_config = &settings.config.provider;
+    let endpoints = match facade
+        .discovery
+        .endpoints(&facade.http, provider_config)
+        .await
+    {
+        Ok(endpoints) => endpoints,
+        Err(error) => {
+            tracing::error!("identity provider unavailable: {error}");
+            return page::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The identity provider cannot be reached. Try again in a moment.",
+            );
+        }
+    };
+    let state = random_id();
+    let nonce = random_id();
+    let pkce = Pkce::generate();
+    let url = provider::authorization_url(
+        &endpoints,
+        provider_config,
+        &ProviderRequest {
+            redirect_uri: &settings.endpoints.url("callback"),
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &pkce.challenge,
+            resource: &pending.request.resource,
+        },
+    );
+    let mut at_provider = pending.clone();
+    at_provider.stage = Stage::AtProvider {
+        state,
+        nonce,
+        code_verifier: pkce.verifier,
+    };
+    facade.pending.insert(id, at_provider);
+    tracing::info!(client_id = %pending.client.client_id, "consent approved; to the identity provider");
+    see_other(url.as_str())
+}
+
+/// The browser id from its cookie, if it sent one that looks like ours.
+fn browser_id(headers: &HeaderMap, settings: &Settings) -> Option<String> {
+    let name = cookie_name(settings);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_owned())
+        .filter(|value| {
+            value.len() == 43
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn cookie_name(settings: &Settings) -> &'static str {
+    if settings.secure_cookies {
+        SECURE_BROWSER_COOKIE
+    } else {
+        BROWSER_COOKIE
+    }
+}
+
+/// `SameSite=Lax`: sent on the provider's redirect back (a top-level navigation),
+/// never on a cross-site form post.
+fn browser_cookie(settings: &Settings, value: &str) -> HeaderValue {
+    let secure = if settings.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{}={value}; Path=/; Max-Age={BROWSER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(settings)
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A form post's `Origin`, when the browser sent one, must be the issuer's.
+fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(issuer) = Url::parse(&settings.endpoints.issuer) else {
+        return false;
+    };
+    origin
+        .to_str()
+        .is_ok_and(|origin| origin == issuer.origin().ascii_serialization())
+}
+
+/// An error sent back to the client's verified redirect URI, with `state` and `iss`.
+fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
+    let Ok(mut url) = Url::parse(&error.redirect_uri) else {
+        return page::error_page(StatusCode::BAD_REQUEST, error.error, &error.description);
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("error", error.error)
+            .append_pair("error_description", &error.description);
+        if let Some(state) = &error.state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", &settings.endpoints.issuer);
+    }
+    see_other(url.as_str())
+}
+
+fn unverified(error: &PageError) -> Response {
+    tracing::info!("authorization request refused: {error}");
+    let code = match error {
+        PageError::UnknownClient(_) => "invalid_client",
+        _ => "invalid_request",
+    };
+    page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
+}
+
+fn expired() -> Response {
+    page::error_page(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "This sign-in has expired or was already completed.",
+    )
+}
+
+fn other_browser() -> Response {
+    page::error_page(
+        StatusCode::FORBIDDEN,
+        "invalid_request",
+        "This sign-in was started in another browser.",
+    )
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The redirect target is not a valid URL.",
+        ),
+    }
+}

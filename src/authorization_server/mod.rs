@@ -1,0 +1,23 @@
+//! mcpgate as the authorization server MCP clients see, for identity providers that
+//! cannot register them (no CIMD, no DCR). The client registers here (or is known
+//! by its metadata document, or configured), the user consents here to that client
+//! using this server, signs in at the real provider through mcpgate's own client
+//! there, and gets an mcpgate-issued token for the MCP resource.
+//!
+//! The request path: `metadata` (RFC 8414) → `authorize` (checked request) →
+//! `consent` (the page, CSRF bound to the sign-in and the browser) → the provider
+//! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
+
+pub mod authorize;
+pub mod clients;
+mod endpoints;
+pub mod metadata;
+pub mod page;
+pub mod pending;
+pub mod provider;
+pub mod redirect_uri;
+pub mod secret;
+mod settings;
+
+pub use endpoints::router;
+pub use settings::{Facade, Settings};

@@ -1,0 +1,146 @@
+//! What one configuration makes of the façade (`Settings`, rebuilt on reload) and
+//! what outlives a reload (`Facade`: the sign-ins in progress).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use url::Url;
+
+use super::clients::ConfiguredClients;
+use super::metadata::{AuthorizationServerMetadata, Endpoints};
+use super::pending::PendingStore;
+use super::provider::Discovery;
+use super::secret::SecretKey;
+use crate::config::{AuthorizationServerConfig, Config, ConfigError};
+
+/// The façade as one configuration defines it.
+#[derive(Debug)]
+pub struct Settings {
+    pub config: AuthorizationServerConfig,
+    pub endpoints: Endpoints,
+    pub metadata: AuthorizationServerMetadata,
+    /// The protected resources tokens are issued for (one today; routes add more).
+    pub resources: Vec<String>,
+    /// The scopes clients may ask for: the policy's.
+    pub scopes: Vec<String>,
+    pub clients: ConfiguredClients,
+    pub key: SecretKey,
+    /// The MCP server's name on the consent page.
+    pub server_name: String,
+    /// Cookies get `Secure` when the issuer is `https`.
+    pub secure_cookies: bool,
+}
+
+impl Settings {
+    /// `None` when the section is absent. `scopes` are the policy's `scopes_supported`.
+    pub fn from_config(config: &Config, scopes: Vec<String>) -> Result<Option<Self>, ConfigError> {
+        let Some(section) = &config.authorization_server else {
+            return Ok(None);
+        };
+        let public_url = config.public_url();
+        let issuer = issuer(section.issuer.as_ref(), &public_url)?;
+        let endpoints = Endpoints::new(&issuer, section.registration.enabled);
+        let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
+        let key = SecretKey::from_config(section.secret_key.as_ref())?;
+        let metadata = AuthorizationServerMetadata::new(
+            &endpoints,
+            &scopes,
+            section.client_metadata_documents.enabled,
+        );
+        let server_name = section
+            .consent
+            .server_name
+            .clone()
+            .or_else(|| public_url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "this MCP server".to_owned());
+        Ok(Some(Self {
+            secure_cookies: endpoints.issuer.starts_with("https://"),
+            config: section.clone(),
+            endpoints,
+            metadata,
+            resources: vec![public_url.as_str().to_owned()],
+            scopes,
+            clients,
+            key,
+            server_name,
+        }))
+    }
+}
+
+/// The issuer: the configured one verbatim, else the public URL's origin. It must
+/// be served by this listener, so it shares the public URL's origin.
+fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: "authorization_server.issuer".into(),
+        message: message.into(),
+    };
+    let Some(issuer) = configured else {
+        return Ok(public_url.origin().ascii_serialization());
+    };
+    if issuer.origin() != public_url.origin() {
+        return Err(invalid(
+            "must be on the same scheme, host and port as server.public_url (mcpgate serves both)",
+        ));
+    }
+    if issuer.query().is_some() || issuer.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment (RFC 8414 §2)"));
+    }
+    let text = issuer.as_str();
+    // `Url` adds a `/` to a bare origin; the issuer clients compare is without it.
+    Ok(if issuer.path() == "/" {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text.to_owned()
+    })
+}
+
+/// The façade across reloads: the current settings and the sign-ins in progress.
+pub struct Facade {
+    settings: ArcSwap<Settings>,
+    pub pending: PendingStore,
+    pub discovery: Discovery,
+    /// For the provider's endpoints (and, later, client metadata documents).
+    pub http: reqwest::Client,
+}
+
+impl Facade {
+    pub fn new(settings: Settings, http: reqwest::Client) -> Arc<Self> {
+        let pending = PendingStore::new(settings.config.pending_ttl);
+        Arc::new(Self {
+            settings: ArcSwap::from_pointee(settings),
+            pending,
+            discovery: Discovery::default(),
+            http,
+        })
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// A reload: new settings, the same sign-ins in progress.
+    pub fn update(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issuer_is_the_public_origin_unless_configured() {
+        let public = Url::parse("https://mcp.example.com/tools/mcp").unwrap();
+        assert_eq!(issuer(None, &public).unwrap(), "https://mcp.example.com");
+        let with_path = Url::parse("https://mcp.example.com/as").unwrap();
+        assert_eq!(
+            issuer(Some(&with_path), &public).unwrap(),
+            "https://mcp.example.com/as"
+        );
+        let elsewhere = Url::parse("https://auth.example.com").unwrap();
+        let error = issuer(Some(&elsewhere), &public).unwrap_err().to_string();
+        assert!(error.starts_with("authorization_server.issuer:"), "{error}");
+        let query = Url::parse("https://mcp.example.com/?a=1").unwrap();
+        assert!(issuer(Some(&query), &public).is_err());
+    }
+}

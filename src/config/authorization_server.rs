@@ -1,0 +1,258 @@
+//! The `authorization_server:` section: mcpgate as the OAuth authorization server
+//! MCP clients see, in front of an identity provider that cannot register them
+//! (see `docs/authorization-server.md`). Absent: mcpgate is only a resource server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::Secret;
+use super::model::one_or_many;
+
+/// The whole section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationServerConfig {
+    /// The issuer clients see. Unset: the origin of `server.public_url`, so the
+    /// RFC 8414 document sits at `/.well-known/oauth-authorization-server` of the
+    /// host the MCP endpoint is on. Must be `https` (or `http` on a loopback host)
+    /// without query or fragment.
+    pub issuer: Option<Url>,
+    /// The identity provider users sign in at.
+    pub provider: ProviderConfig,
+    /// Clients known in advance (a desktop app with a fixed id, an internal tool).
+    #[serde(default)]
+    pub clients: Vec<ConfiguredClientConfig>,
+    /// Clients identified by an `https` URL to their metadata document (CIMD).
+    #[serde(default)]
+    pub client_metadata_documents: ClientMetadataDocumentsConfig,
+    /// Dynamic client registration (RFC 7591). Off unless configured.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// What the consent page shows and remembers.
+    #[serde(default)]
+    pub consent: ConsentConfig,
+    /// Redirect URI schemes other than `https` and loopback `http` that clients may
+    /// register (native apps such as `cursor`). Never `javascript`, `data`, `file`.
+    #[serde(default)]
+    pub allowed_redirect_schemes: Vec<String>,
+    /// Signs the CSRF tokens and the remembered-consent cookie, and (later) encrypts
+    /// what is kept of the provider's tokens: at least 32 bytes, base64. Unset: a
+    /// random key per process (pending sign-ins do not survive a restart and do not
+    /// move between replicas).
+    pub secret_key: Option<Secret>,
+    /// How long a started sign-in (authorize → consent → provider → callback) may take.
+    #[serde(default = "default_pending_ttl", with = "humantime_serde")]
+    pub pending_ttl: Duration,
+}
+
+/// The upstream identity provider and mcpgate's own client there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The provider's issuer; its endpoints come from OpenID discovery unless given
+    /// below (plain OAuth providers such as GitHub).
+    pub issuer: Url,
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    /// mcpgate's client at the provider (registered once by the operator).
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub auth_method: ProviderAuthMethod,
+    /// Scopes asked of the provider (e.g. `openid profile email`, Entra's
+    /// `api://…/.default`, `offline_access`), space-separated or a list.
+    #[serde(default = "default_provider_scopes", deserialize_with = "one_or_many")]
+    pub scopes: Vec<String>,
+    /// Extra parameters on the provider's authorization request (`prompt`, `hd`, …).
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
+    /// Send the MCP resource as RFC 8707 `resource` to the provider. Off for
+    /// providers that reject or misread it (Entra v2).
+    #[serde(default)]
+    pub send_resource: bool,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// How mcpgate authenticates at the provider's token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderAuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// A public client: PKCE only.
+    None,
+}
+
+/// A client fixed in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredClientConfig {
+    pub client_id: String,
+    /// Shown on the consent page.
+    pub client_name: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub redirect_uris: Vec<String>,
+    /// An argon2id hash (`mcpgate hash-key`) of the client's secret. Unset: a public
+    /// client (PKCE only, `token_endpoint_auth_method: none`).
+    pub client_secret_hash: Option<Secret>,
+}
+
+/// Client ID Metadata Documents (the MCP spec's preferred registration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMetadataDocumentsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Only these hosts (exact, or `*.example.com`) may be `client_id` hosts. Empty: any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// These hosts never may (checked before `allowed_hosts`).
+    #[serde(default)]
+    pub denied_hosts: Vec<String>,
+    /// Documents given here instead of fetched (a client whose document sits behind a
+    /// bot challenge), keyed by their `client_id` URL.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, serde_json::Value>,
+    /// Largest document accepted, in bytes.
+    #[serde(default = "default_document_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest a fetch may take, connection included.
+    #[serde(default = "default_document_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A fetched document is kept at least this long, whatever its `Cache-Control` says.
+    #[serde(default = "default_document_min_ttl", with = "humantime_serde")]
+    pub min_cache_ttl: Duration,
+    /// …and at most this long.
+    #[serde(default = "default_document_max_ttl", with = "humantime_serde")]
+    pub max_cache_ttl: Duration,
+    /// Fetch documents from loopback and private addresses, over `http` too. For
+    /// tests only: it lets a `client_id` make mcpgate call into its own network.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+}
+
+impl Default for ClientMetadataDocumentsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            pinned: BTreeMap::new(),
+            max_bytes: default_document_max_bytes(),
+            timeout: default_document_timeout(),
+            min_cache_ttl: default_document_min_ttl(),
+            max_cache_ttl: default_document_max_ttl(),
+            allow_private_addresses: false,
+        }
+    }
+}
+
+/// Dynamic client registration (RFC 7591), for clients that predate CIMD.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// When set, a registration must carry `Authorization: Bearer <this>`.
+    pub initial_access_token: Option<Secret>,
+    /// Registrations accepted per client IP per minute.
+    #[serde(default = "default_registrations_per_minute")]
+    pub per_ip_per_minute: u32,
+    /// A registered client that has not completed a sign-in within this long is forgotten.
+    #[serde(default = "default_unused_client_ttl", with = "humantime_serde")]
+    pub unused_client_ttl: Duration,
+    /// Most registered clients kept at once (the oldest unused go first).
+    #[serde(default = "default_max_registered_clients")]
+    pub max_clients: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            initial_access_token: None,
+            per_ip_per_minute: default_registrations_per_minute(),
+            unused_client_ttl: default_unused_client_ttl(),
+            max_clients: default_max_registered_clients(),
+        }
+    }
+}
+
+/// The consent page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// What each scope lets a client do, in the user's words (keyed by scope).
+    #[serde(default)]
+    pub scope_descriptions: BTreeMap<String, String>,
+    /// The MCP server's name on the page. Unset: the host of `server.public_url`.
+    pub server_name: Option<String>,
+    /// How long an approval is remembered in the browser (0: never).
+    #[serde(default = "default_consent_remember", with = "humantime_serde")]
+    pub remember: Duration,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        Self {
+            scope_descriptions: BTreeMap::new(),
+            server_name: None,
+            remember: default_consent_remember(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_pending_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_provider_scopes() -> Vec<String> {
+    vec!["openid".to_owned()]
+}
+
+fn default_provider_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_document_max_bytes() -> usize {
+    5 * 1024
+}
+
+fn default_document_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_document_min_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_document_max_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_registrations_per_minute() -> u32 {
+    10
+}
+
+fn default_unused_client_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_max_registered_clients() -> u64 {
+    10_000
+}
+
+fn default_consent_remember() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
