@@ -22,6 +22,7 @@ mod common;
 mod api_keys;
 mod audit_log;
 mod auth_jwt;
+mod authorization_server;
 mod cli;
 mod explain;
 mod graphql_catalog;

@@ -29,8 +29,9 @@ const SECURE_BROWSER_COOKIE: &str = "__Host-mcpgate_browser";
 /// A browser cookie's life: long enough for a sign-in, not a tracking id.
 const BROWSER_COOKIE_MAX_AGE: u32 = 3600;
 
-/// The façade's routes. Paths come from the configuration at start.
-pub fn router(facade: Arc<Facade>) -> Router {
+/// The façade's routes, to merge into a router of any state. Paths come from the
+/// configuration at start.
+pub fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> Router<S> {
     let settings = facade.settings();
     let endpoints = &settings.endpoints;
     let mut router = Router::new()

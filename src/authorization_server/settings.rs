@@ -104,10 +104,17 @@ pub struct Facade {
 }
 
 impl Facade {
-    pub fn new(settings: Settings, http: reqwest::Client) -> Arc<Self> {
+    /// The façade for its first settings, with its own HTTP client for the
+    /// provider (no redirects followed: an endpoint that moves is a configuration
+    /// problem, and a client metadata document must not redirect).
+    pub fn new(settings: Arc<Settings>) -> Arc<Self> {
         let pending = PendingStore::new(settings.config.pending_ttl);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Arc::new(Self {
-            settings: ArcSwap::from_pointee(settings),
+            settings: ArcSwap::new(settings),
             pending,
             discovery: Discovery::default(),
             http,
@@ -119,8 +126,8 @@ impl Facade {
     }
 
     /// A reload: new settings, the same sign-ins in progress.
-    pub fn update(&self, settings: Settings) {
-        self.settings.store(Arc::new(settings));
+    pub fn update(&self, settings: Arc<Settings>) {
+        self.settings.store(settings);
     }
 }
 

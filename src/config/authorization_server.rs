@@ -12,7 +12,7 @@ use super::Secret;
 use super::model::one_or_many;
 
 /// The whole section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationServerConfig {
     /// The issuer clients see. Unset: the origin of `server.public_url`, so the
@@ -49,7 +49,7 @@ pub struct AuthorizationServerConfig {
 }
 
 /// The upstream identity provider and mcpgate's own client there.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The provider's issuer; its endpoints come from OpenID discovery unless given
@@ -91,7 +91,7 @@ pub enum ProviderAuthMethod {
 }
 
 /// A client fixed in the configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfiguredClientConfig {
     pub client_id: String,
@@ -105,7 +105,7 @@ pub struct ConfiguredClientConfig {
 }
 
 /// Client ID Metadata Documents (the MCP spec's preferred registration).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientMetadataDocumentsConfig {
     #[serde(default = "yes")]
@@ -155,7 +155,7 @@ impl Default for ClientMetadataDocumentsConfig {
 }
 
 /// Dynamic client registration (RFC 7591), for clients that predate CIMD.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
     #[serde(default)]
@@ -186,7 +186,7 @@ impl Default for RegistrationConfig {
 }
 
 /// The consent page.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentConfig {
     /// What each scope lets a client do, in the user's words (keyed by scope).

@@ -1,0 +1,449 @@
+//! The authorization-server façade against the binary: its metadata, the
+//! authorization endpoint, the consent page, and the way to the identity provider;
+//! and the attacks on each (open redirects, CSRF, replays, PKCE downgrades).
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use url::Url;
+
+use crate::common::config::TestConfig;
+use crate::common::{Gateway, Upstream};
+
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const CLIENT_REDIRECT: &str = "http://127.0.0.1/callback";
+
+/// A gateway with the façade on, one configured client (`tool`) and a provider
+/// whose endpoints are given (no discovery).
+fn config(upstream: &Upstream) -> String {
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(
+            "authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize?tenant=t1
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+    scopes: [openid, email]
+  clients:
+    - client_id: tool
+      client_name: Tool <b>Pro</b>
+      redirect_uris: [\"http://127.0.0.1/callback\", \"https://tool.example/cb\"]
+  consent:
+    server_name: Test tools
+    scope_descriptions:
+      mcp:write: Run tools that change things",
+        )
+        .build()
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn authorize_url(gateway: &Gateway, extra: &str) -> String {
+    format!(
+        "{}/oauth/authorize?response_type=code&client_id=tool&redirect_uri={}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=st8&scope=mcp:read%20mcp:write{extra}",
+        gateway.base,
+        urlencode(CLIENT_REDIRECT),
+    )
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        form.append_pair(name, value);
+    }
+    form.finish()
+}
+
+fn location(response: &reqwest::Response) -> Url {
+    let location = response.headers()[LOCATION].to_str().unwrap();
+    Url::parse(location).unwrap()
+}
+
+fn query(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// A sign-in that reached the consent page: its URL, request id, the browser's
+/// cookie and the page's CSRF token.
+struct AtConsent {
+    page_url: String,
+    request: String,
+    cookie: String,
+    csrf: String,
+}
+
+async fn to_consent(gateway: &Gateway) -> AtConsent {
+    let client = browser();
+    let response = client.get(authorize_url(gateway, "")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page_url = location(&response);
+    assert_eq!(page_url.path(), "/oauth/consent");
+    let request = query(&page_url, "request").unwrap();
+    let page = client
+        .get(page_url.as_str())
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    AtConsent {
+        page_url: page_url.to_string(),
+        request,
+        cookie,
+        csrf: csrf_of(&html),
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn decide(
+    gateway: &Gateway,
+    request: &str,
+    cookie: Option<&str>,
+    csrf: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let mut post = browser()
+        .post(format!("{}/oauth/consent", gateway.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request", request),
+            ("csrf", csrf),
+            ("decision", decision),
+        ]));
+    if let Some(cookie) = cookie {
+        post = post.header(COOKIE, cookie);
+    }
+    post.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn metadata_names_the_facade_everywhere_clients_look() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let response = Gateway::client()
+            .get(format!("{}{path}", gateway.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["issuer"], gateway.base.as_str(), "{path}");
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{}/oauth/authorize", gateway.base)
+        );
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(doc["client_id_metadata_document_supported"], true);
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(
+            doc["scopes_supported"],
+            serde_json::json!(["mcp:read", "mcp:write"])
+        );
+        assert!(doc.get("registration_endpoint").is_none(), "DCR is off");
+    }
+    let prm: Value = Gateway::client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        prm["authorization_servers"],
+        serde_json::json!([gateway.base])
+    );
+}
+
+#[tokio::test]
+async fn consent_then_the_identity_provider_with_mcpgates_own_request() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let at = to_consent(&gateway).await;
+
+    let page = browser()
+        .get(&at.page_url)
+        .header(COOKIE, &at.cookie)
+        .send()
+        .await
+        .unwrap();
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    // Reloading shows the same form: the token still works (FastMCP #4814).
+    assert_eq!(csrf_of(&html), at.csrf);
+    assert!(html.contains("Test tools"));
+    assert!(html.contains("Run tools that change things"));
+    assert!(
+        html.contains("Tool &#60;b&#62;Pro&#60;/b&#62;")
+            || html.contains("Tool &lt;b&gt;Pro&lt;/b&gt;"),
+        "{html}"
+    );
+    assert!(html.contains("listed by the administrator"));
+    assert!(!html.contains("<script"));
+
+    let approved = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let to_idp = location(&approved);
+    assert_eq!(to_idp.host_str(), Some("idp.test"));
+    assert_eq!(to_idp.path(), "/authorize");
+    assert_eq!(query(&to_idp, "tenant").as_deref(), Some("t1"));
+    assert_eq!(
+        query(&to_idp, "client_id").as_deref(),
+        Some("mcpgate-at-idp")
+    );
+    assert_eq!(query(&to_idp, "response_type").as_deref(), Some("code"));
+    assert_eq!(query(&to_idp, "scope").as_deref(), Some("openid email"));
+    assert_eq!(
+        query(&to_idp, "redirect_uri"),
+        Some(format!("{}/oauth/callback", gateway.base))
+    );
+    assert_eq!(
+        query(&to_idp, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let challenge = query(&to_idp, "code_challenge").unwrap();
+    assert_ne!(
+        challenge, CHALLENGE,
+        "mcpgate's own PKCE pair, not the client's"
+    );
+    let state = query(&to_idp, "state").unwrap();
+    assert_ne!(state, "st8", "mcpgate's own state, not the client's");
+    assert!(state.len() >= 43 && query(&to_idp, "nonce").unwrap().len() >= 43);
+    assert!(query(&to_idp, "resource").is_none());
+
+    // The decision is taken once.
+    let again = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get(LOCATION).is_none());
+}
+
+#[tokio::test]
+async fn denial_goes_back_to_the_client_with_state_and_issuer() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let at = to_consent(&gateway).await;
+    let denied = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "deny").await;
+    assert_eq!(denied.status(), 303);
+    let back = location(&denied);
+    assert!(back.as_str().starts_with(CLIENT_REDIRECT));
+    assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query(&back, "state").as_deref(), Some("st8"));
+    assert_eq!(query(&back, "iss"), Some(gateway.base.clone()));
+}
+
+#[tokio::test]
+async fn problems_before_the_client_is_verified_never_redirect() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let client = browser();
+    let base = authorize_url(&gateway, "");
+    let cases = [
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("https://evil.example/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1.evil.example/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://evil@127.0.0.1/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1/callback#x"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1/callback/other"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("https://tool.example/cb/../evil"),
+        ),
+        base.replace("client_id=tool", "client_id=nobody"),
+        base.replace("client_id=tool", "client_id=tool&client_id=tool"),
+        base.replace("client_id=tool&", ""),
+        // A bad request from an unknown client is still not redirected.
+        base.replace("client_id=tool", "client_id=nobody")
+            .replace("code_challenge_method=S256", "code_challenge_method=plain"),
+    ];
+    for url in cases {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        assert!(response.headers().get(LOCATION).is_none(), "{url}");
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Sign-in cannot continue"), "{url}");
+        assert!(
+            !html.contains("evil.example"),
+            "the page does not echo the attacker's URL"
+        );
+    }
+}
+
+#[tokio::test]
+async fn problems_after_verification_go_back_with_state() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let client = browser();
+    let base = authorize_url(&gateway, "");
+    let cases = [
+        (
+            base.replace("&code_challenge_method=S256", ""),
+            "invalid_request",
+        ),
+        (
+            base.replace("method=S256", "method=plain"),
+            "invalid_request",
+        ),
+        (
+            base.replace(&format!("&code_challenge={CHALLENGE}"), ""),
+            "invalid_request",
+        ),
+        (
+            base.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            base.replace("mcp:read%20mcp:write", "mcp:admin"),
+            "invalid_scope",
+        ),
+        (
+            format!("{base}&resource={}", urlencode("https://other.example/mcp")),
+            "invalid_target",
+        ),
+    ];
+    for (url, code) in cases {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{url}");
+        let back = location(&response);
+        assert!(back.as_str().starts_with(CLIENT_REDIRECT), "{back}");
+        assert_eq!(query(&back, "error").as_deref(), Some(code), "{url}");
+        assert_eq!(query(&back, "state").as_deref(), Some("st8"));
+        assert_eq!(query(&back, "iss"), Some(gateway.base.clone()));
+    }
+    // The MCP resource itself is accepted, and a loopback redirect on another port.
+    let own = format!("{base}&resource={}", urlencode(&gateway.mcp)).replace(
+        &urlencode(CLIENT_REDIRECT),
+        &urlencode("http://127.0.0.1:49152/callback"),
+    );
+    let response = client.get(&own).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response).path(), "/oauth/consent");
+}
+
+#[tokio::test]
+async fn consent_needs_this_sign_ins_token_in_this_browser() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let first = to_consent(&gateway).await;
+    let second = to_consent(&gateway).await;
+
+    // Without a token, with a made-up one, or with another sign-in's.
+    for csrf in ["", "forged", second.csrf.as_str()] {
+        let response = decide(
+            &gateway,
+            &first.request,
+            Some(&first.cookie),
+            csrf,
+            "approve",
+        )
+        .await;
+        assert_eq!(response.status(), 403, "csrf {csrf:?}");
+        assert!(response.headers().get(LOCATION).is_none());
+    }
+    // The right token from another browser (no cookie, or another browser's).
+    let response = decide(&gateway, &first.request, None, &first.csrf, "approve").await;
+    assert_eq!(response.status(), 403);
+    let response = decide(
+        &gateway,
+        &first.request,
+        Some(&second.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+    // The page itself is not shown to another browser either.
+    let page = browser().get(&first.page_url).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    // A cross-site form post, even with the cookie and token.
+    let cross_site = browser()
+        .post(format!("{}/oauth/consent", gateway.base))
+        .header(COOKIE, &first.cookie)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request", first.request.as_str()),
+            ("csrf", &first.csrf),
+            ("decision", "approve"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    // None of that used the sign-in up: the real decision still goes through.
+    let response = decide(
+        &gateway,
+        &first.request,
+        Some(&first.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response).host_str(), Some("idp.test"));
+    // An unknown request id.
+    let response = decide(
+        &gateway,
+        "no-such-request",
+        Some(&first.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+}
