@@ -91,6 +91,8 @@ async fn respond(
         route: &route,
         headers: &parts.headers,
     };
+    // A refusal (an upstream failure too) skips `settle`: mcpgate's own answer
+    // names no session to bind, and is not the 404 or DELETE that ends one.
     let response = match parts.method {
         Method::POST => caller.post(version, body, observation).await?,
         // A stream or a session end carries no message: the every-request level.
