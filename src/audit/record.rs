@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::auth::MappedScope;
+use crate::telemetry::RequestFacts;
 
 /// Allowed through to the upstream, or refused by mcpgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,6 +82,32 @@ pub struct Record {
     /// The first 16 hex digits of the token's SHA-256: ties records to one token
     /// without revealing it.
     pub token_fingerprint: Option<String>,
+}
+
+/// What metrics and the trace span read: the record is the one set of facts the
+/// three outputs share.
+impl<'a> From<&'a Record> for RequestFacts<'a> {
+    fn from(record: &'a Record) -> Self {
+        Self {
+            request_id: &record.request_id,
+            http_method: &record.http_method,
+            method: record.method.as_deref(),
+            tool: record.tool.as_deref(),
+            resource: record.resource.as_deref(),
+            prompt: record.prompt.as_deref(),
+            session_id: record.session_id.as_deref(),
+            oauth_client_id: record.oauth_client_id.as_deref(),
+            scopes: record.scopes.as_deref(),
+            subject: record.subject.as_deref(),
+            auth_result: &record.auth_result,
+            auth_method: record.auth_method,
+            decision: record.action.as_str(),
+            status: record.status,
+            reason: record.reason.as_deref(),
+            latency_ms: record.latency_ms,
+            upstream_latency_ms: record.upstream_latency_ms,
+        }
+    }
 }
 
 impl Record {

@@ -1,5 +1,8 @@
 //! Why a request was not authenticated. Each reason has one stable code, used in
-//! `error_description`, logs and (later) the audit log; none ever echoes the token.
+//! `error_description`, logs, the audit log and the `auth_failures` metric; none ever
+//! echoes the token.
+
+use std::sync::LazyLock;
 
 /// The outcome classes of RFC 6750 §3.1, each mapped to one status by `server/`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum Unavailability {
 }
 
 impl Unavailability {
+    pub const ALL: [Self; 2] = [Self::KeysUnavailable, Self::IntrospectionUnavailable];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
@@ -53,6 +58,25 @@ impl AuthError {
             Self::TooManyAttempts => "rate_limited",
         }
     }
+
+    /// One error of each kind: every reason code there is.
+    pub fn every_kind() -> impl Iterator<Item = Self> {
+        [Self::Missing, Self::TooManyAttempts]
+            .into_iter()
+            .chain(RequestProblem::ALL.map(Self::InvalidRequest))
+            .chain(TokenProblem::ALL.map(Self::InvalidToken))
+            .chain(Unavailability::ALL.map(Self::Unavailable))
+    }
+
+    /// Every reason code, for the `auth_failures` metric's label set.
+    pub fn reasons() -> &'static [&'static str] {
+        static REASONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+            AuthError::every_kind()
+                .map(|error| error.reason())
+                .collect()
+        });
+        &REASONS
+    }
 }
 
 /// Malformed credentials (400).
@@ -69,6 +93,13 @@ pub enum RequestProblem {
 }
 
 impl RequestProblem {
+    pub const ALL: [Self; 4] = [
+        Self::DuplicateAuthorization,
+        Self::TokenInQuery,
+        Self::MalformedHeader,
+        Self::HeaderTooLarge,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::DuplicateAuthorization => "duplicate_authorization",
@@ -113,6 +144,23 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
+    pub const ALL: [Self; 14] = [
+        Self::Malformed,
+        Self::BadAlgorithm,
+        Self::UnknownKid,
+        Self::BadSignature,
+        Self::BadHeader,
+        Self::BadType,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::BadIssuer,
+        Self::BadAudience,
+        Self::BadClaims,
+        Self::Inactive,
+        Self::UnknownApiKey,
+        Self::BadApiKey,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
@@ -146,37 +194,64 @@ impl From<RequestProblem> for AuthError {
 }
 
 #[cfg(test)]
-mod metric_label_tests {
-    #[test]
-    fn every_failure_code_has_its_own_metric_label() {
-        use crate::auth::{AuthError, RequestProblem, TokenProblem, Unavailability};
-        use crate::telemetry::metrics::auth_reason_label;
-        let errors = [
-            AuthError::Missing,
-            AuthError::TooManyAttempts,
-            AuthError::InvalidRequest(RequestProblem::DuplicateAuthorization),
-            AuthError::InvalidRequest(RequestProblem::TokenInQuery),
-            AuthError::InvalidRequest(RequestProblem::MalformedHeader),
-            AuthError::InvalidRequest(RequestProblem::HeaderTooLarge),
-            AuthError::Unavailable(Unavailability::KeysUnavailable),
-            AuthError::Unavailable(Unavailability::IntrospectionUnavailable),
-            TokenProblem::Malformed.into(),
-            TokenProblem::BadAlgorithm.into(),
-            TokenProblem::UnknownKid.into(),
-            TokenProblem::BadSignature.into(),
-            TokenProblem::BadHeader.into(),
-            TokenProblem::BadType.into(),
-            TokenProblem::Expired.into(),
-            TokenProblem::NotYetValid.into(),
-            TokenProblem::BadIssuer.into(),
-            TokenProblem::BadAudience.into(),
-            TokenProblem::BadClaims.into(),
-            TokenProblem::Inactive.into(),
-            TokenProblem::UnknownApiKey.into(),
-            TokenProblem::BadApiKey.into(),
-        ];
-        for error in errors {
-            assert_eq!(auth_reason_label(error.reason()), error.reason());
+mod tests {
+    use super::*;
+
+    /// Where each variant sits in its `ALL`. The matches are exhaustive: a new variant
+    /// does not compile until it is placed here, which is the reminder to list it in
+    /// `ALL` (at that place, or the test fails), so that its reason code is a label the
+    /// metrics know.
+    fn position(error: AuthError) -> usize {
+        match error {
+            AuthError::Missing => 0,
+            AuthError::TooManyAttempts => 1,
+            AuthError::InvalidRequest(problem) => match problem {
+                RequestProblem::DuplicateAuthorization => 0,
+                RequestProblem::TokenInQuery => 1,
+                RequestProblem::MalformedHeader => 2,
+                RequestProblem::HeaderTooLarge => 3,
+            },
+            AuthError::InvalidToken(problem) => match problem {
+                TokenProblem::Malformed => 0,
+                TokenProblem::BadAlgorithm => 1,
+                TokenProblem::UnknownKid => 2,
+                TokenProblem::BadSignature => 3,
+                TokenProblem::BadHeader => 4,
+                TokenProblem::BadType => 5,
+                TokenProblem::Expired => 6,
+                TokenProblem::NotYetValid => 7,
+                TokenProblem::BadIssuer => 8,
+                TokenProblem::BadAudience => 9,
+                TokenProblem::BadClaims => 10,
+                TokenProblem::Inactive => 11,
+                TokenProblem::UnknownApiKey => 12,
+                TokenProblem::BadApiKey => 13,
+            },
+            AuthError::Unavailable(why) => match why {
+                Unavailability::KeysUnavailable => 0,
+                Unavailability::IntrospectionUnavailable => 1,
+            },
         }
+    }
+
+    #[test]
+    fn every_kind_lists_each_variant_in_its_place() {
+        for (at, problem) in RequestProblem::ALL.into_iter().enumerate() {
+            assert_eq!(position(problem.into()), at, "{problem:?}");
+        }
+        for (at, problem) in TokenProblem::ALL.into_iter().enumerate() {
+            assert_eq!(position(problem.into()), at, "{problem:?}");
+        }
+        for (at, why) in Unavailability::ALL.into_iter().enumerate() {
+            assert_eq!(position(AuthError::Unavailable(why)), at, "{why:?}");
+        }
+        assert_eq!(position(AuthError::Missing), 0);
+        assert_eq!(position(AuthError::TooManyAttempts), 1);
+        let all: Vec<AuthError> = AuthError::every_kind().collect();
+        // Each kind has a reason code of its own.
+        let mut reasons = AuthError::reasons().to_vec();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), all.len(), "two kinds share a reason code");
     }
 }

@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 use crate::audit::AuditLog;
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
+use crate::telemetry::metrics::metrics;
 use crate::telemetry::traces::Traces;
 
 /// Shared by every handler: the current gateway (swapped whole on reload) and what
@@ -58,6 +59,7 @@ impl AppState {
         traces: Traces,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        metrics().know(observe::known_labels());
         Self {
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,

@@ -18,7 +18,7 @@ pub use self::config::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
 use self::credentials::UpstreamCredentials;
 use self::graphql::Builtin;
 use self::graphql::GraphqlUpstream;
-pub use self::http::{HttpUpstream, UpstreamError};
+pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
 use crate::config::{ConfigError, UpstreamConfig};
