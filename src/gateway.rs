@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::edge::challenge::ChallengeParams;
+use crate::edge::metadata::ProtectedResourceMetadata;
+use crate::edge::origin::AllowedOrigins;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::server::challenge::ChallengeParams;
-use crate::server::metadata::ProtectedResourceMetadata;
-use crate::server::origin::AllowedOrigins;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
 
 /// The running state derived from one configuration.

@@ -33,6 +33,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod explain;
 pub mod gateway;
 pub mod graphql;

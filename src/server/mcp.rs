@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::body::read_body;
-use super::json::json_response;
 use super::observe::Observation;
-use super::origin;
 use super::refusal::{Denied, Refusal};
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::config::UnknownMethods;
+use crate::edge::json::json_response;
+use crate::edge::origin;
 use crate::gateway::Gateway;
 use crate::mcp::filter::{ListFilter, Outcome, Refusal as ListRefusal};
 use crate::mcp::headers as mcp_headers;

@@ -1,0 +1,9 @@
+//! What the HTTP edge says that does not depend on a request: the `WWW-Authenticate`
+//! challenges, the RFC 9728 metadata document, the browser-origin allowlist and the
+//! plain JSON error bodies. `gateway` builds them once per configuration and
+//! `server` answers with them, so they sit below both.
+
+pub mod challenge;
+pub mod json;
+pub mod metadata;
+pub mod origin;
