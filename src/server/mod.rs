@@ -3,7 +3,6 @@
 
 pub mod admin;
 mod body;
-mod config;
 mod connection;
 pub mod graphql;
 pub mod host;

@@ -1,5 +1,5 @@
 //! `server:` checked by its owner; each failure names the key. Whether OAuth needs
-//! `public_url` spans sections and stays in `config::validate`.
+//! `public_url` spans sections and stays in `gateway::validate`.
 
 use crate::config::{ConfigError, ServerConfig, check_http_url};
 
@@ -72,7 +72,7 @@ impl ServerConfig {
     /// Every allowed origin is one a browser could send.
     pub(crate) fn check_allowed_origins(&self) -> Result<(), ConfigError> {
         for (index, origin) in self.allowed_origins.iter().enumerate() {
-            if crate::edge::origin::normalize(origin).is_none() {
+            if super::origin::normalize(origin).is_none() {
                 return Err(ConfigError::invalid(
                     format!("server.allowed_origins[{index}]"),
                     "must be an origin: scheme://host[:port], without a path (e.g. https://app.example.com)",
