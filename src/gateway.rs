@@ -5,12 +5,16 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::edge::challenge::ChallengeParams;
+use crate::edge::metadata::ProtectedResourceMetadata;
+use crate::edge::origin::AllowedOrigins;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::server::challenge::ChallengeParams;
-use crate::server::metadata::ProtectedResourceMetadata;
-use crate::server::origin::AllowedOrigins;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
+
+mod validate;
+
+pub use self::validate::validate;
 
 /// The running state derived from one configuration.
 pub struct Gateway {
@@ -55,7 +59,7 @@ impl Gateway {
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
     ) -> Result<Self, ConfigError> {
-        crate::config::validate(&config)?;
+        validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
         let settings = UpstreamSettings::from_section(Some(upstream_config))?;
         let limit = config.auth.oauth.max_scope_combinations;

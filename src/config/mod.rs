@@ -1,5 +1,6 @@
-//! Configuration: the file format (`model`), how layers are merged (`load`) and the
-//! startup checks that turn a parsed file into something safe to run (`validate`).
+//! Configuration: the file format (`model`) and how layers are merged (`load`). The
+//! sections are plain data; each is checked by the module that uses it, and
+//! `gateway::validate` runs every check.
 
 mod checks;
 mod claims;
@@ -9,7 +10,7 @@ mod load;
 mod model;
 mod rules;
 mod scopes;
-mod validate;
+mod upstream;
 
 pub(crate) use checks::{
     check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
@@ -20,7 +21,7 @@ pub use load::{load, load_from_str};
 pub use model::*;
 pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
-pub use validate::validate;
+pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
 
 /// A configuration problem, reported as one line that names the key.
 /// Every variant maps to exit code 78 (EX_CONFIG) in the binary.

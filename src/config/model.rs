@@ -9,10 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use super::{ClaimScopesConfig, ScopesConfig};
-pub use crate::upstream::graphql::{BuiltinScopes, GraphqlUpstreamConfig};
-pub use crate::upstream::stdio::{CommandLine, StdioConfig};
-pub use crate::upstream::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
+use super::{ClaimScopesConfig, CommandLine, GraphqlUpstreamConfig, ScopesConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]

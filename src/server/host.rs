@@ -14,8 +14,8 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 
 use super::AppState;
-use super::json::json_error;
 use super::observe::Observation;
+use crate::edge::json::json_error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostProblem {

@@ -3,17 +3,12 @@
 
 pub mod admin;
 mod body;
-pub mod challenge;
-mod config;
 mod connection;
 pub mod graphql;
 pub mod host;
-pub mod json;
 pub mod limits;
 pub mod mcp;
-pub mod metadata;
 pub mod observe;
-pub mod origin;
 pub mod refusal;
 pub mod session;
 pub mod stream;
@@ -97,7 +92,8 @@ async fn metadata_document(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    crate::edge::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .into_response()
 }
 
 /// How the listener serves its clients (from `server:`; bound at start).

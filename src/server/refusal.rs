@@ -9,12 +9,12 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::body::BodyRefusal;
-use super::challenge::ChallengeParams;
-use super::json::{json_error, json_response};
 use super::observe::Observation;
-use super::origin::ForbiddenOrigin;
 use super::session;
 use crate::auth::AuthError;
+use crate::edge::challenge::ChallengeParams;
+use crate::edge::json::{json_error, json_response};
+use crate::edge::origin::ForbiddenOrigin;
 use crate::mcp::envelope::EnvelopeError;
 use crate::mcp::filter::Refusal as ListRefusal;
 use crate::mcp::headers::MediaProblem;

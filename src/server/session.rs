@@ -7,8 +7,8 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::json::json_response;
 use crate::auth::Principal;
+use crate::edge::json::json_response;
 use crate::mcp::session::{Owner, SESSION_HEADER, SessionEntry, SessionError, Sessions};
 use crate::mcp::version::ProtocolVersion;
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::stdio::StdioConfig;
 use crate::config::{
-    CommandLine, ConfigError, GraphqlUpstreamConfig, Secret, StdioConfig, UpstreamConfig,
-    UpstreamOAuthConfig, check_headers, check_http_url, check_scope_token,
+    CommandLine, ConfigError, GraphqlUpstreamConfig, Secret, UpstreamConfig, UpstreamOAuthConfig,
+    check_headers, check_http_url, check_scope_token,
 };
 
 /// The upstream section once checked: one kind, and the timeouts every kind shares.

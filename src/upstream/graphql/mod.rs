@@ -33,7 +33,7 @@ use serde_json::Value;
 pub use self::builtins::Builtin;
 use self::client::Client;
 pub use self::client::MAX_RESPONSE_BYTES;
-pub use self::config::{BuiltinScopes, GraphqlUpstreamConfig};
+pub use crate::config::{BuiltinScopes, GraphqlUpstreamConfig};
 use crate::graphql::{Catalog, CatalogSettings, GraphqlError, OperationTool};
 use crate::upstream::UpstreamError;
 

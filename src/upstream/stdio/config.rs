@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::config::{CommandLine, Secret};
 
 /// How to start the MCP server and how long its processes may live.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -38,14 +38,6 @@ pub struct StdioConfig {
     /// Longest wait for the child's answer to one request.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-}
-
-/// `command: npx` or `command: [npx, -y, "@modelcontextprotocol/server-everything"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum CommandLine {
-    Program(String),
-    WithArgs(Vec<String>),
 }
 
 fn default_idle_timeout() -> Duration {
