@@ -74,7 +74,7 @@ impl Decision {
 /// The answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    pub request: RequestView,
+    pub(crate) request: RequestView,
     /// As in the audit log: the first 16 hex digits of the token's SHA-256.
     pub token_fingerprint: String,
     /// Null when the token is not accepted or authentication is off.
@@ -87,10 +87,10 @@ pub struct Explanation {
     /// The audit record's `action`, `status`, `auth_result`, `reason` and
     /// `denied_by_rule` for the same request.
     pub action: &'static str,
-    pub status: u16,
+    pub(crate) status: u16,
     pub auth_result: String,
     pub reason: Option<String>,
-    pub denied_by_rule: Option<String>,
+    pub(crate) denied_by_rule: Option<String>,
     /// The `WWW-Authenticate` the client would get.
     pub challenge: Option<String>,
     /// What this answer cannot tell.
@@ -98,39 +98,39 @@ pub struct Explanation {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RequestView {
+pub(crate) struct RequestView {
     /// Null for the connection alone.
     pub method: Option<String>,
-    pub tool: Option<String>,
-    pub resource: Option<String>,
-    pub prompt: Option<String>,
+    pub(crate) tool: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PrincipalView {
     /// `jwt`, `introspection` or `api_key`.
     pub auth_method: &'static str,
-    pub issuer: Option<String>,
-    pub subject: Option<String>,
-    pub client_id: Option<String>,
-    pub api_key_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) api_key_id: Option<String>,
     /// The JWT's `kid`.
     pub key_id: Option<String>,
     /// RFC 3339.
     pub expires_at: Option<String>,
     /// An API key configured with `*`: every scope.
     pub all_scopes: bool,
-    pub scopes: Vec<ScopeView>,
+    pub(crate) scopes: Vec<ScopeView>,
 }
 
 /// One granted scope and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScopeView {
-    pub scope: String,
+    pub(crate) scope: String,
     /// `token` (the token's own), `claim` (mapped by `claim_scopes`) or `api_key`.
     pub source: &'static str,
-    pub claim: Option<String>,
-    pub value: Option<String>,
+    pub(crate) claim: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 impl PrincipalView {

@@ -24,10 +24,10 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     /// The `upstream` section resolved into its one kind.
     pub upstream_settings: UpstreamSettings,
-    pub challenge: ChallengeParams,
+    pub(crate) challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
-    pub allowed_origins: AllowedOrigins,
+    pub(crate) allowed_origins: AllowedOrigins,
 }
 
 impl Gateway {

@@ -16,7 +16,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -27,8 +27,8 @@ impl Action {
 /// One JSON-RPC message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BatchEntry {
-    pub method: String,
-    pub name: Option<String>,
+    pub(crate) method: String,
+    pub(crate) name: Option<String>,
 }
 
 /// One decision: one HTTP request to the MCP endpoint.
@@ -45,8 +45,8 @@ pub struct Record {
     /// a body that is not JSON-RPC) and for GET/DELETE; `batch` for a batch.
     pub method: Option<String>,
     pub tool: Option<String>,
-    pub resource: Option<String>,
-    pub prompt: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) prompt: Option<String>,
     /// The messages of a batch (null otherwise).
     pub batch: Option<Vec<BatchEntry>>,
     pub action: Action,
@@ -55,10 +55,10 @@ pub struct Record {
     /// `jwt`, `introspection` or `api_key`; null when unauthenticated.
     pub auth_method: Option<&'static str>,
     pub subject: Option<String>,
-    pub issuer: Option<String>,
+    pub(crate) issuer: Option<String>,
     /// The token's `client_id` claim, `azp` as a fallback.
     pub oauth_client_id: Option<String>,
-    pub api_key_id: Option<String>,
+    pub(crate) api_key_id: Option<String>,
     /// Space-delimited granted scopes (`*` for an API key with every scope), mapped
     /// ones included.
     pub scopes: Option<String>,

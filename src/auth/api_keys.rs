@@ -167,7 +167,10 @@ pub(crate) fn check_cache_ttl(cache_ttl: Duration) -> Result<(), ConfigError> {
 }
 
 impl ApiKeyStore {
-    pub fn from_config(keys: &[ApiKeyConfig], cache_ttl: Duration) -> Result<Self, ConfigError> {
+    pub(crate) fn from_config(
+        keys: &[ApiKeyConfig],
+        cache_ttl: Duration,
+    ) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for (index, key) in keys.iter().enumerate() {
             let at = format!("auth.api_keys[{index}]");
@@ -208,7 +211,7 @@ impl ApiKeyStore {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 

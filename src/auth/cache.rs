@@ -53,7 +53,7 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    pub fn new(max_entries: u64, max_ttl: Duration) -> Self {
+    pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
@@ -88,7 +88,7 @@ impl VerifiedTokens {
         Some(Ok(entry.principal))
     }
 
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         digest: [u8; 32],
         principal: Arc<Principal>,

@@ -34,7 +34,7 @@ pub enum Unavailability {
 }
 
 impl Unavailability {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
             Self::IntrospectionUnavailable => "introspection_unavailable",
@@ -69,7 +69,7 @@ pub enum RequestProblem {
 }
 
 impl RequestProblem {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::DuplicateAuthorization => "duplicate_authorization",
             Self::TokenInQuery => "token_in_query",
@@ -113,7 +113,7 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::BadAlgorithm => "bad_algorithm",

@@ -50,7 +50,7 @@ pub enum FetchError {
 
 /// A published key set and when it was fetched (`None` for a fixed set).
 pub struct Snapshot {
-    pub keys: KeySet,
+    pub(crate) keys: KeySet,
     fetched_at: Option<Instant>,
 }
 
@@ -207,7 +207,7 @@ impl Provider {
             .is_some_and(|snapshot| kid.is_none_or(|kid| snapshot.keys.has_kid(kid)))
     }
 
-    pub fn is_remote(&self) -> bool {
+    pub(crate) fn is_remote(&self) -> bool {
         self.remote.is_some()
     }
 

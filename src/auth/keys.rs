@@ -21,9 +21,9 @@ pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
 /// One key and what it may verify.
 #[derive(Clone)]
 pub struct VerificationKey {
-    pub kid: Option<String>,
-    pub key: DecodingKey,
-    pub algorithms: Vec<Algorithm>,
+    pub(crate) kid: Option<String>,
+    pub(crate) key: DecodingKey,
+    pub(crate) algorithms: Vec<Algorithm>,
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -54,7 +54,7 @@ pub enum SkippedKey {
 pub type SkippedKeys = Vec<(Option<String>, SkippedKey)>;
 
 impl KeySet {
-    pub fn new(keys: Vec<VerificationKey>) -> Self {
+    pub(crate) fn new(keys: Vec<VerificationKey>) -> Self {
         Self { keys }
     }
 
@@ -93,7 +93,7 @@ impl KeySet {
         Ok((Self::new(keys), skipped))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 

@@ -25,7 +25,7 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
-    pub scopes: ScopesConfig,
+    pub(crate) scopes: ScopesConfig,
     /// Per-caller restrictions applied after the scope checks (see `config::rules`).
     #[serde(default)]
     pub rules: Vec<super::PrincipalRuleConfig>,
@@ -148,7 +148,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for the upstream's response headers (a stream may then run longer).
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -181,11 +181,11 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuthConfig {
-    pub token_url: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub(crate) token_url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
     #[serde(default)]
-    pub auth_method: ClientAuthMethod,
+    pub(crate) auth_method: ClientAuthMethod,
     /// Scopes asked for, space-separated or a list.
     #[serde(default, deserialize_with = "one_or_many")]
     pub scopes: Vec<String>,
@@ -197,7 +197,7 @@ pub struct UpstreamOAuthConfig {
     #[serde(default = "default_renew_before", with = "humantime_serde")]
     pub renew_before: Duration,
     #[serde(default = "default_token_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 fn default_renew_before() -> Duration {
@@ -248,7 +248,7 @@ fn default_api_key_cache_ttl() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
-    pub id: String,
+    pub(crate) id: String,
     /// argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub hash: Secret,
     /// Scopes the key carries; `*` means every scope.
@@ -271,7 +271,7 @@ pub struct OAuthConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub audiences: Vec<String>,
     #[serde(default = "default_leeway", with = "humantime_serde")]
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
     #[serde(default)]
     pub jwks: Vec<JwksProviderConfig>,
     /// RFC 7662 introspection, for opaque tokens (and for JWTs with `validation: both`).
@@ -282,7 +282,7 @@ pub struct OAuthConfig {
     #[serde(default)]
     pub validation: ValidationMode,
     #[serde(default)]
-    pub scope_challenge_include_token_scopes: bool,
+    pub(crate) scope_challenge_include_token_scopes: bool,
     #[serde(default = "default_max_scope_combinations")]
     pub max_scope_combinations: usize,
     /// A verified token is remembered (by its SHA-256) for at most this long, and never
@@ -349,11 +349,11 @@ pub enum ValidationMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
-    pub url: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
     #[serde(default)]
-    pub auth_method: ClientAuthMethod,
+    pub(crate) auth_method: ClientAuthMethod,
     /// Active answers are reused for at most this long (and never past `exp`).
     #[serde(default = "default_introspection_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
@@ -361,7 +361,7 @@ pub struct IntrospectionConfig {
     #[serde(default = "default_negative_cache_ttl", with = "humantime_serde")]
     pub negative_cache_ttl: Duration,
     #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Require an `aud` naming this resource; some authorization servers return none.
     #[serde(default = "default_true")]
     pub require_audience: bool,
@@ -389,7 +389,7 @@ fn default_true() -> bool {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuthMethod {
+pub(crate) enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
@@ -406,7 +406,7 @@ pub struct JwksProviderConfig {
     #[serde(default)]
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
-    pub refresh_interval: Duration,
+    pub(crate) refresh_interval: Duration,
     /// Unknown-`kid` refetches (and `max-age`-driven refreshes) happen at most this often.
     #[serde(default = "default_min_refetch_interval", with = "humantime_serde")]
     pub min_refetch_interval: Duration,

@@ -60,7 +60,7 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Query => "query",
             Self::Mutation => "mutation",

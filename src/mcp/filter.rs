@@ -66,7 +66,7 @@ impl ListKind {
         }
     }
 
-    pub fn item_kind(self) -> ItemKind {
+    pub(crate) fn item_kind(self) -> ItemKind {
         match self {
             Self::Tools => ItemKind::Tool,
             Self::Prompts => ItemKind::Prompt,

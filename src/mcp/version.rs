@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::EnvelopeError;
 
-pub const HEADER: &str = "mcp-protocol-version";
+pub(crate) const HEADER: &str = "mcp-protocol-version";
 
 /// Where 2026-07-28 requests carry their version in `params._meta`.
 pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
@@ -37,13 +37,13 @@ impl ProtocolVersion {
     /// it as 2025-03-26, the revision before the header existed.
     pub const WITHOUT_HEADER: Self = Self::V2025_03_26;
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::SUPPORTED
             .into_iter()
             .find(|version| version.as_str() == text)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::V2024_11_05 => "2024-11-05",
             Self::V2025_03_26 => "2025-03-26",

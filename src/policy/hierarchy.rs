@@ -20,7 +20,7 @@ pub struct Hierarchy {
 pub struct Cycle(pub Vec<String>);
 
 impl Hierarchy {
-    pub fn new(written: &BTreeMap<String, Vec<String>>) -> Result<Self, Cycle> {
+    pub(crate) fn new(written: &BTreeMap<String, Vec<String>>) -> Result<Self, Cycle> {
         let mut finished: HashSet<&str> = HashSet::new();
         for root in written.keys() {
             let mut path = Vec::new();

@@ -22,17 +22,17 @@ pub struct Offered<'a> {
 pub struct Matrix {
     /// What every request needs (OR of AND-groups).
     pub every_request: Vec<Vec<String>>,
-    pub tools: Vec<Entry>,
-    pub prompts: Vec<Entry>,
-    pub resources: Vec<Entry>,
-    pub resource_templates: Vec<Entry>,
+    pub(crate) tools: Vec<Entry>,
+    pub(crate) prompts: Vec<Entry>,
+    pub(crate) resources: Vec<Entry>,
+    pub(crate) resource_templates: Vec<Entry>,
     pub drift: Drift,
 }
 
 /// One item and what using it takes, all levels combined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    pub name: String,
+    pub(crate) name: String,
     /// OR of AND-groups; empty when nothing is required. Absent when the rules that
     /// match it combine past `max_scope_combinations`: each rule is still enforced on
     /// its own, but no single combined list can be shown.
@@ -47,10 +47,10 @@ pub struct Drift {
     pub tools_without_rule: Vec<String>,
     /// `scopes.tools` keys that match no upstream tool.
     pub tool_rules_matching_nothing: Vec<String>,
-    pub prompts_without_rule: Vec<String>,
-    pub prompt_rules_matching_nothing: Vec<String>,
-    pub resources_without_rule: Vec<String>,
-    pub resource_templates_without_rule: Vec<String>,
+    pub(crate) prompts_without_rule: Vec<String>,
+    pub(crate) prompt_rules_matching_nothing: Vec<String>,
+    pub(crate) resources_without_rule: Vec<String>,
+    pub(crate) resource_templates_without_rule: Vec<String>,
     /// `scopes.resources` keys that match no upstream resource or template.
     pub resource_rules_matching_nothing: Vec<String>,
 }

@@ -71,8 +71,8 @@ impl Item<'_> {
 /// What one message asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target<'a> {
-    pub level: Level,
-    pub item: Option<Item<'a>>,
+    pub(crate) level: Level,
+    pub(crate) item: Option<Item<'a>>,
 }
 
 impl Target<'_> {
@@ -118,8 +118,8 @@ pub struct Policy {
 /// `tools_call` and any rule that matches the tool too.
 #[derive(Debug, Clone)]
 pub struct DeclaredTool {
-    pub tool: String,
-    pub requirement: Requirement,
+    pub(crate) tool: String,
+    pub(crate) requirement: Requirement,
     /// Where the requirement comes from, as `mcpgate policy` lists it among the
     /// tool's rules (`@requiresScopes of operation GetFacts`).
     pub source: String,
@@ -374,7 +374,7 @@ impl Policy {
             || self.principal_rules.could_refuse(Item::Resource(uri))
     }
 
-    pub fn rules_for(&self, kind: ItemKind) -> &NamedRules {
+    pub(crate) fn rules_for(&self, kind: ItemKind) -> &NamedRules {
         match kind {
             ItemKind::Tool => &self.tools,
             ItemKind::Resource => &self.resources,

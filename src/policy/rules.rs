@@ -14,7 +14,7 @@ use crate::config::{ConfigError, RequirementSpec};
 pub struct NamedRule {
     /// The key as written (`get-env`, `admin_*`, `file:///secret/**`).
     pub pattern: String,
-    pub requirement: Requirement,
+    pub(crate) requirement: Requirement,
     pub is_glob: bool,
 }
 
@@ -96,11 +96,11 @@ impl NamedRules {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    pub fn rules(&self) -> &[NamedRule] {
+    pub(crate) fn rules(&self) -> &[NamedRule] {
         &self.rules
     }
 

@@ -16,7 +16,7 @@ pub struct ProtectedResourceMetadata {
 }
 
 impl ProtectedResourceMetadata {
-    pub fn new(config: &Config, policy: &Policy) -> Self {
+    pub(crate) fn new(config: &Config, policy: &Policy) -> Self {
         let mut doc = Map::new();
         doc.insert("resource".into(), json!(config.public_url().as_str()));
         doc.insert(
@@ -41,7 +41,7 @@ impl ProtectedResourceMetadata {
         &self.body
     }
 
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();

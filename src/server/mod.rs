@@ -40,8 +40,8 @@ use crate::telemetry::traces::Traces;
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<ArcSwap<Gateway>>,
-    pub audit: AuditLog,
-    pub traces: Traces,
+    pub(crate) audit: AuditLog,
+    pub(crate) traces: Traces,
     /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
     pub shutdown: watch::Receiver<bool>,
     /// Session ownership: kept across reloads (`session` needs a restart).

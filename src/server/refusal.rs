@@ -45,7 +45,7 @@ pub enum Refusal {
 /// A policy refusal with what its answer and log need.
 #[derive(Debug)]
 pub struct Denied {
-    pub refusal: PolicyRefusal,
+    pub(crate) refusal: PolicyRefusal,
     /// The request's id, for an answer the client can tie to its call.
     pub id: Option<Value>,
     /// Who was refused, for the log.

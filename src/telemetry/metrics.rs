@@ -381,7 +381,7 @@ impl Metrics {
     pub fn audit_written(&self, records: u64) {
         self.audit_records.inc_by(records);
     }
-    pub fn audit_write_error(&self) {
+    pub(crate) fn audit_write_error(&self) {
         self.audit_write_errors.inc();
     }
 
@@ -402,7 +402,7 @@ impl Metrics {
         // Inserting an id already present replaces it: it still counts once.
         self.sessions.insert(session_id.to_owned(), ());
     }
-    pub fn session_closed(&self, session_id: &str) {
+    pub(crate) fn session_closed(&self, session_id: &str) {
         self.sessions.invalidate(session_id);
     }
 

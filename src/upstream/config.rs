@@ -15,7 +15,7 @@ use crate::config::{
 /// The upstream section once checked: one kind, and the timeouts every kind shares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
-    pub kind: UpstreamKind,
+    pub(crate) kind: UpstreamKind,
     /// Longest wait for a TCP (and TLS) connection to the upstream.
     pub connect_timeout: Duration,
     /// Longest wait for the upstream's answer to start.
@@ -34,7 +34,7 @@ pub enum UpstreamKind {
 /// A Streamable HTTP MCP server and the credentials mcpgate sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpUpstreamConfig {
-    pub url: Url,
+    pub(crate) url: Url,
     /// Added to every upstream request.
     pub headers: BTreeMap<String, Secret>,
     /// mcpgate's own OAuth client for the upstream.

@@ -84,7 +84,7 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &HttpUpstreamConfig,
         connect_timeout: Duration,
         timeout: Duration,

@@ -27,7 +27,7 @@ const ID_HEX_LEN: usize = 32;
 /// What mcpgate keeps about one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEntry {
-    pub owner: Owner,
+    pub(crate) owner: Owner,
     /// The upstream's own session id (`None` when mcpgate itself is the session's
     /// server, as for a stdio child).
     pub upstream_id: Option<String>,
@@ -93,7 +93,7 @@ impl Sessions {
         }
     }
 
-    pub fn is_stateless(&self) -> bool {
+    pub(crate) fn is_stateless(&self) -> bool {
         matches!(self, Self::Stateless)
     }
 

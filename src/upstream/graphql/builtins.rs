@@ -21,7 +21,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Self; 3] = [
+    pub(crate) const ALL: [Self; 3] = [
         Self::GetOperationInfo,
         Self::GetSchema,
         Self::ExecuteGraphql,
@@ -35,11 +35,11 @@ impl Builtin {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|builtin| builtin.name() == name)
     }
 
-    pub fn description(self) -> &'static str {
+    pub(crate) fn description(self) -> &'static str {
         match self {
             Self::GetOperationInfo => {
                 "Describes one of this server's GraphQL operations: its document, its \
