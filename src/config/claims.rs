@@ -109,6 +109,7 @@ pub struct ClaimScopesConfig {
 }
 
 impl ClaimScopesConfig {
+    /// No rule in either spelling: claims grant no scope.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

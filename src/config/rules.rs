@@ -61,6 +61,7 @@ pub struct WhenConfig {
 }
 
 impl WhenConfig {
+    /// No condition at all: the rule applies to every caller.
     pub fn is_empty(&self) -> bool {
         self.client_ids.is_none() && self.subjects.is_none() && self.claims.is_empty()
     }

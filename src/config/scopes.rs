@@ -91,6 +91,7 @@ pub struct RequirementSpec {
 }
 
 impl RequirementSpec {
+    /// No group at all (`[]`): nothing is required.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
