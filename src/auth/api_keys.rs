@@ -26,6 +26,7 @@ use crate::telemetry::metrics::{TokenCache, metrics};
 pub const KEY_PREFIX: &str = "mcpk_";
 /// Failed verifications allowed per key id within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
+/// The window over which [`MAX_FAILURES`] counts, from a key id's first uncached attempt.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const SECRET_BYTES: usize = 32;
 

@@ -28,6 +28,7 @@ struct Entry {
 /// A cached value that decides its own lifetime (a token's `exp`, a negative answer's
 /// short TTL), for moka caches built with [`OwnTtl`].
 pub trait HasTtl {
+    /// How long the cache may keep this value from now.
     fn ttl(&self) -> Duration;
 }
 

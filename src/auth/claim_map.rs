@@ -97,6 +97,7 @@ impl ClaimScopeMap {
         Self { rules }
     }
 
+    /// No claim mapping configured: claims grant nothing beyond the token's scopes.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -17,7 +17,9 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 /// Where a provider's keys come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
+    /// Keys fetched from a JWKS endpoint and refreshed in the background.
     Remote(RemoteKeys),
+    /// A symmetric HMAC secret from the configuration.
     Secret(SecretKey),
 }
 

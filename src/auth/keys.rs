@@ -44,9 +44,15 @@ pub struct KeySet {
 /// Why a JWK was left out of a set (logged, never fatal for the rest of the set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkippedKey {
+    /// Not a JWK mcpgate can read: bad JSON shape, unknown key type, or unusable
+    /// parameters.
     Unparseable,
+    /// An `oct` key: a shared secret published in a JWKS would let any reader mint tokens.
     Symmetric,
+    /// `use` or `alg` says the key is for encryption, not signatures.
     NotForSignatures,
+    /// No algorithm both allowed for the provider and fitting the key's type, curve and
+    /// `alg`.
     NoAllowedAlgorithm,
 }
 
@@ -97,6 +103,7 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// No key at all (none given, or every entry skipped): the set verifies nothing.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

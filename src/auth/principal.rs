@@ -9,8 +9,12 @@ use serde::Serialize;
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
+    /// A JWT verified locally against a JWKS or a shared secret.
     Jwt,
+    /// An `mcpk_` API key matched against its argon2id hash.
     ApiKey,
+    /// An opaque token (or a JWT under `validation: both`) the introspection endpoint
+    /// called active.
     Introspection,
 }
 
@@ -167,6 +171,7 @@ impl Scopes {
         self.listed.iter().map(String::as_str)
     }
 
+    /// No scope at all: neither "every scope" nor any listed one.
     pub fn is_empty(&self) -> bool {
         !self.all && self.listed.is_empty()
     }
