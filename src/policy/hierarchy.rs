@@ -35,6 +35,7 @@ impl Hierarchy {
         Ok(Self { implied })
     }
 
+    /// No `scopes.hierarchy`: each scope grants only itself.
     pub fn is_empty(&self) -> bool {
         self.implied.is_empty()
     }

@@ -12,12 +12,17 @@ use super::{Item, ItemKind, Level, NamedRules, Policy, Target};
 /// What the upstream lists, by name (URIs and URI templates for resources).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Offered<'a> {
+    /// Tool names from `tools/list`.
     pub tools: &'a [String],
+    /// Prompt names from `prompts/list`.
     pub prompts: &'a [String],
+    /// Resource URIs from `resources/list`.
     pub resources: &'a [String],
+    /// URI templates from `resources/templates/list`.
     pub resource_templates: &'a [String],
 }
 
+/// The effective policy per listed item, as `mcpgate policy` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Matrix {
     /// What every request needs (OR of AND-groups).
@@ -26,6 +31,7 @@ pub struct Matrix {
     pub(crate) prompts: Vec<Entry>,
     pub(crate) resources: Vec<Entry>,
     pub(crate) resource_templates: Vec<Entry>,
+    /// Items no rule names and rules that match nothing; empty when the two agree.
     pub drift: Drift,
 }
 
@@ -41,6 +47,7 @@ pub struct Entry {
     pub rules: Vec<String>,
 }
 
+/// Where the rules and the upstream's lists disagree; nothing here is an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Drift {
     /// Upstream tools no per-tool rule names: they fall back to `tools_call` alone.
@@ -56,12 +63,14 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// No drift: every item has a rule and every rule matches an item.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 }
 
 impl Matrix {
+    /// Combines every level that applies to each offered item, and finds the drift.
     pub fn build(policy: &Policy, offered: Offered<'_>) -> Self {
         let entries = |names: &[String], level: Level, kind: ItemKind| -> Vec<Entry> {
             names

@@ -38,13 +38,21 @@ pub enum Level {
     /// GET/DELETE, `initialize`, `ping`, notifications and responses: the
     /// every-request level only.
     Connection,
+    /// `tools/list` (`scopes.tools_list`).
     ToolsList,
+    /// `tools/call` (`scopes.tools_call`), then the per-tool rule.
     ToolsCall,
+    /// `resources/list` (`scopes.resources_list`).
     ResourcesList,
+    /// `resources/templates/list` (`scopes.resources_templates_list`).
     ResourcesTemplatesList,
+    /// `resources/read` (`scopes.resources_read`), then the per-resource rule.
     ResourcesRead,
+    /// `prompts/list` (`scopes.prompts_list`).
     PromptsList,
+    /// `prompts/get` (`scopes.prompts_get`), then the per-prompt rule.
     PromptsGet,
+    /// `completion/complete` (`scopes.completion_complete`).
     CompletionComplete,
     /// Any other request method, known or not.
     Default,
@@ -53,8 +61,11 @@ pub enum Level {
 /// The named thing a message acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item<'a> {
+    /// A tool, by name (`tools/call`'s `params.name`).
     Tool(&'a str),
+    /// A resource, by URI (`resources/read`'s `params.uri`).
     Resource(&'a str),
+    /// A prompt, by name (`prompts/get`'s `params.name`).
     Prompt(&'a str),
 }
 
@@ -76,6 +87,7 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// GET, DELETE and the messages that only need the every-request level: no item.
     pub const CONNECTION: Target<'static> = Target {
         level: Level::Connection,
         item: None,
@@ -334,6 +346,7 @@ impl Policy {
         &self.scopes_supported
     }
 
+    /// The closure of `scopes.hierarchy`: which broad scope implies which.
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
     }
@@ -557,8 +570,12 @@ impl Policy {
 /// The kinds of item a list response carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemKind {
+    /// Tools, from `tools/list`.
     Tool,
+    /// Resources and resource templates, from `resources/list` and
+    /// `resources/templates/list`.
     Resource,
+    /// Prompts, from `prompts/list`.
     Prompt,
 }
 

@@ -236,6 +236,7 @@ impl PrincipalRules {
         })
     }
 
+    /// No `rules:` entry: no caller is restricted beyond its scopes.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

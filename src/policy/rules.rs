@@ -15,6 +15,8 @@ pub struct NamedRule {
     /// The key as written (`get-env`, `admin_*`, `file:///secret/**`).
     pub pattern: String,
     pub(crate) requirement: Requirement,
+    /// The pattern has glob syntax (`*`, `?`, `[…]`, `{…}`, `\`); otherwise it names one
+    /// item exactly.
     pub is_glob: bool,
 }
 
