@@ -26,8 +26,11 @@ pub struct UpstreamSettings {
 /// `upstream.graphql` exclude each other.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamKind {
+    /// `upstream.url`: a Streamable HTTP MCP endpoint.
     Http(HttpUpstreamConfig),
+    /// `upstream.command`: a child process spoken to over stdio.
     Stdio(StdioConfig),
+    /// `upstream.graphql`: mcpgate serves MCP itself and calls a GraphQL endpoint.
     Graphql(GraphqlUpstreamConfig),
 }
 

@@ -42,8 +42,10 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 /// the upstream's address; `detail` (for logs) does.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// No connection or a broken one; the cause (for logs, never for clients).
     #[error("upstream unreachable")]
     Unreachable(String),
+    /// No answer within the upstream's request timeout.
     #[error("upstream did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     /// mcpgate could not get its own token for the upstream.

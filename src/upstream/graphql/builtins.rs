@@ -15,8 +15,11 @@ use crate::policy::Requirement;
 /// One built-in tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
+    /// `get_operation_info`: what a configured operation takes and returns; always offered.
     GetOperationInfo,
+    /// `get_schema`: the SDL; offered with `expose_schema`.
     GetSchema,
+    /// `execute_graphql`: an arbitrary query; offered with `enable_arbitrary_operations`.
     ExecuteGraphql,
 }
 
@@ -27,6 +30,7 @@ impl Builtin {
         Self::ExecuteGraphql,
     ];
 
+    /// The tool's name as clients see it in `tools/list` and call it.
     pub fn name(self) -> &'static str {
         match self {
             Self::GetOperationInfo => "get_operation_info",

@@ -105,10 +105,13 @@ impl GraphqlUpstreamConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinScopes {
+    /// Scopes `get_operation_info` needs, all of them; empty: none.
     #[serde(default)]
     pub get_operation_info: Vec<String>,
+    /// Scopes `get_schema` needs, all of them; empty: none.
     #[serde(default)]
     pub get_schema: Vec<String>,
+    /// Scopes `execute_graphql` needs, all of them, before the query's own; empty: none.
     #[serde(default)]
     pub execute_graphql: Vec<String>,
 }

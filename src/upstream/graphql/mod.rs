@@ -44,7 +44,9 @@ const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct GraphqlSetupError {
+    /// The dotted key at fault, e.g. `upstream.graphql.operations`.
     pub key: String,
+    /// What is wrong with it, for the operator.
     pub message: String,
 }
 

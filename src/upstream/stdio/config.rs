@@ -44,7 +44,9 @@ pub struct StdioConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum CommandLine {
+    /// A program name alone, run without arguments.
     Program(String),
+    /// The program and its arguments, passed as is (no shell).
     WithArgs(Vec<String>),
 }
 
