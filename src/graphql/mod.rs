@@ -54,8 +54,11 @@ impl CatalogSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationKind {
+    /// Reads only.
     Query,
+    /// May write.
     Mutation,
+    /// A stream of results: never a tool, skipped at load with a warning.
     Subscription,
 }
 
