@@ -28,16 +28,22 @@ pub struct Question {
     /// A JSON-RPC method; default: `tools/call` with a tool, `resources/read` with a
     /// resource, `prompts/get` with a prompt.
     pub method: Option<String>,
+    /// A tool name, as `tools/call` would send it.
     pub tool: Option<String>,
+    /// A resource URI, as `resources/read` would send it.
     pub resource: Option<String>,
+    /// A prompt name, as `prompts/get` would send it.
     pub prompt: Option<String>,
 }
 
 /// The question cannot be asked as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExplainError {
+    /// More than one of tool, resource and prompt was given.
     #[error("give at most one of --tool, --resource and --prompt")]
     SeveralItems,
+    /// The message would be refused before policy (bad JSON-RPC, or a look-alike name);
+    /// why.
     #[error("not a request the gateway would accept: {0}")]
     Request(String),
 }
@@ -46,6 +52,7 @@ pub enum ExplainError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// The request would be forwarded.
     Allowed,
     /// The token is not accepted (invalid, expired, unknown key; or it cannot be
     /// verified right now).
@@ -83,12 +90,15 @@ pub struct Explanation {
     pub requirements: Option<Vec<AppliedRequirement>>,
     /// The `rules:` entries whose `when` holds for the caller.
     pub rules_matched: Option<Vec<String>>,
+    /// How the request would end.
     pub decision: Decision,
     /// The audit record's `action`, `status`, `auth_result`, `reason` and
     /// `denied_by_rule` for the same request.
     pub action: &'static str,
     pub(crate) status: u16,
+    /// `ok`, `disabled`, or the refused credential's reason code (`expired`, …).
     pub auth_result: String,
+    /// Why the request was refused, as the audit log's `reason`; `None` when allowed.
     pub reason: Option<String>,
     pub(crate) denied_by_rule: Option<String>,
     /// The `WWW-Authenticate` the client would get.
@@ -106,6 +116,7 @@ pub(crate) struct RequestView {
     pub(crate) prompt: Option<String>,
 }
 
+/// Who the token says the caller is, as the gateway would see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrincipalView {
     /// `jwt`, `introspection` or `api_key`.

@@ -14,6 +14,7 @@ use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
 
 /// The running state derived from one configuration.
 pub struct Gateway {
+    /// The configuration this state was built from.
     pub config: Arc<Config>,
     /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,

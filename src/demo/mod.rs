@@ -45,6 +45,7 @@ fn demo_scopes() -> ScopesConfig {
 
 /// A ready-to-serve demo: its configuration and the tokens to print.
 pub struct Demo {
+    /// Serves the embedded MCP server with a fresh secret and example scopes.
     pub config: Config,
     pub(crate) token_all: String,
     pub(crate) token_basic: String,
