@@ -56,7 +56,12 @@ pub enum ClassifyError {
     #[error(
         "method {method:?} is not an MCP method; methods are matched exactly (did you mean {known:?}?)"
     )]
-    LookAlike { method: String, known: &'static str },
+    LookAlike {
+        /// The method as sent.
+        method: String,
+        /// The MCP method it resembles.
+        known: &'static str,
+    },
     /// `params` cannot be read the way the method needs.
     #[error("{0}")]
     Params(String),

@@ -16,10 +16,16 @@ pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 /// The revisions mcpgate understands, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProtocolVersion {
+    /// `2024-11-05`: the HTTP+SSE transport's revision, sessions included.
     V2024_11_05,
+    /// `2025-03-26`: Streamable HTTP, and the only one with JSON-RPC batches.
     V2025_03_26,
+    /// `2025-06-18`: adds the `MCP-Protocol-Version` header.
     V2025_06_18,
+    /// `2025-11-25`: the last revision with protocol-level sessions.
     V2025_11_25,
+    /// `2026-07-28`: stateless; the version in `_meta`, method and name mirrored in
+    /// headers.
     V2026_07_28,
 }
 
@@ -73,8 +79,13 @@ impl ProtocolVersion {
 /// Why the request's version cannot be used: HTTP 400 with a JSON-RPC error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
+    /// A version mcpgate does not know.
     #[error("Unsupported protocol version")]
-    Unsupported { requested: String },
+    Unsupported {
+        /// What the client sent, cut to 64 bytes.
+        requested: String,
+    },
+    /// Two `MCP-Protocol-Version` headers; which one applies would be a guess.
     #[error("Header mismatch: more than one MCP-Protocol-Version header")]
     Repeated,
 }

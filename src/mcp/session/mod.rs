@@ -36,8 +36,10 @@ pub struct SessionEntry {
 /// Why a session could not be opened or looked up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// `session.max_sessions` (the value) are open already: a new one gets 503.
     #[error("too many open sessions (session.max_sessions is {0})")]
     Full(u64),
+    /// The shared store (Redis) did not answer usably; the cause, for logs.
     #[error("session store unavailable")]
     Unavailable(String),
 }
@@ -56,6 +58,7 @@ impl SessionError {
 pub enum Sessions {
     /// `session.stateless`: no sessions at all.
     Stateless,
+    /// Sessions held by this process only (the default).
     Memory(MemoryStore),
     /// Shared by replicas. `session.max_sessions` does not apply: an exact count
     /// across replicas would cost a shared counter on every open and a sweep of
