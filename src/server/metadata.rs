@@ -37,6 +37,7 @@ impl ProtectedResourceMetadata {
         }
     }
 
+    /// The RFC 9728 JSON, ready to send as the response body.
     pub fn document(&self) -> &Bytes {
         &self.body
     }

@@ -72,10 +72,13 @@ const MAX_TRACKED_SESSIONS: u64 = 100_000;
 /// Which token cache a lookup went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCache {
+    /// Verified JWTs, keyed by the token's SHA-256.
     Verified,
+    /// Introspection answers held by this process.
     Introspection,
     /// The introspection cache replicas share in Redis (a local miss looks there).
     IntrospectionShared,
+    /// API keys whose argon2id check passed, keyed by SHA-256.
     ApiKey,
 }
 
@@ -93,7 +96,9 @@ impl TokenCache {
 /// What the introspection endpoint answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntrospectionResult {
+    /// The document says `active: true` (mcpgate may still refuse the token).
     Active,
+    /// A document without `active: true`.
     Inactive,
     /// No usable answer: unreachable, timed out, an error status or not JSON.
     Error,
