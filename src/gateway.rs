@@ -18,6 +18,7 @@ pub use self::validate::validate;
 
 /// The running state derived from one configuration.
 pub struct Gateway {
+    /// The configuration this state was built from.
     pub config: Arc<Config>,
     /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,
@@ -28,10 +29,10 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     /// The `upstream` section resolved into its one kind.
     pub upstream_settings: UpstreamSettings,
-    pub challenge: ChallengeParams,
+    pub(crate) challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
-    pub allowed_origins: AllowedOrigins,
+    pub(crate) allowed_origins: AllowedOrigins,
 }
 
 impl Gateway {

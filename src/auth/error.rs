@@ -28,17 +28,22 @@ pub enum AuthError {
 /// Why tokens cannot be verified at the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailability {
+    /// No usable JWKS: never fetched since start, or stale beyond `max_stale`
+    /// (`keys_unavailable`).
     #[error(
         "signing keys unavailable: the JWKS endpoint has not answered (at start, or for longer than max_stale)"
     )]
     KeysUnavailable,
+    /// The introspection endpoint did not answer usably (`introspection_unavailable`).
     #[error("the token introspection endpoint is unavailable")]
     IntrospectionUnavailable,
 }
 
 impl Unavailability {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
     pub const ALL: [Self; 2] = [Self::KeysUnavailable, Self::IntrospectionUnavailable];
 
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
@@ -82,17 +87,26 @@ impl AuthError {
 /// Malformed credentials (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestProblem {
+    /// Two or more `Authorization` headers; which one counts would be ambiguous
+    /// (`duplicate_authorization`).
     #[error("more than one Authorization header")]
     DuplicateAuthorization,
+    /// An `access_token` query parameter: refused outright, it leaks into logs
+    /// (`token_in_query`).
     #[error("access tokens are not accepted in the query string")]
     TokenInQuery,
+    /// A bearer value that is not a token68, or a header that is not visible ASCII
+    /// (`malformed_header`).
     #[error("malformed Authorization header")]
     MalformedHeader,
+    /// Over [`MAX_AUTHORIZATION_BYTES`](crate::auth::bearer::MAX_AUTHORIZATION_BYTES),
+    /// refused before parsing (`header_too_large`).
     #[error("Authorization header too large")]
     HeaderTooLarge,
 }
 
 impl RequestProblem {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
     pub const ALL: [Self; 4] = [
         Self::DuplicateAuthorization,
         Self::TokenInQuery,
@@ -100,6 +114,7 @@ impl RequestProblem {
         Self::HeaderTooLarge,
     ];
 
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::DuplicateAuthorization => "duplicate_authorization",
@@ -113,37 +128,58 @@ impl RequestProblem {
 /// A token that was read but refused (401 `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenProblem {
+    /// Not three base64url parts of JSON, or a header field of the wrong type
+    /// (`malformed`).
     #[error("token is not a well-formed JWT")]
     Malformed,
+    /// `alg` missing, unknown, or not allowed for the key that matched (`bad_algorithm`).
     #[error("token algorithm is not accepted")]
     BadAlgorithm,
+    /// No configured key matches the `kid` (or the token has none and no key fits), even
+    /// after a refetch (`unknown_kid`).
     #[error("token signing key is unknown")]
     UnknownKid,
+    /// The signature does not verify with the selected key (`bad_signature`).
     #[error("token signature is invalid")]
     BadSignature,
+    /// A JWE, compressed, nested (`cty: JWT`) or `crit` header: not a plain signed token
+    /// (`bad_header`).
     #[error("token header is not accepted")]
     BadHeader,
+    /// A `typ` other than `at+jwt` or `JWT`, or a plain JWT where `require_at_jwt` is set
+    /// (`bad_type`).
     #[error("token type is not accepted")]
     BadType,
+    /// `exp` is past, allowing for the configured leeway (`expired`).
     #[error("token has expired")]
     Expired,
+    /// `nbf` or `iat` is in the future, allowing for the leeway (`not_yet_valid`).
     #[error("token is not valid yet")]
     NotYetValid,
+    /// `iss` is not one of the configured issuers (`bad_issuer`).
     #[error("token issuer is not accepted")]
     BadIssuer,
+    /// `aud` does not include this resource's audience (`bad_audience`).
     #[error("token audience is not accepted")]
     BadAudience,
+    /// A required claim is missing or of the wrong type, e.g. no numeric `exp`
+    /// (`bad_claims`).
     #[error("token claims are malformed")]
     BadClaims,
+    /// Introspection answered `active: false` (`inactive`).
     #[error("token is not active")]
     Inactive,
+    /// The API key's id is not configured (`unknown_api_key`).
     #[error("API key is unknown")]
     UnknownApiKey,
+    /// Not of the API-key form, or its secret does not match the stored argon2id hash
+    /// (`bad_api_key`).
     #[error("API key is invalid")]
     BadApiKey,
 }
 
 impl TokenProblem {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
     pub const ALL: [Self; 14] = [
         Self::Malformed,
         Self::BadAlgorithm,
@@ -161,6 +197,7 @@ impl TokenProblem {
         Self::BadApiKey,
     ];
 
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",

@@ -27,16 +27,26 @@ pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
 /// Every variant maps to exit code 78 (EX_CONFIG) in the binary.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{path}: cannot read config file: {source}")]
     Read {
+        /// The file that was read.
         path: String,
+        /// What the OS reported.
         #[source]
         source: std::io::Error,
     },
+    /// The YAML does not parse, at a place no key names (e.g. the document root).
     #[error("{0}")]
     Parse(String),
+    /// A value is wrong, missing or unknown.
     #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The dotted path of the offending key, e.g. `auth.oauth.issuers`.
+        key: String,
+        /// What is wrong with it, for the operator.
+        message: String,
+    },
 }
 
 impl ConfigError {

@@ -15,7 +15,9 @@ use super::Secret;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum CommandLine {
+    /// A program name alone, run without arguments.
     Program(String),
+    /// The program and its arguments, passed as is (no shell).
     WithArgs(Vec<String>),
 }
 
@@ -85,10 +87,13 @@ impl GraphqlUpstreamConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinScopes {
+    /// Scopes `get_operation_info` needs, all of them; empty: none.
     #[serde(default)]
     pub get_operation_info: Vec<String>,
+    /// Scopes `get_schema` needs, all of them; empty: none.
     #[serde(default)]
     pub get_schema: Vec<String>,
+    /// Scopes `execute_graphql` needs, all of them, before the query's own; empty: none.
     #[serde(default)]
     pub execute_graphql: Vec<String>,
 }

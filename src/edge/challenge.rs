@@ -20,7 +20,7 @@ pub struct ChallengeParams {
     pub resource_metadata: Option<String>,
     /// Scopes every request needs, named by 401s.
     pub connect_scopes: Vec<String>,
-    pub echo_token_scopes: bool,
+    pub(crate) echo_token_scopes: bool,
 }
 
 impl ChallengeParams {

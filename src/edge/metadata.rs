@@ -16,7 +16,7 @@ pub struct ProtectedResourceMetadata {
 }
 
 impl ProtectedResourceMetadata {
-    pub fn new(config: &Config, policy: &Policy) -> Self {
+    pub(crate) fn new(config: &Config, policy: &Policy) -> Self {
         let mut doc = Map::new();
         doc.insert("resource".into(), json!(config.public_url().as_str()));
         doc.insert(
@@ -37,11 +37,12 @@ impl ProtectedResourceMetadata {
         }
     }
 
+    /// The RFC 9728 JSON, ready to send as the response body.
     pub fn document(&self) -> &Bytes {
         &self.body
     }
 
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();

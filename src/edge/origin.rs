@@ -52,11 +52,11 @@ pub fn normalize(text: &str) -> Option<String> {
 pub struct ForbiddenOrigin(String);
 
 impl ForbiddenOrigin {
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         format!("origin {} is not allowed", self.0)
     }
 
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         json_error(StatusCode::FORBIDDEN, "forbidden_origin", &self.reason())
     }
 }

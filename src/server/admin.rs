@@ -33,7 +33,7 @@ const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// follows reloads; the session store outlives them.
 #[derive(Clone)]
 pub struct Admin {
-    pub gateway: Arc<ArcSwap<Gateway>>,
+    pub(crate) gateway: Arc<ArcSwap<Gateway>>,
     /// `None`: no store to probe (a gateway served on its own, as in tests).
     pub sessions: Option<Arc<Sessions>>,
 }

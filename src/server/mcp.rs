@@ -32,7 +32,7 @@ use crate::upstream::UpstreamError;
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
 const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);

@@ -35,9 +35,10 @@ use crate::telemetry::traces::Traces;
 /// outlives a reload: the audit log, the tracer, and the shutdown signal.
 #[derive(Clone)]
 pub struct AppState {
+    /// The gateway requests use, swapped whole on reload.
     pub gateway: Arc<ArcSwap<Gateway>>,
-    pub audit: AuditLog,
-    pub traces: Traces,
+    pub(crate) audit: AuditLog,
+    pub(crate) traces: Traces,
     /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
     pub shutdown: watch::Receiver<bool>,
     /// Session ownership: kept across reloads (`session` needs a restart).
@@ -101,7 +102,10 @@ async fn not_found() -> Response {
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish once shutdown begins.
     pub grace: Duration,
+    /// How long a client has to send a request's headers (from connection open, then from
+    /// each request's first byte).
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in progress may wait for the next one.
     pub idle_timeout: Duration,
     /// Most client connections open at once.
     pub max_connections: usize,

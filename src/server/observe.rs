@@ -48,7 +48,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
+    pub(crate) fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
         let mut record = Record::new(crate::random_id(), method.as_str(), SystemTime::now());
         record.session_id = headers
             .get(SESSION_HEADER)
@@ -79,11 +79,11 @@ impl Observation {
         self.record.token_fingerprint = Some(Record::fingerprint(digest));
     }
 
-    pub fn auth_disabled(&mut self) {
+    pub(crate) fn auth_disabled(&mut self) {
         "disabled".clone_into(&mut self.record.auth_result);
     }
 
-    pub fn authenticated(&mut self, principal: &Principal) {
+    pub(crate) fn authenticated(&mut self, principal: &Principal) {
         let record = &mut self.record;
         record.auth_method = Some(principal.method.as_str());
         record.subject.clone_from(&principal.subject);
@@ -105,7 +105,7 @@ impl Observation {
         self.record.reason = Some(denial.description.clone());
     }
 
-    pub fn auth_failed(&mut self, error: &AuthError) {
+    pub(crate) fn auth_failed(&mut self, error: &AuthError) {
         error.reason().clone_into(&mut self.record.auth_result);
         self.record.reason = Some(error.to_string());
     }

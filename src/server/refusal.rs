@@ -47,6 +47,7 @@ pub enum Refusal {
     /// The upstream gave no answer: unreachable, no credentials for it (502), or
     /// not within its timeout (504).
     Upstream {
+        /// What went wrong with the upstream (logged; the client gets a generic text).
         error: UpstreamError,
         /// The request's id, for a JSON-RPC error the client can tie to its call.
         id: Option<Value>,
@@ -54,6 +55,7 @@ pub enum Refusal {
     /// An upstream list answer that must not reach the client: unreadable, or not
     /// one mcpgate can cut to the caller (502).
     UnreadableList {
+        /// Which rule the answer broke (the client's error names it).
         refusal: ListRefusal,
         /// What was wrong with it, for the log (never for the client).
         detail: String,
@@ -65,7 +67,7 @@ pub enum Refusal {
 /// A policy refusal with what its answer and log need.
 #[derive(Debug)]
 pub struct Denied {
-    pub refusal: PolicyRefusal,
+    pub(crate) refusal: PolicyRefusal,
     /// The request's id, for an answer the client can tie to its call.
     pub id: Option<Value>,
     /// Who was refused, for the log.

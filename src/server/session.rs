@@ -19,7 +19,12 @@ pub enum Route {
     /// mode, or a protocol revision without sessions (2026-07-28).
     Unbound,
     /// A session of the caller's: `id` is mcpgate's, `entry.upstream_id` the upstream's.
-    Bound { id: String, entry: SessionEntry },
+    Bound {
+        /// The client-facing `Mcp-Session-Id`.
+        id: String,
+        /// What the store holds for it: the owner and the upstream's session id.
+        entry: SessionEntry,
+    },
 }
 
 impl Route {
@@ -37,6 +42,7 @@ impl Route {
 pub enum Refusal {
     /// Unknown, expired, or someone else's: told apart from nothing.
     NotFound,
+    /// The session store failed or is full: 503, the request goes nowhere.
     Store(SessionError),
 }
 

@@ -68,10 +68,13 @@ const MAX_TRACKED_SESSIONS: u64 = 100_000;
 /// Which token cache a lookup went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCache {
+    /// Verified JWTs, keyed by the token's SHA-256.
     Verified,
+    /// Introspection answers held by this process.
     Introspection,
     /// The introspection cache replicas share in Redis (a local miss looks there).
     IntrospectionShared,
+    /// API keys whose argon2id check passed, keyed by SHA-256.
     ApiKey,
 }
 
@@ -89,7 +92,9 @@ impl TokenCache {
 /// What the introspection endpoint answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntrospectionResult {
+    /// The document says `active: true` (mcpgate may still refuse the token).
     Active,
+    /// A document without `active: true`.
     Inactive,
     /// No usable answer: unreachable, timed out, an error status or not JSON.
     Error,
@@ -393,7 +398,7 @@ impl Metrics {
     pub fn audit_written(&self, records: u64) {
         self.audit_records.inc_by(records);
     }
-    pub fn audit_write_error(&self) {
+    pub(crate) fn audit_write_error(&self) {
         self.audit_write_errors.inc();
     }
 
@@ -414,7 +419,7 @@ impl Metrics {
         // Inserting an id already present replaces it: it still counts once.
         self.sessions.insert(session_id.to_owned(), ());
     }
-    pub fn session_closed(&self, session_id: &str) {
+    pub(crate) fn session_closed(&self, session_id: &str) {
         self.sessions.invalidate(session_id);
     }
 

@@ -42,8 +42,10 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 /// the upstream's address; `detail` (for logs) does.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// No connection or a broken one; the cause (for logs, never for clients).
     #[error("upstream unreachable")]
     Unreachable(String),
+    /// No answer within the upstream's request timeout.
     #[error("upstream did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     /// mcpgate could not get its own token for the upstream.
@@ -76,13 +78,18 @@ impl UpstreamError {
 /// that came but could not be passed on (a list answer mcpgate cannot filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
+    /// No connection, or the connection failed before an answer.
     Unreachable,
+    /// No response head within `upstream.timeout`.
     Timeout,
+    /// mcpgate's own credentials for the upstream could not be obtained.
     Credentials,
+    /// An answer came but could not be passed on.
     Unreadable,
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order.
     pub const ALL: [Self; 4] = [
         Self::Unreachable,
         Self::Timeout,
@@ -97,6 +104,7 @@ impl FailureKind {
         [a.label(), b.label(), c.label(), d.label()]
     };
 
+    /// The metric label.
     pub const fn label(self) -> &'static str {
         match self {
             Self::Unreachable => "unreachable",
@@ -129,7 +137,7 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &HttpUpstreamConfig,
         connect_timeout: Duration,
         timeout: Duration,

@@ -30,7 +30,9 @@ pub enum Upstream {
     /// Boxed, like the GraphQL upstream: their pooled clients (and catalog) make
     /// them several times larger than the stdio one.
     Http(Box<HttpUpstream>),
+    /// Local MCP servers over stdio: one child process per MCP session.
     Stdio(StdioUpstream),
+    /// A GraphQL endpoint behind tools mcpgate serves itself.
     Graphql(Box<GraphqlUpstream>),
 }
 
