@@ -127,7 +127,7 @@ fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
-/// The `upstream:` section as written; `resolve` turns it into one [`UpstreamKind`].
+/// The `upstream:` section as written; `resolve` turns it into one `upstream::UpstreamKind`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
