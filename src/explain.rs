@@ -18,7 +18,6 @@ use crate::auth::{AuthError, Principal, RequestProblem};
 use crate::gateway::Gateway;
 use crate::mcp::envelope;
 use crate::policy::{self, AppliedRequirement, Item, PolicyRefusal, Target};
-use crate::server::refusal::{Denied, Refusal};
 use crate::upstream::graphql::Builtin;
 
 /// What to explain: a method, and the item it acts on. With neither, the
@@ -332,7 +331,7 @@ pub async fn explain(
         .map_or_else(|| vec![Target::CONNECTION], envelope::Envelope::targets);
     let computed = parsed
         .as_ref()
-        .map(|envelope| crate::server::graphql::computed(gateway, envelope))
+        .map(|envelope| gateway.computed(envelope))
         .unwrap_or_default();
     let question = policy::Question {
         scopes: &principal.scopes,
@@ -365,12 +364,7 @@ pub async fn explain(
         PolicyRefusal::Rule(denial) => answer.denied_by_rule = Some(denial.rule.clone()),
     }
     // The answer the gateway would give, built where the gateway builds it.
-    let response = Refusal::Policy(Box::new(Denied {
-        refusal,
-        id: Some(json!(1)),
-        subject: principal.subject.clone(),
-    }))
-    .response(&gateway.challenge);
+    let response = gateway.challenge.policy_refusal(&refusal, Some(&json!(1)));
     answer.status = response.status().as_u16();
     answer.challenge = challenge_of(&response);
     Ok(answer)

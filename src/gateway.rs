@@ -12,6 +12,7 @@ use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
 
+mod computed;
 mod validate;
 
 pub use self::validate::validate;

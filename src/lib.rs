@@ -6,8 +6,9 @@
 //! `tests/module_graph.rs` fails on a cycle):
 //!
 //! - `server`: connections, the MCP endpoint and its checks in order, the one
-//!   [`server::refusal::Refusal`] type, metadata and admin endpoints, observation;
-//! - `gateway`, `reload`, `explain`: one configuration checked
+//!   [`server::refusal::Refusal`] type, metadata and admin endpoints, observation,
+//!   and reload (SIGHUP);
+//! - `gateway`, `explain`: one configuration checked
 //!   ([`gateway::validate`] runs every section's check) and built into the parts a
 //!   request uses, swapped whole on reload, and the same decision explained;
 //! - `edge`: what the HTTP front says whatever the request (challenges, RFC 9728
@@ -46,7 +47,6 @@ pub mod json;
 pub mod mcp;
 pub mod policy;
 pub mod redis;
-pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

@@ -189,7 +189,7 @@ impl Caller<'_> {
             .map_err(Refusal::Body)?;
         let envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
-        let computed = super::graphql::computed(gateway, &envelope);
+        let computed = gateway.computed(&envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)

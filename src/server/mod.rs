@@ -4,12 +4,12 @@
 pub mod admin;
 mod body;
 mod connection;
-pub mod graphql;
 pub mod host;
 pub mod limits;
 pub mod mcp;
 pub mod observe;
 pub mod refusal;
+pub mod reload;
 pub mod session;
 pub mod stream;
 

@@ -166,11 +166,7 @@ impl Refusal {
             ),
             Self::Body(refusal) => refusal.response(),
             Self::Envelope(error) => json_response(StatusCode::BAD_REQUEST, &error.to_response()),
-            Self::Policy(denied) => match &denied.refusal {
-                PolicyRefusal::Scopes(denial) => challenge.insufficient_scope(denial),
-                PolicyRefusal::Unsatisfiable(description) => challenge.unsatisfiable(description),
-                PolicyRefusal::Rule(denial) => challenge.rule_denied(denial, denied.id.as_ref()),
-            },
+            Self::Policy(denied) => challenge.policy_refusal(&denied.refusal, denied.id.as_ref()),
             Self::Upstream { error, id } => {
                 let message = error.to_string();
                 let body = match id {
