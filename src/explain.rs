@@ -18,7 +18,6 @@ use crate::auth::{AuthError, Principal, RequestProblem};
 use crate::gateway::Gateway;
 use crate::mcp::envelope;
 use crate::policy::{self, AppliedRequirement, Item, PolicyRefusal, Target};
-use crate::server::refusal::{Denied, Refusal};
 use crate::upstream::graphql::Builtin;
 
 /// What to explain: a method, and the item it acts on. With neither, the
@@ -28,16 +27,22 @@ pub struct Question {
     /// A JSON-RPC method; default: `tools/call` with a tool, `resources/read` with a
     /// resource, `prompts/get` with a prompt.
     pub method: Option<String>,
+    /// A tool name, as `tools/call` would send it.
     pub tool: Option<String>,
+    /// A resource URI, as `resources/read` would send it.
     pub resource: Option<String>,
+    /// A prompt name, as `prompts/get` would send it.
     pub prompt: Option<String>,
 }
 
 /// The question cannot be asked as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExplainError {
+    /// More than one of tool, resource and prompt was given.
     #[error("give at most one of --tool, --resource and --prompt")]
     SeveralItems,
+    /// The message would be refused before policy (bad JSON-RPC, or a look-alike name);
+    /// why.
     #[error("not a request the gateway would accept: {0}")]
     Request(String),
 }
@@ -46,6 +51,7 @@ pub enum ExplainError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// The request would be forwarded.
     Allowed,
     /// The token is not accepted (invalid, expired, unknown key; or it cannot be
     /// verified right now).
@@ -74,7 +80,7 @@ impl Decision {
 /// The answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    pub request: RequestView,
+    pub(crate) request: RequestView,
     /// As in the audit log: the first 16 hex digits of the token's SHA-256.
     pub token_fingerprint: String,
     /// Null when the token is not accepted or authentication is off.
@@ -83,14 +89,17 @@ pub struct Explanation {
     pub requirements: Option<Vec<AppliedRequirement>>,
     /// The `rules:` entries whose `when` holds for the caller.
     pub rules_matched: Option<Vec<String>>,
+    /// How the request would end.
     pub decision: Decision,
     /// The audit record's `action`, `status`, `auth_result`, `reason` and
     /// `denied_by_rule` for the same request.
     pub action: &'static str,
-    pub status: u16,
+    pub(crate) status: u16,
+    /// `ok`, `disabled`, or the refused credential's reason code (`expired`, …).
     pub auth_result: String,
+    /// Why the request was refused, as the audit log's `reason`; `None` when allowed.
     pub reason: Option<String>,
-    pub denied_by_rule: Option<String>,
+    pub(crate) denied_by_rule: Option<String>,
     /// The `WWW-Authenticate` the client would get.
     pub challenge: Option<String>,
     /// What this answer cannot tell.
@@ -98,39 +107,40 @@ pub struct Explanation {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RequestView {
+pub(crate) struct RequestView {
     /// Null for the connection alone.
     pub method: Option<String>,
-    pub tool: Option<String>,
-    pub resource: Option<String>,
-    pub prompt: Option<String>,
+    pub(crate) tool: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) prompt: Option<String>,
 }
 
+/// Who the token says the caller is, as the gateway would see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrincipalView {
     /// `jwt`, `introspection` or `api_key`.
     pub auth_method: &'static str,
-    pub issuer: Option<String>,
-    pub subject: Option<String>,
-    pub client_id: Option<String>,
-    pub api_key_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) api_key_id: Option<String>,
     /// The JWT's `kid`.
     pub key_id: Option<String>,
     /// RFC 3339.
     pub expires_at: Option<String>,
     /// An API key configured with `*`: every scope.
     pub all_scopes: bool,
-    pub scopes: Vec<ScopeView>,
+    pub(crate) scopes: Vec<ScopeView>,
 }
 
 /// One granted scope and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScopeView {
-    pub scope: String,
+    pub(crate) scope: String,
     /// `token` (the token's own), `claim` (mapped by `claim_scopes`) or `api_key`.
     pub source: &'static str,
-    pub claim: Option<String>,
-    pub value: Option<String>,
+    pub(crate) claim: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 impl PrincipalView {
@@ -321,7 +331,7 @@ pub async fn explain(
         .map_or_else(|| vec![Target::CONNECTION], envelope::Envelope::targets);
     let computed = parsed
         .as_ref()
-        .map(|envelope| crate::server::graphql::computed(gateway, envelope))
+        .map(|envelope| gateway.computed(envelope))
         .unwrap_or_default();
     let question = policy::Question {
         scopes: &principal.scopes,
@@ -354,12 +364,7 @@ pub async fn explain(
         PolicyRefusal::Rule(denial) => answer.denied_by_rule = Some(denial.rule.clone()),
     }
     // The answer the gateway would give, built where the gateway builds it.
-    let response = Refusal::Policy(Box::new(Denied {
-        refusal,
-        id: Some(json!(1)),
-        subject: principal.subject.clone(),
-    }))
-    .response(&gateway.challenge);
+    let response = gateway.challenge.policy_refusal(&refusal, Some(&json!(1)));
     answer.status = response.status().as_u16();
     answer.challenge = challenge_of(&response);
     Ok(answer)

@@ -6,15 +6,21 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::authorization_server;
 use crate::config::{Config, ConfigError};
+use crate::edge::challenge::ChallengeParams;
+use crate::edge::metadata::ProtectedResourceMetadata;
+use crate::edge::origin::AllowedOrigins;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::server::challenge::ChallengeParams;
-use crate::server::metadata::ProtectedResourceMetadata;
-use crate::server::origin::AllowedOrigins;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
+
+mod computed;
+mod validate;
+
+pub use self::validate::validate;
 
 /// The running state derived from one configuration.
 pub struct Gateway {
+    /// The configuration this state was built from.
     pub config: Arc<Config>,
     /// `None` when no credential source is configured: requests pass unauthenticated.
     pub auth: Option<Authenticator>,
@@ -25,12 +31,12 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     /// The `upstream` section resolved into its one kind.
     pub upstream_settings: UpstreamSettings,
-    pub challenge: ChallengeParams,
+    pub(crate) challenge: ChallengeParams,
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
-    pub allowed_origins: AllowedOrigins,
+    pub(crate) allowed_origins: AllowedOrigins,
     /// The authorization-server façade's settings, when configured.
-    pub authorization_server: Option<Arc<authorization_server::Settings>>,
+    pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
 }
 
 impl Gateway {
@@ -58,7 +64,7 @@ impl Gateway {
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
     ) -> Result<Self, ConfigError> {
-        crate::config::validate(&config)?;
+        validate(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
         let settings = UpstreamSettings::from_section(Some(upstream_config))?;
         let limit = config.auth.oauth.max_scope_combinations;

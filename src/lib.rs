@@ -6,15 +6,21 @@
 //! `tests/module_graph.rs` fails on a cycle):
 //!
 //! - `server`: connections, the MCP endpoint and its checks in order, the one
-//!   [`server::refusal::Refusal`] type, metadata and admin endpoints, observation;
-//! - `gateway`, `reload`, `explain`: one configuration built into the parts a request
-//!   uses, swapped whole on reload, and the same decision explained;
+//!   [`server::refusal::Refusal`] type, metadata and admin endpoints, observation,
+//!   and reload (SIGHUP);
+//! - `gateway`, `explain`: one configuration checked
+//!   ([`gateway::validate`] runs every section's check) and built into the parts a
+//!   request uses, swapped whole on reload, and the same decision explained;
+//! - `edge`: what the HTTP front says whatever the request (challenges, RFC 9728
+//!   metadata, the origin allowlist, JSON error bodies) and the `server:` section's
+//!   checks, built by `gateway` and answered with by `server`;
 //! - `upstream`: HTTP, stdio children, and the GraphQL server mode;
 //! - `mcp`: the JSON-RPC envelope, methods, protocol versions, headers, sessions,
 //!   list filtering;
 //! - `policy`: principal × targets → [`policy::Policy::decide`], no I/O;
 //! - `auth`: bearer parsing, JWT and JWKS, introspection, API keys, token caches;
-//! - `config`: the YAML file, environment overrides, validation;
+//! - `config`: the YAML file's shape (plain data, checked by each section's owner)
+//!   and environment overrides;
 //! - leaves: `json` (strict parsing), `redis` (the shared handle), `telemetry`,
 //!   `audit`, `graphql` (schema analysis), `demo`.
 #![forbid(unsafe_code)]
@@ -31,9 +37,10 @@
 
 pub mod audit;
 pub mod auth;
-pub mod authorization_server;
+pub(crate) mod authorization_server;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod explain;
 pub mod gateway;
 pub mod graphql;
@@ -41,7 +48,6 @@ pub mod json;
 pub mod mcp;
 pub mod policy;
 pub mod redis;
-pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

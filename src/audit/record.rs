@@ -6,17 +6,20 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::auth::MappedScope;
+use crate::telemetry::RequestFacts;
 
 /// Allowed through to the upstream, or refused by mcpgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Passed every check and was forwarded to the upstream.
     Allow,
+    /// Not forwarded: refused before it reached the upstream.
     Deny,
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -27,8 +30,8 @@ impl Action {
 /// One JSON-RPC message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BatchEntry {
-    pub method: String,
-    pub name: Option<String>,
+    pub(crate) method: String,
+    pub(crate) name: Option<String>,
 }
 
 /// One decision: one HTTP request to the MCP endpoint.
@@ -38,27 +41,32 @@ pub struct Record {
     pub ts: String,
     /// mcpgate's own id for the request, also sent back as `x-request-id`.
     pub request_id: String,
+    /// The client-facing `Mcp-Session-Id`; null without a session (stateless, or before
+    /// `initialize`).
     pub session_id: Option<String>,
     /// `POST`, `GET` (the SSE stream) or `DELETE`.
     pub http_method: String,
     /// The JSON-RPC method; null when it was not read (authentication failed first, or
     /// a body that is not JSON-RPC) and for GET/DELETE; `batch` for a batch.
     pub method: Option<String>,
+    /// The tool a `tools/call` names; null for every other message.
     pub tool: Option<String>,
-    pub resource: Option<String>,
-    pub prompt: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) prompt: Option<String>,
     /// The messages of a batch (null otherwise).
     pub batch: Option<Vec<BatchEntry>>,
+    /// Whether the request was forwarded.
     pub action: Action,
     /// `ok`, or the authentication failure's reason code (`expired`, `bad_audience`, …).
     pub auth_result: String,
     /// `jwt`, `introspection` or `api_key`; null when unauthenticated.
     pub auth_method: Option<&'static str>,
+    /// The token's `sub` (`api-key:<id>` for an API key); null when unauthenticated.
     pub subject: Option<String>,
-    pub issuer: Option<String>,
+    pub(crate) issuer: Option<String>,
     /// The token's `client_id` claim, `azp` as a fallback.
     pub oauth_client_id: Option<String>,
-    pub api_key_id: Option<String>,
+    pub(crate) api_key_id: Option<String>,
     /// Space-delimited granted scopes (`*` for an API key with every scope), mapped
     /// ones included.
     pub scopes: Option<String>,
@@ -71,6 +79,7 @@ pub struct Record {
     pub rules_matched: Option<Vec<String>>,
     /// The rule that refused the request (its `reason` says which item and list).
     pub denied_by_rule: Option<String>,
+    /// The HTTP status the client got.
     pub status: u16,
     /// Why it was refused (or what failed), in the words the client was given.
     pub reason: Option<String>,
@@ -81,6 +90,32 @@ pub struct Record {
     /// The first 16 hex digits of the token's SHA-256: ties records to one token
     /// without revealing it.
     pub token_fingerprint: Option<String>,
+}
+
+/// What metrics and the trace span read: the record is the one set of facts the
+/// three outputs share.
+impl<'a> From<&'a Record> for RequestFacts<'a> {
+    fn from(record: &'a Record) -> Self {
+        Self {
+            request_id: &record.request_id,
+            http_method: &record.http_method,
+            method: record.method.as_deref(),
+            tool: record.tool.as_deref(),
+            resource: record.resource.as_deref(),
+            prompt: record.prompt.as_deref(),
+            session_id: record.session_id.as_deref(),
+            oauth_client_id: record.oauth_client_id.as_deref(),
+            scopes: record.scopes.as_deref(),
+            subject: record.subject.as_deref(),
+            auth_result: &record.auth_result,
+            auth_method: record.auth_method,
+            decision: record.action.as_str(),
+            status: record.status,
+            reason: record.reason.as_deref(),
+            latency_ms: record.latency_ms,
+            upstream_latency_ms: record.upstream_latency_ms,
+        }
+    }
 }
 
 impl Record {

@@ -26,6 +26,7 @@ use crate::telemetry::metrics::{TokenCache, metrics};
 pub const KEY_PREFIX: &str = "mcpk_";
 /// Failed verifications allowed per key id within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
+/// The window over which [`MAX_FAILURES`] counts, from a key id's first uncached attempt.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const SECRET_BYTES: usize = 32;
 
@@ -167,7 +168,10 @@ pub(crate) fn check_cache_ttl(cache_ttl: Duration) -> Result<(), ConfigError> {
 }
 
 impl ApiKeyStore {
-    pub fn from_config(keys: &[ApiKeyConfig], cache_ttl: Duration) -> Result<Self, ConfigError> {
+    pub(crate) fn from_config(
+        keys: &[ApiKeyConfig],
+        cache_ttl: Duration,
+    ) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for (index, key) in keys.iter().enumerate() {
             let at = format!("auth.api_keys[{index}]");
@@ -208,7 +212,7 @@ impl ApiKeyStore {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 

@@ -16,6 +16,7 @@ pub enum Credential<'a> {
     /// No `Authorization` header, or one of another scheme (`Basic`, …): the client
     /// has not presented a bearer token, so it gets the plain challenge.
     None,
+    /// The token68 after `Bearer `, borrowed from the header; not yet verified.
     Bearer(&'a str),
 }
 

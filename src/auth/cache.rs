@@ -28,6 +28,7 @@ struct Entry {
 /// A cached value that decides its own lifetime (a token's `exp`, a negative answer's
 /// short TTL), for moka caches built with [`OwnTtl`].
 pub trait HasTtl {
+    /// How long the cache may keep this value from now.
     fn ttl(&self) -> Duration;
 }
 
@@ -53,7 +54,7 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    pub fn new(max_entries: u64, max_ttl: Duration) -> Self {
+    pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
@@ -88,7 +89,7 @@ impl VerifiedTokens {
         Some(Ok(entry.principal))
     }
 
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         digest: [u8; 32],
         principal: Arc<Principal>,

@@ -97,6 +97,7 @@ impl ClaimScopeMap {
         Self { rules }
     }
 
+    /// No claim mapping configured: claims grant nothing beyond the token's scopes.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -142,7 +143,7 @@ pub struct TokenProfile {
     pub scope_claims: Vec<String>,
     /// Claim naming the client; `None`: `client_id`, then `azp`.
     pub client_id_claim: Option<String>,
-    pub claim_scopes: ClaimScopeMap,
+    pub(crate) claim_scopes: ClaimScopeMap,
     /// Top-level claims the principal keeps for `rules:`.
     pub rule_claims: Arc<[String]>,
 }

@@ -14,9 +14,9 @@ use crate::config::ClientAuthMethod;
 /// mcpgate's client credentials at an authorization server.
 #[derive(Clone, Copy)]
 pub struct ClientCredentials<'a> {
-    pub method: ClientAuthMethod,
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
+    pub(crate) method: ClientAuthMethod,
+    pub(crate) client_id: &'a str,
+    pub(crate) client_secret: &'a str,
 }
 
 /// POSTs `fields` as a form to an authorization server's endpoint, authenticated by

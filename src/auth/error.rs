@@ -1,5 +1,8 @@
 //! Why a request was not authenticated. Each reason has one stable code, used in
-//! `error_description`, logs and (later) the audit log; none ever echoes the token.
+//! `error_description`, logs, the audit log and the `auth_failures` metric; none ever
+//! echoes the token.
+
+use std::sync::LazyLock;
 
 /// The outcome classes of RFC 6750 §3.1, each mapped to one status by `server/`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,15 +28,22 @@ pub enum AuthError {
 /// Why tokens cannot be verified at the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailability {
+    /// No usable JWKS: never fetched since start, or stale beyond `max_stale`
+    /// (`keys_unavailable`).
     #[error(
         "signing keys unavailable: the JWKS endpoint has not answered (at start, or for longer than max_stale)"
     )]
     KeysUnavailable,
+    /// The introspection endpoint did not answer usably (`introspection_unavailable`).
     #[error("the token introspection endpoint is unavailable")]
     IntrospectionUnavailable,
 }
 
 impl Unavailability {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
+    pub const ALL: [Self; 2] = [Self::KeysUnavailable, Self::IntrospectionUnavailable];
+
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
@@ -53,22 +63,58 @@ impl AuthError {
             Self::TooManyAttempts => "rate_limited",
         }
     }
+
+    /// One error of each kind: every reason code there is.
+    pub fn every_kind() -> impl Iterator<Item = Self> {
+        [Self::Missing, Self::TooManyAttempts]
+            .into_iter()
+            .chain(RequestProblem::ALL.map(Self::InvalidRequest))
+            .chain(TokenProblem::ALL.map(Self::InvalidToken))
+            .chain(Unavailability::ALL.map(Self::Unavailable))
+    }
+
+    /// Every reason code, for the `auth_failures` metric's label set.
+    pub fn reasons() -> &'static [&'static str] {
+        static REASONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+            AuthError::every_kind()
+                .map(|error| error.reason())
+                .collect()
+        });
+        &REASONS
+    }
 }
 
 /// Malformed credentials (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestProblem {
+    /// Two or more `Authorization` headers; which one counts would be ambiguous
+    /// (`duplicate_authorization`).
     #[error("more than one Authorization header")]
     DuplicateAuthorization,
+    /// An `access_token` query parameter: refused outright, it leaks into logs
+    /// (`token_in_query`).
     #[error("access tokens are not accepted in the query string")]
     TokenInQuery,
+    /// A bearer value that is not a token68, or a header that is not visible ASCII
+    /// (`malformed_header`).
     #[error("malformed Authorization header")]
     MalformedHeader,
+    /// Over [`MAX_AUTHORIZATION_BYTES`](crate::auth::bearer::MAX_AUTHORIZATION_BYTES),
+    /// refused before parsing (`header_too_large`).
     #[error("Authorization header too large")]
     HeaderTooLarge,
 }
 
 impl RequestProblem {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
+    pub const ALL: [Self; 4] = [
+        Self::DuplicateAuthorization,
+        Self::TokenInQuery,
+        Self::MalformedHeader,
+        Self::HeaderTooLarge,
+    ];
+
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::DuplicateAuthorization => "duplicate_authorization",
@@ -82,37 +128,76 @@ impl RequestProblem {
 /// A token that was read but refused (401 `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenProblem {
+    /// Not three base64url parts of JSON, or a header field of the wrong type
+    /// (`malformed`).
     #[error("token is not a well-formed JWT")]
     Malformed,
+    /// `alg` missing, unknown, or not allowed for the key that matched (`bad_algorithm`).
     #[error("token algorithm is not accepted")]
     BadAlgorithm,
+    /// No configured key matches the `kid` (or the token has none and no key fits), even
+    /// after a refetch (`unknown_kid`).
     #[error("token signing key is unknown")]
     UnknownKid,
+    /// The signature does not verify with the selected key (`bad_signature`).
     #[error("token signature is invalid")]
     BadSignature,
+    /// A JWE, compressed, nested (`cty: JWT`) or `crit` header: not a plain signed token
+    /// (`bad_header`).
     #[error("token header is not accepted")]
     BadHeader,
+    /// A `typ` other than `at+jwt` or `JWT`, or a plain JWT where `require_at_jwt` is set
+    /// (`bad_type`).
     #[error("token type is not accepted")]
     BadType,
+    /// `exp` is past, allowing for the configured leeway (`expired`).
     #[error("token has expired")]
     Expired,
+    /// `nbf` or `iat` is in the future, allowing for the leeway (`not_yet_valid`).
     #[error("token is not valid yet")]
     NotYetValid,
+    /// `iss` is not one of the configured issuers (`bad_issuer`).
     #[error("token issuer is not accepted")]
     BadIssuer,
+    /// `aud` does not include this resource's audience (`bad_audience`).
     #[error("token audience is not accepted")]
     BadAudience,
+    /// A required claim is missing or of the wrong type, e.g. no numeric `exp`
+    /// (`bad_claims`).
     #[error("token claims are malformed")]
     BadClaims,
+    /// Introspection answered `active: false` (`inactive`).
     #[error("token is not active")]
     Inactive,
+    /// The API key's id is not configured (`unknown_api_key`).
     #[error("API key is unknown")]
     UnknownApiKey,
+    /// Not of the API-key form, or its secret does not match the stored argon2id hash
+    /// (`bad_api_key`).
     #[error("API key is invalid")]
     BadApiKey,
 }
 
 impl TokenProblem {
+    /// Every variant, in declaration order (the metrics' label set is built from it).
+    pub const ALL: [Self; 14] = [
+        Self::Malformed,
+        Self::BadAlgorithm,
+        Self::UnknownKid,
+        Self::BadSignature,
+        Self::BadHeader,
+        Self::BadType,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::BadIssuer,
+        Self::BadAudience,
+        Self::BadClaims,
+        Self::Inactive,
+        Self::UnknownApiKey,
+        Self::BadApiKey,
+    ];
+
+    /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
@@ -146,37 +231,64 @@ impl From<RequestProblem> for AuthError {
 }
 
 #[cfg(test)]
-mod metric_label_tests {
-    #[test]
-    fn every_failure_code_has_its_own_metric_label() {
-        use crate::auth::{AuthError, RequestProblem, TokenProblem, Unavailability};
-        use crate::telemetry::metrics::auth_reason_label;
-        let errors = [
-            AuthError::Missing,
-            AuthError::TooManyAttempts,
-            AuthError::InvalidRequest(RequestProblem::DuplicateAuthorization),
-            AuthError::InvalidRequest(RequestProblem::TokenInQuery),
-            AuthError::InvalidRequest(RequestProblem::MalformedHeader),
-            AuthError::InvalidRequest(RequestProblem::HeaderTooLarge),
-            AuthError::Unavailable(Unavailability::KeysUnavailable),
-            AuthError::Unavailable(Unavailability::IntrospectionUnavailable),
-            TokenProblem::Malformed.into(),
-            TokenProblem::BadAlgorithm.into(),
-            TokenProblem::UnknownKid.into(),
-            TokenProblem::BadSignature.into(),
-            TokenProblem::BadHeader.into(),
-            TokenProblem::BadType.into(),
-            TokenProblem::Expired.into(),
-            TokenProblem::NotYetValid.into(),
-            TokenProblem::BadIssuer.into(),
-            TokenProblem::BadAudience.into(),
-            TokenProblem::BadClaims.into(),
-            TokenProblem::Inactive.into(),
-            TokenProblem::UnknownApiKey.into(),
-            TokenProblem::BadApiKey.into(),
-        ];
-        for error in errors {
-            assert_eq!(auth_reason_label(error.reason()), error.reason());
+mod tests {
+    use super::*;
+
+    /// Where each variant sits in its `ALL`. The matches are exhaustive: a new variant
+    /// does not compile until it is placed here, which is the reminder to list it in
+    /// `ALL` (at that place, or the test fails), so that its reason code is a label the
+    /// metrics know.
+    fn position(error: AuthError) -> usize {
+        match error {
+            AuthError::Missing => 0,
+            AuthError::TooManyAttempts => 1,
+            AuthError::InvalidRequest(problem) => match problem {
+                RequestProblem::DuplicateAuthorization => 0,
+                RequestProblem::TokenInQuery => 1,
+                RequestProblem::MalformedHeader => 2,
+                RequestProblem::HeaderTooLarge => 3,
+            },
+            AuthError::InvalidToken(problem) => match problem {
+                TokenProblem::Malformed => 0,
+                TokenProblem::BadAlgorithm => 1,
+                TokenProblem::UnknownKid => 2,
+                TokenProblem::BadSignature => 3,
+                TokenProblem::BadHeader => 4,
+                TokenProblem::BadType => 5,
+                TokenProblem::Expired => 6,
+                TokenProblem::NotYetValid => 7,
+                TokenProblem::BadIssuer => 8,
+                TokenProblem::BadAudience => 9,
+                TokenProblem::BadClaims => 10,
+                TokenProblem::Inactive => 11,
+                TokenProblem::UnknownApiKey => 12,
+                TokenProblem::BadApiKey => 13,
+            },
+            AuthError::Unavailable(why) => match why {
+                Unavailability::KeysUnavailable => 0,
+                Unavailability::IntrospectionUnavailable => 1,
+            },
         }
+    }
+
+    #[test]
+    fn every_kind_lists_each_variant_in_its_place() {
+        for (at, problem) in RequestProblem::ALL.into_iter().enumerate() {
+            assert_eq!(position(problem.into()), at, "{problem:?}");
+        }
+        for (at, problem) in TokenProblem::ALL.into_iter().enumerate() {
+            assert_eq!(position(problem.into()), at, "{problem:?}");
+        }
+        for (at, why) in Unavailability::ALL.into_iter().enumerate() {
+            assert_eq!(position(AuthError::Unavailable(why)), at, "{why:?}");
+        }
+        assert_eq!(position(AuthError::Missing), 0);
+        assert_eq!(position(AuthError::TooManyAttempts), 1);
+        let all: Vec<AuthError> = AuthError::every_kind().collect();
+        // Each kind has a reason code of its own.
+        let mut reasons = AuthError::reasons().to_vec();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), all.len(), "two kinds share a reason code");
     }
 }

@@ -60,7 +60,7 @@ pub struct Introspector {
 }
 
 impl Introspector {
-    pub fn new(
+    pub(crate) fn new(
         config: IntrospectionConfig,
         global_claim_scopes: &ClaimScopesConfig,
         issuers: Vec<String>,

@@ -36,21 +36,26 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Why a JWKS could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The connection or the request failed (DNS, TLS, timeout, refused).
     #[error("request failed: {}", crate::error_chain(.0))]
     Http(#[from] reqwest::Error),
+    /// The endpoint answered with this non-success HTTP status.
     #[error("answered HTTP {0}")]
     Status(u16),
+    /// The body exceeded [`MAX_JWKS_BYTES`]; reading stopped there.
     #[error("document larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
+    /// The body is not JSON.
     #[error("not a JSON document: {0}")]
     Json(#[from] serde_json::Error),
+    /// JSON, but not a JWKS: it has no `keys` array.
     #[error("{0}")]
     Shape(&'static str),
 }
 
 /// A published key set and when it was fetched (`None` for a fixed set).
 pub struct Snapshot {
-    pub keys: KeySet,
+    pub(crate) keys: KeySet,
     fetched_at: Option<Instant>,
 }
 
@@ -207,7 +212,7 @@ impl Provider {
             .is_some_and(|snapshot| kid.is_none_or(|kid| snapshot.keys.has_kid(kid)))
     }
 
-    pub fn is_remote(&self) -> bool {
+    pub(crate) fn is_remote(&self) -> bool {
         self.remote.is_some()
     }
 

@@ -17,20 +17,22 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 /// Where a provider's keys come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
+    /// Keys fetched from a JWKS endpoint and refreshed in the background.
     Remote(RemoteKeys),
+    /// A symmetric HMAC secret from the configuration.
     Secret(SecretKey),
 }
 
 /// A JWKS document fetched and refreshed over HTTP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteKeys {
-    pub url: Url,
+    pub(crate) url: Url,
     /// The algorithms its keys may verify: the configured ones, else every
     /// asymmetric one.
     pub algorithms: Vec<Algorithm>,
-    pub refresh_interval: Duration,
-    pub min_refetch_interval: Duration,
-    pub max_stale: Duration,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) min_refetch_interval: Duration,
+    pub(crate) max_stale: Duration,
     /// Start even if the first fetch fails.
     pub start_not_ready: bool,
 }
@@ -38,8 +40,8 @@ pub struct RemoteKeys {
 /// One fixed HMAC key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretKey {
-    pub secret: Secret,
-    pub algorithm: Algorithm,
+    pub(crate) secret: Secret,
+    pub(crate) algorithm: Algorithm,
     /// The `kid` tokens signed with it carry.
     pub header_key_id: Option<String>,
 }

@@ -21,9 +21,9 @@ pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
 /// One key and what it may verify.
 #[derive(Clone)]
 pub struct VerificationKey {
-    pub kid: Option<String>,
-    pub key: DecodingKey,
-    pub algorithms: Vec<Algorithm>,
+    pub(crate) kid: Option<String>,
+    pub(crate) key: DecodingKey,
+    pub(crate) algorithms: Vec<Algorithm>,
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -44,9 +44,15 @@ pub struct KeySet {
 /// Why a JWK was left out of a set (logged, never fatal for the rest of the set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkippedKey {
+    /// Not a JWK mcpgate can read: bad JSON shape, unknown key type, or unusable
+    /// parameters.
     Unparseable,
+    /// An `oct` key: a shared secret published in a JWKS would let any reader mint tokens.
     Symmetric,
+    /// `use` or `alg` says the key is for encryption, not signatures.
     NotForSignatures,
+    /// No algorithm both allowed for the provider and fitting the key's type, curve and
+    /// `alg`.
     NoAllowedAlgorithm,
 }
 
@@ -54,7 +60,7 @@ pub enum SkippedKey {
 pub type SkippedKeys = Vec<(Option<String>, SkippedKey)>;
 
 impl KeySet {
-    pub fn new(keys: Vec<VerificationKey>) -> Self {
+    pub(crate) fn new(keys: Vec<VerificationKey>) -> Self {
         Self { keys }
     }
 
@@ -93,10 +99,11 @@ impl KeySet {
         Ok((Self::new(keys), skipped))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// No key at all (none given, or every entry skipped): the set verifies nothing.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

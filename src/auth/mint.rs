@@ -9,13 +9,21 @@ use serde_json::json;
 /// What to put in a development token.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
+    /// The `sub` claim.
     pub subject: String,
+    /// Space-joined into the `scope` claim; empty gives an empty `scope`.
     pub scopes: Vec<String>,
+    /// The `aud` claim: the resource the token is for.
     pub audience: String,
+    /// The `iss` claim; `None` leaves it out.
     pub issuer: Option<String>,
+    /// The `client_id` claim (RFC 9068); `None` leaves it out.
     pub client_id: Option<String>,
+    /// From `iat` to `exp`, whole seconds.
     pub lifetime: Duration,
+    /// The header's `kid`; `None` leaves it out.
     pub key_id: Option<String>,
+    /// An HMAC algorithm (HS256, HS384, HS512): the token is signed with a shared secret.
     pub algorithm: Algorithm,
 }
 

@@ -9,13 +9,17 @@ use serde::Serialize;
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
+    /// A JWT verified locally against a JWKS or a shared secret.
     Jwt,
+    /// An `mcpk_` API key matched against its argon2id hash.
     ApiKey,
+    /// An opaque token (or a JWT under `validation: both`) the introspection endpoint
+    /// called active.
     Introspection,
 }
 
 impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
@@ -42,13 +46,13 @@ impl AuthMethod {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub issuer: Option<String>,
-    pub subject: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) subject: Option<String>,
     /// `client_id` claim (RFC 9068), `azp` as fallback.
     pub client_id: Option<String>,
-    pub scopes: Scopes,
-    pub expires_at: Option<SystemTime>,
-    pub method: AuthMethod,
+    pub(crate) scopes: Scopes,
+    pub(crate) expires_at: Option<SystemTime>,
+    pub(crate) method: AuthMethod,
     /// The JWT's `kid`.
     pub key_id: Option<String>,
     /// The API key's configured id.
@@ -101,7 +105,7 @@ pub struct Scopes {
 /// A scope the token did not carry but one of its claim values was mapped to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MappedScope {
-    pub scope: String,
+    pub(crate) scope: String,
     /// The claim path, as configured (`realm_access.roles`); shared by every scope
     /// its mapping grants.
     #[serde(serialize_with = "shared_str")]
@@ -111,7 +115,7 @@ pub struct MappedScope {
 }
 
 impl Scopes {
-    pub fn new<I, S>(scopes: I) -> Self
+    pub(crate) fn new<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -158,7 +162,7 @@ impl Scopes {
         &self.mapped
     }
 
-    pub fn contains(&self, scope: &str) -> bool {
+    pub(crate) fn contains(&self, scope: &str) -> bool {
         self.all || self.listed.iter().any(|granted| granted == scope)
     }
 
@@ -167,6 +171,7 @@ impl Scopes {
         self.listed.iter().map(String::as_str)
     }
 
+    /// No scope at all: neither "every scope" nor any listed one.
     pub fn is_empty(&self) -> bool {
         !self.all && self.listed.is_empty()
     }

@@ -13,23 +13,23 @@ const MAX_STATE: usize = 1024;
 
 /// An authorization request that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthorizationRequest {
-    pub client_id: String,
+pub(crate) struct AuthorizationRequest {
+    pub(crate) client_id: String,
     /// As the client sent it: the code goes back to exactly this URI.
-    pub redirect_uri: String,
-    pub state: Option<String>,
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
     /// The PKCE S256 challenge (base64url of a SHA-256 digest).
-    pub code_challenge: String,
+    pub(crate) code_challenge: String,
     /// Requested scopes, each one the façade offers, in request order without repeats.
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// The protected resource the token is for (RFC 8707).
-    pub resource: String,
+    pub(crate) resource: String,
 }
 
 /// A problem shown as a page, never redirected: the client or its redirect URI is
 /// not (yet) verified, so its redirect URI cannot be trusted with anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PageError {
+pub(crate) enum PageError {
     #[error("the request has no client_id")]
     MissingClientId,
     #[error("the request names `{0}` more than once")]
@@ -44,31 +44,31 @@ pub enum PageError {
 
 /// A problem reported to the client at its (verified) redirect URI (RFC 6749 §4.1.2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedirectError {
-    pub redirect_uri: String,
-    pub state: Option<String>,
+pub(crate) struct RedirectError {
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
     /// The OAuth error code.
-    pub error: &'static str,
-    pub description: String,
+    pub(crate) error: &'static str,
+    pub(crate) description: String,
 }
 
 /// What the façade offers, for checking a request.
 #[derive(Debug, Clone, Copy)]
-pub struct Offer<'a> {
+pub(crate) struct Offer<'a> {
     /// The protected resources tokens may be issued for; the first is the default.
-    pub resources: &'a [String],
-    pub scopes: &'a [String],
+    pub(crate) resources: &'a [String],
+    pub(crate) scopes: &'a [String],
 }
 
 /// The query parameters, each at most once where the protocol says so.
 #[derive(Debug, Clone, Default)]
-pub struct Params {
+pub(crate) struct Params {
     values: BTreeMap<String, Vec<String>>,
 }
 
 impl Params {
     /// Parses a query string (`application/x-www-form-urlencoded`).
-    pub fn from_query(query: &str) -> Self {
+    pub(crate) fn from_query(query: &str) -> Self {
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             values
@@ -90,7 +90,7 @@ impl Params {
     }
 
     /// The `client_id`, which must be present once.
-    pub fn client_id(&self) -> Result<&str, PageError> {
+    pub(crate) fn client_id(&self) -> Result<&str, PageError> {
         match self.single("client_id") {
             Ok(Some(id)) if !id.is_empty() => Ok(id),
             Ok(_) => Err(PageError::MissingClientId),
@@ -100,7 +100,7 @@ impl Params {
 
     /// The redirect URI the code goes to: the one requested if the client registered
     /// it, or the client's only one when the request names none.
-    pub fn redirect_uri(&self, client: &Client) -> Result<String, PageError> {
+    pub(crate) fn redirect_uri(&self, client: &Client) -> Result<String, PageError> {
         match self.single("redirect_uri") {
             Err(name) => Err(PageError::Repeated(name)),
             Ok(None) => match client.redirect_uris.as_slice() {
@@ -114,7 +114,7 @@ impl Params {
     }
 
     /// Every other check, once the redirect URI is verified.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         client: &Client,
         redirect_uri: String,

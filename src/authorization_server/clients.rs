@@ -14,7 +14,7 @@ use crate::config::{ConfigError, ConfiguredClientConfig};
 /// How a client became known, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     /// Listed by the operator.
     Configured,
     /// Its `client_id` is an `https` URL serving its metadata: the host vouches for it.
@@ -25,20 +25,20 @@ pub enum ClientKind {
 
 /// A client as the authorization endpoint needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Client {
-    pub client_id: String,
+pub(crate) struct Client {
+    pub(crate) client_id: String,
     /// The name the client gives itself (unverified except for configured clients).
-    pub client_name: Option<String>,
-    pub redirect_uris: Vec<String>,
-    pub kind: ClientKind,
+    pub(crate) client_name: Option<String>,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) kind: ClientKind,
     /// An argon2id hash of its secret; `None` for a public client.
-    pub secret_hash: Option<String>,
+    pub(crate) secret_hash: Option<String>,
 }
 
 impl Client {
     /// The host of a CIMD client's `client_id` URL: the one thing about a client the
     /// façade has verified (the document was served from it).
-    pub fn verified_host(&self) -> Option<String> {
+    pub(crate) fn verified_host(&self) -> Option<String> {
         match self.kind {
             ClientKind::MetadataDocument => redirect_uri::host_of(&self.client_id),
             ClientKind::Configured | ClientKind::Registered => None,
@@ -48,13 +48,13 @@ impl Client {
 
 /// The clients from the configuration, by id.
 #[derive(Debug, Clone, Default)]
-pub struct ConfiguredClients {
+pub(crate) struct ConfiguredClients {
     by_id: BTreeMap<String, Client>,
 }
 
 impl ConfiguredClients {
     /// Checks and indexes `authorization_server.clients`.
-    pub fn new(
+    pub(crate) fn new(
         clients: &[ConfiguredClientConfig],
         custom_schemes: &[String],
     ) -> Result<Self, ConfigError> {
@@ -99,7 +99,7 @@ impl ConfiguredClients {
         Ok(Self { by_id })
     }
 
-    pub fn get(&self, client_id: &str) -> Option<&Client> {
+    pub(crate) fn get(&self, client_id: &str) -> Option<&Client> {
         self.by_id.get(client_id)
     }
 }

@@ -31,7 +31,7 @@ const BROWSER_COOKIE_MAX_AGE: u32 = 3600;
 
 /// The façade's routes, to merge into a router of any state. Paths come from the
 /// configuration at start.
-pub fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> Router<S> {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> Router<S> {
     let settings = facade.settings();
     let endpoints = &settings.endpoints;
     let mut router = Router::new()

@@ -7,16 +7,16 @@ use serde_json::{Map, Value, json};
 
 /// The façade's URLs, all under the issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// Verbatim, as the metadata's `issuer` and the `iss` of codes and tokens.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// The issuer's path without a trailing `/` (`""` for a bare origin).
-    pub base_path: String,
-    pub registration_enabled: bool,
+    pub(crate) base_path: String,
+    pub(crate) registration_enabled: bool,
 }
 
 impl Endpoints {
-    pub fn new(issuer: &str, registration_enabled: bool) -> Self {
+    pub(crate) fn new(issuer: &str, registration_enabled: bool) -> Self {
         let after_scheme = issuer.split_once("://").map_or("", |(_, rest)| rest);
         let base_path = after_scheme
             .find('/')
@@ -32,18 +32,18 @@ impl Endpoints {
     }
 
     /// The path of an endpoint (`authorize`, `token`, …) on this listener.
-    pub fn path(&self, endpoint: &str) -> String {
+    pub(crate) fn path(&self, endpoint: &str) -> String {
         format!("{}/oauth/{endpoint}", self.base_path)
     }
 
     /// The absolute URL of an endpoint.
-    pub fn url(&self, endpoint: &str) -> String {
+    pub(crate) fn url(&self, endpoint: &str) -> String {
         format!("{}/oauth/{endpoint}", self.issuer.trim_end_matches('/'))
     }
 
     /// Where the metadata is served: the RFC 8414 location (the well-known segment
     /// before the issuer's path) and both OpenID discovery forms.
-    pub fn metadata_paths(&self) -> Vec<String> {
+    pub(crate) fn metadata_paths(&self) -> Vec<String> {
         let mut paths = vec![
             format!("/.well-known/oauth-authorization-server{}", self.base_path),
             format!("/.well-known/openid-configuration{}", self.base_path),
@@ -60,14 +60,14 @@ impl Endpoints {
 
 /// The RFC 8414 document, rendered once per configuration.
 #[derive(Debug, Clone)]
-pub struct AuthorizationServerMetadata {
+pub(crate) struct AuthorizationServerMetadata {
     body: Bytes,
 }
 
 impl AuthorizationServerMetadata {
     /// `scopes` are the policy's `scopes_supported` (so `offline_access` only when
     /// configured there).
-    pub fn new(endpoints: &Endpoints, scopes: &[String], metadata_documents: bool) -> Self {
+    pub(crate) fn new(endpoints: &Endpoints, scopes: &[String], metadata_documents: bool) -> Self {
         let mut doc = Map::new();
         doc.insert("issuer".into(), json!(endpoints.issuer));
         doc.insert(
@@ -116,7 +116,7 @@ impl AuthorizationServerMetadata {
         }
     }
 
-    pub fn document(&self) -> &Bytes {
+    pub(crate) fn document(&self) -> &Bytes {
         &self.body
     }
 }

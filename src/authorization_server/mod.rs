@@ -8,16 +8,16 @@
 //! `consent` (the page, CSRF bound to the sign-in and the browser) → the provider
 //! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
 
-pub mod authorize;
-pub mod clients;
+pub(crate) mod authorize;
+pub(crate) mod clients;
 mod endpoints;
-pub mod metadata;
-pub mod page;
-pub mod pending;
-pub mod provider;
-pub mod redirect_uri;
-pub mod secret;
+pub(crate) mod metadata;
+pub(crate) mod page;
+pub(crate) mod pending;
+pub(crate) mod provider;
+pub(crate) mod redirect_uri;
+pub(crate) mod secret;
 mod settings;
 
-pub use endpoints::router;
-pub use settings::{Facade, Settings};
+pub(crate) use endpoints::router;
+pub(crate) use settings::{Facade, Settings};

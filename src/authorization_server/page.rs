@@ -17,21 +17,21 @@ const STYLE: &str = include_str!("../../templates/authorization_server/style.css
 /// The consent page.
 #[derive(Template)]
 #[template(path = "authorization_server/consent.html")]
-pub struct ConsentPage<'a> {
-    pub style: &'a str,
-    pub client_label: &'a str,
-    pub name_verified: bool,
-    pub client_id: &'a str,
-    pub kind: &'a str,
-    pub redirect_host: &'a str,
-    pub server_name: &'a str,
-    pub resource: &'a str,
+pub(crate) struct ConsentPage<'a> {
+    pub(crate) style: &'a str,
+    pub(crate) client_label: &'a str,
+    pub(crate) name_verified: bool,
+    pub(crate) client_id: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) redirect_host: &'a str,
+    pub(crate) server_name: &'a str,
+    pub(crate) resource: &'a str,
     /// Each requested scope with the operator's description of it.
-    pub scopes: Vec<(&'a str, Option<&'a str>)>,
-    pub warnings: Vec<String>,
-    pub action: &'a str,
-    pub request_id: &'a str,
-    pub csrf: &'a str,
+    pub(crate) scopes: Vec<(&'a str, Option<&'a str>)>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) action: &'a str,
+    pub(crate) request_id: &'a str,
+    pub(crate) csrf: &'a str,
 }
 
 /// The error page for problems that must not be redirected to the client.
@@ -44,7 +44,7 @@ struct ErrorPage<'a> {
 }
 
 /// How the page describes the way a client became known.
-pub fn kind_text(kind: ClientKind, verified_host: Option<&str>) -> String {
+pub(crate) fn kind_text(kind: ClientKind, verified_host: Option<&str>) -> String {
     match (kind, verified_host) {
         (ClientKind::Configured, _) => "listed by the administrator of this server".into(),
         (ClientKind::MetadataDocument, Some(host)) => {
@@ -58,12 +58,12 @@ pub fn kind_text(kind: ClientKind, verified_host: Option<&str>) -> String {
 }
 
 impl ConsentPage<'_> {
-    pub fn style() -> &'static str {
+    pub(crate) fn style() -> &'static str {
         STYLE
     }
 
     /// The page as a `200` with the page headers.
-    pub fn respond(&self) -> Response {
+    pub(crate) fn respond(&self) -> Response {
         match self.render() {
             Ok(html) => with_page_headers(StatusCode::OK, html),
             Err(error) => {
@@ -79,7 +79,7 @@ impl ConsentPage<'_> {
 }
 
 /// An error page with `status`; `code` is the OAuth error code, shown for support.
-pub fn error_page(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, code: &str, message: &str) -> Response {
     let page = ErrorPage {
         style: STYLE,
         message,

@@ -16,18 +16,18 @@ const MAX_PENDING: u64 = 200_000;
 
 /// One sign-in in progress.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub request: AuthorizationRequest,
+pub(crate) struct Pending {
+    pub(crate) request: AuthorizationRequest,
     /// The client as it was when the request was checked (shown on the page).
-    pub client: Client,
+    pub(crate) client: Client,
     /// The browser it belongs to (the `mcpgate_browser` cookie's value).
-    pub browser: String,
-    pub stage: Stage,
+    pub(crate) browser: String,
+    pub(crate) stage: Stage,
 }
 
 /// Where a sign-in is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Waiting for the user's decision on the consent page.
     AwaitingConsent,
     /// Sent to the identity provider; its callback must bring back `state`.
@@ -43,14 +43,14 @@ pub enum Stage {
 
 /// The store of sign-ins in progress (this process's memory).
 #[derive(Clone)]
-pub struct PendingStore {
+pub(crate) struct PendingStore {
     by_id: Cache<String, Arc<Pending>>,
     /// Provider `state` → pending id, for the callback.
     by_provider_state: Cache<String, String>,
 }
 
 impl PendingStore {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             by_id: Cache::builder()
                 .max_capacity(MAX_PENDING)
@@ -63,19 +63,19 @@ impl PendingStore {
         }
     }
 
-    pub fn insert(&self, id: &str, pending: Pending) {
+    pub(crate) fn insert(&self, id: &str, pending: Pending) {
         if let Stage::AtProvider { state, .. } = &pending.stage {
             self.by_provider_state.insert(state.clone(), id.to_owned());
         }
         self.by_id.insert(id.to_owned(), Arc::new(pending));
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Pending>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Pending>> {
         self.by_id.get(id)
     }
 
     /// Removes and returns a sign-in: a decision or a callback is used once.
-    pub fn take(&self, id: &str) -> Option<Arc<Pending>> {
+    pub(crate) fn take(&self, id: &str) -> Option<Arc<Pending>> {
         let pending = self.by_id.remove(id)?;
         if let Stage::AtProvider { state, .. } = &pending.stage {
             self.by_provider_state.invalidate(state);
@@ -84,7 +84,7 @@ impl PendingStore {
     }
 
     /// Removes and returns the sign-in the provider's `state` belongs to.
-    pub fn take_by_provider_state(&self, state: &str) -> Option<(String, Arc<Pending>)> {
+    pub(crate) fn take_by_provider_state(&self, state: &str) -> Option<(String, Arc<Pending>)> {
         let id = self.by_provider_state.remove(state)?;
         let pending = self.take(&id)?;
         Some((id, pending))

@@ -19,17 +19,17 @@ const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
 /// The provider's endpoints mcpgate uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderEndpoints {
-    pub issuer: String,
-    pub authorization_endpoint: Url,
-    pub token_endpoint: Url,
-    pub jwks_uri: Option<Url>,
-    pub userinfo_endpoint: Option<Url>,
+pub(crate) struct ProviderEndpoints {
+    pub(crate) issuer: String,
+    pub(crate) authorization_endpoint: Url,
+    pub(crate) token_endpoint: Url,
+    pub(crate) jwks_uri: Option<Url>,
+    pub(crate) userinfo_endpoint: Option<Url>,
 }
 
 /// Why the provider's endpoints are not known.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DiscoveryError {
+pub(crate) enum DiscoveryError {
     #[error("OpenID discovery at {url} failed: {reason}")]
     Fetch { url: String, reason: String },
     #[error("the provider's discovery document is not usable: {0}")]
@@ -47,7 +47,7 @@ struct DiscoveryDocument {
 
 /// Discovered endpoints, by provider issuer, kept an hour; one fetch in flight.
 #[derive(Clone)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     cache: Cache<String, Arc<ProviderEndpoints>>,
 }
 
@@ -64,7 +64,7 @@ impl Default for Discovery {
 
 impl Discovery {
     /// The endpoints: those configured when both main ones are, else discovered.
-    pub async fn endpoints(
+    pub(crate) async fn endpoints(
         &self,
         http: &reqwest::Client,
         provider: &ProviderConfig,
@@ -146,14 +146,14 @@ async fn discover(
 
 /// mcpgate's PKCE pair for the provider leg.
 #[derive(Debug, Clone)]
-pub struct Pkce {
-    pub verifier: String,
-    pub challenge: String,
+pub(crate) struct Pkce {
+    pub(crate) verifier: String,
+    pub(crate) challenge: String,
 }
 
 impl Pkce {
     /// A fresh pair: 256 random bits as the verifier.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let verifier = URL_SAFE_NO_PAD.encode(super::secret::random_bytes::<32>());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self {
@@ -164,17 +164,17 @@ impl Pkce {
 }
 
 /// What the provider's authorization request carries besides the endpoint.
-pub struct ProviderRequest<'a> {
-    pub redirect_uri: &'a str,
-    pub state: &'a str,
-    pub nonce: &'a str,
-    pub code_challenge: &'a str,
+pub(crate) struct ProviderRequest<'a> {
+    pub(crate) redirect_uri: &'a str,
+    pub(crate) state: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) code_challenge: &'a str,
     /// The MCP resource, sent only when `send_resource` is on.
-    pub resource: &'a str,
+    pub(crate) resource: &'a str,
 }
 
 /// The URL the user's browser is sent to at the provider.
-pub fn authorization_url(
+pub(crate) fn authorization_url(
     endpoints: &ProviderEndpoints,
     provider: &ProviderConfig,
     request: &ProviderRequest<'_>,
@@ -206,7 +206,7 @@ pub fn authorization_url(
 
 /// Parameters mcpgate sets itself; `authorization_params` cannot replace them
 /// (configuration validation names the key).
-pub const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "response_type",
     "client_id",
     "redirect_uri",

@@ -20,7 +20,7 @@ const FORBIDDEN_SCHEMES: &[&str] = &["javascript", "data", "file", "vbscript", "
 
 /// Why a redirect URI cannot be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RedirectUriError {
+pub(crate) enum RedirectUriError {
     #[error("redirect URI is longer than {MAX_LENGTH} bytes")]
     TooLong,
     #[error("redirect URI is not an absolute URI")]
@@ -37,7 +37,10 @@ pub enum RedirectUriError {
 
 /// Checks a redirect URI a client wants to register. `custom_schemes` are the
 /// private-use schemes the operator allows (lower case).
-pub fn check_registrable(uri: &str, custom_schemes: &[String]) -> Result<(), RedirectUriError> {
+pub(crate) fn check_registrable(
+    uri: &str,
+    custom_schemes: &[String],
+) -> Result<(), RedirectUriError> {
     if uri.len() > MAX_LENGTH {
         return Err(RedirectUriError::TooLong);
     }
@@ -80,7 +83,7 @@ pub fn check_registrable(uri: &str, custom_schemes: &[String]) -> Result<(), Red
 
 /// The registered URI `requested` stands for, if any: an exact match, or a
 /// loopback `http` URI equal in everything but the port.
-pub fn find_match<'a>(registered: &'a [String], requested: &str) -> Option<&'a str> {
+pub(crate) fn find_match<'a>(registered: &'a [String], requested: &str) -> Option<&'a str> {
     if let Some(exact) = registered.iter().find(|uri| uri.as_str() == requested) {
         return Some(exact);
     }
@@ -123,7 +126,7 @@ fn authority(uri: &str) -> Option<&str> {
 }
 
 /// The host a redirect URI sends the browser to, for the consent page.
-pub fn host_of(uri: &str) -> Option<String> {
+pub(crate) fn host_of(uri: &str) -> Option<String> {
     let parsed = Url::parse(uri).ok()?;
     match parsed.host()? {
         Host::Domain(name) => Some(name.to_ascii_lowercase()),
@@ -133,7 +136,7 @@ pub fn host_of(uri: &str) -> Option<String> {
 }
 
 /// Whether a host is loopback (for the consent page's "local app" wording).
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
         || host == "[::1]"

@@ -14,7 +14,7 @@ const MIN_KEY_BYTES: usize = 32;
 
 /// The key every MAC of the façade is made with.
 #[derive(Clone)]
-pub struct SecretKey {
+pub(crate) struct SecretKey {
     key: hmac::Key,
 }
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// From `authorization_server.secret_key` (base64 or base64url), or a fresh
     /// random key when unset.
-    pub fn from_config(secret: Option<&Secret>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_config(secret: Option<&Secret>) -> Result<Self, ConfigError> {
         let bytes = match secret {
             Some(secret) => {
                 let text = secret.expose().trim();
@@ -49,7 +49,7 @@ impl SecretKey {
 
     /// A MAC over `parts`, each length-prefixed so that no two lists of parts
     /// collide, as base64url.
-    pub fn mac(&self, purpose: &str, parts: &[&str]) -> String {
+    pub(crate) fn mac(&self, purpose: &str, parts: &[&str]) -> String {
         let mut context = hmac::Context::with_key(&self.key);
         for part in std::iter::once(purpose).chain(parts.iter().copied()) {
             context.update(&(part.len() as u64).to_be_bytes());
@@ -59,7 +59,7 @@ impl SecretKey {
     }
 
     /// Whether `tag` is the MAC of `parts`, compared in constant time.
-    pub fn verify(&self, purpose: &str, parts: &[&str], tag: &str) -> bool {
+    pub(crate) fn verify(&self, purpose: &str, parts: &[&str], tag: &str) -> bool {
         let expected = self.mac(purpose, parts);
         aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), tag.as_bytes())
             .is_ok()
@@ -75,7 +75,7 @@ fn invalid(message: &str) -> ConfigError {
 
 /// `N` bytes from the system's CSPRNG. A failing CSPRNG leaves nothing safe to
 /// do; aws-lc aborts rather than return predictable bytes, so the zeroes are never used.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     if SystemRandom::new().fill(&mut bytes).is_err() {
         tracing::error!("the system random generator failed");
@@ -85,7 +85,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A fresh identifier with 256 bits of entropy, base64url.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 

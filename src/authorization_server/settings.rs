@@ -15,25 +15,28 @@ use crate::config::{AuthorizationServerConfig, Config, ConfigError};
 
 /// The façade as one configuration defines it.
 #[derive(Debug)]
-pub struct Settings {
-    pub config: AuthorizationServerConfig,
-    pub endpoints: Endpoints,
-    pub metadata: AuthorizationServerMetadata,
+pub(crate) struct Settings {
+    pub(crate) config: AuthorizationServerConfig,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) metadata: AuthorizationServerMetadata,
     /// The protected resources tokens are issued for (one today; routes add more).
-    pub resources: Vec<String>,
+    pub(crate) resources: Vec<String>,
     /// The scopes clients may ask for: the policy's.
-    pub scopes: Vec<String>,
-    pub clients: ConfiguredClients,
-    pub key: SecretKey,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) clients: ConfiguredClients,
+    pub(crate) key: SecretKey,
     /// The MCP server's name on the consent page.
-    pub server_name: String,
+    pub(crate) server_name: String,
     /// Cookies get `Secure` when the issuer is `https`.
-    pub secure_cookies: bool,
+    pub(crate) secure_cookies: bool,
 }
 
 impl Settings {
     /// `None` when the section is absent. `scopes` are the policy's `scopes_supported`.
-    pub fn from_config(config: &Config, scopes: Vec<String>) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn from_config(
+        config: &Config,
+        scopes: Vec<String>,
+    ) -> Result<Option<Self>, ConfigError> {
         let Some(section) = &config.authorization_server else {
             return Ok(None);
         };
@@ -95,19 +98,19 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
 }
 
 /// The façade across reloads: the current settings and the sign-ins in progress.
-pub struct Facade {
+pub(crate) struct Facade {
     settings: ArcSwap<Settings>,
-    pub pending: PendingStore,
-    pub discovery: Discovery,
+    pub(crate) pending: PendingStore,
+    pub(crate) discovery: Discovery,
     /// For the provider's endpoints (and, later, client metadata documents).
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Facade {
     /// The façade for its first settings, with its own HTTP client for the
     /// provider (no redirects followed: an endpoint that moves is a configuration
     /// problem, and a client metadata document must not redirect).
-    pub fn new(settings: Arc<Settings>) -> Arc<Self> {
+    pub(crate) fn new(settings: Arc<Settings>) -> Arc<Self> {
         let pending = PendingStore::new(settings.config.pending_ttl);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -121,12 +124,12 @@ impl Facade {
         })
     }
 
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()
     }
 
     /// A reload: new settings, the same sign-ins in progress.
-    pub fn update(&self, settings: Arc<Settings>) {
+    pub(crate) fn update(&self, settings: Arc<Settings>) {
         self.settings.store(settings);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mcpgate::auth::jwks::idp_client;
-use mcpgate::config::{self, Config};
+use mcpgate::config::Config;
 use mcpgate::gateway::Gateway;
 use mcpgate::mcp::session::Sessions;
 
@@ -21,7 +21,7 @@ pub(crate) async fn build_serving(
     config: Config,
 ) -> anyhow::Result<(Gateway, Arc<Sessions>, reqwest::Client)> {
     // Before connecting anywhere: a config that does not validate opens nothing.
-    config::validate(&config)?;
+    mcpgate::gateway::validate(&config)?;
     let sessions = Arc::new(Sessions::from_config(&config.session)?);
     let client = idp_client().context("cannot build the HTTP client for identity providers")?;
     let gateway = Gateway::build_shared(config, &client, sessions.shared_redis()).await?;

@@ -14,7 +14,7 @@ use crate::init_quiet_logging;
 pub(crate) async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config.config)?;
     init_quiet_logging(&config.log);
-    config::validate(&config)?;
+    mcpgate::gateway::validate(&config)?;
     let upstream = config::require_upstream(&config)?;
     // The same upstream the gateway would build: a GraphQL one declares its tools'
     // requirements (and answers the listing in-process), a stdio child is started

@@ -8,7 +8,7 @@ use mcpgate::audit::AuditLog;
 use mcpgate::config;
 use mcpgate::gateway::Gateway;
 use mcpgate::mcp::session::Sessions;
-use mcpgate::reload::Reloader;
+use mcpgate::server::reload::Reloader;
 use mcpgate::server::{self, AppState};
 use mcpgate::telemetry::traces::Traces;
 use tokio::sync::watch;

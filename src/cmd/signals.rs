@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mcpgate::reload::Reloader;
+use mcpgate::server::reload::Reloader;
 use tokio::sync::watch;
 
 /// SIGTERM/SIGINT (shutdown) and SIGHUP (reload), handled one at a time.

@@ -55,13 +55,19 @@ pub struct ProviderConfig {
     /// The provider's issuer; its endpoints come from OpenID discovery unless given
     /// below (plain OAuth providers such as GitHub).
     pub issuer: Url,
+    /// Overrides (or, for plain OAuth, replaces) the discovered authorization endpoint.
     pub authorization_endpoint: Option<Url>,
+    /// Overrides (or replaces) the discovered token endpoint.
     pub token_endpoint: Option<Url>,
+    /// Where the provider's ID-token keys are; discovered when unset.
     pub jwks_uri: Option<Url>,
+    /// Where the user is read from when the provider issues no ID token.
     pub userinfo_endpoint: Option<Url>,
     /// mcpgate's client at the provider (registered once by the operator).
     pub client_id: String,
+    /// Its secret; unset for a public client (`auth_method: none`).
     pub client_secret: Option<Secret>,
+    /// How mcpgate authenticates at the provider's token endpoint.
     #[serde(default)]
     pub auth_method: ProviderAuthMethod,
     /// Scopes asked of the provider (e.g. `openid profile email`, Entra's
@@ -75,6 +81,7 @@ pub struct ProviderConfig {
     /// providers that reject or misread it (Entra v2).
     #[serde(default)]
     pub send_resource: bool,
+    /// Longest a call to the provider (discovery, token, userinfo) may take.
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -83,8 +90,10 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderAuthMethod {
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
     #[default]
     ClientSecretBasic,
+    /// The client id and secret in the form body.
     ClientSecretPost,
     /// A public client: PKCE only.
     None,
@@ -94,9 +103,11 @@ pub enum ProviderAuthMethod {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfiguredClientConfig {
+    /// The id the client sends (not a URL: those are metadata documents).
     pub client_id: String,
     /// Shown on the consent page.
     pub client_name: Option<String>,
+    /// Where codes may be sent; matched exactly (loopback `http` on any port).
     #[serde(deserialize_with = "one_or_many")]
     pub redirect_uris: Vec<String>,
     /// An argon2id hash (`mcpgate hash-key`) of the client's secret. Unset: a public
@@ -108,6 +119,7 @@ pub struct ConfiguredClientConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientMetadataDocumentsConfig {
+    /// Accept `https` URL client ids (on unless turned off).
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Only these hosts (exact, or `*.example.com`) may be `client_id` hosts. Empty: any.
@@ -158,6 +170,7 @@ impl Default for ClientMetadataDocumentsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
+    /// Serve the registration endpoint (and advertise it).
     #[serde(default)]
     pub enabled: bool,
     /// When set, a registration must carry `Authorization: Bearer <this>`.

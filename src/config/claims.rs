@@ -93,7 +93,7 @@ impl<'de> Deserialize<'de> for ScopeList {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimScopeRule {
-    pub claim: ClaimPath,
+    pub(crate) claim: ClaimPath,
     /// Claim value (matched exactly, case-sensitively) -> scopes it grants.
     #[serde(default)]
     pub values: BTreeMap<String, ScopeList>,
@@ -105,10 +105,11 @@ pub struct ClaimScopeRule {
 /// `claim_scopes`, in either spelling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimScopesConfig {
-    pub rules: Vec<ClaimScopeRule>,
+    pub(crate) rules: Vec<ClaimScopeRule>,
 }
 
 impl ClaimScopesConfig {
+    /// No rule in either spelling: claims grant no scope.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -1,5 +1,6 @@
-//! Configuration: the file format (`model`), how layers are merged (`load`) and the
-//! startup checks that turn a parsed file into something safe to run (`validate`).
+//! Configuration: the file format (`model`) and how layers are merged (`load`). The
+//! sections are plain data; each is checked by the module that uses it, and
+//! `gateway::validate` runs every check.
 
 mod authorization_server;
 mod checks;
@@ -10,7 +11,7 @@ mod load;
 mod model;
 mod rules;
 mod scopes;
-mod validate;
+mod upstream;
 
 pub use authorization_server::{
     AuthorizationServerConfig, ClientMetadataDocumentsConfig, ConfiguredClientConfig,
@@ -25,22 +26,32 @@ pub use load::{load, load_from_str};
 pub use model::*;
 pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
-pub use validate::validate;
+pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
 
 /// A configuration problem, reported as one line that names the key.
 /// Every variant maps to exit code 78 (EX_CONFIG) in the binary.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{path}: cannot read config file: {source}")]
     Read {
+        /// The file that was read.
         path: String,
+        /// What the OS reported.
         #[source]
         source: std::io::Error,
     },
+    /// The YAML does not parse, at a place no key names (e.g. the document root).
     #[error("{0}")]
     Parse(String),
+    /// A value is wrong, missing or unknown.
     #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The dotted path of the offending key, e.g. `auth.oauth.issuers`.
+        key: String,
+        /// What is wrong with it, for the operator.
+        message: String,
+    },
 }
 
 impl ConfigError {

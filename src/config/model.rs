@@ -9,41 +9,47 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use super::{ClaimScopesConfig, ScopesConfig};
-pub use crate::upstream::graphql::{BuiltinScopes, GraphqlUpstreamConfig};
-pub use crate::upstream::stdio::{CommandLine, StdioConfig};
-pub use crate::upstream::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
+use super::{ClaimScopesConfig, CommandLine, GraphqlUpstreamConfig, ScopesConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `server:`: listeners, the public URL, Origin allow-list, limits and timeouts.
     #[serde(default)]
     pub server: ServerConfig,
     /// Required by `serve`; `check` reports its absence like any other missing key.
     pub upstream: Option<UpstreamConfig>,
+    /// `auth:`: how a bearer credential is verified (OAuth, API keys).
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
-    pub scopes: ScopesConfig,
+    pub(crate) scopes: ScopesConfig,
     /// Per-caller restrictions applied after the scope checks (see `config::rules`).
     #[serde(default)]
     pub rules: Vec<super::PrincipalRuleConfig>,
+    /// `log:`: the operator's log on standard error (not the audit log).
     #[serde(default)]
     pub log: LogConfig,
+    /// `audit:`: the audit log; off unless a path or stdout is set.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `telemetry:`: OpenTelemetry trace export.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `session:`: how long sessions live, how many, and where ownership is stored.
     #[serde(default)]
     pub session: SessionConfig,
     /// mcpgate as the authorization server clients see (off when absent).
     pub authorization_server: Option<super::AuthorizationServerConfig>,
 }
 
+/// Where clients connect and what the gateway answers with: listeners, public URL, limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// The MCP listener's address: an IP address and port, never a host name (default
+    /// `127.0.0.1:5025`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The canonical resource URI (RFC 8707). Its path is the MCP endpoint.
@@ -123,6 +129,7 @@ fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
+/// The `upstream:` section as written; `resolve` turns it into one `upstream::UpstreamKind`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -150,7 +157,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for the upstream's response headers (a stream may then run longer).
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -183,11 +190,11 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuthConfig {
-    pub token_url: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub(crate) token_url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
     #[serde(default)]
-    pub auth_method: ClientAuthMethod,
+    pub(crate) auth_method: ClientAuthMethod,
     /// Scopes asked for, space-separated or a list.
     #[serde(default, deserialize_with = "one_or_many")]
     pub scopes: Vec<String>,
@@ -199,7 +206,7 @@ pub struct UpstreamOAuthConfig {
     #[serde(default = "default_renew_before", with = "humantime_serde")]
     pub renew_before: Duration,
     #[serde(default = "default_token_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 fn default_renew_before() -> Duration {
@@ -218,9 +225,11 @@ fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
+/// The `auth:` section: which credentials are accepted, and how each is verified.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// OAuth bearer tokens (JWTs, opaque tokens); off unless `enabled`.
     #[serde(default)]
     pub oauth: OAuthConfig,
     /// API keys (argon2id hashes), accepted beside OAuth tokens.
@@ -250,7 +259,7 @@ fn default_api_key_cache_ttl() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
-    pub id: String,
+    pub(crate) id: String,
     /// argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub hash: Secret,
     /// Scopes the key carries; `*` means every scope.
@@ -258,9 +267,11 @@ pub struct ApiKeyConfig {
     pub scopes: Vec<String>,
 }
 
+/// `auth.oauth`: bearer tokens from one or more identity providers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
+    /// Require a valid bearer credential on every request to the MCP endpoint.
     #[serde(default)]
     pub enabled: bool,
     /// Advertised in the RFC 9728 document; defaults to `issuers`.
@@ -273,7 +284,8 @@ pub struct OAuthConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub audiences: Vec<String>,
     #[serde(default = "default_leeway", with = "humantime_serde")]
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
+    /// Key sources for verifying JWTs locally: remote JWKS endpoints and symmetric secrets.
     #[serde(default)]
     pub jwks: Vec<JwksProviderConfig>,
     /// RFC 7662 introspection, for opaque tokens (and for JWTs with `validation: both`).
@@ -284,7 +296,9 @@ pub struct OAuthConfig {
     #[serde(default)]
     pub validation: ValidationMode,
     #[serde(default)]
-    pub scope_challenge_include_token_scopes: bool,
+    pub(crate) scope_challenge_include_token_scopes: bool,
+    /// Most OR-groups a combined scope requirement may have; more is a load error (at least
+    /// 1).
     #[serde(default = "default_max_scope_combinations")]
     pub max_scope_combinations: usize,
     /// A verified token is remembered (by its SHA-256) for at most this long, and never
@@ -339,23 +353,29 @@ fn default_token_cache_size() -> u64 {
     10_000
 }
 
+/// How a bearer token is verified: locally, by introspection, or both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidationMode {
+    /// JWTs are verified locally; other tokens are introspected when introspection is set.
     #[default]
     Jwt,
+    /// Every token is introspected, JWT or not.
     Introspection,
+    /// JWTs are verified locally and introspected as well, so revocation shows within the
+    /// introspection cache TTL.
     Both,
 }
 
+/// `auth.oauth.introspection`: an RFC 7662 endpoint and the client credentials to call it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
-    pub url: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
     #[serde(default)]
-    pub auth_method: ClientAuthMethod,
+    pub(crate) auth_method: ClientAuthMethod,
     /// Active answers are reused for at most this long (and never past `exp`).
     #[serde(default = "default_introspection_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
@@ -363,7 +383,7 @@ pub struct IntrospectionConfig {
     #[serde(default = "default_negative_cache_ttl", with = "humantime_serde")]
     pub negative_cache_ttl: Duration,
     #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Require an `aud` naming this resource; some authorization servers return none.
     #[serde(default = "default_true")]
     pub require_audience: bool,
@@ -391,7 +411,7 @@ fn default_true() -> bool {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuthMethod {
+pub(crate) enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
@@ -403,12 +423,13 @@ pub enum ClientAuthMethod {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksProviderConfig {
+    /// A remote JWKS endpoint; exactly one of `url` and `secret` is set.
     pub url: Option<Url>,
     /// Allowed signing algorithms for this provider. Empty: every asymmetric one.
     #[serde(default)]
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
-    pub refresh_interval: Duration,
+    pub(crate) refresh_interval: Duration,
     /// Unknown-`kid` refetches (and `max-age`-driven refreshes) happen at most this often.
     #[serde(default = "default_min_refetch_interval", with = "humantime_serde")]
     pub min_refetch_interval: Duration,
@@ -425,7 +446,9 @@ pub struct JwksProviderConfig {
     /// or no `typ` are accepted.
     #[serde(default)]
     pub require_at_jwt: bool,
+    /// A symmetric HMAC key; its bytes are used as written, not base64-decoded.
     pub secret: Option<Secret>,
+    /// The one algorithm accepted for `secret` (HS256, HS384 or HS512); unset means HS256.
     pub symmetric_algorithm: Option<jsonwebtoken::Algorithm>,
     /// The `kid` tokens signed with `secret` carry.
     pub header_key_id: Option<String>,
@@ -492,12 +515,14 @@ fn default_max_stale() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 
+/// The `log:` section: level and format of the operator's log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter directive such as `info` or `mcpgate=debug`. `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// Text for a terminal, JSON lines for a collector.
     #[serde(default)]
     pub format: LogFormat,
 }
@@ -515,11 +540,14 @@ fn default_log_level() -> String {
     "info".to_owned()
 }
 
+/// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines (the default).
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -529,10 +557,13 @@ pub enum LogFormat {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value read from the file or the environment.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The secret itself, for the one place that must use it (a signer, a client, a
+    /// connection).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -592,6 +623,7 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
+    /// Whether records go anywhere: a file path or stdout is set.
     pub fn is_enabled(&self) -> bool {
         self.stdout || self.path.is_some()
     }
@@ -606,9 +638,12 @@ fn default_audit_queue() -> usize {
 /// that long between fsyncs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FsyncPolicy {
+    /// The default: no fsync, the OS decides when data reaches the disk.
     #[default]
     Never,
+    /// Fsync after every batch written.
     Always,
+    /// Fsync at most this long apart.
     Every(Duration),
 }
 
@@ -628,9 +663,11 @@ impl<'de> Deserialize<'de> for FsyncPolicy {
     }
 }
 
+/// The `telemetry:` section.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
+    /// `telemetry.traces`: OTLP span export.
     #[serde(default)]
     pub traces: TracesConfig,
 }
@@ -639,6 +676,7 @@ pub struct TelemetryConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
+    /// Export a span per request; `OTEL_SDK_DISABLED=true` turns it off regardless.
     #[serde(default)]
     pub enabled: bool,
     /// The OTLP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`). Unset: the
@@ -712,6 +750,7 @@ fn default_max_sessions() -> u64 {
 /// Where session ownership lives.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum SessionStoreConfig {
+    /// Sessions are known to this process only (the default); fine for one replica.
     #[default]
     Memory,
     /// A Redis URL; may carry a password, so it is kept as a secret.

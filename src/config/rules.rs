@@ -32,16 +32,16 @@ pub struct PrincipalRuleConfig {
     #[serde(default, deserialize_with = "some_one_or_many")]
     pub allow_tools: Option<Vec<String>>,
     #[serde(default, deserialize_with = "one_or_many")]
-    pub deny_tools: Vec<String>,
+    pub(crate) deny_tools: Vec<String>,
     /// Resource URIs (and URI templates) the caller may use.
     #[serde(default, deserialize_with = "some_one_or_many")]
     pub allow_resources: Option<Vec<String>>,
     #[serde(default, deserialize_with = "one_or_many")]
-    pub deny_resources: Vec<String>,
+    pub(crate) deny_resources: Vec<String>,
     #[serde(default, deserialize_with = "some_one_or_many")]
-    pub allow_prompts: Option<Vec<String>>,
+    pub(crate) allow_prompts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "one_or_many")]
-    pub deny_prompts: Vec<String>,
+    pub(crate) deny_prompts: Vec<String>,
 }
 
 /// The conditions of a rule: all the kinds given must hold (AND); within one list,
@@ -61,6 +61,7 @@ pub struct WhenConfig {
 }
 
 impl WhenConfig {
+    /// No condition at all: the rule applies to every caller.
     pub fn is_empty(&self) -> bool {
         self.client_ids.is_none() && self.subjects.is_none() && self.claims.is_empty()
     }

@@ -16,21 +16,21 @@ pub struct ScopesConfig {
     #[serde(default)]
     pub initialize: RequirementSpec,
     #[serde(default)]
-    pub tools_list: RequirementSpec,
+    pub(crate) tools_list: RequirementSpec,
     #[serde(default)]
-    pub tools_call: RequirementSpec,
+    pub(crate) tools_call: RequirementSpec,
     #[serde(default)]
-    pub resources_list: RequirementSpec,
+    pub(crate) resources_list: RequirementSpec,
     #[serde(default)]
-    pub resources_templates_list: RequirementSpec,
+    pub(crate) resources_templates_list: RequirementSpec,
     #[serde(default)]
-    pub resources_read: RequirementSpec,
+    pub(crate) resources_read: RequirementSpec,
     #[serde(default)]
-    pub prompts_list: RequirementSpec,
+    pub(crate) prompts_list: RequirementSpec,
     #[serde(default)]
-    pub prompts_get: RequirementSpec,
+    pub(crate) prompts_get: RequirementSpec,
     #[serde(default)]
-    pub completion_complete: RequirementSpec,
+    pub(crate) completion_complete: RequirementSpec,
     /// Any other request method (the protocol's own `initialize` and `ping` excepted),
     /// including methods mcpgate does not know.
     #[serde(default)]
@@ -87,15 +87,16 @@ impl ScopesConfig {
 /// (a OR (b AND c)). `[]` requires nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequirementSpec {
-    pub groups: Vec<Vec<String>>,
+    pub(crate) groups: Vec<Vec<String>>,
 }
 
 impl RequirementSpec {
+    /// No group at all (`[]`): nothing is required.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
 
-    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = &str> {
         self.groups.iter().flatten().map(String::as_str)
     }
 }

@@ -45,10 +45,11 @@ fn demo_scopes() -> ScopesConfig {
 
 /// A ready-to-serve demo: its configuration and the tokens to print.
 pub struct Demo {
+    /// Serves the embedded MCP server with a fresh secret and example scopes.
     pub config: Config,
-    pub token_all: String,
-    pub token_basic: String,
-    pub token_no_connect: String,
+    pub(crate) token_all: String,
+    pub(crate) token_basic: String,
+    pub(crate) token_no_connect: String,
 }
 
 /// Starts the embedded MCP server on a free loopback port and prepares the gateway

@@ -18,14 +18,19 @@ use crate::policy::Requirement;
 /// One operation file as an MCP tool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperationTool {
+    /// The MCP tool name: `execute_operation_` and the operation name in snake case, or
+    /// without the prefix when configured.
     pub tool_name: String,
     /// The operation's name, or its file's stem when the operation is unnamed.
     pub operation_name: String,
+    /// Query or mutation; subscription files are skipped at load.
     pub kind: OperationKind,
     /// The file's text: the one operation and the fragments it uses, with any
     /// description string blanked. Send it as is; being the document's only
     /// operation, it needs no `operationName` (and an unnamed one has none).
     pub document: String,
+    /// From the operation's description string or the file's leading `#` comments; `None`
+    /// when it has neither.
     pub description: Option<String>,
     /// JSON Schema of the variables, `"type": "object"` at the top.
     pub input_schema: serde_json::Value,
@@ -33,15 +38,18 @@ pub struct OperationTool {
     pub requirement: Requirement,
     /// Queries read; mutations may write.
     pub read_only: bool,
+    /// The operation file, for messages that name it.
     pub file: PathBuf,
 }
 
 /// What a query submitted at request time is and what it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
+    /// Query, mutation or subscription: the selected operation's kind.
     pub kind: OperationKind,
     /// The selected operation's name; `None` for an unnamed one.
     pub operation_name: Option<String>,
+    /// Every scope group a caller needs for the fields the operation selects.
     pub requirement: Requirement,
 }
 

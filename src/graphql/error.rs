@@ -8,37 +8,57 @@ use apollo_compiler::validation::DiagnosticList;
 
 use crate::policy::TooManyCombinations;
 
+/// A GraphQL failure: at load (schema, operations) or for one submitted query.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphqlError {
+    /// A schema file, operation file or operations folder could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the OS reported.
         #[source]
         source: std::io::Error,
     },
 
     /// The SDL does not parse or validate.
     #[error("invalid schema {}: {message}", path.display())]
-    Schema { path: PathBuf, message: String },
+    Schema {
+        /// The schema file.
+        path: PathBuf,
+        /// The parser's or validator's diagnostics.
+        message: String,
+    },
 
     /// A `@requiresScopes` application whose `scopes` is not a list of lists of strings.
     #[error("invalid @requiresScopes on {coordinate} in {}: {message}", path.display())]
     ScopesDirective {
+        /// The schema file.
         path: PathBuf,
+        /// Where the directive is applied, e.g. `Query.orders`.
         coordinate: String,
+        /// What is wrong with its argument.
         message: String,
     },
 
     /// An operation file that does not parse, does not validate against the schema,
     /// or does not hold exactly one operation.
     #[error("invalid operation file {}: {message}", path.display())]
-    Operation { path: PathBuf, message: String },
+    Operation {
+        /// The operation file.
+        path: PathBuf,
+        /// Why it was refused.
+        message: String,
+    },
 
     /// An operation's fields need more scope combinations than `max_scope_combinations`.
     #[error("operation {operation} ({}): {source}", path.display())]
     ToolScopes {
+        /// The operation's name.
         operation: String,
+        /// Its file.
         path: PathBuf,
+        /// How many combinations it needs, and the limit.
         #[source]
         source: TooManyCombinations,
     },
@@ -46,12 +66,16 @@ pub enum GraphqlError {
     /// A query submitted at request time does not parse or validate, or names an
     /// operation it does not hold.
     #[error("invalid GraphQL request: {message}")]
-    InvalidQuery { message: String },
+    InvalidQuery {
+        /// The parser's or validator's diagnostics, for the caller.
+        message: String,
+    },
 
     /// A query submitted at request time needs more scope combinations than allowed.
     /// The text is meant for a 403's `error_description`.
     #[error("the query {source}")]
     QueryScopes {
+        /// How many combinations it needs, and the limit.
         #[source]
         source: TooManyCombinations,
     },

@@ -54,13 +54,16 @@ impl CatalogSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationKind {
+    /// Reads only.
     Query,
+    /// May write.
     Mutation,
+    /// A stream of results: never a tool, skipped at load with a warning.
     Subscription,
 }
 
 impl OperationKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Query => "query",
             Self::Mutation => "mutation",

@@ -14,10 +14,13 @@ use super::MAX_DEPTH;
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
+    /// An object names this key twice (the unescaped key).
     #[error("duplicate key {0:?}")]
     DuplicateKey(String),
+    /// Objects and arrays nested past [`MAX_DEPTH`].
     #[error("nesting deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// Not RFC 8259 JSON; the byte offset where reading stopped.
     #[error("invalid JSON at byte {0}")]
     Syntax(usize),
 }
@@ -44,7 +47,7 @@ pub struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    pub fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         Self {
             text,
             pos: 0,

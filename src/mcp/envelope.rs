@@ -19,13 +19,13 @@ pub const MAX_BATCH: usize = 64;
 /// A parsed POST body.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub messages: Vec<Message>,
+    pub(crate) messages: Vec<Message>,
     /// The body was a JSON array (2025-03-26 only).
     pub batch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Request,
     Notification,
     /// A client's answer to a server-initiated request (sampling, elicitation, roots).
@@ -36,7 +36,7 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Message {
     object: Map<String, Value>,
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     classified: Classified,
 }
 
@@ -238,18 +238,18 @@ impl Message {
         })
     }
 
-    pub fn method(&self) -> Option<&str> {
+    pub(crate) fn method(&self) -> Option<&str> {
         match self.kind {
             Kind::Response => None,
             Kind::Request | Kind::Notification => self.object.get("method").and_then(Value::as_str),
         }
     }
 
-    pub fn id(&self) -> Option<&Value> {
+    pub(crate) fn id(&self) -> Option<&Value> {
         self.object.get("id")
     }
 
-    pub fn params(&self) -> Option<&Map<String, Value>> {
+    pub(crate) fn params(&self) -> Option<&Map<String, Value>> {
         self.object.get("params").and_then(Value::as_object)
     }
 

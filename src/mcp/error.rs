@@ -8,8 +8,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct EnvelopeError {
-    pub code: i64,
-    pub message: String,
+    pub(crate) code: i64,
+    pub(crate) message: String,
     /// The offending message's id, when it had a usable one.
     pub id: Option<Value>,
     /// The error's `data`, where the specification defines one (boxed: it is rare,
@@ -18,10 +18,10 @@ pub struct EnvelopeError {
 }
 
 impl EnvelopeError {
-    pub const PARSE_ERROR: i64 = -32700;
-    pub const INVALID_REQUEST: i64 = -32600;
-    pub const METHOD_NOT_FOUND: i64 = -32601;
-    pub const INVALID_PARAMS: i64 = -32602;
+    pub(crate) const PARSE_ERROR: i64 = -32700;
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
+    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
+    pub(crate) const INVALID_PARAMS: i64 = -32602;
     /// SEP-2243's `HeaderMismatch`.
     pub const HEADER_MISMATCH: i64 = -32020;
     /// 2026-07-28's `UnsupportedProtocolVersion`.

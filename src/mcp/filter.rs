@@ -36,9 +36,13 @@ const PRIVATE: &str = "\"private\"";
 /// Which list an answer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
+    /// `tools/list`: items are tools, by `name`.
     Tools,
+    /// `prompts/list`: items are prompts, by `name`.
     Prompts,
+    /// `resources/list`: items are resources, by `uri`.
     Resources,
+    /// `resources/templates/list`: items are templates, by `uriTemplate`.
     ResourceTemplates,
 }
 
@@ -66,7 +70,7 @@ impl ListKind {
         }
     }
 
-    pub fn item_kind(self) -> ItemKind {
+    pub(crate) fn item_kind(self) -> ItemKind {
         match self {
             Self::Tools => ItemKind::Tool,
             Self::Prompts => ItemKind::Prompt,
@@ -100,10 +104,13 @@ pub enum Outcome {
 /// Why an upstream answer was not passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// The body is not UTF-8.
     NotUtf8,
     /// Not strict JSON (RFC 8259), a leading byte-order mark included.
     NotJson,
+    /// An object names one key twice: which one the client would read is unknown.
     DuplicateKey,
+    /// Nested deeper than mcpgate reads.
     TooDeep,
     /// A list answer declared as neither JSON nor an event stream.
     ContentType,

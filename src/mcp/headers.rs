@@ -17,8 +17,11 @@ const MCP_NAME: &str = "mcp-name";
 /// Why a body is not even looked at: HTTP 415.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaProblem {
+    /// No `Content-Type`, more than one, or one other than `application/json` (UTF-8
+    /// charset allowed).
     #[error("Content-Type must be application/json")]
     NotJson,
+    /// A `Content-Encoding` other than `identity`; the value as sent (`?` if not text).
     #[error("Content-Encoding {0:?} is not accepted; send the body uncompressed")]
     Encoded(String),
 }

@@ -22,8 +22,8 @@ const MAX_NAME_BYTES: usize = 4096;
 /// A request's place in the policy, with the names copied out of `params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
-    pub level: Level,
-    pub item: Option<(ItemKind, String)>,
+    pub(crate) level: Level,
+    pub(crate) item: Option<(ItemKind, String)>,
     /// Further requirements of the same message: what a `subscriptions/listen`
     /// opts into (list levels, and each subscribed resource).
     pub also: Vec<(Level, Option<(ItemKind, String)>)>,
@@ -56,7 +56,12 @@ pub enum ClassifyError {
     #[error(
         "method {method:?} is not an MCP method; methods are matched exactly (did you mean {known:?}?)"
     )]
-    LookAlike { method: String, known: &'static str },
+    LookAlike {
+        /// The method as sent.
+        method: String,
+        /// The MCP method it resembles.
+        known: &'static str,
+    },
     /// `params` cannot be read the way the method needs.
     #[error("{0}")]
     Params(String),
@@ -95,7 +100,7 @@ fn skeleton(method: &str) -> String {
         .collect()
 }
 
-pub fn classify(
+pub(crate) fn classify(
     method: &str,
     params: Option<&Map<String, Value>>,
 ) -> Result<Classified, ClassifyError> {

@@ -41,8 +41,10 @@ pub trait EventEditor: Send + 'static {
 /// Why an edited stream stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {
+    /// One event grew past this many bytes before its end; cut off rather than buffered.
     #[error("an upstream event exceeds {0} bytes")]
     EventTooLarge(usize),
+    /// The upstream's body failed mid-stream; the cause.
     #[error("upstream stream failed: {0}")]
     Upstream(String),
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::EnvelopeError;
 
-pub const HEADER: &str = "mcp-protocol-version";
+pub(crate) const HEADER: &str = "mcp-protocol-version";
 
 /// Where 2026-07-28 requests carry their version in `params._meta`.
 pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
@@ -16,10 +16,16 @@ pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 /// The revisions mcpgate understands, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProtocolVersion {
+    /// `2024-11-05`: the HTTP+SSE transport's revision, sessions included.
     V2024_11_05,
+    /// `2025-03-26`: Streamable HTTP, and the only one with JSON-RPC batches.
     V2025_03_26,
+    /// `2025-06-18`: adds the `MCP-Protocol-Version` header.
     V2025_06_18,
+    /// `2025-11-25`: the last revision with protocol-level sessions.
     V2025_11_25,
+    /// `2026-07-28`: stateless; the version in `_meta`, method and name mirrored in
+    /// headers.
     V2026_07_28,
 }
 
@@ -37,13 +43,13 @@ impl ProtocolVersion {
     /// it as 2025-03-26, the revision before the header existed.
     pub const WITHOUT_HEADER: Self = Self::V2025_03_26;
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::SUPPORTED
             .into_iter()
             .find(|version| version.as_str() == text)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::V2024_11_05 => "2024-11-05",
             Self::V2025_03_26 => "2025-03-26",
@@ -73,8 +79,13 @@ impl ProtocolVersion {
 /// Why the request's version cannot be used: HTTP 400 with a JSON-RPC error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
+    /// A version mcpgate does not know.
     #[error("Unsupported protocol version")]
-    Unsupported { requested: String },
+    Unsupported {
+        /// What the client sent, cut to 64 bytes.
+        requested: String,
+    },
+    /// Two `MCP-Protocol-Version` headers; which one applies would be a guess.
     #[error("Header mismatch: more than one MCP-Protocol-Version header")]
     Repeated,
 }

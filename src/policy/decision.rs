@@ -9,7 +9,7 @@ use crate::auth::Scopes;
 /// What a request asks of the policy, once its caller is known.
 #[derive(Debug, Clone, Copy)]
 pub struct Question<'a> {
-    pub scopes: &'a Scopes,
+    pub(crate) scopes: &'a Scopes,
     /// The `rules:` entries that apply to the caller.
     pub matched: &'a Matched,
     /// What each message asks for, in order (one, several for a batch, or

@@ -16,7 +16,7 @@ pub struct AppliedRequirement {
     pub source: String,
     /// OR of AND-groups; empty when nothing is required.
     pub groups: Vec<Vec<String>>,
-    pub met: bool,
+    pub(crate) met: bool,
 }
 
 impl Policy {

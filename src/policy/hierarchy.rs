@@ -20,7 +20,7 @@ pub struct Hierarchy {
 pub struct Cycle(pub Vec<String>);
 
 impl Hierarchy {
-    pub fn new(written: &BTreeMap<String, Vec<String>>) -> Result<Self, Cycle> {
+    pub(crate) fn new(written: &BTreeMap<String, Vec<String>>) -> Result<Self, Cycle> {
         let mut finished: HashSet<&str> = HashSet::new();
         for root in written.keys() {
             let mut path = Vec::new();
@@ -35,6 +35,7 @@ impl Hierarchy {
         Ok(Self { implied })
     }
 
+    /// No `scopes.hierarchy`: each scope grants only itself.
     pub fn is_empty(&self) -> bool {
         self.implied.is_empty()
     }

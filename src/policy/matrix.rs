@@ -12,27 +12,33 @@ use super::{Item, ItemKind, Level, NamedRules, Policy, Target};
 /// What the upstream lists, by name (URIs and URI templates for resources).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Offered<'a> {
+    /// Tool names from `tools/list`.
     pub tools: &'a [String],
+    /// Prompt names from `prompts/list`.
     pub prompts: &'a [String],
+    /// Resource URIs from `resources/list`.
     pub resources: &'a [String],
+    /// URI templates from `resources/templates/list`.
     pub resource_templates: &'a [String],
 }
 
+/// The effective policy per listed item, as `mcpgate policy` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Matrix {
     /// What every request needs (OR of AND-groups).
     pub every_request: Vec<Vec<String>>,
-    pub tools: Vec<Entry>,
-    pub prompts: Vec<Entry>,
-    pub resources: Vec<Entry>,
-    pub resource_templates: Vec<Entry>,
+    pub(crate) tools: Vec<Entry>,
+    pub(crate) prompts: Vec<Entry>,
+    pub(crate) resources: Vec<Entry>,
+    pub(crate) resource_templates: Vec<Entry>,
+    /// Items no rule names and rules that match nothing; empty when the two agree.
     pub drift: Drift,
 }
 
 /// One item and what using it takes, all levels combined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    pub name: String,
+    pub(crate) name: String,
     /// OR of AND-groups; empty when nothing is required. Absent when the rules that
     /// match it combine past `max_scope_combinations`: each rule is still enforced on
     /// its own, but no single combined list can be shown.
@@ -41,27 +47,30 @@ pub struct Entry {
     pub rules: Vec<String>,
 }
 
+/// Where the rules and the upstream's lists disagree; nothing here is an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Drift {
     /// Upstream tools no per-tool rule names: they fall back to `tools_call` alone.
     pub tools_without_rule: Vec<String>,
     /// `scopes.tools` keys that match no upstream tool.
     pub tool_rules_matching_nothing: Vec<String>,
-    pub prompts_without_rule: Vec<String>,
-    pub prompt_rules_matching_nothing: Vec<String>,
-    pub resources_without_rule: Vec<String>,
-    pub resource_templates_without_rule: Vec<String>,
+    pub(crate) prompts_without_rule: Vec<String>,
+    pub(crate) prompt_rules_matching_nothing: Vec<String>,
+    pub(crate) resources_without_rule: Vec<String>,
+    pub(crate) resource_templates_without_rule: Vec<String>,
     /// `scopes.resources` keys that match no upstream resource or template.
     pub resource_rules_matching_nothing: Vec<String>,
 }
 
 impl Drift {
+    /// No drift: every item has a rule and every rule matches an item.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 }
 
 impl Matrix {
+    /// Combines every level that applies to each offered item, and finds the drift.
     pub fn build(policy: &Policy, offered: Offered<'_>) -> Self {
         let entries = |names: &[String], level: Level, kind: ItemKind| -> Vec<Entry> {
             names

@@ -38,13 +38,21 @@ pub enum Level {
     /// GET/DELETE, `initialize`, `ping`, notifications and responses: the
     /// every-request level only.
     Connection,
+    /// `tools/list` (`scopes.tools_list`).
     ToolsList,
+    /// `tools/call` (`scopes.tools_call`), then the per-tool rule.
     ToolsCall,
+    /// `resources/list` (`scopes.resources_list`).
     ResourcesList,
+    /// `resources/templates/list` (`scopes.resources_templates_list`).
     ResourcesTemplatesList,
+    /// `resources/read` (`scopes.resources_read`), then the per-resource rule.
     ResourcesRead,
+    /// `prompts/list` (`scopes.prompts_list`).
     PromptsList,
+    /// `prompts/get` (`scopes.prompts_get`), then the per-prompt rule.
     PromptsGet,
+    /// `completion/complete` (`scopes.completion_complete`).
     CompletionComplete,
     /// Any other request method, known or not.
     Default,
@@ -53,8 +61,11 @@ pub enum Level {
 /// The named thing a message acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item<'a> {
+    /// A tool, by name (`tools/call`'s `params.name`).
     Tool(&'a str),
+    /// A resource, by URI (`resources/read`'s `params.uri`).
     Resource(&'a str),
+    /// A prompt, by name (`prompts/get`'s `params.name`).
     Prompt(&'a str),
 }
 
@@ -71,11 +82,12 @@ impl Item<'_> {
 /// What one message asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target<'a> {
-    pub level: Level,
-    pub item: Option<Item<'a>>,
+    pub(crate) level: Level,
+    pub(crate) item: Option<Item<'a>>,
 }
 
 impl Target<'_> {
+    /// GET, DELETE and the messages that only need the every-request level: no item.
     pub const CONNECTION: Target<'static> = Target {
         level: Level::Connection,
         item: None,
@@ -118,8 +130,8 @@ pub struct Policy {
 /// `tools_call` and any rule that matches the tool too.
 #[derive(Debug, Clone)]
 pub struct DeclaredTool {
-    pub tool: String,
-    pub requirement: Requirement,
+    pub(crate) tool: String,
+    pub(crate) requirement: Requirement,
     /// Where the requirement comes from, as `mcpgate policy` lists it among the
     /// tool's rules (`@requiresScopes of operation GetFacts`).
     pub source: String,
@@ -334,6 +346,7 @@ impl Policy {
         &self.scopes_supported
     }
 
+    /// The closure of `scopes.hierarchy`: which broad scope implies which.
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
     }
@@ -374,7 +387,7 @@ impl Policy {
             || self.principal_rules.could_refuse(Item::Resource(uri))
     }
 
-    pub fn rules_for(&self, kind: ItemKind) -> &NamedRules {
+    pub(crate) fn rules_for(&self, kind: ItemKind) -> &NamedRules {
         match kind {
             ItemKind::Tool => &self.tools,
             ItemKind::Resource => &self.resources,
@@ -557,8 +570,12 @@ impl Policy {
 /// The kinds of item a list response carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemKind {
+    /// Tools, from `tools/list`.
     Tool,
+    /// Resources and resource templates, from `resources/list` and
+    /// `resources/templates/list`.
     Resource,
+    /// Prompts, from `prompts/list`.
     Prompt,
 }
 

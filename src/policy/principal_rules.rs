@@ -103,7 +103,7 @@ pub struct Matched {
 }
 
 impl Matched {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 }
@@ -122,7 +122,7 @@ pub enum RuleList {
 pub struct RuleDenial {
     /// The rule's name.
     pub rule: String,
-    pub list: RuleList,
+    pub(crate) list: RuleList,
     /// The list's key (`deny_tools`, `allow_resources`).
     pub key: &'static str,
     /// What the client is told (`error_description`), naming the item and the rule.
@@ -236,6 +236,7 @@ impl PrincipalRules {
         })
     }
 
+    /// No `rules:` entry: no caller is restricted beyond its scopes.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 /// Anything that can say whether a scope is granted (the token's scopes with the
 /// hierarchy applied, see [`super::Granted`]).
 pub trait Holds {
+    /// Whether `scope` is granted, directly or through the hierarchy.
     fn holds(&self, scope: &str) -> bool;
 
     /// Whether granting `broad` would also grant `narrow` (a scope hierarchy).
@@ -37,7 +38,9 @@ pub struct Shortfall {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("needs {needed} scope combinations, more than the limit of {limit}")]
 pub struct TooManyCombinations {
+    /// How many AND-groups combining the requirements would produce.
     pub needed: usize,
+    /// `auth.oauth.max_scope_combinations`.
     pub limit: usize,
 }
 
@@ -76,10 +79,13 @@ impl Requirement {
         }
     }
 
+    /// No group at all: nothing is required.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
 
+    /// The AND-groups, any one of which satisfies the requirement (reduced: none is a
+    /// superset of another).
     pub fn groups(&self) -> &[Vec<String>] {
         &self.groups
     }

@@ -14,7 +14,9 @@ use crate::config::{ConfigError, RequirementSpec};
 pub struct NamedRule {
     /// The key as written (`get-env`, `admin_*`, `file:///secret/**`).
     pub pattern: String,
-    pub requirement: Requirement,
+    pub(crate) requirement: Requirement,
+    /// The pattern has glob syntax (`*`, `?`, `[…]`, `{…}`, `\`); otherwise it names one
+    /// item exactly.
     pub is_glob: bool,
 }
 
@@ -96,11 +98,11 @@ impl NamedRules {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    pub fn rules(&self) -> &[NamedRule] {
+    pub(crate) fn rules(&self) -> &[NamedRule] {
         &self.rules
     }
 

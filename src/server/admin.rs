@@ -33,7 +33,7 @@ const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// follows reloads; the session store outlives them.
 #[derive(Clone)]
 pub struct Admin {
-    pub gateway: Arc<ArcSwap<Gateway>>,
+    pub(crate) gateway: Arc<ArcSwap<Gateway>>,
     /// `None`: no store to probe (a gateway served on its own, as in tests).
     pub sessions: Option<Arc<Sessions>>,
 }
@@ -161,14 +161,14 @@ async fn explain(State(admin): State<Admin>, request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
     if !loopback {
-        return super::json::json_error(
+        return crate::edge::json::json_error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "/explain answers loopback clients only",
         );
     }
     let bad_request = |description: &str| {
-        super::json::json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+        crate::edge::json::json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
     };
     let Ok(bytes) = axum::body::to_bytes(request.into_body(), MAX_EXPLAIN_BYTES).await else {
         return bad_request("the body is too large or could not be read");
@@ -206,5 +206,5 @@ async fn metrics_text() -> Response {
 }
 
 async fn not_found() -> Response {
-    super::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    crate::edge::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }

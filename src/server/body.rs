@@ -6,7 +6,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
-use super::json::json_error;
+use crate::edge::json::json_error;
 use crate::gateway::Gateway;
 
 /// Why a request body was not read.

@@ -14,17 +14,22 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 
 use super::AppState;
-use super::json::json_error;
 use super::observe::Observation;
+use crate::edge::json::json_error;
 
+/// Why the `Host` header was refused: 400, before any other check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostProblem {
+    /// No `Host`: on HTTP/1, always; on HTTP/2 and later, when `:authority` is absent too.
     #[error("the request has no Host header")]
     Missing,
+    /// Two or more `Host` headers, identical or not.
     #[error("the request has more than one Host header")]
     Repeated,
+    /// Not a `host[:port]` (user information or an empty part included).
     #[error("the Host header is not a valid host[:port]")]
     Invalid,
+    /// Names another authority than the request target (absolute-form or `:authority`).
     #[error("the Host header names another authority than the request target")]
     Mismatch,
 }

@@ -8,19 +8,18 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::{Value, json};
+use http::{HeaderValue, Method, header};
+use serde_json::Value;
 
 use super::AppState;
 use super::body::read_body;
-use super::json::json_response;
 use super::observe::Observation;
-use super::origin;
 use super::refusal::{Denied, Refusal};
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::config::UnknownMethods;
+use crate::edge::origin;
 use crate::gateway::Gateway;
 use crate::mcp::filter::{ListFilter, Outcome, Refusal as ListRefusal};
 use crate::mcp::headers as mcp_headers;
@@ -28,13 +27,12 @@ use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
 use crate::policy::{Computed, Item, Matched, Question, Target};
-use crate::telemetry::metrics::metrics;
 use crate::upstream::UpstreamError;
 
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
 const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let gateway = state.gateway.load_full();
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);
@@ -93,6 +91,8 @@ async fn respond(
         route: &route,
         headers: &parts.headers,
     };
+    // A refusal (an upstream failure too) skips `settle`: mcpgate's own answer
+    // names no session to bind, and is not the 404 or DELETE that ends one.
     let response = match parts.method {
         Method::POST => caller.post(version, body, observation).await?,
         // A stream or a session end carries no message: the every-request level.
@@ -158,7 +158,7 @@ impl Caller<'_> {
             .principal
             .filter(|_| *method == Method::GET)
             .and_then(|principal| ListFilter::for_stream(&gateway.policy, principal, self.matched));
-        let forwarded = forward(
+        let response = forward(
             gateway,
             method.clone(),
             self.headers,
@@ -166,14 +166,12 @@ impl Caller<'_> {
             Bytes::new(),
             observation,
         )
-        .await;
-        Ok(match forwarded {
-            Ok(response) => match filter {
-                Some(filter) => filtered(response, filter, observation).await,
-                None => response,
-            },
-            Err(error) => upstream_failure(&error, None),
-        })
+        .await
+        .map_err(|error| Refusal::Upstream { error, id: None })?;
+        match filter {
+            Some(filter) => filtered(response, filter).await,
+            None => Ok(response),
+        }
     }
 
     /// A POST: the body is read, checked and authorized as a whole before anything
@@ -191,13 +189,13 @@ impl Caller<'_> {
             .map_err(Refusal::Body)?;
         let envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
-        let computed = super::graphql::computed(gateway, &envelope);
+        let computed = gateway.computed(&envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)
         });
         let forwarded = Bytes::from(envelope.to_bytes());
-        let forwarded = forward(
+        let response = forward(
             gateway,
             Method::POST,
             self.headers,
@@ -205,14 +203,15 @@ impl Caller<'_> {
             forwarded,
             observation,
         )
-        .await;
-        Ok(match forwarded {
-            Ok(response) => match filter {
-                Some(filter) => filtered(response, filter, observation).await,
-                None => response,
-            },
-            Err(error) => upstream_failure(&error, envelope.reply_id()),
-        })
+        .await
+        .map_err(|error| Refusal::Upstream {
+            error,
+            id: envelope.reply_id().cloned(),
+        })?;
+        match filter {
+            Some(filter) => filtered(response, filter).await,
+            None => Ok(response),
+        }
     }
 
     /// The body as one reading, consistent with the headers under the request's
@@ -338,15 +337,11 @@ async fn authenticate(
 /// the body is an error. Any other non-empty body at 2xx is refused, since a client
 /// might read it as the awaited answer; at an error status it is the upstream's (or a
 /// proxy's) error page, which no client takes for a JSON-RPC message, and passes.
-async fn filtered(
-    response: Response,
-    mut filter: ListFilter,
-    observation: &mut Observation,
-) -> Response {
+async fn filtered(response: Response, mut filter: ListFilter) -> Result<Response, Refusal> {
     let media = Media::of(response.headers());
     let (mut parts, body) = response.into_parts();
     if media == Media::Other && !parts.status.is_success() {
-        return Response::from_parts(parts, body);
+        return Ok(Response::from_parts(parts, body));
     }
     // mcpgate never asks for one; encoded bytes would only be read by the client.
     if let Some(encoding) = parts
@@ -358,27 +353,19 @@ async fn filtered(
             "content encoding {}",
             String::from_utf8_lossy(encoding.as_bytes())
         );
-        return refused(&filter, ListRefusal::Encoded, &detail, observation);
+        return Err(unreadable(&filter, ListRefusal::Encoded, detail));
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     if media == Media::EventStream {
         let stream = sse::edit_events(body.into_data_stream(), filter, MAX_FILTERED_BYTES);
-        return Response::from_parts(parts, Body::from_stream(stream));
+        return Ok(Response::from_parts(parts, Body::from_stream(stream)));
     }
-    let bytes = match to_bytes(body, MAX_FILTERED_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            return refused(
-                &filter,
-                ListRefusal::Incomplete,
-                &error.to_string(),
-                observation,
-            );
-        }
-    };
+    let bytes = to_bytes(body, MAX_FILTERED_BYTES)
+        .await
+        .map_err(|error| unreadable(&filter, ListRefusal::Incomplete, error.to_string()))?;
     // An empty body carries nothing to hide (a `202`, say).
     if bytes.is_empty() {
-        return Response::from_parts(parts, Body::empty());
+        return Ok(Response::from_parts(parts, Body::empty()));
     }
     if media == Media::Other {
         let declared = parts
@@ -387,19 +374,29 @@ async fn filtered(
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
             .unwrap_or_else(|| "none".to_owned());
         let detail = format!("content type {declared}");
-        return refused(&filter, ListRefusal::ContentType, &detail, observation);
+        return Err(unreadable(&filter, ListRefusal::ContentType, detail));
     }
     match filter.filter_document(&bytes) {
-        Outcome::Unchanged => Response::from_parts(parts, Body::from(bytes)),
-        Outcome::Edited(edited) => Response::from_parts(parts, Body::from(edited)),
+        Outcome::Unchanged => Ok(Response::from_parts(parts, Body::from(bytes))),
+        Outcome::Edited(edited) => Ok(Response::from_parts(parts, Body::from(edited))),
         // Only an event can be dropped from a stream; a whole JSON body cannot.
-        Outcome::Dropped => refused(
+        Outcome::Dropped => Err(unreadable(
             &filter,
             ListRefusal::Withheld,
-            "a resource update the caller may not read",
-            observation,
-        ),
-        Outcome::Refused(refusal) => refused(&filter, refusal, refusal.message(), observation),
+            "a resource update the caller may not read".to_owned(),
+        )),
+        Outcome::Refused(refusal) => {
+            Err(unreadable(&filter, refusal, refusal.message().to_owned()))
+        }
+    }
+}
+
+/// A list answer that must not reach the client, answered for the request's id.
+fn unreadable(filter: &ListFilter, refusal: ListRefusal, detail: String) -> Refusal {
+    Refusal::UnreadableList {
+        refusal,
+        detail,
+        id: filter.reply_id().cloned(),
     }
 }
 
@@ -435,47 +432,4 @@ impl Media {
             Self::Other
         }
     }
-}
-
-/// The `502` standing in for a list answer that must not reach the client: a
-/// JSON-RPC error for the request's id when it had one, else a plain JSON error.
-fn refused(
-    filter: &ListFilter,
-    refusal: ListRefusal,
-    detail: &str,
-    observation: &mut Observation,
-) -> Response {
-    tracing::warn!(status = 502, "upstream list answer refused: {detail}");
-    metrics().upstream_error("unreadable");
-    observation.refused(refusal.message());
-    let body = match filter.reply_id() {
-        Some(id) => refusal.error(Some(id)),
-        None => json!({"error": "upstream_error", "error_description": refusal.message()}),
-    };
-    json_response(StatusCode::BAD_GATEWAY, &body)
-}
-
-/// 502 or 504, as a JSON-RPC error when the request had an id (so the client can tie
-/// it to its call), else as a plain JSON error.
-fn upstream_failure(error: &UpstreamError, id: Option<&Value>) -> Response {
-    let status = match error {
-        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
-        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-    };
-    tracing::warn!(status = status.as_u16(), "{}", error.detail());
-    metrics().upstream_error(match error {
-        UpstreamError::Unreachable(_) => "unreachable",
-        UpstreamError::Timeout(_) => "timeout",
-        UpstreamError::Credentials(_) => "credentials",
-    });
-    let message = error.to_string();
-    let body = match id {
-        Some(id) => json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": -32000, "message": message},
-        }),
-        None => json!({"error": "upstream_error", "error_description": message}),
-    };
-    json_response(status, &body)
 }

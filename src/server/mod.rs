@@ -3,18 +3,13 @@
 
 pub mod admin;
 mod body;
-pub mod challenge;
-mod config;
 mod connection;
-pub mod graphql;
 pub mod host;
-pub mod json;
 pub mod limits;
 pub mod mcp;
-pub mod metadata;
 pub mod observe;
-pub mod origin;
 pub mod refusal;
+pub mod reload;
 pub mod session;
 pub mod stream;
 
@@ -34,21 +29,23 @@ use crate::audit::AuditLog;
 use crate::authorization_server::{self, Facade};
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
+use crate::telemetry::metrics::metrics;
 use crate::telemetry::traces::Traces;
 
 /// Shared by every handler: the current gateway (swapped whole on reload) and what
 /// outlives a reload: the audit log, the tracer, and the shutdown signal.
 #[derive(Clone)]
 pub struct AppState {
+    /// The gateway requests use, swapped whole on reload.
     pub gateway: Arc<ArcSwap<Gateway>>,
-    pub audit: AuditLog,
-    pub traces: Traces,
+    pub(crate) audit: AuditLog,
+    pub(crate) traces: Traces,
     /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
     pub shutdown: watch::Receiver<bool>,
     /// Session ownership: kept across reloads (`session` needs a restart).
     pub sessions: Arc<Sessions>,
     /// The authorization-server façade (sign-ins in progress outlive reloads).
-    pub facade: Option<Arc<Facade>>,
+    pub(crate) facade: Option<Arc<Facade>>,
 }
 
 impl AppState {
@@ -61,6 +58,7 @@ impl AppState {
         traces: Traces,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        metrics().know(observe::known_labels());
         let facade = gateway.authorization_server.clone().map(Facade::new);
         Self {
             facade,
@@ -103,7 +101,8 @@ async fn metadata_document(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    crate::edge::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .into_response()
 }
 
 /// How the listener serves its clients (from `server:`; bound at start).
@@ -111,7 +110,10 @@ async fn not_found() -> Response {
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish once shutdown begins.
     pub grace: Duration,
+    /// How long a client has to send a request's headers (from connection open, then from
+    /// each request's first byte).
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in progress may wait for the next one.
     pub idle_timeout: Duration,
     /// Most client connections open at once.
     pub max_connections: usize,

@@ -12,10 +12,12 @@ use super::stream::tracked;
 use crate::audit::{Action, BatchEntry, Record};
 use crate::auth::{AuthError, Principal};
 use crate::mcp::envelope::Envelope;
+use crate::mcp::names::CLIENT_REQUESTS;
 use crate::mcp::session::SESSION_HEADER;
 use crate::policy::{Item, RuleDenial};
-use crate::telemetry::metrics::metrics;
+use crate::telemetry::metrics::{KnownLabels, metrics};
 use crate::telemetry::traces::RequestSpan;
+use crate::upstream::FailureKind;
 
 /// Longest session id copied into a record: it comes from the client.
 const MAX_SESSION_ID: usize = 256;
@@ -24,6 +26,17 @@ const MAX_SESSION_ID: usize = 256;
 const MAX_NAME: usize = 4096;
 /// The header carrying mcpgate's request id, to the client and to the upstream.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The label values the metrics take from the modules that define them: the methods
+/// MCP defines for clients, every authentication failure reason, every way the
+/// upstream can fail. Given when the server is built, before any request is counted.
+pub fn known_labels() -> KnownLabels {
+    KnownLabels {
+        methods: CLIENT_REQUESTS,
+        auth_reasons: AuthError::reasons(),
+        upstream_errors: &FailureKind::LABELS,
+    }
+}
 
 /// One request being observed, from arrival to its response head.
 pub struct Observation {
@@ -35,7 +48,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
+    pub(crate) fn start(state: &AppState, method: &Method, headers: &HeaderMap) -> Self {
         let mut record = Record::new(crate::random_id(), method.as_str(), SystemTime::now());
         record.session_id = headers
             .get(SESSION_HEADER)
@@ -66,11 +79,11 @@ impl Observation {
         self.record.token_fingerprint = Some(Record::fingerprint(digest));
     }
 
-    pub fn auth_disabled(&mut self) {
+    pub(crate) fn auth_disabled(&mut self) {
         "disabled".clone_into(&mut self.record.auth_result);
     }
 
-    pub fn authenticated(&mut self, principal: &Principal) {
+    pub(crate) fn authenticated(&mut self, principal: &Principal) {
         let record = &mut self.record;
         record.auth_method = Some(principal.method.as_str());
         record.subject.clone_from(&principal.subject);
@@ -92,7 +105,7 @@ impl Observation {
         self.record.reason = Some(denial.description.clone());
     }
 
-    pub fn auth_failed(&mut self, error: &AuthError) {
+    pub(crate) fn auth_failed(&mut self, error: &AuthError) {
         error.reason().clone_into(&mut self.record.auth_result);
         self.record.reason = Some(error.to_string());
     }
@@ -234,6 +247,81 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::telemetry::RequestFacts;
+    use crate::telemetry::metrics::Metrics;
+
+    /// The value of one exact series (`name{labels}`) in an exposition.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+            rest.parse().ok()
+        })
+    }
+
+    #[test]
+    fn every_reason_kind_and_method_is_a_label_of_its_own() {
+        let metrics = Metrics::new();
+        metrics.know(known_labels());
+        for error in AuthError::every_kind() {
+            metrics.request(RequestFacts {
+                http_method: "POST",
+                auth_result: error.reason(),
+                decision: "deny",
+                status: 401,
+                ..RequestFacts::default()
+            });
+        }
+        for kind in FailureKind::ALL {
+            metrics.upstream_error(kind.label());
+        }
+        for method in CLIENT_REQUESTS {
+            metrics.request(RequestFacts {
+                http_method: "POST",
+                method: Some(method),
+                auth_result: "ok",
+                decision: "allow",
+                status: 200,
+                ..RequestFacts::default()
+            });
+        }
+        let text = metrics.encode();
+        for error in AuthError::every_kind() {
+            let series = format!(
+                r#"mcpgate_auth_failures_total{{reason="{}"}}"#,
+                error.reason()
+            );
+            assert_eq!(value(&text, &series), Some(1.0), "{error:?} in\n{text}");
+        }
+        for kind in FailureKind::ALL {
+            let series = format!(
+                r#"mcpgate_upstream_errors_total{{kind="{}"}}"#,
+                kind.label()
+            );
+            assert_eq!(value(&text, &series), Some(1.0), "{kind:?} in\n{text}");
+        }
+        // The tasks extension's methods share one label.
+        let tasks = CLIENT_REQUESTS
+            .iter()
+            .filter(|method| method.starts_with("tasks/"))
+            .count();
+        for method in CLIENT_REQUESTS {
+            let (label, count) = if method.starts_with("tasks/") {
+                ("tasks/*", tasks)
+            } else {
+                (*method, 1)
+            };
+            let series = format!(
+                r#"mcpgate_requests_total{{http_method="POST",method="{label}",decision="allow",status="200"}}"#
+            );
+            assert_eq!(
+                value(&text, &series),
+                Some(count as f64),
+                "{method} in\n{text}"
+            );
+        }
+        assert!(!text.contains(r#""other""#), "{text}");
+    }
 
     #[test]
     fn truncation_keeps_whole_characters() {

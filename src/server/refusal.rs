@@ -1,22 +1,26 @@
-//! Every way the MCP endpoint refuses a request before it reaches the upstream, and
-//! the one place each becomes a response, a log line and an audit record. A new
-//! kind of refusal (a rate limit, a missing consent) is a variant here: its status,
-//! challenge, body and audit reason are written once.
+//! Every way the MCP endpoint refuses a request before it reaches the upstream, or
+//! fails it after (the upstream gave no answer, or one that must not be passed on),
+//! and the one place each becomes a response, a log line, a metric and an audit
+//! record. A new kind of refusal (a rate limit, a missing consent) is a variant here:
+//! its status, challenge, body and audit reason are written once.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::body::BodyRefusal;
-use super::challenge::ChallengeParams;
-use super::json::{json_error, json_response};
 use super::observe::Observation;
-use super::origin::ForbiddenOrigin;
 use super::session;
 use crate::auth::AuthError;
+use crate::edge::challenge::ChallengeParams;
+use crate::edge::json::{json_error, json_response};
+use crate::edge::origin::ForbiddenOrigin;
 use crate::mcp::envelope::EnvelopeError;
+use crate::mcp::filter::Refusal as ListRefusal;
 use crate::mcp::headers::MediaProblem;
 use crate::policy::PolicyRefusal;
+use crate::telemetry::metrics::metrics;
+use crate::upstream::{FailureKind, UpstreamError};
 
 /// Why a request was not forwarded.
 #[derive(Debug)]
@@ -40,12 +44,30 @@ pub enum Refusal {
     /// The policy's decision (403). Boxed: it is the largest, and every check's
     /// `Result` carries the enum.
     Policy(Box<Denied>),
+    /// The upstream gave no answer: unreachable, no credentials for it (502), or
+    /// not within its timeout (504).
+    Upstream {
+        /// What went wrong with the upstream (logged; the client gets a generic text).
+        error: UpstreamError,
+        /// The request's id, for a JSON-RPC error the client can tie to its call.
+        id: Option<Value>,
+    },
+    /// An upstream list answer that must not reach the client: unreadable, or not
+    /// one mcpgate can cut to the caller (502).
+    UnreadableList {
+        /// Which rule the answer broke (the client's error names it).
+        refusal: ListRefusal,
+        /// What was wrong with it, for the log (never for the client).
+        detail: String,
+        /// The request's id, for a JSON-RPC error the client can tie to its call.
+        id: Option<Value>,
+    },
 }
 
 /// A policy refusal with what its answer and log need.
 #[derive(Debug)]
 pub struct Denied {
-    pub refusal: PolicyRefusal,
+    pub(crate) refusal: PolicyRefusal,
     /// The request's id, for an answer the client can tie to its call.
     pub id: Option<Value>,
     /// Who was refused, for the log.
@@ -64,6 +86,8 @@ impl Refusal {
             Self::Body(refusal) => refusal.reason(),
             Self::Envelope(error) => error.to_string(),
             Self::Policy(denied) => denied.refusal.description().to_owned(),
+            Self::Upstream { error, .. } => error.to_string(),
+            Self::UnreadableList { refusal, .. } => refusal.message().to_owned(),
         }
     }
 
@@ -76,6 +100,13 @@ impl Refusal {
                 PolicyRefusal::Rule(denial) => observation.denied_by_rule(denial),
                 _ => observation.refused(self.reason()),
             },
+            // The record of a request the upstream did not answer has no reason: its
+            // status says what happened.
+            Self::Upstream { error, .. } => metrics().upstream_error(error.kind().label()),
+            Self::UnreadableList { .. } => {
+                metrics().upstream_error(FailureKind::Unreadable.label());
+                observation.refused(self.reason());
+            }
             _ => observation.refused(self.reason()),
         }
         self.response(challenge)
@@ -101,6 +132,16 @@ impl Refusal {
                     refusal.description()
                 ),
             },
+            Self::Upstream { error, .. } => {
+                tracing::warn!(
+                    status = upstream_status(error).as_u16(),
+                    "{}",
+                    error.detail()
+                );
+            }
+            Self::UnreadableList { detail, .. } => {
+                tracing::warn!(status = 502, "upstream list answer refused: {detail}");
+            }
             _ => tracing::info!("request refused: {}", self.reason()),
         }
     }
@@ -125,12 +166,38 @@ impl Refusal {
             ),
             Self::Body(refusal) => refusal.response(),
             Self::Envelope(error) => json_response(StatusCode::BAD_REQUEST, &error.to_response()),
-            Self::Policy(denied) => match &denied.refusal {
-                PolicyRefusal::Scopes(denial) => challenge.insufficient_scope(denial),
-                PolicyRefusal::Unsatisfiable(description) => challenge.unsatisfiable(description),
-                PolicyRefusal::Rule(denial) => challenge.rule_denied(denial, denied.id.as_ref()),
-            },
+            Self::Policy(denied) => challenge.policy_refusal(&denied.refusal, denied.id.as_ref()),
+            Self::Upstream { error, id } => {
+                let message = error.to_string();
+                let body = match id {
+                    Some(id) => json!({
+                        "jsonrpc": "2.0",
+                        "id": id,
+                        "error": {"code": -32000, "message": message},
+                    }),
+                    None => json!({"error": "upstream_error", "error_description": message}),
+                };
+                json_response(upstream_status(error), &body)
+            }
+            Self::UnreadableList { refusal, id, .. } => {
+                let body = match id {
+                    Some(id) => refusal.error(Some(id)),
+                    None => json!({
+                        "error": "upstream_error",
+                        "error_description": refusal.message(),
+                    }),
+                };
+                json_response(StatusCode::BAD_GATEWAY, &body)
+            }
         }
+    }
+}
+
+/// 504 when the upstream did not answer in time, else 502.
+fn upstream_status(error: &UpstreamError) -> StatusCode {
+    match error {
+        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
@@ -228,5 +295,74 @@ mod tests {
         let (status, challenge) = status_and_challenge(&unsatisfiable);
         assert_eq!(status, 403);
         assert!(!challenge.unwrap().contains("scope="));
+    }
+
+    async fn body_of(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn upstream_failures_answer_for_the_request_id_or_in_plain_json() {
+        let timeout = Refusal::Upstream {
+            error: UpstreamError::Timeout(std::time::Duration::from_secs(30)),
+            id: Some(serde_json::json!(7)),
+        };
+        assert_eq!(status_and_challenge(&timeout), (504, None));
+        assert_eq!(
+            body_of(timeout.response(&params())).await,
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": 7,
+                "error": {"code": -32000, "message": "upstream did not answer within 30s"},
+            })
+        );
+        let unreachable = Refusal::Upstream {
+            error: UpstreamError::Unreachable("connection refused (10.0.0.1:80)".into()),
+            id: None,
+        };
+        assert_eq!(status_and_challenge(&unreachable), (502, None));
+        let body = body_of(unreachable.response(&params())).await;
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "upstream_error", "error_description": "upstream unreachable"})
+        );
+        let credentials = Refusal::Upstream {
+            error: UpstreamError::Credentials("token endpoint down".into()),
+            id: None,
+        };
+        assert_eq!(status_and_challenge(&credentials), (502, None));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_list_is_a_502_that_never_shows_the_detail() {
+        let with_id = Refusal::UnreadableList {
+            refusal: ListRefusal::NotJson,
+            detail: "secret detail".into(),
+            id: Some(serde_json::json!("a")),
+        };
+        assert_eq!(status_and_challenge(&with_id), (502, None));
+        assert_eq!(with_id.reason(), ListRefusal::NotJson.message());
+        let body = body_of(with_id.response(&params())).await;
+        assert_eq!(
+            body,
+            ListRefusal::NotJson.error(Some(&serde_json::json!("a")))
+        );
+        let without = Refusal::UnreadableList {
+            refusal: ListRefusal::Encoded,
+            detail: "content encoding gzip".into(),
+            id: None,
+        };
+        let body = body_of(without.response(&params())).await;
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "upstream_error",
+                "error_description": ListRefusal::Encoded.message(),
+            })
+        );
+        assert!(!body.to_string().contains("gzip"));
     }
 }

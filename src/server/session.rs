@@ -7,8 +7,8 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::json::json_response;
 use crate::auth::Principal;
+use crate::edge::json::json_response;
 use crate::mcp::session::{Owner, SESSION_HEADER, SessionEntry, SessionError, Sessions};
 use crate::mcp::version::ProtocolVersion;
 
@@ -19,7 +19,12 @@ pub enum Route {
     /// mode, or a protocol revision without sessions (2026-07-28).
     Unbound,
     /// A session of the caller's: `id` is mcpgate's, `entry.upstream_id` the upstream's.
-    Bound { id: String, entry: SessionEntry },
+    Bound {
+        /// The client-facing `Mcp-Session-Id`.
+        id: String,
+        /// What the store holds for it: the owner and the upstream's session id.
+        entry: SessionEntry,
+    },
 }
 
 impl Route {
@@ -37,6 +42,7 @@ impl Route {
 pub enum Refusal {
     /// Unknown, expired, or someone else's: told apart from nothing.
     NotFound,
+    /// The session store failed or is full: 503, the request goes nowhere.
     Store(SessionError),
 }
 

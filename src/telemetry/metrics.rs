@@ -1,12 +1,13 @@
 //! Prometheus metrics, process-wide so that counters survive config reloads.
 //!
-//! Every label value is chosen from a fixed set here (or comes from the config, like a
-//! JWKS provider's key): raw client input never becomes a label, so whatever clients
+//! Every label value is chosen from a fixed set, defined here or given by the module
+//! that owns it ([`KnownLabels`]), or comes from the config (a JWKS provider's key):
+//! raw client input never becomes a label, so whatever clients
 //! send, the number of series stays bounded. Label sets are `&'static str`s, so
 //! counting a request allocates nothing once its series exists.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -18,8 +19,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::audit::Record;
-use crate::mcp::names::CLIENT_REQUESTS;
+use super::RequestFacts;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4,
 /// which every Prometheus-compatible scraper reads).
@@ -28,31 +28,27 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// HTTP methods that get a label value of their own (extension methods are `other`).
 const KNOWN_HTTP_METHODS: &[&str] = &["POST", "GET", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"];
 
-/// The authentication failure codes of `auth::error`; anything else is `other`.
-const AUTH_REASONS: &[&str] = &[
-    "missing",
-    "duplicate_authorization",
-    "token_in_query",
-    "malformed_header",
-    "header_too_large",
-    "malformed",
-    "bad_algorithm",
-    "unknown_kid",
-    "bad_signature",
-    "bad_header",
-    "bad_type",
-    "expired",
-    "not_yet_valid",
-    "bad_issuer",
-    "bad_audience",
-    "bad_claims",
-    "inactive",
-    "unknown_api_key",
-    "bad_api_key",
-    "rate_limited",
-    "keys_unavailable",
-    "introspection_unavailable",
-];
+/// Label values whose sets other modules own, given to the metrics by their owner
+/// (the server, when it is built): telemetry imports none of the modules that define
+/// them, and counts a value outside its set as `other`.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownLabels {
+    /// The methods MCP defines for a client to send (`requests{method}`).
+    pub methods: &'static [&'static str],
+    /// The authentication failure reasons (`auth_failures{reason}`).
+    pub auth_reasons: &'static [&'static str],
+    /// The ways an upstream fails to give a usable answer (`upstream_errors{kind}`).
+    pub upstream_errors: &'static [&'static str],
+}
+
+impl KnownLabels {
+    /// Before the owner gives its sets, every such value is `other`.
+    const NONE: Self = Self {
+        methods: &[],
+        auth_reasons: &[],
+        upstream_errors: &[],
+    };
+}
 
 /// Gateway overhead: from 50 µs (a cached token, a small body) to seconds.
 const OVERHEAD_BUCKETS: [f64; 15] = [
@@ -72,10 +68,13 @@ const MAX_TRACKED_SESSIONS: u64 = 100_000;
 /// Which token cache a lookup went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCache {
+    /// Verified JWTs, keyed by the token's SHA-256.
     Verified,
+    /// Introspection answers held by this process.
     Introspection,
     /// The introspection cache replicas share in Redis (a local miss looks there).
     IntrospectionShared,
+    /// API keys whose argon2id check passed, keyed by SHA-256.
     ApiKey,
 }
 
@@ -93,7 +92,9 @@ impl TokenCache {
 /// What the introspection endpoint answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntrospectionResult {
+    /// The document says `active: true` (mcpgate may still refuse the token).
     Active,
+    /// A document without `active: true`.
     Inactive,
     /// No usable answer: unreachable, timed out, an error status or not JSON.
     Error,
@@ -171,6 +172,7 @@ pub struct Metrics {
     audit_records: Counter,
     audit_write_errors: Counter,
     session_store_errors: Counter,
+    known: OnceLock<KnownLabels>,
 }
 
 /// The process-wide metrics.
@@ -314,7 +316,18 @@ impl Metrics {
             audit_records,
             audit_write_errors,
             session_store_errors,
+            known: OnceLock::new(),
         }
+    }
+
+    /// The label sets owned elsewhere. The first sets given stay: they are constants
+    /// of the program, the same on every call.
+    pub fn know(&self, labels: KnownLabels) {
+        let _ = self.known.set(labels);
+    }
+
+    fn known(&self) -> &KnownLabels {
+        self.known.get().unwrap_or(&KnownLabels::NONE)
     }
 
     /// A session store operation that failed (each one a 503, or a session left behind).
@@ -323,35 +336,39 @@ impl Metrics {
     }
 
     /// One decided request (every audit record passes through here).
-    pub fn request(&self, record: &Record) {
+    pub fn request<'a>(&self, facts: impl Into<RequestFacts<'a>>) {
+        let facts = facts.into();
+        let known = self.known();
         let labels = RequestLabels {
-            http_method: http_method_label(&record.http_method),
-            method: method_label(record.method.as_deref()),
-            decision: record.action.as_str(),
-            status: record.status,
+            http_method: http_method_label(facts.http_method),
+            method: method_label(facts.method, known.methods),
+            decision: facts.decision,
+            status: facts.status,
         };
         self.requests.get_or_create(&labels).inc();
         // "disabled" (no credential source) refused nobody's credentials.
-        if !matches!(record.auth_result.as_str(), "ok" | "disabled") {
-            let reason = auth_reason_label(&record.auth_result);
+        if !matches!(facts.auth_result, "ok" | "disabled") {
+            let reason = label_in(facts.auth_result, known.auth_reasons);
             self.auth_failures
                 .get_or_create(&ReasonLabel { reason })
                 .inc();
         }
-        let upstream_ms = record
+        let upstream_ms = facts
             .upstream_latency_ms
             .filter(|ms| ms.is_finite() && *ms >= 0.0);
         if let Some(ms) = upstream_ms {
             self.upstream_duration.observe(ms / 1000.0);
         }
-        let overhead_ms = record.latency_ms - upstream_ms.unwrap_or(0.0);
+        let overhead_ms = facts.latency_ms - upstream_ms.unwrap_or(0.0);
         if overhead_ms.is_finite() {
             self.request_overhead.observe(overhead_ms.max(0.0) / 1000.0);
         }
     }
 
-    /// The upstream failed to answer (`unreachable`, `timeout`).
-    pub fn upstream_error(&self, kind: &'static str) {
+    /// The upstream failed to give a usable answer (`unreachable`, `timeout`, …: one
+    /// of the known upstream failure kinds).
+    pub fn upstream_error(&self, kind: &str) {
+        let kind = label_in(kind, self.known().upstream_errors);
         self.upstream_errors
             .get_or_create(&KindLabel { kind })
             .inc();
@@ -381,7 +398,7 @@ impl Metrics {
     pub fn audit_written(&self, records: u64) {
         self.audit_records.inc_by(records);
     }
-    pub fn audit_write_error(&self) {
+    pub(crate) fn audit_write_error(&self) {
         self.audit_write_errors.inc();
     }
 
@@ -402,7 +419,7 @@ impl Metrics {
         // Inserting an id already present replaces it: it still counts once.
         self.sessions.insert(session_id.to_owned(), ());
     }
-    pub fn session_closed(&self, session_id: &str) {
+    pub(crate) fn session_closed(&self, session_id: &str) {
         self.sessions.invalidate(session_id);
     }
 
@@ -494,10 +511,10 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// The `method` label: a method MCP defines for clients, `batch`, `notifications/*`,
-/// `tasks/*`, `none` when there was no method, else `other` (so a crafted method
-/// cannot mint series).
-pub fn method_label(method: Option<&str>) -> &'static str {
+/// The `method` label: one of `known` (the methods MCP defines for a client to send),
+/// `batch`, `notifications/*`, `tasks/*`, `none` when there was no method, else
+/// `other` (so a crafted method cannot mint series).
+fn method_label(method: Option<&str>, known: &'static [&'static str]) -> &'static str {
     let Some(method) = method else {
         return "none";
     };
@@ -509,28 +526,19 @@ pub fn method_label(method: Option<&str>) -> &'static str {
     } else if method.starts_with("tasks/") {
         "tasks/*"
     } else {
-        // Every method MCP defines for a client to send gets a value of its own.
-        CLIENT_REQUESTS
-            .iter()
-            .find(|known| **known == method)
-            .map_or("other", |known| known)
+        label_in(method, known)
     }
 }
 
 fn http_method_label(method: &str) -> &'static str {
-    KNOWN_HTTP_METHODS
-        .iter()
-        .find(|known| **known == method)
-        .copied()
-        .unwrap_or("other")
+    label_in(method, KNOWN_HTTP_METHODS)
 }
 
-/// The `reason` label of an authentication failure: one of `auth::error`'s codes,
-/// else `other`.
-pub(crate) fn auth_reason_label(reason: &str) -> &'static str {
-    AUTH_REASONS
+/// `value` as the member of `known` it equals, else `other`.
+fn label_in(value: &str, known: &'static [&'static str]) -> &'static str {
+    known
         .iter()
-        .find(|known| **known == reason)
+        .find(|label| **label == value)
         .copied()
         .unwrap_or("other")
 }
@@ -624,7 +632,19 @@ impl Collector for JwksCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Action;
+
+    /// Sets as their owners would give them (the real ones are tested where they live).
+    const KNOWN: KnownLabels = KnownLabels {
+        methods: &["tools/call", "server/discover", "subscriptions/listen"],
+        auth_reasons: &["expired", "missing"],
+        upstream_errors: &["timeout", "unreachable"],
+    };
+
+    fn known_metrics() -> Metrics {
+        let metrics = Metrics::new();
+        metrics.know(KNOWN);
+        metrics
+    }
 
     /// The value of one exact series (`name{labels}`) in an exposition.
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -634,24 +654,32 @@ mod tests {
         })
     }
 
-    fn record(method: Option<&str>, action: Action, auth: &str, status: u16) -> Record {
-        let mut record = Record::new("r-1".into(), "POST", SystemTime::now());
-        record.method = method.map(str::to_owned);
-        record.action = action;
-        record.auth_result = auth.to_owned();
-        record.status = status;
-        record.latency_ms = 12.5;
-        record
+    fn record<'a>(
+        method: Option<&'a str>,
+        decision: &'static str,
+        auth: &'a str,
+        status: u16,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            request_id: "r-1",
+            http_method: "POST",
+            method,
+            decision,
+            auth_result: auth,
+            status,
+            latency_ms: 12.5,
+            ..RequestFacts::default()
+        }
     }
 
     #[test]
     fn requests_move_counters_and_histograms() {
-        let metrics = Metrics::new();
-        let mut allowed = record(Some("tools/call"), Action::Allow, "ok", 200);
+        let metrics = known_metrics();
+        let mut allowed = record(Some("tools/call"), "allow", "ok", 200);
         allowed.upstream_latency_ms = Some(10.0);
-        metrics.request(&allowed);
-        metrics.request(&allowed);
-        metrics.request(&record(None, Action::Deny, "expired", 401));
+        metrics.request(allowed);
+        metrics.request(allowed);
+        metrics.request(record(None, "deny", "expired", 401));
         let text = metrics.encode();
         let allow = r#"mcpgate_requests_total{http_method="POST",method="tools/call",decision="allow",status="200"}"#;
         let deny = r#"mcpgate_requests_total{http_method="POST",method="none",decision="deny",status="401"}"#;
@@ -681,7 +709,7 @@ mod tests {
 
     #[test]
     fn other_counters_move() {
-        let metrics = Metrics::new();
+        let metrics = known_metrics();
         metrics.upstream_error("timeout");
         metrics.reload(true);
         metrics.reload(false);
@@ -737,26 +765,36 @@ mod tests {
             long.as_str(),
             "",
         ] {
-            assert_eq!(method_label(Some(crafted)), "other", "{crafted:?}");
+            assert_eq!(
+                method_label(Some(crafted), KNOWN.methods),
+                "other",
+                "{crafted:?}"
+            );
         }
-        assert_eq!(method_label(None), "none");
-        assert_eq!(method_label(Some("tools/call")), "tools/call");
-        assert_eq!(method_label(Some("server/discover")), "server/discover");
+        assert_eq!(method_label(None, KNOWN.methods), "none");
         assert_eq!(
-            method_label(Some("subscriptions/listen")),
+            method_label(Some("tools/call"), KNOWN.methods),
+            "tools/call"
+        );
+        assert_eq!(
+            method_label(Some("server/discover"), KNOWN.methods),
+            "server/discover"
+        );
+        assert_eq!(
+            method_label(Some("subscriptions/listen"), KNOWN.methods),
             "subscriptions/listen"
         );
-        assert_eq!(method_label(Some("batch")), "batch");
+        assert_eq!(method_label(Some("batch"), KNOWN.methods), "batch");
         assert_eq!(
-            method_label(Some("notifications/initialized")),
+            method_label(Some("notifications/initialized"), KNOWN.methods),
             "notifications/*"
         );
-        assert_eq!(method_label(Some("tasks/get")), "tasks/*");
+        assert_eq!(method_label(Some("tasks/get"), KNOWN.methods), "tasks/*");
         assert_eq!(http_method_label("BREW"), "other");
-        assert_eq!(auth_reason_label("expired"), "expired");
+        assert_eq!(label_in("expired", KNOWN.auth_reasons), "expired");
         // Without a credential source nothing is refused, so nothing is counted.
-        let unauthenticated = Metrics::new();
-        unauthenticated.request(&record(Some("tools/call"), Action::Allow, "disabled", 200));
+        let unauthenticated = known_metrics();
+        unauthenticated.request(record(Some("tools/call"), "allow", "disabled", 200));
         assert!(
             value(
                 &unauthenticated.encode(),
@@ -764,12 +802,12 @@ mod tests {
             )
             .is_none()
         );
-        assert_eq!(auth_reason_label("evil\"} 1\n"), "other");
+        assert_eq!(label_in("evil\"} 1\n", KNOWN.auth_reasons), "other");
 
-        let metrics = Metrics::new();
-        let mut crafted = record(Some(&long), Action::Deny, &long, 400);
-        crafted.http_method = long.clone();
-        metrics.request(&crafted);
+        let metrics = known_metrics();
+        let mut crafted = record(Some(&long), "deny", &long, 400);
+        crafted.http_method = &long;
+        metrics.request(crafted);
         let text = metrics.encode();
         assert!(!text.contains(&long));
         let series = r#"mcpgate_requests_total{http_method="other",method="other",decision="deny",status="400"}"#;

@@ -62,6 +62,8 @@ impl Traces {
         })
     }
 
+    /// Whether spans are exported: `telemetry.traces.enabled`, unless
+    /// `OTEL_SDK_DISABLED=true`.
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }

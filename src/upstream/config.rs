@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::stdio::StdioConfig;
 use crate::config::{
-    CommandLine, ConfigError, GraphqlUpstreamConfig, Secret, StdioConfig, UpstreamConfig,
-    UpstreamOAuthConfig, check_headers, check_http_url, check_scope_token,
+    CommandLine, ConfigError, GraphqlUpstreamConfig, Secret, UpstreamConfig, UpstreamOAuthConfig,
+    check_headers, check_http_url, check_scope_token,
 };
 
 /// The upstream section once checked: one kind, and the timeouts every kind shares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
-    pub kind: UpstreamKind,
+    pub(crate) kind: UpstreamKind,
     /// Longest wait for a TCP (and TLS) connection to the upstream.
     pub connect_timeout: Duration,
     /// Longest wait for the upstream's answer to start.
@@ -26,15 +27,18 @@ pub struct UpstreamSettings {
 /// `upstream.graphql` exclude each other.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamKind {
+    /// `upstream.url`: a Streamable HTTP MCP endpoint.
     Http(HttpUpstreamConfig),
+    /// `upstream.command`: a child process spoken to over stdio.
     Stdio(StdioConfig),
+    /// `upstream.graphql`: mcpgate serves MCP itself and calls a GraphQL endpoint.
     Graphql(GraphqlUpstreamConfig),
 }
 
 /// A Streamable HTTP MCP server and the credentials mcpgate sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpUpstreamConfig {
-    pub url: Url,
+    pub(crate) url: Url,
     /// Added to every upstream request.
     pub headers: BTreeMap<String, Secret>,
     /// mcpgate's own OAuth client for the upstream.

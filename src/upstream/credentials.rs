@@ -66,7 +66,7 @@ impl std::fmt::Debug for UpstreamCredentials {
 }
 
 impl UpstreamCredentials {
-    pub fn new(config: UpstreamOAuthConfig, client: reqwest::Client) -> Arc<Self> {
+    pub(crate) fn new(config: UpstreamOAuthConfig, client: reqwest::Client) -> Arc<Self> {
         Arc::new(Self {
             config,
             client,

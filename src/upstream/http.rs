@@ -42,8 +42,10 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 /// the upstream's address; `detail` (for logs) does.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// No connection or a broken one; the cause (for logs, never for clients).
     #[error("upstream unreachable")]
     Unreachable(String),
+    /// No answer within the upstream's request timeout.
     #[error("upstream did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     /// mcpgate could not get its own token for the upstream.
@@ -52,12 +54,63 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Which failure this is, for the metrics.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Unreachable(_) => FailureKind::Unreachable,
+            Self::Timeout(_) => FailureKind::Timeout,
+            Self::Credentials(_) => FailureKind::Credentials,
+        }
+    }
+
     /// The full cause, for the gateway's own logs.
     pub fn detail(&self) -> String {
         match self {
             Self::Unreachable(cause) => format!("upstream unreachable: {cause}"),
             Self::Timeout(_) => self.to_string(),
             Self::Credentials(cause) => cause.clone(),
+        }
+    }
+}
+
+/// How the upstream failed to give a usable answer: the `upstream_errors{kind}`
+/// label. An [`UpstreamError`] is one of the first three; `Unreadable` is an answer
+/// that came but could not be passed on (a list answer mcpgate cannot filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection, or the connection failed before an answer.
+    Unreachable,
+    /// No response head within `upstream.timeout`.
+    Timeout,
+    /// mcpgate's own credentials for the upstream could not be obtained.
+    Credentials,
+    /// An answer came but could not be passed on.
+    Unreadable,
+}
+
+impl FailureKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 4] = [
+        Self::Unreachable,
+        Self::Timeout,
+        Self::Credentials,
+        Self::Unreadable,
+    ];
+
+    /// Every label, for the metrics' label set.
+    pub const LABELS: [&'static str; Self::ALL.len()] = {
+        // A kind added to `ALL` does not compile until it is added here.
+        let [a, b, c, d] = Self::ALL;
+        [a.label(), b.label(), c.label(), d.label()]
+    };
+
+    /// The metric label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Timeout => "timeout",
+            Self::Credentials => "credentials",
+            Self::Unreadable => "unreadable",
         }
     }
 }
@@ -84,7 +137,7 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &HttpUpstreamConfig,
         connect_timeout: Duration,
         timeout: Duration,
@@ -210,4 +263,32 @@ fn is_forwarded(name: &HeaderName) -> bool {
     // The session id is mcpgate's to send (the upstream's id for the checked session).
     name != crate::mcp::session::SESSION_HEADER
         && (name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_is_listed_with_its_label() {
+        // Exhaustive: a new kind does not compile until it is placed here, the
+        // reminder to list it in `ALL` (and so in the metrics' label set).
+        let position = |kind: FailureKind| match kind {
+            FailureKind::Unreachable => 0,
+            FailureKind::Timeout => 1,
+            FailureKind::Credentials => 2,
+            FailureKind::Unreadable => 3,
+        };
+        for (at, kind) in FailureKind::ALL.into_iter().enumerate() {
+            assert_eq!(position(kind), at, "{kind:?}");
+            assert_eq!(FailureKind::LABELS.get(at), Some(&kind.label()));
+        }
+        let errors = [
+            UpstreamError::Unreachable("refused".into()),
+            UpstreamError::Timeout(Duration::from_secs(1)),
+            UpstreamError::Credentials("no token".into()),
+        ];
+        let labels: Vec<&str> = errors.iter().map(|error| error.kind().label()).collect();
+        assert_eq!(labels, ["unreachable", "timeout", "credentials"]);
+    }
 }

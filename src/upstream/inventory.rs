@@ -46,31 +46,63 @@ pub enum InventoryError {
     /// The upstream section cannot be used (a header that is not a valid HTTP header).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The upstream could not be reached, or the connection broke; the cause on one line.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
+    /// No answer within the upstream's request timeout.
     #[error("upstream did not answer {method} within {}", humantime::format_duration(*.timeout))]
-    Timeout { method: String, timeout: Duration },
+    Timeout {
+        /// The MCP method asked (`initialize`, `tools/list`, …).
+        method: String,
+        /// How long mcpgate waited.
+        timeout: Duration,
+    },
+    /// A non-success HTTP status.
     #[error("upstream answered {method} with HTTP {status}{}", excerpt_suffix(.body))]
     Status {
+        /// The MCP method asked.
         method: String,
+        /// The status the upstream answered with.
         status: StatusCode,
         /// The start of the response body, on one line (may be empty).
         body: String,
     },
+    /// An answer that is not a JSON-RPC response of the expected shape.
     #[error("upstream's answer to {method} is not an MCP answer: {reason}")]
-    NotMcp { method: String, reason: String },
+    NotMcp {
+        /// The MCP method asked.
+        method: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+    /// A JSON-RPC error response.
     #[error("upstream returned JSON-RPC error {code} for {method}: {message}")]
     JsonRpc {
+        /// The MCP method asked.
         method: String,
+        /// The JSON-RPC error code.
         code: i64,
+        /// The upstream's `error.message`.
         message: String,
     },
+    /// An answer larger than mcpgate reads.
     #[error("upstream's answer to {method} exceeds {limit} bytes")]
-    TooLarge { method: String, limit: usize },
+    TooLarge {
+        /// The MCP method asked.
+        method: String,
+        /// The most bytes read, in one answer.
+        limit: usize,
+    },
+    /// Pagination that does not end: a `nextCursor` still present after `pages` pages.
     #[error(
         "upstream's {method} still had a next page after {pages} pages (a looping nextCursor?)"
     )]
-    TooManyPages { method: String, pages: usize },
+    TooManyPages {
+        /// The list method being paged.
+        method: String,
+        /// How many pages were read before giving up.
+        pages: usize,
+    },
 }
 
 fn excerpt_suffix(body: &str) -> String {

@@ -18,7 +18,7 @@ pub use self::config::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
 use self::credentials::UpstreamCredentials;
 use self::graphql::Builtin;
 use self::graphql::GraphqlUpstream;
-pub use self::http::{HttpUpstream, UpstreamError};
+pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
 use crate::config::{ConfigError, UpstreamConfig};
@@ -30,7 +30,9 @@ pub enum Upstream {
     /// Boxed, like the GraphQL upstream: their pooled clients (and catalog) make
     /// them several times larger than the stdio one.
     Http(Box<HttpUpstream>),
+    /// Local MCP servers over stdio: one child process per MCP session.
     Stdio(StdioUpstream),
+    /// A GraphQL endpoint behind tools mcpgate serves itself.
     Graphql(Box<GraphqlUpstream>),
 }
 

@@ -19,7 +19,7 @@ pub struct ClaimRules {
     pub issuers: Vec<String>,
     /// `aud` must contain one of these (unless the provider names its own).
     pub audiences: Vec<String>,
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
 }
 
 /// Checks the claims and builds the principal, reading them as the verifying

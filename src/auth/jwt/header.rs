@@ -17,8 +17,8 @@ pub const MAX_KID_BYTES: usize = 256;
 /// What the verifier needs from a header that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoseHeader {
-    pub alg: Algorithm,
-    pub kid: Option<String>,
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<String>,
     /// `typ` was `at+jwt` (or `application/at+jwt`), the RFC 9068 access-token type.
     pub is_access_token_type: bool,
 }

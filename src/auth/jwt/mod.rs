@@ -42,7 +42,11 @@ enum KeySearch<'a> {
 }
 
 impl JwtVerifier {
-    pub fn new(providers: Vec<Arc<Provider>>, rules: ClaimRules, client: reqwest::Client) -> Self {
+    pub(crate) fn new(
+        providers: Vec<Arc<Provider>>,
+        rules: ClaimRules,
+        client: reqwest::Client,
+    ) -> Self {
         Self {
             providers,
             rules,
@@ -50,7 +54,7 @@ impl JwtVerifier {
         }
     }
 
-    pub fn providers(&self) -> &[Arc<Provider>] {
+    pub(crate) fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
     }
 

@@ -13,7 +13,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new(idle_timeout: Duration, max_sessions: u64) -> Self {
+    pub(crate) fn new(idle_timeout: Duration, max_sessions: u64) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .time_to_idle(idle_timeout)
@@ -23,7 +23,7 @@ impl MemoryStore {
         }
     }
 
-    pub fn insert(&self, id: &str, entry: SessionEntry) -> Result<(), SessionError> {
+    pub(crate) fn insert(&self, id: &str, entry: SessionEntry) -> Result<(), SessionError> {
         if self.entries.entry_count() >= self.max_sessions {
             // The count lags behind expiries; settle it before refusing.
             self.entries.run_pending_tasks();
@@ -40,11 +40,11 @@ impl MemoryStore {
         self.entries.get(id)
     }
 
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.entries.invalidate(id);
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.idle_timeout
     }
 }

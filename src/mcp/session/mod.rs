@@ -27,7 +27,7 @@ const ID_HEX_LEN: usize = 32;
 /// What mcpgate keeps about one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEntry {
-    pub owner: Owner,
+    pub(crate) owner: Owner,
     /// The upstream's own session id (`None` when mcpgate itself is the session's
     /// server, as for a stdio child).
     pub upstream_id: Option<String>,
@@ -36,8 +36,10 @@ pub struct SessionEntry {
 /// Why a session could not be opened or looked up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// `session.max_sessions` (the value) are open already: a new one gets 503.
     #[error("too many open sessions (session.max_sessions is {0})")]
     Full(u64),
+    /// The shared store (Redis) did not answer usably; the cause, for logs.
     #[error("session store unavailable")]
     Unavailable(String),
 }
@@ -56,6 +58,7 @@ impl SessionError {
 pub enum Sessions {
     /// `session.stateless`: no sessions at all.
     Stateless,
+    /// Sessions held by this process only (the default).
     Memory(MemoryStore),
     /// Shared by replicas. `session.max_sessions` does not apply: an exact count
     /// across replicas would cost a shared counter on every open and a sweep of
@@ -93,7 +96,7 @@ impl Sessions {
         }
     }
 
-    pub fn is_stateless(&self) -> bool {
+    pub(crate) fn is_stateless(&self) -> bool {
         matches!(self, Self::Stateless)
     }
 

@@ -38,7 +38,7 @@ impl Owner {
         hex::encode(self.0)
     }
 
-    pub fn from_hex(text: &str) -> Option<Self> {
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
         let bytes = hex::decode(text).ok()?;
         Some(Self(bytes.try_into().ok()?))
     }

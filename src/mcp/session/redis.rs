@@ -190,7 +190,7 @@ impl RedisStore {
         Ok(entry)
     }
 
-    pub async fn remove(&self, id: &str) -> Result<(), SessionError> {
+    pub(crate) async fn remove(&self, id: &str) -> Result<(), SessionError> {
         self.client
             .with_options(self.options())
             .del::<(), _>(key(id))
@@ -207,7 +207,7 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.idle_timeout
     }
 

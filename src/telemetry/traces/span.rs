@@ -1,4 +1,5 @@
-//! One request's span: named and described from its audit record when it ends.
+//! One request's span: named and described from the request's facts (its audit
+//! record's) when it ends.
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt};
@@ -7,7 +8,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::Span;
 
 use super::headers::HeaderInjector;
-use crate::audit::Record;
+use crate::telemetry::RequestFacts;
 
 /// The name of a span that ended without its record (dropped mid-request).
 pub(super) const PROVISIONAL_NAME: &str = "mcpgate request";
@@ -46,19 +47,19 @@ impl RequestSpan {
         TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     }
 
-    /// Sets the attributes from the record and ends the span.
-    pub fn end(mut self, record: &Record) {
+    /// Sets the attributes from the request's facts and ends the span.
+    pub fn end<'a>(mut self, facts: impl Into<RequestFacts<'a>>) {
         let Some(mut span) = self.span.take() else {
             return;
         };
+        let facts = facts.into();
         if span.is_recording() {
-            span.update_name(span_name(record));
-            span.set_attributes(attributes(record));
-            if record.status >= 500 {
-                let description = record
+            span.update_name(span_name(&facts));
+            span.set_attributes(attributes(&facts));
+            if facts.status >= 500 {
+                let description = facts
                     .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("HTTP {}", record.status));
+                    .map_or_else(|| format!("HTTP {}", facts.status), str::to_owned);
                 span.set_status(Status::error(description));
             }
         }
@@ -86,46 +87,43 @@ impl Drop for RequestSpan {
 
 /// `tools/call get-env`: the JSON-RPC method and what it names; the method alone; or,
 /// when no JSON-RPC method was read, the HTTP method.
-pub(crate) fn span_name(record: &Record) -> String {
-    let target = [&record.tool, &record.prompt, &record.resource]
+pub(crate) fn span_name(facts: &RequestFacts<'_>) -> String {
+    let target = [facts.tool, facts.prompt, facts.resource]
         .into_iter()
-        .find_map(|name| present(name.as_deref()));
-    match (present(record.method.as_deref()), target) {
+        .find_map(present);
+    match (present(facts.method), target) {
         (Some(method), Some(target)) => format!("{method} {target}"),
         (Some(method), None) => method.to_owned(),
-        (None, _) => record.http_method.clone(),
+        (None, _) => facts.http_method.to_owned(),
     }
 }
 
-/// The record as span attributes; an unknown value is left out, not set empty.
-pub(crate) fn attributes(record: &Record) -> Vec<KeyValue> {
+/// The facts as span attributes; an unknown value is left out, not set empty.
+pub(crate) fn attributes(facts: &RequestFacts<'_>) -> Vec<KeyValue> {
     let texts = [
-        ("mcp.method.name", record.method.as_deref()),
-        ("mcp.tool.name", record.tool.as_deref()),
-        ("mcp.resource.uri", record.resource.as_deref()),
-        ("mcp.prompt.name", record.prompt.as_deref()),
-        ("mcp.session.id", record.session_id.as_deref()),
-        (
-            "mcp.auth.oauth_client_id",
-            record.oauth_client_id.as_deref(),
-        ),
-        ("mcp.auth.scopes", record.scopes.as_deref()),
-        ("mcp.auth.result", Some(record.auth_result.as_str())),
-        ("mcp.auth.method", record.auth_method),
-        ("enduser.id", record.subject.as_deref()),
-        ("mcpgate.decision", Some(record.action.as_str())),
-        ("http.request.method", Some(record.http_method.as_str())),
-        ("mcpgate.request_id", Some(record.request_id.as_str())),
+        ("mcp.method.name", facts.method),
+        ("mcp.tool.name", facts.tool),
+        ("mcp.resource.uri", facts.resource),
+        ("mcp.prompt.name", facts.prompt),
+        ("mcp.session.id", facts.session_id),
+        ("mcp.auth.oauth_client_id", facts.oauth_client_id),
+        ("mcp.auth.scopes", facts.scopes),
+        ("mcp.auth.result", Some(facts.auth_result)),
+        ("mcp.auth.method", facts.auth_method),
+        ("enduser.id", facts.subject),
+        ("mcpgate.decision", Some(facts.decision)),
+        ("http.request.method", Some(facts.http_method)),
+        ("mcpgate.request_id", Some(facts.request_id)),
     ];
     let mut attributes: Vec<KeyValue> = texts
         .into_iter()
         .filter_map(|(key, value)| Some(KeyValue::new(key, present(value)?.to_owned())))
         .collect();
-    // 0 is the record's "no response yet".
-    if record.status != 0 {
+    // 0 is the facts' "no response yet".
+    if facts.status != 0 {
         attributes.push(KeyValue::new(
             "http.response.status_code",
-            i64::from(record.status),
+            i64::from(facts.status),
         ));
     }
     attributes
@@ -137,39 +135,43 @@ fn present(value: Option<&str>) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
-    use crate::audit::Action;
 
-    fn record(http_method: &str) -> Record {
-        Record::new("req-1".to_owned(), http_method, SystemTime::now())
+    /// What a new audit record gives: its identity, `ok` and `deny`.
+    fn record(http_method: &str) -> RequestFacts<'_> {
+        RequestFacts {
+            request_id: "req-1",
+            http_method,
+            auth_result: "ok",
+            decision: "deny",
+            ..RequestFacts::default()
+        }
     }
 
     #[test]
     fn a_named_call_is_method_and_name() {
         let mut call = record("POST");
-        call.method = Some("tools/call".to_owned());
-        call.tool = Some("get-env".to_owned());
+        call.method = Some("tools/call");
+        call.tool = Some("get-env");
         assert_eq!(span_name(&call), "tools/call get-env");
 
         let mut prompt = record("POST");
-        prompt.method = Some("prompts/get".to_owned());
-        prompt.prompt = Some("greeting".to_owned());
+        prompt.method = Some("prompts/get");
+        prompt.prompt = Some("greeting");
         assert_eq!(span_name(&prompt), "prompts/get greeting");
 
         let mut read = record("POST");
-        read.method = Some("resources/read".to_owned());
-        read.resource = Some("file:///public/readme.md".to_owned());
+        read.method = Some("resources/read");
+        read.resource = Some("file:///public/readme.md");
         assert_eq!(span_name(&read), "resources/read file:///public/readme.md");
     }
 
     #[test]
     fn a_method_alone_names_itself() {
         let mut list = record("POST");
-        list.method = Some("tools/list".to_owned());
+        list.method = Some("tools/list");
         assert_eq!(span_name(&list), "tools/list");
-        list.tool = Some(String::new());
+        list.tool = Some("");
         assert_eq!(span_name(&list), "tools/list");
     }
 
@@ -178,15 +180,15 @@ mod tests {
         assert_eq!(span_name(&record("GET")), "GET");
         assert_eq!(span_name(&record("DELETE")), "DELETE");
         let mut unread = record("POST");
-        unread.tool = Some("get-env".to_owned());
+        unread.tool = Some("get-env");
         assert_eq!(span_name(&unread), "POST");
     }
 
     #[test]
     fn absent_values_are_not_attributes() {
         let mut denied = record("POST");
-        denied.auth_result = "expired".to_owned();
-        denied.session_id = Some(String::new());
+        denied.auth_result = "expired";
+        denied.session_id = Some("");
         denied.status = 401;
         let keys: Vec<String> = attributes(&denied)
             .iter()
@@ -207,14 +209,14 @@ mod tests {
     #[test]
     fn every_known_value_is_an_attribute() {
         let mut call = record("POST");
-        call.method = Some("tools/call".to_owned());
-        call.tool = Some("get-env".to_owned());
-        call.session_id = Some("s-1".to_owned());
-        call.oauth_client_id = Some("client-1".to_owned());
-        call.scopes = Some("mcp:tools".to_owned());
+        call.method = Some("tools/call");
+        call.tool = Some("get-env");
+        call.session_id = Some("s-1");
+        call.oauth_client_id = Some("client-1");
+        call.scopes = Some("mcp:tools");
         call.auth_method = Some("jwt");
-        call.subject = Some("alice".to_owned());
-        call.action = Action::Allow;
+        call.subject = Some("alice");
+        call.decision = "allow";
         call.status = 200;
         let attributes = attributes(&call);
         let get = |key: &str| {

@@ -15,18 +15,22 @@ use crate::policy::Requirement;
 /// One built-in tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
+    /// `get_operation_info`: what a configured operation takes and returns; always offered.
     GetOperationInfo,
+    /// `get_schema`: the SDL; offered with `expose_schema`.
     GetSchema,
+    /// `execute_graphql`: an arbitrary query; offered with `enable_arbitrary_operations`.
     ExecuteGraphql,
 }
 
 impl Builtin {
-    pub const ALL: [Self; 3] = [
+    pub(crate) const ALL: [Self; 3] = [
         Self::GetOperationInfo,
         Self::GetSchema,
         Self::ExecuteGraphql,
     ];
 
+    /// The tool's name as clients see it in `tools/list` and call it.
     pub fn name(self) -> &'static str {
         match self {
             Self::GetOperationInfo => "get_operation_info",
@@ -35,11 +39,11 @@ impl Builtin {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|builtin| builtin.name() == name)
     }
 
-    pub fn description(self) -> &'static str {
+    pub(crate) fn description(self) -> &'static str {
         match self {
             Self::GetOperationInfo => {
                 "Describes one of this server's GraphQL operations: its document, its \

@@ -4,7 +4,7 @@
 //! The operations folder and the schema ([`crate::graphql::Catalog`]) give the
 //! tools; `initialize`, `ping`, `server/discover`, `tools/list` and `tools/call`
 //! are answered here, statelessly, in JSON, to legacy (2024-11-05 to 2025-11-25)
-//! and 2026-07-28 clients alike (see [`server`]). The endpoint gets only the configured
+//! and 2026-07-28 clients alike (see `server`). The endpoint gets only the configured
 //! headers and mcpgate's request id and trace context, never anything the MCP
 //! client sent (its token above all). Scopes are the gateway's business: this
 //! module only computes what an `execute_graphql` query needs
@@ -33,7 +33,7 @@ use serde_json::Value;
 pub use self::builtins::Builtin;
 use self::client::Client;
 pub use self::client::MAX_RESPONSE_BYTES;
-pub use self::config::{BuiltinScopes, GraphqlUpstreamConfig};
+pub use crate::config::{BuiltinScopes, GraphqlUpstreamConfig};
 use crate::graphql::{Catalog, CatalogSettings, GraphqlError, OperationTool};
 use crate::upstream::UpstreamError;
 
@@ -44,7 +44,9 @@ const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct GraphqlSetupError {
+    /// The dotted key at fault, e.g. `upstream.graphql.operations`.
     pub key: String,
+    /// What is wrong with it, for the operator.
     pub message: String,
 }
 

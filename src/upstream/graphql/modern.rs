@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::protocol::SUPPORTED;
+use super::protocol::supported;
 
 const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
@@ -64,7 +64,7 @@ pub(super) fn cacheable(result: Value, ttl_ms: u64) -> Value {
 pub(super) fn discover(ttl_ms: u64) -> Value {
     complete(cacheable(
         json!({
-            "supportedVersions": SUPPORTED,
+            "supportedVersions": supported(),
             "capabilities": capabilities(),
         }),
         ttl_ms,

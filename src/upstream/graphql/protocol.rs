@@ -10,27 +10,29 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::rpc_error::RpcError;
-
-/// The only modern version this server speaks.
-pub(super) const MODERN: &str = "2026-07-28";
+use crate::mcp::version::{META_KEY as VERSION_KEY, ProtocolVersion};
 
 /// The handshake versions, newest first: an `initialize` asking for one of them
-/// gets it back, any other gets the first.
-pub(super) const LEGACY: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// gets it back, any other gets the first. The versions are `mcp::version`'s, so
+/// the gateway and this server speak the same ones.
+pub(super) fn legacy() -> impl Iterator<Item = &'static str> {
+    ProtocolVersion::SUPPORTED
+        .into_iter()
+        .filter(|version| !version.is_stateless())
+        .map(ProtocolVersion::as_str)
+}
 
 /// Every version spoken, newest first, as `server/discover` and
 /// `UnsupportedProtocolVersionError` list them.
-pub(super) const SUPPORTED: [&str; 5] = [MODERN, LEGACY[0], LEGACY[1], LEGACY[2], LEGACY[3]];
-
-/// The only version in which a POST body may be a JSON-RPC batch.
-pub(super) const BATCH_VERSION: &str = "2025-03-26";
+pub(super) fn supported() -> [&'static str; 5] {
+    ProtocolVersion::SUPPORTED.map(ProtocolVersion::as_str)
+}
 
 /// `HeaderMismatch`: the header and the body disagree, or a required header is missing.
 pub(super) const HEADER_MISMATCH: i64 = -32020;
 /// `UnsupportedProtocolVersionError`.
 pub(super) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
-const VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 const CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// How a request is answered.
@@ -61,10 +63,10 @@ impl VersionRefusal {
                 format!(
                     "unsupported protocol version {:?}; supported: {}",
                     crate::char_prefix(requested, 100),
-                    SUPPORTED.join(", ")
+                    supported().join(", ")
                 ),
             )
-            .with_data(json!({"supported": SUPPORTED, "requested": requested})),
+            .with_data(json!({"supported": supported(), "requested": requested})),
         )
     }
 
@@ -103,37 +105,41 @@ pub(super) fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, V
         }
         (_, Some(version)) | (Some(version), None) => version,
     };
-    if version == MODERN {
-        if declared.is_none() {
-            return Err(VersionRefusal::malformed(format!(
-                "protocol version {MODERN} needs {VERSION_KEY} in params._meta"
-            )));
-        }
-        if !meta
-            .and_then(|meta| meta.get(CAPABILITIES_KEY))
-            .is_some_and(Value::is_object)
-        {
-            return Err(VersionRefusal::malformed(format!(
-                "protocol version {MODERN} needs the object {CAPABILITIES_KEY} in params._meta"
-            )));
-        }
-        Ok(Era::Modern)
-    } else if LEGACY.contains(&version) {
-        Ok(Era::Legacy)
-    } else {
-        Err(VersionRefusal::unsupported(version))
+    let Some(known) = ProtocolVersion::parse(version) else {
+        return Err(VersionRefusal::unsupported(version));
+    };
+    if !known.is_stateless() {
+        return Ok(Era::Legacy);
     }
+    if declared.is_none() {
+        return Err(VersionRefusal::malformed(format!(
+            "protocol version {version} needs {VERSION_KEY} in params._meta"
+        )));
+    }
+    if !meta
+        .and_then(|meta| meta.get(CAPABILITIES_KEY))
+        .is_some_and(Value::is_object)
+    {
+        return Err(VersionRefusal::malformed(format!(
+            "protocol version {version} needs the object {CAPABILITIES_KEY} in params._meta"
+        )));
+    }
+    Ok(Era::Modern)
 }
 
 /// Whether a body of several messages may be answered under this header: only
 /// 2025-03-26 (or no header, which means it) has batches.
 pub(super) fn allows_batch(header: Option<&str>) -> bool {
-    header.is_none_or(|version| version == BATCH_VERSION)
+    header.is_none_or(|version| {
+        ProtocolVersion::parse(version).is_some_and(ProtocolVersion::allows_batches)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MODERN: &str = "2026-07-28";
 
     fn modern_params() -> Value {
         json!({"_meta": {
@@ -155,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_legacy_header_is_legacy_whatever_else_the_params_hold() {
-        for version in LEGACY {
+        for version in legacy() {
             assert_eq!(era(Some(version), None), Ok(Era::Legacy), "{version}");
             assert_eq!(
                 era(Some(version), Some(&json!({"_meta": {"progressToken": 1}}))),

@@ -217,12 +217,9 @@ fn initialize(params: Option<&Value>) -> Value {
         .and_then(|params| params.get("protocolVersion"))
         .and_then(Value::as_str);
     let version = requested
-        .and_then(|requested| {
-            protocol::LEGACY
-                .into_iter()
-                .find(|version| *version == requested)
-        })
-        .unwrap_or(protocol::LEGACY[0]);
+        .and_then(|requested| protocol::legacy().find(|version| *version == requested))
+        .or_else(|| protocol::legacy().next())
+        .unwrap_or_default();
     json!({
         "protocolVersion": version,
         "capabilities": modern::capabilities(),
@@ -277,7 +274,7 @@ mod tests {
 
     #[test]
     fn initialize_echoes_a_known_version_and_offers_the_newest_otherwise() {
-        for version in protocol::LEGACY {
+        for version in protocol::legacy() {
             let params = json!({"protocolVersion": version});
             assert_eq!(initialize(Some(&params))["protocolVersion"], version);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::config::{CommandLine, Secret};
 
 /// How to start the MCP server and how long its processes may live.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -38,14 +38,6 @@ pub struct StdioConfig {
     /// Longest wait for the child's answer to one request.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-}
-
-/// `command: npx` or `command: [npx, -y, "@modelcontextprotocol/server-everything"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum CommandLine {
-    Program(String),
-    WithArgs(Vec<String>),
 }
 
 fn default_idle_timeout() -> Duration {
@@ -79,7 +71,9 @@ impl StdioConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct StdioConfigError {
+    /// The configuration key at fault.
     pub key: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -97,8 +91,10 @@ impl StdioConfigError {
 pub(super) struct Launch {
     /// Absolute: the child has no `PATH` to search unless the operator gives it one.
     pub program: PathBuf,
+    /// Arguments after those given in `command`.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Working directory of the child; mcpgate's own when unset.
     pub cwd: Option<PathBuf>,
 }
 
@@ -120,8 +116,13 @@ impl std::fmt::Debug for Launch {
 /// The limits each session runs under.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
+    /// A session with no request for this long has its process stopped. A request
+    /// still running, or an open GET stream (a connected client waiting for
+    /// notifications), counts as use: the clock starts when the last one ends.
     pub idle_timeout: Duration,
+    /// Most processes alive at once (one per MCP session).
     pub max_children: usize,
+    /// Longest wait for the child's answer to one request.
     pub request_timeout: Duration,
 }
 

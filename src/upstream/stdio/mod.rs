@@ -34,12 +34,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::Value;
 
-pub use self::config::{CommandLine, StdioConfig, StdioConfigError};
 use self::config::{Launch, Limits};
+pub use self::config::{StdioConfig, StdioConfigError};
 use self::message::{Body as Parsed, IdKey, Inbound};
 use self::response::{Reply, json_rpc_error, json_value, refusal};
 use self::router::OpenError;
 use self::session::{End, Registry, Session, WriteError};
+pub use crate::config::CommandLine;
 use crate::mcp::session::SESSION_HEADER;
 use crate::upstream::UpstreamError;
 

@@ -18,7 +18,7 @@ pub struct ProtectedResourceMetadata {
 impl ProtectedResourceMetadata {
     /// `authorization_servers` are the issuers clients are sent to (mcpgate's own
     /// when it is the authorization server).
-    pub fn new(config: &Config, policy: &Policy, authorization_servers: &[String]) -> Self {
+    pub(crate) fn new(config: &Config, policy: &Policy, authorization_servers: &[String]) -> Self {
         let mut doc = Map::new();
         doc.insert("resource".into(), json!(config.public_url().as_str()));
         doc.insert("authorization_servers".into(), json!(authorization_servers));
@@ -36,11 +36,12 @@ impl ProtectedResourceMetadata {
         }
     }
 
+    /// The RFC 9728 JSON, ready to send as the response body.
     pub fn document(&self) -> &Bytes {
         &self.body
     }
 
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();

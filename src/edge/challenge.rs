@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::auth::AuthError;
-use crate::policy::{Denial, RuleDenial};
+use crate::policy::{Denial, PolicyRefusal, RuleDenial};
 
 /// The realm every challenge names.
 pub const REALM: &str = "mcp";
@@ -20,7 +20,7 @@ pub struct ChallengeParams {
     pub resource_metadata: Option<String>,
     /// Scopes every request needs, named by 401s.
     pub connect_scopes: Vec<String>,
-    pub echo_token_scopes: bool,
+    pub(crate) echo_token_scopes: bool,
 }
 
 impl ChallengeParams {
@@ -112,6 +112,16 @@ impl ChallengeParams {
 }
 
 impl ChallengeParams {
+    /// The 403 for a policy refusal; `id` is the request's, for a rule's JSON-RPC
+    /// error. The endpoint and `mcpgate explain` both answer with this.
+    pub fn policy_refusal(&self, refusal: &PolicyRefusal, id: Option<&Value>) -> Response {
+        match refusal {
+            PolicyRefusal::Scopes(denial) => self.insufficient_scope(denial),
+            PolicyRefusal::Unsatisfiable(description) => self.unsatisfiable(description),
+            PolicyRefusal::Rule(denial) => self.rule_denied(denial, id),
+        }
+    }
+
     /// 403 for an item a `rules:` entry takes from the caller. No
     /// `insufficient_scope` and no `scope`: the caller's scopes already pass, and no
     /// scope would lift the rule. `error="access_denied"` (RFC 6749 §4.1.2.1's word

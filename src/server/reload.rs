@@ -7,9 +7,9 @@ use std::sync::Mutex;
 
 use tokio::task::JoinHandle;
 
+use super::AppState;
 use crate::config::{self, Config, ConfigError};
 use crate::gateway::Gateway;
-use crate::server::AppState;
 use crate::telemetry::metrics::metrics;
 
 /// Owns what a gateway runs in the background (JWKS refreshers) and replaces the

@@ -1,5 +1,5 @@
 //! `server:` checked by its owner; each failure names the key. Whether OAuth needs
-//! `public_url` spans sections and stays in `config::validate`.
+//! `public_url` spans sections and stays in `gateway::validate`.
 
 use crate::config::{ConfigError, ServerConfig, check_http_url};
 

@@ -17,7 +17,7 @@ pub struct AllowedOrigins(HashSet<String>);
 
 impl AllowedOrigins {
     /// `public_url`'s own origin plus the configured ones. Each configured entry has
-    /// been validated as an origin (see `config::validate`); one that is not parses
+    /// been validated as an origin (see `gateway::validate`); one that is not parses
     /// to nothing and allows nothing.
     pub fn new(public_url: &Url, configured: &[String]) -> Self {
         let mut allowed = HashSet::new();
@@ -52,11 +52,11 @@ pub fn normalize(text: &str) -> Option<String> {
 pub struct ForbiddenOrigin(String);
 
 impl ForbiddenOrigin {
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         format!("origin {} is not allowed", self.0)
     }
 
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         json_error(StatusCode::FORBIDDEN, "forbidden_origin", &self.reason())
     }
 }

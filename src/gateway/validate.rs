@@ -1,6 +1,12 @@
 //! Startup checks (DESIGN §3). Each failure names the key; the binary exits 78.
+//!
+//! Each section is checked by the module that owns it (`edge` the `server:` section,
+//! `upstream`, `auth`, `audit`, `telemetry`, `mcp::session`); `config` only reads the
+//! file. This is the one list that runs them all, above every owner, so that
+//! `mcpgate check`, `serve` and a reload report the same errors in the same order.
 
-use super::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SessionStoreConfig};
+use crate::upstream::{UpstreamKind, UpstreamSettings};
 
 /// Checks everything that can be checked without the network. Each section is
 /// checked by the module that owns it; what is left here spans sections. The order
@@ -41,15 +47,15 @@ fn check_public_url_needed(config: &Config) -> Result<(), ConfigError> {
 /// The upstream section is checked by its owner (`upstream::config`); what is left
 /// here spans sections: a stdio session is a local process.
 fn validate_upstream(config: &Config) -> Result<(), ConfigError> {
-    let settings = crate::upstream::UpstreamSettings::from_section(config.upstream.as_ref())?;
-    if let crate::upstream::UpstreamKind::Stdio(_) = settings.kind {
+    let settings = UpstreamSettings::from_section(config.upstream.as_ref())?;
+    if let UpstreamKind::Stdio(_) = settings.kind {
         if config.session.stateless {
             return Err(ConfigError::invalid(
                 "session.stateless",
                 "a stdio upstream needs sessions: each session is its own process",
             ));
         }
-        if matches!(config.session.store, super::SessionStoreConfig::Redis(_)) {
+        if matches!(config.session.store, SessionStoreConfig::Redis(_)) {
             return Err(ConfigError::invalid(
                 "session.store",
                 "a stdio session is a process on one replica and cannot move to another: \
@@ -67,7 +73,7 @@ mod tests {
     use super::*;
 
     fn refusal(yaml: &str) -> (String, String) {
-        let config = super::super::load_from_str(yaml).expect("parses");
+        let config = crate::config::load_from_str(yaml).expect("parses");
         match validate(&config) {
             Err(ConfigError::Invalid { key, message }) => (key, message),
             other => panic!("expected a refusal, got {other:?}"),
@@ -152,14 +158,14 @@ mod tests {
 
     #[test]
     fn connection_limits_default_parse_and_refuse_zero() {
-        let config = super::super::load_from_str("upstream:\n  url: http://127.0.0.1:1/mcp\n")
+        let config = crate::config::load_from_str("upstream:\n  url: http://127.0.0.1:1/mcp\n")
             .expect("parses");
         let server = &config.server;
         assert_eq!(server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(server.body_read_timeout, Duration::from_secs(30));
         assert_eq!(server.idle_timeout, Duration::from_secs(60));
         assert_eq!(server.max_connections, None);
-        let config = super::super::load_from_str(
+        let config = crate::config::load_from_str(
             "server:\n  header_read_timeout: 2s\n  body_read_timeout: 500ms\n  idle_timeout: 5m\n  max_connections: 300\nupstream:\n  url: http://127.0.0.1:1/mcp\n",
         )
         .expect("parses");
@@ -188,7 +194,7 @@ mod tests {
             ("max_connections", "-5"),
             ("max_connections", "many"),
         ] {
-            match super::super::load_from_str(&format!(
+            match crate::config::load_from_str(&format!(
                 "server:\n  {key}: {value}\nupstream:\n  url: http://127.0.0.1:1/mcp\n"
             )) {
                 Err(ConfigError::Invalid { key: refused, .. }) => {
@@ -267,7 +273,7 @@ mod tests {
             let yaml = format!(
                 "upstream:\n  graphql: {{ endpoint: http://127.0.0.1:1/graphql, schema: s.graphql, operations: ops }}\n{session}"
             );
-            let config = super::super::load_from_str(&yaml).expect("parses");
+            let config = crate::config::load_from_str(&yaml).expect("parses");
             validate(&config).unwrap_or_else(|error| panic!("{yaml}: {error}"));
         }
     }
@@ -353,7 +359,7 @@ mod tests {
             "        scope_claims: [scope, scp, permissions]\n        client_id_claim: cid\n",
             "        claim_scopes:\n          - claim: [\"https://example.com/roles\"]\n            values: { admin: mcp:admin }\n",
         ] {
-            let config = super::super::load_from_str(&provider(fine)).expect("parses");
+            let config = crate::config::load_from_str(&provider(fine)).expect("parses");
             validate(&config).unwrap_or_else(|error| panic!("{fine}: {error}"));
         }
     }
