@@ -11,6 +11,7 @@
 pub(crate) mod authorize;
 pub(crate) mod clients;
 mod endpoints;
+pub(crate) mod grants;
 pub(crate) mod metadata;
 pub(crate) mod page;
 pub(crate) mod pending;

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use url::Url;
 
 use super::clients::ConfiguredClients;
+use super::grants::Grants;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::pending::PendingStore;
 use super::provider::Discovery;
@@ -101,6 +102,8 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
 pub(crate) struct Facade {
     settings: ArcSwap<Settings>,
     pub(crate) pending: PendingStore,
+    /// Grants, codes and refresh tokens.
+    pub(crate) grants: Grants,
     pub(crate) discovery: Discovery,
     /// For the provider's endpoints (and, later, client metadata documents).
     pub(crate) http: reqwest::Client,
@@ -112,6 +115,10 @@ impl Facade {
     /// problem, and a client metadata document must not redirect).
     pub(crate) fn new(settings: Arc<Settings>) -> Arc<Self> {
         let pending = PendingStore::new(settings.config.pending_ttl);
+        let grants = Grants::new(
+            settings.config.refresh_token_ttl,
+            settings.config.access_token_ttl,
+        );
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -119,6 +126,7 @@ impl Facade {
         Arc::new(Self {
             settings: ArcSwap::new(settings),
             pending,
+            grants,
             discovery: Discovery::default(),
             http,
         })

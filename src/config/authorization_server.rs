@@ -46,6 +46,23 @@ pub struct AuthorizationServerConfig {
     /// How long a started sign-in (authorize → consent → provider → callback) may take.
     #[serde(default = "default_pending_ttl", with = "humantime_serde")]
     pub pending_ttl: Duration,
+    /// The key mcpgate signs its access tokens with: an EC P-256 private key, PKCS#8
+    /// PEM (ES256). Unset: read from `signing_key_file`, or generated.
+    pub signing_key: Option<Secret>,
+    /// Where the signing key is kept: read at start, or generated and written there
+    /// (mode 0600) when the file does not exist. Unset with no `signing_key`: a key
+    /// per process (tokens do not survive a restart or move between replicas).
+    pub signing_key_file: Option<std::path::PathBuf>,
+    /// Keys signed with before a rotation (PKCS#8 PEM): still published at
+    /// `jwks_uri` and accepted, so tokens they signed live out their lifetime.
+    #[serde(default)]
+    pub previous_signing_keys: Vec<Secret>,
+    /// Lifetime of an access token. Short, so a refresh re-checks the grant.
+    #[serde(default = "default_access_token_ttl", with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// A refresh token unused for this long expires (each use rotates it).
+    #[serde(default = "default_refresh_token_ttl", with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
 }
 
 /// The upstream identity provider and mcpgate's own client there.
@@ -228,6 +245,14 @@ fn yes() -> bool {
 
 fn default_pending_ttl() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_access_token_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_refresh_token_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_provider_scopes() -> Vec<String> {
