@@ -109,22 +109,16 @@ impl Grants {
     /// `refresh_ttl` bounds a grant's life without use; `access_ttl` how long a
     /// revocation must be remembered.
     pub(crate) fn new(refresh_ttl: Duration, access_ttl: Duration) -> Self {
-        let cache = |ttl: Duration| {
-            Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(ttl)
-                .build()
-        };
         Self {
             grants: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_idle(refresh_ttl)
                 .build(),
-            codes: cache(CODE_TTL),
-            used_codes: cache(USED_CODE_MEMORY),
-            refresh: cache(refresh_ttl),
-            rotated: cache(refresh_ttl),
-            revoked: cache(access_ttl + Duration::from_secs(120)),
+            codes: expiring(CODE_TTL),
+            used_codes: expiring(USED_CODE_MEMORY),
+            refresh: expiring(refresh_ttl),
+            rotated: expiring(refresh_ttl),
+            revoked: expiring(access_ttl + Duration::from_secs(120)),
         }
     }
 
@@ -252,6 +246,14 @@ impl Grants {
     pub(crate) fn is_revoked(&self, grant_id: &str) -> bool {
         self.revoked.contains_key(grant_id)
     }
+}
+
+/// A bounded cache whose entries expire `ttl` after they are written.
+fn expiring<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<String, V> {
+    Cache::builder()
+        .max_capacity(CAPACITY)
+        .time_to_live(ttl)
+        .build()
 }
 
 /// `BASE64URL(SHA256(verifier)) == challenge` (RFC 7636 §4.6), on a verifier of
