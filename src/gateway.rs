@@ -87,12 +87,15 @@ impl Gateway {
         let (declared, more_scopes) = upstream.declared_tools();
         let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
         let oauth_enabled = config.auth.oauth.enabled;
-        let auth = Authenticator::build(&config, idp_client, redis).await?;
         let authorization_server = authorization_server::Settings::from_config(
             &config,
             policy.scopes_supported().to_vec(),
         )?
         .map(Arc::new);
+        let local_issuer = authorization_server
+            .as_ref()
+            .map(|settings| settings.local_issuer());
+        let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
         let authorization_servers = match &authorization_server {
             Some(facade) => vec![facade.endpoints.issuer.clone()],

@@ -81,7 +81,7 @@ impl Params {
 
     /// The single value of `name`: `Ok(None)` when absent, `Err` when repeated
     /// (RFC 6749 §3.1: parameters must not appear more than once).
-    fn single(&self, name: &'static str) -> Result<Option<&str>, &'static str> {
+    pub(crate) fn single(&self, name: &'static str) -> Result<Option<&str>, &'static str> {
         match self.values.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([value]) => Ok(Some(value.as_str())),

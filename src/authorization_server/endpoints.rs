@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
@@ -21,6 +22,10 @@ use super::provider::{self, Pkce, ProviderRequest};
 use super::redirect_uri;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
+use super::token::{self, TokenError};
+
+/// Largest token or revocation request read; real ones are under 2 KiB.
+const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// The cookie that ties a sign-in to the browser that started it.
 const BROWSER_COOKIE: &str = "mcpgate_browser";
@@ -39,6 +44,15 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
         .route(
             &endpoints.path("consent"),
             get(consent_page).post(consent_decision),
+        )
+        .route(&endpoints.path("jwks"), get(jwks))
+        .route(
+            &endpoints.path("token"),
+            post(token).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)),
+        )
+        .route(
+            &endpoints.path("revoke"),
+            post(revoke).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)),
         );
     for path in endpoints.metadata_paths() {
         router = router.route(&path, get(metadata));
@@ -66,6 +80,79 @@ async fn metadata(State(facade): State<Arc<Facade>>) -> Response {
     response
 }
 
+/// `GET /oauth/jwks`: the keys mcpgate's access tokens are signed with.
+async fn jwks(State(facade): State<Arc<Facade>>) -> Response {
+    let settings = facade.settings();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        settings.signing.jwks().clone(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
+/// `POST /oauth/token`.
+async fn token(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
+    if !is_form(&headers) {
+        return token_error(&TokenError::unsupported_media_type());
+    }
+    match token::token(&facade, &headers, &body).await {
+        Ok(answer) => no_store(axum::Json(answer).into_response()),
+        Err(error) => token_error(&error),
+    }
+}
+
+/// `POST /oauth/revoke`: `200` whether or not the token was known (RFC 7009 §2.2).
+async fn revoke(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
+    if !is_form(&headers) {
+        return token_error(&TokenError::unsupported_media_type());
+    }
+    match token::revoke(&facade, &headers, &body).await {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(error) => token_error(&error),
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn token_error(error: &TokenError) -> Response {
+    let mut response = (error.status, axum::Json(error.body())).into_response();
+    if error.basic_challenge {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"mcpgate\""),
+        );
+    }
+    no_store(response)
+}
+
+/// Token answers are never cached (RFC 6749 §5.1).
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// `GET /oauth/authorize`: check the request, remember it, and send the browser to
 /// the consent page (its own URL, so that reloading it repeats nothing).
 async fn authorize(
@@ -76,7 +163,7 @@ async fn authorize(
     let settings = facade.settings();
     let params = Params::from_query(query.as_deref().unwrap_or(""));
     let client = match params.client_id() {
-        Ok(client_id) => match find_client(&settings, client_id) {
+        Ok(client_id) => match find_client(&facade, &settings, client_id).await {
             Ok(client) => client,
             Err(error) => return unverified(&error),
         },
@@ -124,7 +211,11 @@ async fn authorize(
 }
 
 /// A client by id. CIMD and registered clients are looked up here as they arrive.
-fn find_client(settings: &Settings, client_id: &str) -> Result<Client, PageError> {
+pub(crate) async fn find_client(
+    _facade: &Facade,
+    settings: &Settings,
+    client_id: &str,
+) -> Result<Client, PageError> {
     settings
         .clients
         .get(client_id)

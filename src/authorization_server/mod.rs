@@ -19,6 +19,8 @@ pub(crate) mod provider;
 pub(crate) mod redirect_uri;
 pub(crate) mod secret;
 mod settings;
+pub(crate) mod signing;
+pub(crate) mod token;
 
 pub(crate) use endpoints::router;
 pub(crate) use settings::{Facade, Settings};

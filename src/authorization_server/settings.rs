@@ -12,6 +12,7 @@ use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::pending::PendingStore;
 use super::provider::Discovery;
 use super::secret::SecretKey;
+use super::signing::SigningKeys;
 use crate::config::{AuthorizationServerConfig, Config, ConfigError};
 
 /// The façade as one configuration defines it.
@@ -30,6 +31,8 @@ pub(crate) struct Settings {
     pub(crate) server_name: String,
     /// Cookies get `Secure` when the issuer is `https`.
     pub(crate) secure_cookies: bool,
+    /// mcpgate's token-signing keys.
+    pub(crate) signing: SigningKeys,
 }
 
 impl Settings {
@@ -46,6 +49,13 @@ impl Settings {
         let endpoints = Endpoints::new(&issuer, section.registration.enabled);
         let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
+        if !config.auth.oauth.enabled {
+            return Err(ConfigError::Invalid {
+                key: "auth.oauth.enabled".into(),
+                message: "must be true when authorization_server is configured (its tokens are OAuth tokens)".into(),
+            });
+        }
+        let signing = SigningKeys::from_config(section)?;
         let metadata = AuthorizationServerMetadata::new(
             &endpoints,
             &scopes,
@@ -67,7 +77,19 @@ impl Settings {
             clients,
             key,
             server_name,
+            signing,
         }))
+    }
+}
+
+impl Settings {
+    /// What the gateway needs to accept the façade's tokens.
+    pub(crate) fn local_issuer(&self) -> crate::auth::LocalIssuer {
+        crate::auth::LocalIssuer {
+            issuer: self.endpoints.issuer.clone(),
+            jwks: serde_json::from_slice(self.signing.jwks()).unwrap_or_default(),
+            audiences: self.resources.clone(),
+        }
     }
 }
 
@@ -134,6 +156,16 @@ impl Facade {
 
     pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()
+    }
+
+    /// Whether `principal` holds one of this façade's tokens whose grant is revoked.
+    pub(crate) fn revoked(&self, principal: &crate::auth::Principal) -> bool {
+        let Some(grant) = &principal.grant_id else {
+            return false;
+        };
+        let settings = self.settings.load();
+        principal.issuer.as_deref() == Some(settings.endpoints.issuer.as_str())
+            && self.grants.is_revoked(grant)
     }
 
     /// A reload: new settings, the same sign-ins in progress.
