@@ -329,7 +329,9 @@ mod tests {
     #[test]
     fn a_code_is_bound_to_client_redirect_pkce_and_resource() {
         let grants = grants();
-        let cases: [(&str, Option<&str>, &str, Option<&str>, GrantError); 4] = [
+        // (client, redirect_uri, verifier, resource, expected)
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, GrantError);
+        let cases: [Case<'_>; 4] = [
             ("other", None, VERIFIER, None, GrantError::OtherClient),
             (
                 "c",
