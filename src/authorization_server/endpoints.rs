@@ -8,7 +8,7 @@ use axum::Form;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
@@ -19,6 +19,7 @@ use super::page::{self, ConsentPage, kind_text};
 use super::pending::{Pending, Stage};
 use super::provider::{self, Pkce, ProviderRequest};
 use super::redirect_uri;
+use super::registration_endpoint;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
 
@@ -42,6 +43,12 @@ pub fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> Router<S
         );
     for path in endpoints.metadata_paths() {
         router = router.route(&path, get(metadata));
+    }
+    if endpoints.registration_enabled {
+        router = router.route(
+            &endpoints.path("register"),
+            post(registration_endpoint::register),
+        );
     }
     router.with_state(facade)
 }
@@ -76,7 +83,7 @@ async fn authorize(
     let settings = facade.settings();
     let params = Params::from_query(query.as_deref().unwrap_or(""));
     let client = match params.client_id() {
-        Ok(client_id) => match find_client(&settings, client_id) {
+        Ok(client_id) => match find_client(&facade, &settings, client_id).await {
             Ok(client) => client,
             Err(error) => return unverified(&error),
         },
@@ -123,13 +130,26 @@ async fn authorize(
     response
 }
 
-/// A client by id. CIMD and registered clients are looked up here as they arrive.
-fn find_client(settings: &Settings, client_id: &str) -> Result<Client, PageError> {
-    settings
-        .clients
-        .get(client_id)
-        .cloned()
-        .ok_or_else(|| PageError::UnknownClient(client_id.chars().take(200).collect()))
+/// A client by id: configured, then registered, then (for a URL) by its
+/// metadata document, fetched if not remembered.
+async fn find_client(
+    facade: &Facade,
+    settings: &Settings,
+    client_id: &str,
+) -> Result<Client, PageError> {
+    if let Some(client) = settings.clients.get(client_id) {
+        return Ok(client.clone());
+    }
+    if let Some(client) = facade.registered.get(client_id) {
+        return Ok(client);
+    }
+    match settings.documents.find(&facade.documents, client_id).await {
+        Some(Ok(client)) => Ok(client),
+        Some(Err(error)) => Err(PageError::MetadataDocument(error.to_string())),
+        None => Err(PageError::UnknownClient(
+            client_id.chars().take(200).collect(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -402,7 +422,7 @@ fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
 fn unverified(error: &PageError) -> Response {
     tracing::info!("authorization request refused: {error}");
     let code = match error {
-        PageError::UnknownClient(_) => "invalid_client",
+        PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",
         _ => "invalid_request",
     };
     page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())

@@ -6,16 +6,22 @@
 //!
 //! The request path: `metadata` (RFC 8414) → `authorize` (checked request) →
 //! `consent` (the page, CSRF bound to the sign-in and the browser) → the provider
-//! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
+//! → callback. Clients are configured (`clients`), known by their metadata
+//! document (`metadata_documents`) or registered (`registration`). `endpoints`
+//! and `registration_endpoint` hold the HTTP side; everything else here is free
+//! of it.
 
 pub mod authorize;
 pub mod clients;
 mod endpoints;
 pub mod metadata;
+pub mod metadata_documents;
 pub mod page;
 pub mod pending;
 pub mod provider;
 pub mod redirect_uri;
+pub mod registration;
+mod registration_endpoint;
 pub mod secret;
 mod settings;
 

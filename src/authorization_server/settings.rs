@@ -8,8 +8,10 @@ use url::Url;
 
 use super::clients::ConfiguredClients;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
+use super::metadata_documents::{DocumentRules, Documents};
 use super::pending::PendingStore;
 use super::provider::Discovery;
+use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
 use super::secret::SecretKey;
 use crate::config::{AuthorizationServerConfig, Config, ConfigError};
 
@@ -24,6 +26,8 @@ pub struct Settings {
     /// The scopes clients may ask for: the policy's.
     pub scopes: Vec<String>,
     pub clients: ConfiguredClients,
+    /// How clients known by a metadata document are found.
+    pub documents: DocumentRules,
     pub key: SecretKey,
     /// The MCP server's name on the consent page.
     pub server_name: String,
@@ -41,6 +45,11 @@ impl Settings {
         let issuer = issuer(section.issuer.as_ref(), &public_url)?;
         let endpoints = Endpoints::new(&issuer, section.registration.enabled);
         let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
+        let documents = DocumentRules::from_config(
+            &section.client_metadata_documents,
+            &section.allowed_redirect_schemes,
+        )?;
+        registration::check_config(&section.registration)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
         let metadata = AuthorizationServerMetadata::new(
             &endpoints,
@@ -61,6 +70,7 @@ impl Settings {
             resources: vec![public_url.as_str().to_owned()],
             scopes,
             clients,
+            documents,
             key,
             server_name,
         }))
@@ -94,13 +104,21 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
     })
 }
 
-/// The façade across reloads: the current settings and the sign-ins in progress.
+/// The façade across reloads: the current settings, the sign-ins in progress and
+/// the clients learned at run time.
 pub struct Facade {
     settings: ArcSwap<Settings>,
     pub pending: PendingStore,
     pub discovery: Discovery,
-    /// For the provider's endpoints (and, later, client metadata documents).
+    /// For the provider's endpoints. Metadata documents are fetched with a client
+    /// of their own per fetch (see `metadata_documents::fetch`).
     pub http: reqwest::Client,
+    /// Metadata documents fetched, and fetches failed.
+    pub documents: Documents,
+    /// Dynamically registered clients (sized by the first configuration).
+    pub registered: RegisteredClients,
+    /// Registrations per client address.
+    pub registrations: PerIpLimit,
 }
 
 impl Facade {
@@ -113,11 +131,15 @@ impl Facade {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        let registered = RegisteredClients::new(&settings.config.registration);
         Arc::new(Self {
             settings: ArcSwap::new(settings),
             pending,
             discovery: Discovery::default(),
             http,
+            documents: Documents::default(),
+            registered,
+            registrations: PerIpLimit::default(),
         })
     }
 
@@ -125,9 +147,11 @@ impl Facade {
         self.settings.load_full()
     }
 
-    /// A reload: new settings, the same sign-ins in progress.
+    /// A reload: new settings, the same sign-ins in progress and registered
+    /// clients. Documents are fetched again under the new rules.
     pub fn update(&self, settings: Arc<Settings>) {
         self.settings.store(settings);
+        self.documents.clear();
     }
 }
 
