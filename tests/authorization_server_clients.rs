@@ -464,6 +464,21 @@ async fn a_registration_flood_from_one_address_is_cut_off() {
     }
     // Guesses at the token count too.
     assert_eq!(register(&gateway, Some("wrong"), &body).await.status(), 429);
+    // Another address has its own budget.
+    let elsewhere = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let response = elsewhere
+        .post(format!("{}/oauth/register", gateway.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
 }
 
 #[test]

@@ -19,6 +19,7 @@ impl RegisteredClients {
             clients: moka::sync::Cache::builder()
                 .max_capacity(config.max_clients)
                 .time_to_idle(config.unused_client_ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
         }
     }
