@@ -316,6 +316,28 @@ async fn with_documents_off_a_url_client_id_is_an_unknown_client() {
 }
 
 #[tokio::test]
+async fn a_denied_host_is_never_fetched() {
+    let upstream = Upstream::start().await;
+    let (documents, host) = Documents::start().await;
+    let yaml = config(&upstream, false, 10).replace(
+        "  client_metadata_documents:\n",
+        "  client_metadata_documents:\n    allowed_hosts: [\"*.example.com\", 127.0.0.1]\n    denied_hosts: [127.0.0.1]\n",
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let html = refused_page(
+        &gateway,
+        &format!("http://{host}/good.json"),
+        CLIENT_REDIRECT,
+    )
+    .await;
+    assert!(
+        html.contains("127.0.0.1 is not allowed to publish clients here"),
+        "{html}"
+    );
+    assert!(documents.seen().is_empty());
+}
+
+#[tokio::test]
 async fn a_registered_client_reaches_consent_with_the_unverified_warning() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream, false, 10)).await;

@@ -157,7 +157,80 @@ impl Facade {
 
 #[cfg(test)]
 mod tests {
+    use super::super::clients::{Client, ClientKind};
+    use super::super::metadata_documents::cache::Entry;
     use super::*;
+
+    const CONFIG: &str = "upstream:
+  url: http://127.0.0.1:1/mcp
+authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+";
+
+    fn settings(yaml: &str) -> Result<Arc<Settings>, ConfigError> {
+        let config = crate::config::load_from_str(yaml)?;
+        Ok(Arc::new(Settings::from_config(&config, vec![])?.unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_reload_forgets_fetched_documents_but_keeps_registered_clients() {
+        let facade = Facade::new(settings(CONFIG).unwrap());
+        let client = |id: &str, kind| Client {
+            client_id: id.into(),
+            client_name: None,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            kind,
+            secret_hash: None,
+        };
+        facade
+            .registered
+            .insert(client("registered", ClientKind::Registered));
+        let remembered = |outcome: u8| async move {
+            Entry {
+                outcome: Ok(client(
+                    &format!("https://app.example/{outcome}"),
+                    ClientKind::MetadataDocument,
+                )),
+                ttl: std::time::Duration::from_secs(60),
+            }
+        };
+        let url = "https://app.example/c";
+        facade.documents.get_or_fetch(url, remembered(1)).await;
+        let before = facade.documents.get_or_fetch(url, remembered(2)).await;
+        assert_eq!(
+            before.outcome.as_ref().unwrap().client_id,
+            "https://app.example/1"
+        );
+        facade.update(settings(CONFIG).unwrap());
+        let after = facade.documents.get_or_fetch(url, remembered(3)).await;
+        assert_eq!(
+            after.outcome.as_ref().unwrap().client_id,
+            "https://app.example/3"
+        );
+        assert!(facade.registered.get("registered").is_some());
+    }
+
+    #[test]
+    fn registration_settings_are_checked_at_load() {
+        let with = |extra: &str| settings(&format!("{CONFIG}  registration:\n{extra}"));
+        let error = with("    per_ip_per_minute: 0\n").unwrap_err().to_string();
+        assert!(
+            error.starts_with("authorization_server.registration.per_ip_per_minute:"),
+            "{error}"
+        );
+        let error = with("    initial_access_token: short\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("authorization_server.registration.initial_access_token:"),
+            "{error}"
+        );
+        assert!(with("    enabled: true\n    initial_access_token: a-long-enough-token\n").is_ok());
+    }
 
     #[test]
     fn the_issuer_is_the_public_origin_unless_configured() {
