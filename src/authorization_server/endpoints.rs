@@ -143,7 +143,11 @@ async fn find_client(
     if let Some(client) = facade.registered.get(client_id) {
         return Ok(client);
     }
-    match settings.documents.find(&facade.documents, client_id).await {
+    match settings
+        .documents
+        .find(&facade.documents, &facade.fetcher, client_id)
+        .await
+    {
         Some(Ok(client)) => Ok(client),
         Some(Err(error)) => Err(PageError::MetadataDocument(error.to_string())),
         None => Err(PageError::UnknownClient(

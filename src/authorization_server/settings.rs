@@ -8,6 +8,7 @@ use url::Url;
 
 use super::clients::ConfiguredClients;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
+use super::metadata_documents::fetch::Fetcher;
 use super::metadata_documents::{DocumentRules, Documents};
 use super::pending::PendingStore;
 use super::provider::Discovery;
@@ -110,11 +111,13 @@ pub struct Facade {
     settings: ArcSwap<Settings>,
     pub pending: PendingStore,
     pub discovery: Discovery,
-    /// For the provider's endpoints. Metadata documents are fetched with a client
-    /// of their own per fetch (see `metadata_documents::fetch`).
+    /// For the provider's endpoints.
     pub http: reqwest::Client,
     /// Metadata documents fetched, and fetches failed.
     pub documents: Documents,
+    /// Fetches metadata documents (public addresses only, unless a test config
+    /// allowed others at start).
+    pub fetcher: Fetcher,
     /// Dynamically registered clients (sized by the first configuration).
     pub registered: RegisteredClients,
     /// Registrations per client address.
@@ -132,12 +135,19 @@ impl Facade {
             .build()
             .unwrap_or_default();
         let registered = RegisteredClients::new(&settings.config.registration);
+        let fetcher = Fetcher::new(
+            settings
+                .config
+                .client_metadata_documents
+                .allow_private_addresses,
+        );
         Arc::new(Self {
             settings: ArcSwap::new(settings),
             pending,
             discovery: Discovery::default(),
             http,
             documents: Documents::default(),
+            fetcher,
             registered,
             registrations: PerIpLimit::default(),
         })

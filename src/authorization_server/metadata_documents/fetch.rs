@@ -1,13 +1,16 @@
 //! Fetching a document: one GET, bounded in size and time, never redirected, and
-//! only to addresses checked beforehand. The host is resolved here, every address
-//! it resolves to must be public, and the connection is pinned to exactly those
-//! addresses, so a DNS answer that changes between the check and the connection
-//! (rebinding) cannot point the request elsewhere.
+//! only to addresses checked first. The HTTP client resolves names through
+//! [`VettingResolver`], which refuses a name when any of its addresses is not
+//! public; the connection then goes to exactly the addresses it checked, so a DNS
+//! answer that changes between the check and the connection (rebinding) cannot
+//! point the request elsewhere. IP literals skip resolvers and are checked here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{StatusCode, header};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 use super::address;
@@ -52,94 +55,163 @@ pub enum FetchError {
     TooLarge(usize),
 }
 
-/// GETs `url` within `limits`.
-pub async fn fetch(url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
-    tokio::time::timeout(limits.timeout, fetch_unbounded(url, limits))
-        .await
-        .unwrap_or(Err(FetchError::Timeout(limits.timeout)))
+/// A resolution the resolver refused; found again in reqwest's error chain.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("no address")]
+    Unresolved,
+    #[error("non-public address {0}")]
+    Private(IpAddr),
 }
 
-async fn fetch_unbounded(url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
-    let port = url.port_or_known_default().unwrap_or(443);
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would resolve the name itself, after our check.
-        .no_proxy()
-        .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-        .timeout(limits.timeout);
-    match url.host() {
-        Some(Host::Ipv4(ip)) => vet(&[IpAddr::V4(ip)], limits)?,
-        Some(Host::Ipv6(ip)) => vet(&[IpAddr::V6(ip)], limits)?,
-        Some(Host::Domain(name)) => {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+/// Resolves with the system resolver and refuses names with any non-public address:
+/// an attacker's name may resolve to one public and one private address and
+/// leave the choice to the connector.
+#[derive(Debug)]
+struct VettingResolver;
+
+impl Resolve for VettingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|_| FetchError::Resolve)?
+                .map_err(|_| Refused::Unresolved)?
                 .collect();
-            let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
-            if ips.is_empty() {
-                return Err(FetchError::Resolve);
+            if addresses.is_empty() {
+                return Err(Refused::Unresolved.into());
             }
-            vet(&ips, limits)?;
-            builder = builder.resolve_to_addrs(name, &addresses);
+            if let Some(ip) = addresses
+                .iter()
+                .map(SocketAddr::ip)
+                .find(|ip| !address::is_public(*ip))
+            {
+                return Err(Refused::Private(ip).into());
+            }
+            let addrs: Addrs = Box::new(addresses.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The HTTP clients documents are fetched with: one that only reaches public
+/// addresses, and (built only when a test configuration asks) one that reaches any.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    public_only: reqwest::Client,
+    any_address: Option<reqwest::Client>,
+}
+
+impl Fetcher {
+    /// `allow_private` builds the second client (`allow_private_addresses` at start).
+    pub fn new(allow_private: bool) -> Self {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                // A proxy would resolve the name itself, unchecked.
+                .no_proxy()
+                .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+        };
+        let public_only = builder()
+            .dns_resolver(Arc::new(VettingResolver))
+            .build()
+            .unwrap_or_else(|error| {
+                // Without TLS roots nothing can be fetched; a client that fails
+                // every request is the safe fallback, and the cause is logged.
+                tracing::error!(
+                    "the HTTP client for metadata documents could not be built: {error}"
+                );
+                reqwest::Client::new()
+            });
+        let any_address = allow_private.then(|| builder().build().unwrap_or_default());
+        Self {
+            public_only,
+            any_address,
         }
-        None => return Err(FetchError::Resolve),
     }
-    let client = builder
-        .build()
-        .map_err(|error| FetchError::Request(error.to_string()))?;
-    let mut response = client
-        .get(url.clone())
-        .header(header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|error| FetchError::Request(describe(&error)))?;
-    let status = response.status();
-    if status.is_redirection() {
-        return Err(FetchError::Redirect(status.as_u16()));
+
+    /// GETs `url` within `limits`.
+    pub async fn fetch(&self, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
+        tokio::time::timeout(limits.timeout, self.fetch_unbounded(url, limits))
+            .await
+            .unwrap_or(Err(FetchError::Timeout(limits.timeout)))
     }
-    if status != StatusCode::OK {
-        return Err(FetchError::Status(status.as_u16()));
-    }
-    if response
-        .content_length()
-        .is_some_and(|length| length > limits.max_bytes as u64)
-    {
-        return Err(FetchError::TooLarge(limits.max_bytes));
-    }
-    let cache_control = response
-        .headers()
-        .get(header::CACHE_CONTROL)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    // Read as it comes, and stop as soon as it is too much: the server may lie
-    // about the length or send none.
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| FetchError::Request(describe(&error)))?
-    {
-        if body.len() + chunk.len() > limits.max_bytes {
+
+    async fn fetch_unbounded(&self, url: &Url, limits: Limits) -> Result<Fetched, FetchError> {
+        let client = match (&self.any_address, limits.allow_private) {
+            (Some(any), true) => any,
+            // Allowed by a reload after a start without it: stay strict.
+            _ => {
+                match url.host() {
+                    Some(Host::Ipv4(ip)) => vet(IpAddr::V4(ip))?,
+                    Some(Host::Ipv6(ip)) => vet(IpAddr::V6(ip))?,
+                    Some(Host::Domain(_)) => {}
+                    None => return Err(FetchError::Resolve),
+                }
+                &self.public_only
+            }
+        };
+        let mut response = client
+            .get(url.clone())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|error| classify(&error))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(FetchError::Redirect(status.as_u16()));
+        }
+        if status != StatusCode::OK {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > limits.max_bytes as u64)
+        {
             return Err(FetchError::TooLarge(limits.max_bytes));
         }
-        body.extend_from_slice(&chunk);
+        let cache_control = response
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        // Read as it comes, and stop as soon as it is too much: the server may lie
+        // about the length or send none.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| classify(&error))? {
+            if body.len() + chunk.len() > limits.max_bytes {
+                return Err(FetchError::TooLarge(limits.max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            body,
+            cache_control,
+        })
     }
-    Ok(Fetched {
-        body,
-        cache_control,
-    })
 }
 
-/// Refuses the lot if any address is not public: an attacker's name may resolve
-/// to one public and one private address and leave the choice to the connector.
-fn vet(ips: &[IpAddr], limits: Limits) -> Result<(), FetchError> {
-    if limits.allow_private {
-        return Ok(());
+fn vet(ip: IpAddr) -> Result<(), FetchError> {
+    if address::is_public(ip) {
+        Ok(())
+    } else {
+        Err(FetchError::PrivateAddress(ip))
     }
-    match ips.iter().find(|ip| !address::is_public(**ip)) {
-        Some(ip) => Err(FetchError::PrivateAddress(*ip)),
-        None => Ok(()),
+}
+
+/// The resolver's refusal if it caused `error`, else a description without the URL.
+fn classify(error: &reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return match refused {
+                Refused::Unresolved => FetchError::Resolve,
+                Refused::Private(ip) => FetchError::PrivateAddress(*ip),
+            };
+        }
+        source = cause.source();
     }
+    FetchError::Request(describe(error))
 }
 
 /// A reqwest error without the URL (the page shows the client_id already).
@@ -174,7 +246,10 @@ mod tests {
             "https://[::ffff:10.0.0.1]/c",
             "https://0.0.0.0/c",
         ] {
-            let error = fetch(&Url::parse(url).unwrap(), LIMITS).await.unwrap_err();
+            let error = Fetcher::new(false)
+                .fetch(&Url::parse(url).unwrap(), LIMITS)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(error, FetchError::PrivateAddress(_)),
                 "{url}: {error}"
@@ -184,7 +259,8 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
-        let error = fetch(&Url::parse("https://localhost:1/c").unwrap(), LIMITS)
+        let error = Fetcher::new(false)
+            .fetch(&Url::parse("https://localhost:1/c").unwrap(), LIMITS)
             .await
             .unwrap_err();
         assert!(

@@ -18,7 +18,7 @@ use std::time::Duration;
 use self::cache::{DocumentCache, Entry, FAILURE_TTL};
 use self::client_id::ClientIdUrlError;
 use self::document::DocumentError;
-use self::fetch::{FetchError, Limits};
+use self::fetch::{FetchError, Fetcher, Limits};
 use self::hosts::HostRules;
 use super::clients::Client;
 use crate::config::{ClientMetadataDocumentsConfig, ConfigError};
@@ -110,6 +110,7 @@ impl DocumentRules {
     pub async fn find(
         &self,
         documents: &Documents,
+        fetcher: &Fetcher,
         client_id: &str,
     ) -> Option<Result<Client, CimdError>> {
         if !client_id::is_url(client_id) {
@@ -122,10 +123,15 @@ impl DocumentRules {
         if !self.enabled {
             return None;
         }
-        Some(self.fetched(documents, client_id).await)
+        Some(self.fetched(documents, fetcher, client_id).await)
     }
 
-    async fn fetched(&self, documents: &Documents, client_id: &str) -> Result<Client, CimdError> {
+    async fn fetched(
+        &self,
+        documents: &Documents,
+        fetcher: &Fetcher,
+        client_id: &str,
+    ) -> Result<Client, CimdError> {
         let url = client_id::check(client_id, self.limits.allow_private)?;
         let host = url.host_str().unwrap_or_default();
         if !self.hosts.permits(host) {
@@ -133,7 +139,7 @@ impl DocumentRules {
         }
         let entry = documents
             .get_or_fetch(client_id, async {
-                match fetch::fetch(&url, self.limits).await {
+                match fetcher.fetch(&url, self.limits).await {
                     Ok(fetched) => {
                         let outcome =
                             document::parse(client_id, &fetched.body, &self.custom_schemes)
@@ -222,18 +228,31 @@ mod tests {
         let rules = DocumentRules::from_config(&with_pin, &[]).unwrap();
         let documents = Documents::default();
         let client = rules
-            .find(&documents, "https://app.example/c.json")
+            .find(
+                &documents,
+                &Fetcher::new(false),
+                "https://app.example/c.json",
+            )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(client.redirect_uris, ["https://app.example/cb"]);
         assert!(
             rules
-                .find(&documents, "https://app.example/other.json")
+                .find(
+                    &documents,
+                    &Fetcher::new(false),
+                    "https://app.example/other.json"
+                )
                 .await
                 .is_none()
         );
-        assert!(rules.find(&documents, "tool").await.is_none());
+        assert!(
+            rules
+                .find(&documents, &Fetcher::new(false), "tool")
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -243,15 +262,21 @@ mod tests {
         let rules = DocumentRules::from_config(&denied, &[]).unwrap();
         let documents = Documents::default();
         assert_eq!(
-            rules.find(&documents, "https://x.evil.example/c").await,
+            rules
+                .find(&documents, &Fetcher::new(false), "https://x.evil.example/c")
+                .await,
             Some(Err(CimdError::HostNotAllowed("x.evil.example".into())))
         );
         assert_eq!(
-            rules.find(&documents, "http://app.example/c").await,
+            rules
+                .find(&documents, &Fetcher::new(false), "http://app.example/c")
+                .await,
             Some(Err(CimdError::ClientId(ClientIdUrlError::NotHttps)))
         );
         // A refused fetch (a private address) is remembered as such.
-        let outcome = rules.find(&documents, "https://127.0.0.1/c").await;
+        let outcome = rules
+            .find(&documents, &Fetcher::new(false), "https://127.0.0.1/c")
+            .await;
         assert!(
             matches!(
                 outcome,
