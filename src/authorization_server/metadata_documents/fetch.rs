@@ -98,7 +98,8 @@ impl Resolve for VettingResolver {
 /// addresses, and (built only when a test configuration asks) one that reaches any.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    public_only: reqwest::Client,
+    /// `None` if it could not be built (no TLS roots): every fetch then fails.
+    public_only: Option<reqwest::Client>,
     any_address: Option<reqwest::Client>,
 }
 
@@ -112,21 +113,18 @@ impl Fetcher {
                 .no_proxy()
                 .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
         };
-        let public_only = builder()
-            .dns_resolver(Arc::new(VettingResolver))
-            .build()
-            .unwrap_or_else(|error| {
-                // Without TLS roots nothing can be fetched; a client that fails
-                // every request is the safe fallback, and the cause is logged.
+        let built = |result: reqwest::Result<reqwest::Client>| match result {
+            Ok(client) => Some(client),
+            Err(error) => {
                 tracing::error!(
                     "the HTTP client for metadata documents could not be built: {error}"
                 );
-                reqwest::Client::new()
-            });
-        let any_address = allow_private.then(|| builder().build().unwrap_or_default());
+                None
+            }
+        };
         Self {
-            public_only,
-            any_address,
+            public_only: built(builder().dns_resolver(Arc::new(VettingResolver)).build()),
+            any_address: allow_private.then(|| built(builder().build())).flatten(),
         }
     }
 
@@ -148,7 +146,9 @@ impl Fetcher {
                     Some(Host::Domain(_)) => {}
                     None => return Err(FetchError::Resolve),
                 }
-                &self.public_only
+                self.public_only
+                    .as_ref()
+                    .ok_or_else(|| FetchError::Request("no HTTP client".into()))?
             }
         };
         let mut response = client
