@@ -36,6 +36,9 @@ pub(crate) enum PageError {
     Repeated(&'static str),
     #[error("the client is not known: {0}")]
     UnknownClient(String),
+    /// A URL client id whose document could not be fetched or used; the reason.
+    #[error("the client cannot be verified: {0}")]
+    MetadataDocument(String),
     #[error("the request has no redirect_uri and the client registered more than one")]
     MissingRedirectUri,
     #[error("the redirect_uri is not one the client registered")]

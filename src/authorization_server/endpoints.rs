@@ -20,6 +20,7 @@ use super::page::{self, ConsentPage, kind_text};
 use super::pending::{Pending, Stage};
 use super::provider::{self, Pkce, ProviderRequest};
 use super::redirect_uri;
+use super::registration_endpoint;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
 use super::token::{self, TokenError};
@@ -56,6 +57,12 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
         );
     for path in endpoints.metadata_paths() {
         router = router.route(&path, get(metadata));
+    }
+    if endpoints.registration_enabled {
+        router = router.route(
+            &endpoints.path("register"),
+            post(registration_endpoint::register),
+        );
     }
     router.with_state(facade)
 }
@@ -210,17 +217,30 @@ async fn authorize(
     response
 }
 
-/// A client by id. CIMD and registered clients are looked up here as they arrive.
+/// A client by id: configured, then registered, then (for a URL) by its
+/// metadata document, fetched if not remembered.
 pub(crate) async fn find_client(
-    _facade: &Facade,
+    facade: &Facade,
     settings: &Settings,
     client_id: &str,
 ) -> Result<Client, PageError> {
-    settings
-        .clients
-        .get(client_id)
-        .cloned()
-        .ok_or_else(|| PageError::UnknownClient(client_id.chars().take(200).collect()))
+    if let Some(client) = settings.clients.get(client_id) {
+        return Ok(client.clone());
+    }
+    if let Some(client) = facade.registered.get(client_id) {
+        return Ok(client);
+    }
+    match settings
+        .documents
+        .find(&facade.documents, &facade.fetcher, client_id)
+        .await
+    {
+        Some(Ok(client)) => Ok(client),
+        Some(Err(error)) => Err(PageError::MetadataDocument(error.to_string())),
+        None => Err(PageError::UnknownClient(
+            client_id.chars().take(200).collect(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -493,7 +513,7 @@ fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
 fn unverified(error: &PageError) -> Response {
     tracing::info!("authorization request refused: {error}");
     let code = match error {
-        PageError::UnknownClient(_) => "invalid_client",
+        PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",
         _ => "invalid_request",
     };
     page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())

@@ -330,7 +330,13 @@ mod tests {
     fn a_code_is_bound_to_client_redirect_pkce_and_resource() {
         let grants = grants();
         // (client, redirect_uri, verifier, resource, expected)
-        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, GrantError);
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            GrantError,
+        );
         let cases: [Case<'_>; 4] = [
             ("other", None, VERIFIER, None, GrantError::OtherClient),
             (

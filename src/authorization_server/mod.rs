@@ -6,17 +6,23 @@
 //!
 //! The request path: `metadata` (RFC 8414) → `authorize` (checked request) →
 //! `consent` (the page, CSRF bound to the sign-in and the browser) → the provider
-//! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
+//! → callback. Clients are configured (`clients`), known by their metadata
+//! document (`metadata_documents`) or registered (`registration`). `endpoints`
+//! and `registration_endpoint` hold the HTTP side; everything else here is free
+//! of it.
 
 pub(crate) mod authorize;
 pub(crate) mod clients;
 mod endpoints;
 pub(crate) mod grants;
 pub(crate) mod metadata;
+pub(crate) mod metadata_documents;
 pub(crate) mod page;
 pub(crate) mod pending;
 pub(crate) mod provider;
 pub(crate) mod redirect_uri;
+pub(crate) mod registration;
+mod registration_endpoint;
 pub(crate) mod secret;
 mod settings;
 pub(crate) mod signing;

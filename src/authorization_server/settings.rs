@@ -9,8 +9,11 @@ use url::Url;
 use super::clients::ConfiguredClients;
 use super::grants::Grants;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
+use super::metadata_documents::fetch::Fetcher;
+use super::metadata_documents::{DocumentRules, Documents};
 use super::pending::PendingStore;
 use super::provider::Discovery;
+use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
 use super::secret::SecretKey;
 use super::signing::SigningKeys;
 use crate::config::{AuthorizationServerConfig, Config, ConfigError};
@@ -26,6 +29,8 @@ pub(crate) struct Settings {
     /// The scopes clients may ask for: the policy's.
     pub(crate) scopes: Vec<String>,
     pub(crate) clients: ConfiguredClients,
+    /// How clients known by a metadata document are found.
+    pub(crate) documents: DocumentRules,
     pub(crate) key: SecretKey,
     /// The MCP server's name on the consent page.
     pub(crate) server_name: String,
@@ -48,6 +53,11 @@ impl Settings {
         let issuer = issuer(section.issuer.as_ref(), &public_url)?;
         let endpoints = Endpoints::new(&issuer, section.registration.enabled);
         let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
+        let documents = DocumentRules::from_config(
+            &section.client_metadata_documents,
+            &section.allowed_redirect_schemes,
+        )?;
+        registration::check_config(&section.registration)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
         if !config.auth.oauth.enabled {
             return Err(ConfigError::Invalid {
@@ -75,6 +85,7 @@ impl Settings {
             resources: vec![public_url.as_str().to_owned()],
             scopes,
             clients,
+            documents,
             key,
             server_name,
             signing,
@@ -120,15 +131,25 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
     })
 }
 
-/// The façade across reloads: the current settings and the sign-ins in progress.
+/// The façade across reloads: the current settings, the sign-ins in progress and
+/// the clients learned at run time.
 pub(crate) struct Facade {
     settings: ArcSwap<Settings>,
     pub(crate) pending: PendingStore,
     /// Grants, codes and refresh tokens.
     pub(crate) grants: Grants,
     pub(crate) discovery: Discovery,
-    /// For the provider's endpoints (and, later, client metadata documents).
+    /// For the provider's endpoints.
     pub(crate) http: reqwest::Client,
+    /// Metadata documents fetched, and fetches failed.
+    pub(crate) documents: Documents,
+    /// Fetches metadata documents (public addresses only, unless a test config
+    /// allowed others at start).
+    pub(crate) fetcher: Fetcher,
+    /// Dynamically registered clients (sized by the first configuration).
+    pub(crate) registered: RegisteredClients,
+    /// Registrations per client address.
+    pub(crate) registrations: PerIpLimit,
 }
 
 impl Facade {
@@ -145,12 +166,23 @@ impl Facade {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        let registered = RegisteredClients::new(&settings.config.registration);
+        let fetcher = Fetcher::new(
+            settings
+                .config
+                .client_metadata_documents
+                .allow_private_addresses,
+        );
         Arc::new(Self {
             settings: ArcSwap::new(settings),
             pending,
             grants,
             discovery: Discovery::default(),
             http,
+            documents: Documents::default(),
+            fetcher,
+            registered,
+            registrations: PerIpLimit::default(),
         })
     }
 
@@ -168,15 +200,93 @@ impl Facade {
             && self.grants.is_revoked(grant)
     }
 
-    /// A reload: new settings, the same sign-ins in progress.
+    /// A reload: new settings, the same sign-ins in progress and registered
+    /// clients. Documents are fetched again under the new rules.
     pub(crate) fn update(&self, settings: Arc<Settings>) {
         self.settings.store(settings);
+        self.documents.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::clients::{Client, ClientKind};
+    use super::super::metadata_documents::cache::Entry;
     use super::*;
+
+    const CONFIG: &str = "upstream:
+  url: http://127.0.0.1:1/mcp
+auth:
+  oauth:
+    enabled: true
+authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+";
+
+    fn settings(yaml: &str) -> Result<Arc<Settings>, ConfigError> {
+        let config = crate::config::load_from_str(yaml)?;
+        Ok(Arc::new(Settings::from_config(&config, vec![])?.unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_reload_forgets_fetched_documents_but_keeps_registered_clients() {
+        let facade = Facade::new(settings(CONFIG).unwrap());
+        let client = |id: &str, kind| Client {
+            client_id: id.into(),
+            client_name: None,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            kind,
+            secret_hash: None,
+        };
+        facade
+            .registered
+            .insert(client("registered", ClientKind::Registered));
+        let remembered = |outcome: u8| async move {
+            Entry {
+                outcome: Ok(client(
+                    &format!("https://app.example/{outcome}"),
+                    ClientKind::MetadataDocument,
+                )),
+                ttl: std::time::Duration::from_secs(60),
+            }
+        };
+        let url = "https://app.example/c";
+        facade.documents.get_or_fetch(url, remembered(1)).await;
+        let before = facade.documents.get_or_fetch(url, remembered(2)).await;
+        assert_eq!(
+            before.outcome.as_ref().unwrap().client_id,
+            "https://app.example/1"
+        );
+        facade.update(settings(CONFIG).unwrap());
+        let after = facade.documents.get_or_fetch(url, remembered(3)).await;
+        assert_eq!(
+            after.outcome.as_ref().unwrap().client_id,
+            "https://app.example/3"
+        );
+        assert!(facade.registered.get("registered").is_some());
+    }
+
+    #[test]
+    fn registration_settings_are_checked_at_load() {
+        let with = |extra: &str| settings(&format!("{CONFIG}  registration:\n{extra}"));
+        let error = with("    per_ip_per_minute: 0\n").unwrap_err().to_string();
+        assert!(
+            error.starts_with("authorization_server.registration.per_ip_per_minute:"),
+            "{error}"
+        );
+        let error = with("    initial_access_token: short\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("authorization_server.registration.initial_access_token:"),
+            "{error}"
+        );
+        assert!(with("    enabled: true\n    initial_access_token: a-long-enough-token\n").is_ok());
+    }
 
     #[test]
     fn the_issuer_is_the_public_origin_unless_configured() {
