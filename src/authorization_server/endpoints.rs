@@ -170,7 +170,7 @@ async fn authorize(
     let settings = facade.settings();
     let params = Params::from_query(query.as_deref().unwrap_or(""));
     let client = match params.client_id() {
-        Ok(client_id) => match find_client(&facade, &settings, client_id).await {
+        Ok(client_id) => match facade.find_client(&settings, client_id).await {
             Ok(client) => client,
             Err(error) => return unverified(&error),
         },
@@ -215,32 +215,6 @@ async fn authorize(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
-}
-
-/// A client by id: configured, then registered, then (for a URL) by its
-/// metadata document, fetched if not remembered.
-pub(crate) async fn find_client(
-    facade: &Facade,
-    settings: &Settings,
-    client_id: &str,
-) -> Result<Client, PageError> {
-    if let Some(client) = settings.clients.get(client_id) {
-        return Ok(client.clone());
-    }
-    if let Some(client) = facade.registered.get(client_id) {
-        return Ok(client);
-    }
-    match settings
-        .documents
-        .find(&facade.documents, &facade.fetcher, client_id)
-        .await
-    {
-        Some(Ok(client)) => Ok(client),
-        Some(Err(error)) => Err(PageError::MetadataDocument(error.to_string())),
-        None => Err(PageError::UnknownClient(
-            client_id.chars().take(200).collect(),
-        )),
-    }
 }
 
 #[derive(Deserialize)]

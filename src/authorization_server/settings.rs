@@ -6,7 +6,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use url::Url;
 
-use super::clients::ConfiguredClients;
+use super::authorize::PageError;
+use super::clients::{Client, ConfiguredClients};
 use super::grants::Grants;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::metadata_documents::fetch::Fetcher;
@@ -184,6 +185,32 @@ impl Facade {
             registered,
             registrations: PerIpLimit::default(),
         })
+    }
+
+    /// A client by id: configured, then registered, then (for a URL) by its
+    /// metadata document, fetched if not remembered.
+    pub(crate) async fn find_client(
+        &self,
+        settings: &Settings,
+        client_id: &str,
+    ) -> Result<Client, PageError> {
+        if let Some(client) = settings.clients.get(client_id) {
+            return Ok(client.clone());
+        }
+        if let Some(client) = self.registered.get(client_id) {
+            return Ok(client);
+        }
+        match settings
+            .documents
+            .find(&self.documents, &self.fetcher, client_id)
+            .await
+        {
+            Some(Ok(client)) => Ok(client),
+            Some(Err(error)) => Err(PageError::MetadataDocument(error.to_string())),
+            None => Err(PageError::UnknownClient(
+                client_id.chars().take(200).collect(),
+            )),
+        }
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {

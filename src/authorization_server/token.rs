@@ -141,7 +141,8 @@ async fn authenticate(
             ));
         }
     };
-    let client = super::endpoints::find_client(facade, settings, &client_id)
+    let client = facade
+        .find_client(settings, &client_id)
         .await
         .map_err(|_| TokenError::invalid_client("unknown client", used_basic))?;
     match (&client.secret_hash, secret) {
