@@ -56,6 +56,16 @@ async fn initialize(gateway: &Gateway, token: &str) -> String {
     session_of(response.headers())
 }
 
+/// A POST of `body` in `session` with `token`.
+async fn post_in(gateway: &Gateway, token: &str, session: &str, body: &Value) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .session(session)
+        .json(body)
+        .send()
+        .await
+}
+
 fn session_of(headers: &HeaderMap) -> String {
     headers["mcp-session-id"].to_str().unwrap().to_owned()
 }
@@ -92,12 +102,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
     assert_ne!(first, second);
     assert!(upstream.seen()[0].headers.get("mcp-session-id").is_none());
 
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&first)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let response = post_in(&gateway, &alice, &first, &call(1, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(session_of(response.headers()), first);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
@@ -138,12 +143,7 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 
     // The owner, with a renewed token, carries on: the session was not ended.
     let renewed = token_for(&gateway, "alice", "app");
-    let response = Request::post(&gateway)
-        .bearer(&renewed)
-        .session(&session)
-        .json(&call(3, "echo"))
-        .send()
-        .await;
+    let response = post_in(&gateway, &renewed, &session, &call(3, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
     let stream = Request::get(&gateway)
@@ -164,19 +164,9 @@ async fn an_api_key_owns_its_sessions() {
     let (_upstream, gateway, alice) = start("").await;
     let key = API_KEY;
     let session = initialize(&gateway, key).await;
-    let stolen = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let stolen = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(stolen).await;
-    let own = Request::post(&gateway)
-        .bearer(key)
-        .session(&session)
-        .json(&call(2, "echo"))
-        .send()
-        .await;
+    let own = post_in(&gateway, key, &session, &call(2, "echo")).await;
     assert_eq!(own.status(), 200);
 }
 
@@ -191,12 +181,7 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
         format!("{session}0"),
         session[..31].to_owned(),
     ] {
-        let response = Request::post(&gateway)
-            .bearer(&alice)
-            .session(&forged)
-            .json(&call(1, "echo"))
-            .send()
-            .await;
+        let response = post_in(&gateway, &alice, &forged, &call(1, "echo")).await;
         assert_session_not_found(response).await;
     }
     // Two session headers, even both the caller's own, name no single session.
@@ -223,29 +208,14 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
         .send()
         .await;
     assert_eq!(deleted.status(), 200);
-    let after = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let after = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(after).await;
 
     let session = initialize(&gateway, &alice).await;
-    let gone = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(2, "session-gone"))
-        .send()
-        .await;
+    let gone = post_in(&gateway, &alice, &session, &call(2, "session-gone")).await;
     assert_eq!(gone.status(), 404);
     let before = upstream.seen().len();
-    let after = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(3, "echo"))
-        .send()
-        .await;
+    let after = post_in(&gateway, &alice, &session, &call(3, "echo")).await;
     assert_session_not_found(after).await;
     assert_eq!(
         upstream.seen().len(),
@@ -259,12 +229,7 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
     let (_upstream, gateway, alice) = start(AUDIT_IN_DIR).await;
     let bob = token_for(&gateway, "bob", "app");
     let session = initialize(&gateway, &alice).await;
-    let stolen = Request::post(&gateway)
-        .bearer(&bob)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let stolen = post_in(&gateway, &bob, &session, &call(1, "echo")).await;
     assert_eq!(stolen.status(), 404);
     let mut gateway = gateway;
     gateway.terminate();
@@ -297,12 +262,13 @@ async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
         .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .session("anything-a-client-sends")
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let response = post_in(
+        &gateway,
+        &alice,
+        "anything-a-client-sends",
+        &call(1, "echo"),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
     assert!(
