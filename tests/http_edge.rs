@@ -546,8 +546,6 @@ async fn http2_requests_are_served_and_an_idle_http2_connection_is_closed() {
 
 #[test]
 fn bad_connection_settings_exit_78_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
     for (setting, key) in [
         ("header_read_timeout: 0s", "server.header_read_timeout"),
         ("body_read_timeout: never", "server.body_read_timeout"),
@@ -555,12 +553,10 @@ fn bad_connection_settings_exit_78_naming_the_key() {
         ("max_connections: 0", "server.max_connections"),
         ("max_connections: lots", "server.max_connections"),
     ] {
-        std::fs::write(
-            &path,
-            format!("server:\n  {setting}\nupstream:\n  url: http://127.0.0.1:1/mcp\n"),
-        )
-        .unwrap();
-        let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+        let (code, _, stderr) = check_config(
+            &format!("server:\n  {setting}\nupstream:\n  url: http://127.0.0.1:1/mcp\n"),
+            &[],
+        );
         assert_eq!(code, 78, "{setting}: {stderr}");
         assert!(
             stderr.starts_with(&format!("config error: {key}: ")),

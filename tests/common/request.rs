@@ -135,6 +135,18 @@ impl Request {
     }
 }
 
+/// The JSON document a plain GET of `url` answers (metadata, JWKS…).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    Gateway::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A JSON-RPC request.
 pub fn rpc(id: u64, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
