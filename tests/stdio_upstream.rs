@@ -4,7 +4,7 @@
 //! `StdioUpstream::forward` exactly as mcpgate's MCP endpoint drives it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ use mcpgate::config::Secret;
 use mcpgate::upstream::UpstreamError;
 use mcpgate::upstream::stdio::{CommandLine, StdioConfig, StdioUpstream};
 use serde_json::{Value, json};
+
+use crate::common::stdio::{self, alive, call, initialized, request, stdio_script, wait_until};
 
 const BOTH: &str = "application/json, text/event-stream";
 const JSON_ONLY: &str = "application/json";
@@ -62,10 +64,9 @@ fn repo() -> PathBuf {
 }
 
 fn fixture_config() -> StdioConfig {
-    let script = repo().join("tests/fixtures/stdio-server.mjs");
     StdioConfig::new(CommandLine::WithArgs(vec![
         "node".into(),
-        script.to_string_lossy().into_owned(),
+        stdio_script().to_string_lossy().into_owned(),
     ]))
 }
 
@@ -221,28 +222,8 @@ fn tool_names(list: &Answer) -> Vec<String> {
         .collect()
 }
 
-fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params})
-}
-
-fn call(id: impl Into<Value>, tool: &str, arguments: Value) -> Value {
-    request(
-        id,
-        "tools/call",
-        json!({"name": tool, "arguments": arguments}),
-    )
-}
-
 fn init_request() -> Value {
-    request(
-        0,
-        "initialize",
-        json!({
-            "protocolVersion": "2025-06-18",
-            "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "stdio-test", "version": "0"},
-        }),
-    )
+    stdio::init_request("stdio-test", json!({"sampling": {}}))
 }
 
 /// Initializes a session and sends `notifications/initialized`; returns its id.
@@ -250,8 +231,7 @@ async fn open(upstream: &StdioUpstream) -> String {
     let answer = post(upstream, JSON_ONLY, None, init_request()).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     let session = answer.session();
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let ack = post(upstream, BOTH, Some(&session), initialized).await;
+    let ack = post(upstream, BOTH, Some(&session), initialized()).await;
     assert_eq!(ack.status, StatusCode::ACCEPTED);
     assert!(ack.body.is_empty());
     session
@@ -281,18 +261,6 @@ async fn pid_of(upstream: &StdioUpstream, session: &str) -> u32 {
     )
     .await;
     text_of(&answer.json()).parse().unwrap()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod redis;
 pub mod request;
+pub mod stdio;
 
 pub use config::*;
 pub use request::*;
