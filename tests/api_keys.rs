@@ -78,14 +78,7 @@ async fn api_keys_alone_authenticate_with_their_scopes() {
     let jwt = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
     assert_eq!(gateway.post(Some(&jwt)).await.status(), 401);
     // Metadata is not served without OAuth.
-    let metadata = Gateway::client()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let metadata = gateway.get("/.well-known/oauth-protected-resource").await;
     assert_eq!(metadata.status(), 404);
     assert!(upstream.never_saw_authorization());
 }

@@ -98,6 +98,16 @@ impl Files {
         self.dir.path().join("operations")
     }
 
+    /// `upstream:` for these files, an endpoint nobody listens on, then `rest`
+    /// (more top-level YAML).
+    fn config(&self, rest: &str) -> String {
+        format!(
+            "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n{rest}",
+            self.schema().display(),
+            self.operations().display()
+        )
+    }
+
     fn write_operation(&self, name: &str, text: &str) {
         let staged = self.dir.path().join(format!("{name}.new"));
         std::fs::write(&staged, text).unwrap();
@@ -275,12 +285,7 @@ fn upstream_kinds_are_exclusive_and_keep_to_their_own_keys() {
 #[test]
 fn an_operation_over_the_combination_limit_is_a_load_error_naming_it() {
     let files = Files::new("too_many");
-    let text = format!(
-        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-         auth:\n  oauth:\n    max_scope_combinations: 8\n",
-        files.schema().display(),
-        files.operations().display()
-    );
+    let text = files.config("auth:\n  oauth:\n    max_scope_combinations: 8\n");
     let (code, stderr) = check(&text);
     assert_eq!(code, 78, "{stderr}");
     assert!(
@@ -299,12 +304,8 @@ fn an_operation_over_the_combination_limit_is_a_load_error_naming_it() {
 fn an_operation_within_the_limit_alone_but_not_with_tools_call_is_refused() {
     // AuditEverything needs 16 groups; a two-way tools_call makes 32.
     let files = Files::new("too_many");
-    let text = format!(
-        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-         auth:\n  oauth:\n    max_scope_combinations: 16\n\
-         scopes:\n  tools_call: [[mcp:a], [mcp:b]]\n",
-        files.schema().display(),
-        files.operations().display()
+    let text = files.config(
+        "auth:\n  oauth:\n    max_scope_combinations: 16\nscopes:\n  tools_call: [[mcp:a], [mcp:b]]\n",
     );
     let (code, stderr) = check(&text);
     assert_eq!(code, 78, "{stderr}");
@@ -1005,12 +1006,7 @@ async fn reload_reads_the_operations_again_with_an_unchanged_config() {
 #[test]
 fn policy_lists_the_operation_tools_with_their_requirements() {
     let files = Files::new("operations");
-    let yaml = format!(
-        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-             scopes:\n  tools_call: [mcp:tools:execute]\n",
-        files.schema().display(),
-        files.operations().display()
-    );
+    let yaml = files.config("scopes:\n  tools_call: [mcp:tools:execute]\n");
     let (code, stdout, stderr) = run_with_config("policy", &yaml, &["--json"], &[]);
     assert_eq!(code, 0, "{stderr}");
     let matrix: Value = serde_json::from_str(&stdout).unwrap();

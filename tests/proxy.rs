@@ -251,21 +251,13 @@ async fn metadata_is_public_and_path_aware() {
         "/.well-known/oauth-protected-resource/mcp",
         "/.well-known/oauth-protected-resource",
     ] {
-        let response = Gateway::client()
-            .get(format!("{}{path}", gateway.base))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], "application/json");
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
         assert_eq!(response.json::<Value>().await.unwrap(), expected);
     }
-    let other = Gateway::client()
-        .get(format!("{}/elsewhere", gateway.base))
-        .send()
-        .await
-        .unwrap();
+    let other = gateway.get("/elsewhere").await;
     assert_eq!(other.status(), 404);
 }
 
@@ -278,21 +270,11 @@ async fn metadata_path_override_moves_the_document_and_the_challenge() {
             .build(),
     )
     .await;
-    let client = Gateway::client();
-    let moved = client
-        .get(format!("{}/meta/prm", gateway.base))
-        .send()
-        .await
-        .unwrap();
+    let moved = gateway.get("/meta/prm").await;
     assert_eq!(moved.status(), 200);
-    let old = client
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let old = gateway
+        .get("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(old.status(), 404);
     let challenge = www_authenticate(&gateway.post(None).await);
     assert!(
@@ -307,14 +289,9 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
     let gateway = Gateway::start(&config(&upstream.url).oauth_enabled(false).build()).await;
     let response = gateway.post(None).await;
     assert_eq!(response.status(), 200);
-    let response = Gateway::client()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway
+        .get("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(response.status(), 404);
     // Even unauthenticated, the client's Authorization is not passed on: the
     // request is forwarded, without it.

@@ -708,6 +708,15 @@ impl Gateway {
         reqwest::Client::builder().no_proxy().build().unwrap()
     }
 
+    /// A plain GET of `path` on the gateway's origin: no token, no `Accept`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        Self::client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs a JSON-RPC `tools/list` with an optional bearer token.
     pub async fn post(&self, token: Option<&str>) -> reqwest::Response {
         let mut request = Self::client()
