@@ -51,9 +51,7 @@ impl Endpoint {
                 },
             )
             .with_state(Arc::clone(&received));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let address = spawn_router(router).await;
         Self {
             url: format!("http://{address}/graphql"),
             received,

@@ -21,6 +21,8 @@ use mcpgate::upstream::graphql::{
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::common::spawn_router;
+
 const LIMIT: usize = 2048;
 
 fn fixtures() -> PathBuf {
@@ -60,9 +62,7 @@ impl Endpoint {
     async fn start() -> Self {
         let recorder = Recorder::default();
         let router = Router::new().fallback(answer).with_state(recorder.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let address = spawn_router(router).await;
         Self {
             base: Url::parse(&format!("http://{address}/")).unwrap(),
             recorder,

@@ -65,9 +65,7 @@ impl Scripted {
         let router = Router::new()
             .route("/mcp", any(scripted))
             .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let addr = spawn_router(router).await;
         Self {
             url: format!("http://{addr}/mcp"),
             script,
