@@ -24,15 +24,7 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
     let gateway = Gateway::start(&config(&upstream.url).build()).await;
     let token = token(&gateway);
     // The upstream's session id is swapped for one mcpgate issues...
-    let opened = Request::post(&gateway)
-        .bearer(&token)
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
-        .send()
-        .await;
-    let session = opened.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = open_session(&gateway, &token).await;
     assert_ne!(session, "upstream-session-1");
     assert_eq!(session.len(), 32);
     // ...and swapped back on the way in.

@@ -42,30 +42,8 @@ fn token(subject: &str) -> String {
     hs256(&claims, Some("dev"))
 }
 
-/// An `initialize` outside any session.
-async fn post_initialize(gateway: &Gateway, token: &str) -> reqwest::Response {
-    Request::post(gateway)
-        .bearer(token)
-        .json(&initialize_body())
-        .send()
-        .await
-}
-
-fn initialize_body() -> Value {
-    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
-}
-
 fn call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}})
-}
-
-async fn initialize(gateway: &Gateway, token: &str) -> String {
-    let response = post_initialize(gateway, token).await;
-    assert_eq!(response.status(), 200, "{}", gateway.stderr());
-    response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn post_in(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
@@ -155,7 +133,7 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
     let second = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let (alice, bob) = (token("alice"), token("bob"));
 
-    let id = initialize(&first, &alice).await;
+    let id = open_session(&first, &alice).await;
     let stored = redis.command(&["GET", &format!("mcpgate:session:{id}")]);
     assert!(stored.starts_with("1:"), "{stored}");
     assert!(stored.ends_with(":upstream-session-1"), "{stored}");
@@ -223,7 +201,7 @@ async fn records_mcpgate_did_not_write_are_unknown_sessions() {
     }
     assert!(upstream.seen().is_empty());
     // The store itself is fine: a real session works.
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     assert_eq!(post_in(&gateway, &alice, &id).await.status(), 200);
 }
 
@@ -233,7 +211,7 @@ async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream, &redis.url(), "1s").build()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     let key = format!("mcpgate:session:{id}");
     let ttl: i64 = redis.command(&["PTTL", &key]).parse().unwrap();
     assert!((1..=1000).contains(&ttl), "{ttl}");
@@ -254,7 +232,7 @@ async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
     let upstream = Upstream::start().await;
     let (gateway, admin) = gateway_with_admin(&upstream, &redis.url()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     assert_eq!(admin_get(&admin, "/readyz").await.0, 200);
     let errors_before = store_errors(&admin).await;
 
@@ -343,7 +321,7 @@ async fn a_hung_redis_gives_503_within_the_command_timeout() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
 
     redis.signal("STOP");
     let started = Instant::now();

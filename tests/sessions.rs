@@ -45,17 +45,6 @@ fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
 }
 
-async fn initialize(gateway: &Gateway, token: &str) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = Request::post(gateway)
-        .bearer(token)
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(response.status(), 200);
-    session_of(response.headers())
-}
-
 /// A POST of `body` in `session` with `token`.
 async fn post_in(gateway: &Gateway, token: &str, session: &str, body: &Value) -> reqwest::Response {
     Request::post(gateway)
@@ -93,8 +82,8 @@ async fn assert_session_not_found(response: reqwest::Response) {
 #[tokio::test]
 async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own() {
     let (upstream, gateway, alice) = start("").await;
-    let first = initialize(&gateway, &alice).await;
-    let second = initialize(&gateway, &alice).await;
+    let first = open_session(&gateway, &alice).await;
+    let second = open_session(&gateway, &alice).await;
     for id in [&first, &second] {
         assert_eq!(id.len(), 32, "{id}");
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
@@ -111,7 +100,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
 #[tokio::test]
 async fn another_principal_cannot_ride_the_session_on_any_method() {
     let (upstream, gateway, alice) = start("").await;
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let intruders = [
         token_for(&gateway, "bob", "app"),
         // Same subject through another client, or at another issuer, is someone else.
@@ -163,7 +152,7 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 async fn an_api_key_owns_its_sessions() {
     let (_upstream, gateway, alice) = start("").await;
     let key = API_KEY;
-    let session = initialize(&gateway, key).await;
+    let session = open_session(&gateway, key).await;
     let stolen = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(stolen).await;
     let own = post_in(&gateway, key, &session, &call(2, "echo")).await;
@@ -173,7 +162,7 @@ async fn an_api_key_owns_its_sessions() {
 #[tokio::test]
 async fn unknown_forged_and_repeated_ids_are_not_found() {
     let (upstream, gateway, alice) = start("").await;
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     for forged in [
         "upstream-session-1".to_owned(),
         "0".repeat(32),
@@ -201,7 +190,7 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
 async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
     let (upstream, gateway, alice) = start("").await;
 
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let deleted = Request::delete(&gateway)
         .bearer(&alice)
         .session(&session)
@@ -211,7 +200,7 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
     let after = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(after).await;
 
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let gone = post_in(&gateway, &alice, &session, &call(2, "session-gone")).await;
     assert_eq!(gone.status(), 404);
     let before = upstream.seen().len();
@@ -228,7 +217,7 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
 async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
     let (_upstream, gateway, alice) = start(AUDIT_IN_DIR).await;
     let bob = token_for(&gateway, "bob", "app");
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let stolen = post_in(&gateway, &bob, &session, &call(1, "echo")).await;
     assert_eq!(stolen.status(), 404);
     let mut gateway = gateway;
@@ -254,12 +243,7 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
 #[tokio::test]
 async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
     let (upstream, gateway, alice) = start("session:\n  stateless: true\n").await;
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .json(&body)
-        .send()
-        .await;
+    let response = post_initialize(&gateway, &alice).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
     let response = post_in(

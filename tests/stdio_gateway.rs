@@ -112,21 +112,6 @@ fn content_type(response: &reqwest::Response) -> String {
         .map_or(String::new(), |value| value.to_str().unwrap().to_owned())
 }
 
-/// The data of each SSE event in `text`, parsed.
-fn sse_events(text: &str) -> Vec<Value> {
-    text.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
-        })
-        .collect()
-}
-
 /// The JSON-RPC answer in a response, JSON or SSE (its last event with an id).
 async fn answer(response: reqwest::Response) -> Value {
     let status = response.status();
@@ -134,7 +119,7 @@ async fn answer(response: reqwest::Response) -> Value {
     let text = response.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
     if sse {
-        sse_events(&text)
+        sse_messages(&text)
             .into_iter()
             .rev()
             .find(|event| event.get("id").is_some())

@@ -135,6 +135,30 @@ impl Request {
     }
 }
 
+/// `initialize` with empty params.
+pub fn initialize_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
+}
+
+/// POSTs [`initialize_body`] with `token`, outside any session.
+pub async fn post_initialize(gateway: &Gateway, token: &str) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .json(&initialize_body())
+        .send()
+        .await
+}
+
+/// Opens a session for `token`: the session id mcpgate issued.
+pub async fn open_session(gateway: &Gateway, token: &str) -> String {
+    let response = post_initialize(gateway, token).await;
+    assert_eq!(response.status(), 200, "{}", gateway.stderr());
+    response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The JSON document a plain GET of `url` answers (metadata, JWKS…).
 pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     Gateway::client()
