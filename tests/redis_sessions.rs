@@ -46,20 +46,9 @@ fn call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}})
 }
 
+/// An `echo` call in `session` with `token`.
 async fn post_in(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
-    Request::post(gateway)
-        .bearer(token)
-        .session(session)
-        .json(&call(1))
-        .send()
-        .await
-}
-
-async fn assert_not_found(response: reqwest::Response) {
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32001, "{body}");
-    assert_eq!(body["error"]["message"], "Session not found");
+    post_in_session(gateway, token, session, &call(1)).await
 }
 
 async fn assert_store_unavailable(response: reqwest::Response) {
@@ -157,9 +146,10 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
 
     // Another principal learns nothing on either replica, whatever the method.
     for gateway in [&first, &second] {
-        assert_not_found(post_in(gateway, &bob, &id).await).await;
-        assert_not_found(Request::get(gateway).bearer(&bob).session(&id).send().await).await;
-        assert_not_found(
+        assert_session_not_found(post_in(gateway, &bob, &id).await).await;
+        assert_session_not_found(Request::get(gateway).bearer(&bob).session(&id).send().await)
+            .await;
+        assert_session_not_found(
             Request::delete(gateway)
                 .bearer(&bob)
                 .session(&id)
@@ -182,8 +172,8 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
         redis.command(&["EXISTS", &format!("mcpgate:session:{id}")]),
         "0"
     );
-    assert_not_found(post_in(&first, &alice, &id).await).await;
-    assert_not_found(post_in(&second, &alice, &id).await).await;
+    assert_session_not_found(post_in(&first, &alice, &id).await).await;
+    assert_session_not_found(post_in(&second, &alice, &id).await).await;
 }
 
 #[tokio::test]
@@ -197,7 +187,7 @@ async fn records_mcpgate_did_not_write_are_unknown_sessions() {
     redis.command(&["SET", &format!("mcpgate:session:{garbage}"), "not-a-record"]);
     redis.command(&["HSET", &format!("mcpgate:session:{hash}"), "owner", "x"]);
     for id in [garbage, hash] {
-        assert_not_found(post_in(&gateway, &alice, id).await).await;
+        assert_session_not_found(post_in(&gateway, &alice, id).await).await;
     }
     assert!(upstream.seen().is_empty());
     // The store itself is fine: a real session works.
@@ -223,7 +213,7 @@ async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(redis.command(&["EXISTS", &key]), "0");
-    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+    assert_session_not_found(post_in(&gateway, &alice, &id).await).await;
 }
 
 #[tokio::test]
@@ -270,7 +260,7 @@ async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
     redis.launch();
     let fresh = initialize_eventually(&gateway, &alice).await;
     assert_eq!(post_in(&gateway, &alice, &fresh).await.status(), 200);
-    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+    assert_session_not_found(post_in(&gateway, &alice, &id).await).await;
     let (status, body) = admin_get(&admin, "/readyz").await;
     assert_eq!(status, 200, "{body}");
 }

@@ -45,16 +45,6 @@ fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
 }
 
-/// A POST of `body` in `session` with `token`.
-async fn post_in(gateway: &Gateway, token: &str, session: &str, body: &Value) -> reqwest::Response {
-    Request::post(gateway)
-        .bearer(token)
-        .session(session)
-        .json(body)
-        .send()
-        .await
-}
-
 fn session_of(headers: &HeaderMap) -> String {
     headers["mcp-session-id"].to_str().unwrap().to_owned()
 }
@@ -72,13 +62,6 @@ fn upstream_requests_in_session(upstream: &Upstream) -> usize {
         .count()
 }
 
-async fn assert_session_not_found(response: reqwest::Response) {
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32001);
-    assert_eq!(body["error"]["message"], "Session not found");
-}
-
 #[tokio::test]
 async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own() {
     let (upstream, gateway, alice) = start("").await;
@@ -91,7 +74,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
     assert_ne!(first, second);
     assert!(upstream.seen()[0].headers.get("mcp-session-id").is_none());
 
-    let response = post_in(&gateway, &alice, &first, &call(1, "echo")).await;
+    let response = post_in_session(&gateway, &alice, &first, &call(1, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(session_of(response.headers()), first);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
@@ -132,7 +115,7 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 
     // The owner, with a renewed token, carries on: the session was not ended.
     let renewed = token_for(&gateway, "alice", "app");
-    let response = post_in(&gateway, &renewed, &session, &call(3, "echo")).await;
+    let response = post_in_session(&gateway, &renewed, &session, &call(3, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
     let stream = Request::get(&gateway)
@@ -153,9 +136,9 @@ async fn an_api_key_owns_its_sessions() {
     let (_upstream, gateway, alice) = start("").await;
     let key = API_KEY;
     let session = open_session(&gateway, key).await;
-    let stolen = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
+    let stolen = post_in_session(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(stolen).await;
-    let own = post_in(&gateway, key, &session, &call(2, "echo")).await;
+    let own = post_in_session(&gateway, key, &session, &call(2, "echo")).await;
     assert_eq!(own.status(), 200);
 }
 
@@ -170,7 +153,7 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
         format!("{session}0"),
         session[..31].to_owned(),
     ] {
-        let response = post_in(&gateway, &alice, &forged, &call(1, "echo")).await;
+        let response = post_in_session(&gateway, &alice, &forged, &call(1, "echo")).await;
         assert_session_not_found(response).await;
     }
     // Two session headers, even both the caller's own, name no single session.
@@ -197,14 +180,14 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
         .send()
         .await;
     assert_eq!(deleted.status(), 200);
-    let after = post_in(&gateway, &alice, &session, &call(1, "echo")).await;
+    let after = post_in_session(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(after).await;
 
     let session = open_session(&gateway, &alice).await;
-    let gone = post_in(&gateway, &alice, &session, &call(2, "session-gone")).await;
+    let gone = post_in_session(&gateway, &alice, &session, &call(2, "session-gone")).await;
     assert_eq!(gone.status(), 404);
     let before = upstream.seen().len();
-    let after = post_in(&gateway, &alice, &session, &call(3, "echo")).await;
+    let after = post_in_session(&gateway, &alice, &session, &call(3, "echo")).await;
     assert_session_not_found(after).await;
     assert_eq!(
         upstream.seen().len(),
@@ -218,7 +201,7 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
     let (_upstream, gateway, alice) = start(AUDIT_IN_DIR).await;
     let bob = token_for(&gateway, "bob", "app");
     let session = open_session(&gateway, &alice).await;
-    let stolen = post_in(&gateway, &bob, &session, &call(1, "echo")).await;
+    let stolen = post_in_session(&gateway, &bob, &session, &call(1, "echo")).await;
     assert_eq!(stolen.status(), 404);
     let mut gateway = gateway;
     gateway.terminate();
@@ -246,7 +229,7 @@ async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
     let response = post_initialize(&gateway, &alice).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
-    let response = post_in(
+    let response = post_in_session(
         &gateway,
         &alice,
         "anything-a-client-sends",

@@ -159,6 +159,29 @@ pub async fn open_session(gateway: &Gateway, token: &str) -> String {
         .to_owned()
 }
 
+/// POSTs `body` in `session` with `token`.
+pub async fn post_in_session(
+    gateway: &Gateway,
+    token: &str,
+    session: &str,
+    body: &Value,
+) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .session(session)
+        .json(body)
+        .send()
+        .await
+}
+
+/// Asserts the 404 a session the caller may not use gets: JSON-RPC error -32001.
+pub async fn assert_session_not_found(response: reqwest::Response) {
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(body["error"]["message"], "Session not found");
+}
+
 /// The JSON document a plain GET of `url` answers (metadata, JWKS…).
 pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     Gateway::client()
