@@ -78,14 +78,7 @@ async fn api_keys_alone_authenticate_with_their_scopes() {
     let jwt = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
     assert_eq!(gateway.post(Some(&jwt)).await.status(), 401);
     // Metadata is not served without OAuth.
-    let metadata = Gateway::client()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let metadata = gateway.get("/.well-known/oauth-protected-resource").await;
     assert_eq!(metadata.status(), 404);
     assert!(upstream.never_saw_authorization());
 }
@@ -241,14 +234,10 @@ async fn hash_key_prints_a_key_that_serve_accepts() {
 
 #[test]
 fn a_hash_that_does_not_parse_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-    std::fs::write(
-        &path,
+    let (code, _, stderr) = check_config(
         "upstream:\n  url: http://127.0.0.1:1/mcp\nauth:\n  api_keys:\n    - id: ci\n      hash: \"argon2id$v=19$m=65536,t=3,p=2$...\"\n",
-    )
-    .unwrap();
-    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+        &[],
+    );
     assert_eq!(code, 78, "{stderr}");
     assert!(
         stderr.starts_with("config error: auth.api_keys[0].hash: "),

@@ -413,13 +413,14 @@ async fn rfc6750_3_1_insufficient_scope_names_what_is_missing() {
         &claims(&s.gateway.mcp, "mcp:tools"),
     );
     let response = s.gateway.post(Some(&token)).await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"mcp:connect\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error_description=\"missing required scopes: mcp:connect\"",
+    assert_insufficient_scope(
+        &response,
+        "mcp:connect",
+        &format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
             s.gateway.base
-        )
+        ),
+        "missing required scopes: mcp:connect",
     );
     assert!(
         s.upstream.seen().is_empty(),

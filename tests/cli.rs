@@ -26,16 +26,9 @@ scopes:
 
 const SECRET: (&str, &str) = ("TEST_SECRET", HMAC_SECRET);
 
-fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    run_cli(&["check", "--config", path.to_str().unwrap()], env)
-}
-
 /// Asserts exit 78 and a single error line starting with `config error: <key>:`.
 fn assert_config_error(yaml: &str, env: &[(&str, &str)], key: &str) -> String {
-    let (code, _, stderr) = check(yaml, env);
+    let (code, _, stderr) = check_config(yaml, env);
     assert_eq!(code, 78, "expected exit 78 for {key}; stderr: {stderr}");
     let line = stderr
         .lines()
@@ -51,7 +44,7 @@ fn assert_config_error(yaml: &str, env: &[(&str, &str)], key: &str) -> String {
 
 #[test]
 fn a_good_config_checks_out() {
-    let (code, stdout, stderr) = check(GOOD, &[SECRET]);
+    let (code, stdout, stderr) = check_config(GOOD, &[SECRET]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with(
         "ok: MCP endpoint http://127.0.0.1:5025/mcp -> http://127.0.0.1:3001/mcp; OAuth enabled, 0 API key(s)"
@@ -65,7 +58,7 @@ fn a_listen_address_with_an_ipv6_zone_checks_out() {
     let yaml = GOOD
         .replace("listen: 127.0.0.1:5025", "listen: \"[fe80::1%3]:5025\"")
         .replace("enabled: true", "enabled: false");
-    let (code, stdout, stderr) = check(&yaml, &[SECRET]);
+    let (code, stdout, stderr) = check_config(&yaml, &[SECRET]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.starts_with("ok: MCP endpoint http://[fe80::1]:5025/mcp -> "),
@@ -179,7 +172,7 @@ fn duplicate_keys_are_an_error() {
         "  listen: 127.0.0.1:5025\n",
         "  listen: 127.0.0.1:5025\n  listen: 127.0.0.1:5026\n",
     );
-    let (code, _, stderr) = check(&yaml, &[SECRET]);
+    let (code, _, stderr) = check_config(&yaml, &[SECRET]);
     assert_eq!(code, 78, "{stderr}");
     assert!(
         stderr.starts_with("config error: listen: duplicate key at line 4"),
@@ -214,11 +207,11 @@ fn env_overrides_and_aliases_layer_over_the_file() {
         "    jwks:\n      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",
         "",
     );
-    let (code, _, stderr) = check(&off, &[]);
+    let (code, _, stderr) = check_config(&off, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_config_error(&off, &[("MCP_OAUTH_ENABLED", "true")], "auth.oauth.jwks");
     // MCPGATE_* wins over the alias.
-    let (code, _, stderr) = check(
+    let (code, _, stderr) = check_config(
         &off,
         &[
             ("MCP_OAUTH_ENABLED", "true"),
@@ -267,17 +260,11 @@ async fn env_overrides_take_effect_in_serve() {
     let response = gateway.post(None).await;
     assert_eq!(response.status(), 401);
     assert!(www_authenticate(&response).contains("scope=\"mcp:connect mcp:extra\""));
-    let metadata: Value = Gateway::client()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(format!(
+        "{}/.well-known/oauth-protected-resource",
+        gateway.base
+    ))
+    .await;
     assert_eq!(
         metadata["authorization_servers"],
         serde_json::json!(["https://as.example.com"])
@@ -501,17 +488,17 @@ scopes:
 
 #[test]
 fn policy_with_an_unreachable_upstream_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-    std::fs::write(&path, "upstream: { url: \"http://127.0.0.1:9/mcp\" }\n").unwrap();
-    let (code, _, stderr) = run_cli(&["policy", "--config", path.to_str().unwrap()], &[]);
+    let yaml = "upstream: { url: \"http://127.0.0.1:9/mcp\" }\n";
+    let (code, _, stderr) = run_with_config("policy", yaml, &[], &[]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("cannot list what http://127.0.0.1:9/mcp offers"),
         "{stderr}"
     );
-    let (code, _, stderr) = run_cli(
-        &["policy", "--config", path.to_str().unwrap()],
+    let (code, _, stderr) = run_with_config(
+        "policy",
+        yaml,
+        &[],
         &[("MCPGATE_SCOPES__HIERARCHY__A", "[a]")],
     );
     assert_eq!(code, 78, "{stderr}");

@@ -51,9 +51,7 @@ impl Endpoint {
                 },
             )
             .with_state(Arc::clone(&received));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let address = spawn_router(router).await;
         Self {
             url: format!("http://{address}/graphql"),
             received,
@@ -96,6 +94,16 @@ impl Files {
 
     fn operations(&self) -> PathBuf {
         self.dir.path().join("operations")
+    }
+
+    /// `upstream:` for these files, an endpoint nobody listens on, then `rest`
+    /// (more top-level YAML).
+    fn config(&self, rest: &str) -> String {
+        format!(
+            "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n{rest}",
+            self.schema().display(),
+            self.operations().display()
+        )
     }
 
     fn write_operation(&self, name: &str, text: &str) {
@@ -196,26 +204,19 @@ impl Setup {
     /// A 403 whose challenge asks for `scope` on `tool`.
     #[track_caller]
     fn assert_challenged(&self, response: &reqwest::Response, scope: &str, tool: &str) {
-        assert_eq!(response.status(), 403);
-        assert_eq!(www_authenticate(response), self.challenge(scope, tool));
-    }
-
-    fn challenge(&self, scope: &str, tool: &str) -> String {
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}\", \
-             error_description=\"insufficient scopes for tool {tool}\"",
-            self.metadata_url()
-        )
+        assert_insufficient_scope(
+            response,
+            scope,
+            &self.metadata_url(),
+            &format!("insufficient scopes for tool {tool}"),
+        );
     }
 }
 
 const CALLER: &str = "mcp:connect mcp:tools:read mcp:tools:execute";
 
 fn check(config_text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-    std::fs::write(&path, config_text).unwrap();
-    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    let (code, _, stderr) = check_config(config_text, &[]);
     (code, stderr)
 }
 
@@ -282,12 +283,7 @@ fn upstream_kinds_are_exclusive_and_keep_to_their_own_keys() {
 #[test]
 fn an_operation_over_the_combination_limit_is_a_load_error_naming_it() {
     let files = Files::new("too_many");
-    let text = format!(
-        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-         auth:\n  oauth:\n    max_scope_combinations: 8\n",
-        files.schema().display(),
-        files.operations().display()
-    );
+    let text = files.config("auth:\n  oauth:\n    max_scope_combinations: 8\n");
     let (code, stderr) = check(&text);
     assert_eq!(code, 78, "{stderr}");
     assert!(
@@ -306,12 +302,8 @@ fn an_operation_over_the_combination_limit_is_a_load_error_naming_it() {
 fn an_operation_within_the_limit_alone_but_not_with_tools_call_is_refused() {
     // AuditEverything needs 16 groups; a two-way tools_call makes 32.
     let files = Files::new("too_many");
-    let text = format!(
-        "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-         auth:\n  oauth:\n    max_scope_combinations: 16\n\
-         scopes:\n  tools_call: [[mcp:a], [mcp:b]]\n",
-        files.schema().display(),
-        files.operations().display()
+    let text = files.config(
+        "auth:\n  oauth:\n    max_scope_combinations: 16\nscopes:\n  tools_call: [[mcp:a], [mcp:b]]\n",
     );
     let (code, stderr) = check(&text);
     assert_eq!(code, 78, "{stderr}");
@@ -346,14 +338,9 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         .replace("127.0.0.1:5025", "127.0.0.1:{port}")
         .replace("http://127.0.0.1:4000/graphql", &endpoint.url);
     let gateway = Gateway::start_with_env(&text, &[("MCPGATE_DEV_SECRET", HMAC_SECRET)]).await;
-    let token = |scopes: &str| {
-        let mut claims = claims(&gateway.mcp, scopes);
-        claims["iss"] = json!("https://auth.example.com/");
-        hs256(&claims, Some("dev"))
-    };
     let call = |scopes: &str, tool: &str| {
         Request::post(&gateway)
-            .bearer(&token(scopes))
+            .bearer(&example_token(&gateway.mcp, scopes))
             .json(&tools_call(1, tool))
             .send()
     };
@@ -363,13 +350,11 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
         "execute_operation_get_top_secret_facts",
     )
     .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"read:fact\", resource_metadata=\"{metadata_url}\", \
-             error_description=\"insufficient scopes for tool execute_operation_get_top_secret_facts\""
-        )
+    assert_insufficient_scope(
+        &response,
+        "read:fact",
+        &metadata_url,
+        "insufficient scopes for tool execute_operation_get_top_secret_facts",
     );
     let response = call(
         "mcp:connect mcp:tools:execute read:fact",
@@ -378,14 +363,7 @@ async fn the_example_reproduces_the_seeds_challenge_and_metadata() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(endpoint.received().len(), 1);
-    let metadata: Value = Gateway::client()
-        .get(&metadata_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(&metadata_url).await;
     assert_eq!(
         metadata["scopes_supported"],
         json!([
@@ -799,14 +777,7 @@ async fn ping_is_gone_in_2026_07_28_and_still_there_before() {
 #[tokio::test]
 async fn scopes_supported_lists_every_scope_of_the_schema_and_the_built_ins() {
     let setup = setup(2048).await;
-    let metadata: Value = Gateway::client()
-        .get(setup.metadata_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(setup.metadata_url()).await;
     let scopes: Vec<&str> = metadata["scopes_supported"]
         .as_array()
         .unwrap()
@@ -1033,22 +1004,8 @@ async fn reload_reads_the_operations_again_with_an_unchanged_config() {
 #[test]
 fn policy_lists_the_operation_tools_with_their_requirements() {
     let files = Files::new("operations");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "upstream:\n  graphql:\n    endpoint: http://127.0.0.1:9/graphql\n    schema: {}\n    operations: {}\n\
-             scopes:\n  tools_call: [mcp:tools:execute]\n",
-            files.schema().display(),
-            files.operations().display()
-        ),
-    )
-    .unwrap();
-    let (code, stdout, stderr) = run_cli(
-        &["policy", "--config", path.to_str().unwrap(), "--json"],
-        &[],
-    );
+    let yaml = files.config("scopes:\n  tools_call: [mcp:tools:execute]\n");
+    let (code, stdout, stderr) = run_with_config("policy", &yaml, &["--json"], &[]);
     assert_eq!(code, 0, "{stderr}");
     let matrix: Value = serde_json::from_str(&stdout).unwrap();
     let tools = matrix["tools"].as_array().unwrap();

@@ -21,6 +21,8 @@ use mcpgate::upstream::graphql::{
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::common::spawn_router;
+
 const LIMIT: usize = 2048;
 
 fn fixtures() -> PathBuf {
@@ -60,9 +62,7 @@ impl Endpoint {
     async fn start() -> Self {
         let recorder = Recorder::default();
         let router = Router::new().fallback(answer).with_state(recorder.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let address = spawn_router(router).await;
         Self {
             base: Url::parse(&format!("http://{address}/")).unwrap(),
             recorder,
@@ -1400,13 +1400,7 @@ async fn execute_graphql_arguments_of_the_wrong_type_are_invalid_params() {
 #[tokio::test]
 async fn execute_graphql_over_the_combination_limit_is_refused_here_too() {
     let endpoint = Endpoint::start().await;
-    let upstream = GraphqlUpstream::from_config(
-        &everything_on(endpoint.url("data")),
-        8,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let upstream = build(&everything_on(endpoint.url("data")), 8).unwrap();
     let result = execute_graphql(
         &upstream,
         json!({"query": "{ audit { cpu memory disk network } }"}),
@@ -1501,68 +1495,98 @@ async fn execute_graphql_requirement_is_none_without_a_query_or_the_tool() {
 
 // ---- configuration ----
 
-fn setup_error(config: &GraphqlUpstreamConfig, limit: usize) -> GraphqlSetupError {
+/// An upstream of `config` with `limit` scope combinations and one-second timeouts.
+fn build(
+    config: &GraphqlUpstreamConfig,
+    limit: usize,
+) -> Result<GraphqlUpstream, GraphqlSetupError> {
     GraphqlUpstream::from_config(
         config,
         limit,
         Duration::from_secs(1),
         Duration::from_secs(1),
     )
-    .unwrap_err()
+}
+
+fn setup_error(config: &GraphqlUpstreamConfig, limit: usize) -> GraphqlSetupError {
+    build(config, limit).unwrap_err()
 }
 
 #[test]
 fn setup_errors_name_the_key() {
-    let endpoint = Url::parse("http://127.0.0.1:9/graphql").unwrap();
-
-    let mut missing_folder = config(endpoint.clone());
-    missing_folder.operations = fixtures().join("no-such-folder");
-    let error = setup_error(&missing_folder, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.operations");
-    assert!(error.message.contains("no-such-folder"), "{error}");
-
-    let mut broken = config(endpoint.clone());
-    broken.operations = fixtures().join("broken");
-    let error = setup_error(&broken, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.operations");
-    assert!(
-        error.message.contains("20_unknown_field.graphql"),
-        "{error}"
-    );
-
-    let mut too_many = config(endpoint.clone());
-    too_many.operations = fixtures().join("too_many");
-    let error = setup_error(&too_many, 4);
-    assert_eq!(error.key, "upstream.graphql.operations");
-    assert!(
-        error.message.contains("more than the limit of 4"),
-        "{error}"
-    );
-
-    let mut missing_schema = config(endpoint.clone());
-    missing_schema.schema = fixtures().join("no-such-schema.graphql");
-    let error = setup_error(&missing_schema, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.schema");
-
-    let mut bad_schema = config(endpoint.clone());
-    bad_schema.schema = fixtures().join("operations/10_get_facts.graphql");
-    let error = setup_error(&bad_schema, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.schema");
-
-    let mut bad_header = config(endpoint.clone());
-    bad_header
-        .headers
-        .insert("Bad Header".to_owned(), Secret::new("x"));
-    let error = setup_error(&bad_header, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.headers.Bad Header");
-
-    let mut bad_value = config(endpoint.clone());
-    bad_value
-        .headers
-        .insert("X-Key".to_owned(), Secret::new("line\nbreak"));
-    let error = setup_error(&bad_value, LIMIT);
-    assert_eq!(error.key, "upstream.graphql.headers.X-Key");
-    assert!(!error.to_string().contains("break"), "{error}");
+    let good = || config(Url::parse("http://127.0.0.1:9/graphql").unwrap());
+    let operations = |folder: &str| GraphqlUpstreamConfig {
+        operations: fixtures().join(folder),
+        ..good()
+    };
+    let schema = |file: &str| GraphqlUpstreamConfig {
+        schema: fixtures().join(file),
+        ..good()
+    };
+    let header = |name: &str, value: &str| {
+        let mut config = good();
+        config.headers.insert(name.to_owned(), Secret::new(value));
+        config
+    };
+    // (case, config, combination limit, the key named, what the message says)
+    let cases = [
+        (
+            "missing folder",
+            operations("no-such-folder"),
+            LIMIT,
+            "upstream.graphql.operations",
+            "no-such-folder",
+        ),
+        (
+            "broken operation",
+            operations("broken"),
+            LIMIT,
+            "upstream.graphql.operations",
+            "20_unknown_field.graphql",
+        ),
+        (
+            "too many combinations",
+            operations("too_many"),
+            4,
+            "upstream.graphql.operations",
+            "more than the limit of 4",
+        ),
+        (
+            "missing schema",
+            schema("no-such-schema.graphql"),
+            LIMIT,
+            "upstream.graphql.schema",
+            "",
+        ),
+        (
+            "not a schema",
+            schema("operations/10_get_facts.graphql"),
+            LIMIT,
+            "upstream.graphql.schema",
+            "",
+        ),
+        (
+            "bad header name",
+            header("Bad Header", "x"),
+            LIMIT,
+            "upstream.graphql.headers.Bad Header",
+            "",
+        ),
+        (
+            "bad header value",
+            header("X-Key", "line\nbreak"),
+            LIMIT,
+            "upstream.graphql.headers.X-Key",
+            "",
+        ),
+    ];
+    for (case, config, limit, key, says) in cases {
+        let error = setup_error(&config, limit);
+        assert_eq!(error.key, key, "{case}");
+        assert!(error.message.contains(says), "{case}: {error}");
+        // A header value is a secret: no error repeats it.
+        assert!(!error.to_string().contains("break"), "{case}: {error}");
+    }
 
     let error = setup_error(
         &config(Url::parse("ftp://127.0.0.1/graphql").unwrap()),
@@ -1582,13 +1606,7 @@ fn the_configured_header_values_stay_out_of_debug_output() {
         "Authorization".to_owned(),
         Secret::new("Bearer upstream-secret"),
     );
-    let upstream = GraphqlUpstream::from_config(
-        &config,
-        LIMIT,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let upstream = build(&config, LIMIT).unwrap();
     assert!(!format!("{upstream:?}").contains("upstream-secret"));
 }
 
@@ -1602,13 +1620,7 @@ fn the_builtin_scopes_are_carried_for_the_policy() {
         "scopes": {"execute_graphql": ["graphql:any"], "get_operation_info": ["mcp:info"]},
     }))
     .unwrap();
-    let upstream = GraphqlUpstream::from_config(
-        &config,
-        LIMIT,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let upstream = build(&config, LIMIT).unwrap();
     assert_eq!(upstream.builtin_scopes().execute_graphql, ["graphql:any"]);
     assert_eq!(upstream.builtin_scopes().get_operation_info, ["mcp:info"]);
     assert!(upstream.builtin_scopes().get_schema.is_empty());

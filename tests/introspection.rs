@@ -28,9 +28,7 @@ impl Endpoint {
         let router = Router::new()
             .route("/introspect", post(answer))
             .with_state(endpoint.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let url = format!("http://{}/introspect", spawn_router(router).await);
         (endpoint, url)
     }
 

@@ -16,6 +16,8 @@ use mcpgate::config::UpstreamConfig;
 use mcpgate::upstream::{Inventory, InventoryError, fetch_inventory};
 use serde_json::{Value, json};
 
+use crate::common::spawn_router;
+
 // === a recording MCP server ===
 
 /// One request as the server received it.
@@ -73,11 +75,7 @@ impl Server {
             handler: Arc::new(handler),
         };
         let router = Router::new().route("/mcp", any(handle)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        let address = spawn_router(router).await;
         Self {
             url: format!("http://{address}/mcp"),
             seen,

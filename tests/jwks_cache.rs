@@ -37,31 +37,42 @@ fn rsa1_only(keys: &Keys) -> Value {
     json!({"keys": [public_jwk(&keys.rsa, Algorithm::RS256, "rsa-1")]})
 }
 
-/// A gateway with one remote provider (`provider_extra` appended to its entry) serving
-/// `document`, in front of a recording upstream.
-struct OneProvider {
-    keys: Keys,
-    jwks: JwksServer,
-    _upstream: Upstream,
-    gateway: Gateway,
-}
-
-async fn one_provider(document: impl FnOnce(&Keys) -> Value, provider_extra: &str) -> OneProvider {
-    let keys = Keys::load();
-    let jwks = JwksServer::start(document(&keys)).await;
+/// A recording upstream and a gateway with one remote provider at `jwks`
+/// (`provider_extra` appended to its entry).
+async fn gateway_of(jwks: &JwksServer, provider_extra: &str) -> (Upstream, Gateway) {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(
         &upstream,
-        &provider(&jwks, provider_extra),
+        &provider(jwks, provider_extra),
         "[https://issuer.test]",
     ))
     .await;
-    OneProvider {
-        keys,
-        jwks,
-        _upstream: upstream,
-        gateway,
-    }
+    (upstream, gateway)
+}
+
+/// The keys, a JWKS server serving `document`, and [`gateway_of`] it.
+async fn one_provider(
+    document: impl FnOnce(&Keys) -> Value,
+    provider_extra: &str,
+) -> (Keys, JwksServer, Upstream, Gateway) {
+    let keys = Keys::load();
+    let jwks = JwksServer::start(document(&keys)).await;
+    let (upstream, gateway) = gateway_of(&jwks, provider_extra).await;
+    (keys, jwks, upstream, gateway)
+}
+
+/// Refresh and refetch at most hourly: nothing but the rule under test fetches.
+const HOURLY: &str = "        refresh_interval: 1h\n        min_refetch_interval: 1h\n";
+/// Refresh and refetch every second.
+const EVERY_SECOND: &str = "        refresh_interval: 1s\n        min_refetch_interval: 1s\n";
+
+/// `claims` signed RS256 by the key `rsa-2`.
+fn rsa2_signed(keys: &Keys, claims: &Value) -> String {
+    sign(&keys.rsa2, Algorithm::RS256, Some("rsa-2"), claims)
+}
+
+fn rsa2_only(keys: &Keys) -> Value {
+    json!({"keys": [public_jwk(&keys.rsa2, Algorithm::RS256, "rsa-2")]})
 }
 
 /// Both keys, the rotated-in `rsa-2` first (as a provider publishes a new signing key).
@@ -75,24 +86,10 @@ const KID_REFETCHED: &str = "JWKS refetched for an unknown kid";
 async fn a_key_rotated_in_right_after_start_is_accepted_on_its_first_request() {
     // A window of an hour: only a rule that the start-up fetch does not close the
     // window lets the new key in before the test times out.
-    let OneProvider {
-        keys,
-        jwks,
-        gateway,
-        ..
-    } = one_provider(
-        rsa1_only,
-        "        refresh_interval: 1h\n        min_refetch_interval: 1h\n",
-    )
-    .await;
+    let (keys, jwks, _upstream, gateway) = one_provider(rsa1_only, HOURLY).await;
     assert_eq!(jwks.fetches(), 1);
     jwks.replace(rotated(&keys));
-    let token = sign(
-        &keys.rsa2,
-        Algorithm::RS256,
-        Some("rsa-2"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa2_signed(&keys, &claims(&gateway.mcp, ""));
     assert_eq!(
         gateway.post(Some(&token)).await.status(),
         200,
@@ -124,12 +121,7 @@ async fn a_key_rotated_in_right_after_a_scheduled_refresh_is_accepted_on_its_fir
         )
     ))
     .await;
-    let token = sign(
-        &keys.rsa2,
-        Algorithm::RS256,
-        Some("rsa-2"),
-        &claims(&gateway.mcp, ""),
-    );
+    let token = rsa2_signed(&keys, &claims(&gateway.mcp, ""));
     assert!(
         gateway.wait_for_log("JWKS refreshed").await,
         "no scheduled refresh within 15 s"
@@ -177,16 +169,7 @@ async fn random_kid_flood(gateway: &Gateway, keys: &Keys) -> Vec<u16> {
 async fn a_flood_of_random_kids_costs_one_fetch_per_window() {
     // Right after start: the start-up fetch leaves the window open, so the flood
     // fetches once, and only once in its hour-long window, however long it takes.
-    let OneProvider {
-        keys,
-        jwks,
-        gateway,
-        ..
-    } = one_provider(
-        rsa1_only,
-        "        refresh_interval: 1h\n        min_refetch_interval: 1h\n",
-    )
-    .await;
+    let (keys, jwks, _upstream, gateway) = one_provider(rsa1_only, HOURLY).await;
     let statuses = random_kid_flood(&gateway, &keys).await;
     assert_eq!(statuses.len(), 1000);
     assert!(statuses.iter().all(|s| *s == 401));
@@ -200,16 +183,7 @@ async fn a_flood_of_random_kids_costs_one_fetch_per_window() {
 
 #[tokio::test]
 async fn a_flood_of_random_kids_during_an_outage_costs_one_fetch_and_keeps_the_keys() {
-    let OneProvider {
-        keys,
-        jwks,
-        gateway,
-        ..
-    } = one_provider(
-        rsa1_only,
-        "        refresh_interval: 1h\n        min_refetch_interval: 1h\n",
-    )
-    .await;
+    let (keys, jwks, _upstream, gateway) = one_provider(rsa1_only, HOURLY).await;
     jwks.set_failing(true);
     let statuses = random_kid_flood(&gateway, &keys).await;
     assert!(statuses.iter().all(|s| *s == 401));
@@ -229,16 +203,8 @@ async fn a_flood_of_random_kids_during_an_outage_costs_one_fetch_and_keeps_the_k
 #[tokio::test]
 async fn known_keys_survive_an_outage() {
     // max_stale an hour: whatever the speed of the run, the keys are within it.
-    let OneProvider {
-        keys,
-        jwks,
-        gateway,
-        ..
-    } = one_provider(
-        rsa1_only,
-        "        refresh_interval: 1s\n        min_refetch_interval: 1s\n        max_stale: 1h\n",
-    )
-    .await;
+    let (keys, jwks, _upstream, gateway) =
+        one_provider(rsa1_only, &format!("{EVERY_SECOND}        max_stale: 1h\n")).await;
     let token = rsa1_token(&keys, &gateway);
     jwks.set_failing(true);
     let before = jwks.fetches();
@@ -264,15 +230,8 @@ async fn known_keys_survive_an_outage() {
 
 #[tokio::test]
 async fn stale_keys_fail_closed_past_max_stale_and_come_back() {
-    let keys = Keys::load();
-    let jwks = JwksServer::start(rsa1_only(&keys)).await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream,
-        &provider(&jwks, "        refresh_interval: 1s\n        min_refetch_interval: 1s\n        max_stale: 3s\n"),
-        "[https://issuer.test]",
-    ))
-    .await;
+    let (keys, jwks, _upstream, gateway) =
+        one_provider(rsa1_only, &format!("{EVERY_SECOND}        max_stale: 3s\n")).await;
     let token = rsa1_token(&keys, &gateway);
     jwks.set_failing(true);
     // Past max_stale the provider fails closed with 503 (not invalid_token).
@@ -297,13 +256,7 @@ async fn start_not_ready_starts_without_keys_and_recovers() {
     let keys = Keys::load();
     let jwks = JwksServer::start(rsa1_only(&keys)).await;
     jwks.set_failing(true);
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream,
-        &provider(&jwks, "        start_not_ready: true\n"),
-        "[https://issuer.test]",
-    ))
-    .await;
+    let (_upstream, gateway) = gateway_of(&jwks, "        start_not_ready: true\n").await;
     let token = rsa1_token(&keys, &gateway);
     assert_eq!(gateway.post(Some(&token)).await.status(), 503);
     assert!(
@@ -322,9 +275,7 @@ async fn start_not_ready_starts_without_keys_and_recovers() {
 async fn an_issuer_bound_provider_never_verifies_another_issuers_token() {
     let keys = Keys::load();
     let jwks_a = JwksServer::start(rsa1_only(&keys)).await;
-    let jwks_b =
-        JwksServer::start(json!({"keys": [public_jwk(&keys.rsa2, Algorithm::RS256, "rsa-2")]}))
-            .await;
+    let jwks_b = JwksServer::start(rsa2_only(&keys)).await;
     let upstream = Upstream::start().await;
     let providers = format!(
         "{}{}",
@@ -343,12 +294,7 @@ async fn an_issuer_bound_provider_never_verifies_another_issuers_token() {
         claims
     };
     let a_by_a = rsa1_signed(&keys, &as_issuer("https://a.test"));
-    let b_by_b = sign(
-        &keys.rsa2,
-        Algorithm::RS256,
-        Some("rsa-2"),
-        &as_issuer("https://b.test"),
-    );
+    let b_by_b = rsa2_signed(&keys, &as_issuer("https://b.test"));
     assert_eq!(gateway.post(Some(&a_by_a)).await.status(), 200);
     assert_eq!(gateway.post(Some(&b_by_b)).await.status(), 200);
     // Issuer A's key signing a token that claims issuer B.
@@ -369,13 +315,7 @@ async fn embedded_key_urls_are_never_fetched() {
     let attacker =
         JwksServer::start(json!({"keys": [public_jwk(&keys.rsa2, Algorithm::RS256, "evil")]}))
             .await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&config(
-        &upstream,
-        &provider(&jwks, ""),
-        "[https://issuer.test]",
-    ))
-    .await;
+    let (_upstream, gateway) = gateway_of(&jwks, "").await;
     let claims = claims(&gateway.mcp, "");
     let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
     header.kid = Some("evil".into());
@@ -392,22 +332,13 @@ async fn embedded_key_urls_are_never_fetched() {
 
 #[tokio::test]
 async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
-    let OneProvider {
-        keys,
-        jwks,
-        gateway,
-        ..
-    } = one_provider(
-        Keys::jwks,
-        "        refresh_interval: 1s\n        min_refetch_interval: 1s\n",
-    )
-    .await;
+    let (keys, jwks, _upstream, gateway) = one_provider(Keys::jwks, EVERY_SECOND).await;
     let token = rsa1_token(&keys, &gateway);
     // Verified once, then served from the verified-token cache.
     assert_eq!(gateway.post(Some(&token)).await.status(), 200);
     assert_eq!(gateway.post(Some(&token)).await.status(), 200);
     // The IdP retires rsa-1 (say, after a compromise): the cache must not outlive it.
-    jwks.replace(json!({"keys": [public_jwk(&keys.rsa2, Algorithm::RS256, "rsa-2")]}));
+    jwks.replace(rsa2_only(&keys));
     assert!(
         eventually(&gateway, &token, 401).await,
         "a cached token outlived its key"

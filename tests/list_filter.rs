@@ -65,9 +65,7 @@ impl Scripted {
         let router = Router::new()
             .route("/mcp", any(scripted))
             .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let addr = spawn_router(router).await;
         Self {
             url: format!("http://{addr}/mcp"),
             script,
@@ -170,6 +168,12 @@ impl Setup {
         self.request_as(&self.token(USER), method, json!({})).await
     }
 
+    /// A `tools/list` of [`USER`]'s that the upstream answers with `canned`.
+    async fn list_answered(&self, canned: Canned) -> (u16, Vec<u8>) {
+        self.upstream.answer("tools/list", canned);
+        self.request("tools/list").await
+    }
+
     /// Opens the GET stream and reads it to its end.
     async fn get_stream(&self, credential: &str) -> (u16, Vec<u8>) {
         let response = Request::get(&self.gateway)
@@ -240,8 +244,7 @@ const NOT_UTF8: &str = "mcpgate refused an upstream answer that is not UTF-8";
 async fn a_json_list_answer_with_a_byte_order_mark_is_refused() {
     let setup = setup().await;
     let answer = [b"\xEF\xBB\xBF".as_slice(), tools_answer("x").as_bytes()].concat();
-    setup.upstream.answer("tools/list", Canned::json(answer));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::json(answer)).await;
     assert_refused(status, &body, NOT_JSON);
     assert!(
         setup
@@ -262,8 +265,7 @@ async fn a_json_list_answer_that_is_not_utf8_is_refused() {
     let mut answer = tools_answer("caf").into_bytes();
     let at = answer.windows(3).position(|w| w == b"caf").unwrap() + 3;
     answer.insert(at, 0xE9);
-    setup.upstream.answer("tools/list", Canned::json(answer));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::json(answer)).await;
     assert_refused(status, &body, NOT_UTF8);
 }
 
@@ -277,8 +279,7 @@ async fn a_json_list_answer_that_is_not_strict_json_is_refused() {
         tools_answer("x").trim_end_matches('}').to_owned(),
         "   ".to_owned(),
     ] {
-        setup.upstream.answer("tools/list", Canned::json(answer));
-        let (status, body) = setup.request("tools/list").await;
+        let (status, body) = setup.list_answered(Canned::json(answer)).await;
         assert_refused(status, &body, NOT_JSON);
     }
 }
@@ -287,11 +288,9 @@ async fn a_json_list_answer_that_is_not_strict_json_is_refused() {
 async fn a_list_answer_of_another_content_type_is_refused() {
     let setup = setup().await;
     for content_type in [Some("text/plain"), Some("text/html; charset=utf-8"), None] {
-        setup.upstream.answer(
-            "tools/list",
-            Canned::new(200, content_type, tools_answer("x")),
-        );
-        let (status, body) = setup.request("tools/list").await;
+        let (status, body) = setup
+            .list_answered(Canned::new(200, content_type, tools_answer("x")))
+            .await;
         assert_refused(
             status,
             &body,
@@ -299,10 +298,9 @@ async fn a_list_answer_of_another_content_type_is_refused() {
         );
     }
     // An empty answer carries nothing to hide.
-    setup
-        .upstream
-        .answer("tools/list", Canned::new(202, None, Vec::new()));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup
+        .list_answered(Canned::new(202, None, Vec::new()))
+        .await;
     assert_eq!((status, body), (202, Vec::new()));
 }
 
@@ -311,8 +309,7 @@ async fn a_content_encoded_list_answer_is_refused() {
     let setup = setup().await;
     let mut canned = Canned::json(tools_answer("x"));
     canned.encoding = Some("gzip");
-    setup.upstream.answer("tools/list", canned);
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(canned).await;
     assert_refused(
         status,
         &body,
@@ -325,8 +322,7 @@ async fn an_answer_whose_id_is_not_exactly_the_request_s_is_cut_too() {
     let setup = setup().await;
     // Node's SDK matches `"1"` to request 1.
     let answer = tools_answer("x").replace(r#""id":1"#, r#""id":"1""#);
-    setup.upstream.answer("tools/list", Canned::json(answer));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::json(answer)).await;
     assert_eq!(status, 200);
     assert!(
         !contains(&body, HIDDEN),
@@ -341,43 +337,40 @@ async fn an_answer_whose_id_is_not_exactly_the_request_s_is_cut_too() {
 async fn an_error_status_is_filtered_when_it_carries_json_and_passed_otherwise() {
     let setup = setup().await;
     // A list result under an error status: cut like any other.
-    setup.upstream.answer(
-        "tools/list",
-        Canned::new(500, Some("application/json"), tools_answer("x")),
-    );
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup
+        .list_answered(Canned::new(
+            500,
+            Some("application/json"),
+            tools_answer("x"),
+        ))
+        .await;
     assert_eq!(status, 500);
     assert!(!contains(&body, HIDDEN));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["result"]["tools"][0]["name"], "echo");
     // An unreadable JSON body under an error status is refused too.
-    setup.upstream.answer(
-        "tools/list",
-        Canned::new(
+    let (status, body) = setup
+        .list_answered(Canned::new(
             500,
             Some("application/json"),
             format!("\u{feff}{}", tools_answer("x")),
-        ),
-    );
-    let (status, body) = setup.request("tools/list").await;
+        ))
+        .await;
     assert_refused(status, &body, NOT_JSON);
     // The upstream's JSON-RPC error, as it wrote it.
     let error = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"Session not found"}}"#;
-    setup.upstream.answer(
-        "tools/list",
-        Canned::new(404, Some("application/json"), error),
-    );
     assert_eq!(
-        setup.request("tools/list").await,
+        setup
+            .list_answered(Canned::new(404, Some("application/json"), error))
+            .await,
         (404, error.as_bytes().to_vec())
     );
     // An error page is no JSON-RPC message: it passes, with its status.
     let page = "<html><body>upstream overloaded</body></html>";
-    setup
-        .upstream
-        .answer("tools/list", Canned::new(503, Some("text/html"), page));
     assert_eq!(
-        setup.request("tools/list").await,
+        setup
+            .list_answered(Canned::new(503, Some("text/html"), page))
+            .await,
         (503, page.as_bytes().to_vec())
     );
 }
@@ -386,10 +379,9 @@ async fn an_error_status_is_filtered_when_it_carries_json_and_passed_otherwise()
 async fn an_over_large_list_answer_is_refused_with_the_request_id() {
     let setup = setup().await;
     let padding = "x".repeat(33 * 1024 * 1024);
-    setup
-        .upstream
-        .answer("tools/list", Canned::json(tools_answer(&padding)));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup
+        .list_answered(Canned::json(tools_answer(&padding)))
+        .await;
     assert_refused(
         status,
         &body,
@@ -415,8 +407,7 @@ async fn an_sse_event_that_is_not_utf8_is_replaced_by_an_error() {
         b"\n\n",
     ]
     .concat();
-    setup.upstream.answer("tools/list", Canned::sse(stream));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::sse(stream)).await;
     assert_eq!(status, 200);
     assert!(
         !contains(&body, HIDDEN),
@@ -449,8 +440,7 @@ async fn an_sse_event_that_is_not_json_is_replaced_and_the_answer_after_it_still
         tools_answer("x"),
         tools_answer("y")
     );
-    setup.upstream.answer("tools/list", Canned::sse(stream));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::sse(stream)).await;
     assert_eq!(status, 200);
     assert!(
         !contains(&body, HIDDEN),
@@ -467,8 +457,7 @@ async fn an_sse_event_that_is_not_json_is_replaced_and_the_answer_after_it_still
 async fn an_sse_stream_that_ends_before_the_answer_passes_what_it_had() {
     let setup = setup().await;
     let stream = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n";
-    setup.upstream.answer("tools/list", Canned::sse(stream));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup.list_answered(Canned::sse(stream)).await;
     assert_eq!((status, body), (200, stream.as_bytes().to_vec()));
 }
 
@@ -477,21 +466,21 @@ async fn an_sse_stream_that_ends_before_the_answer_passes_what_it_had() {
 #[tokio::test]
 async fn a_filtered_list_leaves_private_with_its_ttl() {
     let setup = setup().await;
-    setup
-        .upstream
-        .answer("tools/list", Canned::json(cached_tools_answer("public")));
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup
+        .list_answered(Canned::json(cached_tools_answer("public")))
+        .await;
     assert_eq!(status, 200);
     assert!(!contains(&body, HIDDEN));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["result"]["cacheScope"], "private");
     assert_eq!(body["result"]["ttlMs"], 300000);
     // The same in an SSE answer.
-    setup.upstream.answer(
-        "tools/list",
-        Canned::sse(format!("data: {}\n\n", cached_tools_answer("public"))),
-    );
-    let (status, body) = setup.request("tools/list").await;
+    let (status, body) = setup
+        .list_answered(Canned::sse(format!(
+            "data: {}\n\n",
+            cached_tools_answer("public")
+        )))
+        .await;
     assert_eq!(status, 200);
     assert!(!contains(&body, HIDDEN));
     let messages = sse_messages(&body);

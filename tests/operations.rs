@@ -557,6 +557,28 @@ async fn sigterm_ends_streams_cleanly_and_lets_calls_finish() {
     );
 }
 
+/// What a `tools/call` with `jwt`, one with [`API_KEY`] and a GET of the metadata
+/// document get: their three statuses.
+async fn jwt_key_and_metadata(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    jwt: &str,
+) -> (u16, u16, u16) {
+    let status = |response: Option<reqwest::Response>| response.unwrap().status().as_u16();
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", gateway.base);
+    (
+        status(call(client, gateway, Some(jwt), "echo").await),
+        status(call(client, gateway, Some(API_KEY), "echo").await),
+        client
+            .get(&metadata)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    )
+}
+
 #[tokio::test]
 async fn reload_turns_oauth_off_and_on_with_api_keys_beside_it() {
     let upstream = Upstream::start().await;
@@ -567,17 +589,12 @@ async fn reload_turns_oauth_off_and_on_with_api_keys_beside_it() {
     let gateway = Gateway::start(&with_oauth.yaml()).await;
     let jwt = token(&gateway, "mcp:connect");
     let client = Gateway::client();
-    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", gateway.base);
     let status = |response: Option<reqwest::Response>| response.unwrap().status().as_u16();
     assert_eq!(
-        status(call(&client, &gateway, Some(&jwt), "echo").await),
-        200
+        jwt_key_and_metadata(&client, &gateway, &jwt).await,
+        (200, 200, 200),
+        "OAuth and API keys"
     );
-    assert_eq!(
-        status(call(&client, &gateway, Some(API_KEY), "echo").await),
-        200
-    );
-    assert_eq!(client.get(&metadata).send().await.unwrap().status(), 200);
 
     gateway.rewrite_config(
         &Setup {
@@ -589,27 +606,19 @@ async fn reload_turns_oauth_off_and_on_with_api_keys_beside_it() {
     gateway.signal("HUP");
     assert!(gateway.wait_for_log("config reload disabled OAuth").await);
     assert_eq!(
-        status(call(&client, &gateway, Some(&jwt), "echo").await),
-        401
+        jwt_key_and_metadata(&client, &gateway, &jwt).await,
+        (401, 200, 404),
+        "API keys alone"
     );
-    assert_eq!(
-        status(call(&client, &gateway, Some(API_KEY), "echo").await),
-        200
-    );
-    assert_eq!(client.get(&metadata).send().await.unwrap().status(), 404);
 
     gateway.rewrite_config(&with_oauth.yaml());
     gateway.signal("HUP");
     assert!(gateway.wait_for_log("config reload enabled OAuth").await);
     assert_eq!(
-        status(call(&client, &gateway, Some(&jwt), "echo").await),
-        200
+        jwt_key_and_metadata(&client, &gateway, &jwt).await,
+        (200, 200, 200),
+        "OAuth back on"
     );
-    assert_eq!(
-        status(call(&client, &gateway, Some(API_KEY), "echo").await),
-        200
-    );
-    assert_eq!(client.get(&metadata).send().await.unwrap().status(), 200);
 
     // With neither OAuth nor keys: unauthenticated mode, said loudly.
     gateway.rewrite_config(

@@ -109,12 +109,11 @@ async fn the_seeds_403_examples_hold() {
     let setup = setup("").await;
     let metadata = setup.metadata_url();
     let response = setup.call("mcp:connect", "echo").await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"mcp:tools:execute\", resource_metadata=\"{metadata}\", error_description=\"missing required scopes: mcp:tools:execute\""
-        )
+    assert_insufficient_scope(
+        &response,
+        "mcp:tools:execute",
+        &metadata,
+        "missing required scopes: mcp:tools:execute",
     );
     assert!(response.text().await.unwrap().is_empty());
     let response = setup
@@ -123,12 +122,11 @@ async fn the_seeds_403_examples_hold() {
             "execute_operation_get_top_secret_facts",
         )
         .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"read:fact\", resource_metadata=\"{metadata}\", error_description=\"insufficient scopes for tool execute_operation_get_top_secret_facts\""
-        )
+    assert_insufficient_scope(
+        &response,
+        "read:fact",
+        &metadata,
+        "insufficient scopes for tool execute_operation_get_top_secret_facts",
     );
     assert_eq!(setup.forwarded(), 0);
     let response = setup
@@ -191,14 +189,7 @@ async fn a_hierarchy_scope_passes_the_levels_it_implies() {
 #[tokio::test]
 async fn metadata_advertises_the_sorted_union_of_every_rule() {
     let setup = setup("").await;
-    let document: Value = Gateway::client()
-        .get(setup.metadata_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = get_json(setup.metadata_url()).await;
     assert_eq!(
         document["scopes_supported"],
         json!([
@@ -545,14 +536,10 @@ fn policy_errors_stop_the_start_with_exit_78_naming_the_key() {
         ),
     ];
     for (yaml, expected) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mcpgate.yaml");
-        std::fs::write(
-            &path,
-            format!("upstream: {{ url: http://127.0.0.1:9/mcp }}\n{yaml}"),
-        )
-        .unwrap();
-        let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+        let (code, _, stderr) = check_config(
+            &format!("upstream: {{ url: http://127.0.0.1:9/mcp }}\n{yaml}"),
+            &[],
+        );
         assert_eq!(code, 78, "{yaml}\n{stderr}");
         assert!(stderr.contains(expected), "{yaml}\n{stderr}");
     }
@@ -571,40 +558,33 @@ async fn the_seed_example_config_reproduces_the_seeds_403s() {
         .replace("127.0.0.1:5025", "127.0.0.1:{port}")
         .replace("http://127.0.0.1:3001/mcp", &upstream.url);
     let gateway = Gateway::start_with_env(&config, &[("MCPGATE_DEV_SECRET", HMAC_SECRET)]).await;
-    let token = |scopes: &str| {
-        let mut claims = claims("https://mcp.example.com/mcp", scopes);
-        claims["iss"] = json!("https://auth.example.com/");
-        hs256(&claims, Some("dev"))
-    };
     let call = |scopes: &str, tool: &str| {
         let body =
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool}});
         Request::post(&gateway)
             .without("accept")
-            .bearer(&token(scopes))
+            .bearer(&example_token("https://mcp.example.com/mcp", scopes))
             .json(&body)
             .send()
     };
     let metadata = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
     let response = call("mcp:connect", "echo").await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"mcp:tools:execute\", resource_metadata=\"{metadata}\", error_description=\"missing required scopes: mcp:tools:execute\""
-        )
+    assert_insufficient_scope(
+        &response,
+        "mcp:tools:execute",
+        metadata,
+        "missing required scopes: mcp:tools:execute",
     );
     let response = call(
         "mcp:connect mcp:tools:execute",
         "execute_operation_get_top_secret_facts",
     )
     .await;
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        www_authenticate(&response),
-        format!(
-            "Bearer error=\"insufficient_scope\", scope=\"read:fact\", resource_metadata=\"{metadata}\", error_description=\"insufficient scopes for tool execute_operation_get_top_secret_facts\""
-        )
+    assert_insufficient_scope(
+        &response,
+        "read:fact",
+        metadata,
+        "insufficient scopes for tool execute_operation_get_top_secret_facts",
     );
     let response = call(
         "mcp:connect mcp:tools:execute read:fact",

@@ -24,15 +24,7 @@ async fn forwards_mcp_headers_adds_upstream_credentials_and_never_the_client_tok
     let gateway = Gateway::start(&config(&upstream.url).build()).await;
     let token = token(&gateway);
     // The upstream's session id is swapped for one mcpgate issues...
-    let opened = Request::post(&gateway)
-        .bearer(&token)
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
-        .send()
-        .await;
-    let session = opened.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = open_session(&gateway, &token).await;
     assert_ne!(session, "upstream-session-1");
     assert_eq!(session.len(), 32);
     // ...and swapped back on the way in.
@@ -251,21 +243,13 @@ async fn metadata_is_public_and_path_aware() {
         "/.well-known/oauth-protected-resource/mcp",
         "/.well-known/oauth-protected-resource",
     ] {
-        let response = Gateway::client()
-            .get(format!("{}{path}", gateway.base))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], "application/json");
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
         assert_eq!(response.json::<Value>().await.unwrap(), expected);
     }
-    let other = Gateway::client()
-        .get(format!("{}/elsewhere", gateway.base))
-        .send()
-        .await
-        .unwrap();
+    let other = gateway.get("/elsewhere").await;
     assert_eq!(other.status(), 404);
 }
 
@@ -278,21 +262,11 @@ async fn metadata_path_override_moves_the_document_and_the_challenge() {
             .build(),
     )
     .await;
-    let client = Gateway::client();
-    let moved = client
-        .get(format!("{}/meta/prm", gateway.base))
-        .send()
-        .await
-        .unwrap();
+    let moved = gateway.get("/meta/prm").await;
     assert_eq!(moved.status(), 200);
-    let old = client
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let old = gateway
+        .get("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(old.status(), 404);
     let challenge = www_authenticate(&gateway.post(None).await);
     assert!(
@@ -307,14 +281,9 @@ async fn with_oauth_off_requests_pass_unauthenticated_and_metadata_is_404() {
     let gateway = Gateway::start(&config(&upstream.url).oauth_enabled(false).build()).await;
     let response = gateway.post(None).await;
     assert_eq!(response.status(), 200);
-    let response = Gateway::client()
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            gateway.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway
+        .get("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(response.status(), 404);
     // Even unauthenticated, the client's Authorization is not passed on: the
     // request is forwarded, without it.

@@ -42,46 +42,13 @@ fn token(subject: &str) -> String {
     hs256(&claims, Some("dev"))
 }
 
-/// An `initialize` outside any session.
-async fn post_initialize(gateway: &Gateway, token: &str) -> reqwest::Response {
-    Request::post(gateway)
-        .bearer(token)
-        .json(&initialize_body())
-        .send()
-        .await
-}
-
-fn initialize_body() -> Value {
-    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
-}
-
 fn call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}})
 }
 
-async fn initialize(gateway: &Gateway, token: &str) -> String {
-    let response = post_initialize(gateway, token).await;
-    assert_eq!(response.status(), 200, "{}", gateway.stderr());
-    response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
+/// An `echo` call in `session` with `token`.
 async fn post_in(gateway: &Gateway, token: &str, session: &str) -> reqwest::Response {
-    Request::post(gateway)
-        .bearer(token)
-        .session(session)
-        .json(&call(1))
-        .send()
-        .await
-}
-
-async fn assert_not_found(response: reqwest::Response) {
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32001, "{body}");
-    assert_eq!(body["error"]["message"], "Session not found");
+    post_in_session(gateway, token, session, &call(1)).await
 }
 
 async fn assert_store_unavailable(response: reqwest::Response) {
@@ -155,7 +122,7 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
     let second = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let (alice, bob) = (token("alice"), token("bob"));
 
-    let id = initialize(&first, &alice).await;
+    let id = open_session(&first, &alice).await;
     let stored = redis.command(&["GET", &format!("mcpgate:session:{id}")]);
     assert!(stored.starts_with("1:"), "{stored}");
     assert!(stored.ends_with(":upstream-session-1"), "{stored}");
@@ -179,9 +146,10 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
 
     // Another principal learns nothing on either replica, whatever the method.
     for gateway in [&first, &second] {
-        assert_not_found(post_in(gateway, &bob, &id).await).await;
-        assert_not_found(Request::get(gateway).bearer(&bob).session(&id).send().await).await;
-        assert_not_found(
+        assert_session_not_found(post_in(gateway, &bob, &id).await).await;
+        assert_session_not_found(Request::get(gateway).bearer(&bob).session(&id).send().await)
+            .await;
+        assert_session_not_found(
             Request::delete(gateway)
                 .bearer(&bob)
                 .session(&id)
@@ -204,8 +172,8 @@ async fn a_session_opened_on_one_replica_continues_on_another() {
         redis.command(&["EXISTS", &format!("mcpgate:session:{id}")]),
         "0"
     );
-    assert_not_found(post_in(&first, &alice, &id).await).await;
-    assert_not_found(post_in(&second, &alice, &id).await).await;
+    assert_session_not_found(post_in(&first, &alice, &id).await).await;
+    assert_session_not_found(post_in(&second, &alice, &id).await).await;
 }
 
 #[tokio::test]
@@ -219,11 +187,11 @@ async fn records_mcpgate_did_not_write_are_unknown_sessions() {
     redis.command(&["SET", &format!("mcpgate:session:{garbage}"), "not-a-record"]);
     redis.command(&["HSET", &format!("mcpgate:session:{hash}"), "owner", "x"]);
     for id in [garbage, hash] {
-        assert_not_found(post_in(&gateway, &alice, id).await).await;
+        assert_session_not_found(post_in(&gateway, &alice, id).await).await;
     }
     assert!(upstream.seen().is_empty());
     // The store itself is fine: a real session works.
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     assert_eq!(post_in(&gateway, &alice, &id).await.status(), 200);
 }
 
@@ -233,7 +201,7 @@ async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream, &redis.url(), "1s").build()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     let key = format!("mcpgate:session:{id}");
     let ttl: i64 = redis.command(&["PTTL", &key]).parse().unwrap();
     assert!((1..=1000).contains(&ttl), "{ttl}");
@@ -245,7 +213,7 @@ async fn idle_sessions_expire_in_redis_and_use_restarts_the_timer() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(redis.command(&["EXISTS", &key]), "0");
-    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+    assert_session_not_found(post_in(&gateway, &alice, &id).await).await;
 }
 
 #[tokio::test]
@@ -254,7 +222,7 @@ async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
     let upstream = Upstream::start().await;
     let (gateway, admin) = gateway_with_admin(&upstream, &redis.url()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
     assert_eq!(admin_get(&admin, "/readyz").await.0, 200);
     let errors_before = store_errors(&admin).await;
 
@@ -292,7 +260,7 @@ async fn a_redis_outage_gives_503_and_heals_without_a_restart() {
     redis.launch();
     let fresh = initialize_eventually(&gateway, &alice).await;
     assert_eq!(post_in(&gateway, &alice, &fresh).await.status(), 200);
-    assert_not_found(post_in(&gateway, &alice, &id).await).await;
+    assert_session_not_found(post_in(&gateway, &alice, &id).await).await;
     let (status, body) = admin_get(&admin, "/readyz").await;
     assert_eq!(status, 200, "{body}");
 }
@@ -343,7 +311,7 @@ async fn a_hung_redis_gives_503_within_the_command_timeout() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&upstream, &redis.url(), "1h").build()).await;
     let alice = token("alice");
-    let id = initialize(&gateway, &alice).await;
+    let id = open_session(&gateway, &alice).await;
 
     redis.signal("STOP");
     let started = Instant::now();

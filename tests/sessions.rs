@@ -45,17 +45,6 @@ fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
 }
 
-async fn initialize(gateway: &Gateway, token: &str) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = Request::post(gateway)
-        .bearer(token)
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(response.status(), 200);
-    session_of(response.headers())
-}
-
 fn session_of(headers: &HeaderMap) -> String {
     headers["mcp-session-id"].to_str().unwrap().to_owned()
 }
@@ -73,18 +62,11 @@ fn upstream_requests_in_session(upstream: &Upstream) -> usize {
         .count()
 }
 
-async fn assert_session_not_found(response: reqwest::Response) {
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32001);
-    assert_eq!(body["error"]["message"], "Session not found");
-}
-
 #[tokio::test]
 async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own() {
     let (upstream, gateway, alice) = start("").await;
-    let first = initialize(&gateway, &alice).await;
-    let second = initialize(&gateway, &alice).await;
+    let first = open_session(&gateway, &alice).await;
+    let second = open_session(&gateway, &alice).await;
     for id in [&first, &second] {
         assert_eq!(id.len(), 32, "{id}");
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
@@ -92,12 +74,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
     assert_ne!(first, second);
     assert!(upstream.seen()[0].headers.get("mcp-session-id").is_none());
 
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&first)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let response = post_in_session(&gateway, &alice, &first, &call(1, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(session_of(response.headers()), first);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
@@ -106,7 +83,7 @@ async fn the_client_gets_an_unguessable_id_of_mcpgate_and_the_upstream_its_own()
 #[tokio::test]
 async fn another_principal_cannot_ride_the_session_on_any_method() {
     let (upstream, gateway, alice) = start("").await;
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let intruders = [
         token_for(&gateway, "bob", "app"),
         // Same subject through another client, or at another issuer, is someone else.
@@ -138,12 +115,7 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 
     // The owner, with a renewed token, carries on: the session was not ended.
     let renewed = token_for(&gateway, "alice", "app");
-    let response = Request::post(&gateway)
-        .bearer(&renewed)
-        .session(&session)
-        .json(&call(3, "echo"))
-        .send()
-        .await;
+    let response = post_in_session(&gateway, &renewed, &session, &call(3, "echo")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream_requests_in_session(&upstream), 1);
     let stream = Request::get(&gateway)
@@ -163,27 +135,17 @@ async fn another_principal_cannot_ride_the_session_on_any_method() {
 async fn an_api_key_owns_its_sessions() {
     let (_upstream, gateway, alice) = start("").await;
     let key = API_KEY;
-    let session = initialize(&gateway, key).await;
-    let stolen = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let session = open_session(&gateway, key).await;
+    let stolen = post_in_session(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(stolen).await;
-    let own = Request::post(&gateway)
-        .bearer(key)
-        .session(&session)
-        .json(&call(2, "echo"))
-        .send()
-        .await;
+    let own = post_in_session(&gateway, key, &session, &call(2, "echo")).await;
     assert_eq!(own.status(), 200);
 }
 
 #[tokio::test]
 async fn unknown_forged_and_repeated_ids_are_not_found() {
     let (upstream, gateway, alice) = start("").await;
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     for forged in [
         "upstream-session-1".to_owned(),
         "0".repeat(32),
@@ -191,12 +153,7 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
         format!("{session}0"),
         session[..31].to_owned(),
     ] {
-        let response = Request::post(&gateway)
-            .bearer(&alice)
-            .session(&forged)
-            .json(&call(1, "echo"))
-            .send()
-            .await;
+        let response = post_in_session(&gateway, &alice, &forged, &call(1, "echo")).await;
         assert_session_not_found(response).await;
     }
     // Two session headers, even both the caller's own, name no single session.
@@ -216,36 +173,21 @@ async fn unknown_forged_and_repeated_ids_are_not_found() {
 async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
     let (upstream, gateway, alice) = start("").await;
 
-    let session = initialize(&gateway, &alice).await;
+    let session = open_session(&gateway, &alice).await;
     let deleted = Request::delete(&gateway)
         .bearer(&alice)
         .session(&session)
         .send()
         .await;
     assert_eq!(deleted.status(), 200);
-    let after = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let after = post_in_session(&gateway, &alice, &session, &call(1, "echo")).await;
     assert_session_not_found(after).await;
 
-    let session = initialize(&gateway, &alice).await;
-    let gone = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(2, "session-gone"))
-        .send()
-        .await;
+    let session = open_session(&gateway, &alice).await;
+    let gone = post_in_session(&gateway, &alice, &session, &call(2, "session-gone")).await;
     assert_eq!(gone.status(), 404);
     let before = upstream.seen().len();
-    let after = Request::post(&gateway)
-        .bearer(&alice)
-        .session(&session)
-        .json(&call(3, "echo"))
-        .send()
-        .await;
+    let after = post_in_session(&gateway, &alice, &session, &call(3, "echo")).await;
     assert_session_not_found(after).await;
     assert_eq!(
         upstream.seen().len(),
@@ -258,13 +200,8 @@ async fn delete_and_an_upstream_that_forgot_the_session_end_it() {
 async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
     let (_upstream, gateway, alice) = start(AUDIT_IN_DIR).await;
     let bob = token_for(&gateway, "bob", "app");
-    let session = initialize(&gateway, &alice).await;
-    let stolen = Request::post(&gateway)
-        .bearer(&bob)
-        .session(&session)
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let session = open_session(&gateway, &alice).await;
+    let stolen = post_in_session(&gateway, &bob, &session, &call(1, "echo")).await;
     assert_eq!(stolen.status(), 404);
     let mut gateway = gateway;
     gateway.terminate();
@@ -289,20 +226,16 @@ async fn the_audit_record_names_the_session_and_why_a_request_was_refused() {
 #[tokio::test]
 async fn stateless_mode_keeps_no_session_and_passes_no_session_id() {
     let (upstream, gateway, alice) = start("session:\n  stateless: true\n").await;
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .json(&body)
-        .send()
-        .await;
+    let response = post_initialize(&gateway, &alice).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
-    let response = Request::post(&gateway)
-        .bearer(&alice)
-        .session("anything-a-client-sends")
-        .json(&call(1, "echo"))
-        .send()
-        .await;
+    let response = post_in_session(
+        &gateway,
+        &alice,
+        "anything-a-client-sends",
+        &call(1, "echo"),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_none());
     assert!(

@@ -3,9 +3,9 @@
 //! reaping, the child limit, crashes, reload and shutdown, the config checks, and
 //! the reference `@modelcontextprotocol/server-everything`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::stdio::{self, alive, call, initialized, request, stdio_script, wait_until};
 use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ const BOTH: &str = "application/json, text/event-stream";
 const SESSION_NOT_FOUND: &str = "request refused: session not found";
 
 fn script() -> String {
-    fixture("stdio-server.mjs").display().to_string()
+    stdio_script().display().to_string()
 }
 
 /// A gateway fronting the fixture, with OAuth.
@@ -81,28 +81,8 @@ async fn delete(gateway: &Gateway, token: &str, session: &str) -> reqwest::Respo
         .await
 }
 
-fn request(id: u64, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
-
-fn call(id: u64, tool: &str, arguments: Value) -> Value {
-    request(
-        id,
-        "tools/call",
-        json!({"name": tool, "arguments": arguments}),
-    )
-}
-
 fn init_request() -> Value {
-    request(
-        0,
-        "initialize",
-        json!({
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "stdio-gateway-test", "version": "0"},
-        }),
-    )
+    stdio::init_request("stdio-gateway-test", json!({}))
 }
 
 /// The names in a `tools/list` answer.
@@ -132,21 +112,6 @@ fn content_type(response: &reqwest::Response) -> String {
         .map_or(String::new(), |value| value.to_str().unwrap().to_owned())
 }
 
-/// The data of each SSE event in `text`, parsed.
-fn sse_events(text: &str) -> Vec<Value> {
-    text.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
-        })
-        .collect()
-}
-
 /// The JSON-RPC answer in a response, JSON or SSE (its last event with an id).
 async fn answer(response: reqwest::Response) -> Value {
     let status = response.status();
@@ -154,7 +119,7 @@ async fn answer(response: reqwest::Response) -> Value {
     let text = response.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
     if sse {
-        sse_events(&text)
+        sse_messages(&text)
             .into_iter()
             .rev()
             .find(|event| event.get("id").is_some())
@@ -179,10 +144,18 @@ async fn open(gateway: &Gateway, token: &str) -> String {
     let init = answer(response).await;
     assert_eq!(init["id"], 0);
     assert!(init["result"]["serverInfo"]["name"].is_string(), "{init}");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let ack = post(gateway, token, Some(&session), BOTH, initialized).await;
+    let ack = post(gateway, token, Some(&session), BOTH, initialized()).await;
     assert_eq!(ack.status(), 202);
     session
+}
+
+/// A gateway of `config`, alice's token, a session of hers and its child's pid.
+async fn open_as_alice(config: TestConfig) -> (Gateway, String, String, u32) {
+    let gateway = Gateway::start(&config.build()).await;
+    let alice = token_for(&gateway, "alice");
+    let session = open(&gateway, &alice).await;
+    let pid = pid_of(&gateway, &alice, &session).await;
+    (gateway, alice, session, pid)
 }
 
 /// The pid of the child serving `session` (the fixture's `pid` tool).
@@ -196,20 +169,6 @@ async fn pid_of(gateway: &Gateway, token: &str, session: &str) -> u32 {
     )
     .await;
     text_of(&answer(response).await).parse().unwrap()
-}
-
-/// Whether a process with this pid exists (a zombie would still count: mcpgate
-/// must reap its children).
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn assert_session_not_found(response: reqwest::Response) {
@@ -251,8 +210,7 @@ async fn a_session_gets_its_own_child_with_only_the_configured_environment() {
     assert!(session.bytes().all(|b| b.is_ascii_hexdigit()), "{session}");
     let init = answer(response).await;
     assert_eq!(init["result"]["serverInfo"]["name"], "stdio-fixture");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let ack = post_any(&gateway, &alice, &session, initialized).await;
+    let ack = post_any(&gateway, &alice, &session, initialized()).await;
     assert_eq!(ack.status(), 202);
 
     // tools/list in JSON, in the session mcpgate named.
@@ -339,10 +297,7 @@ async fn each_principal_has_its_own_child_and_cannot_use_another_session() {
 
 #[tokio::test]
 async fn delete_by_the_owner_stops_the_child_and_ends_the_session() {
-    let gateway = Gateway::start(&config().build()).await;
-    let alice = token_for(&gateway, "alice");
-    let session = open(&gateway, &alice).await;
-    let pid = pid_of(&gateway, &alice, &session).await;
+    let (gateway, alice, session, pid) = open_as_alice(config()).await;
     let deleted = delete(&gateway, &alice, &session).await;
     assert!(deleted.status().is_success(), "{}", deleted.status());
     wait_until("the deleted child to stop", Duration::from_secs(10), || {
@@ -357,10 +312,8 @@ async fn delete_by_the_owner_stops_the_child_and_ends_the_session() {
 
 #[tokio::test]
 async fn an_idle_child_is_reaped_and_mcpgate_forgets_its_session() {
-    let gateway = Gateway::start(&config().upstream("idle_timeout: 500ms").build()).await;
-    let alice = token_for(&gateway, "alice");
-    let session = open(&gateway, &alice).await;
-    let pid = pid_of(&gateway, &alice, &session).await;
+    let (gateway, alice, session, pid) =
+        open_as_alice(config().upstream("idle_timeout: 500ms")).await;
     let idle_since = Instant::now();
     wait_until(
         "the idle child to be reaped",
@@ -414,10 +367,7 @@ async fn max_children_refuses_a_third_session_with_503() {
 
 #[tokio::test]
 async fn a_crashing_child_fails_the_call_and_ends_the_session() {
-    let gateway = Gateway::start(&config().build()).await;
-    let alice = token_for(&gateway, "alice");
-    let session = open(&gateway, &alice).await;
-    let pid = pid_of(&gateway, &alice, &session).await;
+    let (gateway, alice, session, pid) = open_as_alice(config()).await;
     let crashed = post_json(&gateway, &alice, &session, call(7, "crash", json!({}))).await;
     let crashed = answer(crashed).await;
     assert_eq!(crashed["id"], 7);
@@ -449,12 +399,8 @@ async fn a_crashing_child_fails_the_call_and_ends_the_session() {
 
 #[tokio::test]
 async fn reload_keeps_the_children_and_sigterm_stops_them_all() {
-    let gateway_config = config().build();
-    let mut gateway = Gateway::start(&gateway_config).await;
-    let alice = token_for(&gateway, "alice");
+    let (mut gateway, alice, session, pid) = open_as_alice(config()).await;
     let bob = token_for(&gateway, "bob");
-    let session = open(&gateway, &alice).await;
-    let pid = pid_of(&gateway, &alice, &session).await;
     let mut reaper = Reaper(vec![pid]);
 
     // Unchanged config: the same child serves the session.
@@ -538,17 +484,12 @@ fn stdio_config_errors_are_refused_by_check() {
             ),
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mcpgate.yaml");
-
     // The same file without the mistake is fine: each error is the one key's.
-    std::fs::write(&path, &good).unwrap();
-    let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    let (code, _, stderr) = check_config(&good, &[]);
     assert_eq!(code, 0, "{stderr}");
 
     for (key, yaml) in cases {
-        std::fs::write(&path, &yaml).unwrap();
-        let (code, _, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+        let (code, _, stderr) = check_config(&yaml, &[]);
         assert_eq!(code, 78, "expected exit 78 for {key}; stderr: {stderr}");
         assert!(
             stderr.contains(&format!("config error: {key}: ")),

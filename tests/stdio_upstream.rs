@@ -4,7 +4,7 @@
 //! `StdioUpstream::forward` exactly as mcpgate's MCP endpoint drives it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ use mcpgate::config::Secret;
 use mcpgate::upstream::UpstreamError;
 use mcpgate::upstream::stdio::{CommandLine, StdioConfig, StdioUpstream};
 use serde_json::{Value, json};
+
+use crate::common::stdio::{self, alive, call, initialized, request, stdio_script, wait_until};
 
 const BOTH: &str = "application/json, text/event-stream";
 const JSON_ONLY: &str = "application/json";
@@ -62,10 +64,9 @@ fn repo() -> PathBuf {
 }
 
 fn fixture_config() -> StdioConfig {
-    let script = repo().join("tests/fixtures/stdio-server.mjs");
     StdioConfig::new(CommandLine::WithArgs(vec![
         "node".into(),
-        script.to_string_lossy().into_owned(),
+        stdio_script().to_string_lossy().into_owned(),
     ]))
 }
 
@@ -181,6 +182,26 @@ async fn post(
         .expect("upstream error")
 }
 
+/// A DELETE of `session`, as mcpgate sends it.
+async fn delete(upstream: &StdioUpstream, session: &str) -> Answer {
+    send(upstream, Method::DELETE, BOTH, Some(session), &Value::Null)
+        .await
+        .unwrap()
+}
+
+/// A GET stream request with mcpgate's own headers `own`; the response unread.
+async fn open_get(upstream: &StdioUpstream, own: HeaderMap) -> Response<Body> {
+    upstream
+        .forward(
+            Method::GET,
+            &headers("text/event-stream", None),
+            own,
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+}
+
 /// A POST in `session` from a client that accepts only JSON.
 async fn post_json(upstream: &StdioUpstream, session: &str, body: Value) -> Answer {
     post(upstream, JSON_ONLY, Some(session), body).await
@@ -201,28 +222,8 @@ fn tool_names(list: &Answer) -> Vec<String> {
         .collect()
 }
 
-fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params})
-}
-
-fn call(id: impl Into<Value>, tool: &str, arguments: Value) -> Value {
-    request(
-        id,
-        "tools/call",
-        json!({"name": tool, "arguments": arguments}),
-    )
-}
-
 fn init_request() -> Value {
-    request(
-        0,
-        "initialize",
-        json!({
-            "protocolVersion": "2025-06-18",
-            "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "stdio-test", "version": "0"},
-        }),
-    )
+    stdio::init_request("stdio-test", json!({"sampling": {}}))
 }
 
 /// Initializes a session and sends `notifications/initialized`; returns its id.
@@ -230,8 +231,7 @@ async fn open(upstream: &StdioUpstream) -> String {
     let answer = post(upstream, JSON_ONLY, None, init_request()).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     let session = answer.session();
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let ack = post(upstream, BOTH, Some(&session), initialized).await;
+    let ack = post(upstream, BOTH, Some(&session), initialized()).await;
     assert_eq!(ack.status, StatusCode::ACCEPTED);
     assert!(ack.body.is_empty());
     session
@@ -261,18 +261,6 @@ async fn pid_of(upstream: &StdioUpstream, session: &str) -> u32 {
     )
     .await;
     text_of(&answer.json()).parse().unwrap()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -418,15 +406,7 @@ async fn an_open_get_stream_keeps_a_child_from_idling() {
     let upstream = with(config);
     let session = open(&upstream).await;
     let pid = pid_of(&upstream, &session).await;
-    let stream = upstream
-        .forward(
-            Method::GET,
-            &headers("text/event-stream", None),
-            own(&session),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let stream = open_get(&upstream, own(&session)).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(alive(pid), "a child with a reader is not idle");
     drop(stream);
@@ -448,9 +428,7 @@ async fn max_children_refuses_new_sessions_with_503() {
     assert!(refused.json()["error_description"].is_string());
     assert!(!refused.headers.contains_key("mcp-session-id"));
     // A slot frees once the first child is gone.
-    let deleted = send(&upstream, Method::DELETE, BOTH, Some(&first), &Value::Null)
-        .await
-        .unwrap();
+    let deleted = delete(&upstream, &first).await;
     assert_eq!(deleted.status, StatusCode::OK);
     let second = post(&upstream, JSON_ONLY, None, init_request()).await;
     assert_eq!(second.status, StatusCode::OK);
@@ -511,27 +489,11 @@ async fn stderr_lines_reach_the_log_with_the_session_prefix() {
 #[tokio::test]
 async fn delete_stops_the_child() {
     let (upstream, session, pid) = fixture_session().await;
-    let deleted = send(
-        &upstream,
-        Method::DELETE,
-        BOTH,
-        Some(&session),
-        &Value::Null,
-    )
-    .await
-    .unwrap();
+    let deleted = delete(&upstream, &session).await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert!(!alive(pid), "the process is gone when DELETE answers");
     assert_eq!(upstream.open_children(), 0);
-    let again = send(
-        &upstream,
-        Method::DELETE,
-        BOTH,
-        Some(&session),
-        &Value::Null,
-    )
-    .await
-    .unwrap();
+    let again = delete(&upstream, &session).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     let after = post_json(&upstream, &session, request(1, "ping", json!({}))).await;
     assert_eq!(after.status, StatusCode::NOT_FOUND);
@@ -543,15 +505,7 @@ async fn delete_kills_a_child_that_ignores_eof_and_sigterm() {
     let answer = post_json(&upstream, &session, call(1, "stubborn", json!({}))).await;
     assert_eq!(text_of(&answer.json()), "stubborn");
     let started = Instant::now();
-    let deleted = send(
-        &upstream,
-        Method::DELETE,
-        BOTH,
-        Some(&session),
-        &Value::Null,
-    )
-    .await
-    .unwrap();
+    let deleted = delete(&upstream, &session).await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert!(!alive(pid));
     // Closed stdin, a grace second, SIGTERM, another, then SIGKILL.
@@ -598,26 +552,10 @@ fn nth_event_end(buffer: &str, n: usize) -> Option<usize> {
 async fn the_get_stream_carries_session_wide_notifications_and_is_single() {
     let upstream = fixture();
     let session = open(&upstream).await;
-    let get = upstream
-        .forward(
-            Method::GET,
-            &headers("text/event-stream", None),
-            own(&session),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let get = open_get(&upstream, own(&session)).await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(get.headers()["content-type"], "text/event-stream");
-    let second = upstream
-        .forward(
-            Method::GET,
-            &headers("text/event-stream", None),
-            own(&session),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let second = open_get(&upstream, own(&session)).await;
     assert_eq!(second.status(), StatusCode::CONFLICT);
     // The tool's list_changed goes to the GET stream, its answer to the POST.
     let answer = post_any(&upstream, &session, call(1, "notify", json!({}))).await;
@@ -630,26 +568,10 @@ async fn the_get_stream_carries_session_wide_notifications_and_is_single() {
     assert_eq!(events[0]["method"], "notifications/tools/list_changed");
     // Once the reader has gone, a new GET stream may open.
     drop(body);
-    let third = upstream
-        .forward(
-            Method::GET,
-            &headers("text/event-stream", None),
-            own(&session),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let third = open_get(&upstream, own(&session)).await;
     assert_eq!(third.status(), StatusCode::OK);
     // GET without a session, or without SSE in Accept, is refused.
-    let no_session = upstream
-        .forward(
-            Method::GET,
-            &headers("text/event-stream", None),
-            HeaderMap::new(),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let no_session = open_get(&upstream, HeaderMap::new()).await;
     assert_eq!(no_session.status(), StatusCode::BAD_REQUEST);
     let no_sse = upstream
         .forward(
@@ -960,15 +882,7 @@ async fn server_everything_over_stdio() {
 
     let pid_check = post_json(&upstream, &session, request(5, "ping", json!({}))).await;
     assert_eq!(pid_check.status, StatusCode::OK);
-    let deleted = send(
-        &upstream,
-        Method::DELETE,
-        BOTH,
-        Some(&session),
-        &Value::Null,
-    )
-    .await
-    .unwrap();
+    let deleted = delete(&upstream, &session).await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert_eq!(upstream.open_children(), 0);
 }

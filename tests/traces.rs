@@ -515,15 +515,7 @@ async fn the_gateway_exports_its_span_and_the_upstream_sees_it_as_parent() {
         ));
     let mut gateway = Gateway::start(&config.build()).await;
     let token = hs256(&claims(&gateway.mcp, "mcp:connect"), Some("dev"));
-    let opened = Request::post(&gateway)
-        .bearer(&token)
-        .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
-        .send()
-        .await;
-    let session = opened.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = open_session(&gateway, &token).await;
     let response = Request::post(&gateway)
         .bearer(&token)
         .header("mcp-session-id", &session)

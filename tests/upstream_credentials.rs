@@ -150,6 +150,14 @@ fn last_seen(upstream: &Protected) -> Option<String> {
     upstream.seen.lock().unwrap().last().cloned().flatten()
 }
 
+impl Setup {
+    /// A call is answered 200, and reached the upstream with `authorization`.
+    async fn assert_served_with(&self, authorization: &str) {
+        assert_eq!(call(&self.gateway).await, 200);
+        assert_eq!(last_seen(&self.upstream).as_deref(), Some(authorization));
+    }
+}
+
 #[tokio::test]
 async fn the_upstream_sees_mcpgates_token_fetched_once_and_reused() {
     let setup = setup(3600, "").await;
@@ -214,22 +222,14 @@ async fn a_token_in_its_renewal_window_is_renewed_in_the_background() {
     tokio::time::timeout(Duration::from_secs(10), renewed)
         .await
         .expect("no background renewal");
-    assert_eq!(call(&setup.gateway).await, 200);
-    assert_eq!(
-        last_seen(&setup.upstream).as_deref(),
-        Some("Bearer token-2")
-    );
+    setup.assert_served_with("Bearer token-2").await;
 }
 
 #[tokio::test]
 async fn an_expired_token_is_replaced_before_the_request_goes_out() {
     let setup = setup(1, "    renew_before: 0s\n").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(call(&setup.gateway).await, 200);
-    assert_eq!(
-        last_seen(&setup.upstream).as_deref(),
-        Some("Bearer token-2")
-    );
+    setup.assert_served_with("Bearer token-2").await;
 }
 
 #[tokio::test]
@@ -238,11 +238,7 @@ async fn a_refused_token_is_dropped_and_the_next_request_gets_a_new_one() {
     *setup.upstream.refuse_first_token.lock().unwrap() = true;
     // The upstream's 401 reaches the client as is: mcpgate does not replay requests.
     assert_eq!(call(&setup.gateway).await, 401);
-    assert_eq!(call(&setup.gateway).await, 200);
-    assert_eq!(
-        last_seen(&setup.upstream).as_deref(),
-        Some("Bearer token-2")
-    );
+    setup.assert_served_with("Bearer token-2").await;
     assert_eq!(setup.issuer.issued(), 2);
 }
 

@@ -12,6 +12,8 @@ pub mod refusal;
 pub mod reload;
 pub mod session;
 pub mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod redis;
 pub mod request;
+pub mod stdio;
 
 pub use config::*;
 pub use request::*;
@@ -707,6 +708,15 @@ impl Gateway {
         reqwest::Client::builder().no_proxy().build().unwrap()
     }
 
+    /// A plain GET of `path` on the gateway's origin: no token, no `Accept`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        Self::client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs a JSON-RPC `tools/list` with an optional bearer token.
     pub async fn post(&self, token: Option<&str>) -> reqwest::Response {
         let mut request = Self::client()
@@ -748,6 +758,37 @@ pub fn www_authenticate(response: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
+/// The challenge of a 403 for want of `scope`: `metadata` is the resource metadata
+/// URL, `description` the `error_description`.
+pub fn insufficient_scope(scope: &str, metadata: &str, description: &str) -> String {
+    format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{metadata}\", \
+         error_description=\"{description}\""
+    )
+}
+
+/// Asserts that `response` is a 403 with the challenge [`insufficient_scope`] makes.
+#[track_caller]
+pub fn assert_insufficient_scope(
+    response: &reqwest::Response,
+    scope: &str,
+    metadata: &str,
+    description: &str,
+) {
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        www_authenticate(response),
+        insufficient_scope(scope, metadata, description)
+    );
+}
+
+/// A token of the examples' issuer (`https://auth.example.com/`) for `audience`.
+pub fn example_token(audience: &str, scopes: &str) -> String {
+    let mut claims = claims(audience, scopes);
+    claims["iss"] = json!("https://auth.example.com/");
+    hs256(&claims, Some("dev"))
+}
+
 /// Runs `mcpgate <args>` to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = gateway_command(env).args(args).output().unwrap();
@@ -756,6 +797,27 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `mcpgate <command> --config <a file holding yaml> <args>` to completion:
+/// (exit code, stdout, stderr).
+pub fn run_with_config(
+    command: &str,
+    yaml: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut all = vec![command, "--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_cli(&all, env)
+}
+
+/// `mcpgate check` of `yaml`: (exit code, stdout, stderr).
+pub fn check_config(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    run_with_config("check", yaml, &[], env)
 }
 
 /// Audit records, once at least `count` are written.

@@ -135,6 +135,65 @@ impl Request {
     }
 }
 
+/// `initialize` with empty params.
+pub fn initialize_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
+}
+
+/// POSTs [`initialize_body`] with `token`, outside any session.
+pub async fn post_initialize(gateway: &Gateway, token: &str) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .json(&initialize_body())
+        .send()
+        .await
+}
+
+/// Opens a session for `token`: the session id mcpgate issued.
+pub async fn open_session(gateway: &Gateway, token: &str) -> String {
+    let response = post_initialize(gateway, token).await;
+    assert_eq!(response.status(), 200, "{}", gateway.stderr());
+    response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// POSTs `body` in `session` with `token`.
+pub async fn post_in_session(
+    gateway: &Gateway,
+    token: &str,
+    session: &str,
+    body: &Value,
+) -> reqwest::Response {
+    Request::post(gateway)
+        .bearer(token)
+        .session(session)
+        .json(body)
+        .send()
+        .await
+}
+
+/// Asserts the 404 a session the caller may not use gets: JSON-RPC error -32001.
+pub async fn assert_session_not_found(response: reqwest::Response) {
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(body["error"]["message"], "Session not found");
+}
+
+/// The JSON document a plain GET of `url` answers (metadata, JWKS…).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    Gateway::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A JSON-RPC request.
 pub fn rpc(id: u64, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
