@@ -1,14 +1,25 @@
 //! The authorization-server façade against the binary: its metadata, the
-//! authorization endpoint, the consent page, and the way to the identity provider;
-//! and the attacks on each (open redirects, CSRF, replays, PKCE downgrades).
+//! authorization endpoint, the consent page, the way to the identity provider and
+//! back; and the attacks on each (open redirects, CSRF, replays, PKCE downgrades,
+//! forged or misdirected ID tokens).
 
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use jsonwebtoken::Algorithm;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::common::config::TestConfig;
-use crate::common::{Gateway, Upstream};
+use crate::common::{Gateway, Keys, Upstream, now, raw_token, sign, spawn_router};
 
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const CLIENT_REDIRECT: &str = "http://127.0.0.1/callback";
@@ -446,4 +457,396 @@ async fn consent_needs_this_sign_ins_token_in_this_browser() {
     )
     .await;
     assert_eq!(response.status(), 400);
+}
+
+// === the identity provider's leg back ===
+
+/// One request at the fake provider's token endpoint: its `Authorization` header and form.
+type TokenRequest = (Option<String>, Vec<(String, String)>);
+type Received = Arc<Mutex<Vec<TokenRequest>>>;
+
+/// An OpenID provider in the test process: discovery, a token endpoint answering
+/// whatever the test set, and a JWKS with the test RSA key as `rsa-1`.
+struct FakeProvider {
+    issuer: String,
+    answer: Arc<Mutex<Value>>,
+    received: Received,
+}
+
+#[derive(Clone)]
+struct ProviderState {
+    answer: Arc<Mutex<Value>>,
+    received: Received,
+}
+
+impl FakeProvider {
+    async fn start() -> Self {
+        let answer = Arc::new(Mutex::new(json!({"error": "invalid_grant"})));
+        let received: Received = Arc::default();
+        let state = ProviderState {
+            answer: Arc::clone(&answer),
+            received: Arc::clone(&received),
+        };
+        let router = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                // The issuer is the address it was asked at (the port is known only
+                // once the router is served).
+                get(|headers: HeaderMap| async move {
+                    let issuer = format!("http://{}", headers["host"].to_str().unwrap());
+                    axum::Json(json!({
+                        "issuer": issuer,
+                        "authorization_endpoint": format!("{issuer}/authorize"),
+                        "token_endpoint": format!("{issuer}/token"),
+                        "jwks_uri": format!("{issuer}/jwks"),
+                    }))
+                }),
+            )
+            .route(
+                "/token",
+                post(
+                    |State(state): State<ProviderState>, headers: HeaderMap, body: String| async move {
+                        let authorization = headers
+                            .get("authorization")
+                            .map(|value| value.to_str().unwrap().to_owned());
+                        let form = url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                        state.received.lock().unwrap().push((authorization, form));
+                        let answer = state.answer.lock().unwrap().clone();
+                        let status = if answer.get("error").is_some() { 400 } else { 200 };
+                        (
+                            http::StatusCode::from_u16(status).unwrap(),
+                            axum::Json(answer),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/jwks",
+                get(|| async { axum::Json(Keys::load().jwks()) }),
+            )
+            .with_state(state);
+        let addr = spawn_router(router).await;
+        Self {
+            issuer: format!("http://{addr}"),
+            answer,
+            received,
+        }
+    }
+
+    fn answer_with(&self, answer: Value) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn received(&self) -> Vec<TokenRequest> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The gateway with the façade in front of `provider` (discovered, not configured).
+fn provider_config(upstream: &Upstream, provider: &FakeProvider) -> String {
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {}
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+    scopes: [openid]
+  clients:
+    - client_id: tool
+      client_name: Tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]",
+            provider.issuer
+        ))
+        .build()
+}
+
+/// A sign-in sent to the provider: the browser's cookie and what mcpgate asked of
+/// the provider.
+struct AtProvider {
+    cookie: String,
+    state: String,
+    nonce: String,
+    code_challenge: String,
+}
+
+async fn to_provider(gateway: &Gateway) -> AtProvider {
+    let at = to_consent(gateway).await;
+    let approved = decide(gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let to_idp = location(&approved);
+    assert_eq!(to_idp.path(), "/authorize");
+    AtProvider {
+        cookie: at.cookie,
+        state: query(&to_idp, "state").unwrap(),
+        nonce: query(&to_idp, "nonce").unwrap(),
+        code_challenge: query(&to_idp, "code_challenge").unwrap(),
+    }
+}
+
+fn id_token_claims(provider: &FakeProvider, nonce: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": provider.issuer,
+        "sub": "alice@idp",
+        "aud": "mcpgate-at-idp",
+        "nonce": nonce,
+        "iat": now,
+        "exp": now + 300,
+    })
+}
+
+fn signed(claims: &Value) -> String {
+    sign(&Keys::load().rsa, Algorithm::RS256, Some("rsa-1"), claims)
+}
+
+async fn callback(
+    gateway: &Gateway,
+    params: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut get = browser().get(format!("{}/oauth/callback?{}", gateway.base, form(params)));
+    if let Some(cookie) = cookie {
+        get = get.header(COOKIE, cookie);
+    }
+    get.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_providers_answer_ends_at_the_client_with_an_mcpgate_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let at = to_provider(&gateway).await;
+    provider.answer_with(json!({
+        "access_token": "provider-access-token",
+        "token_type": "Bearer",
+        "id_token": signed(&id_token_claims(&provider, &at.nonce)),
+    }));
+
+    let back = callback(
+        &gateway,
+        &[
+            ("code", "provider-code"),
+            ("state", &at.state),
+            ("iss", &provider.issuer),
+        ],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(back.status(), 303);
+    let to_client = location(&back);
+    assert!(
+        to_client.as_str().starts_with(CLIENT_REDIRECT),
+        "{to_client}"
+    );
+    let code = query(&to_client, "code").unwrap();
+    assert!(
+        code.len() >= 43 && code != "provider-code",
+        "mcpgate's own code"
+    );
+    assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+    assert_eq!(query(&to_client, "iss"), Some(gateway.base.clone()));
+
+    // The code was redeemed with mcpgate's credentials and its own PKCE verifier.
+    let received = provider.received();
+    assert_eq!(received.len(), 1);
+    let (authorization, fields) = &received[0];
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("mcpgate-at-idp:s3cret")
+    );
+    assert_eq!(authorization.as_deref(), Some(basic.as_str()));
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    assert_eq!(field("grant_type").as_deref(), Some("authorization_code"));
+    assert_eq!(field("code").as_deref(), Some("provider-code"));
+    assert_eq!(
+        field("redirect_uri"),
+        Some(format!("{}/oauth/callback", gateway.base))
+    );
+    let verifier = field("code_verifier").unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+        at.code_challenge
+    );
+    assert!(field("client_secret").is_none() && field("resource").is_none());
+    assert!(gateway.wait_for_log("code issued").await);
+    assert!(!gateway.stderr().contains("provider-access-token"));
+
+    // The provider's answer is used once.
+    let again = callback(
+        &gateway,
+        &[("code", "provider-code"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get(LOCATION).is_none());
+    assert_eq!(provider.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_callback_that_is_not_this_browsers_sign_in_issues_no_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+
+    // An unknown state, with a real browser cookie.
+    let at = to_provider(&gateway).await;
+    let unknown = callback(
+        &gateway,
+        &[("code", "c"), ("state", "made-up")],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.headers().get(LOCATION).is_none());
+
+    // Login CSRF: the attacker's callback URL opened in a browser without the
+    // sign-in's cookie, or with another sign-in's.
+    provider.answer_with(json!({
+        "access_token": "t",
+        "id_token": signed(&id_token_claims(&provider, &at.nonce)),
+    }));
+    let other = to_provider(&gateway).await;
+    for cookie in [None, Some(other.cookie.as_str())] {
+        let at = to_provider(&gateway).await;
+        let response = callback(&gateway, &[("code", "c"), ("state", &at.state)], cookie).await;
+        assert_eq!(response.status(), 403, "{cookie:?}");
+        assert!(response.headers().get(LOCATION).is_none());
+    }
+    // A repeated parameter.
+    let response = callback(
+        &gateway,
+        &[("code", "c"), ("state", &at.state), ("state", &other.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    // An answer naming another issuer (RFC 9207 mix-up).
+    let response = callback(
+        &gateway,
+        &[
+            ("code", "c"),
+            ("state", &at.state),
+            ("iss", "https://evil.example"),
+        ],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get(LOCATION).is_none());
+    assert!(provider.received().is_empty(), "no code was redeemed");
+}
+
+#[tokio::test]
+async fn the_providers_refusal_goes_back_to_the_client() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    for (provider_error, client_error) in [
+        ("access_denied", "access_denied"),
+        ("temporarily_unavailable", "temporarily_unavailable"),
+        ("invalid_scope", "server_error"),
+    ] {
+        let at = to_provider(&gateway).await;
+        let back = callback(
+            &gateway,
+            &[("error", provider_error), ("state", &at.state)],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(back.status(), 303);
+        let to_client = location(&back);
+        assert!(to_client.as_str().starts_with(CLIENT_REDIRECT));
+        assert_eq!(query(&to_client, "error").as_deref(), Some(client_error));
+        assert!(query(&to_client, "code").is_none());
+        assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+        assert_eq!(query(&to_client, "iss"), Some(gateway.base.clone()));
+    }
+    assert!(provider.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_forged_or_misdirected_id_token_issues_no_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let keys = Keys::load();
+    let with = |claims: &Value, field: &str, value: Value| {
+        let mut claims = claims.clone();
+        claims[field] = value;
+        claims
+    };
+    type Forge = Box<dyn Fn(&Value) -> Value>;
+    let cases: Vec<(&str, Forge)> = vec![
+        (
+            "another sign-in's nonce",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "nonce", json!("other-nonce")))})),
+        ),
+        (
+            "another client's token",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "aud", json!("someone-else")))})),
+        ),
+        (
+            "another issuer's token",
+            Box::new(
+                move |c| json!({"id_token": signed(&with(c, "iss", json!("https://evil.example")))}),
+            ),
+        ),
+        (
+            "expired",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "exp", json!(now() - 600)))})),
+        ),
+        (
+            "signed by another key",
+            Box::new(
+                move |c| json!({"id_token": sign(&keys.rsa2, Algorithm::RS256, Some("rsa-1"), c)}),
+            ),
+        ),
+        (
+            "alg none",
+            Box::new(
+                |c| json!({"id_token": raw_token(&json!({"alg": "none", "kid": "rsa-1"}), c, b"")}),
+            ),
+        ),
+        (
+            "no ID token though openid was asked for",
+            Box::new(|_| json!({})),
+        ),
+        (
+            "the provider refuses the code",
+            Box::new(|_| json!({"error": "invalid_grant"})),
+        ),
+    ];
+    for (name, forge) in cases {
+        let at = to_provider(&gateway).await;
+        let mut answer = forge(&id_token_claims(&provider, &at.nonce));
+        if answer.get("error").is_none() {
+            answer["access_token"] = json!("provider-access-token");
+        }
+        provider.answer_with(answer);
+        let response = callback(
+            &gateway,
+            &[("code", "provider-code"), ("state", &at.state)],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(response.status(), 502, "{name}");
+        assert!(response.headers().get(LOCATION).is_none(), "{name}");
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("provider-access-token"), "{name}");
+        if name == "the provider refuses the code" {
+            assert!(html.contains("invalid_grant"), "{html}");
+        }
+    }
+    assert!(!gateway.stderr().contains("provider-access-token"));
 }

@@ -1,5 +1,5 @@
-//! The façade's HTTP side: metadata, the authorization endpoint and the consent
-//! page. Each handler reads the current settings once and hands the work to the
+//! The façade's HTTP side: metadata, the authorization endpoint, the consent
+//! page and the identity provider's callback. Each handler reads the current settings once and hands the work to the
 //! modules beside it.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::authorize::{Offer, PageError, Params, RedirectError};
+use super::callback::{self, CallbackParams};
 use super::clients::{Client, ClientKind};
 use super::page::{self, ConsentPage, kind_text};
 use super::pending::{Pending, Stage};
@@ -39,7 +40,8 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
         .route(
             &endpoints.path("consent"),
             get(consent_page).post(consent_decision),
-        );
+        )
+        .route(&endpoints.path("callback"), get(callback));
     for path in endpoints.metadata_paths() {
         router = router.route(&path, get(metadata));
     }
@@ -326,6 +328,24 @@ async fn to_provider(
     see_other(url.as_str())
 }
 
+/// `GET /oauth/callback`: the identity provider's answer (see `callback`).
+async fn callback(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let settings = facade.settings();
+    let Some(params) = CallbackParams::from_query(query.as_deref().unwrap_or("")) else {
+        return page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The identity provider's answer repeats a parameter.",
+        );
+    };
+    let browser = browser_id(&headers, &settings);
+    callback::complete(&facade, &settings, params, browser).await
+}
+
 /// The browser id from its cookie, if it sent one that looks like ours.
 fn browser_id(headers: &HeaderMap, settings: &Settings) -> Option<String> {
     let name = cookie_name(settings);
@@ -382,7 +402,7 @@ fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
 }
 
 /// An error sent back to the client's verified redirect URI, with `state` and `iss`.
-fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
+pub(super) fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
     let Ok(mut url) = Url::parse(&error.redirect_uri) else {
         return page::error_page(StatusCode::BAD_REQUEST, error.error, &error.description);
     };
@@ -408,7 +428,7 @@ fn unverified(error: &PageError) -> Response {
     page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
 }
 
-fn expired() -> Response {
+pub(super) fn expired() -> Response {
     page::error_page(
         StatusCode::BAD_REQUEST,
         "invalid_request",
@@ -416,7 +436,7 @@ fn expired() -> Response {
     )
 }
 
-fn other_browser() -> Response {
+pub(super) fn other_browser() -> Response {
     page::error_page(
         StatusCode::FORBIDDEN,
         "invalid_request",
@@ -424,7 +444,7 @@ fn other_browser() -> Response {
     )
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(value) => {
             let mut response = StatusCode::SEE_OTHER.into_response();

@@ -9,9 +9,12 @@
 //! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
 
 pub(crate) mod authorize;
+mod callback;
 pub(crate) mod clients;
 mod endpoints;
+pub(crate) mod exchange;
 pub(crate) mod grants;
+pub(crate) mod id_token;
 pub(crate) mod metadata;
 pub(crate) mod page;
 pub(crate) mod pending;

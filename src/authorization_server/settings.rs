@@ -8,6 +8,7 @@ use url::Url;
 
 use super::clients::ConfiguredClients;
 use super::grants::Grants;
+use super::id_token::ProviderKeys;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::pending::PendingStore;
 use super::provider::Discovery;
@@ -105,6 +106,8 @@ pub(crate) struct Facade {
     /// Grants, codes and refresh tokens.
     pub(crate) grants: Grants,
     pub(crate) discovery: Discovery,
+    /// The provider's ID-token keys.
+    pub(crate) provider_keys: ProviderKeys,
     /// For the provider's endpoints (and, later, client metadata documents).
     pub(crate) http: reqwest::Client,
 }
@@ -128,6 +131,7 @@ impl Facade {
             pending,
             grants,
             discovery: Discovery::default(),
+            provider_keys: ProviderKeys::default(),
             http,
         })
     }
