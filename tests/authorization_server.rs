@@ -218,7 +218,9 @@ async fn consent_then_the_identity_provider_with_mcpgates_own_request() {
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(headers["x-frame-options"], "DENY");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
+    // Nothing to other sites, and the form's own `Origin` survives (`no-referrer`
+    // makes browsers send `Origin: null`, which the consent POST refuses).
+    assert_eq!(headers["referrer-policy"], "same-origin");
     assert_eq!(headers["cache-control"], "no-store");
     let html = page.text().await.unwrap();
     // Reloading shows the same form: the token still works (FastMCP #4814).
