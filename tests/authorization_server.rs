@@ -528,6 +528,18 @@ impl FakeProvider {
                 "/jwks",
                 get(|| async { axum::Json(Keys::load().jwks()) }),
             )
+            // GitHub-like: the user's id is a number, under `id`.
+            .route(
+                "/userinfo",
+                get(|headers: HeaderMap| async move {
+                    let bearer = headers.get("authorization").map(|v| v.to_str().unwrap());
+                    if bearer == Some("Bearer provider-access-token") {
+                        Ok(axum::Json(json!({"id": 4242, "login": "alice"})))
+                    } else {
+                        Err(http::StatusCode::UNAUTHORIZED)
+                    }
+                }),
+            )
             .with_state(state);
         let addr = spawn_router(router).await;
         Self {
@@ -851,4 +863,93 @@ async fn a_forged_or_misdirected_id_token_issues_no_code() {
         }
     }
     assert!(!gateway.stderr().contains("provider-access-token"));
+}
+
+/// A plain OAuth provider (no discovery, no ID token): the user is `userinfo`'s `id`.
+fn plain_oauth_config(upstream: &Upstream, provider: &FakeProvider, auth: &str) -> String {
+    let issuer = &provider.issuer;
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {issuer}
+    authorization_endpoint: {issuer}/authorize
+    token_endpoint: {issuer}/token
+    userinfo_endpoint: {issuer}/userinfo
+    subject_claim: id
+    client_id: mcpgate-at-idp
+{auth}    scopes: [read:user]
+  clients:
+    - client_id: tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]"
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn without_an_id_token_the_user_comes_from_userinfo() {
+    let upstream = Upstream::start().await;
+    for (auth, expect_secret) in [
+        (
+            "    client_secret: s3cret\n    auth_method: client_secret_post\n",
+            true,
+        ),
+        ("    auth_method: none\n", false),
+    ] {
+        let provider = FakeProvider::start().await;
+        let gateway = Gateway::start(&plain_oauth_config(&upstream, &provider, auth)).await;
+        let at = to_provider(&gateway).await;
+        provider
+            .answer_with(json!({"access_token": "provider-access-token", "token_type": "bearer"}));
+        let back = callback(
+            &gateway,
+            &[("code", "provider-code"), ("state", &at.state)],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(back.status(), 303, "{auth}");
+        let to_client = location(&back);
+        assert!(query(&to_client, "code").is_some(), "{to_client}");
+        assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+        assert!(
+            gateway.wait_for_log("subject=4242").await,
+            "{}",
+            gateway.stderr()
+        );
+
+        let received = provider.received();
+        let (authorization, fields) = &received[0];
+        assert!(authorization.is_none(), "no Basic header: {auth}");
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(field("client_id").as_deref(), Some("mcpgate-at-idp"));
+        assert_eq!(
+            field("client_secret").as_deref(),
+            expect_secret.then_some("s3cret")
+        );
+        assert!(field("code_verifier").is_some());
+    }
+    // A userinfo that does not name the user (the wrong token) issues no code.
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&plain_oauth_config(
+        &upstream,
+        &provider,
+        "    auth_method: none\n",
+    ))
+    .await;
+    let at = to_provider(&gateway).await;
+    provider.answer_with(json!({"access_token": "another-token"}));
+    let response = callback(
+        &gateway,
+        &[("code", "provider-code"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 502);
+    assert!(response.headers().get(LOCATION).is_none());
 }
