@@ -498,6 +498,7 @@ impl FakeProvider {
                     let issuer = format!("http://{}", headers["host"].to_str().unwrap());
                     axum::Json(json!({
                         "issuer": issuer,
+                        "authorization_response_iss_parameter_supported": true,
                         "authorization_endpoint": format!("{issuer}/authorize"),
                         "token_endpoint": format!("{issuer}/token"),
                         "jwks_uri": format!("{issuer}/jwks"),
@@ -758,6 +759,16 @@ async fn a_callback_that_is_not_this_browsers_sign_in_issues_no_code() {
     .await;
     assert_eq!(response.status(), 400);
     assert!(response.headers().get(LOCATION).is_none());
+    // No issuer at all, from a provider whose metadata says it always sends one.
+    let at = to_provider(&gateway).await;
+    let response = callback(
+        &gateway,
+        &[("code", "c"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get(LOCATION).is_none());
     assert!(provider.received().is_empty(), "no code was redeemed");
 }
 
@@ -774,7 +785,11 @@ async fn the_providers_refusal_goes_back_to_the_client() {
         let at = to_provider(&gateway).await;
         let back = callback(
             &gateway,
-            &[("error", provider_error), ("state", &at.state)],
+            &[
+                ("error", provider_error),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
             Some(&at.cookie),
         )
         .await;
@@ -850,7 +865,11 @@ async fn a_forged_or_misdirected_id_token_issues_no_code() {
         provider.answer_with(answer);
         let response = callback(
             &gateway,
-            &[("code", "provider-code"), ("state", &at.state)],
+            &[
+                ("code", "provider-code"),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
             Some(&at.cookie),
         )
         .await;

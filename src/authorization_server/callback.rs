@@ -88,10 +88,13 @@ pub(super) async fn complete(
             return provider_failure(&ExchangeError::Unreachable(error.to_string()));
         }
     };
-    // RFC 9207: an answer naming another issuer is a mix-up; nothing of it is used.
-    if let Some(iss) = &params.iss
-        && !id_token::same_issuer(iss, &endpoints.issuer)
-    {
+    // RFC 9207: an answer naming another issuer, or none from a provider that
+    // always names itself, is a mix-up; nothing of it is used.
+    let wrong_issuer = match &params.iss {
+        Some(iss) => !id_token::same_issuer(iss, &endpoints.issuer),
+        None => endpoints.sends_iss,
+    };
+    if wrong_issuer {
         tracing::warn!(%client_id, "identity provider callback from another issuer refused");
         return page::error_page(
             StatusCode::BAD_REQUEST,
