@@ -11,8 +11,8 @@ use axum::response::Response;
 use http::StatusCode;
 use url::Url;
 
+use super::answers::{expired, other_browser, redirect_error, see_other};
 use super::authorize::RedirectError;
-use super::endpoints::{expired, other_browser, redirect_error, see_other};
 use super::exchange::{self, ExchangeError, Redemption};
 use super::grants::Grant;
 use super::id_token::{self, Expected};

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
 
+use super::answers::{expired, other_browser, redirect_error, see_other};
 use super::authorize::{Offer, PageError, Params, RedirectError};
 use super::callback::{self, CallbackParams};
 use super::clients::{Client, ClientKind};
@@ -401,24 +402,6 @@ fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
         .is_ok_and(|origin| origin == issuer.origin().ascii_serialization())
 }
 
-/// An error sent back to the client's verified redirect URI, with `state` and `iss`.
-pub(super) fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
-    let Ok(mut url) = Url::parse(&error.redirect_uri) else {
-        return page::error_page(StatusCode::BAD_REQUEST, error.error, &error.description);
-    };
-    {
-        let mut query = url.query_pairs_mut();
-        query
-            .append_pair("error", error.error)
-            .append_pair("error_description", &error.description);
-        if let Some(state) = &error.state {
-            query.append_pair("state", state);
-        }
-        query.append_pair("iss", &settings.endpoints.issuer);
-    }
-    see_other(url.as_str())
-}
-
 fn unverified(error: &PageError) -> Response {
     tracing::info!("authorization request refused: {error}");
     let code = match error {
@@ -426,38 +409,4 @@ fn unverified(error: &PageError) -> Response {
         _ => "invalid_request",
     };
     page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
-}
-
-pub(super) fn expired() -> Response {
-    page::error_page(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "This sign-in has expired or was already completed.",
-    )
-}
-
-pub(super) fn other_browser() -> Response {
-    page::error_page(
-        StatusCode::FORBIDDEN,
-        "invalid_request",
-        "This sign-in was started in another browser.",
-    )
-}
-
-pub(super) fn see_other(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(value) => {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(header::LOCATION, value);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(_) => page::error_page(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The redirect target is not a valid URL.",
-        ),
-    }
 }

@@ -8,6 +8,7 @@
 //! `consent` (the page, CSRF bound to the sign-in and the browser) → the provider
 //! → callback. `endpoints` holds the HTTP side; everything else here is free of it.
 
+mod answers;
 pub(crate) mod authorize;
 mod callback;
 pub(crate) mod clients;
