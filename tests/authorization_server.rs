@@ -614,8 +614,15 @@ fn id_token_claims(provider: &FakeProvider, nonce: &str) -> Value {
     })
 }
 
+/// An ID token as providers sign them (`typ: JWT`).
 fn signed(claims: &Value) -> String {
-    sign(&Keys::load().rsa, Algorithm::RS256, Some("rsa-1"), claims)
+    id_token(&Keys::load().rsa, claims)
+}
+
+fn id_token(key: &jsonwebtoken::EncodingKey, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
 async fn callback(
@@ -837,8 +844,12 @@ async fn a_forged_or_misdirected_id_token_issues_no_code() {
         ),
         (
             "signed by another key",
+            Box::new(move |c| json!({"id_token": id_token(&keys.rsa2, c)})),
+        ),
+        (
+            "the provider's access token (typ at+jwt) in place of the ID token",
             Box::new(
-                move |c| json!({"id_token": sign(&keys.rsa2, Algorithm::RS256, Some("rsa-1"), c)}),
+                |c| json!({"id_token": sign(&Keys::load().rsa, Algorithm::RS256, Some("rsa-1"), c)}),
             ),
         ),
         (

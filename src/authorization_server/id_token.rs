@@ -54,6 +54,8 @@ pub(crate) struct Expected<'a> {
 pub(crate) enum IdTokenError {
     #[error("the ID token is not a well-formed JWS")]
     Malformed,
+    #[error("the token is an access token (typ at+jwt), not an ID token")]
+    AccessToken,
     #[error("the ID token's algorithm `{0}` is not one of RS256, ES256, PS256, EdDSA")]
     Algorithm(String),
     #[error("no key of the provider's JWKS fits the ID token's kid and algorithm")]
@@ -80,6 +82,7 @@ pub(crate) enum IdTokenError {
 struct Header {
     alg: String,
     kid: Option<String>,
+    typ: Option<String>,
     /// Extensions mcpgate does not understand must not be ignored (RFC 7515 §4.1.11).
     crit: Option<Value>,
 }
@@ -183,6 +186,13 @@ fn split(token: &str) -> Result<Parts<'_>, IdTokenError> {
         .ok_or(IdTokenError::Malformed)?;
     if header.crit.is_some() {
         return Err(IdTokenError::Malformed);
+    }
+    // RFC 9068 §2.1 marks JWT access tokens so that they are not taken for others.
+    if header.typ.as_deref().is_some_and(|typ| {
+        let typ = typ.to_ascii_lowercase();
+        typ == "at+jwt" || typ == "application/at+jwt"
+    }) {
+        return Err(IdTokenError::AccessToken);
     }
     let alg = ALGORITHMS
         .iter()
@@ -446,5 +456,10 @@ mod tests {
         let unknown = jsonwebtoken::encode(&unknown, &claims(), &key("rsa_private.pem")).unwrap();
         assert_eq!(check(&unknown), Err(IdTokenError::UnknownKey));
         assert_eq!(check("a.b"), Err(IdTokenError::Malformed));
+        let mut access = JwtHeader::new(Algorithm::RS256);
+        access.kid = Some("k1".into());
+        access.typ = Some("at+jwt".into());
+        let access = jsonwebtoken::encode(&access, &claims(), &key("rsa_private.pem")).unwrap();
+        assert_eq!(check(&access), Err(IdTokenError::AccessToken));
     }
 }
