@@ -36,6 +36,7 @@ fn config(upstream: &Upstream) -> String {
     authorization_endpoint: https://idp.test/authorize?tenant=t1
     token_endpoint: https://idp.test/token
     client_id: mcpgate-at-idp
+    client_secret: s3cret
     scopes: [openid, email]
   clients:
     - client_id: tool

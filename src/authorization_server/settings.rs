@@ -13,7 +13,9 @@ use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::pending::PendingStore;
 use super::provider::Discovery;
 use super::secret::SecretKey;
-use crate::config::{AuthorizationServerConfig, Config, ConfigError};
+use crate::config::{
+    AuthorizationServerConfig, Config, ConfigError, ProviderAuthMethod, ProviderConfig,
+};
 
 /// The façade as one configuration defines it.
 #[derive(Debug)]
@@ -44,6 +46,7 @@ impl Settings {
         };
         let public_url = config.public_url();
         let issuer = issuer(section.issuer.as_ref(), &public_url)?;
+        provider_credentials(&section.provider)?;
         let endpoints = Endpoints::new(&issuer, section.registration.enabled);
         let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
@@ -97,6 +100,30 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
     } else {
         text.to_owned()
     })
+}
+
+/// mcpgate's client at the provider has a secret exactly when it authenticates with one.
+fn provider_credentials(provider: &ProviderConfig) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: &str| ConfigError::Invalid {
+        key: format!("authorization_server.provider.{key}"),
+        message: message.into(),
+    };
+    match (provider.auth_method, &provider.client_secret) {
+        (ProviderAuthMethod::None, Some(_)) => Err(invalid(
+            "client_secret",
+            "must not be set with auth_method: none (a public client has no secret)",
+        )),
+        (ProviderAuthMethod::ClientSecretBasic | ProviderAuthMethod::ClientSecretPost, None) => {
+            Err(invalid(
+                "client_secret",
+                "is required unless auth_method is none (a public client at the provider)",
+            ))
+        }
+        _ if provider.subject_claim.trim().is_empty() => {
+            Err(invalid("subject_claim", "must name a userinfo member"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The façade across reloads: the current settings and the sign-ins in progress.
@@ -164,5 +191,40 @@ mod tests {
         assert!(error.starts_with("authorization_server.issuer:"), "{error}");
         let query = Url::parse("https://mcp.example.com/?a=1").unwrap();
         assert!(issuer(Some(&query), &public).is_err());
+    }
+
+    #[test]
+    fn the_provider_secret_comes_with_the_method_that_uses_it() {
+        let provider = |extra: serde_json::Value| -> ProviderConfig {
+            let mut value = serde_json::json!({
+                "issuer": "https://idp.example.com",
+                "client_id": "mcpgate",
+            });
+            for (key, field) in extra.as_object().unwrap() {
+                value[key] = field.clone();
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let error = |extra| {
+            provider_credentials(&provider(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(provider_credentials(&provider(serde_json::json!({"client_secret": "s"}))).is_ok());
+        assert!(
+            provider_credentials(&provider(serde_json::json!({"auth_method": "none"}))).is_ok()
+        );
+        assert!(
+            error(serde_json::json!({}))
+                .starts_with("authorization_server.provider.client_secret: is required")
+        );
+        assert!(
+            error(serde_json::json!({"auth_method": "none", "client_secret": "s"}))
+                .starts_with("authorization_server.provider.client_secret: must not")
+        );
+        assert!(
+            error(serde_json::json!({"auth_method": "none", "subject_claim": " "}))
+                .starts_with("authorization_server.provider.subject_claim:")
+        );
     }
 }
