@@ -36,6 +36,7 @@ fn config(upstream: &Upstream, strict: bool, per_minute: u32) -> String {
     authorization_endpoint: https://idp.test/authorize
     token_endpoint: https://idp.test/token
     client_id: mcpgate-at-idp
+    client_secret: s3cret
   client_metadata_documents:
     allow_private_addresses: {}
     max_bytes: 2048
@@ -513,6 +514,7 @@ authorization_server:
     authorization_endpoint: https://idp.test/authorize
     token_endpoint: https://idp.test/token
     client_id: mcpgate-at-idp
+    client_secret: s3cret
   client_metadata_documents:
     pinned:
       \"https://app.example/client.json\":

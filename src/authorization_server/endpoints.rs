@@ -1,5 +1,5 @@
-//! The façade's HTTP side: metadata, the authorization endpoint and the consent
-//! page. Each handler reads the current settings once and hands the work to the
+//! The façade's HTTP side: metadata, the authorization endpoint, the consent
+//! page and the identity provider's callback. Each handler reads the current settings once and hands the work to the
 //! modules beside it.
 
 use std::sync::Arc;
@@ -14,26 +14,23 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
 
-use super::authorize::{Offer, PageError, Params, RedirectError};
+use super::answers::{expired, other_browser, redirect_error, see_other};
+use super::authorize::{AuthorizationRequest, Offer, PageError, Params, RedirectError};
+use super::callback::{self, CallbackParams};
 use super::clients::{Client, ClientKind};
+use super::cookies;
 use super::page::{self, ConsentPage, kind_text};
 use super::pending::{Pending, Stage};
 use super::provider::{self, Pkce, ProviderRequest};
 use super::redirect_uri;
 use super::registration_endpoint;
+use super::remembered::Remembered;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
 use super::token::{self, TokenError};
 
 /// Largest token or revocation request read; real ones are under 2 KiB.
 const MAX_FORM_BYTES: usize = 16 * 1024;
-
-/// The cookie that ties a sign-in to the browser that started it.
-const BROWSER_COOKIE: &str = "mcpgate_browser";
-/// With `Secure`, the `__Host-` prefix also forbids a `Domain` and any path but `/`.
-const SECURE_BROWSER_COOKIE: &str = "__Host-mcpgate_browser";
-/// A browser cookie's life: long enough for a sign-in, not a tracking id.
-const BROWSER_COOKIE_MAX_AGE: u32 = 3600;
 
 /// The façade's routes, to merge into a router of any state. Paths come from the
 /// configuration at start.
@@ -46,6 +43,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
             &endpoints.path("consent"),
             get(consent_page).post(consent_decision),
         )
+        .route(&endpoints.path("callback"), get(callback))
         .route(&endpoints.path("jwks"), get(jwks))
         .route(
             &endpoints.path("token"),
@@ -191,30 +189,52 @@ async fn authorize(
             return redirect_error(&settings, &error);
         }
     };
-    let (browser, set_cookie) = match browser_id(&headers, &settings) {
+    let (browser, set_cookie) = match cookies::browser_id(&headers, &settings) {
         Some(existing) => (existing, None),
         None => {
             let fresh = random_id();
-            let cookie = browser_cookie(&settings, &fresh);
+            let cookie = cookies::browser_cookie(&settings, &fresh);
             (fresh, Some(cookie))
         }
     };
+    // An approval this browser remembers for exactly this request skips the page;
+    // the callback checks that the same user signs in.
+    let remembered_for = remembered_approval(&headers, &settings, &request);
     let id = random_id();
-    facade.pending.insert(
-        &id,
-        Pending {
-            request,
-            client,
-            browser,
-            stage: Stage::AwaitingConsent,
-        },
-    );
-    let location = format!("{}?request={id}", settings.endpoints.url("consent"));
-    let mut response = see_other(&location);
+    let pending = Pending {
+        request,
+        client,
+        browser,
+        remembered_for,
+        stage: Stage::AwaitingConsent,
+    };
+    let mut response = if pending.remembered_for.is_some() {
+        tracing::info!(client_id = %pending.client.client_id, "consent remembered by this browser; to the identity provider");
+        to_provider(&facade, &settings, &id, &pending).await
+    } else {
+        facade.pending.insert(&id, pending);
+        see_other(&format!(
+            "{}?request={id}",
+            settings.endpoints.url("consent")
+        ))
+    };
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// Who approved `request` before in this browser, if remembering is on.
+fn remembered_approval(
+    headers: &HeaderMap,
+    settings: &Settings,
+    request: &AuthorizationRequest,
+) -> Option<String> {
+    if settings.config.consent.remember.is_zero() {
+        return None;
+    }
+    let cookie = cookies::consent(headers, settings)?;
+    Remembered::from_cookie(&cookie, &settings.key).find(request)
 }
 
 #[derive(Deserialize)]
@@ -236,7 +256,9 @@ async fn consent_page(
     if pending.stage != Stage::AwaitingConsent {
         return expired();
     }
-    let Some(browser) = browser_id(&headers, &settings).filter(|id| *id == pending.browser) else {
+    let Some(browser) =
+        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
+    else {
         return other_browser();
     };
     let csrf = settings.key.mac("consent", &[&query.request, &browser]);
@@ -323,7 +345,9 @@ async fn consent_decision(
     if pending.stage != Stage::AwaitingConsent {
         return expired();
     }
-    let Some(browser) = browser_id(&headers, &settings).filter(|id| *id == pending.browser) else {
+    let Some(browser) =
+        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
+    else {
         return other_browser();
     };
     if !settings
@@ -411,46 +435,25 @@ async fn to_provider(
     see_other(url.as_str())
 }
 
-/// The browser id from its cookie, if it sent one that looks like ours.
-fn browser_id(headers: &HeaderMap, settings: &Settings) -> Option<String> {
-    let name = cookie_name(settings);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == name)
-        .map(|cookie| cookie.value().to_owned())
-        .filter(|value| {
-            value.len() == 43
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn cookie_name(settings: &Settings) -> &'static str {
-    if settings.secure_cookies {
-        SECURE_BROWSER_COOKIE
-    } else {
-        BROWSER_COOKIE
-    }
-}
-
-/// `SameSite=Lax`: sent on the provider's redirect back (a top-level navigation),
-/// never on a cross-site form post.
-fn browser_cookie(settings: &Settings, value: &str) -> HeaderValue {
-    let secure = if settings.secure_cookies {
-        "; Secure"
-    } else {
-        ""
+/// `GET /oauth/callback`: the identity provider's answer (see `callback`).
+async fn callback(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let settings = facade.settings();
+    let Some(params) = CallbackParams::from_query(query.as_deref().unwrap_or("")) else {
+        return page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The identity provider's answer repeats a parameter.",
+        );
     };
-    let text = format!(
-        "{}={value}; Path=/; Max-Age={BROWSER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax{secure}",
-        cookie_name(settings)
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let browser = cookies::browser_id(&headers, &settings);
+    let remembered = cookies::consent(&headers, &settings)
+        .map(|cookie| Remembered::from_cookie(&cookie, &settings.key))
+        .unwrap_or_default();
+    callback::complete(&facade, &settings, params, browser, remembered).await
 }
 
 /// A form post's `Origin`, when the browser sent one, must be the issuer's.
@@ -466,24 +469,6 @@ fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
         .is_ok_and(|origin| origin == issuer.origin().ascii_serialization())
 }
 
-/// An error sent back to the client's verified redirect URI, with `state` and `iss`.
-fn redirect_error(settings: &Settings, error: &RedirectError) -> Response {
-    let Ok(mut url) = Url::parse(&error.redirect_uri) else {
-        return page::error_page(StatusCode::BAD_REQUEST, error.error, &error.description);
-    };
-    {
-        let mut query = url.query_pairs_mut();
-        query
-            .append_pair("error", error.error)
-            .append_pair("error_description", &error.description);
-        if let Some(state) = &error.state {
-            query.append_pair("state", state);
-        }
-        query.append_pair("iss", &settings.endpoints.issuer);
-    }
-    see_other(url.as_str())
-}
-
 fn unverified(error: &PageError) -> Response {
     tracing::info!("authorization request refused: {error}");
     let code = match error {
@@ -491,38 +476,4 @@ fn unverified(error: &PageError) -> Response {
         _ => "invalid_request",
     };
     page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
-}
-
-fn expired() -> Response {
-    page::error_page(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "This sign-in has expired or was already completed.",
-    )
-}
-
-fn other_browser() -> Response {
-    page::error_page(
-        StatusCode::FORBIDDEN,
-        "invalid_request",
-        "This sign-in was started in another browser.",
-    )
-}
-
-fn see_other(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(value) => {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(header::LOCATION, value);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(_) => page::error_page(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The redirect target is not a valid URL.",
-        ),
-    }
 }

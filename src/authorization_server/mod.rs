@@ -11,10 +11,15 @@
 //! and `registration_endpoint` hold the HTTP side; everything else here is free
 //! of it.
 
+mod answers;
 pub(crate) mod authorize;
+mod callback;
 pub(crate) mod clients;
+mod cookies;
 mod endpoints;
+pub(crate) mod exchange;
 pub(crate) mod grants;
+pub(crate) mod id_token;
 pub(crate) mod metadata;
 pub(crate) mod metadata_documents;
 pub(crate) mod page;

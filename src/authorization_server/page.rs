@@ -1,6 +1,7 @@
 //! The two HTML pages the façade shows (consent and error), and the headers every
 //! one of them carries: no script at all, no framing (clickjacking a consent page
-//! is approving for the user), no referrer (the URL holds a request id), no caching.
+//! is approving for the user), no referrer to other sites (the URL holds a request
+//! id), no caching.
 
 use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
@@ -96,9 +97,11 @@ fn with_page_headers(status: StatusCode, html: String) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, content_security_policy());
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it browsers send `Origin: null` with the consent
+    // form, and the same-origin check refuses the user's own decision.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -168,7 +171,7 @@ mod tests {
         assert!(csp.contains("frame-ancestors 'none'"));
         assert!(!csp.contains("script-src"));
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
-        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(headers[header::REFERRER_POLICY], "same-origin");
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         let error = error_page(StatusCode::BAD_REQUEST, "invalid_request", "<x>");
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);

@@ -22,6 +22,10 @@ pub(crate) struct Pending {
     pub(crate) client: Client,
     /// The browser it belongs to (the `mcpgate_browser` cookie's value).
     pub(crate) browser: String,
+    /// When the consent page was skipped because this browser remembered an
+    /// approval: the digest of the user it was given by, who must be the one who
+    /// signs in.
+    pub(crate) remembered_for: Option<String>,
     pub(crate) stage: Stage,
 }
 
@@ -114,6 +118,7 @@ mod tests {
                 secret_hash: None,
             },
             browser: "b".into(),
+            remembered_for: None,
             stage,
         }
     }

@@ -25,6 +25,9 @@ pub(crate) struct ProviderEndpoints {
     pub(crate) token_endpoint: Url,
     pub(crate) jwks_uri: Option<Url>,
     pub(crate) userinfo_endpoint: Option<Url>,
+    /// The provider says it puts `iss` in every authorization response (RFC 9207),
+    /// so an answer without one is refused.
+    pub(crate) sends_iss: bool,
 }
 
 /// Why the provider's endpoints are not known.
@@ -43,6 +46,8 @@ struct DiscoveryDocument {
     token_endpoint: Url,
     jwks_uri: Option<Url>,
     userinfo_endpoint: Option<Url>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// Discovered endpoints, by provider issuer, kept an hour; one fetch in flight.
@@ -78,6 +83,7 @@ impl Discovery {
                 token_endpoint: token.clone(),
                 jwks_uri: provider.jwks_uri.clone(),
                 userinfo_endpoint: provider.userinfo_endpoint.clone(),
+                sends_iss: false,
             }));
         }
         let key = provider.issuer.as_str().to_owned();
@@ -141,6 +147,7 @@ async fn discover(
             .userinfo_endpoint
             .clone()
             .or(document.userinfo_endpoint),
+        sends_iss: document.authorization_response_iss_parameter_supported,
     }))
 }
 
@@ -238,6 +245,7 @@ mod tests {
             token_endpoint: Url::parse("https://idp.example.com/token").unwrap(),
             jwks_uri: None,
             userinfo_endpoint: None,
+            sends_iss: false,
         };
         let pkce = Pkce::generate();
         let url = authorization_url(

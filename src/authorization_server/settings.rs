@@ -9,6 +9,7 @@ use url::Url;
 use super::authorize::PageError;
 use super::clients::{Client, ConfiguredClients};
 use super::grants::Grants;
+use super::id_token::ProviderKeys;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
 use super::metadata_documents::fetch::Fetcher;
 use super::metadata_documents::{DocumentRules, Documents};
@@ -17,7 +18,9 @@ use super::provider::Discovery;
 use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
 use super::secret::SecretKey;
 use super::signing::SigningKeys;
-use crate::config::{AuthorizationServerConfig, Config, ConfigError};
+use crate::config::{
+    AuthorizationServerConfig, Config, ConfigError, ProviderAuthMethod, ProviderConfig,
+};
 
 /// The façade as one configuration defines it.
 #[derive(Debug)]
@@ -52,6 +55,7 @@ impl Settings {
         };
         let public_url = config.public_url();
         let issuer = issuer(section.issuer.as_ref(), &public_url)?;
+        provider_credentials(&section.provider)?;
         let endpoints = Endpoints::new(&issuer, section.registration.enabled);
         let clients = ConfiguredClients::new(&section.clients, &section.allowed_redirect_schemes)?;
         let documents = DocumentRules::from_config(
@@ -132,6 +136,30 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
     })
 }
 
+/// mcpgate's client at the provider has a secret exactly when it authenticates with one.
+fn provider_credentials(provider: &ProviderConfig) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: &str| ConfigError::Invalid {
+        key: format!("authorization_server.provider.{key}"),
+        message: message.into(),
+    };
+    match (provider.auth_method, &provider.client_secret) {
+        (ProviderAuthMethod::None, Some(_)) => Err(invalid(
+            "client_secret",
+            "must not be set with auth_method: none (a public client has no secret)",
+        )),
+        (ProviderAuthMethod::ClientSecretBasic | ProviderAuthMethod::ClientSecretPost, None) => {
+            Err(invalid(
+                "client_secret",
+                "is required unless auth_method is none (a public client at the provider)",
+            ))
+        }
+        _ if provider.subject_claim.trim().is_empty() => {
+            Err(invalid("subject_claim", "must name a userinfo member"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The façade across reloads: the current settings, the sign-ins in progress and
 /// the clients learned at run time.
 pub(crate) struct Facade {
@@ -140,6 +168,8 @@ pub(crate) struct Facade {
     /// Grants, codes and refresh tokens.
     pub(crate) grants: Grants,
     pub(crate) discovery: Discovery,
+    /// The provider's ID-token keys.
+    pub(crate) provider_keys: ProviderKeys,
     /// For the provider's endpoints.
     pub(crate) http: reqwest::Client,
     /// Metadata documents fetched, and fetches failed.
@@ -179,6 +209,7 @@ impl Facade {
             pending,
             grants,
             discovery: Discovery::default(),
+            provider_keys: ProviderKeys::default(),
             http,
             documents: Documents::default(),
             fetcher,
@@ -252,6 +283,7 @@ authorization_server:
     authorization_endpoint: https://idp.test/authorize
     token_endpoint: https://idp.test/token
     client_id: mcpgate-at-idp
+    client_secret: s3cret
 ";
 
     fn settings(yaml: &str) -> Result<Arc<Settings>, ConfigError> {
@@ -329,5 +361,40 @@ authorization_server:
         assert!(error.starts_with("authorization_server.issuer:"), "{error}");
         let query = Url::parse("https://mcp.example.com/?a=1").unwrap();
         assert!(issuer(Some(&query), &public).is_err());
+    }
+
+    #[test]
+    fn the_provider_secret_comes_with_the_method_that_uses_it() {
+        let provider = |extra: serde_json::Value| -> ProviderConfig {
+            let mut value = serde_json::json!({
+                "issuer": "https://idp.example.com",
+                "client_id": "mcpgate",
+            });
+            for (key, field) in extra.as_object().unwrap() {
+                value[key] = field.clone();
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let error = |extra| {
+            provider_credentials(&provider(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(provider_credentials(&provider(serde_json::json!({"client_secret": "s"}))).is_ok());
+        assert!(
+            provider_credentials(&provider(serde_json::json!({"auth_method": "none"}))).is_ok()
+        );
+        assert!(
+            error(serde_json::json!({}))
+                .starts_with("authorization_server.provider.client_secret: is required")
+        );
+        assert!(
+            error(serde_json::json!({"auth_method": "none", "client_secret": "s"}))
+                .starts_with("authorization_server.provider.client_secret: must not")
+        );
+        assert!(
+            error(serde_json::json!({"auth_method": "none", "subject_claim": " "}))
+                .starts_with("authorization_server.provider.subject_claim:")
+        );
     }
 }

@@ -443,7 +443,7 @@ mod flow_tests {
 
     async fn setup() -> Setup {
         let config = crate::config::load_from_str(
-            "server:\n  public_url: https://mcp.example.com/mcp\nupstream:\n  url: http://127.0.0.1:9/mcp\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://other-idp.example.com]\nscopes:\n  initialize: [mcp:read]\n  tools:\n    echo: [mcp:write]\nauthorization_server:\n  provider:\n    issuer: https://idp.example.com\n    client_id: m\n  clients:\n    - client_id: tool\n      redirect_uris: [\"http://127.0.0.1/cb\"]\n",
+            "server:\n  public_url: https://mcp.example.com/mcp\nupstream:\n  url: http://127.0.0.1:9/mcp\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://other-idp.example.com]\nscopes:\n  initialize: [mcp:read]\n  tools:\n    echo: [mcp:write]\nauthorization_server:\n  provider:\n    issuer: https://idp.example.com\n    client_id: m\n    client_secret: s\n  clients:\n    - client_id: tool\n      redirect_uris: [\"http://127.0.0.1/cb\"]\n",
         )
         .unwrap();
         let settings = Settings::from_config(&config, vec!["mcp:read".into(), "mcp:write".into()])

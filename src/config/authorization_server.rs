@@ -98,6 +98,10 @@ pub struct ProviderConfig {
     /// providers that reject or misread it (Entra v2).
     #[serde(default)]
     pub send_resource: bool,
+    /// The `userinfo` member that names the user when the provider issues no ID
+    /// token (`id` for GitHub). An ID token's user is always its `sub`.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
     /// Longest a call to the provider (discovery, token, userinfo) may take.
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -257,6 +261,10 @@ fn default_refresh_token_ttl() -> Duration {
 
 fn default_provider_scopes() -> Vec<String> {
     vec!["openid".to_owned()]
+}
+
+fn default_subject_claim() -> String {
+    "sub".to_owned()
 }
 
 fn default_provider_timeout() -> Duration {

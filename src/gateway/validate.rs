@@ -297,7 +297,7 @@ mod tests {
         let (key, _) = refusal(bare);
         assert_eq!(key, "auth.oauth.jwks");
         let with_facade = format!(
-            "{bare}authorization_server:\n  provider:\n    issuer: https://idp.example.com\n    client_id: m\n"
+            "{bare}authorization_server:\n  provider:\n    issuer: https://idp.example.com\n    client_id: m\n    client_secret: s\n"
         );
         let config = crate::config::load_from_str(&with_facade).unwrap();
         validate(&config).unwrap_or_else(|error| panic!("{with_facade}: {error}"));
