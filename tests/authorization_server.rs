@@ -562,6 +562,12 @@ impl FakeProvider {
 
 /// The gateway with the façade in front of `provider` (discovered, not configured).
 fn provider_config(upstream: &Upstream, provider: &FakeProvider) -> String {
+    provider_config_with(upstream, provider, "")
+}
+
+/// [`provider_config`] with more keys under `authorization_server.provider`
+/// (each line indented four spaces).
+fn provider_config_with(upstream: &Upstream, provider: &FakeProvider, more: &str) -> String {
     TestConfig::oauth(&upstream.url)
         .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
         .yaml(&format!(
@@ -571,7 +577,7 @@ fn provider_config(upstream: &Upstream, provider: &FakeProvider) -> String {
     client_id: mcpgate-at-idp
     client_secret: s3cret
     scopes: [openid]
-  clients:
+{more}  clients:
     - client_id: tool
       client_name: Tool
       redirect_uris: [\"http://127.0.0.1/callback\"]",
@@ -1236,4 +1242,55 @@ async fn a_remembered_consent_skips_the_page_for_the_same_user_only() {
         .await
         .unwrap();
     assert_eq!(location(&after).path(), "/oauth/consent");
+}
+
+#[tokio::test]
+async fn a_scope_the_users_claims_do_not_allow_is_withheld() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let config = provider_config_with(
+        &upstream,
+        &provider,
+        "    claim_scopes:\n      groups:\n        writers: [mcp:write]\n",
+    );
+    let gateway = Gateway::start(&config).await;
+    for (groups, expected) in [
+        (json!(["readers"]), "mcp:read"),
+        (json!(["readers", "writers"]), "mcp:read mcp:write"),
+    ] {
+        let at = to_provider(&gateway).await;
+        let mut claims = id_token_claims(&provider, &at.nonce);
+        claims["groups"] = groups.clone();
+        provider.answer_with(json!({
+            "access_token": "provider-access-token",
+            "token_type": "Bearer",
+            "id_token": signed(&claims),
+        }));
+        let back = callback(
+            &gateway,
+            &[
+                ("code", "provider-code"),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
+            Some(&at.cookie),
+        )
+        .await;
+        let code = query(&location(&back), "code").unwrap();
+        let tokens: Value = post_form(
+            &gateway,
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("code_verifier", VERIFIER),
+                ("client_id", "tool"),
+            ],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(tokens["scope"], expected, "groups {groups}");
+    }
 }

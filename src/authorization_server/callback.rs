@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::Response;
 use http::StatusCode;
+use serde_json::{Map, Value};
 use url::Url;
 
 use super::answers::{expired, other_browser, redirect_error, see_other};
@@ -126,7 +127,7 @@ pub(super) async fn complete(
             "The identity provider sent neither a code nor an error.",
         );
     };
-    let subject = match sign_in(
+    let (subject, claims) = match sign_in(
         facade,
         settings,
         &endpoints,
@@ -137,7 +138,7 @@ pub(super) async fn complete(
     )
     .await
     {
-        Ok(subject) => subject,
+        Ok(signed_in) => signed_in,
         Err(error) => {
             tracing::warn!(%client_id, "sign-in at the identity provider failed: {error}");
             return provider_failure(&error);
@@ -167,11 +168,15 @@ pub(super) async fn complete(
         );
         return response;
     }
+    let scopes = settings.scope_limit.granted(&request.scopes, &claims);
+    if scopes.len() < request.scopes.len() {
+        tracing::info!(%client_id, %subject, granted = %scopes.join(" "), "some requested scopes withheld: the user's claims do not allow them");
+    }
     let grant = Grant::new(
         client_id.clone(),
         subject.clone(),
         request.resource.clone(),
-        request.scopes.clone(),
+        scopes,
     );
     let code = facade.grants.issue_code(
         grant,
@@ -214,7 +219,7 @@ async fn sign_in(
     code: &str,
     nonce: &str,
     code_verifier: &str,
-) -> Result<String, ExchangeError> {
+) -> Result<(String, Map<String, Value>), ExchangeError> {
     let provider = &settings.config.provider;
     let redirect_uri = settings.endpoints.url("callback");
     let tokens = exchange::redeem(

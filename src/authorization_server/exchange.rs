@@ -8,7 +8,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
 use super::provider::ProviderEndpoints;
@@ -143,7 +143,7 @@ pub(crate) async fn userinfo_subject(
     url: &Url,
     provider: &ProviderConfig,
     access_token: &str,
-) -> Result<String, ExchangeError> {
+) -> Result<(String, Map<String, Value>), ExchangeError> {
     let response = http
         .get(url.clone())
         .timeout(provider.timeout)
@@ -161,14 +161,22 @@ pub(crate) async fn userinfo_subject(
         .map_err(ExchangeError::Unreachable)?;
     let document = crate::json::from_slice(&body)
         .map_err(|_| ExchangeError::Answer("userinfo is not JSON".into()))?;
+    let Value::Object(claims) = document else {
+        return Err(ExchangeError::Answer(
+            "userinfo is not a JSON object".into(),
+        ));
+    };
     let claim = &provider.subject_claim;
-    match document.get(claim) {
-        Some(Value::String(text)) if !text.is_empty() && text.len() <= 255 => Ok(text.clone()),
-        Some(Value::Number(number)) => Ok(number.to_string()),
-        _ => Err(ExchangeError::Answer(format!(
-            "userinfo has no usable `{claim}`"
-        ))),
-    }
+    let subject = match claims.get(claim) {
+        Some(Value::String(text)) if !text.is_empty() && text.len() <= 255 => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => {
+            return Err(ExchangeError::Answer(format!(
+                "userinfo has no usable `{claim}`"
+            )));
+        }
+    };
+    Ok((subject, claims))
 }
 
 /// Reads a body of at most `limit` bytes, chunk by chunk, whatever its length says.

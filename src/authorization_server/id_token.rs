@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use moka::future::Cache;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
 use crate::auth::keys::KeySet;
@@ -115,13 +115,14 @@ impl Audience {
 }
 
 /// Checks `token` against `keys` and `expected` at `now` (seconds since the epoch)
-/// and returns its `sub`. The signature is checked before any claim is read.
+/// and returns its `sub` and all its claims. The signature is checked before any
+/// claim is read.
 pub(crate) fn verify(
     token: &str,
     keys: &KeySet,
     expected: &Expected<'_>,
     now: u64,
-) -> Result<String, IdTokenError> {
+) -> Result<(String, Map<String, Value>), IdTokenError> {
     let Parts {
         alg,
         kid,
@@ -150,14 +151,19 @@ pub(crate) fn verify(
         .split(|byte| *byte == b'.')
         .nth(1)
         .ok_or(IdTokenError::Malformed)?;
-    let claims: Claims = URL_SAFE_NO_PAD
+    let all: Map<String, Value> = URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
         .and_then(|bytes| crate::json::from_slice(&bytes).ok())
-        .and_then(|value| serde_json::from_value(value).ok())
+        .and_then(|value| match value {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
         .ok_or(IdTokenError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_value(Value::Object(all.clone())).map_err(|_| IdTokenError::Malformed)?;
     check_claims(&claims, expected, now)?;
-    Ok(claims.sub)
+    Ok((claims.sub, all))
 }
 
 /// A JWS taken apart, its header read.
@@ -372,7 +378,7 @@ mod tests {
             client_id: "mcpgate",
             nonce: "n-1",
         };
-        verify(token, &keys(), &expected, NOW + 10)
+        verify(token, &keys(), &expected, NOW + 10).map(|(subject, _)| subject)
     }
 
     fn with(field: &str, value: Value) -> Value {

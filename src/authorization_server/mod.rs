@@ -29,6 +29,7 @@ pub(crate) mod redirect_uri;
 pub(crate) mod registration;
 mod registration_endpoint;
 pub(crate) mod remembered;
+pub(crate) mod scope_limit;
 pub(crate) mod secret;
 mod settings;
 pub(crate) mod signing;

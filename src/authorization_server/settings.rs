@@ -16,6 +16,7 @@ use super::metadata_documents::{DocumentRules, Documents};
 use super::pending::PendingStore;
 use super::provider::Discovery;
 use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
+use super::scope_limit::ScopeLimit;
 use super::secret::SecretKey;
 use super::signing::SigningKeys;
 use crate::config::{
@@ -42,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) secure_cookies: bool,
     /// mcpgate's token-signing keys.
     pub(crate) signing: SigningKeys,
+    /// Which requested scopes a user's claims allow.
+    pub(crate) scope_limit: ScopeLimit,
 }
 
 impl Settings {
@@ -71,6 +74,11 @@ impl Settings {
             });
         }
         let signing = SigningKeys::from_config(section)?;
+        section
+            .provider
+            .claim_scopes
+            .check("authorization_server.provider.claim_scopes")?;
+        let scope_limit = ScopeLimit::new(&section.provider.claim_scopes);
         let metadata = AuthorizationServerMetadata::new(
             &endpoints,
             &scopes,
@@ -94,6 +102,7 @@ impl Settings {
             key,
             server_name,
             signing,
+            scope_limit,
         }))
     }
 }

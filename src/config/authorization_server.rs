@@ -94,6 +94,11 @@ pub struct ProviderConfig {
     /// Extra parameters on the provider's authorization request (`prompt`, `hd`, …).
     #[serde(default)]
     pub authorization_params: BTreeMap<String, String>,
+    /// Claim values (groups, roles) that a requested scope needs: a scope some
+    /// mapping names is granted only to users whose claims map to it. Same shape
+    /// as `auth.oauth.claim_scopes`.
+    #[serde(default)]
+    pub claim_scopes: super::ClaimScopesConfig,
     /// Send the MCP resource as RFC 8707 `resource` to the provider. Off for
     /// providers that reject or misread it (Entra v2).
     #[serde(default)]
