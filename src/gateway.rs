@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::authorization_server;
 use crate::config::{Config, ConfigError};
 use crate::edge::challenge::ChallengeParams;
 use crate::edge::metadata::ProtectedResourceMetadata;
@@ -34,6 +35,8 @@ pub struct Gateway {
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
     pub(crate) allowed_origins: AllowedOrigins,
+    /// The authorization-server façade's settings, when configured.
+    pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
 }
 
 impl Gateway {
@@ -84,8 +87,22 @@ impl Gateway {
         let (declared, more_scopes) = upstream.declared_tools();
         let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
         let oauth_enabled = config.auth.oauth.enabled;
-        let auth = Authenticator::build(&config, idp_client, redis).await?;
-        let metadata = oauth_enabled.then(|| ProtectedResourceMetadata::new(&config, &policy));
+        let authorization_server = authorization_server::Settings::from_config(
+            &config,
+            policy.scopes_supported().to_vec(),
+        )?
+        .map(Arc::new);
+        let local_issuer = authorization_server
+            .as_ref()
+            .map(|settings| settings.local_issuer());
+        let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
+        // With the façade on, clients are sent to mcpgate itself.
+        let authorization_servers = match &authorization_server {
+            Some(facade) => vec![facade.endpoints.issuer.clone()],
+            None => config.advertised_authorization_servers(),
+        };
+        let metadata = oauth_enabled
+            .then(|| ProtectedResourceMetadata::new(&config, &policy, &authorization_servers));
         let challenge = ChallengeParams {
             // Without OAuth there is no metadata document to point to.
             resource_metadata: oauth_enabled.then(|| config.metadata_url()),
@@ -103,6 +120,7 @@ impl Gateway {
             upstream_settings: settings,
             challenge,
             metadata,
+            authorization_server,
         })
     }
 }

@@ -37,6 +37,7 @@
 
 pub mod audit;
 pub mod auth;
+pub(crate) mod authorization_server;
 pub mod config;
 pub mod demo;
 pub mod edge;

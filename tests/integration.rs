@@ -22,6 +22,8 @@ mod common;
 mod api_keys;
 mod audit_log;
 mod auth_jwt;
+mod authorization_server;
+mod authorization_server_clients;
 mod cli;
 mod explain;
 mod graphql_catalog;

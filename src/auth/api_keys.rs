@@ -269,6 +269,7 @@ impl ApiKeyStore {
             api_key_id: Some(id.to_owned()),
             // An API key carries no claims: claim conditions never match it.
             claims: serde_json::Map::new(),
+            grant_id: None,
             _verified: crate::auth::principal::Verified,
         });
         self.verified.insert(digest, Arc::clone(&principal));

@@ -129,6 +129,7 @@ mod tests {
             key_id: None,
             api_key_id: None,
             claims: serde_json::Map::new(),
+            grant_id: None,
             _verified: crate::auth::principal::Verified,
         })
     }

@@ -30,6 +30,19 @@ pub async fn post_form(
     fields: &[(&str, &str)],
     limit: usize,
 ) -> Result<(StatusCode, Bytes), String> {
+    post_form_as(client, url, timeout, Some(credentials), fields, limit).await
+}
+
+/// [`post_form`] for a public client too: with `credentials` `None` nothing
+/// authenticates the request (the fields carry `client_id`, PKCE the proof).
+pub async fn post_form_as(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    credentials: Option<ClientCredentials<'_>>,
+    fields: &[(&str, &str)],
+    limit: usize,
+) -> Result<(StatusCode, Bytes), String> {
     let mut request = client
         .post(url.clone())
         .timeout(timeout)
@@ -44,17 +57,26 @@ pub async fn post_form(
         for (name, value) in fields {
             form.append_pair(name, value);
         }
-        match credentials.method {
-            ClientAuthMethod::ClientSecretPost => {
-                form.append_pair("client_id", credentials.client_id);
-                form.append_pair("client_secret", credentials.client_secret);
+        match credentials {
+            Some(ClientCredentials {
+                method: ClientAuthMethod::ClientSecretPost,
+                client_id,
+                client_secret,
+            }) => {
+                form.append_pair("client_id", client_id);
+                form.append_pair("client_secret", client_secret);
             }
-            ClientAuthMethod::ClientSecretBasic => {
+            Some(ClientCredentials {
+                method: ClientAuthMethod::ClientSecretBasic,
+                client_id,
+                client_secret,
+            }) => {
                 request = request.header(
                     http::header::AUTHORIZATION,
-                    basic_authorization(credentials.client_id, credentials.client_secret),
+                    basic_authorization(client_id, client_secret),
                 );
             }
+            None => {}
         }
         form.finish()
     };

@@ -176,11 +176,15 @@ pub enum TokenProblem {
     /// (`bad_api_key`).
     #[error("API key is invalid")]
     BadApiKey,
+    /// An access token of mcpgate's own authorization server whose grant was revoked
+    /// (a revocation, a replayed code or a reused refresh token) (`revoked`).
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 impl TokenProblem {
     /// Every variant, in declaration order (the metrics' label set is built from it).
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Malformed,
         Self::BadAlgorithm,
         Self::UnknownKid,
@@ -195,6 +199,7 @@ impl TokenProblem {
         Self::Inactive,
         Self::UnknownApiKey,
         Self::BadApiKey,
+        Self::Revoked,
     ];
 
     /// The stable reason code: the audit record's and the metric's label.
@@ -214,6 +219,7 @@ impl TokenProblem {
             Self::Inactive => "inactive",
             Self::UnknownApiKey => "unknown_api_key",
             Self::BadApiKey => "bad_api_key",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -263,6 +269,7 @@ mod tests {
                 TokenProblem::Inactive => 11,
                 TokenProblem::UnknownApiKey => 12,
                 TokenProblem::BadApiKey => 13,
+                TokenProblem::Revoked => 14,
             },
             AuthError::Unavailable(why) => match why {
                 Unavailability::KeysUnavailable => 0,

@@ -270,6 +270,7 @@ impl Introspector {
                 key_id: None,
                 api_key_id: None,
                 claims: keep_claims(document, &self.rule_claims),
+                grant_id: None,
                 _verified: crate::auth::principal::Verified,
             })),
             ttl: until_exp.min(self.config.cache_ttl),

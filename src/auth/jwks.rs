@@ -20,6 +20,7 @@ use jsonwebtoken::Algorithm;
 use tokio::time::Instant;
 use url::Url;
 
+use super::LocalIssuer;
 use super::claim_map::TokenProfile;
 use super::key_source::KeySource;
 use super::keys::KeySet;
@@ -70,6 +71,9 @@ pub struct Provider {
     pub require_at_jwt: bool,
     /// How the tokens this provider verifies are read (audience, scopes, client id).
     pub profile: TokenProfile,
+    /// Tokens naming its issuer are verified by it alone, never by a provider that
+    /// accepts any issuer (mcpgate's own tokens, when it is the authorization server).
+    pub(crate) exclusive: bool,
     current: ArcSwap<Snapshot>,
     remote: Option<RemoteSource>,
 }
@@ -176,11 +180,38 @@ impl Provider {
             issuer: config.issuer.clone(),
             require_at_jwt: config.require_at_jwt,
             profile: TokenProfile::from_config(config, global),
+            exclusive: false,
             current: ArcSwap::from_pointee(Snapshot {
                 keys,
                 fetched_at: None,
             }),
             remote,
+        })
+    }
+
+    /// The provider of mcpgate's own access tokens: a fixed key set, its issuer
+    /// only, `at+jwt` only, audiences its own. Global claim mappings still apply.
+    pub(crate) fn local(
+        issuer: &LocalIssuer,
+        global: &ClaimScopesConfig,
+        rule_claims: Arc<[String]>,
+    ) -> Result<Self, ConfigError> {
+        let (keys, _) = KeySet::from_jwks(&issuer.jwks, &[Algorithm::ES256])
+            .map_err(|message| ConfigError::invalid("authorization_server.signing_key", message))?;
+        let mut profile = TokenProfile::from_config(&JwksProviderConfig::default(), global);
+        profile.audiences = Some(issuer.audiences.clone());
+        profile.rule_claims = rule_claims;
+        Ok(Self {
+            label: "authorization_server".to_owned(),
+            issuer: Some(issuer.issuer.clone()),
+            require_at_jwt: true,
+            profile,
+            exclusive: true,
+            current: ArcSwap::from_pointee(Snapshot {
+                keys,
+                fetched_at: None,
+            }),
+            remote: None,
         })
     }
 

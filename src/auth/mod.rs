@@ -48,6 +48,18 @@ pub struct Authenticator {
     verified: VerifiedTokens,
 }
 
+/// An issuer whose keys mcpgate holds itself: its own authorization server. Its
+/// tokens are verified without a network fetch, by these keys alone.
+#[derive(Debug, Clone)]
+pub struct LocalIssuer {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// Its public keys, as the JWKS it publishes.
+    pub jwks: serde_json::Value,
+    /// The resources it issues tokens for (their `aud`).
+    pub audiences: Vec<String>,
+}
+
 impl Authenticator {
     /// Builds the verifiers, fetching every remote JWKS concurrently. A JWKS that
     /// cannot be fetched is a startup error naming its key (exit 78). `None` when no
@@ -57,11 +69,12 @@ impl Authenticator {
         config: &Config,
         client: &reqwest::Client,
         redis: Option<SharedRedis>,
+        local: Option<&LocalIssuer>,
     ) -> Result<Option<Self>, ConfigError> {
         let auth = &config.auth;
         let oauth = &auth.oauth;
-        let jwt = if oauth.enabled && !oauth.jwks.is_empty() {
-            Some(Self::build_jwt(config, client).await?)
+        let jwt = if oauth.enabled && (!oauth.jwks.is_empty() || local.is_some()) {
+            Some(Self::build_jwt(config, client, local).await?)
         } else {
             None
         };
@@ -99,11 +112,12 @@ impl Authenticator {
     async fn build_jwt(
         config: &Config,
         client: &reqwest::Client,
+        local: Option<&LocalIssuer>,
     ) -> Result<JwtVerifier, ConfigError> {
         let oauth = &config.auth.oauth;
         // Only the claims `rules:` read are kept in principals (none: nothing kept).
         let rule_claims: Arc<[String]> = crate::config::rule_claim_roots(&config.rules).into();
-        let providers: Vec<Arc<Provider>> = oauth
+        let mut providers: Vec<Arc<Provider>> = oauth
             .jwks
             .iter()
             .enumerate()
@@ -150,8 +164,20 @@ impl Authenticator {
                 }
             }
         }
+        let mut issuers = oauth.issuers.clone();
+        if let Some(local) = local {
+            providers.push(Arc::new(Provider::local(
+                local,
+                &oauth.claim_scopes,
+                Arc::clone(&rule_claims),
+            )?));
+            // An allowlist of issuers includes mcpgate's own; an empty one stays open.
+            if !issuers.is_empty() {
+                issuers.push(local.issuer.clone());
+            }
+        }
         let rules = ClaimRules {
-            issuers: oauth.issuers.clone(),
+            issuers,
             audiences: config.accepted_audiences(),
             leeway: oauth.leeway,
         };

@@ -15,7 +15,7 @@ pub(super) const MAX_LEEWAY: Duration = Duration::from_secs(60);
 impl OAuthConfig {
     /// `auth.oauth`: claim mappings, every key source, the limits, and when OAuth is
     /// on, where keys and tokens come from.
-    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check(&self, own_authorization_server: bool) -> Result<(), ConfigError> {
         self.claim_scopes.check("auth.oauth.claim_scopes")?;
         if let Some(introspection) = &self.introspection {
             introspection
@@ -52,7 +52,9 @@ impl OAuthConfig {
         if !self.enabled {
             return Ok(());
         }
-        if self.jwks.is_empty() && self.introspection.is_none() {
+        // mcpgate's own authorization server is a key source, and the issuer clients
+        // are sent to.
+        if self.jwks.is_empty() && self.introspection.is_none() && !own_authorization_server {
             return Err(ConfigError::invalid(
                 "auth.oauth.jwks",
                 "OAuth is enabled but no key source is configured: add a jwks entry \
@@ -85,7 +87,7 @@ impl OAuthConfig {
                 .map_err(|_| ConfigError::invalid(&key, "must be an http:// or https:// URL"))?;
             check_http_url(&key, &url)?;
         }
-        if self.authorization_servers.is_empty() {
+        if self.authorization_servers.is_empty() && !own_authorization_server {
             for (index, issuer) in self.issuers.iter().enumerate() {
                 if Url::parse(issuer).is_err() {
                     return Err(ConfigError::invalid(

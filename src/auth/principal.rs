@@ -42,6 +42,7 @@ impl AuthMethod {
 ///     key_id: None,
 ///     api_key_id: None,
 ///     claims: serde_json::Map::new(),
+///     grant_id: None,
 /// };
 /// ```
 #[derive(Debug, Clone)]
@@ -60,6 +61,9 @@ pub struct Principal {
     /// The token's claims that `rules:` read (by top-level name), and no others: empty
     /// when no rule reads a claim, so a principal costs nothing more then.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The `gid` claim: the grant of mcpgate's own authorization server a token
+    /// belongs to, checked against revocations on every request.
+    pub(crate) grant_id: Option<String>,
     /// Only `auth` makes principals: whoever holds one was verified here.
     pub(super) _verified: Verified,
 }
@@ -82,6 +86,7 @@ impl Principal {
             key_id: None,
             api_key_id: None,
             claims: serde_json::Map::new(),
+            grant_id: None,
             _verified: Verified,
         }
     }

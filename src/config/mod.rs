@@ -2,6 +2,7 @@
 //! sections are plain data; each is checked by the module that uses it, and
 //! `gateway::validate` runs every check.
 
+mod authorization_server;
 mod checks;
 mod claims;
 mod derived;
@@ -12,6 +13,10 @@ mod rules;
 mod scopes;
 mod upstream;
 
+pub use authorization_server::{
+    AuthorizationServerConfig, ClientMetadataDocumentsConfig, ConfiguredClientConfig,
+    ConsentConfig, ProviderAuthMethod, ProviderConfig, RegistrationConfig,
+};
 pub(crate) use checks::{
     check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
 };

@@ -40,6 +40,8 @@ pub struct Config {
     /// `session:`: how long sessions live, how many, and where ownership is stored.
     #[serde(default)]
     pub session: SessionConfig,
+    /// mcpgate as the authorization server clients see (off when absent).
+    pub authorization_server: Option<super::AuthorizationServerConfig>,
 }
 
 /// Where clients connect and what the gateway answers with: listeners, public URL, limits.

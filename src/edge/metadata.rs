@@ -16,13 +16,12 @@ pub struct ProtectedResourceMetadata {
 }
 
 impl ProtectedResourceMetadata {
-    pub(crate) fn new(config: &Config, policy: &Policy) -> Self {
+    /// `authorization_servers` are the issuers clients are sent to (mcpgate's own
+    /// when it is the authorization server).
+    pub(crate) fn new(config: &Config, policy: &Policy, authorization_servers: &[String]) -> Self {
         let mut doc = Map::new();
         doc.insert("resource".into(), json!(config.public_url().as_str()));
-        doc.insert(
-            "authorization_servers".into(),
-            json!(config.advertised_authorization_servers()),
-        );
+        doc.insert("authorization_servers".into(), json!(authorization_servers));
         doc.insert("bearer_methods_supported".into(), json!(["header"]));
         let scopes = policy.scopes_supported();
         if !scopes.is_empty() {

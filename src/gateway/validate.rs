@@ -15,7 +15,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_public_url_needed(config)?;
     config.server.check()?;
     validate_upstream(config)?;
-    config.auth.oauth.check()?;
+    config
+        .auth
+        .oauth
+        .check(config.authorization_server.is_some())?;
     config.scopes.check()?;
     crate::auth::api_keys::check_scopes(&config.auth.api_keys)?;
     config.audit.check()?;
@@ -286,6 +289,18 @@ mod tests {
             refusal("upstream:\n  command: [node]\nsession:\n  store: redis://127.0.0.1:6379\n");
         assert_eq!(key, "session.store");
         assert!(message.contains("one replica"), "{message}");
+    }
+
+    #[test]
+    fn mcpgates_own_authorization_server_is_key_source_and_issuer_enough() {
+        let bare = "server:\n  public_url: http://127.0.0.1:5025/mcp\nupstream:\n  url: http://127.0.0.1:1/mcp\nauth:\n  oauth:\n    enabled: true\n";
+        let (key, _) = refusal(bare);
+        assert_eq!(key, "auth.oauth.jwks");
+        let with_facade = format!(
+            "{bare}authorization_server:\n  provider:\n    issuer: https://idp.example.com\n    client_id: m\n    client_secret: s\n"
+        );
+        let config = crate::config::load_from_str(&with_facade).unwrap();
+        validate(&config).unwrap_or_else(|error| panic!("{with_facade}: {error}"));
     }
 
     const OAUTH: &str = "server:\n  public_url: http://127.0.0.1:5025/mcp\nupstream:\n  url: http://127.0.0.1:1/mcp\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n";

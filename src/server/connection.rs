@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -129,15 +130,20 @@ pub(super) async fn serve(
 ) {
     let activity = Arc::new(Activity::new());
     let registered = open.register(&activity);
+    // The client's address, for handlers that limit per address (registration).
+    let peer = tcp.peer_addr().ok().map(ConnectInfo);
     let io = TokioIo::new(Watched {
         tcp,
         activity: Arc::clone(&activity),
     });
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             let guard = InFlight::begin(Arc::clone(&activity));
             let router = router.clone();
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             async move {
                 let response: Response = router
                     .oneshot(request.map(Body::new))

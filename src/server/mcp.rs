@@ -17,7 +17,7 @@ use super::observe::Observation;
 use super::refusal::{Denied, Refusal};
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Principal, TokenProblem};
 use crate::config::UnknownMethods;
 use crate::edge::origin;
 use crate::gateway::Gateway;
@@ -52,7 +52,14 @@ async fn respond(
     body: Body,
 ) -> Result<Response, Refusal> {
     origin::check(&gateway.allowed_origins, &parts.headers).map_err(Refusal::Origin)?;
-    let principal = authenticate(gateway, &parts.headers, parts.uri.query(), observation).await?;
+    let principal = authenticate(
+        state,
+        gateway,
+        &parts.headers,
+        parts.uri.query(),
+        observation,
+    )
+    .await?;
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         return Err(Refusal::MethodNotAllowed);
     }
@@ -310,6 +317,7 @@ async fn forward(
 
 /// Authentication. `Ok(None)` when no credential source is configured.
 async fn authenticate(
+    state: &AppState,
     gateway: &Gateway,
     headers: &http::HeaderMap,
     query: Option<&str>,
@@ -326,6 +334,13 @@ async fn authenticate(
     let digest = crate::auth::cache::digest(token);
     observation.token(&digest);
     let principal = auth.authenticate(token, digest).await?;
+    // Checked on every request, cached verification or not: a revoked grant's
+    // tokens stop at once.
+    if let Some(facade) = &state.facade
+        && facade.revoked(&principal)
+    {
+        return Err(AuthError::InvalidToken(TokenProblem::Revoked));
+    }
     observation.authenticated(&principal);
     Ok(Some(principal))
 }

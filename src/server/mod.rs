@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::audit::AuditLog;
+use crate::authorization_server::{self, Facade};
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::metrics;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Session ownership: kept across reloads (`session` needs a restart).
     pub sessions: Arc<Sessions>,
+    /// The authorization-server façade (sign-ins in progress outlive reloads).
+    pub(crate) facade: Option<Arc<Facade>>,
 }
 
 impl AppState {
@@ -58,7 +61,9 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         metrics().know(observe::known_labels());
+        let facade = gateway.authorization_server.clone().map(Facade::new);
         Self {
+            facade,
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,
             traces,
@@ -77,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         router = router.route(&path, get(metadata_document));
     }
     drop(gateway);
+    if let Some(facade) = &state.facade {
+        router = router.merge(authorization_server::router(Arc::clone(facade)));
+    }
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -71,6 +71,10 @@ impl Reloader {
         self.state.audit.reconfigure(&gateway.config.audit)?;
         warn_about_auth_change(&current, &gateway);
         self.replace_refreshers(&gateway);
+        if let (Some(facade), Some(settings)) = (&self.state.facade, &gateway.authorization_server)
+        {
+            facade.update(std::sync::Arc::clone(settings));
+        }
         self.state.gateway.store(std::sync::Arc::new(gateway));
         tracing::info!(path = %path.display(), "config reloaded");
         Ok(())
@@ -147,6 +151,21 @@ pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static
         keep_running(&running.telemetry, &mut new.telemetry),
     );
     keep("session", keep_running(&running.session, &mut new.session));
+    // The façade's routes are mounted at start: turning it on or off, moving its
+    // issuer or its registration endpoint needs a restart.
+    match (&running.authorization_server, &mut new.authorization_server) {
+        (Some(old), Some(fresh)) => {
+            keep(
+                "authorization_server.issuer",
+                keep_running(&old.issuer, &mut fresh.issuer),
+            );
+            keep(
+                "authorization_server.registration.enabled",
+                keep_running(&old.registration.enabled, &mut fresh.registration.enabled),
+            );
+        }
+        (old, fresh) => keep("authorization_server", keep_running(old, fresh)),
+    }
     changed
 }
 

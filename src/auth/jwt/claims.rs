@@ -79,6 +79,7 @@ pub fn check(
         key_id,
         api_key_id: None,
         claims: profile.kept_claims(claims),
+        grant_id: claims.get("gid").and_then(Value::as_str).map(str::to_owned),
         _verified: crate::auth::principal::Verified,
     })
 }

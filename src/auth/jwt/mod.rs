@@ -91,10 +91,16 @@ impl JwtVerifier {
             _ => return Err(TokenProblem::Malformed.into()),
         };
         let issuer = claims::issuer(&claims)?;
+        let exclusive = self
+            .providers
+            .iter()
+            .any(|provider| provider.exclusive && provider.issuer == issuer);
         let providers: Vec<&Arc<Provider>> = self
             .providers
             .iter()
-            .filter(|provider| provider.issuer.is_none() || provider.issuer == issuer)
+            .filter(|provider| {
+                provider.issuer == issuer || (provider.issuer.is_none() && !exclusive)
+            })
             .collect();
         if providers.is_empty() {
             return Err(TokenProblem::BadIssuer.into());

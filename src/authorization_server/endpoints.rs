@@ -1,0 +1,479 @@
+//! The façade's HTTP side: metadata, the authorization endpoint, the consent
+//! page and the identity provider's callback. Each handler reads the current settings once and hands the work to the
+//! modules beside it.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use url::Url;
+
+use super::answers::{expired, other_browser, redirect_error, see_other};
+use super::authorize::{AuthorizationRequest, Offer, PageError, Params, RedirectError};
+use super::callback::{self, CallbackParams};
+use super::clients::{Client, ClientKind};
+use super::cookies;
+use super::page::{self, ConsentPage, kind_text};
+use super::pending::{Pending, Stage};
+use super::provider::{self, Pkce, ProviderRequest};
+use super::redirect_uri;
+use super::registration_endpoint;
+use super::remembered::Remembered;
+use super::secret::random_id;
+use super::settings::{Facade, Settings};
+use super::token::{self, TokenError};
+
+/// Largest token or revocation request read; real ones are under 2 KiB.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The façade's routes, to merge into a router of any state. Paths come from the
+/// configuration at start.
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> Router<S> {
+    let settings = facade.settings();
+    let endpoints = &settings.endpoints;
+    let mut router = Router::new()
+        .route(&endpoints.path("authorize"), get(authorize))
+        .route(
+            &endpoints.path("consent"),
+            get(consent_page).post(consent_decision),
+        )
+        .route(&endpoints.path("callback"), get(callback))
+        .route(&endpoints.path("jwks"), get(jwks))
+        .route(
+            &endpoints.path("token"),
+            post(token).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)),
+        )
+        .route(
+            &endpoints.path("revoke"),
+            post(revoke).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)),
+        );
+    for path in endpoints.metadata_paths() {
+        router = router.route(&path, get(metadata));
+    }
+    if endpoints.registration_enabled {
+        router = router.route(
+            &endpoints.path("register"),
+            post(registration_endpoint::register),
+        );
+    }
+    router.with_state(facade)
+}
+
+async fn metadata(State(facade): State<Arc<Facade>>) -> Response {
+    let settings = facade.settings();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        settings.metadata.document().clone(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    // MCP clients in browsers read it cross-origin; it is public.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
+/// `GET /oauth/jwks`: the keys mcpgate's access tokens are signed with.
+async fn jwks(State(facade): State<Arc<Facade>>) -> Response {
+    let settings = facade.settings();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        settings.signing.jwks().clone(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
+/// `POST /oauth/token`.
+async fn token(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
+    if !is_form(&headers) {
+        return token_error(&TokenError::unsupported_media_type());
+    }
+    match token::token(&facade, &headers, &body).await {
+        Ok(answer) => no_store(axum::Json(answer).into_response()),
+        Err(error) => token_error(&error),
+    }
+}
+
+/// `POST /oauth/revoke`: `200` whether or not the token was known (RFC 7009 §2.2).
+async fn revoke(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
+    if !is_form(&headers) {
+        return token_error(&TokenError::unsupported_media_type());
+    }
+    match token::revoke(&facade, &headers, &body).await {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(error) => token_error(&error),
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn token_error(error: &TokenError) -> Response {
+    let mut response = (error.status, axum::Json(error.body())).into_response();
+    if error.basic_challenge {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"mcpgate\""),
+        );
+    }
+    no_store(response)
+}
+
+/// Token answers are never cached (RFC 6749 §5.1).
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /oauth/authorize`: check the request, remember it, and send the browser to
+/// the consent page (its own URL, so that reloading it repeats nothing).
+async fn authorize(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let settings = facade.settings();
+    let params = Params::from_query(query.as_deref().unwrap_or(""));
+    let client = match params.client_id() {
+        Ok(client_id) => match facade.find_client(&settings, client_id).await {
+            Ok(client) => client,
+            Err(error) => return unverified(&error),
+        },
+        Err(error) => return unverified(&error),
+    };
+    let redirect_uri = match params.redirect_uri(&client) {
+        Ok(uri) => uri,
+        Err(error) => return unverified(&error),
+    };
+    let offer = Offer {
+        resources: &settings.resources,
+        scopes: &settings.scopes,
+    };
+    let request = match params.check(&client, redirect_uri, offer) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::info!(client_id = %client.client_id, error = error.error, "authorization request refused: {}", error.description);
+            return redirect_error(&settings, &error);
+        }
+    };
+    let (browser, set_cookie) = match cookies::browser_id(&headers, &settings) {
+        Some(existing) => (existing, None),
+        None => {
+            let fresh = random_id();
+            let cookie = cookies::browser_cookie(&settings, &fresh);
+            (fresh, Some(cookie))
+        }
+    };
+    // An approval this browser remembers for exactly this request skips the page;
+    // the callback checks that the same user signs in.
+    let remembered_for = remembered_approval(&headers, &settings, &request);
+    let id = random_id();
+    let pending = Pending {
+        request,
+        client,
+        browser,
+        remembered_for,
+        stage: Stage::AwaitingConsent,
+    };
+    let mut response = if pending.remembered_for.is_some() {
+        tracing::info!(client_id = %pending.client.client_id, "consent remembered by this browser; to the identity provider");
+        to_provider(&facade, &settings, &id, &pending).await
+    } else {
+        facade.pending.insert(&id, pending);
+        see_other(&format!(
+            "{}?request={id}",
+            settings.endpoints.url("consent")
+        ))
+    };
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Who approved `request` before in this browser, if remembering is on.
+fn remembered_approval(
+    headers: &HeaderMap,
+    settings: &Settings,
+    request: &AuthorizationRequest,
+) -> Option<String> {
+    if settings.config.consent.remember.is_zero() {
+        return None;
+    }
+    let cookie = cookies::consent(headers, settings)?;
+    Remembered::from_cookie(&cookie, &settings.key).find(request)
+}
+
+#[derive(Deserialize)]
+struct ConsentQuery {
+    request: String,
+}
+
+/// `GET /oauth/consent?request=…`: the page. Reading it changes nothing, so a
+/// reload (or a second tab) shows the same page with the same token.
+async fn consent_page(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
+) -> Response {
+    let settings = facade.settings();
+    let Some(pending) = facade.pending.get(&query.request) else {
+        return expired();
+    };
+    if pending.stage != Stage::AwaitingConsent {
+        return expired();
+    }
+    let Some(browser) =
+        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
+    else {
+        return other_browser();
+    };
+    let csrf = settings.key.mac("consent", &[&query.request, &browser]);
+    let client = &pending.client;
+    let verified_host = client.verified_host();
+    let redirect_host = redirect_uri::host_of(&pending.request.redirect_uri)
+        .unwrap_or_else(|| pending.request.redirect_uri.clone());
+    let warnings = warnings(client, verified_host.as_deref(), &redirect_host);
+    let client_label = client
+        .client_name
+        .as_deref()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or(&client.client_id);
+    let descriptions = &settings.config.consent.scope_descriptions;
+    let action = settings.endpoints.url("consent");
+    let kind = kind_text(client.kind, verified_host.as_deref());
+    ConsentPage {
+        style: ConsentPage::style(),
+        client_label,
+        name_verified: client.kind == ClientKind::Configured,
+        client_id: &client.client_id,
+        kind: &kind,
+        redirect_host: &redirect_host,
+        server_name: &settings.server_name,
+        resource: &pending.request.resource,
+        scopes: pending
+            .request
+            .scopes
+            .iter()
+            .map(|scope| (scope.as_str(), descriptions.get(scope).map(String::as_str)))
+            .collect(),
+        warnings,
+        action: &action,
+        request_id: &query.request,
+        csrf: &csrf,
+    }
+    .respond()
+}
+
+/// What the user should know before approving.
+fn warnings(client: &Client, verified_host: Option<&str>, redirect_host: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if client.kind == ClientKind::Registered {
+        warnings.push(
+            "This application registered itself. Its name is not verified: allow it only if you started this sign-in yourself.".to_owned(),
+        );
+    }
+    if let Some(host) = verified_host
+        && host != redirect_host
+        && !redirect_uri::is_loopback_host(redirect_host)
+    {
+        warnings.push(format!(
+            "This application is published by {host} but sends you back to {redirect_host}."
+        ));
+    }
+    warnings
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    request: String,
+    csrf: String,
+    decision: String,
+}
+
+/// `POST /oauth/consent`: the user's decision, accepted once, only with the token
+/// of this sign-in in this browser.
+async fn consent_decision(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let settings = facade.settings();
+    if !same_origin(&headers, &settings) {
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "The form was sent from another site.",
+        );
+    }
+    let Some(pending) = facade.pending.get(&form.request) else {
+        return expired();
+    };
+    if pending.stage != Stage::AwaitingConsent {
+        return expired();
+    }
+    let Some(browser) =
+        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
+    else {
+        return other_browser();
+    };
+    if !settings
+        .key
+        .verify("consent", &[&form.request, &browser], &form.csrf)
+    {
+        tracing::warn!(client_id = %pending.client.client_id, "consent decision with a wrong CSRF token refused");
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "The form does not belong to this sign-in.",
+        );
+    }
+    // Used once: a second submission finds nothing.
+    let Some(pending) = facade.pending.take(&form.request) else {
+        return expired();
+    };
+    match form.decision.as_str() {
+        "approve" => to_provider(&facade, &settings, &form.request, &pending).await,
+        "deny" => {
+            tracing::info!(client_id = %pending.client.client_id, "consent denied");
+            redirect_error(
+                &settings,
+                &RedirectError {
+                    redirect_uri: pending.request.redirect_uri.clone(),
+                    state: pending.request.state.clone(),
+                    error: "access_denied",
+                    description: "the user denied the request".into(),
+                },
+            )
+        }
+        _ => page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The form's decision is not one of allow or deny.",
+        ),
+    }
+}
+
+/// Approved: send the browser to the identity provider with mcpgate's own request.
+async fn to_provider(
+    facade: &Facade,
+    settings: &Settings,
+    id: &str,
+    pending: &Pending,
+) -> Response {
+    let provider_config = &settings.config.provider;
+    let endpoints = match facade
+        .discovery
+        .endpoints(&facade.http, provider_config)
+        .await
+    {
+        Ok(endpoints) => endpoints,
+        Err(error) => {
+            tracing::error!("identity provider unavailable: {error}");
+            return page::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The identity provider cannot be reached. Try again in a moment.",
+            );
+        }
+    };
+    let state = random_id();
+    let nonce = random_id();
+    let pkce = Pkce::generate();
+    let url = provider::authorization_url(
+        &endpoints,
+        provider_config,
+        &ProviderRequest {
+            redirect_uri: &settings.endpoints.url("callback"),
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &pkce.challenge,
+            resource: &pending.request.resource,
+        },
+    );
+    let mut at_provider = pending.clone();
+    at_provider.stage = Stage::AtProvider {
+        state,
+        nonce,
+        code_verifier: pkce.verifier,
+    };
+    facade.pending.insert(id, at_provider);
+    tracing::info!(client_id = %pending.client.client_id, "consent approved; to the identity provider");
+    see_other(url.as_str())
+}
+
+/// `GET /oauth/callback`: the identity provider's answer (see `callback`).
+async fn callback(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let settings = facade.settings();
+    let Some(params) = CallbackParams::from_query(query.as_deref().unwrap_or("")) else {
+        return page::error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The identity provider's answer repeats a parameter.",
+        );
+    };
+    let browser = cookies::browser_id(&headers, &settings);
+    let remembered = cookies::consent(&headers, &settings)
+        .map(|cookie| Remembered::from_cookie(&cookie, &settings.key))
+        .unwrap_or_default();
+    callback::complete(&facade, &settings, params, browser, remembered).await
+}
+
+/// A form post's `Origin`, when the browser sent one, must be the issuer's.
+fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(issuer) = Url::parse(&settings.endpoints.issuer) else {
+        return false;
+    };
+    origin
+        .to_str()
+        .is_ok_and(|origin| origin == issuer.origin().ascii_serialization())
+}
+
+fn unverified(error: &PageError) -> Response {
+    tracing::info!("authorization request refused: {error}");
+    let code = match error {
+        PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",
+        _ => "invalid_request",
+    };
+    page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
+}

@@ -1,0 +1,420 @@
+//! What a completed sign-in grants, and the one-time and rotating secrets that
+//! stand for it: the authorization code (single use, at most 60 s), and the refresh
+//! token (rotated on every use). A replayed code or a reused refresh token means one
+//! of the two copies is an attacker's, so the whole grant is revoked (RFC 6749
+//! §4.1.2, OAuth 2.1 §4.3.1), and with it every access token it issued: the gateway
+//! asks [`Grants::is_revoked`] of each façade token it accepts.
+//!
+//! Secrets are kept by their SHA-256 digest, never as issued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use super::secret::random_id;
+
+/// Longest an authorization code lives (OAuth 2.1 recommends at most a minute).
+pub(crate) const CODE_TTL: Duration = Duration::from_secs(60);
+/// How long a redeemed code is remembered, to catch a replay.
+const USED_CODE_MEMORY: Duration = Duration::from_secs(600);
+/// Most grants, codes and refresh tokens kept at once (each a few hundred bytes).
+const CAPACITY: u64 = 500_000;
+
+/// One user's permission for one client to use one resource with some scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// Carried by every access token of the grant (`gid`), to revoke them together.
+    pub(crate) id: String,
+    pub(crate) client_id: String,
+    /// The user, as the identity provider names them.
+    pub(crate) subject: String,
+    pub(crate) resource: String,
+    /// The scopes granted: requested, approved, and allowed by the provider's claims.
+    pub(crate) scopes: Vec<String>,
+}
+
+impl Grant {
+    /// A new grant with a fresh id.
+    pub(crate) fn new(
+        client_id: String,
+        subject: String,
+        resource: String,
+        scopes: Vec<String>,
+    ) -> Self {
+        Self {
+            id: random_id(),
+            client_id,
+            subject,
+            resource,
+            scopes,
+        }
+    }
+}
+
+/// What a code is bound to besides its grant.
+#[derive(Debug, Clone)]
+struct CodeEntry {
+    grant: Arc<Grant>,
+    redirect_uri: String,
+    code_challenge: String,
+}
+
+/// Why a code or refresh token was not accepted: `invalid_grant` to the client,
+/// with the reason in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum GrantError {
+    #[error("the code is unknown or expired")]
+    UnknownCode,
+    #[error("the code was already used; its grant is revoked")]
+    CodeReplayed,
+    #[error("the code was issued to another client")]
+    OtherClient,
+    #[error("redirect_uri differs from the authorization request's")]
+    RedirectUri,
+    #[error("the PKCE code_verifier does not match the code_challenge")]
+    Pkce,
+    #[error("resource differs from the authorization request's")]
+    Resource,
+    #[error("the refresh token is unknown, expired or revoked")]
+    UnknownRefreshToken,
+    #[error("the refresh token was already used; its grant is revoked")]
+    RefreshTokenReused,
+}
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone)]
+struct RefreshEntry {
+    grant_id: String,
+}
+
+/// The grants in force and their secrets (this process's memory).
+#[derive(Clone)]
+pub(crate) struct Grants {
+    grants: Cache<String, Arc<Grant>>,
+    codes: Cache<String, CodeEntry>,
+    /// Redeemed code digest → its grant id, to revoke on a replay.
+    used_codes: Cache<String, String>,
+    refresh: Cache<String, RefreshEntry>,
+    /// Rotated refresh token digest → its grant id, to revoke on a reuse.
+    rotated: Cache<String, String>,
+    /// Revoked grant ids, kept while an access token of theirs could still be valid.
+    revoked: Cache<String, ()>,
+}
+
+impl Grants {
+    /// `refresh_ttl` bounds a grant's life without use; `access_ttl` how long a
+    /// revocation must be remembered.
+    pub(crate) fn new(refresh_ttl: Duration, access_ttl: Duration) -> Self {
+        Self {
+            grants: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_idle(refresh_ttl)
+                .build(),
+            codes: expiring(CODE_TTL),
+            used_codes: expiring(USED_CODE_MEMORY),
+            refresh: expiring(refresh_ttl),
+            rotated: expiring(refresh_ttl),
+            revoked: expiring(access_ttl + Duration::from_secs(120)),
+        }
+    }
+
+    /// Records `grant` and returns the authorization code for it.
+    pub(crate) fn issue_code(
+        &self,
+        grant: Grant,
+        redirect_uri: String,
+        code_challenge: String,
+    ) -> String {
+        let code = random_id();
+        let grant = Arc::new(grant);
+        self.grants.insert(grant.id.clone(), Arc::clone(&grant));
+        self.codes.insert(
+            digest(&code),
+            CodeEntry {
+                grant,
+                redirect_uri,
+                code_challenge,
+            },
+        );
+        code
+    }
+
+    /// Redeems a code once, checking everything it is bound to. A second redemption
+    /// revokes the grant.
+    pub(crate) fn redeem_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: Option<&str>,
+        code_verifier: &str,
+        resource: Option<&str>,
+    ) -> Result<Arc<Grant>, GrantError> {
+        let key = digest(code);
+        let Some(entry) = self.codes.remove(&key) else {
+            if let Some(grant_id) = self.used_codes.get(&key) {
+                self.revoke(&grant_id);
+                return Err(GrantError::CodeReplayed);
+            }
+            return Err(GrantError::UnknownCode);
+        };
+        self.used_codes.insert(key, entry.grant.id.clone());
+        // A failed check spends the code too: it was presented, so it is known.
+        if entry.grant.client_id != client_id {
+            return Err(GrantError::OtherClient);
+        }
+        if redirect_uri.is_some_and(|uri| uri != entry.redirect_uri) {
+            return Err(GrantError::RedirectUri);
+        }
+        if !pkce_matches(code_verifier, &entry.code_challenge) {
+            return Err(GrantError::Pkce);
+        }
+        if resource.is_some_and(|resource| resource != entry.grant.resource) {
+            return Err(GrantError::Resource);
+        }
+        if self.is_revoked(&entry.grant.id) {
+            return Err(GrantError::UnknownCode);
+        }
+        Ok(entry.grant)
+    }
+
+    /// A new refresh token for a grant.
+    pub(crate) fn issue_refresh_token(&self, grant: &Grant) -> String {
+        let token = random_id();
+        self.refresh.insert(
+            digest(&token),
+            RefreshEntry {
+                grant_id: grant.id.clone(),
+            },
+        );
+        token
+    }
+
+    /// Spends a refresh token for `client_id` and returns its grant with the next
+    /// token. A token spent before revokes the grant.
+    pub(crate) fn rotate_refresh_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<(Arc<Grant>, String), GrantError> {
+        let key = digest(token);
+        let Some(entry) = self.refresh.remove(&key) else {
+            if let Some(grant_id) = self.rotated.get(&key) {
+                self.revoke(&grant_id);
+                return Err(GrantError::RefreshTokenReused);
+            }
+            return Err(GrantError::UnknownRefreshToken);
+        };
+        self.rotated.insert(key, entry.grant_id.clone());
+        let grant = self
+            .grants
+            .get(&entry.grant_id)
+            .filter(|grant| !self.is_revoked(&grant.id))
+            .ok_or(GrantError::UnknownRefreshToken)?;
+        if grant.client_id != client_id {
+            return Err(GrantError::OtherClient);
+        }
+        let next = self.issue_refresh_token(&grant);
+        Ok((grant, next))
+    }
+
+    /// The grant a refresh token stands for, without spending it (revocation).
+    pub(crate) fn grant_of_refresh_token(&self, token: &str) -> Option<Arc<Grant>> {
+        let entry = self.refresh.get(&digest(token))?;
+        self.grants.get(&entry.grant_id)
+    }
+
+    /// The grant with this id, while in force.
+    pub(crate) fn get(&self, grant_id: &str) -> Option<Arc<Grant>> {
+        self.grants
+            .get(grant_id)
+            .filter(|grant| !self.is_revoked(&grant.id))
+    }
+
+    /// Ends a grant: its refresh tokens stop working, and so do its access tokens
+    /// at the MCP endpoint.
+    pub(crate) fn revoke(&self, grant_id: &str) {
+        self.revoked.insert(grant_id.to_owned(), ());
+        self.grants.invalidate(grant_id);
+        tracing::warn!(grant = %grant_id, "grant revoked");
+    }
+
+    /// Whether a grant was revoked (its access tokens are refused).
+    pub(crate) fn is_revoked(&self, grant_id: &str) -> bool {
+        self.revoked.contains_key(grant_id)
+    }
+}
+
+/// A bounded cache whose entries expire `ttl` after they are written.
+fn expiring<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<String, V> {
+    Cache::builder()
+        .max_capacity(CAPACITY)
+        .time_to_live(ttl)
+        .build()
+}
+
+/// `BASE64URL(SHA256(verifier)) == challenge` (RFC 7636 §4.6), on a verifier of
+/// 43 to 128 unreserved characters.
+pub(crate) fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !well_formed {
+        return false;
+    }
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes())
+        .is_ok()
+}
+
+fn digest(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 7636 Appendix B.
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn grants() -> Grants {
+        Grants::new(Duration::from_secs(3600), Duration::from_secs(300))
+    }
+
+    fn grant() -> Grant {
+        Grant::new(
+            "c".into(),
+            "alice".into(),
+            "https://r/mcp".into(),
+            vec!["mcp:read".into()],
+        )
+    }
+
+    #[test]
+    fn pkce_follows_rfc_7636() {
+        assert!(pkce_matches(VERIFIER, CHALLENGE));
+        assert!(!pkce_matches(CHALLENGE, CHALLENGE));
+        assert!(!pkce_matches("short", CHALLENGE));
+        assert!(!pkce_matches(&format!("{VERIFIER}+"), CHALLENGE));
+    }
+
+    #[test]
+    fn a_code_is_redeemed_once_and_a_replay_revokes_its_grant() {
+        let grants = grants();
+        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let redeemed = grants
+            .redeem_code(
+                &code,
+                "c",
+                Some("https://c/cb"),
+                VERIFIER,
+                Some("https://r/mcp"),
+            )
+            .unwrap();
+        assert!(!grants.is_revoked(&redeemed.id));
+        assert_eq!(
+            grants.redeem_code(&code, "c", Some("https://c/cb"), VERIFIER, None),
+            Err(GrantError::CodeReplayed)
+        );
+        assert!(grants.is_revoked(&redeemed.id));
+        assert!(grants.get(&redeemed.id).is_none());
+    }
+
+    #[test]
+    fn a_code_is_bound_to_client_redirect_pkce_and_resource() {
+        let grants = grants();
+        // (client, redirect_uri, verifier, resource, expected)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            GrantError,
+        );
+        let cases: [Case<'_>; 4] = [
+            ("other", None, VERIFIER, None, GrantError::OtherClient),
+            (
+                "c",
+                Some("https://c/other"),
+                VERIFIER,
+                None,
+                GrantError::RedirectUri,
+            ),
+            ("c", None, "x".repeat(43).leak(), None, GrantError::Pkce),
+            (
+                "c",
+                None,
+                VERIFIER,
+                Some("https://other/mcp"),
+                GrantError::Resource,
+            ),
+        ];
+        for (client, redirect, verifier, resource, expected) in cases {
+            let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+            assert_eq!(
+                grants.redeem_code(&code, client, redirect, verifier, resource),
+                Err(expected.clone())
+            );
+            // Spent by the failed attempt: the right one now counts as a replay.
+            assert_eq!(
+                grants.redeem_code(&code, "c", None, VERIFIER, None),
+                Err(GrantError::CodeReplayed),
+                "{expected}"
+            );
+        }
+        assert_eq!(
+            grants.redeem_code("never-issued", "c", None, VERIFIER, None),
+            Err(GrantError::UnknownCode)
+        );
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_and_a_reuse_revokes_the_grant() {
+        let grants = grants();
+        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let grant = grants
+            .redeem_code(&code, "c", None, VERIFIER, None)
+            .unwrap();
+        let first = grants.issue_refresh_token(&grant);
+        let (same, second) = grants.rotate_refresh_token(&first, "c").unwrap();
+        assert_eq!(same.id, grant.id);
+        assert_ne!(first, second);
+        assert!(matches!(
+            grants.rotate_refresh_token(&second, "other"),
+            Err(GrantError::OtherClient)
+        ));
+        // `second` was spent by the wrong client; the grant itself stands.
+        assert!(!grants.is_revoked(&grant.id));
+        assert_eq!(
+            grants.rotate_refresh_token(&first, "c").unwrap_err(),
+            GrantError::RefreshTokenReused
+        );
+        assert!(grants.is_revoked(&grant.id));
+        assert_eq!(
+            grants.rotate_refresh_token("unknown", "c").unwrap_err(),
+            GrantError::UnknownRefreshToken
+        );
+    }
+
+    #[test]
+    fn a_revoked_grant_refreshes_no_more() {
+        let grants = grants();
+        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let grant = grants
+            .redeem_code(&code, "c", None, VERIFIER, None)
+            .unwrap();
+        let token = grants.issue_refresh_token(&grant);
+        assert_eq!(grants.grant_of_refresh_token(&token).unwrap().id, grant.id);
+        grants.revoke(&grant.id);
+        assert_eq!(
+            grants.rotate_refresh_token(&token, "c").unwrap_err(),
+            GrantError::UnknownRefreshToken
+        );
+    }
+}

@@ -1,0 +1,1296 @@
+//! The authorization-server façade against the binary: its metadata, the
+//! authorization endpoint, the consent page, the way to the identity provider and
+//! back; and the attacks on each (open redirects, CSRF, replays, PKCE downgrades,
+//! forged or misdirected ID tokens).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use jsonwebtoken::Algorithm;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::common::config::TestConfig;
+use crate::common::{Gateway, Keys, Upstream, now, raw_token, sign, spawn_router};
+
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const CLIENT_REDIRECT: &str = "http://127.0.0.1/callback";
+
+/// A gateway with the façade on, one configured client (`tool`) and a provider
+/// whose endpoints are given (no discovery).
+fn config(upstream: &Upstream) -> String {
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(
+            "authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize?tenant=t1
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+    scopes: [openid, email]
+  clients:
+    - client_id: tool
+      client_name: Tool <b>Pro</b>
+      redirect_uris: [\"http://127.0.0.1/callback\", \"https://tool.example/cb\"]
+  consent:
+    server_name: Test tools
+    scope_descriptions:
+      mcp:write: Run tools that change things",
+        )
+        .build()
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn authorize_url(gateway: &Gateway, extra: &str) -> String {
+    format!(
+        "{}/oauth/authorize?response_type=code&client_id=tool&redirect_uri={}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=st8&scope=mcp:read%20mcp:write{extra}",
+        gateway.base,
+        urlencode(CLIENT_REDIRECT),
+    )
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        form.append_pair(name, value);
+    }
+    form.finish()
+}
+
+fn location(response: &reqwest::Response) -> Url {
+    let location = response.headers()[LOCATION].to_str().unwrap();
+    Url::parse(location).unwrap()
+}
+
+fn query(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// A sign-in that reached the consent page: its URL, request id, the browser's
+/// cookie and the page's CSRF token.
+struct AtConsent {
+    page_url: String,
+    request: String,
+    cookie: String,
+    csrf: String,
+}
+
+async fn to_consent(gateway: &Gateway) -> AtConsent {
+    let client = browser();
+    let response = client.get(authorize_url(gateway, "")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page_url = location(&response);
+    assert_eq!(page_url.path(), "/oauth/consent");
+    let request = query(&page_url, "request").unwrap();
+    let page = client
+        .get(page_url.as_str())
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    AtConsent {
+        page_url: page_url.to_string(),
+        request,
+        cookie,
+        csrf: csrf_of(&html),
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn decide(
+    gateway: &Gateway,
+    request: &str,
+    cookie: Option<&str>,
+    csrf: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let mut post = browser()
+        .post(format!("{}/oauth/consent", gateway.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request", request),
+            ("csrf", csrf),
+            ("decision", decision),
+        ]));
+    if let Some(cookie) = cookie {
+        post = post.header(COOKIE, cookie);
+    }
+    post.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn metadata_names_the_facade_everywhere_clients_look() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let response = Gateway::client()
+            .get(format!("{}{path}", gateway.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["issuer"], gateway.base.as_str(), "{path}");
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{}/oauth/authorize", gateway.base)
+        );
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(doc["client_id_metadata_document_supported"], true);
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(
+            doc["scopes_supported"],
+            serde_json::json!(["mcp:read", "mcp:write"])
+        );
+        assert!(doc.get("registration_endpoint").is_none(), "DCR is off");
+    }
+    let prm: Value = Gateway::client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        prm["authorization_servers"],
+        serde_json::json!([gateway.base])
+    );
+}
+
+#[tokio::test]
+async fn consent_then_the_identity_provider_with_mcpgates_own_request() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let at = to_consent(&gateway).await;
+
+    let page = browser()
+        .get(&at.page_url)
+        .header(COOKIE, &at.cookie)
+        .send()
+        .await
+        .unwrap();
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    // Nothing to other sites, and the form's own `Origin` survives (`no-referrer`
+    // makes browsers send `Origin: null`, which the consent POST refuses).
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert_eq!(headers["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    // Reloading shows the same form: the token still works (FastMCP #4814).
+    assert_eq!(csrf_of(&html), at.csrf);
+    assert!(html.contains("Test tools"));
+    assert!(html.contains("Run tools that change things"));
+    assert!(
+        html.contains("Tool &#60;b&#62;Pro&#60;/b&#62;")
+            || html.contains("Tool &lt;b&gt;Pro&lt;/b&gt;"),
+        "{html}"
+    );
+    assert!(html.contains("listed by the administrator"));
+    assert!(!html.contains("<script"));
+
+    let approved = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let to_idp = location(&approved);
+    assert_eq!(to_idp.host_str(), Some("idp.test"));
+    assert_eq!(to_idp.path(), "/authorize");
+    assert_eq!(query(&to_idp, "tenant").as_deref(), Some("t1"));
+    assert_eq!(
+        query(&to_idp, "client_id").as_deref(),
+        Some("mcpgate-at-idp")
+    );
+    assert_eq!(query(&to_idp, "response_type").as_deref(), Some("code"));
+    assert_eq!(query(&to_idp, "scope").as_deref(), Some("openid email"));
+    assert_eq!(
+        query(&to_idp, "redirect_uri"),
+        Some(format!("{}/oauth/callback", gateway.base))
+    );
+    assert_eq!(
+        query(&to_idp, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let challenge = query(&to_idp, "code_challenge").unwrap();
+    assert_ne!(
+        challenge, CHALLENGE,
+        "mcpgate's own PKCE pair, not the client's"
+    );
+    let state = query(&to_idp, "state").unwrap();
+    assert_ne!(state, "st8", "mcpgate's own state, not the client's");
+    assert!(state.len() >= 43 && query(&to_idp, "nonce").unwrap().len() >= 43);
+    assert!(query(&to_idp, "resource").is_none());
+
+    // The decision is taken once.
+    let again = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get(LOCATION).is_none());
+}
+
+#[tokio::test]
+async fn denial_goes_back_to_the_client_with_state_and_issuer() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let at = to_consent(&gateway).await;
+    let denied = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "deny").await;
+    assert_eq!(denied.status(), 303);
+    let back = location(&denied);
+    assert!(back.as_str().starts_with(CLIENT_REDIRECT));
+    assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query(&back, "state").as_deref(), Some("st8"));
+    assert_eq!(query(&back, "iss"), Some(gateway.base.clone()));
+}
+
+#[tokio::test]
+async fn problems_before_the_client_is_verified_never_redirect() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let client = browser();
+    let base = authorize_url(&gateway, "");
+    let cases = [
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("https://evil.example/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1.evil.example/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://evil@127.0.0.1/callback"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1/callback#x"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("http://127.0.0.1/callback/other"),
+        ),
+        base.replace(
+            &urlencode(CLIENT_REDIRECT),
+            &urlencode("https://tool.example/cb/../evil"),
+        ),
+        base.replace("client_id=tool", "client_id=nobody"),
+        base.replace("client_id=tool", "client_id=tool&client_id=tool"),
+        base.replace("client_id=tool&", ""),
+        // A bad request from an unknown client is still not redirected.
+        base.replace("client_id=tool", "client_id=nobody")
+            .replace("code_challenge_method=S256", "code_challenge_method=plain"),
+    ];
+    for url in cases {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        assert!(response.headers().get(LOCATION).is_none(), "{url}");
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Sign-in cannot continue"), "{url}");
+        assert!(
+            !html.contains("evil.example"),
+            "the page does not echo the attacker's URL"
+        );
+    }
+}
+
+#[tokio::test]
+async fn problems_after_verification_go_back_with_state() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let client = browser();
+    let base = authorize_url(&gateway, "");
+    let cases = [
+        (
+            base.replace("&code_challenge_method=S256", ""),
+            "invalid_request",
+        ),
+        (
+            base.replace("method=S256", "method=plain"),
+            "invalid_request",
+        ),
+        (
+            base.replace(&format!("&code_challenge={CHALLENGE}"), ""),
+            "invalid_request",
+        ),
+        (
+            base.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            base.replace("mcp:read%20mcp:write", "mcp:admin"),
+            "invalid_scope",
+        ),
+        (
+            format!("{base}&resource={}", urlencode("https://other.example/mcp")),
+            "invalid_target",
+        ),
+    ];
+    for (url, code) in cases {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{url}");
+        let back = location(&response);
+        assert!(back.as_str().starts_with(CLIENT_REDIRECT), "{back}");
+        assert_eq!(query(&back, "error").as_deref(), Some(code), "{url}");
+        assert_eq!(query(&back, "state").as_deref(), Some("st8"));
+        assert_eq!(query(&back, "iss"), Some(gateway.base.clone()));
+    }
+    // The MCP resource itself is accepted, and a loopback redirect on another port.
+    let own = format!("{base}&resource={}", urlencode(&gateway.mcp)).replace(
+        &urlencode(CLIENT_REDIRECT),
+        &urlencode("http://127.0.0.1:49152/callback"),
+    );
+    let response = client.get(&own).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response).path(), "/oauth/consent");
+}
+
+#[tokio::test]
+async fn consent_needs_this_sign_ins_token_in_this_browser() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&config(&upstream)).await;
+    let first = to_consent(&gateway).await;
+    let second = to_consent(&gateway).await;
+
+    // Without a token, with a made-up one, or with another sign-in's.
+    for csrf in ["", "forged", second.csrf.as_str()] {
+        let response = decide(
+            &gateway,
+            &first.request,
+            Some(&first.cookie),
+            csrf,
+            "approve",
+        )
+        .await;
+        assert_eq!(response.status(), 403, "csrf {csrf:?}");
+        assert!(response.headers().get(LOCATION).is_none());
+    }
+    // The right token from another browser (no cookie, or another browser's).
+    let response = decide(&gateway, &first.request, None, &first.csrf, "approve").await;
+    assert_eq!(response.status(), 403);
+    let response = decide(
+        &gateway,
+        &first.request,
+        Some(&second.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+    // The page itself is not shown to another browser either.
+    let page = browser().get(&first.page_url).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    // A cross-site form post, even with the cookie and token.
+    let cross_site = browser()
+        .post(format!("{}/oauth/consent", gateway.base))
+        .header(COOKIE, &first.cookie)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request", first.request.as_str()),
+            ("csrf", &first.csrf),
+            ("decision", "approve"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    // None of that used the sign-in up: the real decision still goes through.
+    let response = decide(
+        &gateway,
+        &first.request,
+        Some(&first.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response).host_str(), Some("idp.test"));
+    // An unknown request id.
+    let response = decide(
+        &gateway,
+        "no-such-request",
+        Some(&first.cookie),
+        &first.csrf,
+        "approve",
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+}
+
+// === the identity provider's leg back ===
+
+/// One request at the fake provider's token endpoint: its `Authorization` header and form.
+type TokenRequest = (Option<String>, Vec<(String, String)>);
+type Received = Arc<Mutex<Vec<TokenRequest>>>;
+
+/// An OpenID provider in the test process: discovery, a token endpoint answering
+/// whatever the test set, and a JWKS with the test RSA key as `rsa-1`.
+struct FakeProvider {
+    issuer: String,
+    answer: Arc<Mutex<Value>>,
+    received: Received,
+}
+
+#[derive(Clone)]
+struct ProviderState {
+    answer: Arc<Mutex<Value>>,
+    received: Received,
+}
+
+impl FakeProvider {
+    async fn start() -> Self {
+        let answer = Arc::new(Mutex::new(json!({"error": "invalid_grant"})));
+        let received: Received = Arc::default();
+        let state = ProviderState {
+            answer: Arc::clone(&answer),
+            received: Arc::clone(&received),
+        };
+        let router = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                // The issuer is the address it was asked at (the port is known only
+                // once the router is served).
+                get(|headers: HeaderMap| async move {
+                    let issuer = format!("http://{}", headers["host"].to_str().unwrap());
+                    axum::Json(json!({
+                        "issuer": issuer,
+                        "authorization_response_iss_parameter_supported": true,
+                        "authorization_endpoint": format!("{issuer}/authorize"),
+                        "token_endpoint": format!("{issuer}/token"),
+                        "jwks_uri": format!("{issuer}/jwks"),
+                    }))
+                }),
+            )
+            .route(
+                "/token",
+                post(
+                    |State(state): State<ProviderState>, headers: HeaderMap, body: String| async move {
+                        let authorization = headers
+                            .get("authorization")
+                            .map(|value| value.to_str().unwrap().to_owned());
+                        let form = url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                        state.received.lock().unwrap().push((authorization, form));
+                        let answer = state.answer.lock().unwrap().clone();
+                        let status = if answer.get("error").is_some() { 400 } else { 200 };
+                        (
+                            http::StatusCode::from_u16(status).unwrap(),
+                            axum::Json(answer),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/jwks",
+                get(|| async { axum::Json(Keys::load().jwks()) }),
+            )
+            // GitHub-like: the user's id is a number, under `id`.
+            .route(
+                "/userinfo",
+                get(|headers: HeaderMap| async move {
+                    let bearer = headers.get("authorization").map(|v| v.to_str().unwrap());
+                    if bearer == Some("Bearer provider-access-token") {
+                        Ok(axum::Json(json!({"id": 4242, "login": "alice"})))
+                    } else {
+                        Err(http::StatusCode::UNAUTHORIZED)
+                    }
+                }),
+            )
+            .with_state(state);
+        let addr = spawn_router(router).await;
+        Self {
+            issuer: format!("http://{addr}"),
+            answer,
+            received,
+        }
+    }
+
+    fn answer_with(&self, answer: Value) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn received(&self) -> Vec<TokenRequest> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The gateway with the façade in front of `provider` (discovered, not configured).
+fn provider_config(upstream: &Upstream, provider: &FakeProvider) -> String {
+    provider_config_with(upstream, provider, "")
+}
+
+/// [`provider_config`] with more keys under `authorization_server.provider`
+/// (each line indented four spaces).
+fn provider_config_with(upstream: &Upstream, provider: &FakeProvider, more: &str) -> String {
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {}
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+    scopes: [openid]
+{more}  clients:
+    - client_id: tool
+      client_name: Tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]",
+            provider.issuer
+        ))
+        .build()
+}
+
+/// A sign-in sent to the provider: the browser's cookie and what mcpgate asked of
+/// the provider.
+struct AtProvider {
+    cookie: String,
+    state: String,
+    nonce: String,
+    code_challenge: String,
+}
+
+async fn to_provider(gateway: &Gateway) -> AtProvider {
+    let at = to_consent(gateway).await;
+    let approved = decide(gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let to_idp = location(&approved);
+    assert_eq!(to_idp.path(), "/authorize");
+    AtProvider {
+        cookie: at.cookie,
+        state: query(&to_idp, "state").unwrap(),
+        nonce: query(&to_idp, "nonce").unwrap(),
+        code_challenge: query(&to_idp, "code_challenge").unwrap(),
+    }
+}
+
+fn id_token_claims(provider: &FakeProvider, nonce: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": provider.issuer,
+        "sub": "alice@idp",
+        "aud": "mcpgate-at-idp",
+        "nonce": nonce,
+        "iat": now,
+        "exp": now + 300,
+    })
+}
+
+/// An ID token as providers sign them (`typ: JWT`).
+fn signed(claims: &Value) -> String {
+    id_token(&Keys::load().rsa, claims)
+}
+
+fn id_token(key: &jsonwebtoken::EncodingKey, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+async fn callback(
+    gateway: &Gateway,
+    params: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut get = browser().get(format!("{}/oauth/callback?{}", gateway.base, form(params)));
+    if let Some(cookie) = cookie {
+        get = get.header(COOKIE, cookie);
+    }
+    get.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_providers_answer_ends_at_the_client_with_an_mcpgate_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let at = to_provider(&gateway).await;
+    provider.answer_with(json!({
+        "access_token": "provider-access-token",
+        "token_type": "Bearer",
+        "id_token": signed(&id_token_claims(&provider, &at.nonce)),
+    }));
+
+    let back = callback(
+        &gateway,
+        &[
+            ("code", "provider-code"),
+            ("state", &at.state),
+            ("iss", &provider.issuer),
+        ],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(back.status(), 303);
+    let to_client = location(&back);
+    assert!(
+        to_client.as_str().starts_with(CLIENT_REDIRECT),
+        "{to_client}"
+    );
+    let code = query(&to_client, "code").unwrap();
+    assert!(
+        code.len() >= 43 && code != "provider-code",
+        "mcpgate's own code"
+    );
+    assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+    assert_eq!(query(&to_client, "iss"), Some(gateway.base.clone()));
+
+    // The code was redeemed with mcpgate's credentials and its own PKCE verifier.
+    let received = provider.received();
+    assert_eq!(received.len(), 1);
+    let (authorization, fields) = &received[0];
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("mcpgate-at-idp:s3cret")
+    );
+    assert_eq!(authorization.as_deref(), Some(basic.as_str()));
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    assert_eq!(field("grant_type").as_deref(), Some("authorization_code"));
+    assert_eq!(field("code").as_deref(), Some("provider-code"));
+    assert_eq!(
+        field("redirect_uri"),
+        Some(format!("{}/oauth/callback", gateway.base))
+    );
+    let verifier = field("code_verifier").unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+        at.code_challenge
+    );
+    assert!(field("client_secret").is_none() && field("resource").is_none());
+    assert!(gateway.wait_for_log("code issued").await);
+    assert!(!gateway.stderr().contains("provider-access-token"));
+
+    // The provider's answer is used once.
+    let again = callback(
+        &gateway,
+        &[("code", "provider-code"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get(LOCATION).is_none());
+    assert_eq!(provider.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_callback_that_is_not_this_browsers_sign_in_issues_no_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+
+    // An unknown state, with a real browser cookie.
+    let at = to_provider(&gateway).await;
+    let unknown = callback(
+        &gateway,
+        &[("code", "c"), ("state", "made-up")],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.headers().get(LOCATION).is_none());
+
+    // Login CSRF: the attacker's callback URL opened in a browser without the
+    // sign-in's cookie, or with another sign-in's.
+    provider.answer_with(json!({
+        "access_token": "t",
+        "id_token": signed(&id_token_claims(&provider, &at.nonce)),
+    }));
+    let other = to_provider(&gateway).await;
+    for cookie in [None, Some(other.cookie.as_str())] {
+        let at = to_provider(&gateway).await;
+        let response = callback(&gateway, &[("code", "c"), ("state", &at.state)], cookie).await;
+        assert_eq!(response.status(), 403, "{cookie:?}");
+        assert!(response.headers().get(LOCATION).is_none());
+    }
+    // A repeated parameter.
+    let response = callback(
+        &gateway,
+        &[("code", "c"), ("state", &at.state), ("state", &other.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    // An answer naming another issuer (RFC 9207 mix-up).
+    let response = callback(
+        &gateway,
+        &[
+            ("code", "c"),
+            ("state", &at.state),
+            ("iss", "https://evil.example"),
+        ],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get(LOCATION).is_none());
+    // No issuer at all, from a provider whose metadata says it always sends one.
+    let at = to_provider(&gateway).await;
+    let response = callback(
+        &gateway,
+        &[("code", "c"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get(LOCATION).is_none());
+    assert!(provider.received().is_empty(), "no code was redeemed");
+}
+
+#[tokio::test]
+async fn the_providers_refusal_goes_back_to_the_client() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    for (provider_error, client_error) in [
+        ("access_denied", "access_denied"),
+        ("temporarily_unavailable", "temporarily_unavailable"),
+        ("invalid_scope", "server_error"),
+    ] {
+        let at = to_provider(&gateway).await;
+        let back = callback(
+            &gateway,
+            &[
+                ("error", provider_error),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(back.status(), 303);
+        let to_client = location(&back);
+        assert!(to_client.as_str().starts_with(CLIENT_REDIRECT));
+        assert_eq!(query(&to_client, "error").as_deref(), Some(client_error));
+        assert!(query(&to_client, "code").is_none());
+        assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+        assert_eq!(query(&to_client, "iss"), Some(gateway.base.clone()));
+    }
+    assert!(provider.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_forged_or_misdirected_id_token_issues_no_code() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let keys = Keys::load();
+    let with = |claims: &Value, field: &str, value: Value| {
+        let mut claims = claims.clone();
+        claims[field] = value;
+        claims
+    };
+    type Forge = Box<dyn Fn(&Value) -> Value>;
+    let cases: Vec<(&str, Forge)> = vec![
+        (
+            "another sign-in's nonce",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "nonce", json!("other-nonce")))})),
+        ),
+        (
+            "another client's token",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "aud", json!("someone-else")))})),
+        ),
+        (
+            "another issuer's token",
+            Box::new(
+                move |c| json!({"id_token": signed(&with(c, "iss", json!("https://evil.example")))}),
+            ),
+        ),
+        (
+            "expired",
+            Box::new(move |c| json!({"id_token": signed(&with(c, "exp", json!(now() - 600)))})),
+        ),
+        (
+            "signed by another key",
+            Box::new(move |c| json!({"id_token": id_token(&keys.rsa2, c)})),
+        ),
+        (
+            "the provider's access token (typ at+jwt) in place of the ID token",
+            Box::new(
+                |c| json!({"id_token": sign(&Keys::load().rsa, Algorithm::RS256, Some("rsa-1"), c)}),
+            ),
+        ),
+        (
+            "alg none",
+            Box::new(
+                |c| json!({"id_token": raw_token(&json!({"alg": "none", "kid": "rsa-1"}), c, b"")}),
+            ),
+        ),
+        (
+            "no ID token though openid was asked for",
+            Box::new(|_| json!({})),
+        ),
+        (
+            "the provider refuses the code",
+            Box::new(|_| json!({"error": "invalid_grant"})),
+        ),
+    ];
+    for (name, forge) in cases {
+        let at = to_provider(&gateway).await;
+        let mut answer = forge(&id_token_claims(&provider, &at.nonce));
+        if answer.get("error").is_none() {
+            answer["access_token"] = json!("provider-access-token");
+        }
+        provider.answer_with(answer);
+        let response = callback(
+            &gateway,
+            &[
+                ("code", "provider-code"),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(response.status(), 502, "{name}");
+        assert!(response.headers().get(LOCATION).is_none(), "{name}");
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("provider-access-token"), "{name}");
+        if name == "the provider refuses the code" {
+            assert!(html.contains("invalid_grant"), "{html}");
+        }
+    }
+    assert!(!gateway.stderr().contains("provider-access-token"));
+}
+
+/// A plain OAuth provider (no discovery, no ID token): the user is `userinfo`'s `id`.
+fn plain_oauth_config(upstream: &Upstream, provider: &FakeProvider, auth: &str) -> String {
+    let issuer = &provider.issuer;
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {issuer}
+    authorization_endpoint: {issuer}/authorize
+    token_endpoint: {issuer}/token
+    userinfo_endpoint: {issuer}/userinfo
+    subject_claim: id
+    client_id: mcpgate-at-idp
+{auth}    scopes: [read:user]
+  clients:
+    - client_id: tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]"
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn without_an_id_token_the_user_comes_from_userinfo() {
+    let upstream = Upstream::start().await;
+    for (auth, expect_secret) in [
+        (
+            "    client_secret: s3cret\n    auth_method: client_secret_post\n",
+            true,
+        ),
+        ("    auth_method: none\n", false),
+    ] {
+        let provider = FakeProvider::start().await;
+        let gateway = Gateway::start(&plain_oauth_config(&upstream, &provider, auth)).await;
+        let at = to_provider(&gateway).await;
+        provider
+            .answer_with(json!({"access_token": "provider-access-token", "token_type": "bearer"}));
+        let back = callback(
+            &gateway,
+            &[("code", "provider-code"), ("state", &at.state)],
+            Some(&at.cookie),
+        )
+        .await;
+        assert_eq!(back.status(), 303, "{auth}");
+        let to_client = location(&back);
+        assert!(query(&to_client, "code").is_some(), "{to_client}");
+        assert_eq!(query(&to_client, "state").as_deref(), Some("st8"));
+        assert!(
+            gateway.wait_for_log("subject=4242").await,
+            "{}",
+            gateway.stderr()
+        );
+
+        let received = provider.received();
+        let (authorization, fields) = &received[0];
+        assert!(authorization.is_none(), "no Basic header: {auth}");
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(field("client_id").as_deref(), Some("mcpgate-at-idp"));
+        assert_eq!(
+            field("client_secret").as_deref(),
+            expect_secret.then_some("s3cret")
+        );
+        assert!(field("code_verifier").is_some());
+    }
+    // A userinfo that does not name the user (the wrong token) issues no code.
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&plain_oauth_config(
+        &upstream,
+        &provider,
+        "    auth_method: none\n",
+    ))
+    .await;
+    let at = to_provider(&gateway).await;
+    provider.answer_with(json!({"access_token": "another-token"}));
+    let response = callback(
+        &gateway,
+        &[("code", "provider-code"), ("state", &at.state)],
+        Some(&at.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 502);
+    assert!(response.headers().get(LOCATION).is_none());
+}
+
+/// RFC 7636's example verifier: the one `CHALLENGE` was made from.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// Lets the provider sign `sub` in for the sign-in at `at`, and returns the
+/// callback's answer.
+async fn sign_in_as(
+    gateway: &Gateway,
+    provider: &FakeProvider,
+    at: &AtProvider,
+    subject: &str,
+    cookies: &str,
+) -> reqwest::Response {
+    let mut claims = id_token_claims(provider, &at.nonce);
+    claims["sub"] = json!(subject);
+    provider.answer_with(json!({
+        "access_token": "provider-access-token",
+        "token_type": "Bearer",
+        "id_token": signed(&claims),
+    }));
+    callback(
+        gateway,
+        &[
+            ("code", "provider-code"),
+            ("state", &at.state),
+            ("iss", &provider.issuer),
+        ],
+        Some(cookies),
+    )
+    .await
+}
+
+async fn post_form(gateway: &Gateway, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    browser()
+        .post(format!("{}{path}", gateway.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(fields))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The cookie a response sets under `name`, as `name=value`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with(&format!("{name}=")))
+        .map(|value| value.split(';').next().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn mcpgates_token_opens_the_mcp_endpoint_until_the_client_revokes_it() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let at = to_provider(&gateway).await;
+    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
+    assert_eq!(back.status(), 303);
+    let code = query(&location(&back), "code").unwrap();
+
+    let token_request = |code: String| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("code_verifier", VERIFIER.to_owned()),
+            ("redirect_uri", CLIENT_REDIRECT.to_owned()),
+            ("client_id", "tool".to_owned()),
+        ]
+    };
+    let fields = token_request(code.clone());
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = post_form(&gateway, "/oauth/token", &fields).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    let tokens: Value = answer.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "mcp:read mcp:write");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let header = jsonwebtoken::decode_header(&access).unwrap();
+    assert_eq!(
+        (header.alg, header.typ.as_deref()),
+        (Algorithm::ES256, Some("at+jwt"))
+    );
+
+    // The gateway accepts it with no JWKS of its own configured for it.
+    let response = gateway.post(Some(&access)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.seen().len(), 1);
+
+    // The JWKS it is published under verifies it too.
+    let jwks: Value = browser()
+        .get(format!("{}/oauth/jwks", gateway.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"].as_str(), header.kid.as_deref());
+
+    // The client revokes: the token stops at once, although its verification is cached.
+    let revoked = post_form(
+        &gateway,
+        "/oauth/revoke",
+        &[("token", &access), ("client_id", "tool")],
+    )
+    .await;
+    assert_eq!(revoked.status(), 200);
+    let refused = gateway.post(Some(&access)).await;
+    assert_eq!(refused.status(), 401);
+    assert!(crate::common::www_authenticate(&refused).contains("invalid_token"));
+    assert_eq!(upstream.seen().len(), 1, "nothing more was forwarded");
+    assert!(gateway.wait_for_log("revoked").await);
+}
+
+#[tokio::test]
+async fn a_replayed_code_and_a_reused_refresh_token_end_the_grant() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let at = to_provider(&gateway).await;
+    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
+    let code = query(&location(&back), "code").unwrap();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("client_id", "tool"),
+    ];
+    let tokens: Value = post_form(&gateway, "/oauth/token", &redeem)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let first_access = tokens["access_token"].as_str().unwrap().to_owned();
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // A refresh rotates; the first refresh token used again revokes the grant.
+    let fields = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", first_refresh.as_str()),
+        ("client_id", "tool"),
+    ];
+    let rotated: Value = post_form(&gateway, "/oauth/token", &fields)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second_access = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(rotated["refresh_token"], tokens["refresh_token"]);
+    assert_eq!(gateway.post(Some(&second_access)).await.status(), 200);
+    let reused = post_form(&gateway, "/oauth/token", &fields).await;
+    assert_eq!(reused.status(), 400);
+    let error: Value = reused.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_grant");
+    for access in [&first_access, &second_access] {
+        assert_eq!(gateway.post(Some(access)).await.status(), 401);
+    }
+
+    // A second grant: its code replayed revokes its tokens the same way.
+    let at = to_provider(&gateway).await;
+    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
+    let code = query(&location(&back), "code").unwrap();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("client_id", "tool"),
+    ];
+    let tokens: Value = post_form(&gateway, "/oauth/token", &redeem)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(gateway.post(Some(&access)).await.status(), 200);
+    let replay = post_form(&gateway, "/oauth/token", &redeem).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(gateway.post(Some(&access)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_remembered_consent_skips_the_page_for_the_same_user_only() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
+    let at = to_provider(&gateway).await;
+    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
+    assert_eq!(back.status(), 303);
+    let consent = set_cookie(&back, "mcpgate_consent").expect("the approval is remembered");
+    let cookies = format!("{}; {consent}", at.cookie);
+
+    // The same request again: straight to the provider, no page.
+    let again = browser()
+        .get(authorize_url(&gateway, ""))
+        .header(COOKIE, &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    let to_idp = location(&again);
+    assert_eq!(to_idp.path(), "/authorize", "{to_idp}");
+    let skipped = AtProvider {
+        cookie: at.cookie.clone(),
+        state: query(&to_idp, "state").unwrap(),
+        nonce: query(&to_idp, "nonce").unwrap(),
+        code_challenge: query(&to_idp, "code_challenge").unwrap(),
+    };
+    let back = sign_in_as(&gateway, &provider, &skipped, "alice@idp", &cookies).await;
+    assert_eq!(back.status(), 303);
+    assert!(query(&location(&back), "code").is_some());
+
+    // More scopes than approved: the page again.
+    let wider = browser()
+        .get(authorize_url(&gateway, "").replace("scope=mcp:read%20mcp:write", "scope=mcp:read"))
+        .header(COOKIE, &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&wider).path(), "/oauth/consent");
+
+    // Someone else signs in at the provider in this browser: no code.
+    let again = browser()
+        .get(authorize_url(&gateway, ""))
+        .header(COOKIE, &cookies)
+        .send()
+        .await
+        .unwrap();
+    let to_idp = location(&again);
+    assert_eq!(to_idp.path(), "/authorize");
+    let other = AtProvider {
+        cookie: at.cookie.clone(),
+        state: query(&to_idp, "state").unwrap(),
+        nonce: query(&to_idp, "nonce").unwrap(),
+        code_challenge: query(&to_idp, "code_challenge").unwrap(),
+    };
+    let refused = sign_in_as(&gateway, &provider, &other, "mallory@idp", &cookies).await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get(LOCATION).is_none());
+    // …and the browser forgets that approval.
+    let forgotten = set_cookie(&refused, "mcpgate_consent").unwrap();
+    let cookies = format!("{}; {forgotten}", at.cookie);
+    let after = browser()
+        .get(authorize_url(&gateway, ""))
+        .header(COOKIE, &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&after).path(), "/oauth/consent");
+}
+
+#[tokio::test]
+async fn a_scope_the_users_claims_do_not_allow_is_withheld() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let config = provider_config_with(
+        &upstream,
+        &provider,
+        "    claim_scopes:\n      groups:\n        writers: [mcp:write]\n",
+    );
+    let gateway = Gateway::start(&config).await;
+    for (groups, expected) in [
+        (json!(["readers"]), "mcp:read"),
+        (json!(["readers", "writers"]), "mcp:read mcp:write"),
+    ] {
+        let at = to_provider(&gateway).await;
+        let mut claims = id_token_claims(&provider, &at.nonce);
+        claims["groups"] = groups.clone();
+        provider.answer_with(json!({
+            "access_token": "provider-access-token",
+            "token_type": "Bearer",
+            "id_token": signed(&claims),
+        }));
+        let back = callback(
+            &gateway,
+            &[
+                ("code", "provider-code"),
+                ("state", &at.state),
+                ("iss", &provider.issuer),
+            ],
+            Some(&at.cookie),
+        )
+        .await;
+        let code = query(&location(&back), "code").unwrap();
+        let tokens: Value = post_form(
+            &gateway,
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("code_verifier", VERIFIER),
+                ("client_id", "tool"),
+            ],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(tokens["scope"], expected, "groups {groups}");
+    }
+}
