@@ -28,6 +28,7 @@ use super::remembered::Remembered;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
 use super::token::{self, TokenError};
+use crate::edge::json::public_document;
 
 /// Largest token or revocation request read; real ones are under 2 KiB.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -66,43 +67,12 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
 }
 
 async fn metadata(State(facade): State<Arc<Facade>>) -> Response {
-    let settings = facade.settings();
-    let mut response = (
-        [(header::CONTENT_TYPE, "application/json")],
-        settings.metadata.document().clone(),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    // MCP clients in browsers read it cross-origin; it is public.
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
-    response
+    public_document(facade.settings().metadata.document().clone())
 }
 
 /// `GET /oauth/jwks`: the keys mcpgate's access tokens are signed with.
 async fn jwks(State(facade): State<Arc<Facade>>) -> Response {
-    let settings = facade.settings();
-    let mut response = (
-        [(header::CONTENT_TYPE, "application/json")],
-        settings.signing.jwks().clone(),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
-    response
+    public_document(facade.settings().signing.jwks().clone())
 }
 
 /// `POST /oauth/token`.

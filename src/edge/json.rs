@@ -22,3 +22,23 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     );
     response
 }
+
+/// A public JSON document (metadata, a JWKS): readable from any origin, since
+/// browser-based MCP clients fetch it cross-origin, and cacheable for five minutes.
+pub(crate) fn public_document(body: bytes::Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}

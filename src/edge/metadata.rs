@@ -1,9 +1,7 @@
 //! RFC 9728 protected-resource metadata, served without authentication.
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
@@ -42,22 +40,6 @@ impl ProtectedResourceMetadata {
     }
 
     pub(crate) fn response(&self) -> Response {
-        let mut response = Response::new(Body::from(self.body.clone()));
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // Browser-based MCP clients fetch this document cross-origin; it is public.
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("max-age=300"),
-        );
-        response
+        super::json::public_document(self.body.clone())
     }
 }
