@@ -11,18 +11,27 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
+import { startEverything } from './everything.mjs';
+import { startGateway } from './gateway.mjs';
+import { startIdentityProvider } from './idp.mjs';
+import { freePort } from './procs.mjs';
 
 /**
  * Drive one sign-in in a fresh browser context (no cookies: mcpgate shows its consent
  * page, the provider its login page): open `url`, read and approve the consent page,
- * sign in as `login`, and wait for the redirect at `loopback`. Returns { params
+ * sign in as `login`, and wait for the redirect at `loopback` (lib/loopback-client.mjs),
+ * or, for a listener in another process, for the page at `redirectUri`. Returns { params
  * (URLSearchParams at the redirect URI), consentText (the page's text) }.
  */
-export async function signInWithBrowser(browser, { url, idp, loopback, login = 'alice' }) {
+export async function signInWithBrowser(browser, { url, idp, loopback, redirectUri, login = 'alice' }) {
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
-    const answer = loopback.next();
+    const answer = loopback
+      ? loopback.next()
+      : page
+          .waitForURL((u) => u.toString().startsWith(`${redirectUri}?`), { timeout: 30_000 })
+          .then(() => new URL(page.url()).searchParams);
     await page.goto(url);
     const consentText = await page.textContent('body');
     if (new URL(page.url()).pathname !== '/oauth/consent') {
@@ -213,4 +222,99 @@ export async function startDocumentHost() {
         });
       }),
   };
+}
+
+/** The configured client of startFacade(). */
+export const CONFIGURED = { clientId: 'e2e-desktop', clientName: 'Desktop Notes' };
+
+/**
+ * mcpgate as the authorization server in front of server-everything, with an identity
+ * provider (lib/idp.mjs) and an https host for metadata documents (its CA in mcpgate's
+ * SSL_CERT_FILE). Clients: CONFIGURED, metadata documents from loopback hosts, and
+ * registration. Scopes: mcp:connect to connect, mcp:env for the tool get-env. The 403
+ * also names the token's own scopes (clients that replace their scopes on step-up),
+ * and the leeway is 0 so tokens expire when they say. Returns { idp, everything,
+ * documents, gateway, stop() }.
+ */
+export async function startFacade({ accessTokenTtl }) {
+  const parts = {};
+  const stoppers = [];
+  parts.stop = async () => {
+    for (const stop of stoppers.reverse()) await stop().catch((err) => console.error('teardown error:', err));
+    stoppers.length = 0;
+  };
+  try {
+    const gwPort = await freePort();
+    parts.idp = await startIdentityProvider({ redirectUri: `http://127.0.0.1:${gwPort}/oauth/callback` });
+    stoppers.push(() => parts.idp.close());
+    parts.everything = await startEverything();
+    stoppers.push(() => parts.everything.stop());
+    parts.documents = await startDocumentHost();
+    stoppers.push(() => parts.documents.close());
+    parts.gateway = await startGateway({
+      gwPort,
+      upstreamUrl: parts.everything.url,
+      issuer: parts.idp.issuer,
+      env: { SSL_CERT_FILE: parts.documents.caFile },
+      oauthExtra: `    leeway: 0s
+    scope_challenge_include_token_scopes: true
+`,
+      scopesYaml: `scopes:
+  initialize: [mcp:connect]
+  tools:
+    get-env: [mcp:env]
+`,
+      topExtra: `authorization_server:
+  provider:
+    issuer: ${parts.idp.issuer}
+    client_id: ${parts.idp.client.clientId}
+    client_secret: ${parts.idp.client.clientSecret}
+    scopes: [openid]
+  clients:
+    - client_id: ${CONFIGURED.clientId}
+      client_name: ${CONFIGURED.clientName}
+      redirect_uris: ["http://127.0.0.1/callback"]
+  client_metadata_documents:
+    allow_private_addresses: true
+  registration:
+    enabled: true
+    per_ip_per_minute: 100
+  access_token_ttl: ${accessTokenTtl}
+  consent:
+    server_name: Everything
+    scope_descriptions:
+      mcp:connect: Connect to the Everything server
+      mcp:env: Read the server's environment
+`,
+    });
+    stoppers.push(() => parts.gateway.stop());
+    return parts;
+  } catch (err) {
+    await parts.stop();
+    throw err;
+  }
+}
+
+/** What the consent page says of each kind of client. */
+export const KIND_TEXT = {
+  configured: 'listed by the administrator of this server',
+  cimd: 'published by 127.0.0.1',
+  dcr: 'registered itself with this server',
+};
+
+/** A JWT's payload, unverified. */
+export function jwtClaims(token) {
+  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+}
+
+/** A document for a public client at `url` with a loopback redirect URI. */
+export function clientDocument(clientName) {
+  return (url) => ({
+    client_id: url,
+    client_name: clientName,
+    redirect_uris: ['http://127.0.0.1/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+  });
 }

@@ -20,83 +20,39 @@ import {
   UnauthorizedError as UnauthorizedV2,
 } from '@modelcontextprotocol/client';
 import { launchBrowser } from '../lib/browser.mjs';
-import { startEverything } from '../lib/everything.mjs';
-import { startGateway } from '../lib/gateway.mjs';
-import { startIdentityProvider } from '../lib/idp.mjs';
 import { startLoopbackClient } from '../lib/loopback-client.mjs';
-import { freePort } from '../lib/procs.mjs';
-import { BrowserOAuthProvider, startDocumentHost } from '../lib/sdk-oauth.mjs';
+import {
+  BrowserOAuthProvider,
+  CONFIGURED,
+  KIND_TEXT,
+  clientDocument,
+  jwtClaims,
+  startFacade,
+} from '../lib/sdk-oauth.mjs';
 
 const SDKS = {
   v1: { name: 'v1', Client: ClientV1, Transport: TransportV1, Unauthorized: UnauthorizedV1 },
   v2: { name: 'v2', Client: ClientV2, Transport: TransportV2, Unauthorized: UnauthorizedV2 },
 };
-const CONFIGURED = { clientId: 'e2e-desktop', clientName: 'Desktop Notes' };
 const ACCESS_TOKEN_TTL_S = 3;
 
-let idp;
-let everything;
+let facade;
 let gateway;
 let documents;
+let idp;
 let browser;
 const loopbacks = [];
 
 before(async () => {
-  const gwPort = await freePort();
-  idp = await startIdentityProvider({ redirectUri: `http://127.0.0.1:${gwPort}/oauth/callback` });
-  everything = await startEverything();
-  documents = await startDocumentHost();
-  // mcpgate's fetches of metadata documents trust the platform's roots; this CA is
-  // the only one it needs here.
-  process.env.SSL_CERT_FILE = documents.caFile;
-  gateway = await startGateway({
-    gwPort,
-    upstreamUrl: everything.url,
-    issuer: idp.issuer,
-    // leeway 0s: the short-lived tokens expire when they say. The v1 client replaces
-    // its scopes on step-up, so the 403 names the token's own scopes too.
-    oauthExtra: `    leeway: 0s
-    scope_challenge_include_token_scopes: true
-`,
-    scopesYaml: `scopes:
-  initialize: [mcp:connect]
-  tools:
-    get-env: [mcp:env]
-`,
-    topExtra: `authorization_server:
-  provider:
-    issuer: ${idp.issuer}
-    client_id: ${idp.client.clientId}
-    client_secret: ${idp.client.clientSecret}
-    scopes: [openid]
-  clients:
-    - client_id: ${CONFIGURED.clientId}
-      client_name: ${CONFIGURED.clientName}
-      redirect_uris: ["http://127.0.0.1/callback"]
-  client_metadata_documents:
-    allow_private_addresses: true
-  registration:
-    enabled: true
-    per_ip_per_minute: 100
-  access_token_ttl: ${ACCESS_TOKEN_TTL_S}s
-  consent:
-    server_name: Everything
-    scope_descriptions:
-      mcp:connect: Connect to the Everything server
-      mcp:env: Read the server's environment
-`,
-  });
+  facade = await startFacade({ accessTokenTtl: `${ACCESS_TOKEN_TTL_S}s` });
+  ({ gateway, documents, idp } = facade);
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  await gateway?.stop();
-  delete process.env.SSL_CERT_FILE;
   for (const loopback of loopbacks) await loopback.close();
-  await documents?.close();
-  await everything?.stop();
-  await idp?.close();
+  await facade?.stop();
 });
 
 async function newLoopback() {
@@ -114,14 +70,7 @@ async function newProvider(kind, { sdk, keepRefreshToken } = {}) {
   }
   if (kind === 'cimd') {
     const clientName = `Published Notes ${sdk.name}`;
-    const clientMetadataUrl = documents.serve(`/clients/${sdk.name}.json`, (url) => ({
-      client_id: url,
-      client_name: clientName,
-      redirect_uris: ['http://127.0.0.1/callback'],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    }));
+    const clientMetadataUrl = documents.serve(`/clients/${sdk.name}.json`, clientDocument(clientName));
     return new BrowserOAuthProvider({ ...common, clientMetadataUrl, clientName });
   }
   return new BrowserOAuthProvider({ ...common, clientName: `Self-registered Notes ${sdk.name}` });
@@ -155,20 +104,9 @@ async function echo(client, message) {
   assert.match(text, new RegExp(`\\b${message}\\b`));
 }
 
-/** A JWT's payload, unverified. */
-function claims(token) {
-  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
-}
-
 function count(text) {
   return gateway.proc.output.split(text).length - 1;
 }
-
-const KIND_TEXT = {
-  configured: 'listed by the administrator of this server',
-  cimd: 'published by 127.0.0.1',
-  dcr: 'registered itself with this server',
-};
 
 for (const sdk of Object.values(SDKS)) {
   describe(`SDK ${sdk.name}`, () => {
@@ -201,7 +139,7 @@ for (const sdk of Object.values(SDKS)) {
           }
 
           const token = provider.tokens().access_token;
-          const payload = claims(token);
+          const payload = jwtClaims(token);
           assert.equal(payload.iss, gateway.origin);
           assert.equal(payload.aud, gateway.publicUrl);
           assert.equal(payload.client_id, provider.clientId);
@@ -227,7 +165,7 @@ for (const sdk of Object.values(SDKS)) {
       const provider = await newProvider('configured', { sdk, keepRefreshToken: sdk.name === 'v2' });
       const { client } = await connectWithSignIn(sdk, provider);
       try {
-        assert.equal(claims(provider.tokens().access_token).scope, 'mcp:connect');
+        assert.equal(jwtClaims(provider.tokens().access_token).scope, 'mcp:connect');
         const call = () => client.callTool({ name: 'get-env', arguments: {} });
         // The 403 makes the SDK start a new authorization for the wider scope.
         await assert.rejects(call(), (err) => err instanceof sdk.Unauthorized);
@@ -238,7 +176,7 @@ for (const sdk of Object.values(SDKS)) {
         assert.ok(signIn.consentText.includes('mcp:env'), `the consent page lists mcp:env: ${signIn.consentText}`);
         assert.ok(signIn.consentText.includes("Read the server's environment"), signIn.consentText);
         await client.transport.finishAuth(sdk.name === 'v2' ? signIn.params : signIn.params.get('code'));
-        assert.deepEqual(claims(provider.tokens().access_token).scope.split(' ').sort(), ['mcp:connect', 'mcp:env']);
+        assert.deepEqual(jwtClaims(provider.tokens().access_token).scope.split(' ').sort(), ['mcp:connect', 'mcp:env']);
 
         const result = await call();
         assert.notEqual(result.isError, true, JSON.stringify(result));
