@@ -1,6 +1,6 @@
 """The MCP Python SDK 2.x client signing in by itself, for test/as-python-client.test.mjs.
 
-    python oauth_client.py <url> [--metadata-url <https url>] [--step-up]
+    python oauth_client.py <url> [--metadata-url <https url>] [--step-up] [--pause <seconds>]
 
 The SDK's own OAuthClientProvider (mcp.client.auth, httpx2-based) does the whole OAuth
 flow: 401, discovery, the client registered (DCR) or known by its metadata document URL
@@ -10,7 +10,9 @@ Node test drives the browser. Its callback handler waits for that browser at thi
 process's own loopback redirect URI (RFC 8252 §7.3) and hands the SDK code, state and iss.
 
 Then: tools/list and tools/call echo; with --step-up also tools/call get-env, which needs a
-scope the first token lacks (403 insufficient_scope: the SDK authorizes again). Prints one
+scope the first token lacks (403 insufficient_scope: the SDK authorizes again); with
+--pause, sleeps that long and calls echo again (the access token has expired by then: the
+SDK refreshes it before sending). Prints one
 JSON object last: {"ok": true, "tools": [...], "echo": ..., "getEnv": ..., "tokens": [...]}
 or {"ok": false, "error": ..., "type": ...}, where `tokens` are the access tokens the SDK
 stored, in order.
@@ -134,6 +136,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             tools = await client.list_tools()
             out["tools"] = [tool.name for tool in tools.tools]
             out["echo"] = text_of(await client.call_tool("echo", {"message": "hello-python"}))
+            if args.pause:
+                await anyio.sleep(args.pause)
+                out["echoAfterPause"] = text_of(await client.call_tool("echo", {"message": "hello-again"}))
             if args.step_up:
                 result = await client.call_tool("get-env", {})
                 out["getEnv"] = {"isError": bool(result.is_error), "text": text_of(result)[:2000]}
@@ -147,6 +152,7 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--metadata-url")
     parser.add_argument("--step-up", action="store_true")
+    parser.add_argument("--pause", type=float)
     args = parser.parse_args()
     try:
         out = anyio.run(run, args)

@@ -5,7 +5,8 @@
 // registers (DCR) or uses its metadata document URL, and prints the authorization URL;
 // this test drives Chromium through mcpgate's consent page and the identity provider's
 // sign-in to the Python process's own loopback redirect URI; the SDK redeems the code and
-// lists tools, calls echo, and on a 403 insufficient_scope authorizes again by itself.
+// lists tools, calls echo, and on a 403 insufficient_scope authorizes again by itself;
+// once its short-lived access token has expired it refreshes it.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -21,11 +22,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON_DIR = path.join(here, '..', 'python');
 const PYTHON = path.join(PYTHON_DIR, '.venv', 'bin', 'python');
 
+const ACCESS_TOKEN_TTL_S = 3;
+
 let facade;
 let browser;
 
 before(async () => {
-  facade = await startFacade({ accessTokenTtl: '10m' });
+  facade = await startFacade({ accessTokenTtl: `${ACCESS_TOKEN_TTL_S}s` });
   browser = await launchBrowser();
 });
 
@@ -101,8 +104,10 @@ test('Python SDK, registered client: signs in through the browser, calls echo, a
   assert.equal(result.getEnv.isError, false, result.getEnv.text);
   assert.match(result.getEnv.text, /PATH|HOME|NODE/);
 
-  assert.equal(result.tokens.length, 2);
-  const [before, after] = result.tokens.map(jwtClaims);
+  // The first token, and the step-up's (a short-lived token may have been refreshed
+  // in between).
+  const before = jwtClaims(result.tokens[0]);
+  const after = jwtClaims(result.tokens.at(-1));
   assert.equal(before.iss, facade.gateway.origin);
   assert.equal(before.aud, facade.gateway.publicUrl);
   assert.equal(before.client_id, result.clientId);
@@ -124,4 +129,18 @@ test('Python SDK, metadata-document client: the consent page names the publishin
   assert.match(result.echo, /hello-python/);
   assert.equal(jwtClaims(result.tokens[0]).client_id, metadataUrl);
   t.diagnostic(`python metadata-document client: ${Math.round(performance.now() - started)} ms`);
+});
+
+test('Python SDK: after the access token expired the SDK refreshes it and the call succeeds', async (t) => {
+  const started = performance.now();
+  const count = (text) => facade.gateway.proc.output.split(text).length - 1;
+  const refreshed = count('tokens refreshed');
+  const { result, signIns } = await runPython(['--pause', String(ACCESS_TOKEN_TTL_S + 1)]);
+  assert.equal(signIns.length, 1, 'no second sign-in');
+  assert.match(result.echo, /hello-python/);
+  assert.match(result.echoAfterPause, /hello-again/);
+  assert.ok(result.tokens.length >= 2, 'a second access token');
+  assert.notEqual(result.tokens.at(-1), result.tokens[0]);
+  assert.ok(count('tokens refreshed') > refreshed, 'the token endpoint saw a refresh_token grant');
+  t.diagnostic(`python refresh: ${Math.round(performance.now() - started)} ms`);
 });

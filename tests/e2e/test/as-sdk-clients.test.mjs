@@ -186,6 +186,25 @@ for (const sdk of Object.values(SDKS)) {
       }
     });
 
+    if (sdk.name === 'v1') {
+      test('step-up with a refresh token: v1 refreshes instead of authorizing again, gets the same scopes, and gives up', async () => {
+        // What the v1 client above avoids by keeping no refresh token: on the 403 it
+        // refreshes (without `scope`), mcpgate keeps the grant's scopes (a refresh never
+        // widens them), the retry gets the same 403, and the SDK stops.
+        const provider = await newProvider('configured', { sdk });
+        const { client } = await connectWithSignIn(sdk, provider);
+        try {
+          const refreshed = count('tokens refreshed');
+          await assert.rejects(client.callTool({ name: 'get-env', arguments: {} }), /403 after trying upscoping/);
+          assert.equal(count('tokens refreshed'), refreshed + 1);
+          assert.equal(jwtClaims(provider.tokens().access_token).scope, 'mcp:connect');
+          assert.equal(provider.authorizationUrls.length, 1, 'no new sign-in');
+        } finally {
+          await client.close().catch(() => {});
+        }
+      });
+    }
+
     test('refresh: after the access token expired the SDK refreshes it and the call succeeds', async () => {
       const provider = await newProvider('configured', { sdk });
       const { client } = await connectWithSignIn(sdk, provider);
