@@ -94,6 +94,7 @@ export async function writeConfig(yaml) {
   return { dir, configPath };
 }
 
+/** `env` adds variables to mcpgate's environment (e.g. SSL_CERT_FILE). */
 export async function startGateway({
   gwPort,
   upstreamUrl,
@@ -106,6 +107,7 @@ export async function startGateway({
   upstreamYaml,
   scopesYaml,
   topExtra,
+  env = {},
 }) {
   assertBinaryExists();
   const { dir, configPath } = await writeConfig(
@@ -125,7 +127,7 @@ export async function startGateway({
   );
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),
-    env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    env: { RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
   });
   const origin = `http://127.0.0.1:${gwPort}`;
   const stop = async () => {
