@@ -27,6 +27,7 @@ use super::registration_endpoint;
 use super::remembered::Remembered;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
+use super::shared::Unavailable;
 use super::token::{self, TokenError};
 
 /// Largest token or revocation request read; real ones are under 2 KiB.
@@ -212,7 +213,9 @@ async fn authorize(
         tracing::info!(client_id = %pending.client.client_id, "consent remembered by this browser; to the identity provider");
         to_provider(&facade, &settings, &id, &pending).await
     } else {
-        facade.pending.insert(&id, pending);
+        if let Err(error) = facade.pending.insert(&id, pending).await {
+            return error.page();
+        }
         see_other(&format!(
             "{}?request={id}",
             settings.endpoints.url("consent")
@@ -250,7 +253,10 @@ async fn consent_page(
     axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
 ) -> Response {
     let settings = facade.settings();
-    let Some(pending) = facade.pending.get(&query.request) else {
+    let Some(pending) = (match facade.pending.get(&query.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     if pending.stage != Stage::AwaitingConsent {
@@ -339,7 +345,10 @@ async fn consent_decision(
             "The form was sent from another site.",
         );
     }
-    let Some(pending) = facade.pending.get(&form.request) else {
+    let Some(pending) = (match facade.pending.get(&form.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     if pending.stage != Stage::AwaitingConsent {
@@ -362,7 +371,10 @@ async fn consent_decision(
         );
     }
     // Used once: a second submission finds nothing.
-    let Some(pending) = facade.pending.take(&form.request) else {
+    let Some(pending) = (match facade.pending.take(&form.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     match form.decision.as_str() {
@@ -430,7 +442,9 @@ async fn to_provider(
         nonce,
         code_verifier: pkce.verifier,
     };
-    facade.pending.insert(id, at_provider);
+    if let Err(error) = facade.pending.insert(id, at_provider).await {
+        return error.page();
+    }
     tracing::info!(client_id = %pending.client.client_id, "consent approved; to the identity provider");
     see_other(url.as_str())
 }
@@ -470,6 +484,9 @@ fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
 }
 
 fn unverified(error: &PageError) -> Response {
+    if let PageError::Unavailable(cause) = error {
+        return Unavailable(cause.clone()).page();
+    }
     tracing::info!("authorization request refused: {error}");
     let code = match error {
         PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",

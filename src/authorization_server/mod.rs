@@ -29,8 +29,10 @@ pub(crate) mod redirect_uri;
 pub(crate) mod registration;
 mod registration_endpoint;
 pub(crate) mod remembered;
+mod seal;
 pub(crate) mod secret;
 mod settings;
+mod shared;
 pub(crate) mod signing;
 pub(crate) mod token;
 
