@@ -245,3 +245,36 @@ async fn without_redis_the_facades_tokens_are_refused_until_it_answers_again() {
         replicas.b.stderr()
     );
 }
+
+/// Replicas must open each other's records and accept each other's tokens: a key
+/// each process makes up would do neither, so `check` refuses it, naming the key.
+#[test]
+fn replicas_without_a_shared_secret_key_or_signing_key_exit_78() {
+    let provider_yaml = "authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+    client_secret: s3cret";
+    let base = TestConfig::oauth("http://127.0.0.1:1/mcp")
+        .yaml("session:\n  store: redis://127.0.0.1:1")
+        .yaml(provider_yaml);
+    // `check` starts nothing: the port needs no substitution.
+    let without_secret = base.build().replace("{port}", "5025");
+    let secret_key = STANDARD.encode([42u8; 32]);
+    let without_signing_key = format!("{without_secret}  secret_key: {secret_key}\n");
+    for (yaml, key) in [
+        (without_secret, "authorization_server.secret_key"),
+        (without_signing_key, "authorization_server.signing_key"),
+    ] {
+        let (code, _, stderr) = crate::common::check_config(&yaml, &[]);
+        assert_eq!(code, 78, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "config error: {key}: is required when session.store is Redis"
+            )),
+            "{stderr}"
+        );
+    }
+}
