@@ -208,6 +208,45 @@ async fn a_code_replayed_on_the_other_replica_ends_the_grant() {
     assert_eq!(upstream.seen().len(), 1);
 }
 
+/// Both replicas presented the same code at the same moment: the spend is one
+/// atomic step in Redis, so one of them sees a replay (never two redemptions, never
+/// two "unknown code"s), and the grant ends. The other may have got tokens before the
+/// revocation, or been refused after it; either way no token of the grant works.
+#[tokio::test]
+async fn a_code_presented_to_both_replicas_at_once_is_redeemed_once() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let replicas = replicas(&upstream, &provider, &redis).await;
+    for round in 1..=3 {
+        let code = code_across(&replicas, &provider).await;
+        let (a, b) = tokio::join!(redeem(&replicas.a, &code), redeem(&replicas.b, &code));
+        let mut answers = Vec::new();
+        for response in [a, b] {
+            let status = response.status().as_u16();
+            answers.push((status, response.json::<Value>().await.unwrap()));
+        }
+        let replays = answers
+            .iter()
+            .filter(|(status, body)| {
+                *status == 400
+                    && body["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("already used")
+            })
+            .count();
+        assert_eq!(replays, 1, "{answers:?}");
+        if let Some((_, body)) = answers.iter().find(|(status, _)| *status == 200) {
+            let access = body["access_token"].as_str().unwrap();
+            assert_revoked(replicas.a.post(Some(access)).await).await;
+        }
+        let revoked = redis.command(&["KEYS", "mcpgate:as:revoked:*"]);
+        assert_eq!(revoked.lines().count(), round, "{revoked}");
+    }
+    assert!(upstream.seen().is_empty());
+}
+
 #[tokio::test]
 async fn without_redis_the_facades_tokens_are_refused_until_it_answers_again() {
     let mut redis = RedisServer::start();
