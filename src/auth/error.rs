@@ -37,17 +37,26 @@ pub enum Unavailability {
     /// The introspection endpoint did not answer usably (`introspection_unavailable`).
     #[error("the token introspection endpoint is unavailable")]
     IntrospectionUnavailable,
+    /// One of mcpgate's own tokens, and the shared state (Redis) cannot say whether
+    /// its grant was revoked (`revocations_unavailable`).
+    #[error("cannot check whether the token's grant was revoked: the shared state is unavailable")]
+    RevocationsUnavailable,
 }
 
 impl Unavailability {
     /// Every variant, in declaration order (the metrics' label set is built from it).
-    pub const ALL: [Self; 2] = [Self::KeysUnavailable, Self::IntrospectionUnavailable];
+    pub const ALL: [Self; 3] = [
+        Self::KeysUnavailable,
+        Self::IntrospectionUnavailable,
+        Self::RevocationsUnavailable,
+    ];
 
     /// The stable reason code: the audit record's and the metric's label.
     pub fn code(self) -> &'static str {
         match self {
             Self::KeysUnavailable => "keys_unavailable",
             Self::IntrospectionUnavailable => "introspection_unavailable",
+            Self::RevocationsUnavailable => "revocations_unavailable",
         }
     }
 }
@@ -274,6 +283,7 @@ mod tests {
             AuthError::Unavailable(why) => match why {
                 Unavailability::KeysUnavailable => 0,
                 Unavailability::IntrospectionUnavailable => 1,
+                Unavailability::RevocationsUnavailable => 2,
             },
         }
     }

@@ -12,7 +12,7 @@ use super::redirect_uri;
 const MAX_STATE: usize = 1024;
 
 /// An authorization request that passed every check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AuthorizationRequest {
     pub(crate) client_id: String,
     /// As the client sent it: the code goes back to exactly this URI.
@@ -43,6 +43,9 @@ pub(crate) enum PageError {
     MissingRedirectUri,
     #[error("the redirect_uri is not one the client registered")]
     RedirectUriMismatch,
+    /// The shared state (Redis) could not say whether the client is registered.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A problem reported to the client at its (verified) redirect URI (RFC 6749 §4.1.2.1).

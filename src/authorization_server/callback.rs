@@ -67,7 +67,11 @@ pub(super) async fn complete(
         return expired();
     };
     // Taken before anything else is checked: whatever follows, it is spent.
-    let Some((_, pending)) = facade.pending.take_by_provider_state(state) else {
+    let taken = match facade.pending.take_by_provider_state(state).await {
+        Ok(taken) => taken,
+        Err(error) => return error.page(),
+    };
+    let Some((_, pending)) = taken else {
         tracing::warn!("identity provider callback with an unknown or used state refused");
         return expired();
     };
@@ -178,11 +182,18 @@ pub(super) async fn complete(
         request.resource.clone(),
         scopes,
     );
-    let code = facade.grants.issue_code(
-        grant,
-        request.redirect_uri.clone(),
-        request.code_challenge.clone(),
-    );
+    let code = match facade
+        .grants
+        .issue_code(
+            grant,
+            request.redirect_uri.clone(),
+            request.code_challenge.clone(),
+        )
+        .await
+    {
+        Ok(code) => code,
+        Err(error) => return error.page(),
+    };
     tracing::info!(%client_id, %subject, "signed in at the identity provider; code issued");
     let Ok(mut url) = Url::parse(&request.redirect_uri) else {
         return expired();

@@ -12,7 +12,7 @@ use super::redirect_uri;
 use crate::config::{ConfigError, ConfiguredClientConfig};
 
 /// How a client became known, strongest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ClientKind {
     /// Listed by the operator.
@@ -24,7 +24,7 @@ pub(crate) enum ClientKind {
 }
 
 /// A client as the authorization endpoint needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) struct Client {
     pub(crate) client_id: String,
     /// The name the client gives itself (unverified except for configured clients).

@@ -27,6 +27,7 @@ use super::registration_endpoint;
 use super::remembered::Remembered;
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
+use super::shared::Unavailable;
 use super::token::{self, TokenError};
 use crate::edge::json::public_document;
 
@@ -182,7 +183,9 @@ async fn authorize(
         tracing::info!(client_id = %pending.client.client_id, "consent remembered by this browser; to the identity provider");
         to_provider(&facade, &settings, &id, &pending).await
     } else {
-        facade.pending.insert(&id, pending);
+        if let Err(error) = facade.pending.insert(&id, pending).await {
+            return error.page();
+        }
         see_other(&format!(
             "{}?request={id}",
             settings.endpoints.url("consent")
@@ -220,7 +223,10 @@ async fn consent_page(
     axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
 ) -> Response {
     let settings = facade.settings();
-    let Some(pending) = facade.pending.get(&query.request) else {
+    let Some(pending) = (match facade.pending.get(&query.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     if pending.stage != Stage::AwaitingConsent {
@@ -309,7 +315,10 @@ async fn consent_decision(
             "The form was sent from another site.",
         );
     }
-    let Some(pending) = facade.pending.get(&form.request) else {
+    let Some(pending) = (match facade.pending.get(&form.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     if pending.stage != Stage::AwaitingConsent {
@@ -332,7 +341,10 @@ async fn consent_decision(
         );
     }
     // Used once: a second submission finds nothing.
-    let Some(pending) = facade.pending.take(&form.request) else {
+    let Some(pending) = (match facade.pending.take(&form.request).await {
+        Ok(pending) => pending,
+        Err(error) => return error.page(),
+    }) else {
         return expired();
     };
     match form.decision.as_str() {
@@ -400,7 +412,9 @@ async fn to_provider(
         nonce,
         code_verifier: pkce.verifier,
     };
-    facade.pending.insert(id, at_provider);
+    if let Err(error) = facade.pending.insert(id, at_provider).await {
+        return error.page();
+    }
     tracing::info!(client_id = %pending.client.client_id, "consent approved; to the identity provider");
     see_other(url.as_str())
 }
@@ -440,6 +454,9 @@ fn same_origin(headers: &HeaderMap, settings: &Settings) -> bool {
 }
 
 fn unverified(error: &PageError) -> Response {
+    if let PageError::Unavailable(cause) = error {
+        return Unavailable(cause.clone()).page();
+    }
     tracing::info!("authorization request refused: {error}");
     let code = match error {
         PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",

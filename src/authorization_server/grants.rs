@@ -5,7 +5,10 @@
 //! §4.1.2, OAuth 2.1 §4.3.1), and with it every access token it issued: the gateway
 //! asks [`Grants::is_revoked`] of each façade token it accepts.
 //!
-//! Secrets are kept by their SHA-256 digest, never as issued.
+//! Secrets are kept by their SHA-256 digest, never as issued. One process keeps
+//! all of it in memory; replicas keep it in Redis (see [`super::shared`]), where a
+//! code is spent and a refresh token rotated in one atomic step, so a replay on
+//! another replica is caught as surely as on the same one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +16,11 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::secret::random_id;
+use super::shared::{SharedState, Spent, Unavailable, key};
 
 /// Longest an authorization code lives (OAuth 2.1 recommends at most a minute).
 pub(crate) const CODE_TTL: Duration = Duration::from_secs(60);
@@ -25,7 +30,7 @@ const USED_CODE_MEMORY: Duration = Duration::from_secs(600);
 const CAPACITY: u64 = 500_000;
 
 /// One user's permission for one client to use one resource with some scopes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Grant {
     /// Carried by every access token of the grant (`gid`), to revoke them together.
     pub(crate) id: String,
@@ -59,8 +64,45 @@ impl Grant {
 #[derive(Debug, Clone)]
 struct CodeEntry {
     grant: Arc<Grant>,
+    binding: CodeBinding,
+}
+
+/// The authorization request's values a code must be redeemed with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CodeBinding {
     redirect_uri: String,
     code_challenge: String,
+}
+
+/// How long a revocation is remembered: as long as an access token of the grant
+/// can be valid, with room for clock skew.
+fn revocation_memory(access_ttl: Duration) -> Duration {
+    access_ttl + Duration::from_secs(120)
+}
+
+/// The checks a code's redemption makes, wherever the code was kept. A failed
+/// check spends the code too: it was presented, so it is known.
+fn check_code(
+    grant: &Grant,
+    binding: &CodeBinding,
+    client_id: &str,
+    redirect_uri: Option<&str>,
+    code_verifier: &str,
+    resource: Option<&str>,
+) -> Result<(), GrantError> {
+    if grant.client_id != client_id {
+        return Err(GrantError::OtherClient);
+    }
+    if redirect_uri.is_some_and(|uri| uri != binding.redirect_uri) {
+        return Err(GrantError::RedirectUri);
+    }
+    if !pkce_matches(code_verifier, &binding.code_challenge) {
+        return Err(GrantError::Pkce);
+    }
+    if resource.is_some_and(|resource| resource != grant.resource) {
+        return Err(GrantError::Resource);
+    }
+    Ok(())
 }
 
 /// Why a code or refresh token was not accepted: `invalid_grant` to the client,
@@ -91,9 +133,240 @@ struct RefreshEntry {
     grant_id: String,
 }
 
-/// The grants in force and their secrets (this process's memory).
+/// The grants in force and their secrets: this process's memory, or Redis.
 #[derive(Clone)]
-pub(crate) struct Grants {
+pub(crate) enum Grants {
+    Memory(Box<Memory>),
+    /// `grant:<id>` (sealed), `code:<digest>` (grant id and sealed binding),
+    /// `used-code:<digest>`, `refresh:<digest>`, `rotated:<digest>` (grant ids),
+    /// `revoked:<id>`.
+    Redis {
+        state: SharedState,
+        refresh_ttl: Duration,
+        access_ttl: Duration,
+    },
+}
+
+/// A code's or refresh token's outcome, or Redis's failure to say.
+type Checked<T> = Result<Result<T, GrantError>, Unavailable>;
+
+impl Grants {
+    /// `refresh_ttl` bounds a grant's life without use; `access_ttl` how long a
+    /// revocation must be remembered.
+    pub(crate) fn new(
+        refresh_ttl: Duration,
+        access_ttl: Duration,
+        shared: Option<SharedState>,
+    ) -> Self {
+        match shared {
+            Some(state) => Self::Redis {
+                state,
+                refresh_ttl,
+                access_ttl,
+            },
+            None => Self::Memory(Box::new(Memory::new(refresh_ttl, access_ttl))),
+        }
+    }
+
+    /// Records `grant` and returns the authorization code for it.
+    pub(crate) async fn issue_code(
+        &self,
+        grant: Grant,
+        redirect_uri: String,
+        code_challenge: String,
+    ) -> Result<String, Unavailable> {
+        let binding = CodeBinding {
+            redirect_uri,
+            code_challenge,
+        };
+        let (state, refresh_ttl) = match self {
+            Self::Memory(memory) => return Ok(memory.issue_code(grant, binding)),
+            Self::Redis {
+                state, refresh_ttl, ..
+            } => (state, refresh_ttl),
+        };
+        let code = random_id();
+        state
+            .put(&key("grant", &grant.id), &grant, *refresh_ttl)
+            .await?;
+        let code_key = key("code", &digest(&code));
+        let record = format!("{} {}", grant.id, state.seal(&code_key, &binding));
+        state.put_plain(&code_key, &record, CODE_TTL).await?;
+        Ok(code)
+    }
+
+    /// Redeems a code once, on whichever replica, checking everything it is bound
+    /// to. A second redemption revokes the grant.
+    pub(crate) async fn redeem_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: Option<&str>,
+        code_verifier: &str,
+        resource: Option<&str>,
+    ) -> Checked<Arc<Grant>> {
+        let state = match self {
+            Self::Memory(memory) => {
+                return Ok(memory.redeem_code(
+                    code,
+                    client_id,
+                    redirect_uri,
+                    code_verifier,
+                    resource,
+                ));
+            }
+            Self::Redis { state, .. } => state,
+        };
+        let code_key = key("code", &digest(code));
+        let used_key = key("used-code", &digest(code));
+        let record = match state.spend(&code_key, &used_key, USED_CODE_MEMORY).await? {
+            Spent::Now(record) => record,
+            Spent::Before(grant_id) => {
+                self.revoke(&grant_id).await?;
+                return Ok(Err(GrantError::CodeReplayed));
+            }
+            Spent::Unknown => return Ok(Err(GrantError::UnknownCode)),
+        };
+        let Some((grant_id, sealed)) = record.split_once(' ') else {
+            return Ok(Err(GrantError::UnknownCode));
+        };
+        let Some(binding) = state.open::<CodeBinding>(&code_key, sealed) else {
+            return Ok(Err(GrantError::UnknownCode));
+        };
+        // Revoked or expired: `get` finds nothing.
+        let Some(grant) = self.get(grant_id).await? else {
+            return Ok(Err(GrantError::UnknownCode));
+        };
+        Ok(check_code(
+            &grant,
+            &binding,
+            client_id,
+            redirect_uri,
+            code_verifier,
+            resource,
+        )
+        .map(|()| grant))
+    }
+
+    /// A new refresh token for a grant.
+    pub(crate) async fn issue_refresh_token(&self, grant: &Grant) -> Result<String, Unavailable> {
+        let (state, refresh_ttl) = match self {
+            Self::Memory(memory) => return Ok(memory.issue_refresh_token(grant)),
+            Self::Redis {
+                state, refresh_ttl, ..
+            } => (state, refresh_ttl),
+        };
+        let token = random_id();
+        state
+            .put_plain(&key("refresh", &digest(&token)), &grant.id, *refresh_ttl)
+            .await?;
+        Ok(token)
+    }
+
+    /// Spends a refresh token for `client_id` and returns its grant with the next
+    /// token. A token spent before, on any replica, revokes the grant.
+    pub(crate) async fn rotate_refresh_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Checked<(Arc<Grant>, String)> {
+        let (state, refresh_ttl) = match self {
+            Self::Memory(memory) => return Ok(memory.rotate_refresh_token(token, client_id)),
+            Self::Redis {
+                state, refresh_ttl, ..
+            } => (state, refresh_ttl),
+        };
+        let refresh_key = key("refresh", &digest(token));
+        let rotated_key = key("rotated", &digest(token));
+        let grant_id = match state
+            .spend(&refresh_key, &rotated_key, *refresh_ttl)
+            .await?
+        {
+            Spent::Now(grant_id) => grant_id,
+            Spent::Before(grant_id) => {
+                self.revoke(&grant_id).await?;
+                return Ok(Err(GrantError::RefreshTokenReused));
+            }
+            Spent::Unknown => return Ok(Err(GrantError::UnknownRefreshToken)),
+        };
+        let Some(grant) = self.get(&grant_id).await? else {
+            return Ok(Err(GrantError::UnknownRefreshToken));
+        };
+        if grant.client_id != client_id {
+            return Ok(Err(GrantError::OtherClient));
+        }
+        // In use: the grant lives another `refresh_ttl`.
+        state.touch(&key("grant", &grant.id), *refresh_ttl).await?;
+        let next = self.issue_refresh_token(&grant).await?;
+        Ok(Ok((grant, next)))
+    }
+
+    /// The grant a refresh token stands for, without spending it (revocation).
+    pub(crate) async fn grant_of_refresh_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<Arc<Grant>>, Unavailable> {
+        let state = match self {
+            Self::Memory(memory) => return Ok(memory.grant_of_refresh_token(token)),
+            Self::Redis { state, .. } => state,
+        };
+        match state.get_plain(&key("refresh", &digest(token))).await? {
+            Some(grant_id) => self.get(&grant_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The grant with this id, while in force.
+    pub(crate) async fn get(&self, grant_id: &str) -> Result<Option<Arc<Grant>>, Unavailable> {
+        let state = match self {
+            Self::Memory(memory) => return Ok(memory.get(grant_id)),
+            Self::Redis { state, .. } => state,
+        };
+        if self.is_revoked(grant_id).await? {
+            return Ok(None);
+        }
+        let grant = state.get::<Grant>(&key("grant", grant_id)).await?;
+        // A record under another id's key is not that grant.
+        Ok(grant.filter(|grant| grant.id == grant_id).map(Arc::new))
+    }
+
+    /// Ends a grant: its refresh tokens stop working, and so do its access tokens
+    /// at the MCP endpoint, on every replica.
+    pub(crate) async fn revoke(&self, grant_id: &str) -> Result<(), Unavailable> {
+        let (state, access_ttl) = match self {
+            Self::Memory(memory) => {
+                memory.revoke(grant_id);
+                return Ok(());
+            }
+            Self::Redis {
+                state, access_ttl, ..
+            } => (state, access_ttl),
+        };
+        state
+            .put_plain(
+                &key("revoked", grant_id),
+                "1",
+                revocation_memory(*access_ttl),
+            )
+            .await?;
+        state.delete(&key("grant", grant_id)).await?;
+        tracing::warn!(grant = %grant_id, "grant revoked");
+        Ok(())
+    }
+
+    /// Whether a grant was revoked (its access tokens are refused): one `EXISTS`
+    /// with Redis, so a revocation on another replica counts at once.
+    pub(crate) async fn is_revoked(&self, grant_id: &str) -> Result<bool, Unavailable> {
+        match self {
+            Self::Memory(memory) => Ok(memory.is_revoked(grant_id)),
+            Self::Redis { state, .. } => state.exists(&key("revoked", grant_id)).await,
+        }
+    }
+}
+
+/// Grants in this process's memory.
+#[derive(Clone)]
+pub(crate) struct Memory {
     grants: Cache<String, Arc<Grant>>,
     codes: Cache<String, CodeEntry>,
     /// Redeemed code digest → its grant id, to revoke on a replay.
@@ -105,10 +378,8 @@ pub(crate) struct Grants {
     revoked: Cache<String, ()>,
 }
 
-impl Grants {
-    /// `refresh_ttl` bounds a grant's life without use; `access_ttl` how long a
-    /// revocation must be remembered.
-    pub(crate) fn new(refresh_ttl: Duration, access_ttl: Duration) -> Self {
+impl Memory {
+    fn new(refresh_ttl: Duration, access_ttl: Duration) -> Self {
         Self {
             grants: Cache::builder()
                 .max_capacity(CAPACITY)
@@ -118,34 +389,20 @@ impl Grants {
             used_codes: expiring(USED_CODE_MEMORY),
             refresh: expiring(refresh_ttl),
             rotated: expiring(refresh_ttl),
-            revoked: expiring(access_ttl + Duration::from_secs(120)),
+            revoked: expiring(revocation_memory(access_ttl)),
         }
     }
 
-    /// Records `grant` and returns the authorization code for it.
-    pub(crate) fn issue_code(
-        &self,
-        grant: Grant,
-        redirect_uri: String,
-        code_challenge: String,
-    ) -> String {
+    fn issue_code(&self, grant: Grant, binding: CodeBinding) -> String {
         let code = random_id();
         let grant = Arc::new(grant);
         self.grants.insert(grant.id.clone(), Arc::clone(&grant));
-        self.codes.insert(
-            digest(&code),
-            CodeEntry {
-                grant,
-                redirect_uri,
-                code_challenge,
-            },
-        );
+        self.codes
+            .insert(digest(&code), CodeEntry { grant, binding });
         code
     }
 
-    /// Redeems a code once, checking everything it is bound to. A second redemption
-    /// revokes the grant.
-    pub(crate) fn redeem_code(
+    fn redeem_code(
         &self,
         code: &str,
         client_id: &str,
@@ -162,19 +419,14 @@ impl Grants {
             return Err(GrantError::UnknownCode);
         };
         self.used_codes.insert(key, entry.grant.id.clone());
-        // A failed check spends the code too: it was presented, so it is known.
-        if entry.grant.client_id != client_id {
-            return Err(GrantError::OtherClient);
-        }
-        if redirect_uri.is_some_and(|uri| uri != entry.redirect_uri) {
-            return Err(GrantError::RedirectUri);
-        }
-        if !pkce_matches(code_verifier, &entry.code_challenge) {
-            return Err(GrantError::Pkce);
-        }
-        if resource.is_some_and(|resource| resource != entry.grant.resource) {
-            return Err(GrantError::Resource);
-        }
+        check_code(
+            &entry.grant,
+            &entry.binding,
+            client_id,
+            redirect_uri,
+            code_verifier,
+            resource,
+        )?;
         if self.is_revoked(&entry.grant.id) {
             return Err(GrantError::UnknownCode);
         }
@@ -182,7 +434,7 @@ impl Grants {
     }
 
     /// A new refresh token for a grant.
-    pub(crate) fn issue_refresh_token(&self, grant: &Grant) -> String {
+    fn issue_refresh_token(&self, grant: &Grant) -> String {
         let token = random_id();
         self.refresh.insert(
             digest(&token),
@@ -195,7 +447,7 @@ impl Grants {
 
     /// Spends a refresh token for `client_id` and returns its grant with the next
     /// token. A token spent before revokes the grant.
-    pub(crate) fn rotate_refresh_token(
+    fn rotate_refresh_token(
         &self,
         token: &str,
         client_id: &str,
@@ -222,13 +474,13 @@ impl Grants {
     }
 
     /// The grant a refresh token stands for, without spending it (revocation).
-    pub(crate) fn grant_of_refresh_token(&self, token: &str) -> Option<Arc<Grant>> {
+    fn grant_of_refresh_token(&self, token: &str) -> Option<Arc<Grant>> {
         let entry = self.refresh.get(&digest(token))?;
         self.grants.get(&entry.grant_id)
     }
 
     /// The grant with this id, while in force.
-    pub(crate) fn get(&self, grant_id: &str) -> Option<Arc<Grant>> {
+    fn get(&self, grant_id: &str) -> Option<Arc<Grant>> {
         self.grants
             .get(grant_id)
             .filter(|grant| !self.is_revoked(&grant.id))
@@ -236,14 +488,14 @@ impl Grants {
 
     /// Ends a grant: its refresh tokens stop working, and so do its access tokens
     /// at the MCP endpoint.
-    pub(crate) fn revoke(&self, grant_id: &str) {
+    fn revoke(&self, grant_id: &str) {
         self.revoked.insert(grant_id.to_owned(), ());
         self.grants.invalidate(grant_id);
         tracing::warn!(grant = %grant_id, "grant revoked");
     }
 
     /// Whether a grant was revoked (its access tokens are refused).
-    pub(crate) fn is_revoked(&self, grant_id: &str) -> bool {
+    fn is_revoked(&self, grant_id: &str) -> bool {
         self.revoked.contains_key(grant_id)
     }
 }
@@ -283,8 +535,17 @@ mod tests {
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-    fn grants() -> Grants {
-        Grants::new(Duration::from_secs(3600), Duration::from_secs(300))
+    // The memory store; the Redis one is exercised against a real Redis by
+    // tests/authorization_server_replicas.rs.
+    fn grants() -> Memory {
+        Memory::new(Duration::from_secs(3600), Duration::from_secs(300))
+    }
+
+    fn binding() -> CodeBinding {
+        CodeBinding {
+            redirect_uri: "https://c/cb".into(),
+            code_challenge: CHALLENGE.into(),
+        }
     }
 
     fn grant() -> Grant {
@@ -307,7 +568,7 @@ mod tests {
     #[test]
     fn a_code_is_redeemed_once_and_a_replay_revokes_its_grant() {
         let grants = grants();
-        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let code = grants.issue_code(grant(), binding());
         let redeemed = grants
             .redeem_code(
                 &code,
@@ -356,7 +617,7 @@ mod tests {
             ),
         ];
         for (client, redirect, verifier, resource, expected) in cases {
-            let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+            let code = grants.issue_code(grant(), binding());
             assert_eq!(
                 grants.redeem_code(&code, client, redirect, verifier, resource),
                 Err(expected.clone())
@@ -377,7 +638,7 @@ mod tests {
     #[test]
     fn refresh_tokens_rotate_and_a_reuse_revokes_the_grant() {
         let grants = grants();
-        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let code = grants.issue_code(grant(), binding());
         let grant = grants
             .redeem_code(&code, "c", None, VERIFIER, None)
             .unwrap();
@@ -405,7 +666,7 @@ mod tests {
     #[test]
     fn a_revoked_grant_refreshes_no_more() {
         let grants = grants();
-        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        let code = grants.issue_code(grant(), binding());
         let grant = grants
             .redeem_code(&code, "c", None, VERIFIER, None)
             .unwrap();

@@ -30,8 +30,10 @@ pub(crate) mod registration;
 mod registration_endpoint;
 pub(crate) mod remembered;
 pub(crate) mod scope_limit;
+mod seal;
 pub(crate) mod secret;
 mod settings;
+mod shared;
 pub(crate) mod signing;
 pub(crate) mod token;
 

@@ -92,13 +92,23 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         None => None,
     };
     let client_id = random_id();
-    facade.registered.insert(Client {
-        client_id: client_id.clone(),
-        client_name: registration.client_name.clone(),
-        redirect_uris: registration.redirect_uris.clone(),
-        kind: ClientKind::Registered,
-        secret_hash,
-    });
+    let stored = facade
+        .registered
+        .insert(Client {
+            client_id: client_id.clone(),
+            client_name: registration.client_name.clone(),
+            redirect_uris: registration.redirect_uris.clone(),
+            kind: ClientKind::Registered,
+            secret_hash,
+        })
+        .await;
+    if stored.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the client could not be registered; try again in a moment",
+        );
+    }
     tracing::info!(
         %peer,
         client_id,

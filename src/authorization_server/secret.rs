@@ -2,11 +2,14 @@
 //! bind a CSRF token to one pending request in one browser, or a cookie's content
 //! to this server.
 
+use std::sync::Arc;
+
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use super::seal::Sealer;
 use crate::config::{ConfigError, Secret};
 
 /// Shortest key accepted, in bytes (HMAC-SHA-256's block of entropy).
@@ -16,6 +19,8 @@ const MIN_KEY_BYTES: usize = 32;
 #[derive(Clone)]
 pub(crate) struct SecretKey {
     key: hmac::Key,
+    /// What shared state is encrypted with in Redis (derived, not the MAC key).
+    sealer: Arc<Sealer>,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -44,7 +49,13 @@ impl SecretKey {
         };
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            sealer: Arc::new(Sealer::derive(&bytes)),
         })
+    }
+
+    /// The key records kept in Redis are encrypted with.
+    pub(crate) fn sealer(&self) -> Arc<Sealer> {
+        Arc::clone(&self.sealer)
     }
 
     /// A MAC over `parts`, each length-prefixed so that no two lists of parts

@@ -18,10 +18,14 @@ use super::provider::Discovery;
 use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
 use super::scope_limit::ScopeLimit;
 use super::secret::SecretKey;
+use super::shared::{SharedState, Unavailable};
 use super::signing::SigningKeys;
+use crate::auth::Principal;
 use crate::config::{
     AuthorizationServerConfig, Config, ConfigError, ProviderAuthMethod, ProviderConfig,
+    SessionStoreConfig,
 };
+use crate::redis::SharedRedis;
 
 /// The façade as one configuration defines it.
 #[derive(Debug)]
@@ -66,6 +70,7 @@ impl Settings {
             &section.allowed_redirect_schemes,
         )?;
         registration::check_config(&section.registration)?;
+        shared_between_replicas(config, section)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
         if !config.auth.oauth.enabled {
             return Err(ConfigError::Invalid {
@@ -145,6 +150,37 @@ fn issuer(configured: Option<&Url>, public_url: &Url) -> Result<String, ConfigEr
     })
 }
 
+/// With Redis, replicas share the façade's state: each must open what another
+/// sealed and accept the tokens another signed, so neither key may be one a
+/// process makes up at start.
+fn shared_between_replicas(
+    config: &Config,
+    section: &AuthorizationServerConfig,
+) -> Result<(), ConfigError> {
+    if !matches!(config.session.store, SessionStoreConfig::Redis(_)) {
+        return Ok(());
+    }
+    let missing = |key: &str, what: &str| ConfigError::Invalid {
+        key: format!("authorization_server.{key}"),
+        message: format!(
+            "is required when session.store is Redis (replicas share the façade's state and must all {what})"
+        ),
+    };
+    if section.secret_key.is_none() {
+        return Err(missing(
+            "secret_key",
+            "open what the others sealed with the same key",
+        ));
+    }
+    if section.signing_key.is_none() && section.signing_key_file.is_none() {
+        return Err(missing(
+            "signing_key",
+            "sign tokens with the same key (set signing_key or signing_key_file)",
+        ));
+    }
+    Ok(())
+}
+
 /// mcpgate's client at the provider has a secret exactly when it authenticates with one.
 fn provider_credentials(provider: &ProviderConfig) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: &str| ConfigError::Invalid {
@@ -196,17 +232,22 @@ impl Facade {
     /// The façade for its first settings, with its own HTTP client for the
     /// provider (no redirects followed: an endpoint that moves is a configuration
     /// problem, and a client metadata document must not redirect).
-    pub(crate) fn new(settings: Arc<Settings>) -> Arc<Self> {
-        let pending = PendingStore::new(settings.config.pending_ttl);
+    ///
+    /// With `redis` (the session store's connection), the state lives there, sealed
+    /// with the first settings' key (`secret_key` changes need a restart).
+    pub(crate) fn new(settings: Arc<Settings>, redis: Option<SharedRedis>) -> Arc<Self> {
+        let shared = redis.map(|redis| SharedState::new(redis, settings.key.sealer()));
+        let pending = PendingStore::new(settings.config.pending_ttl, shared.clone());
         let grants = Grants::new(
             settings.config.refresh_token_ttl,
             settings.config.access_token_ttl,
+            shared.clone(),
         );
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        let registered = RegisteredClients::new(&settings.config.registration);
+        let registered = RegisteredClients::new(&settings.config.registration, shared);
         let fetcher = Fetcher::new(
             settings
                 .config
@@ -237,7 +278,12 @@ impl Facade {
         if let Some(client) = settings.clients.get(client_id) {
             return Ok(client.clone());
         }
-        if let Some(client) = self.registered.get(client_id) {
+        let registered = self
+            .registered
+            .get(client_id)
+            .await
+            .map_err(|Unavailable(cause)| PageError::Unavailable(cause))?;
+        if let Some(client) = registered {
             return Ok(client);
         }
         match settings
@@ -258,13 +304,21 @@ impl Facade {
     }
 
     /// Whether `principal` holds one of this façade's tokens whose grant is revoked.
-    pub(crate) fn revoked(&self, principal: &crate::auth::Principal) -> bool {
+    /// With replicas, one `EXISTS` in Redis per request with such a token (other
+    /// tokens pay nothing), so a revocation anywhere counts at once; when Redis
+    /// cannot answer, the error (the request fails closed).
+    pub(crate) async fn revoked(&self, principal: &Principal) -> Result<bool, Unavailable> {
         let Some(grant) = &principal.grant_id else {
-            return false;
+            return Ok(false);
         };
-        let settings = self.settings.load();
-        principal.issuer.as_deref() == Some(settings.endpoints.issuer.as_str())
-            && self.grants.is_revoked(grant)
+        let ours = {
+            let settings = self.settings.load();
+            principal.issuer.as_deref() == Some(settings.endpoints.issuer.as_str())
+        };
+        if !ours {
+            return Ok(false);
+        }
+        self.grants.is_revoked(grant).await
     }
 
     /// A reload: new settings, the same sign-ins in progress and registered
@@ -278,6 +332,8 @@ impl Facade {
 #[cfg(test)]
 mod tests {
     use super::super::clients::{Client, ClientKind};
+    use base64::Engine;
+
     use super::super::metadata_documents::cache::Entry;
     use super::*;
 
@@ -302,7 +358,7 @@ authorization_server:
 
     #[tokio::test]
     async fn a_reload_forgets_fetched_documents_but_keeps_registered_clients() {
-        let facade = Facade::new(settings(CONFIG).unwrap());
+        let facade = Facade::new(settings(CONFIG).unwrap(), None);
         let client = |id: &str, kind| Client {
             client_id: id.into(),
             client_name: None,
@@ -312,7 +368,9 @@ authorization_server:
         };
         facade
             .registered
-            .insert(client("registered", ClientKind::Registered));
+            .insert(client("registered", ClientKind::Registered))
+            .await
+            .unwrap();
         let remembered = |outcome: u8| async move {
             Entry {
                 outcome: Ok(client(
@@ -335,7 +393,7 @@ authorization_server:
             after.outcome.as_ref().unwrap().client_id,
             "https://app.example/3"
         );
-        assert!(facade.registered.get("registered").is_some());
+        assert!(facade.registered.get("registered").await.unwrap().is_some());
     }
 
     #[test]
@@ -354,6 +412,35 @@ authorization_server:
             "{error}"
         );
         assert!(with("    enabled: true\n    initial_access_token: a-long-enough-token\n").is_ok());
+    }
+
+    #[test]
+    fn replicas_need_a_shared_secret_key_and_signing_key() {
+        let redis = CONFIG.replacen(
+            "auth:",
+            "session:\n  store: redis://127.0.0.1:6379\nauth:",
+            1,
+        );
+        let error = settings(&redis).unwrap_err().to_string();
+        assert!(
+            error.starts_with("authorization_server.secret_key: is required"),
+            "{error}"
+        );
+        let key = format!(
+            "{redis}  secret_key: {}\n",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        );
+        let error = settings(&key).unwrap_err().to_string();
+        assert!(
+            error.starts_with("authorization_server.signing_key: is required"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signing.pem");
+        let both = format!("{key}  signing_key_file: {}\n", file.display());
+        assert!(settings(&both).is_ok());
+        // One process keeps its state in memory: neither is required.
+        assert!(settings(CONFIG).is_ok());
     }
 
     #[test]

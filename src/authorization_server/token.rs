@@ -11,11 +11,12 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::authorize::Params;
+use super::authorize::{PageError, Params};
 use super::clients::Client;
 use super::grants::{Grant, GrantError};
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
+use super::shared::Unavailable;
 use crate::auth::api_keys::parse_hash;
 
 /// An OAuth error answer of the token or revocation endpoint (RFC 6749 §5.2).
@@ -144,7 +145,10 @@ async fn authenticate(
     let client = facade
         .find_client(settings, &client_id)
         .await
-        .map_err(|_| TokenError::invalid_client("unknown client", used_basic))?;
+        .map_err(|error| match error {
+            PageError::Unavailable(cause) => Unavailable(cause).into(),
+            _ => TokenError::invalid_client("unknown client", used_basic),
+        })?;
     match (&client.secret_hash, secret) {
         (None, None) => {}
         (None, Some(_)) => {
@@ -245,10 +249,11 @@ pub(crate) async fn token(
             let grant = facade
                 .grants
                 .redeem_code(code, &caller.client_id, redirect_uri, verifier, resource)
+                .await?
                 .inspect_err(
                     |error| tracing::warn!(client_id = %caller.client_id, "code refused: {error}"),
                 )?;
-            let refresh = facade.grants.issue_refresh_token(&grant);
+            let refresh = facade.grants.issue_refresh_token(&grant).await?;
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens issued");
             issue(&settings, &grant, &grant.scopes, refresh)
         }
@@ -258,6 +263,7 @@ pub(crate) async fn token(
             let (grant, refresh) = facade
                 .grants
                 .rotate_refresh_token(token, &caller.client_id)
+                .await?
                 .inspect_err(|error| tracing::warn!(client_id = %caller.client_id, "refresh refused: {error}"))?;
             if resource.is_some_and(|resource| resource != grant.resource) {
                 return Err(TokenError::new(
@@ -359,13 +365,16 @@ pub(crate) async fn revoke(
             )
         })?
         .ok_or_else(|| TokenError::new("invalid_request", "token is required"))?;
-    let grant = match facade.grants.grant_of_refresh_token(token) {
+    let grant = match facade.grants.grant_of_refresh_token(token).await? {
         Some(grant) => Some(grant),
-        None => grant_id_of_access_token(&settings, token).and_then(|id| facade.grants.get(&id)),
+        None => match grant_id_of_access_token(&settings, token) {
+            Some(id) => facade.grants.get(&id).await?,
+            None => None,
+        },
     };
     // Another client's token is left alone, and the answer does not say so (§2.1).
     if let Some(grant) = grant.filter(|grant| grant.client_id == caller.client_id) {
-        facade.grants.revoke(&grant.id);
+        facade.grants.revoke(&grant.id).await?;
         tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "grant revoked by the client");
     }
     Ok(())
@@ -456,13 +465,13 @@ mod flow_tests {
             .unwrap()
             .unwrap();
         Setup {
-            facade: Facade::new(Arc::new(settings)),
+            facade: Facade::new(Arc::new(settings), None),
             auth,
             resource: "https://mcp.example.com/mcp".into(),
         }
     }
 
-    fn code(setup: &Setup, client: &str) -> String {
+    async fn code(setup: &Setup, client: &str) -> String {
         let grant = Grant::new(
             client.into(),
             "alice".into(),
@@ -473,6 +482,8 @@ mod flow_tests {
             .facade
             .grants
             .issue_code(grant, REDIRECT.into(), CHALLENGE.into())
+            .await
+            .unwrap()
     }
 
     fn form(fields: &[(&str, &str)]) -> String {
@@ -488,7 +499,7 @@ mod flow_tests {
             .auth
             .authenticate(token, crate::auth::cache::digest(token))
             .await?;
-        if setup.facade.revoked(&principal) {
+        if setup.facade.revoked(&principal).await.unwrap() {
             return Err(AuthError::InvalidToken(TokenProblem::Revoked));
         }
         Ok(principal)
@@ -499,7 +510,7 @@ mod flow_tests {
         let setup = setup().await;
         let body = form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code(&setup, "tool")),
+            ("code", &code(&setup, "tool").await),
             ("code_verifier", VERIFIER),
             ("redirect_uri", REDIRECT),
             ("client_id", "tool"),
@@ -560,7 +571,7 @@ mod flow_tests {
         let setup = setup().await;
         let body = form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code(&setup, "tool")),
+            ("code", &code(&setup, "tool").await),
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);
@@ -592,7 +603,7 @@ mod flow_tests {
     #[tokio::test]
     async fn the_token_endpoint_refuses() {
         let setup = setup().await;
-        let good_code = code(&setup, "tool");
+        let good_code = code(&setup, "tool").await;
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (
                 vec![("grant_type", "password"), ("client_id", "tool")],
@@ -691,7 +702,7 @@ mod flow_tests {
         let setup = setup().await;
         let body = form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code(&setup, "tool")),
+            ("code", &code(&setup, "tool").await),
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);

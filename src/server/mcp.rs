@@ -17,7 +17,7 @@ use super::observe::Observation;
 use super::refusal::{Denied, Refusal};
 use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
-use crate::auth::{AuthError, Principal, TokenProblem};
+use crate::auth::{AuthError, Principal, TokenProblem, Unavailability};
 use crate::config::UnknownMethods;
 use crate::edge::origin;
 use crate::gateway::Gateway;
@@ -336,10 +336,17 @@ async fn authenticate(
     let principal = auth.authenticate(token, digest).await?;
     // Checked on every request, cached verification or not: a revoked grant's
     // tokens stop at once.
-    if let Some(facade) = &state.facade
-        && facade.revoked(&principal)
-    {
-        return Err(AuthError::InvalidToken(TokenProblem::Revoked));
+    if let Some(facade) = &state.facade {
+        match facade.revoked(&principal).await {
+            Ok(false) => {}
+            Ok(true) => return Err(AuthError::InvalidToken(TokenProblem::Revoked)),
+            // Cannot tell: fail closed, as the other checks that need a peer.
+            Err(_) => {
+                return Err(AuthError::Unavailable(
+                    Unavailability::RevocationsUnavailable,
+                ));
+            }
+        }
     }
     observation.authenticated(&principal);
     Ok(Some(principal))

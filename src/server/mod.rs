@@ -61,7 +61,11 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         metrics().know(observe::known_labels());
-        let facade = gateway.authorization_server.clone().map(Facade::new);
+        let redis = sessions.shared_redis();
+        let facade = gateway
+            .authorization_server
+            .clone()
+            .map(|settings| Facade::new(settings, redis));
         Self {
             facade,
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod facade;
 pub mod redis;
 pub mod request;
 pub mod stdio;
