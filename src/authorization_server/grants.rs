@@ -19,7 +19,7 @@ use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::secret::random_id;
+use super::random::random_id;
 use super::shared::{SharedState, Spent, Unavailable, key};
 
 /// Longest an authorization code lives (OAuth 2.1 recommends at most a minute).

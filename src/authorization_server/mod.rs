@@ -25,6 +25,7 @@ pub(crate) mod metadata_documents;
 pub(crate) mod page;
 pub(crate) mod pending;
 pub(crate) mod provider;
+pub(crate) mod random;
 pub(crate) mod redirect_uri;
 pub(crate) mod registration;
 mod registration_endpoint;

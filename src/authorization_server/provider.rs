@@ -161,7 +161,7 @@ pub(crate) struct Pkce {
 impl Pkce {
     /// A fresh pair: 256 random bits as the verifier.
     pub(crate) fn generate() -> Self {
-        let verifier = URL_SAFE_NO_PAD.encode(super::secret::random_bytes::<32>());
+        let verifier = URL_SAFE_NO_PAD.encode(super::random::random_bytes::<32>());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self {
             verifier,

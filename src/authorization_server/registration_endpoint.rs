@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::clients::{Client, ClientKind};
+use super::random::random_id;
 use super::registration::metadata::{self, Registration};
-use super::secret::random_id;
 use super::settings::Facade;
 
 /// Largest registration body read; real ones are a few hundred bytes.

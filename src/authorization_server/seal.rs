@@ -12,7 +12,7 @@ use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::secret::random_bytes;
+use super::random::random_bytes;
 
 /// HKDF's `info`: this key does nothing else than seal stored records.
 const PURPOSE: &[u8] = b"mcpgate authorization_server state at rest v1";

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::random::random_bytes;
 use aws_lc_rs::hmac;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
@@ -84,22 +84,6 @@ fn invalid(message: &str) -> ConfigError {
     }
 }
 
-/// `N` bytes from the system's CSPRNG. A failing CSPRNG leaves nothing safe to
-/// do; aws-lc aborts rather than return predictable bytes, so the zeroes are never used.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        tracing::error!("the system random generator failed");
-        std::process::abort();
-    }
-    bytes
-}
-
-/// A fresh identifier with 256 bits of entropy, base64url.
-pub(crate) fn random_id() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,11 +116,5 @@ mod tests {
             "{error}"
         );
         assert!(SecretKey::from_config(Some(&Secret::new("not base64!"))).is_err());
-    }
-
-    #[test]
-    fn ids_are_distinct() {
-        assert_ne!(random_id(), random_id());
-        assert_eq!(random_id().len(), 43);
     }
 }

@@ -60,18 +60,6 @@ impl Unavailable {
     }
 }
 
-/// The token and revocation endpoints' answer: 503, never a guess.
-impl From<Unavailable> for super::token::TokenError {
-    fn from(_: Unavailable) -> Self {
-        Self {
-            status: http::StatusCode::SERVICE_UNAVAILABLE,
-            error: "temporarily_unavailable",
-            description: "the authorization server cannot reach its storage; try again".into(),
-            basic_challenge: false,
-        }
-    }
-}
-
 /// What [`SharedState::spend`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Spent {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::authorize::{PageError, Params};
 use super::clients::Client;
 use super::grants::{Grant, GrantError};
-use super::secret::random_id;
+use super::random::random_id;
 use super::settings::{Facade, Settings};
 use super::shared::Unavailable;
 use crate::auth::api_keys::parse_hash;
@@ -65,6 +65,18 @@ impl TokenError {
 impl From<GrantError> for TokenError {
     fn from(error: GrantError) -> Self {
         Self::new("invalid_grant", error.to_string())
+    }
+}
+
+/// The token and revocation endpoints' answer: 503, never a guess.
+impl From<Unavailable> for TokenError {
+    fn from(_: Unavailable) -> Self {
+        Self {
+            status: http::StatusCode::SERVICE_UNAVAILABLE,
+            error: "temporarily_unavailable",
+            description: "the authorization server cannot reach its storage; try again".into(),
+            basic_challenge: false,
+        }
     }
 }
 
