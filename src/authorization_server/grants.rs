@@ -8,7 +8,7 @@
 //! Secrets are kept by their SHA-256 digest, never as issued.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +35,8 @@ pub(crate) struct Grant {
     pub(crate) resource: String,
     /// The scopes granted: requested, approved, and allowed by the provider's claims.
     pub(crate) scopes: Vec<String>,
+    /// When the user signed in for it (seconds since the Unix epoch).
+    pub(crate) created: u64,
 }
 
 impl Grant {
@@ -51,6 +53,9 @@ impl Grant {
             subject,
             resource,
             scopes,
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
         }
     }
 }
@@ -242,6 +247,31 @@ impl Grants {
         tracing::warn!(grant = %grant_id, "grant revoked");
     }
 
+    /// The grant a redeemed code was for: after [`GrantError::CodeReplayed`], the
+    /// grant that replay revoked.
+    pub(crate) fn grant_of_used_code(&self, code: &str) -> Option<String> {
+        self.used_codes.get(&digest(code))
+    }
+
+    /// The grant a rotated refresh token was for: after
+    /// [`GrantError::RefreshTokenReused`], the grant that reuse revoked.
+    pub(crate) fn grant_of_rotated_token(&self, token: &str) -> Option<String> {
+        self.rotated.get(&digest(token))
+    }
+
+    /// The grants in force that `select` picks, oldest first (the admin listing;
+    /// a scan, which an operator's occasional look can afford).
+    pub(crate) fn list(&self, select: impl Fn(&Grant) -> bool) -> Vec<Arc<Grant>> {
+        let mut grants: Vec<Arc<Grant>> = self
+            .grants
+            .iter()
+            .map(|(_, grant)| grant)
+            .filter(|grant| select(grant) && !self.is_revoked(&grant.id))
+            .collect();
+        grants.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        grants
+    }
+
     /// Whether a grant was revoked (its access tokens are refused).
     pub(crate) fn is_revoked(&self, grant_id: &str) -> bool {
         self.revoked.contains_key(grant_id)
@@ -399,6 +429,50 @@ mod tests {
         assert_eq!(
             grants.rotate_refresh_token("unknown", "c").unwrap_err(),
             GrantError::UnknownRefreshToken
+        );
+    }
+
+    #[test]
+    fn grants_are_listed_by_what_selects_them_and_replays_name_their_grant() {
+        let grants = grants();
+        let mut ids = Vec::new();
+        for (client, subject) in [("c", "alice"), ("c", "bob"), ("d", "alice")] {
+            let grant = Grant::new(
+                client.into(),
+                subject.into(),
+                "https://r/mcp".into(),
+                vec![],
+            );
+            ids.push(grant.id.clone());
+            grants.issue_code(grant, "https://c/cb".into(), CHALLENGE.into());
+        }
+        let of = |select: &dyn Fn(&Grant) -> bool| {
+            let mut found: Vec<String> = grants
+                .list(select)
+                .iter()
+                .map(|grant| grant.id.clone())
+                .collect();
+            found.sort();
+            found
+        };
+        let mut alice = vec![ids[0].clone(), ids[2].clone()];
+        alice.sort();
+        assert_eq!(of(&|grant| grant.subject == "alice"), alice);
+        assert_eq!(of(&|grant| grant.client_id == "d"), vec![ids[2].clone()]);
+        grants.revoke(&ids[2]);
+        assert_eq!(of(&|grant| grant.subject == "alice"), vec![ids[0].clone()]);
+
+        let code = grants.issue_code(grant(), "https://c/cb".into(), CHALLENGE.into());
+        assert_eq!(grants.grant_of_used_code(&code), None);
+        let redeemed = grants
+            .redeem_code(&code, "c", None, VERIFIER, None)
+            .unwrap();
+        assert_eq!(grants.grant_of_used_code(&code), Some(redeemed.id.clone()));
+        let first = grants.issue_refresh_token(&redeemed);
+        grants.rotate_refresh_token(&first, "c").unwrap();
+        assert_eq!(
+            grants.grant_of_rotated_token(&first),
+            Some(redeemed.id.clone())
         );
     }
 

@@ -17,6 +17,7 @@ mod callback;
 pub(crate) mod clients;
 mod cookies;
 mod endpoints;
+pub(crate) mod events;
 pub(crate) mod exchange;
 pub(crate) mod grants;
 pub(crate) mod id_token;

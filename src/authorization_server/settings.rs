@@ -8,6 +8,7 @@ use url::Url;
 
 use super::authorize::PageError;
 use super::clients::{Client, ConfiguredClients};
+use super::events::Event;
 use super::grants::Grants;
 use super::id_token::ProviderKeys;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
@@ -18,6 +19,7 @@ use super::provider::Discovery;
 use super::registration::{self, limit::PerIpLimit, store::RegisteredClients};
 use super::secret::SecretKey;
 use super::signing::SigningKeys;
+use crate::audit::AuditLog;
 use crate::config::{
     AuthorizationServerConfig, Config, ConfigError, ProviderAuthMethod, ProviderConfig,
 };
@@ -181,13 +183,15 @@ pub(crate) struct Facade {
     pub(crate) registered: RegisteredClients,
     /// Registrations per client address.
     pub(crate) registrations: PerIpLimit,
+    /// Where each step is recorded (the server's audit log).
+    audit: AuditLog,
 }
 
 impl Facade {
     /// The façade for its first settings, with its own HTTP client for the
     /// provider (no redirects followed: an endpoint that moves is a configuration
     /// problem, and a client metadata document must not redirect).
-    pub(crate) fn new(settings: Arc<Settings>) -> Arc<Self> {
+    pub(crate) fn new(settings: Arc<Settings>, audit: AuditLog) -> Arc<Self> {
         let pending = PendingStore::new(settings.config.pending_ttl);
         let grants = Grants::new(
             settings.config.refresh_token_ttl,
@@ -215,7 +219,14 @@ impl Facade {
             fetcher,
             registered,
             registrations: PerIpLimit::default(),
+            audit,
         })
+    }
+
+    /// Counts the event and writes its audit record (waiting, never dropping it,
+    /// when the log is behind).
+    pub(crate) async fn audit(&self, event: Event) {
+        self.audit.facade(event.finish()).await;
     }
 
     /// A client by id: configured, then registered, then (for a URL) by its
@@ -293,7 +304,7 @@ authorization_server:
 
     #[tokio::test]
     async fn a_reload_forgets_fetched_documents_but_keeps_registered_clients() {
-        let facade = Facade::new(settings(CONFIG).unwrap());
+        let facade = Facade::new(settings(CONFIG).unwrap(), AuditLog::disabled());
         let client = |id: &str, kind| Client {
             client_id: id.into(),
             client_name: None,

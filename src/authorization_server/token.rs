@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::authorize::Params;
 use super::clients::Client;
+use super::events::{Event, Peer, name, why};
 use super::grants::{Grant, GrantError};
 use super::secret::random_id;
 use super::settings::{Facade, Settings};
@@ -221,10 +222,11 @@ pub(crate) async fn token(
     facade: &Facade,
     headers: &HeaderMap,
     body: &str,
+    peer: Peer,
 ) -> Result<TokenResponse, TokenError> {
     let settings = facade.settings();
     let params = Params::from_query(body);
-    let (caller, _client) = authenticate(facade, &settings, headers, &params).await?;
+    let (caller, client) = authenticate(facade, &settings, headers, &params).await?;
     let one = |name: &'static str| {
         params.single(name).map_err(|name| {
             TokenError::new(
@@ -242,23 +244,51 @@ pub(crate) async fn token(
                 TokenError::new("invalid_request", "code_verifier is required (PKCE)")
             })?;
             let redirect_uri = one("redirect_uri")?;
-            let grant = facade
-                .grants
-                .redeem_code(code, &caller.client_id, redirect_uri, verifier, resource)
-                .inspect_err(
-                    |error| tracing::warn!(client_id = %caller.client_id, "code refused: {error}"),
-                )?;
+            let redeemed = facade.grants.redeem_code(
+                code,
+                &caller.client_id,
+                redirect_uri,
+                verifier,
+                resource,
+            );
+            let grant = match redeemed {
+                Ok(grant) => grant,
+                Err(error) => {
+                    tracing::warn!(client_id = %caller.client_id, "code refused: {error}");
+                    if error == GrantError::CodeReplayed {
+                        let grant_id = facade.grants.grant_of_used_code(code);
+                        replayed(facade, &client, peer, grant_id, name::CODE_REPLAYED).await;
+                    }
+                    return Err(error.into());
+                }
+            };
+            let redeemed = Event::new(name::CODE_REDEEMED)
+                .client(&client)
+                .grant(&grant);
+            facade.audit(redeemed.peer(peer)).await;
             let refresh = facade.grants.issue_refresh_token(&grant);
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens issued");
-            issue(&settings, &grant, &grant.scopes, refresh)
+            let answer = issue(&settings, &grant, &grant.scopes, refresh)?;
+            let issued = Event::new(name::TOKEN_ISSUED).client(&client).grant(&grant);
+            facade.audit(issued.peer(peer)).await;
+            Ok(answer)
         }
         Some("refresh_token") => {
             let token = one("refresh_token")?
                 .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
-            let (grant, refresh) = facade
-                .grants
-                .rotate_refresh_token(token, &caller.client_id)
-                .inspect_err(|error| tracing::warn!(client_id = %caller.client_id, "refresh refused: {error}"))?;
+            let (grant, refresh) =
+                match facade.grants.rotate_refresh_token(token, &caller.client_id) {
+                    Ok(rotated) => rotated,
+                    Err(error) => {
+                        tracing::warn!(client_id = %caller.client_id, "refresh refused: {error}");
+                        if error == GrantError::RefreshTokenReused {
+                            let grant_id = facade.grants.grant_of_rotated_token(token);
+                            replayed(facade, &client, peer, grant_id, name::REFRESH_TOKEN_REUSED)
+                                .await;
+                        }
+                        return Err(error.into());
+                    }
+                };
             if resource.is_some_and(|resource| resource != grant.resource) {
                 return Err(TokenError::new(
                     "invalid_target",
@@ -286,7 +316,13 @@ pub(crate) async fn token(
                 }
             };
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens refreshed");
-            issue(&settings, &grant, &scopes, refresh)
+            let answer = issue(&settings, &grant, &scopes, refresh)?;
+            let refreshed = Event::new(name::TOKEN_REFRESHED)
+                .client(&client)
+                .grant(&grant)
+                .scopes(&scopes);
+            facade.audit(refreshed.peer(peer)).await;
+            Ok(answer)
         }
         Some(other) => Err(TokenError::new(
             "unsupported_grant_type",
@@ -297,6 +333,32 @@ pub(crate) async fn token(
         )),
         None => Err(TokenError::new("invalid_request", "grant_type is required")),
     }
+}
+
+/// A spent code or refresh token came again: the event, and the grant it ended.
+async fn replayed(
+    facade: &Facade,
+    client: &Client,
+    peer: Peer,
+    grant_id: Option<String>,
+    event: &'static str,
+) {
+    let reason = if event == name::CODE_REPLAYED {
+        why::CODE_REPLAY
+    } else {
+        why::REFRESH_REUSE
+    };
+    let replay = Event::new(event)
+        .client(client)
+        .grant_id(grant_id.clone())
+        .peer(peer);
+    facade.audit(replay).await;
+    let revoked = Event::new(name::GRANT_REVOKED)
+        .client(client)
+        .grant_id(grant_id)
+        .peer(peer)
+        .reason(reason);
+    facade.audit(revoked).await;
 }
 
 fn issue(
@@ -346,10 +408,11 @@ pub(crate) async fn revoke(
     facade: &Facade,
     headers: &HeaderMap,
     body: &str,
+    peer: Peer,
 ) -> Result<(), TokenError> {
     let settings = facade.settings();
     let params = Params::from_query(body);
-    let (caller, _client) = authenticate(facade, &settings, headers, &params).await?;
+    let (caller, client) = authenticate(facade, &settings, headers, &params).await?;
     let token = params
         .single("token")
         .map_err(|name| {
@@ -367,8 +430,27 @@ pub(crate) async fn revoke(
     if let Some(grant) = grant.filter(|grant| grant.client_id == caller.client_id) {
         facade.grants.revoke(&grant.id);
         tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "grant revoked by the client");
+        let revoked = Event::new(name::GRANT_REVOKED)
+            .client(&client)
+            .grant(&grant)
+            .peer(peer)
+            .reason(why::CLIENT);
+        facade.audit(revoked).await;
     }
     Ok(())
+}
+
+/// The client a token or revocation request names (Basic credentials, else the
+/// form), unauthenticated: for the record of a refusal.
+pub(crate) fn named_client(headers: &HeaderMap, body: &str) -> Option<String> {
+    if let Ok(Some((id, _))) = basic_credentials(headers) {
+        return Some(id);
+    }
+    Params::from_query(body)
+        .single("client_id")
+        .ok()
+        .flatten()
+        .map(str::to_owned)
 }
 
 /// The `gid` of one of our access tokens, verified with our keys (expiry aside:
@@ -456,7 +538,7 @@ mod flow_tests {
             .unwrap()
             .unwrap();
         Setup {
-            facade: Facade::new(Arc::new(settings)),
+            facade: Facade::new(Arc::new(settings), crate::audit::AuditLog::disabled()),
             auth,
             resource: "https://mcp.example.com/mcp".into(),
         }

@@ -61,7 +61,10 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         metrics().know(observe::known_labels());
-        let facade = gateway.authorization_server.clone().map(Facade::new);
+        let facade = gateway
+            .authorization_server
+            .clone()
+            .map(|settings| Facade::new(settings, audit.clone()));
         Self {
             facade,
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
