@@ -145,7 +145,8 @@ impl Event {
     }
 }
 
-fn kind(kind: ClientKind) -> &'static str {
+/// A client kind as records and the admin listing name it.
+pub(crate) fn kind(kind: ClientKind) -> &'static str {
     match kind {
         ClientKind::Configured => "configured",
         ClientKind::MetadataDocument => "metadata_document",

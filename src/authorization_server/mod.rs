@@ -11,6 +11,7 @@
 //! and `registration_endpoint` hold the HTTP side; everything else here is free
 //! of it.
 
+pub(crate) mod admin;
 mod answers;
 pub(crate) mod authorize;
 mod callback;

@@ -587,7 +587,7 @@ mod flow_tests {
             ("client_id", "tool"),
             ("resource", &setup.resource),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         assert_eq!(answer.scope, "mcp:read mcp:write");
@@ -609,6 +609,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&answer.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -617,6 +618,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&answer.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap_err();
@@ -631,6 +633,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&refreshed.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap_err();
@@ -646,7 +649,7 @@ mod flow_tests {
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         assert!(verify(&setup, &answer.access_token).await.is_ok());
@@ -654,6 +657,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &form(&[("token", &answer.access_token), ("client_id", "tool")]),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -666,6 +670,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &form(&[("token", "nonsense"), ("client_id", "tool")]),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -730,9 +735,14 @@ mod flow_tests {
             ),
         ];
         for (fields, expected) in cases {
-            let error = token(&setup.facade, &HeaderMap::new(), &form(&fields))
-                .await
-                .unwrap_err();
+            let error = token(
+                &setup.facade,
+                &HeaderMap::new(),
+                &form(&fields),
+                Peer::default(),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(error.error, expected, "{fields:?}");
         }
         // None of those spent the good code.
@@ -742,9 +752,13 @@ mod flow_tests {
             ("code", &good_code),
             ("code_verifier", VERIFIER),
         ]);
-        assert!(token(&setup.facade, &HeaderMap::new(), &body).await.is_ok());
+        assert!(
+            token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
+                .await
+                .is_ok()
+        );
         // The same code again: refused, and its grant's tokens are dead.
-        let error = token(&setup.facade, &HeaderMap::new(), &body)
+        let error = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap_err();
         assert_eq!(error.error, "invalid_grant");
@@ -760,7 +774,7 @@ mod flow_tests {
             ("refresh_token", "r"),
         ]);
         assert_eq!(
-            token(&setup.facade, &headers, &both)
+            token(&setup.facade, &headers, &both, Peer::default())
                 .await
                 .unwrap_err()
                 .error,
@@ -777,7 +791,7 @@ mod flow_tests {
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         // Our key signs only our issuer's tokens: a token naming another issuer but

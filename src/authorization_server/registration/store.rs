@@ -29,6 +29,14 @@ impl RegisteredClients {
             .insert(client.client_id.clone(), Arc::new(client));
     }
 
+    /// Every registered client (the admin listing; a listing is not use).
+    pub(crate) fn list(&self) -> Vec<Client> {
+        self.clients
+            .iter()
+            .map(|(_, client)| (*client).clone())
+            .collect()
+    }
+
     /// A lookup counts as use.
     pub(crate) fn get(&self, client_id: &str) -> Option<Client> {
         self.clients.get(client_id).map(|client| (*client).clone())
