@@ -1439,7 +1439,7 @@ async fn every_step_of_a_grant_is_audited_and_counted_without_its_secrets() {
 }
 
 #[tokio::test]
-async fn a_denial_and_a_replayed_code_are_audited() {
+async fn a_denial_a_replayed_code_and_a_stray_callback_are_audited() {
     let upstream = Upstream::start().await;
     let provider = FakeProvider::start().await;
     let gateway = Gateway::start(&operated_config(
@@ -1462,13 +1462,22 @@ async fn a_denial_and_a_replayed_code_are_audited() {
         post_form(&gateway, "/oauth/token", &replay).await.status(),
         400
     );
-    let records = facade_records(&gateway, 10).await;
+    let stray = callback(&gateway, &[("state", "never-issued")], None).await;
+    assert!(stray.status().is_client_error());
+    let records = facade_records(&gateway, 11).await;
     let names = events(&records);
     assert_eq!(&names[..2], ["consent_shown", "consent_denied"]);
     assert_eq!(
         &names[7..],
-        ["code_replayed", "grant_revoked", "token_refused"]
+        [
+            "code_replayed",
+            "grant_revoked",
+            "token_refused",
+            "callback_refused"
+        ]
     );
+    assert_eq!(records[10]["reason"], "unknown or used state");
+    assert_eq!(records[10]["remote_addr"], "127.0.0.1");
     assert_eq!(records[4]["event"], "code_issued");
     let grant_id = &records[4]["grant_id"];
     assert!(grant_id.is_string());
