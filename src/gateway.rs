@@ -40,6 +40,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// For `mcpgate check`: with `authorization_server:` configured, reaches its
+    /// identity provider's discovery document and says so; `None` without the section.
+    pub async fn check_identity_provider(&self) -> Result<Option<String>, ConfigError> {
+        match &self.authorization_server {
+            Some(settings) => authorization_server::provider::check(&settings.config.provider)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Builds the gateway, fetching remote JWKS. Errors name the config key.
     pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
         Self::rebuild(config, idp_client, None, None).await

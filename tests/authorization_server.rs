@@ -975,3 +975,329 @@ async fn a_scope_the_users_claims_do_not_allow_is_withheld() {
         assert_eq!(tokens["scope"], expected, "groups {groups}");
     }
 }
+
+// === operations: audit records, metrics, the admin listener ===
+
+/// `provider_config` with an audit log and an admin listener on `admin_port`.
+fn operated_config(upstream: &Upstream, provider: &FakeProvider, admin_port: u16) -> String {
+    TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
+        .audit()
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {}
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+    scopes: [openid]
+  clients:
+    - client_id: tool
+      client_name: Tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]",
+            provider.issuer
+        ))
+        .build()
+}
+
+/// A completed sign-in of `subject` and the tokens its code was redeemed for.
+async fn tokens_for(gateway: &Gateway, provider: &FakeProvider, subject: &str) -> (String, Value) {
+    let at = to_provider(gateway).await;
+    let back = sign_in_as(gateway, provider, &at, subject, &at.cookie).await;
+    assert_eq!(back.status(), 303);
+    let code = query(&location(&back), "code").unwrap();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("client_id", "tool"),
+    ];
+    let answer = post_form(gateway, "/oauth/token", &redeem).await;
+    assert_eq!(answer.status(), 200);
+    (code, answer.json().await.unwrap())
+}
+
+/// The façade's audit records (those with an `event`), once `count` are written.
+async fn facade_records(gateway: &Gateway, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let records: Vec<Value> = std::fs::read_to_string(gateway.dir().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|record| record.get("event").is_some())
+            .collect();
+        if records.len() >= count {
+            return records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} façade audit records");
+}
+
+fn events(records: &[Value]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|record| record["event"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_step_of_a_grant_is_audited_and_counted_without_its_secrets() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let admin_port = crate::common::free_port();
+    let gateway = Gateway::start(&operated_config(&upstream, &provider, admin_port)).await;
+
+    // Refused before the client is known.
+    let unknown = browser()
+        .get(format!(
+            "{}/oauth/authorize?response_type=code&client_id=nobody",
+            gateway.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let (code, tokens) = tokens_for(&gateway, &provider, "alice@idp").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(gateway.post(Some(&access)).await.status(), 200);
+    let fields = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+        ("client_id", "tool"),
+        ("scope", "mcp:read"),
+    ];
+    let rotated: Value = post_form(&gateway, "/oauth/token", &fields)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let next_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post_form(&gateway, "/oauth/token", &fields).await.status(),
+        400
+    );
+
+    let records = facade_records(&gateway, 10).await;
+    assert_eq!(
+        events(&records),
+        [
+            "authorize_refused",
+            "consent_shown",
+            "consent_approved",
+            "code_issued",
+            "code_redeemed",
+            "token_issued",
+            "token_refreshed",
+            "refresh_token_reused",
+            "grant_revoked",
+            "token_refused",
+        ]
+    );
+    let refused = &records[0];
+    assert_eq!(refused["client_id"], "nobody");
+    assert!(refused["client_kind"].is_null());
+    assert_eq!(refused["error"], "invalid_client");
+    assert_eq!(refused["remote_addr"], "127.0.0.1");
+    let shown = &records[1];
+    assert_eq!(shown["client_id"], "tool");
+    assert_eq!(shown["client_kind"], "configured");
+    assert_eq!(shown["scopes"], "mcp:read mcp:write");
+    assert_eq!(shown["resource"], gateway.mcp);
+    assert!(shown["subject"].is_null());
+    let issued = &records[3];
+    let grant_id = issued["grant_id"].as_str().unwrap().to_owned();
+    assert_eq!(issued["subject"], "alice@idp");
+    for record in &records[3..9] {
+        assert_eq!(record["grant_id"], grant_id, "{record}");
+    }
+    assert_eq!(records[6]["scopes"], "mcp:read", "the narrowed scopes");
+    assert_eq!(records[8]["reason"], "refresh_reuse");
+    assert_eq!(records[9]["error"], "invalid_grant");
+    assert_eq!(records[9]["client_id"], "tool");
+    for record in &records {
+        let fields: Vec<&String> = record.as_object().unwrap().keys().collect();
+        assert_eq!(fields.len(), 11, "one fixed shape: {record}");
+    }
+
+    // No secret reaches the log: not the code, the tokens, the provider's, nor its secret.
+    let log = std::fs::read_to_string(gateway.dir().join("audit.jsonl")).unwrap();
+    for secret in [
+        code.as_str(),
+        access.as_str(),
+        refresh.as_str(),
+        next_refresh.as_str(),
+        "provider-access-token",
+        "s3cret",
+    ] {
+        assert!(!log.contains(secret), "the audit log holds a secret");
+    }
+    // The MCP request's record keeps its shape.
+    let requests: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record.get("event").is_none())
+        .collect();
+    assert_eq!(requests.len(), 1);
+    let fields: Vec<&str> = requests[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = crate::common::AUDIT_FIELDS.to_vec();
+    expected.sort_unstable();
+    let mut fields = fields;
+    fields.sort_unstable();
+    assert_eq!(fields, expected);
+
+    let metrics = browser()
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (event, count) in [
+        ("token_issued", 1),
+        ("grant_revoked", 1),
+        ("authorize_refused", 1),
+        ("consent_denied", 0),
+    ] {
+        let series =
+            format!("mcpgate_authorization_server_events_total{{event=\"{event}\"}} {count}");
+        assert_eq!(
+            metrics.contains(&series),
+            count > 0,
+            "{series} in:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denial_a_replayed_code_and_a_stray_callback_are_audited() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let gateway = Gateway::start(&operated_config(
+        &upstream,
+        &provider,
+        crate::common::free_port(),
+    ))
+    .await;
+    let at = to_consent(&gateway).await;
+    let denied = decide(&gateway, &at.request, Some(&at.cookie), &at.csrf, "deny").await;
+    assert_eq!(denied.status(), 303);
+    let (code, _) = tokens_for(&gateway, &provider, "alice@idp").await;
+    let replay = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("client_id", "tool"),
+    ];
+    assert_eq!(
+        post_form(&gateway, "/oauth/token", &replay).await.status(),
+        400
+    );
+    let stray = callback(&gateway, &[("state", "never-issued")], None).await;
+    assert!(stray.status().is_client_error());
+    let records = facade_records(&gateway, 11).await;
+    let names = events(&records);
+    assert_eq!(&names[..2], ["consent_shown", "consent_denied"]);
+    assert_eq!(
+        &names[7..],
+        [
+            "code_replayed",
+            "grant_revoked",
+            "token_refused",
+            "callback_refused"
+        ]
+    );
+    assert_eq!(records[10]["reason"], "unknown or used state");
+    assert_eq!(records[10]["remote_addr"], "127.0.0.1");
+    assert_eq!(records[4]["event"], "code_issued");
+    let grant_id = &records[4]["grant_id"];
+    assert!(grant_id.is_string());
+    assert_eq!(&records[7]["grant_id"], grant_id);
+    assert_eq!(&records[8]["grant_id"], grant_id);
+    assert_eq!(records[8]["reason"], "code_replay");
+}
+
+#[tokio::test]
+async fn the_admin_listener_lists_clients_and_grants_and_revokes_them() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let admin_port = crate::common::free_port();
+    let gateway = Gateway::start(&operated_config(&upstream, &provider, admin_port)).await;
+    let admin = format!("http://127.0.0.1:{admin_port}/authorization-server");
+    let (_, alice) = tokens_for(&gateway, &provider, "alice@idp").await;
+    let (_, bob) = tokens_for(&gateway, &provider, "bob@idp").await;
+    let token = |tokens: &Value| tokens["access_token"].as_str().unwrap().to_owned();
+    let get = |path: String| async move {
+        let response = browser().get(path).send().await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+
+    let (status, clients) = get(format!("{admin}/clients")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        clients["clients"],
+        json!([{
+            "client_id": "tool",
+            "client_name": "Tool",
+            "kind": "configured",
+            "redirect_uris": [CLIENT_REDIRECT],
+            "confidential": false,
+        }])
+    );
+
+    let (status, listed) = get(format!("{admin}/grants?subject=alice%40idp")).await;
+    assert_eq!(status, 200);
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0]["client_id"], "tool");
+    assert_eq!(grants[0]["subject"], "alice@idp");
+    assert_eq!(grants[0]["scopes"], json!(["mcp:read", "mcp:write"]));
+    assert_eq!(grants[0]["resource"], gateway.mcp);
+    assert!(grants[0]["created"].as_str().unwrap().ends_with('Z'));
+    let alice_grant = grants[0]["id"].as_str().unwrap().to_owned();
+    let (_, by_client) = get(format!("{admin}/grants?client_id=tool")).await;
+    assert_eq!(by_client["grants"].as_array().unwrap().len(), 2);
+    let (status, error) = get(format!("{admin}/grants")).await;
+    assert_eq!(
+        (status.as_u16(), &error["error"]),
+        (400, &json!("invalid_request"))
+    );
+
+    let revoke = |body: Value| {
+        let url = format!("{admin}/grants/revoke");
+        async move {
+            let response = browser().post(url).json(&body).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, _) = revoke(json!({"subject": "alice@idp", "client_id": "tool"})).await;
+    assert_eq!(status, 400, "one selector at a time");
+    let (status, answer) = revoke(json!({"subject": "alice@idp"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["revoked"], json!([alice_grant]));
+    assert_eq!(gateway.post(Some(&token(&alice))).await.status(), 401);
+    assert_eq!(gateway.post(Some(&token(&bob))).await.status(), 200);
+    let (_, listed) = get(format!("{admin}/grants?subject=alice%40idp")).await;
+    assert_eq!(listed["grants"], json!([]));
+
+    let (_, answer) = revoke(json!({"client_id": "tool"})).await;
+    assert_eq!(answer["revoked"].as_array().unwrap().len(), 1);
+    assert_eq!(gateway.post(Some(&token(&bob))).await.status(), 401);
+
+    let records = facade_records(&gateway, 12).await;
+    let revoked: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["event"] == "grant_revoked")
+        .collect();
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(revoked[0]["grant_id"], alice_grant);
+    assert_eq!(revoked[0]["subject"], "alice@idp");
+    assert!(revoked.iter().all(|record| record["reason"] == "admin"));
+}

@@ -533,3 +533,79 @@ authorization_server:
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn registrations_are_audited_and_clients_listed_without_secrets() {
+    let upstream = Upstream::start().await;
+    let (_documents, host) = Documents::start().await;
+    let admin_port = crate::common::free_port();
+    // The server section comes first (before `authorization_server:`).
+    let yaml = config(&upstream, false, 10).replacen(
+        "server:\n",
+        &format!(
+            "audit:\n  path: \"{{dir}}/audit.jsonl\"\nserver:\n  admin_listen: 127.0.0.1:{admin_port}\n"
+        ),
+        1,
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let refused = register(&gateway, None, &json!({"redirect_uris": [CLIENT_REDIRECT]})).await;
+    assert_eq!(refused.status(), 401);
+    let registered: Value = register(
+        &gateway,
+        Some(TOKEN),
+        &json!({"client_name": "Self Made", "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    let secret = registered["client_secret"].as_str().unwrap();
+    let document_client = format!("http://{host}/good.json");
+    consent_page(&gateway, &document_client).await;
+
+    let clients: Value = browser()
+        .get(format!(
+            "http://127.0.0.1:{admin_port}/authorization-server/clients"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = clients["clients"].as_array().unwrap();
+    let find = |id: &str| {
+        listed
+            .iter()
+            .find(|client| client["client_id"] == id)
+            .unwrap()
+    };
+    assert_eq!(listed.len(), 2, "{clients}");
+    assert_eq!(find(client_id)["kind"], "registered");
+    assert_eq!(find(client_id)["confidential"], true);
+    assert_eq!(find(client_id)["client_name"], "Self Made");
+    assert_eq!(find(&document_client)["kind"], "metadata_document");
+    assert!(!clients.to_string().contains(secret));
+    assert!(!clients.to_string().contains("argon2"));
+
+    let log = std::fs::read_to_string(gateway.dir().join("audit.jsonl")).unwrap();
+    let records: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|record| record["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["registration_refused", "client_registered", "consent_shown"]
+    );
+    assert_eq!(records[0]["error"], "invalid_token");
+    assert_eq!(records[0]["remote_addr"], "127.0.0.1");
+    assert_eq!(records[1]["client_id"], client_id);
+    assert_eq!(records[1]["client_kind"], "registered");
+    assert_eq!(records[2]["client_kind"], "metadata_document");
+    assert!(!log.contains(secret) && !log.contains(TOKEN));
+}

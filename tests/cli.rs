@@ -503,3 +503,54 @@ fn policy_with_an_unreachable_upstream_says_so() {
     );
     assert_eq!(code, 78, "{stderr}");
 }
+
+/// A configuration with the authorization-server façade in front of `issuer`
+/// (its endpoints discovered).
+fn facade_config(issuer: &str) -> String {
+    crate::common::config::TestConfig::oauth("http://127.0.0.1:3001/mcp")
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {issuer}
+    client_id: mcpgate-at-idp
+    client_secret: s3cret"
+        ))
+        .build()
+        .replace("{port}", "5025")
+}
+
+#[tokio::test]
+async fn check_reaches_the_authorization_servers_identity_provider() {
+    let router = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            let issuer = format!("http://{}", headers["host"].to_str().unwrap());
+            axum::Json(json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+            }))
+        }),
+    );
+    let issuer = format!("http://{}", spawn_router(router).await);
+    let yaml = facade_config(&issuer);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || check_config(&yaml, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.trim_end().ends_with(&format!(
+            "; authorization server: identity provider {issuer} (discovery document read)"
+        )),
+        "{stdout}"
+    );
+
+    // Nobody there: exit 78, naming the key to fix.
+    let yaml = facade_config(&format!("http://127.0.0.1:{}", free_port()));
+    let line = tokio::task::spawn_blocking(move || {
+        assert_config_error(&yaml, &[], "authorization_server.provider.issuer")
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("cannot be reached"), "{line}");
+}

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Semaphore, watch};
 
+use super::event::FacadeRecord;
 use super::record::Record;
 use super::target::Target;
 use super::writer::{self, Message};
@@ -88,27 +89,38 @@ impl AuditLog {
     /// waits: a record is never dropped. After `close()` the record is not written; an
     /// error naming its `request_id` is logged instead.
     pub async fn record(&self, record: Record) {
+        self.queue(record.to_json(), "request_id", &record.request_id)
+            .await;
+    }
+
+    /// Queues one record of the authorization-server façade, like `record()`: never
+    /// dropped, waits when the queue is full.
+    pub async fn facade(&self, record: FacadeRecord) {
+        self.queue(record.to_json(), "event", record.event).await;
+    }
+
+    /// `what`/`which` name the record in the error logged when it cannot be queued.
+    async fn queue(&self, line: String, what: &'static str, which: &str) {
         let Some(queue) = self.shared.queue.load_full() else {
             if self.shared.closed.load(Ordering::Acquire) {
                 tracing::error!(
-                    request_id = %record.request_id,
+                    record = %format_args!("{what}={which}"),
                     "audit log already closed: record not written"
                 );
                 metrics().audit_write_error();
             }
             return;
         };
-        let line = record.to_json();
         // The slot is held until the writer has written the line (see `Batch`).
         let Ok(permit) = Arc::clone(&queue.permits).acquire_owned().await else {
             // The semaphore is never closed; kept total rather than trusted.
-            tracing::error!(request_id = %record.request_id, "audit queue closed: record not written");
+            tracing::error!(record = %format_args!("{what}={which}"), "audit queue closed: record not written");
             metrics().audit_write_error();
             return;
         };
         if queue.messages.send(Message::Line(line, permit)).is_err() {
             tracing::error!(
-                request_id = %record.request_id,
+                record = %format_args!("{what}={which}"),
                 "audit writer has stopped: record not written"
             );
             metrics().audit_write_error();

@@ -7,11 +7,13 @@
 
 mod batch;
 mod config;
+mod event;
 mod handle;
 mod pacing;
 mod record;
 mod target;
 mod writer;
 
+pub use event::FacadeRecord;
 pub use handle::AuditLog;
 pub use record::{Action, BatchEntry, Record};

@@ -15,6 +15,7 @@ use url::Url;
 use super::answers::{expired, other_browser, redirect_error, see_other};
 use super::authorize::RedirectError;
 use super::cookies;
+use super::events::{Event, Peer, name};
 use super::exchange::{self, ExchangeError, Redemption};
 use super::grants::Grant;
 use super::id_token::{self, Expected};
@@ -61,9 +62,17 @@ pub(super) async fn complete(
     params: CallbackParams,
     browser: Option<String>,
     mut remembered: Remembered,
+    peer: Peer,
 ) -> Response {
+    let refused = |error: &'static str, reason: &str| {
+        Event::new(name::CALLBACK_REFUSED)
+            .peer(peer)
+            .error(error)
+            .reason(reason)
+    };
     let Some(state) = params.state.as_deref() else {
         tracing::warn!("identity provider callback without state refused");
+        facade.audit(refused("invalid_request", "no state")).await;
         return expired();
     };
     // Taken before anything else is checked: whatever follows, it is spent.
@@ -73,11 +82,23 @@ pub(super) async fn complete(
     };
     let Some((_, pending)) = taken else {
         tracing::warn!("identity provider callback with an unknown or used state refused");
+        facade
+            .audit(refused("invalid_request", "unknown or used state"))
+            .await;
         return expired();
     };
     let client_id = &pending.client.client_id;
+    // What is known of the sign-in from here on.
+    let refused = |error: &'static str, reason: &str| {
+        refused(error, reason)
+            .client(&pending.client)
+            .request(&pending.request.scopes, &pending.request.resource)
+    };
     if browser.as_deref() != Some(pending.browser.as_str()) {
         tracing::warn!(%client_id, "identity provider callback in another browser refused");
+        facade
+            .audit(refused("invalid_request", "another browser"))
+            .await;
         return other_browser();
     }
     let Stage::AtProvider {
@@ -86,6 +107,9 @@ pub(super) async fn complete(
         ..
     } = &pending.stage
     else {
+        facade
+            .audit(refused("invalid_request", "no sign-in at the provider"))
+            .await;
         return expired();
     };
     let provider = &settings.config.provider;
@@ -93,6 +117,9 @@ pub(super) async fn complete(
         Ok(endpoints) => endpoints,
         Err(error) => {
             tracing::warn!(%client_id, "identity provider unavailable at the callback: {error}");
+            facade
+                .audit(refused("temporarily_unavailable", &error.to_string()))
+                .await;
             return provider_failure(&ExchangeError::Unreachable(error.to_string()));
         }
     };
@@ -104,6 +131,9 @@ pub(super) async fn complete(
     };
     if wrong_issuer {
         tracing::warn!(%client_id, "identity provider callback from another issuer refused");
+        facade
+            .audit(refused("invalid_request", "another issuer (RFC 9207)"))
+            .await;
         return page::error_page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -113,6 +143,12 @@ pub(super) async fn complete(
     if let Some(error) = &params.error {
         let code = exchange::error_code(error);
         tracing::warn!(%client_id, provider_error = %code, "the identity provider did not sign the user in");
+        facade
+            .audit(refused(
+                client_error(&code),
+                &format!("the identity provider answered {code}"),
+            ))
+            .await;
         return redirect_error(
             settings,
             &RedirectError {
@@ -125,6 +161,9 @@ pub(super) async fn complete(
     }
     let Some(code) = params.code.as_deref().filter(|code| !code.is_empty()) else {
         tracing::warn!(%client_id, "identity provider callback without code refused");
+        facade
+            .audit(refused("invalid_request", "neither code nor error"))
+            .await;
         return page::error_page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -145,6 +184,9 @@ pub(super) async fn complete(
         Ok(signed_in) => signed_in,
         Err(error) => {
             tracing::warn!(%client_id, "sign-in at the identity provider failed: {error}");
+            facade
+                .audit(refused("server_error", &error.to_string()))
+                .await;
             return provider_failure(&error);
         }
     };
@@ -156,6 +198,12 @@ pub(super) async fn complete(
         // The page was skipped for someone else's approval: start again, and this
         // time the page is shown.
         tracing::warn!(%client_id, "a remembered consent was another user's; sign-in refused");
+        facade
+            .audit(
+                refused("access_denied", "a remembered consent was another user's")
+                    .subject(&subject),
+            )
+            .await;
         remembered.forget(request);
         let mut response = page::error_page(
             StatusCode::FORBIDDEN,
@@ -182,6 +230,10 @@ pub(super) async fn complete(
         request.resource.clone(),
         scopes,
     );
+    let issued = Event::new(name::CODE_ISSUED)
+        .client(&pending.client)
+        .grant(&grant)
+        .peer(peer);
     let code = match facade
         .grants
         .issue_code(
@@ -195,6 +247,7 @@ pub(super) async fn complete(
         Err(error) => return error.page(),
     };
     tracing::info!(%client_id, %subject, "signed in at the identity provider; code issued");
+    facade.audit(issued).await;
     let Ok(mut url) = Url::parse(&request.redirect_uri) else {
         return expired();
     };

@@ -102,6 +102,11 @@ impl ConfiguredClients {
     pub(crate) fn get(&self, client_id: &str) -> Option<&Client> {
         self.by_id.get(client_id)
     }
+
+    /// Every configured client (the admin listing).
+    pub(crate) fn list(&self) -> Vec<Client> {
+        self.by_id.values().cloned().collect()
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::authorize::{AuthorizationRequest, Offer, PageError, Params, RedirectE
 use super::callback::{self, CallbackParams};
 use super::clients::{Client, ClientKind};
 use super::cookies;
+use super::events::{Event, Peer, name};
 use super::page::{self, ConsentPage, kind_text};
 use super::pending::{Pending, Stage};
 use super::provider::{self, Pkce, ProviderRequest};
@@ -77,25 +78,62 @@ async fn jwks(State(facade): State<Arc<Facade>>) -> Response {
 }
 
 /// `POST /oauth/token`.
-async fn token(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
-    if !is_form(&headers) {
-        return token_error(&TokenError::unsupported_media_type());
-    }
-    match token::token(&facade, &headers, &body).await {
+async fn token(
+    State(facade): State<Arc<Facade>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let answer = if is_form(&headers) {
+        token::token(&facade, &headers, &body, peer).await
+    } else {
+        Err(TokenError::unsupported_media_type())
+    };
+    match answer {
         Ok(answer) => no_store(axum::Json(answer).into_response()),
-        Err(error) => token_error(&error),
+        Err(error) => {
+            let refused = refusal(name::TOKEN_REFUSED, &headers, &body, &error, peer);
+            facade.audit(refused).await;
+            token_error(&error)
+        }
     }
 }
 
 /// `POST /oauth/revoke`: `200` whether or not the token was known (RFC 7009 §2.2).
-async fn revoke(State(facade): State<Arc<Facade>>, headers: HeaderMap, body: String) -> Response {
-    if !is_form(&headers) {
-        return token_error(&TokenError::unsupported_media_type());
-    }
-    match token::revoke(&facade, &headers, &body).await {
+async fn revoke(
+    State(facade): State<Arc<Facade>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let answer = if is_form(&headers) {
+        token::revoke(&facade, &headers, &body, peer).await
+    } else {
+        Err(TokenError::unsupported_media_type())
+    };
+    match answer {
         Ok(()) => no_store(StatusCode::OK.into_response()),
-        Err(error) => token_error(&error),
+        Err(error) => {
+            let refused = refusal(name::REVOCATION_REFUSED, &headers, &body, &error, peer);
+            facade.audit(refused).await;
+            token_error(&error)
+        }
     }
+}
+
+/// The record of a refused token or revocation request.
+fn refusal(
+    event: &'static str,
+    headers: &HeaderMap,
+    body: &str,
+    error: &TokenError,
+    peer: Peer,
+) -> Event {
+    Event::new(event)
+        .client_id(token::named_client(headers, body).as_deref())
+        .peer(peer)
+        .error(error.error)
+        .reason(error.description.clone())
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -133,21 +171,38 @@ fn no_store(mut response: Response) -> Response {
 /// the consent page (its own URL, so that reloading it repeats nothing).
 async fn authorize(
     State(facade): State<Arc<Facade>>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let settings = facade.settings();
     let params = Params::from_query(query.as_deref().unwrap_or(""));
+    let refused = |error: &PageError| {
+        Event::new(name::AUTHORIZE_REFUSED)
+            .client_id(params.client_id().ok())
+            .peer(peer)
+            .error(unverified_code(error))
+            .reason(error.to_string())
+    };
     let client = match params.client_id() {
         Ok(client_id) => match facade.find_client(&settings, client_id).await {
             Ok(client) => client,
-            Err(error) => return unverified(&error),
+            Err(error) => {
+                facade.audit(refused(&error)).await;
+                return unverified(&error);
+            }
         },
-        Err(error) => return unverified(&error),
+        Err(error) => {
+            facade.audit(refused(&error)).await;
+            return unverified(&error);
+        }
     };
     let redirect_uri = match params.redirect_uri(&client) {
         Ok(uri) => uri,
-        Err(error) => return unverified(&error),
+        Err(error) => {
+            facade.audit(refused(&error).client(&client)).await;
+            return unverified(&error);
+        }
     };
     let offer = Offer {
         resources: &settings.resources,
@@ -157,6 +212,12 @@ async fn authorize(
         Ok(request) => request,
         Err(error) => {
             tracing::info!(client_id = %client.client_id, error = error.error, "authorization request refused: {}", error.description);
+            let refused = Event::new(name::AUTHORIZE_REFUSED)
+                .client(&client)
+                .peer(peer)
+                .error(error.error)
+                .reason(error.description.clone());
+            facade.audit(refused).await;
             return redirect_error(&settings, &error);
         }
     };
@@ -181,6 +242,12 @@ async fn authorize(
     };
     let mut response = if pending.remembered_for.is_some() {
         tracing::info!(client_id = %pending.client.client_id, "consent remembered by this browser; to the identity provider");
+        let approved = Event::new(name::CONSENT_APPROVED)
+            .client(&pending.client)
+            .request(&pending.request.scopes, &pending.request.resource)
+            .peer(peer)
+            .reason("remembered by this browser");
+        facade.audit(approved).await;
         to_provider(&facade, &settings, &id, &pending).await
     } else {
         if let Err(error) = facade.pending.insert(&id, pending).await {
@@ -219,6 +286,7 @@ struct ConsentQuery {
 /// reload (or a second tab) shows the same page with the same token.
 async fn consent_page(
     State(facade): State<Arc<Facade>>,
+    peer: Peer,
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
 ) -> Response {
@@ -251,6 +319,11 @@ async fn consent_page(
     let descriptions = &settings.config.consent.scope_descriptions;
     let action = settings.endpoints.url("consent");
     let kind = kind_text(client.kind, verified_host.as_deref());
+    let shown = Event::new(name::CONSENT_SHOWN)
+        .client(client)
+        .request(&pending.request.scopes, &pending.request.resource)
+        .peer(peer);
+    facade.audit(shown).await;
     ConsentPage {
         style: ConsentPage::style(),
         client_label,
@@ -304,6 +377,7 @@ struct ConsentForm {
 /// of this sign-in in this browser.
 async fn consent_decision(
     State(facade): State<Arc<Facade>>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
@@ -347,10 +421,20 @@ async fn consent_decision(
     }) else {
         return expired();
     };
+    let decided = |event| {
+        Event::new(event)
+            .client(&pending.client)
+            .request(&pending.request.scopes, &pending.request.resource)
+            .peer(peer)
+    };
     match form.decision.as_str() {
-        "approve" => to_provider(&facade, &settings, &form.request, &pending).await,
+        "approve" => {
+            facade.audit(decided(name::CONSENT_APPROVED)).await;
+            to_provider(&facade, &settings, &form.request, &pending).await
+        }
         "deny" => {
             tracing::info!(client_id = %pending.client.client_id, "consent denied");
+            facade.audit(decided(name::CONSENT_DENIED)).await;
             redirect_error(
                 &settings,
                 &RedirectError {
@@ -422,11 +506,17 @@ async fn to_provider(
 /// `GET /oauth/callback`: the identity provider's answer (see `callback`).
 async fn callback(
     State(facade): State<Arc<Facade>>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let settings = facade.settings();
     let Some(params) = CallbackParams::from_query(query.as_deref().unwrap_or("")) else {
+        let refused = Event::new(name::CALLBACK_REFUSED)
+            .peer(peer)
+            .error("invalid_request")
+            .reason("a parameter repeated");
+        facade.audit(refused).await;
         return page::error_page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -437,7 +527,7 @@ async fn callback(
     let remembered = cookies::consent(&headers, &settings)
         .map(|cookie| Remembered::from_cookie(&cookie, &settings.key))
         .unwrap_or_default();
-    callback::complete(&facade, &settings, params, browser, remembered).await
+    callback::complete(&facade, &settings, params, browser, remembered, peer).await
 }
 
 /// A form post's `Origin`, when the browser sent one, must be the issuer's.
@@ -458,9 +548,16 @@ fn unverified(error: &PageError) -> Response {
         return Unavailable(cause.clone()).page();
     }
     tracing::info!("authorization request refused: {error}");
-    let code = match error {
+    page::error_page(
+        StatusCode::BAD_REQUEST,
+        unverified_code(error),
+        &error.to_string(),
+    )
+}
+
+fn unverified_code(error: &PageError) -> &'static str {
+    match error {
         PageError::UnknownClient(_) | PageError::MetadataDocument(_) => "invalid_client",
         _ => "invalid_request",
-    };
-    page::error_page(StatusCode::BAD_REQUEST, code, &error.to_string())
+    }
 }

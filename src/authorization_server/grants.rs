@@ -11,7 +11,7 @@
 //! another replica is caught as surely as on the same one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,6 +40,8 @@ pub(crate) struct Grant {
     pub(crate) resource: String,
     /// The scopes granted: requested, approved, and allowed by the provider's claims.
     pub(crate) scopes: Vec<String>,
+    /// When the user signed in for it (seconds since the Unix epoch).
+    pub(crate) created: u64,
 }
 
 impl Grant {
@@ -56,6 +58,9 @@ impl Grant {
             subject,
             resource,
             scopes,
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
         }
     }
 }
@@ -284,6 +289,10 @@ impl Grants {
         {
             Spent::Now(grant_id) => grant_id,
             Spent::Before(grant_id) => {
+                // As in memory: a retry after a revocation is not a reuse.
+                if self.is_revoked(&grant_id).await? {
+                    return Ok(Err(GrantError::UnknownRefreshToken));
+                }
                 self.revoke(&grant_id).await?;
                 return Ok(Err(GrantError::RefreshTokenReused));
             }
@@ -352,6 +361,40 @@ impl Grants {
         state.delete(&key("grant", grant_id)).await?;
         tracing::warn!(grant = %grant_id, "grant revoked");
         Ok(())
+    }
+
+    /// The grant a redeemed code was for: after [`GrantError::CodeReplayed`], the
+    /// grant that replay revoked.
+    pub(crate) async fn grant_of_used_code(
+        &self,
+        code: &str,
+    ) -> Result<Option<String>, Unavailable> {
+        match self {
+            Self::Memory(memory) => Ok(memory.grant_of_used_code(code)),
+            Self::Redis { state, .. } => state.get_plain(&key("used-code", &digest(code))).await,
+        }
+    }
+
+    /// The grant a rotated refresh token was for: after
+    /// [`GrantError::RefreshTokenReused`], the grant that reuse revoked.
+    pub(crate) async fn grant_of_rotated_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<String>, Unavailable> {
+        match self {
+            Self::Memory(memory) => Ok(memory.grant_of_rotated_token(token)),
+            Self::Redis { state, .. } => state.get_plain(&key("rotated", &digest(token))).await,
+        }
+    }
+
+    /// The grants in force that `select` picks, oldest first (the admin listing).
+    /// `None` with Redis: grants are not enumerated there (that would be a key
+    /// scan); revoke by grant id instead.
+    pub(crate) fn list(&self, select: impl Fn(&Grant) -> bool) -> Option<Vec<Arc<Grant>>> {
+        match self {
+            Self::Memory(memory) => Some(memory.list(select)),
+            Self::Redis { .. } => None,
+        }
     }
 
     /// Whether a grant was revoked (its access tokens are refused): one `EXISTS`
@@ -455,6 +498,11 @@ impl Memory {
         let key = digest(token);
         let Some(entry) = self.refresh.remove(&key) else {
             if let Some(grant_id) = self.rotated.get(&key) {
+                // A grant already revoked has nothing left to protect: a client
+                // retrying its refresh after a revocation is not a thief.
+                if self.is_revoked(&grant_id) {
+                    return Err(GrantError::UnknownRefreshToken);
+                }
                 self.revoke(&grant_id);
                 return Err(GrantError::RefreshTokenReused);
             }
@@ -492,6 +540,31 @@ impl Memory {
         self.revoked.insert(grant_id.to_owned(), ());
         self.grants.invalidate(grant_id);
         tracing::warn!(grant = %grant_id, "grant revoked");
+    }
+
+    /// The grant a redeemed code was for: after [`GrantError::CodeReplayed`], the
+    /// grant that replay revoked.
+    pub(crate) fn grant_of_used_code(&self, code: &str) -> Option<String> {
+        self.used_codes.get(&digest(code))
+    }
+
+    /// The grant a rotated refresh token was for: after
+    /// [`GrantError::RefreshTokenReused`], the grant that reuse revoked.
+    pub(crate) fn grant_of_rotated_token(&self, token: &str) -> Option<String> {
+        self.rotated.get(&digest(token))
+    }
+
+    /// The grants in force that `select` picks, oldest first (the admin listing;
+    /// a scan, which an operator's occasional look can afford).
+    pub(crate) fn list(&self, select: impl Fn(&Grant) -> bool) -> Vec<Arc<Grant>> {
+        let mut grants: Vec<Arc<Grant>> = self
+            .grants
+            .iter()
+            .map(|(_, grant)| grant)
+            .filter(|grant| select(grant) && !self.is_revoked(&grant.id))
+            .collect();
+        grants.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        grants
     }
 
     /// Whether a grant was revoked (its access tokens are refused).
@@ -664,6 +737,50 @@ mod tests {
     }
 
     #[test]
+    fn grants_are_listed_by_what_selects_them_and_replays_name_their_grant() {
+        let grants = grants();
+        let mut ids = Vec::new();
+        for (client, subject) in [("c", "alice"), ("c", "bob"), ("d", "alice")] {
+            let grant = Grant::new(
+                client.into(),
+                subject.into(),
+                "https://r/mcp".into(),
+                vec![],
+            );
+            ids.push(grant.id.clone());
+            grants.issue_code(grant, binding());
+        }
+        let of = |select: &dyn Fn(&Grant) -> bool| {
+            let mut found: Vec<String> = grants
+                .list(select)
+                .iter()
+                .map(|grant| grant.id.clone())
+                .collect();
+            found.sort();
+            found
+        };
+        let mut alice = vec![ids[0].clone(), ids[2].clone()];
+        alice.sort();
+        assert_eq!(of(&|grant| grant.subject == "alice"), alice);
+        assert_eq!(of(&|grant| grant.client_id == "d"), vec![ids[2].clone()]);
+        grants.revoke(&ids[2]);
+        assert_eq!(of(&|grant| grant.subject == "alice"), vec![ids[0].clone()]);
+
+        let code = grants.issue_code(grant(), binding());
+        assert_eq!(grants.grant_of_used_code(&code), None);
+        let redeemed = grants
+            .redeem_code(&code, "c", None, VERIFIER, None)
+            .unwrap();
+        assert_eq!(grants.grant_of_used_code(&code), Some(redeemed.id.clone()));
+        let first = grants.issue_refresh_token(&redeemed);
+        grants.rotate_refresh_token(&first, "c").unwrap();
+        assert_eq!(
+            grants.grant_of_rotated_token(&first),
+            Some(redeemed.id.clone())
+        );
+    }
+
+    #[test]
     fn a_revoked_grant_refreshes_no_more() {
         let grants = grants();
         let code = grants.issue_code(grant(), binding());
@@ -673,6 +790,11 @@ mod tests {
         let token = grants.issue_refresh_token(&grant);
         assert_eq!(grants.grant_of_refresh_token(&token).unwrap().id, grant.id);
         grants.revoke(&grant.id);
+        assert_eq!(
+            grants.rotate_refresh_token(&token, "c").unwrap_err(),
+            GrantError::UnknownRefreshToken
+        );
+        // The client retries: still unknown, not a reuse (nothing more is revoked).
         assert_eq!(
             grants.rotate_refresh_token(&token, "c").unwrap_err(),
             GrantError::UnknownRefreshToken

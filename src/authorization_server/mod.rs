@@ -11,12 +11,14 @@
 //! and `registration_endpoint` hold the HTTP side; everything else here is free
 //! of it.
 
+pub(crate) mod admin;
 mod answers;
 pub(crate) mod authorize;
 mod callback;
 pub(crate) mod clients;
 mod cookies;
 mod endpoints;
+pub(crate) mod events;
 pub(crate) mod exchange;
 pub(crate) mod grants;
 pub(crate) mod id_token;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::config::ProviderConfig;
+use crate::config::{ConfigError, ProviderConfig};
 
 /// Largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
@@ -92,6 +92,31 @@ impl Discovery {
             .await
             .map_err(|error| (*error).clone())
     }
+}
+
+/// `mcpgate check`: whether the provider's endpoints can be known as a sign-in
+/// would learn them, with a client like the façade's (no redirects). Fetches the
+/// discovery document unless both main endpoints are configured. The answer says
+/// which; the error names `authorization_server.provider.issuer`.
+pub(crate) async fn check(provider: &ProviderConfig) -> Result<String, ConfigError> {
+    let configured = provider.authorization_endpoint.is_some() && provider.token_endpoint.is_some();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    Discovery::default()
+        .endpoints(&http, provider)
+        .await
+        .map_err(|error| ConfigError::Invalid {
+            key: "authorization_server.provider.issuer".into(),
+            message: format!("the identity provider cannot be reached: {error}"),
+        })?;
+    let issuer = provider.issuer.as_str().trim_end_matches('/');
+    Ok(if configured {
+        format!("identity provider {issuer} (endpoints configured)")
+    } else {
+        format!("identity provider {issuer} (discovery document read)")
+    })
 }
 
 async fn discover(

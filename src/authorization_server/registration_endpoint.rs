@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::clients::{Client, ClientKind};
+use super::events::{Event, Peer, name};
 use super::random::random_id;
 use super::registration::metadata::{self, Registration};
 use super::settings::Facade;
@@ -35,8 +36,12 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
             peer.ip()
         });
+    let refused = |error: &'static str, reason: &str| refused_record(peer, error, reason);
     if let Err(wait) = facade.registrations.check(peer, config.per_ip_per_minute) {
         tracing::warn!(%peer, "client registration refused: too many from this address");
+        facade
+            .audit(refused("too_many_requests", "too many from this address"))
+            .await;
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -52,6 +57,12 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         && !bearer_matches(request.headers(), expected.expose())
     {
         tracing::warn!(%peer, "client registration refused: no or a wrong initial access token");
+        facade
+            .audit(refused(
+                "invalid_token",
+                "no or a wrong initial access token",
+            ))
+            .await;
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -64,6 +75,9 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         return response;
     }
     let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
+        facade
+            .audit(refused("invalid_client_metadata", "larger than 16 KiB"))
+            .await;
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_client_metadata",
@@ -74,6 +88,8 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         Ok(registration) => registration,
         Err(refused) => {
             tracing::info!(%peer, "client registration refused: {refused}");
+            let record = refused_record(peer, refused.code, &refused.description);
+            facade.audit(record).await;
             return error(StatusCode::BAD_REQUEST, refused.code, &refused.description);
         }
     };
@@ -92,23 +108,24 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
         None => None,
     };
     let client_id = random_id();
-    let stored = facade
-        .registered
-        .insert(Client {
-            client_id: client_id.clone(),
-            client_name: registration.client_name.clone(),
-            redirect_uris: registration.redirect_uris.clone(),
-            kind: ClientKind::Registered,
-            secret_hash,
-        })
-        .await;
-    if stored.is_err() {
+    let client = Client {
+        client_id: client_id.clone(),
+        client_name: registration.client_name.clone(),
+        redirect_uris: registration.redirect_uris.clone(),
+        kind: ClientKind::Registered,
+        secret_hash,
+    };
+    let registered = Event::new(name::CLIENT_REGISTERED)
+        .client(&client)
+        .peer(Peer(Some(peer)));
+    if facade.registered.insert(client).await.is_err() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "the client could not be registered; try again in a moment",
         );
     }
+    facade.audit(registered).await;
     tracing::info!(
         %peer,
         client_id,
@@ -118,6 +135,14 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
     );
     let body = response_body(&client_id, secret.as_deref(), &registration);
     json_response(StatusCode::CREATED, &body)
+}
+
+/// The record of a refused registration.
+fn refused_record(peer: IpAddr, error: &'static str, reason: &str) -> Event {
+    Event::new(name::REGISTRATION_REFUSED)
+        .peer(Peer(Some(peer)))
+        .error(error)
+        .reason(reason)
 }
 
 /// Whether `Authorization: Bearer <token>` carries `expected`. The digests are

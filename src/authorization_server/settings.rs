@@ -8,6 +8,7 @@ use url::Url;
 
 use super::authorize::PageError;
 use super::clients::{Client, ConfiguredClients};
+use super::events::Event;
 use super::grants::Grants;
 use super::id_token::ProviderKeys;
 use super::metadata::{AuthorizationServerMetadata, Endpoints};
@@ -20,6 +21,7 @@ use super::scope_limit::ScopeLimit;
 use super::secret::SecretKey;
 use super::shared::{SharedState, Unavailable};
 use super::signing::SigningKeys;
+use crate::audit::AuditLog;
 use crate::auth::Principal;
 use crate::config::{
     AuthorizationServerConfig, Config, ConfigError, ProviderAuthMethod, ProviderConfig,
@@ -226,6 +228,8 @@ pub(crate) struct Facade {
     pub(crate) registered: RegisteredClients,
     /// Registrations per client address.
     pub(crate) registrations: PerIpLimit,
+    /// Where each step is recorded (the server's audit log).
+    audit: AuditLog,
 }
 
 impl Facade {
@@ -235,7 +239,11 @@ impl Facade {
     ///
     /// With `redis` (the session store's connection), the state lives there, sealed
     /// with the first settings' key (`secret_key` changes need a restart).
-    pub(crate) fn new(settings: Arc<Settings>, redis: Option<SharedRedis>) -> Arc<Self> {
+    pub(crate) fn new(
+        settings: Arc<Settings>,
+        redis: Option<SharedRedis>,
+        audit: AuditLog,
+    ) -> Arc<Self> {
         let shared = redis.map(|redis| SharedState::new(redis, settings.key.sealer()));
         let pending = PendingStore::new(settings.config.pending_ttl, shared.clone());
         let grants = Grants::new(
@@ -265,7 +273,14 @@ impl Facade {
             fetcher,
             registered,
             registrations: PerIpLimit::default(),
+            audit,
         })
+    }
+
+    /// Counts the event and writes its audit record (waiting, never dropping it,
+    /// when the log is behind).
+    pub(crate) async fn audit(&self, event: Event) {
+        self.audit.facade(event.finish()).await;
     }
 
     /// A client by id: configured, then registered, then (for a URL) by its
@@ -358,7 +373,7 @@ authorization_server:
 
     #[tokio::test]
     async fn a_reload_forgets_fetched_documents_but_keeps_registered_clients() {
-        let facade = Facade::new(settings(CONFIG).unwrap(), None);
+        let facade = Facade::new(settings(CONFIG).unwrap(), None, AuditLog::disabled());
         let client = |id: &str, kind| Client {
             client_id: id.into(),
             client_name: None,

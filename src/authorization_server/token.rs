@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::authorize::{PageError, Params};
 use super::clients::Client;
+use super::events::{Event, Peer, name, why};
 use super::grants::{Grant, GrantError};
 use super::random::random_id;
 use super::settings::{Facade, Settings};
@@ -237,10 +238,11 @@ pub(crate) async fn token(
     facade: &Facade,
     headers: &HeaderMap,
     body: &str,
+    peer: Peer,
 ) -> Result<TokenResponse, TokenError> {
     let settings = facade.settings();
     let params = Params::from_query(body);
-    let (caller, _client) = authenticate(facade, &settings, headers, &params).await?;
+    let (caller, client) = authenticate(facade, &settings, headers, &params).await?;
     let one = |name: &'static str| {
         params.single(name).map_err(|name| {
             TokenError::new(
@@ -258,25 +260,50 @@ pub(crate) async fn token(
                 TokenError::new("invalid_request", "code_verifier is required (PKCE)")
             })?;
             let redirect_uri = one("redirect_uri")?;
-            let grant = facade
+            let redeemed = facade
                 .grants
                 .redeem_code(code, &caller.client_id, redirect_uri, verifier, resource)
-                .await?
-                .inspect_err(
-                    |error| tracing::warn!(client_id = %caller.client_id, "code refused: {error}"),
-                )?;
+                .await?;
+            let grant = match redeemed {
+                Ok(grant) => grant,
+                Err(error) => {
+                    tracing::warn!(client_id = %caller.client_id, "code refused: {error}");
+                    if error == GrantError::CodeReplayed {
+                        let grant_id = facade.grants.grant_of_used_code(code).await?;
+                        replayed(facade, &client, peer, grant_id, name::CODE_REPLAYED).await;
+                    }
+                    return Err(error.into());
+                }
+            };
+            let redeemed = Event::new(name::CODE_REDEEMED)
+                .client(&client)
+                .grant(&grant);
+            facade.audit(redeemed.peer(peer)).await;
             let refresh = facade.grants.issue_refresh_token(&grant).await?;
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens issued");
-            issue(&settings, &grant, &grant.scopes, refresh)
+            let answer = issue(&settings, &grant, &grant.scopes, refresh)?;
+            let issued = Event::new(name::TOKEN_ISSUED).client(&client).grant(&grant);
+            facade.audit(issued.peer(peer)).await;
+            Ok(answer)
         }
         Some("refresh_token") => {
             let token = one("refresh_token")?
                 .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
-            let (grant, refresh) = facade
+            let rotated = facade
                 .grants
                 .rotate_refresh_token(token, &caller.client_id)
-                .await?
-                .inspect_err(|error| tracing::warn!(client_id = %caller.client_id, "refresh refused: {error}"))?;
+                .await?;
+            let (grant, refresh) = match rotated {
+                Ok(rotated) => rotated,
+                Err(error) => {
+                    tracing::warn!(client_id = %caller.client_id, "refresh refused: {error}");
+                    if error == GrantError::RefreshTokenReused {
+                        let grant_id = facade.grants.grant_of_rotated_token(token).await?;
+                        replayed(facade, &client, peer, grant_id, name::REFRESH_TOKEN_REUSED).await;
+                    }
+                    return Err(error.into());
+                }
+            };
             if resource.is_some_and(|resource| resource != grant.resource) {
                 return Err(TokenError::new(
                     "invalid_target",
@@ -304,7 +331,13 @@ pub(crate) async fn token(
                 }
             };
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens refreshed");
-            issue(&settings, &grant, &scopes, refresh)
+            let answer = issue(&settings, &grant, &scopes, refresh)?;
+            let refreshed = Event::new(name::TOKEN_REFRESHED)
+                .client(&client)
+                .grant(&grant)
+                .scopes(&scopes);
+            facade.audit(refreshed.peer(peer)).await;
+            Ok(answer)
         }
         Some(other) => Err(TokenError::new(
             "unsupported_grant_type",
@@ -315,6 +348,32 @@ pub(crate) async fn token(
         )),
         None => Err(TokenError::new("invalid_request", "grant_type is required")),
     }
+}
+
+/// A spent code or refresh token came again: the event, and the grant it ended.
+async fn replayed(
+    facade: &Facade,
+    client: &Client,
+    peer: Peer,
+    grant_id: Option<String>,
+    event: &'static str,
+) {
+    let reason = if event == name::CODE_REPLAYED {
+        why::CODE_REPLAY
+    } else {
+        why::REFRESH_REUSE
+    };
+    let replay = Event::new(event)
+        .client(client)
+        .grant_id(grant_id.clone())
+        .peer(peer);
+    facade.audit(replay).await;
+    let revoked = Event::new(name::GRANT_REVOKED)
+        .client(client)
+        .grant_id(grant_id)
+        .peer(peer)
+        .reason(reason);
+    facade.audit(revoked).await;
 }
 
 fn issue(
@@ -364,10 +423,11 @@ pub(crate) async fn revoke(
     facade: &Facade,
     headers: &HeaderMap,
     body: &str,
+    peer: Peer,
 ) -> Result<(), TokenError> {
     let settings = facade.settings();
     let params = Params::from_query(body);
-    let (caller, _client) = authenticate(facade, &settings, headers, &params).await?;
+    let (caller, client) = authenticate(facade, &settings, headers, &params).await?;
     let token = params
         .single("token")
         .map_err(|name| {
@@ -388,8 +448,27 @@ pub(crate) async fn revoke(
     if let Some(grant) = grant.filter(|grant| grant.client_id == caller.client_id) {
         facade.grants.revoke(&grant.id).await?;
         tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "grant revoked by the client");
+        let revoked = Event::new(name::GRANT_REVOKED)
+            .client(&client)
+            .grant(&grant)
+            .peer(peer)
+            .reason(why::CLIENT);
+        facade.audit(revoked).await;
     }
     Ok(())
+}
+
+/// The client a token or revocation request names (Basic credentials, else the
+/// form), unauthenticated: for the record of a refusal.
+pub(crate) fn named_client(headers: &HeaderMap, body: &str) -> Option<String> {
+    if let Ok(Some((id, _))) = basic_credentials(headers) {
+        return Some(id);
+    }
+    Params::from_query(body)
+        .single("client_id")
+        .ok()
+        .flatten()
+        .map(str::to_owned)
 }
 
 /// The `gid` of one of our access tokens, verified with our keys (expiry aside:
@@ -477,7 +556,7 @@ mod flow_tests {
             .unwrap()
             .unwrap();
         Setup {
-            facade: Facade::new(Arc::new(settings), None),
+            facade: Facade::new(Arc::new(settings), None, crate::audit::AuditLog::disabled()),
             auth,
             resource: "https://mcp.example.com/mcp".into(),
         }
@@ -528,7 +607,7 @@ mod flow_tests {
             ("client_id", "tool"),
             ("resource", &setup.resource),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         assert_eq!(answer.scope, "mcp:read mcp:write");
@@ -550,6 +629,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&answer.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -558,6 +638,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&answer.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap_err();
@@ -572,6 +653,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &refresh(&refreshed.refresh_token),
+            Peer::default(),
         )
         .await
         .unwrap_err();
@@ -587,7 +669,7 @@ mod flow_tests {
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         assert!(verify(&setup, &answer.access_token).await.is_ok());
@@ -595,6 +677,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &form(&[("token", &answer.access_token), ("client_id", "tool")]),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -607,6 +690,7 @@ mod flow_tests {
             &setup.facade,
             &HeaderMap::new(),
             &form(&[("token", "nonsense"), ("client_id", "tool")]),
+            Peer::default(),
         )
         .await
         .unwrap();
@@ -671,9 +755,14 @@ mod flow_tests {
             ),
         ];
         for (fields, expected) in cases {
-            let error = token(&setup.facade, &HeaderMap::new(), &form(&fields))
-                .await
-                .unwrap_err();
+            let error = token(
+                &setup.facade,
+                &HeaderMap::new(),
+                &form(&fields),
+                Peer::default(),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(error.error, expected, "{fields:?}");
         }
         // None of those spent the good code.
@@ -683,9 +772,13 @@ mod flow_tests {
             ("code", &good_code),
             ("code_verifier", VERIFIER),
         ]);
-        assert!(token(&setup.facade, &HeaderMap::new(), &body).await.is_ok());
+        assert!(
+            token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
+                .await
+                .is_ok()
+        );
         // The same code again: refused, and its grant's tokens are dead.
-        let error = token(&setup.facade, &HeaderMap::new(), &body)
+        let error = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap_err();
         assert_eq!(error.error, "invalid_grant");
@@ -701,7 +794,7 @@ mod flow_tests {
             ("refresh_token", "r"),
         ]);
         assert_eq!(
-            token(&setup.facade, &headers, &both)
+            token(&setup.facade, &headers, &both, Peer::default())
                 .await
                 .unwrap_err()
                 .error,
@@ -718,7 +811,7 @@ mod flow_tests {
             ("code_verifier", VERIFIER),
             ("client_id", "tool"),
         ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body)
+        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
             .await
             .unwrap();
         // Our key signs only our issuer's tokens: a token naming another issuer but

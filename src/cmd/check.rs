@@ -11,6 +11,12 @@ pub(crate) async fn check(args: ConfigArg) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     init_quiet_logging(&config.log);
     let (gateway, _) = build_gateway(config).await?;
+    let facade = gateway
+        .check_identity_provider()
+        .await?
+        .map_or_else(String::new, |provider| {
+            format!("; authorization server: {provider}")
+        });
     let config = &gateway.config;
     let upstream = config
         .upstream
@@ -40,7 +46,7 @@ pub(crate) async fn check(args: ConfigArg) -> anyhow::Result<()> {
         None => String::new(),
     };
     println!(
-        "ok: MCP endpoint {} -> {upstream}{tools}; {protection}",
+        "ok: MCP endpoint {} -> {upstream}{tools}; {protection}{facade}",
         config.public_url()
     );
     Ok(())

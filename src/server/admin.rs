@@ -6,7 +6,9 @@
 //! and scrapes need no token and are never exposed where clients connect.
 //!
 //! `/explain` takes a token and tells what it grants, so it answers loopback peers
-//! only, even when the listener is bound wider for scrapes.
+//! only, even when the listener is bound wider for scrapes. So do the
+//! authorization-server routes (`/authorization-server/clients`, `…/grants`,
+//! `…/grants/revoke`): they name users and end their grants.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
@@ -22,6 +24,8 @@ use serde_json::json;
 use url::{Host, Url};
 
 use super::AppState;
+use crate::authorization_server::admin::{AdminError, Selector};
+use crate::authorization_server::{self, Facade};
 use crate::gateway::Gateway;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
@@ -36,6 +40,8 @@ pub struct Admin {
     pub(crate) gateway: Arc<ArcSwap<Gateway>>,
     /// `None`: no store to probe (a gateway served on its own, as in tests).
     pub sessions: Option<Arc<Sessions>>,
+    /// The authorization-server façade, when configured.
+    pub(crate) facade: Option<Arc<Facade>>,
 }
 
 impl From<Arc<ArcSwap<Gateway>>> for Admin {
@@ -43,6 +49,7 @@ impl From<Arc<ArcSwap<Gateway>>> for Admin {
         Self {
             gateway,
             sessions: None,
+            facade: None,
         }
     }
 }
@@ -52,6 +59,7 @@ impl From<&AppState> for Admin {
         Self {
             gateway: Arc::clone(&state.gateway),
             sessions: Some(Arc::clone(&state.sessions)),
+            facade: state.facade.clone(),
         }
     }
 }
@@ -63,6 +71,9 @@ pub fn router(admin: impl Into<Admin>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/explain", post(explain))
+        .route("/authorization-server/clients", get(facade_clients))
+        .route("/authorization-server/grants", get(facade_grants))
+        .route("/authorization-server/grants/revoke", post(facade_revoke))
         .fallback(not_found)
         .with_state(admin.into())
 }
@@ -198,6 +209,87 @@ async fn explain(State(admin): State<Admin>, request: Request) -> Response {
     match crate::explain::explain(&gateway, &body.token, &question).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(error) => bad_request(&error.to_string()),
+    }
+}
+
+/// Loopback peers only, and only with the façade configured; else the answer.
+fn facade_of(
+    admin: &Admin,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> Result<Arc<Facade>, Box<Response>> {
+    if !peer.is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback()) {
+        return Err(Box::new(crate::edge::json::json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "/authorization-server answers loopback clients only",
+        )));
+    }
+    admin.facade.clone().ok_or_else(|| {
+        Box::new(crate::edge::json::json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "authorization_server is not configured",
+        ))
+    })
+}
+
+fn peer_of(request: &Request) -> Option<&ConnectInfo<SocketAddr>> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>()
+}
+
+fn admin_refusal(error: &AdminError) -> Response {
+    crate::edge::json::json_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        &error.to_string(),
+    )
+}
+
+async fn facade_clients(State(admin): State<Admin>, request: Request) -> Response {
+    match facade_of(&admin, peer_of(&request)) {
+        Ok(facade) => axum::Json(authorization_server::admin::clients(&facade)).into_response(),
+        Err(response) => *response,
+    }
+}
+
+async fn facade_grants(State(admin): State<Admin>, request: Request) -> Response {
+    let facade = match facade_of(&admin, peer_of(&request)) {
+        Ok(facade) => facade,
+        Err(response) => return *response,
+    };
+    let Ok(Query(selector)) = Query::<Selector>::try_from_uri(request.uri()) else {
+        return admin_refusal(&AdminError::Malformed(
+            "the parameters subject and client_id",
+        ));
+    };
+    match authorization_server::admin::grants(&facade, &selector) {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => admin_refusal(&error),
+    }
+}
+
+/// Largest revocation body: one id or name.
+const MAX_REVOKE_BYTES: usize = 16 * 1024;
+
+async fn facade_revoke(State(admin): State<Admin>, request: Request) -> Response {
+    let facade = match facade_of(&admin, peer_of(&request)) {
+        Ok(facade) => facade,
+        Err(response) => return *response,
+    };
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), MAX_REVOKE_BYTES).await else {
+        return admin_refusal(&AdminError::Malformed("a body of at most 16 KiB"));
+    };
+    let Some(selector) = crate::json::from_slice(&bytes)
+        .ok()
+        .and_then(|value| serde_json::from_value::<Selector>(value).ok())
+    else {
+        return admin_refusal(&AdminError::Malformed(
+            "a JSON object: {\"grant_id\"}, {\"subject\"} or {\"client_id\"}",
+        ));
+    };
+    match authorization_server::admin::revoke(&facade, &selector).await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => admin_refusal(&error),
     }
 }
 

@@ -65,7 +65,7 @@ impl AppState {
         let facade = gateway
             .authorization_server
             .clone()
-            .map(|settings| Facade::new(settings, redis));
+            .map(|settings| Facade::new(settings, redis, audit.clone()));
         Self {
             facade,
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),

@@ -35,6 +35,7 @@ pub fn known_labels() -> KnownLabels {
         methods: CLIENT_REQUESTS,
         auth_reasons: AuthError::reasons(),
         upstream_errors: &FailureKind::LABELS,
+        authorization_server_events: crate::authorization_server::events::EVENTS,
     }
 }
 

@@ -174,3 +174,65 @@ async fn http2_needs_no_host_when_the_authority_names_the_target() {
     assert!(headers.get(header::CONNECTION).is_none());
     assert_eq!(body["error"], "invalid_request");
 }
+
+/// The façade in front of a provider whose endpoints are given (nothing fetched).
+const FACADE: &str = "server: { listen: 127.0.0.1:5025 }\n\
+upstream: { url: http://127.0.0.1:9/mcp }\n\
+auth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n    jwks:\n      \
+- { secret: a-development-secret-of-at-least-32-bytes!, header_key_id: dev }\n\
+authorization_server:\n  provider:\n    issuer: https://idp.test\n    \
+authorization_endpoint: https://idp.test/authorize\n    token_endpoint: https://idp.test/token\n    \
+client_id: mcpgate-at-idp\n    client_secret: s3cret\n";
+
+/// Status and JSON body of `request` from `peer` on the admin router of `yaml`.
+async fn admin_send(yaml: &str, mut request: Request<Body>, peer: &str) -> (StatusCode, Value) {
+    let config = config::load_from_str(yaml).expect("test config parses");
+    let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
+    let gateway = Gateway::build(config, &reqwest::Client::new())
+        .await
+        .expect("the gateway builds offline");
+    let (_stop, stopped) = watch::channel(false);
+    let state = AppState::new(
+        gateway,
+        sessions,
+        AuditLog::disabled(),
+        Traces::default(),
+        stopped,
+    );
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let admin = super::admin::router(super::admin::Admin::from(&state));
+    let response = admin.oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn the_authorization_server_admin_routes_answer_loopback_only_and_only_with_the_facade() {
+    let revoke = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/authorization-server/grants/revoke")
+            .body(Body::from(r#"{"subject":"alice"}"#))
+            .unwrap()
+    };
+    let (status, body) = admin_send(FACADE, revoke(), "10.0.0.7:40000").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"], "forbidden");
+    let clients = request(Method::GET, "/authorization-server/clients", &[]);
+    let (status, _) = admin_send(FACADE, clients, "192.168.1.2:40000").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, body) = admin_send(FACADE, revoke(), "127.0.0.1:40000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"revoked": []}));
+    let (status, _) = admin_send(OAUTH, revoke(), "127.0.0.1:40000").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unknown = request(Method::GET, "/authorization-server/grants?user=alice", &[]);
+    let (status, body) = admin_send(FACADE, unknown, "[::1]:40000").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+}

@@ -39,6 +39,8 @@ pub struct KnownLabels {
     pub auth_reasons: &'static [&'static str],
     /// The ways an upstream fails to give a usable answer (`upstream_errors{kind}`).
     pub upstream_errors: &'static [&'static str],
+    /// The authorization-server façade's audit events (`authorization_server_events{event}`).
+    pub authorization_server_events: &'static [&'static str],
 }
 
 impl KnownLabels {
@@ -47,6 +49,7 @@ impl KnownLabels {
         methods: &[],
         auth_reasons: &[],
         upstream_errors: &[],
+        authorization_server_events: &[],
     };
 }
 
@@ -129,6 +132,11 @@ struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -172,6 +180,7 @@ pub struct Metrics {
     audit_records: Counter,
     audit_write_errors: Counter,
     session_store_errors: Counter,
+    authorization_server_events: Family<EventLabel, Counter>,
     known: OnceLock<KnownLabels>,
 }
 
@@ -286,6 +295,12 @@ impl Metrics {
             "Session store operations (open, look-up, close) that failed: the store did not answer",
             session_store_errors.clone(),
         );
+        let authorization_server_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "authorization_server_events",
+            "Steps and refusals of the authorization-server facade, one per audit record",
+            authorization_server_events.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -316,6 +331,7 @@ impl Metrics {
             audit_records,
             audit_write_errors,
             session_store_errors,
+            authorization_server_events,
             known: OnceLock::new(),
         }
     }
@@ -392,6 +408,14 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |since| since.as_secs_f64());
         self.last_reload_success.set(now);
+    }
+
+    /// One step or refusal of the authorization-server façade.
+    pub fn authorization_server_event(&self, event: &str) {
+        let event = label_in(event, self.known().authorization_server_events);
+        self.authorization_server_events
+            .get_or_create(&EventLabel { event })
+            .inc();
     }
 
     /// Audit records written, and failures to write them.
@@ -638,6 +662,7 @@ mod tests {
         methods: &["tools/call", "server/discover", "subscriptions/listen"],
         auth_reasons: &["expired", "missing"],
         upstream_errors: &["timeout", "unreachable"],
+        authorization_server_events: &["token_issued", "grant_revoked"],
     };
 
     fn known_metrics() -> Metrics {
@@ -721,6 +746,9 @@ mod tests {
         metrics.introspection_request(IntrospectionResult::Inactive);
         metrics.jwks_fetch("auth.oauth.jwks[0]", true);
         metrics.session_store_error();
+        metrics.authorization_server_event("token_issued");
+        metrics.authorization_server_event("token_issued");
+        metrics.authorization_server_event("not-an-event");
         let text = metrics.encode();
         for (series, expected) in [
             (r#"mcpgate_upstream_errors_total{kind="timeout"}"#, 1.0),
@@ -729,6 +757,14 @@ mod tests {
             ("mcpgate_audit_records_total", 3.0),
             ("mcpgate_audit_write_errors_total", 1.0),
             ("mcpgate_session_store_errors_total", 1.0),
+            (
+                r#"mcpgate_authorization_server_events_total{event="token_issued"}"#,
+                2.0,
+            ),
+            (
+                r#"mcpgate_authorization_server_events_total{event="other"}"#,
+                1.0,
+            ),
             (
                 r#"mcpgate_token_cache_total{cache="api_key",result="hit"}"#,
                 1.0,

@@ -85,6 +85,11 @@ impl<T: Send + Sync + 'static> DocumentCache<T> {
             .await
     }
 
+    /// Every remembered outcome (the admin listing).
+    pub(crate) fn outcomes(&self) -> Vec<Arc<Entry<T>>> {
+        self.entries.iter().map(|(_, entry)| entry).collect()
+    }
+
     /// Forgets everything (on reload: the rules the outcomes were made under changed).
     pub(crate) fn clear(&self) {
         self.entries.invalidate_all();

@@ -30,6 +30,15 @@ const MAX_MAX_BYTES: usize = 1024 * 1024;
 /// The outcomes the façade remembers across requests (and reloads, until cleared).
 pub(crate) type Documents = DocumentCache<Result<Client, CimdError>>;
 
+/// The clients whose documents were fetched and usable, while remembered.
+pub(crate) fn usable_clients(documents: &Documents) -> Vec<Client> {
+    documents
+        .outcomes()
+        .iter()
+        .filter_map(|entry| entry.outcome.as_ref().ok().cloned())
+        .collect()
+}
+
 /// Why a metadata document client cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum CimdError {

@@ -52,6 +52,20 @@ impl RegisteredClients {
         }
     }
 
+    /// Every registered client (the admin listing; a listing is not use). `None`
+    /// with Redis: its clients are not enumerated (that would be a key scan).
+    pub(crate) fn list(&self) -> Option<Vec<Client>> {
+        match self {
+            Self::Memory(clients) => Some(
+                clients
+                    .iter()
+                    .map(|(_, client)| (*client).clone())
+                    .collect(),
+            ),
+            Self::Redis { .. } => None,
+        }
+    }
+
     /// A lookup counts as use.
     pub(crate) async fn get(&self, client_id: &str) -> Result<Option<Client>, Unavailable> {
         match self {
