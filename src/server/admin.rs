@@ -238,11 +238,11 @@ fn peer_of(request: &Request) -> Option<&ConnectInfo<SocketAddr>> {
 }
 
 fn admin_refusal(error: &AdminError) -> Response {
-    crate::edge::json::json_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        &error.to_string(),
-    )
+    let (status, code) = match error {
+        AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        _ => (StatusCode::BAD_REQUEST, "invalid_request"),
+    };
+    crate::edge::json::json_error(status, code, &error.to_string())
 }
 
 async fn facade_clients(State(admin): State<Admin>, request: Request) -> Response {
