@@ -794,20 +794,7 @@ async fn a_replayed_code_and_a_reused_refresh_token_end_the_grant() {
     let upstream = Upstream::start().await;
     let provider = FakeProvider::start().await;
     let gateway = Gateway::start(&provider_config(&upstream, &provider)).await;
-    let at = to_provider(&gateway).await;
-    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
-    let code = query(&location(&back), "code").unwrap();
-    let redeem = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("code_verifier", VERIFIER),
-        ("client_id", "tool"),
-    ];
-    let tokens: Value = post_form(&gateway, "/oauth/token", &redeem)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, tokens) = tokens_for(&gateway, &provider, "alice@idp").await;
     let first_access = tokens["access_token"].as_str().unwrap().to_owned();
     let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
@@ -834,22 +821,15 @@ async fn a_replayed_code_and_a_reused_refresh_token_end_the_grant() {
     }
 
     // A second grant: its code replayed revokes its tokens the same way.
-    let at = to_provider(&gateway).await;
-    let back = sign_in_as(&gateway, &provider, &at, "alice@idp", &at.cookie).await;
-    let code = query(&location(&back), "code").unwrap();
+    let (code, tokens) = tokens_for(&gateway, &provider, "alice@idp").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(gateway.post(Some(&access)).await.status(), 200);
     let redeem = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("code_verifier", VERIFIER),
         ("client_id", "tool"),
     ];
-    let tokens: Value = post_form(&gateway, "/oauth/token", &redeem)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(gateway.post(Some(&access)).await.status(), 200);
     let replay = post_form(&gateway, "/oauth/token", &redeem).await;
     assert_eq!(replay.status(), 400);
     assert_eq!(gateway.post(Some(&access)).await.status(), 401);
@@ -998,23 +978,6 @@ fn operated_config(upstream: &Upstream, provider: &FakeProvider, admin_port: u16
             provider.issuer
         ))
         .build()
-}
-
-/// A completed sign-in of `subject` and the tokens its code was redeemed for.
-async fn tokens_for(gateway: &Gateway, provider: &FakeProvider, subject: &str) -> (String, Value) {
-    let at = to_provider(gateway).await;
-    let back = sign_in_as(gateway, provider, &at, subject, &at.cookie).await;
-    assert_eq!(back.status(), 303);
-    let code = query(&location(&back), "code").unwrap();
-    let redeem = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("code_verifier", VERIFIER),
-        ("client_id", "tool"),
-    ];
-    let answer = post_form(gateway, "/oauth/token", &redeem).await;
-    assert_eq!(answer.status(), 200);
-    (code, answer.json().await.unwrap())
 }
 
 /// The façade's audit records (those with an `event`), once `count` are written.

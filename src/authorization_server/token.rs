@@ -585,6 +585,19 @@ mod flow_tests {
         form.finish()
     }
 
+    /// A fresh code of `tool`'s, redeemed.
+    async fn redeemed(setup: &Setup) -> TokenResponse {
+        let body = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code(setup, "tool").await),
+            ("code_verifier", VERIFIER),
+            ("client_id", "tool"),
+        ]);
+        token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
+            .await
+            .unwrap()
+    }
+
     async fn verify(setup: &Setup, token: &str) -> Result<Arc<crate::auth::Principal>, AuthError> {
         let principal = setup
             .auth
@@ -663,15 +676,7 @@ mod flow_tests {
     #[tokio::test]
     async fn revocation_by_the_client_ends_the_grant() {
         let setup = setup().await;
-        let body = form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code(&setup, "tool").await),
-            ("code_verifier", VERIFIER),
-            ("client_id", "tool"),
-        ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
-            .await
-            .unwrap();
+        let answer = redeemed(&setup).await;
         assert!(verify(&setup, &answer.access_token).await.is_ok());
         revoke(
             &setup.facade,
@@ -805,15 +810,7 @@ mod flow_tests {
     #[tokio::test]
     async fn tokens_of_another_issuer_signed_with_our_key_are_not_ours() {
         let setup = setup().await;
-        let body = form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code(&setup, "tool").await),
-            ("code_verifier", VERIFIER),
-            ("client_id", "tool"),
-        ]);
-        let answer = token(&setup.facade, &HeaderMap::new(), &body, Peer::default())
-            .await
-            .unwrap();
+        let answer = redeemed(&setup).await;
         // Our key signs only our issuer's tokens: a token naming another issuer but
         // signed by the façade's key is refused.
         let settings = setup.facade.settings();

@@ -332,3 +332,24 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .find(|value| value.starts_with(&format!("{name}=")))
         .map(|value| value.split(';').next().unwrap().to_owned())
 }
+
+/// A completed sign-in of `subject` and the tokens its code was redeemed for.
+pub async fn tokens_for(
+    gateway: &Gateway,
+    provider: &FakeProvider,
+    subject: &str,
+) -> (String, Value) {
+    let at = to_provider(gateway).await;
+    let back = sign_in_as(gateway, provider, &at, subject, &at.cookie).await;
+    assert_eq!(back.status(), 303);
+    let code = query(&location(&back), "code").unwrap();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("client_id", "tool"),
+    ];
+    let answer = post_form(gateway, "/oauth/token", &redeem).await;
+    assert_eq!(answer.status(), 200);
+    (code, answer.json().await.unwrap())
+}
