@@ -82,6 +82,14 @@ impl ConfiguredClients {
                     invalid(&format!("redirect_uris[{position}]"), error.to_string())
                 })?;
             }
+            if let Some(hash) = &client.client_secret_hash {
+                crate::auth::api_keys::parse_hash(hash.expose()).map_err(|message| {
+                    invalid(
+                        "client_secret_hash",
+                        format!("{message} (make one with `mcpgate hash-key`)"),
+                    )
+                })?;
+            }
             let entry = Client {
                 client_id: client.client_id.clone(),
                 client_name: client.client_name.clone(),
@@ -161,5 +169,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("must not be a URL"), "{error}");
+        let mut with_bad_hash = config("tool", &["https://a.example/cb"]);
+        with_bad_hash.client_secret_hash = Some(crate::config::Secret::new("garbage"));
+        let error = ConfiguredClients::new(&[with_bad_hash], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("authorization_server.clients[0].client_secret_hash:"),
+            "{error}"
+        );
     }
 }

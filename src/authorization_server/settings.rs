@@ -251,8 +251,10 @@ impl Facade {
             settings.config.access_token_ttl,
             shared.clone(),
         );
+        // A User-Agent: GitHub's API refuses requests without one.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
         let registered = RegisteredClients::new(&settings.config.registration, shared);

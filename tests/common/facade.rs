@@ -195,6 +195,10 @@ impl FakeProvider {
                 "/userinfo",
                 get(|headers: HeaderMap| async move {
                     let bearer = headers.get("authorization").map(|v| v.to_str().unwrap());
+                    // As GitHub's API does: no User-Agent, no answer.
+                    if headers.get("user-agent").is_none() {
+                        return Err(http::StatusCode::FORBIDDEN);
+                    }
                     if bearer == Some("Bearer provider-access-token") {
                         Ok(axum::Json(json!({"id": 4242, "login": "alice"})))
                     } else {
