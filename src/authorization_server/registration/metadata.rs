@@ -101,12 +101,23 @@ pub(crate) fn parse(
         redirect_uri::check_registrable(uri, custom_schemes)
             .map_err(|error| invalid_redirect(format!("redirect_uris[{index}]: {error}")))?;
     }
-    let grant_types = one_of(
-        request.grant_types,
-        "grant_types",
-        &["authorization_code", "refresh_token"],
-        "authorization_code",
-    )?;
+    // Grant types mcpgate does not offer are dropped, not refused (RFC 7591 §3.2.1
+    // lets the server substitute values; the answer says what was registered):
+    // VS Code, for one, also asks for the device-code grant.
+    let grant_types: Vec<String> = match request.grant_types {
+        None => vec!["authorization_code".to_owned()],
+        Some(requested) => {
+            let mut kept: Vec<String> = Vec::new();
+            for grant in requested {
+                if ["authorization_code", "refresh_token"].contains(&grant.as_str())
+                    && !kept.contains(&grant)
+                {
+                    kept.push(grant);
+                }
+            }
+            kept
+        }
+    };
     if !grant_types
         .iter()
         .any(|grant| grant == "authorization_code")
@@ -240,12 +251,27 @@ mod tests {
     }
 
     #[test]
+    fn grant_types_mcpgate_does_not_offer_are_dropped() {
+        let registration = register(&json!({
+            "redirect_uris": ["http://127.0.0.1:33418/"],
+            "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .unwrap();
+        assert_eq!(
+            registration.grant_types,
+            ["authorization_code", "refresh_token"]
+        );
+    }
+
+    #[test]
     fn other_bad_metadata_is_invalid_client_metadata() {
         let uris = json!(["https://app.example/cb"]);
         for body in [
             json!({"redirect_uris": uris, "grant_types": ["client_credentials"]}),
             json!({"redirect_uris": uris, "grant_types": ["implicit"]}),
             json!({"redirect_uris": uris, "grant_types": ["refresh_token"]}),
+            json!({"redirect_uris": uris, "grant_types": ["refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]}),
             json!({"redirect_uris": uris, "grant_types": []}),
             json!({"redirect_uris": uris, "response_types": ["token"]}),
             json!({"redirect_uris": uris, "token_endpoint_auth_method": "private_key_jwt"}),
