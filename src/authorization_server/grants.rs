@@ -397,6 +397,42 @@ impl Grants {
         }
     }
 
+    /// Records a grant that has no code or refresh token (an ID-JAG's), so that
+    /// it can be listed and revoked while its access tokens live.
+    pub(crate) async fn record(&self, grant: Grant) -> Result<Arc<Grant>, Unavailable> {
+        match self {
+            Self::Memory(memory) => {
+                let grant = Arc::new(grant);
+                memory.grants.insert(grant.id.clone(), Arc::clone(&grant));
+                Ok(grant)
+            }
+            Self::Redis {
+                state, access_ttl, ..
+            } => {
+                state
+                    .put(&key("grant", &grant.id), &grant, *access_ttl)
+                    .await?;
+                Ok(Arc::new(grant))
+            }
+        }
+    }
+
+    /// Spends an identity assertion's `jti` (per issuer), remembered for `ttl`
+    /// (until the assertion expires): `false` when it was spent before, on
+    /// whichever replica.
+    pub(crate) async fn spend_assertion(
+        &self,
+        issuer: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<bool, Unavailable> {
+        let spent = key("assertion", &digest(&format!("{issuer} {jti}")));
+        match self {
+            Self::Memory(memory) => Ok(memory.assertions.entry(spent).or_insert(()).is_fresh()),
+            Self::Redis { state, .. } => state.claim(&spent, ttl).await,
+        }
+    }
+
     /// Whether a grant was revoked (its access tokens are refused): one `EXISTS`
     /// with Redis, so a revocation on another replica counts at once.
     pub(crate) async fn is_revoked(&self, grant_id: &str) -> Result<bool, Unavailable> {
@@ -419,6 +455,8 @@ pub(crate) struct Memory {
     rotated: Cache<String, String>,
     /// Revoked grant ids, kept while an access token of theirs could still be valid.
     revoked: Cache<String, ()>,
+    /// Spent identity assertions, kept while they could still be valid.
+    assertions: Cache<String, ()>,
 }
 
 impl Memory {
@@ -433,6 +471,9 @@ impl Memory {
             refresh: expiring(refresh_ttl),
             rotated: expiring(refresh_ttl),
             revoked: expiring(revocation_memory(access_ttl)),
+            assertions: expiring(Duration::from_secs(
+                super::id_jag::MAX_LIFETIME_SECS + 2 * super::id_jag::LEEWAY_SECS,
+            )),
         }
     }
 
@@ -799,5 +840,19 @@ mod tests {
             grants.rotate_refresh_token(&token, "c").unwrap_err(),
             GrantError::UnknownRefreshToken
         );
+    }
+
+    #[tokio::test]
+    async fn an_assertion_is_spent_once_per_issuer() {
+        let grants = Grants::new(Duration::from_secs(60), Duration::from_secs(60), None);
+        let ttl = Duration::from_secs(60);
+        assert!(grants.spend_assertion("https://a", "j", ttl).await.unwrap());
+        assert!(!grants.spend_assertion("https://a", "j", ttl).await.unwrap());
+        assert!(grants.spend_assertion("https://b", "j", ttl).await.unwrap());
+        assert!(grants.spend_assertion("https://a", "k", ttl).await.unwrap());
+        let grant = grants.record(grant()).await.unwrap();
+        assert_eq!(grants.get(&grant.id).await.unwrap(), Some(grant.clone()));
+        grants.revoke(&grant.id).await.unwrap();
+        assert!(grants.is_revoked(&grant.id).await.unwrap());
     }
 }
