@@ -39,7 +39,7 @@ fn config(upstream: &Upstream, provider: &FakeProvider) -> String {
         .build()
 }
 
-fn claims(gateway: &Gateway, provider: &FakeProvider, jti: &str) -> Value {
+pub fn claims(gateway: &Gateway, provider: &FakeProvider, jti: &str) -> Value {
     let now = now();
     json!({
         "iss": provider.issuer,
@@ -55,7 +55,7 @@ fn claims(gateway: &Gateway, provider: &FakeProvider, jti: &str) -> Value {
 }
 
 /// Signed as the identity provider signs ID-JAGs (its key `rsa-1`).
-fn id_jag(claims: &Value) -> String {
+pub fn id_jag(claims: &Value) -> String {
     let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
     header.kid = Some("rsa-1".into());
     header.typ = Some("oauth-id-jag+jwt".into());
@@ -230,4 +230,39 @@ async fn audit_events(gateway: &Gateway, count: usize) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("fewer than {count} façade audit records");
+}
+
+#[test]
+fn a_trusted_issuer_listed_twice_or_over_plain_http_exits_78() {
+    let provider = "authorization_server:
+  provider:
+    issuer: https://idp.test
+    authorization_endpoint: https://idp.test/authorize
+    token_endpoint: https://idp.test/token
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+  identity_assertion_issuers:
+    - issuer: https://corp.example
+      jwks_uri: https://corp.example/jwks";
+    let twice = format!(
+        "{provider}\n    - issuer: https://corp.example/\n      jwks_uri: https://corp.example/keys"
+    );
+    let plain = format!(
+        "{provider}\n    - issuer: https://other.example\n      jwks_uri: http://other.example/jwks"
+    );
+    for (more, key) in [
+        (twice, "identity_assertion_issuers[1].issuer"),
+        (plain, "identity_assertion_issuers[1].jwks_uri"),
+    ] {
+        let yaml = TestConfig::oauth("http://127.0.0.1:1/mcp")
+            .yaml(&more)
+            .build()
+            .replace("{port}", "5025");
+        let (code, _, stderr) = crate::common::check_config(&yaml, &[]);
+        assert_eq!(code, 78, "{stderr}");
+        assert!(
+            stderr.contains(&format!("config error: authorization_server.{key}:")),
+            "{stderr}"
+        );
+    }
 }
