@@ -12,8 +12,8 @@ use crate::common::{Gateway, Keys, Upstream, now};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-/// The façade with the fake provider trusted for ID-JAGs, two public clients,
-/// and audit records.
+/// The façade with the fake provider trusted for ID-JAGs (and an issuer whose
+/// keys cannot be fetched), two public clients, and audit records.
 fn config(upstream: &Upstream, provider: &FakeProvider) -> String {
     TestConfig::oauth(&upstream.url)
         .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
@@ -33,7 +33,9 @@ fn config(upstream: &Upstream, provider: &FakeProvider) -> String {
       redirect_uris: [\"http://127.0.0.1/callback\"]
   identity_assertion_issuers:
     - issuer: {issuer}
-      jwks_uri: {issuer}/jwks",
+      jwks_uri: {issuer}/jwks
+    - issuer: http://127.0.0.1:1
+      jwks_uri: http://127.0.0.1:1/jwks",
             issuer = provider.issuer
         ))
         .build()
@@ -209,6 +211,19 @@ async fn a_misdirected_foreign_or_stale_assertion_issues_nothing() {
         (400, Some("invalid_grant"))
     );
     assert_eq!(upstream.seen().len(), 0);
+
+    // A trusted issuer whose keys cannot be fetched: 503, nothing guessed.
+    let (status, error) = redeem(
+        &gateway,
+        "tool",
+        &id_jag(&with("iss", json!("http://127.0.0.1:1"))),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
 
     // None of the refusals spent the `jti` the good assertion carries.
     let (status, tokens) = redeem(&gateway, "tool", &id_jag(&good), &[]).await;

@@ -388,7 +388,13 @@ async fn redeem_assertion(
         .await
         .map_err(|error| {
             tracing::warn!("the identity assertion issuer's keys: {error}");
-            TokenError::from(Unavailable(error))
+            TokenError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: "the keys of the assertion's issuer cannot be fetched; try again"
+                    .into(),
+                basic_challenge: false,
+            }
         })?;
     let expected = id_jag::Expected {
         audience: &settings.endpoints.issuer,
