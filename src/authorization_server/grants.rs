@@ -42,6 +42,10 @@ pub(crate) struct Grant {
     pub(crate) scopes: Vec<String>,
     /// When the user signed in for it (seconds since the Unix epoch).
     pub(crate) created: u64,
+    /// Made for an identity assertion: no refresh token, so it lasts as long as
+    /// its one access token.
+    #[serde(default)]
+    pub(crate) by_assertion: bool,
 }
 
 impl Grant {
@@ -61,6 +65,7 @@ impl Grant {
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs()),
+            by_assertion: false,
         }
     }
 }
@@ -465,6 +470,7 @@ impl Memory {
             grants: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_idle(refresh_ttl)
+                .expire_after(AssertionGrants { access_ttl })
                 .build(),
             codes: expiring(CODE_TTL),
             used_codes: expiring(USED_CODE_MEMORY),
@@ -611,6 +617,22 @@ impl Memory {
     /// Whether a grant was revoked (its access tokens are refused).
     fn is_revoked(&self, grant_id: &str) -> bool {
         self.revoked.contains_key(grant_id)
+    }
+}
+
+/// An assertion's grant is forgotten with its access token (nothing can renew it).
+struct AssertionGrants {
+    access_ttl: Duration,
+}
+
+impl moka::Expiry<String, Arc<Grant>> for AssertionGrants {
+    fn expire_after_create(
+        &self,
+        _id: &String,
+        grant: &Arc<Grant>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        grant.by_assertion.then_some(self.access_ttl)
     }
 }
 
@@ -854,5 +876,18 @@ mod tests {
         assert_eq!(grants.get(&grant.id).await.unwrap(), Some(grant.clone()));
         grants.revoke(&grant.id).await.unwrap();
         assert!(grants.is_revoked(&grant.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_assertions_grant_is_forgotten_with_its_access_token() {
+        let grants = Grants::new(Duration::from_secs(60), Duration::from_millis(300), None);
+        let mut by_assertion = grant();
+        by_assertion.by_assertion = true;
+        let by_assertion = grants.record(by_assertion).await.unwrap();
+        let by_code = grants.record(grant()).await.unwrap();
+        assert!(grants.get(&by_assertion.id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(grants.get(&by_assertion.id).await.unwrap(), None);
+        assert_eq!(grants.get(&by_code.id).await.unwrap(), Some(by_code));
     }
 }

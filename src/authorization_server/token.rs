@@ -444,12 +444,13 @@ async fn redeem_assertion(
     {
         return Err(refused(AssertionError::Replayed));
     }
-    let grant = Grant::new(
+    let mut grant = Grant::new(
         client.client_id.clone(),
         verified.subject,
         verified.resource,
         scopes,
     );
+    grant.by_assertion = true;
     let grant = facade.grants.record(grant).await?;
     let redeemed = Event::new(name::ASSERTION_REDEEMED)
         .client(client)
