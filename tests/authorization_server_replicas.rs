@@ -43,15 +43,18 @@ fn replica_config(
   secret_key: {secret_key}
   signing_key_file: {key_file}
   provider:
-    issuer: {}
+    issuer: {issuer}
     client_id: mcpgate-at-idp
     client_secret: s3cret
     scopes: [openid]
   clients:
     - client_id: tool
       client_name: Tool
-      redirect_uris: [\"http://127.0.0.1/callback\"]",
-            provider.issuer
+      redirect_uris: [\"http://127.0.0.1/callback\"]
+  identity_assertion_issuers:
+    - issuer: {issuer}
+      jwks_uri: {issuer}/jwks",
+            issuer = provider.issuer
         ))
         .build()
 }
@@ -205,6 +208,31 @@ async fn a_code_replayed_on_the_other_replica_ends_the_grant() {
     assert_revoked(replicas.a.post(Some(&access)).await).await;
     assert_revoked(replicas.b.post(Some(&access)).await).await;
     assert_invalid_grant(refresh(&replicas.b, &refresh_token).await, "unknown").await;
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+/// An ID-JAG's `jti` is spent in Redis: redeemed on one replica, the same
+/// assertion is refused on the other, and the token works on both.
+#[tokio::test]
+async fn an_identity_assertion_redeemed_on_one_replica_is_refused_on_the_other() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let replicas = replicas(&upstream, &provider, &redis).await;
+    let claims = crate::authorization_server_id_jag::claims(&replicas.a, &provider, "jti-r");
+    let assertion = crate::authorization_server_id_jag::id_jag(&claims);
+    let fields = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+        ("assertion", assertion.as_str()),
+        ("client_id", "tool"),
+    ];
+    let redeem = |gateway| post_form(gateway, "/oauth/token", &fields);
+    let answer = redeem(&replicas.a).await;
+    assert_eq!(answer.status(), 200);
+    let tokens: Value = answer.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_invalid_grant(redeem(&replicas.b).await, "already used").await;
+    assert_eq!(replicas.b.post(Some(access)).await.status(), 200);
     assert_eq!(upstream.seen().len(), 1);
 }
 

@@ -24,6 +24,7 @@ mod audit_log;
 mod auth_jwt;
 mod authorization_server;
 mod authorization_server_clients;
+mod authorization_server_id_jag;
 mod authorization_server_replicas;
 mod cli;
 mod explain;

@@ -21,6 +21,7 @@ pub(crate) mod name {
     pub(crate) const CODE_ISSUED: &str = "code_issued";
     pub(crate) const CODE_REDEEMED: &str = "code_redeemed";
     pub(crate) const CODE_REPLAYED: &str = "code_replayed";
+    pub(crate) const ASSERTION_REDEEMED: &str = "assertion_redeemed";
     pub(crate) const TOKEN_ISSUED: &str = "token_issued";
     pub(crate) const TOKEN_REFRESHED: &str = "token_refreshed";
     pub(crate) const REFRESH_TOKEN_REUSED: &str = "refresh_token_reused";
@@ -41,6 +42,7 @@ pub(crate) const EVENTS: &[&str] = &[
     name::CODE_ISSUED,
     name::CODE_REDEEMED,
     name::CODE_REPLAYED,
+    name::ASSERTION_REDEEMED,
     name::TOKEN_ISSUED,
     name::TOKEN_REFRESHED,
     name::REFRESH_TOKEN_REUSED,

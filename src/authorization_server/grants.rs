@@ -42,6 +42,10 @@ pub(crate) struct Grant {
     pub(crate) scopes: Vec<String>,
     /// When the user signed in for it (seconds since the Unix epoch).
     pub(crate) created: u64,
+    /// Made for an identity assertion: no refresh token, so it lasts as long as
+    /// its one access token.
+    #[serde(default)]
+    pub(crate) by_assertion: bool,
 }
 
 impl Grant {
@@ -61,6 +65,7 @@ impl Grant {
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs()),
+            by_assertion: false,
         }
     }
 }
@@ -397,6 +402,42 @@ impl Grants {
         }
     }
 
+    /// Records a grant that has no code or refresh token (an ID-JAG's), so that
+    /// it can be listed and revoked while its access tokens live.
+    pub(crate) async fn record(&self, grant: Grant) -> Result<Arc<Grant>, Unavailable> {
+        match self {
+            Self::Memory(memory) => {
+                let grant = Arc::new(grant);
+                memory.grants.insert(grant.id.clone(), Arc::clone(&grant));
+                Ok(grant)
+            }
+            Self::Redis {
+                state, access_ttl, ..
+            } => {
+                state
+                    .put(&key("grant", &grant.id), &grant, *access_ttl)
+                    .await?;
+                Ok(Arc::new(grant))
+            }
+        }
+    }
+
+    /// Spends an identity assertion's `jti` (per issuer), remembered for `ttl`
+    /// (until the assertion expires): `false` when it was spent before, on
+    /// whichever replica.
+    pub(crate) async fn spend_assertion(
+        &self,
+        issuer: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<bool, Unavailable> {
+        let spent = key("assertion", &digest(&format!("{issuer} {jti}")));
+        match self {
+            Self::Memory(memory) => Ok(memory.assertions.entry(spent).or_insert(()).is_fresh()),
+            Self::Redis { state, .. } => state.claim(&spent, ttl).await,
+        }
+    }
+
     /// Whether a grant was revoked (its access tokens are refused): one `EXISTS`
     /// with Redis, so a revocation on another replica counts at once.
     pub(crate) async fn is_revoked(&self, grant_id: &str) -> Result<bool, Unavailable> {
@@ -419,6 +460,8 @@ pub(crate) struct Memory {
     rotated: Cache<String, String>,
     /// Revoked grant ids, kept while an access token of theirs could still be valid.
     revoked: Cache<String, ()>,
+    /// Spent identity assertions, kept while they could still be valid.
+    assertions: Cache<String, ()>,
 }
 
 impl Memory {
@@ -427,12 +470,16 @@ impl Memory {
             grants: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_idle(refresh_ttl)
+                .expire_after(AssertionGrants { access_ttl })
                 .build(),
             codes: expiring(CODE_TTL),
             used_codes: expiring(USED_CODE_MEMORY),
             refresh: expiring(refresh_ttl),
             rotated: expiring(refresh_ttl),
             revoked: expiring(revocation_memory(access_ttl)),
+            assertions: expiring(Duration::from_secs(
+                super::id_jag::MAX_LIFETIME_SECS + 2 * super::id_jag::LEEWAY_SECS,
+            )),
         }
     }
 
@@ -570,6 +617,22 @@ impl Memory {
     /// Whether a grant was revoked (its access tokens are refused).
     fn is_revoked(&self, grant_id: &str) -> bool {
         self.revoked.contains_key(grant_id)
+    }
+}
+
+/// An assertion's grant is forgotten with its access token (nothing can renew it).
+struct AssertionGrants {
+    access_ttl: Duration,
+}
+
+impl moka::Expiry<String, Arc<Grant>> for AssertionGrants {
+    fn expire_after_create(
+        &self,
+        _id: &String,
+        grant: &Arc<Grant>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        grant.by_assertion.then_some(self.access_ttl)
     }
 }
 
@@ -799,5 +862,32 @@ mod tests {
             grants.rotate_refresh_token(&token, "c").unwrap_err(),
             GrantError::UnknownRefreshToken
         );
+    }
+
+    #[tokio::test]
+    async fn an_assertion_is_spent_once_per_issuer() {
+        let grants = Grants::new(Duration::from_secs(60), Duration::from_secs(60), None);
+        let ttl = Duration::from_secs(60);
+        assert!(grants.spend_assertion("https://a", "j", ttl).await.unwrap());
+        assert!(!grants.spend_assertion("https://a", "j", ttl).await.unwrap());
+        assert!(grants.spend_assertion("https://b", "j", ttl).await.unwrap());
+        assert!(grants.spend_assertion("https://a", "k", ttl).await.unwrap());
+        let grant = grants.record(grant()).await.unwrap();
+        assert_eq!(grants.get(&grant.id).await.unwrap(), Some(grant.clone()));
+        grants.revoke(&grant.id).await.unwrap();
+        assert!(grants.is_revoked(&grant.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_assertions_grant_is_forgotten_with_its_access_token() {
+        let grants = Grants::new(Duration::from_secs(60), Duration::from_millis(300), None);
+        let mut by_assertion = grant();
+        by_assertion.by_assertion = true;
+        let by_assertion = grants.record(by_assertion).await.unwrap();
+        let by_code = grants.record(grant()).await.unwrap();
+        assert!(grants.get(&by_assertion.id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(grants.get(&by_assertion.id).await.unwrap(), None);
+        assert_eq!(grants.get(&by_code.id).await.unwrap(), Some(by_code));
     }
 }

@@ -20,7 +20,7 @@ use crate::auth::keys::KeySet;
 
 /// The algorithms an ID token may be signed with: asymmetric only, so neither
 /// `none` nor a MAC keyed with something public can pass.
-const ALGORITHMS: &[Algorithm] = &[
+pub(crate) const ALGORITHMS: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::ES256,
     Algorithm::PS256,

@@ -67,7 +67,13 @@ pub(crate) struct AuthorizationServerMetadata {
 impl AuthorizationServerMetadata {
     /// `scopes` are the policy's `scopes_supported` (so `offline_access` only when
     /// configured there).
-    pub(crate) fn new(endpoints: &Endpoints, scopes: &[String], metadata_documents: bool) -> Self {
+    /// `assertions`: trusted ID-JAG issuers are configured (the `jwt-bearer` grant).
+    pub(crate) fn new(
+        endpoints: &Endpoints,
+        scopes: &[String],
+        metadata_documents: bool,
+        assertions: bool,
+    ) -> Self {
         let mut doc = Map::new();
         doc.insert("issuer".into(), json!(endpoints.issuer));
         doc.insert(
@@ -85,10 +91,11 @@ impl AuthorizationServerMetadata {
         doc.insert("jwks_uri".into(), json!(endpoints.url("jwks")));
         doc.insert("response_types_supported".into(), json!(["code"]));
         doc.insert("response_modes_supported".into(), json!(["query"]));
-        doc.insert(
-            "grant_types_supported".into(),
-            json!(["authorization_code", "refresh_token"]),
-        );
+        let mut grant_types = vec!["authorization_code", "refresh_token"];
+        if assertions {
+            grant_types.push(super::id_jag::GRANT_TYPE);
+        }
+        doc.insert("grant_types_supported".into(), json!(grant_types));
         doc.insert("code_challenge_methods_supported".into(), json!(["S256"]));
         let auth_methods = json!(["none", "client_secret_basic", "client_secret_post"]);
         doc.insert(
@@ -163,7 +170,8 @@ mod tests {
     #[test]
     fn the_document_has_what_mcp_clients_read() {
         let endpoints = Endpoints::new("https://mcp.example.com", false);
-        let metadata = AuthorizationServerMetadata::new(&endpoints, &["mcp:read".into()], true);
+        let metadata =
+            AuthorizationServerMetadata::new(&endpoints, &["mcp:read".into()], true, false);
         let doc: Value = serde_json::from_slice(metadata.document()).unwrap();
         assert_eq!(doc["issuer"], "https://mcp.example.com");
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
@@ -172,9 +180,25 @@ mod tests {
         assert_eq!(doc["client_id_metadata_document_supported"], true);
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         assert!(doc.get("registration_endpoint").is_none());
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!(["authorization_code", "refresh_token"])
+        );
+        let with_assertions = AuthorizationServerMetadata::new(&endpoints, &[], true, true)
+            .document()
+            .clone();
+        let doc: Value = serde_json::from_slice(&with_assertions).unwrap();
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!([
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            ])
+        );
         let with_dcr = Endpoints::new("https://mcp.example.com", true);
         let doc: Value = serde_json::from_slice(
-            AuthorizationServerMetadata::new(&with_dcr, &[], true).document(),
+            AuthorizationServerMetadata::new(&with_dcr, &[], true, false).document(),
         )
         .unwrap();
         assert_eq!(

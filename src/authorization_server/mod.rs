@@ -21,6 +21,7 @@ mod endpoints;
 pub(crate) mod events;
 pub(crate) mod exchange;
 pub(crate) mod grants;
+pub(crate) mod id_jag;
 pub(crate) mod id_token;
 pub(crate) mod metadata;
 pub(crate) mod metadata_documents;

@@ -72,6 +72,7 @@ impl Settings {
             &section.allowed_redirect_schemes,
         )?;
         registration::check_config(&section.registration)?;
+        super::id_jag::check_config(&section.identity_assertion_issuers)?;
         shared_between_replicas(config, section)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
         if !config.auth.oauth.enabled {
@@ -90,6 +91,7 @@ impl Settings {
             &endpoints,
             &scopes,
             section.client_metadata_documents.enabled,
+            !section.identity_assertion_issuers.is_empty(),
         );
         let server_name = section
             .consent

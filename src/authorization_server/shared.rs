@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{ClientLike, Error, ErrorKind, Expiration, KeysInterface, Value};
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, CustomCommand, SetOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -206,6 +206,22 @@ impl SharedState {
             .pexpire::<(), _>(key, millis(ttl), None)
             .await
             .map_err(unavailable)
+    }
+
+    /// Sets `key` for `ttl` unless it is set (`SET NX`): whether it was not.
+    pub(crate) async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, Unavailable> {
+        let answer: Option<String> = self
+            .client()
+            .set(
+                key,
+                "1",
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(answer.is_some())
     }
 
     /// Spends the one-time secret under `key`, remembering it under `spent_key`

@@ -15,6 +15,7 @@ use super::authorize::{PageError, Params};
 use super::clients::Client;
 use super::events::{Event, Peer, name, why};
 use super::grants::{Grant, GrantError};
+use super::id_jag::{self, AssertionError, GRANT_TYPE};
 use super::random::random_id;
 use super::settings::{Facade, Settings};
 use super::shared::Unavailable;
@@ -87,7 +88,9 @@ pub(crate) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
-    refresh_token: String,
+    /// None for an identity assertion's grant: the client gets a new assertion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     scope: String,
 }
 
@@ -281,7 +284,7 @@ pub(crate) async fn token(
             facade.audit(redeemed.peer(peer)).await;
             let refresh = facade.grants.issue_refresh_token(&grant).await?;
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens issued");
-            let answer = issue(&settings, &grant, &grant.scopes, refresh)?;
+            let answer = issue(&settings, &grant, &grant.scopes, Some(refresh))?;
             let issued = Event::new(name::TOKEN_ISSUED).client(&client).grant(&grant);
             facade.audit(issued.peer(peer)).await;
             Ok(answer)
@@ -331,13 +334,19 @@ pub(crate) async fn token(
                 }
             };
             tracing::info!(client_id = %caller.client_id, subject = %grant.subject, "tokens refreshed");
-            let answer = issue(&settings, &grant, &scopes, refresh)?;
+            let answer = issue(&settings, &grant, &scopes, Some(refresh))?;
             let refreshed = Event::new(name::TOKEN_REFRESHED)
                 .client(&client)
                 .grant(&grant)
                 .scopes(&scopes);
             facade.audit(refreshed.peer(peer)).await;
             Ok(answer)
+        }
+        Some(GRANT_TYPE) if !settings.config.identity_assertion_issuers.is_empty() => {
+            let assertion = one("assertion")?
+                .ok_or_else(|| TokenError::new("invalid_request", "assertion is required"))?;
+            let requested = one("scope")?;
+            redeem_assertion(facade, &settings, &client, assertion, requested, peer).await
         }
         Some(other) => Err(TokenError::new(
             "unsupported_grant_type",
@@ -348,6 +357,111 @@ pub(crate) async fn token(
         )),
         None => Err(TokenError::new("invalid_request", "grant_type is required")),
     }
+}
+
+/// The `jwt-bearer` grant with an ID-JAG (see [`super::id_jag`]): a new grant
+/// for the assertion's user, an access token, and no refresh token (the client
+/// asks its identity provider for a new assertion instead, so the provider's
+/// policy is consulted again).
+async fn redeem_assertion(
+    facade: &Facade,
+    settings: &Settings,
+    client: &Client,
+    assertion: &str,
+    requested: Option<&str>,
+    peer: Peer,
+) -> Result<TokenResponse, TokenError> {
+    let refused = |error: AssertionError| {
+        tracing::warn!(client_id = %client.client_id, "assertion refused: {error}");
+        TokenError::new("invalid_grant", error.to_string())
+    };
+    let trusted = &settings.config.identity_assertion_issuers;
+    let (issuer, kid) = id_jag::trusted_issuer(assertion, trusted).map_err(refused)?;
+    let keys = facade
+        .provider_keys
+        .get(
+            &facade.http,
+            &issuer.jwks_uri,
+            settings.config.provider.timeout,
+            kid.as_deref(),
+        )
+        .await
+        .map_err(|error| {
+            tracing::warn!("the identity assertion issuer's keys: {error}");
+            TokenError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: "the keys of the assertion's issuer cannot be fetched; try again"
+                    .into(),
+                basic_challenge: false,
+            }
+        })?;
+    let expected = id_jag::Expected {
+        audience: &settings.endpoints.issuer,
+        client_id: &client.client_id,
+        resources: &settings.resources,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let verified = id_jag::verify(assertion, issuer, &keys.0, &expected, now).map_err(refused)?;
+    // What the provider allowed, of what this server knows; a request may narrow it.
+    let mut scopes: Vec<String> = verified
+        .scopes
+        .iter()
+        .filter(|scope| settings.scopes.contains(scope))
+        .cloned()
+        .collect();
+    if let Some(requested) = requested {
+        let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+        if let Some(extra) = requested
+            .iter()
+            .find(|scope| !scopes.iter().any(|allowed| allowed == *scope))
+        {
+            return Err(TokenError::new(
+                "invalid_scope",
+                format!(
+                    "scope `{}` is not in the assertion",
+                    extra.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        scopes.retain(|scope| requested.contains(&scope.as_str()));
+    }
+    // Spent last, so a refused request does not burn a good assertion.
+    let remember = Duration::from_secs(
+        verified
+            .exp
+            .saturating_add(id_jag::LEEWAY_SECS)
+            .saturating_sub(now)
+            .max(1),
+    );
+    if !facade
+        .grants
+        .spend_assertion(&verified.issuer, &verified.jti, remember)
+        .await?
+    {
+        return Err(refused(AssertionError::Replayed));
+    }
+    let mut grant = Grant::new(
+        client.client_id.clone(),
+        verified.subject,
+        verified.resource,
+        scopes,
+    );
+    grant.by_assertion = true;
+    let grant = facade.grants.record(grant).await?;
+    let redeemed = Event::new(name::ASSERTION_REDEEMED)
+        .client(client)
+        .grant(&grant)
+        .reason(verified.issuer);
+    facade.audit(redeemed.peer(peer)).await;
+    tracing::info!(client_id = %client.client_id, subject = %grant.subject, "token issued for an identity assertion");
+    let answer = issue(settings, &grant, &grant.scopes, None)?;
+    let issued = Event::new(name::TOKEN_ISSUED).client(client).grant(&grant);
+    facade.audit(issued.peer(peer)).await;
+    Ok(answer)
 }
 
 /// A spent code or refresh token came again: the event, and the grant it ended.
@@ -380,7 +494,7 @@ fn issue(
     settings: &Settings,
     grant: &Grant,
     scopes: &[String],
-    refresh_token: String,
+    refresh_token: Option<String>,
 ) -> Result<TokenResponse, TokenError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -641,7 +755,7 @@ mod flow_tests {
         let refreshed = token(
             &setup.facade,
             &HeaderMap::new(),
-            &refresh(&answer.refresh_token),
+            &refresh(answer.refresh_token.as_deref().unwrap()),
             Peer::default(),
         )
         .await
@@ -650,7 +764,7 @@ mod flow_tests {
         let reuse = token(
             &setup.facade,
             &HeaderMap::new(),
-            &refresh(&answer.refresh_token),
+            &refresh(answer.refresh_token.as_deref().unwrap()),
             Peer::default(),
         )
         .await
@@ -665,7 +779,7 @@ mod flow_tests {
         let after = token(
             &setup.facade,
             &HeaderMap::new(),
-            &refresh(&refreshed.refresh_token),
+            &refresh(refreshed.refresh_token.as_deref().unwrap()),
             Peer::default(),
         )
         .await
@@ -713,6 +827,15 @@ mod flow_tests {
             (
                 vec![("grant_type", "authorization_code"), ("client_id", "tool")],
                 "invalid_request",
+            ),
+            // No identity assertion issuer is configured.
+            (
+                vec![
+                    ("grant_type", GRANT_TYPE),
+                    ("client_id", "tool"),
+                    ("assertion", "a.b.c"),
+                ],
+                "unsupported_grant_type",
             ),
             (
                 vec![

@@ -63,6 +63,24 @@ pub struct AuthorizationServerConfig {
     /// A refresh token unused for this long expires (each use rotates it).
     #[serde(default = "default_refresh_token_ttl", with = "humantime_serde")]
     pub refresh_token_ttl: Duration,
+    /// Enterprise identity providers whose Identity Assertion JWT Authorization
+    /// Grants (ID-JAG, MCP's enterprise-managed authorization) the token endpoint
+    /// redeems with the `jwt-bearer` grant. Empty: that grant is not supported.
+    #[serde(default)]
+    pub identity_assertion_issuers: Vec<IdentityAssertionIssuerConfig>,
+}
+
+/// A trusted issuer of ID-JAGs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityAssertionIssuerConfig {
+    /// Its `iss`, compared as a string (a trailing `/` aside).
+    pub issuer: Url,
+    /// Where its signing keys are (JWKS).
+    pub jwks_uri: Url,
+    /// Only these clients may redeem its assertions. Empty: any client it names.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
 }
 
 /// The upstream identity provider and mcpgate's own client there.

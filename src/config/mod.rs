@@ -15,7 +15,8 @@ mod upstream;
 
 pub use authorization_server::{
     AuthorizationServerConfig, ClientMetadataDocumentsConfig, ConfiguredClientConfig,
-    ConsentConfig, ProviderAuthMethod, ProviderConfig, RegistrationConfig,
+    ConsentConfig, IdentityAssertionIssuerConfig, ProviderAuthMethod, ProviderConfig,
+    RegistrationConfig,
 };
 pub(crate) use checks::{
     check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
