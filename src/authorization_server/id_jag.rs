@@ -10,13 +10,10 @@
 //! this gateway serves, and a lifetime that has not run out and is not
 //! implausibly long. Single use of `jti` is the grants store's concern.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::id_token::{ALGORITHMS, same_issuer};
+use super::id_token::same_issuer;
+use super::jws::{Jws, JwsError};
 use super::redirect_uri::is_loopback_host;
 use crate::auth::keys::KeySet;
 use crate::config::{ConfigError, IdentityAssertionIssuerConfig};
@@ -32,8 +29,6 @@ pub(crate) const LEEWAY_SECS: u64 = 60;
 pub(crate) const MAX_LIFETIME_SECS: u64 = 3600;
 /// Longest assertion read.
 const MAX_ASSERTION: usize = 32 * 1024;
-/// Keys tried for one assertion at most.
-const MAX_CANDIDATES: usize = 4;
 
 /// Why an assertion was refused: `invalid_grant` to the client, this in the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,14 +90,6 @@ pub(crate) struct Assertion {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
-    crit: Option<Value>,
-}
-
-#[derive(Deserialize)]
 struct Claims {
     iss: String,
     sub: String,
@@ -128,18 +115,17 @@ pub(crate) fn trusted_issuer<'a>(
     token: &str,
     trusted: &'a [IdentityAssertionIssuerConfig],
 ) -> Result<(&'a IdentityAssertionIssuerConfig, Option<String>), AssertionError> {
-    let (header, payload, _) = parts(token)?;
-    let header: Header = decode(header)?;
     #[derive(Deserialize)]
     struct Iss {
         iss: String,
     }
-    let Iss { iss } = decode(payload)?;
+    let jws = Jws::parse(token, MAX_ASSERTION).map_err(AssertionError::from)?;
+    let Iss { iss } = jws.claims().ok_or(AssertionError::Malformed)?;
     let issuer = trusted
         .iter()
         .find(|config| same_issuer(&iss, config.issuer.as_str()))
         .ok_or(AssertionError::UntrustedIssuer)?;
-    Ok((issuer, header.kid))
+    Ok((issuer, jws.kid))
 }
 
 /// Checks `token`, issued by `issuer` (see [`trusted_issuer`]) and verified with
@@ -152,28 +138,13 @@ pub(crate) fn verify(
     expected: &Expected<'_>,
     now: u64,
 ) -> Result<Assertion, AssertionError> {
-    let (header_b64, payload_b64, signature) = parts(token)?;
-    let header: Header = decode(header_b64)?;
-    if header.crit.is_some() {
-        return Err(AssertionError::Malformed);
-    }
+    let jws = Jws::parse(token, MAX_ASSERTION).map_err(AssertionError::from)?;
     // RFC 8725 §3.11: the type keeps an ID token or access token from passing as a grant.
-    if !header.typ.as_deref().is_some_and(|typ| {
-        typ.eq_ignore_ascii_case(TYP) || typ.eq_ignore_ascii_case("application/oauth-id-jag+jwt")
-    }) {
+    if !jws.typ_is(TYP) {
         return Err(AssertionError::Type);
     }
-    let alg = ALGORITHMS
-        .iter()
-        .copied()
-        .find(|alg| format!("{alg:?}") == header.alg)
-        .ok_or_else(|| AssertionError::Algorithm(header.alg.chars().take(20).collect()))?;
-    let signing_input = token
-        .as_bytes()
-        .get(..header_b64.len() + 1 + payload_b64.len())
-        .ok_or(AssertionError::Malformed)?;
-    verify_signature(keys, header.kid.as_deref(), alg, signing_input, signature)?;
-    let claims: Claims = decode(payload_b64)?;
+    jws.verify(keys).map_err(AssertionError::from)?;
+    let claims: Claims = jws.claims().ok_or(AssertionError::Malformed)?;
     check_claims(&claims, issuer, expected, now)?;
     Ok(Assertion {
         issuer: claims.iss,
@@ -191,28 +162,15 @@ pub(crate) fn verify(
     })
 }
 
-fn verify_signature(
-    keys: &KeySet,
-    kid: Option<&str>,
-    alg: Algorithm,
-    signing_input: &[u8],
-    signature: &str,
-) -> Result<(), AssertionError> {
-    let mut tried = 0;
-    for key in keys.candidates(kid, alg).take(MAX_CANDIDATES) {
-        tried += 1;
-        if matches!(
-            jsonwebtoken::crypto::verify(signature, signing_input, &key.key, alg),
-            Ok(true)
-        ) {
-            return Ok(());
+impl From<JwsError> for AssertionError {
+    fn from(error: JwsError) -> Self {
+        match error {
+            JwsError::Malformed => Self::Malformed,
+            JwsError::Algorithm(alg) => Self::Algorithm(alg),
+            JwsError::UnknownKey => Self::UnknownKey,
+            JwsError::Signature => Self::Signature,
         }
     }
-    Err(if tried == 0 {
-        AssertionError::UnknownKey
-    } else {
-        AssertionError::Signature
-    })
 }
 
 fn check_claims(
@@ -270,27 +228,6 @@ fn check_claims(
     Ok(())
 }
 
-/// The three parts of a compact JWS.
-fn parts(token: &str) -> Result<(&str, &str, &str), AssertionError> {
-    if token.len() > MAX_ASSERTION {
-        return Err(AssertionError::Malformed);
-    }
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(header), Some(payload), Some(signature), None) => Ok((header, payload, signature)),
-        _ => Err(AssertionError::Malformed),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AssertionError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()
-        .and_then(|bytes| crate::json::from_slice(&bytes).ok())
-        .and_then(|value| serde_json::from_value(value).ok())
-        .ok_or(AssertionError::Malformed)
-}
-
 /// The trusted issuers, checked at load: `https` (or `http` on a loopback host)
 /// issuer and key URLs, each issuer once.
 pub(crate) fn check_config(issuers: &[IdentityAssertionIssuerConfig]) -> Result<(), ConfigError> {
@@ -340,9 +277,14 @@ pub(crate) fn check_config(issuers: &[IdentityAssertionIssuerConfig]) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::Algorithm;
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{EncodingKey, Header as JwtHeader};
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    use crate::authorization_server::jws::ALGORITHMS;
     use url::Url;
 
     use super::*;

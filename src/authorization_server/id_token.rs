@@ -8,24 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
 use moka::future::Cache;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::jws::{ALGORITHMS, Jws, JwsError};
 use crate::auth::keys::KeySet;
 
-/// The algorithms an ID token may be signed with: asymmetric only, so neither
-/// `none` nor a MAC keyed with something public can pass.
-pub(crate) const ALGORITHMS: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::ES256,
-    Algorithm::PS256,
-    Algorithm::EdDSA,
-];
 /// Clock difference tolerated between mcpgate and the provider.
 const LEEWAY_SECS: u64 = 60;
 /// Longest ID token read (they are a few hundred bytes to a few KiB).
@@ -36,8 +26,6 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 const KEYS_TTL: Duration = Duration::from_secs(3600);
 /// A `kid` not in the set refetches it, at most this often.
 const MIN_REFETCH: Duration = Duration::from_secs(30);
-/// Keys tried for one token at most.
-const MAX_CANDIDATES: usize = 4;
 
 /// What the ID token must say.
 pub(crate) struct Expected<'a> {
@@ -79,15 +67,6 @@ pub(crate) enum IdTokenError {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
-    /// Extensions mcpgate does not understand must not be ignored (RFC 7515 §4.1.11).
-    crit: Option<Value>,
-}
-
-#[derive(Deserialize)]
 struct Claims {
     iss: String,
     sub: String,
@@ -123,98 +102,28 @@ pub(crate) fn verify(
     expected: &Expected<'_>,
     now: u64,
 ) -> Result<(String, Map<String, Value>), IdTokenError> {
-    let Parts {
-        alg,
-        kid,
-        signing_input,
-        signature,
-    } = split(token)?;
-    let mut tried = 0;
-    let mut verified = false;
-    for key in keys.candidates(kid.as_deref(), alg).take(MAX_CANDIDATES) {
-        tried += 1;
-        if matches!(
-            jsonwebtoken::crypto::verify(signature, signing_input, &key.key, alg),
-            Ok(true)
-        ) {
-            verified = true;
-            break;
-        }
+    let jws = Jws::parse(token, MAX_ID_TOKEN).map_err(IdTokenError::from)?;
+    // RFC 9068 §2.1 marks JWT access tokens so that they are not taken for others.
+    if jws.typ_is("at+jwt") {
+        return Err(IdTokenError::AccessToken);
     }
-    if tried == 0 {
-        return Err(IdTokenError::UnknownKey);
-    }
-    if !verified {
-        return Err(IdTokenError::Signature);
-    }
-    let payload = signing_input
-        .split(|byte| *byte == b'.')
-        .nth(1)
-        .ok_or(IdTokenError::Malformed)?;
-    let all: Map<String, Value> = URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|bytes| crate::json::from_slice(&bytes).ok())
-        .and_then(|value| match value {
-            Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .ok_or(IdTokenError::Malformed)?;
+    jws.verify(keys).map_err(IdTokenError::from)?;
+    let all: Map<String, Value> = jws.claims().ok_or(IdTokenError::Malformed)?;
     let claims: Claims =
         serde_json::from_value(Value::Object(all.clone())).map_err(|_| IdTokenError::Malformed)?;
     check_claims(&claims, expected, now)?;
     Ok((claims.sub, all))
 }
 
-/// A JWS taken apart, its header read.
-struct Parts<'a> {
-    alg: Algorithm,
-    kid: Option<String>,
-    signing_input: &'a [u8],
-    signature: &'a str,
-}
-
-fn split(token: &str) -> Result<Parts<'_>, IdTokenError> {
-    if token.len() > MAX_ID_TOKEN {
-        return Err(IdTokenError::Malformed);
+impl From<JwsError> for IdTokenError {
+    fn from(error: JwsError) -> Self {
+        match error {
+            JwsError::Malformed => Self::Malformed,
+            JwsError::Algorithm(alg) => Self::Algorithm(alg),
+            JwsError::UnknownKey => Self::UnknownKey,
+            JwsError::Signature => Self::Signature,
+        }
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(IdTokenError::Malformed);
-    };
-    let header: Header = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .ok()
-        .and_then(|bytes| crate::json::from_slice(&bytes).ok())
-        .and_then(|value| serde_json::from_value(value).ok())
-        .ok_or(IdTokenError::Malformed)?;
-    if header.crit.is_some() {
-        return Err(IdTokenError::Malformed);
-    }
-    // RFC 9068 §2.1 marks JWT access tokens so that they are not taken for others.
-    if header.typ.as_deref().is_some_and(|typ| {
-        let typ = typ.to_ascii_lowercase();
-        typ == "at+jwt" || typ == "application/at+jwt"
-    }) {
-        return Err(IdTokenError::AccessToken);
-    }
-    let alg = ALGORITHMS
-        .iter()
-        .copied()
-        .find(|alg| format!("{alg:?}") == header.alg)
-        .ok_or_else(|| IdTokenError::Algorithm(header.alg.chars().take(20).collect()))?;
-    let signing_input = token
-        .as_bytes()
-        .get(..header_b64.len() + 1 + payload_b64.len())
-        .ok_or(IdTokenError::Malformed)?;
-    Ok(Parts {
-        alg,
-        kid: header.kid,
-        signing_input,
-        signature,
-    })
 }
 
 fn check_claims(claims: &Claims, expected: &Expected<'_>, now: u64) -> Result<(), IdTokenError> {
@@ -330,11 +239,14 @@ async fn fetch(
 
 /// The `kid` a token's header names, for choosing whether to refetch the keys.
 pub(crate) fn kid_of(token: &str) -> Option<String> {
-    split(token).ok().and_then(|parts| parts.kid)
+    Jws::parse(token, MAX_ID_TOKEN).ok().and_then(|jws| jws.kid)
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::Algorithm;
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{EncodingKey, Header as JwtHeader};
     use serde_json::json;

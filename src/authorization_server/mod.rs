@@ -23,6 +23,7 @@ pub(crate) mod exchange;
 pub(crate) mod grants;
 pub(crate) mod id_jag;
 pub(crate) mod id_token;
+pub(crate) mod jws;
 pub(crate) mod metadata;
 pub(crate) mod metadata_documents;
 pub(crate) mod page;
