@@ -282,6 +282,25 @@ struct ConsentQuery {
     request: String,
 }
 
+/// The sign-in `request` names, waiting for this browser's decision; else the
+/// page that says why not (expired or decided, or another browser's).
+async fn awaiting_consent(
+    facade: &Facade,
+    settings: &Settings,
+    headers: &HeaderMap,
+    request: &str,
+) -> Result<(Arc<Pending>, String), Box<Response>> {
+    let pending = match facade.pending.get(request).await {
+        Ok(Some(pending)) if pending.stage == Stage::AwaitingConsent => pending,
+        Ok(_) => return Err(Box::new(expired())),
+        Err(error) => return Err(Box::new(error.page())),
+    };
+    match cookies::browser_id(headers, settings).filter(|id| *id == pending.browser) {
+        Some(browser) => Ok((pending, browser)),
+        None => Err(Box::new(other_browser())),
+    }
+}
+
 /// `GET /oauth/consent?request=…`: the page. Reading it changes nothing, so a
 /// reload (or a second tab) shows the same page with the same token.
 async fn consent_page(
@@ -291,20 +310,11 @@ async fn consent_page(
     axum::extract::Query(query): axum::extract::Query<ConsentQuery>,
 ) -> Response {
     let settings = facade.settings();
-    let Some(pending) = (match facade.pending.get(&query.request).await {
-        Ok(pending) => pending,
-        Err(error) => return error.page(),
-    }) else {
-        return expired();
-    };
-    if pending.stage != Stage::AwaitingConsent {
-        return expired();
-    }
-    let Some(browser) =
-        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
-    else {
-        return other_browser();
-    };
+    let (pending, browser) =
+        match awaiting_consent(&facade, &settings, &headers, &query.request).await {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
     let csrf = settings.key.mac("consent", &[&query.request, &browser]);
     let client = &pending.client;
     let verified_host = client.verified_host();
@@ -389,20 +399,11 @@ async fn consent_decision(
             "The form was sent from another site.",
         );
     }
-    let Some(pending) = (match facade.pending.get(&form.request).await {
-        Ok(pending) => pending,
-        Err(error) => return error.page(),
-    }) else {
-        return expired();
-    };
-    if pending.stage != Stage::AwaitingConsent {
-        return expired();
-    }
-    let Some(browser) =
-        cookies::browser_id(&headers, &settings).filter(|id| *id == pending.browser)
-    else {
-        return other_browser();
-    };
+    let (pending, browser) =
+        match awaiting_consent(&facade, &settings, &headers, &form.request).await {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
     if !settings
         .key
         .verify("consent", &[&form.request, &browser], &form.csrf)
