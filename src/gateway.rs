@@ -44,9 +44,20 @@ impl Gateway {
     /// identity provider's discovery document and says so; `None` without the section.
     pub async fn check_identity_provider(&self) -> Result<Option<String>, ConfigError> {
         match &self.authorization_server {
-            Some(settings) => authorization_server::provider::check(&settings.config.provider)
-                .await
-                .map(Some),
+            Some(settings) => {
+                let config = &settings.config;
+                let provider = authorization_server::provider::check(&config.provider).await?;
+                let issuers = authorization_server::id_jag::check_reachable(
+                    &config.identity_assertion_issuers,
+                    config.provider.timeout,
+                )
+                .await?;
+                Ok(Some(if issuers == 0 {
+                    provider
+                } else {
+                    format!("{provider}, {issuers} trusted identity-assertion issuer(s)")
+                }))
+            }
             None => Ok(None),
         }
     }

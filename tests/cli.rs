@@ -554,3 +554,64 @@ async fn check_reaches_the_authorization_servers_identity_provider() {
     .unwrap();
     assert!(line.contains("cannot be reached"), "{line}");
 }
+
+#[tokio::test]
+async fn check_reads_the_trusted_assertion_issuers_keys() {
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(|headers: http::HeaderMap| async move {
+                let issuer = format!("http://{}", headers["host"].to_str().unwrap());
+                axum::Json(json!({
+                    "issuer": issuer,
+                    "authorization_endpoint": format!("{issuer}/authorize"),
+                    "token_endpoint": format!("{issuer}/token"),
+                }))
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(|| async { axum::Json(crate::common::Keys::load().jwks()) }),
+        )
+        .route(
+            "/empty-jwks",
+            axum::routing::get(|| async { axum::Json(json!({"keys": []})) }),
+        );
+    let issuer = format!("http://{}", spawn_router(router).await);
+    let with_issuer = |jwks_uri: &str| {
+        format!(
+            "{}  identity_assertion_issuers:\n    - issuer: https://idp.enterprise.example\n      jwks_uri: {jwks_uri}\n",
+            facade_config(&issuer).trim_end().to_owned() + "\n"
+        )
+    };
+    let yaml = with_issuer(&format!("{issuer}/jwks"));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || check_config(&yaml, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("1 trusted identity-assertion issuer(s)"),
+        "{stdout}"
+    );
+    for (jwks_uri, needle) in [
+        (format!("{issuer}/empty-jwks"), "holds no key"),
+        (
+            format!("http://127.0.0.1:{}/jwks", free_port()),
+            "cannot be read",
+        ),
+    ] {
+        let yaml = with_issuer(&jwks_uri);
+        let line = tokio::task::spawn_blocking(move || {
+            assert_config_error(
+                &yaml,
+                &[],
+                "authorization_server.identity_assertion_issuers[0].jwks_uri",
+            )
+        })
+        .await
+        .unwrap();
+        assert!(line.contains(needle), "{line}");
+    }
+}

@@ -228,6 +228,36 @@ fn check_claims(
     Ok(())
 }
 
+/// `mcpgate check`: each trusted issuer's JWKS can be fetched and holds a key
+/// mcpgate can verify assertions with. The error names the issuer's `jwks_uri`.
+pub(crate) async fn check_reachable(
+    issuers: &[IdentityAssertionIssuerConfig],
+    timeout: std::time::Duration,
+) -> Result<usize, ConfigError> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    let keys = super::id_token::ProviderKeys::default();
+    for (index, issuer) in issuers.iter().enumerate() {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: format!("authorization_server.identity_assertion_issuers[{index}].jwks_uri"),
+            message,
+        };
+        let fetched = keys
+            .get(&http, &issuer.jwks_uri, timeout, None)
+            .await
+            .map_err(|error| invalid(format!("cannot be read: {error}")))?;
+        if fetched.0.is_empty() {
+            return Err(invalid(
+                "holds no key for RS256, ES256, PS256 or EdDSA".to_owned(),
+            ));
+        }
+    }
+    Ok(issuers.len())
+}
+
 /// The trusted issuers, checked at load: `https` (or `http` on a loopback host)
 /// issuer and key URLs, each issuer once.
 pub(crate) fn check_config(issuers: &[IdentityAssertionIssuerConfig]) -> Result<(), ConfigError> {
