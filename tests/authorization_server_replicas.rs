@@ -345,3 +345,86 @@ fn replicas_without_a_shared_secret_key_or_signing_key_exit_78() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_replicas_admin_lists_and_revokes_a_users_grants_for_both() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("signing.pem");
+    let key_file = key_file.to_str().unwrap();
+    let admin_port = crate::common::free_port();
+    let a = Gateway::start(&replica_config(
+        &upstream,
+        &provider,
+        &redis.url(),
+        "http://127.0.0.1:{port}/mcp",
+        key_file,
+    ))
+    .await;
+    let b = Gateway::start(
+        &replica_config(&upstream, &provider, &redis.url(), &a.mcp, key_file).replacen(
+            "server:\n",
+            &format!("server:\n  admin_listen: 127.0.0.1:{admin_port}\n"),
+            1,
+        ),
+    )
+    .await;
+    let mut access = Vec::new();
+    for user in ["alice@idp", "bob@idp"] {
+        let at = to_provider(&a).await;
+        let back = sign_in_as(&b, &provider, &at, user, &at.cookie).await;
+        let code = query(&location(&back), "code").unwrap();
+        access.push(tokens(redeem(&a, &code).await).await.0);
+    }
+    let admin = format!("http://127.0.0.1:{admin_port}/authorization-server");
+    let listed: Value = browser()
+        .get(format!("{admin}/grants?subject=alice%40idp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{listed}");
+    assert_eq!(grants[0]["subject"], "alice@idp");
+    let by_client: Value = browser()
+        .get(format!("{admin}/grants?client_id=tool"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_client["grants"].as_array().unwrap().len(),
+        2,
+        "{by_client}"
+    );
+
+    let revoked: Value = browser()
+        .post(format!("{admin}/grants/revoke"))
+        .header("content-type", "application/json")
+        .body(r#"{"subject":"alice@idp"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
+    // Revoked through B's admin: A refuses alice's token at once, bob's still works.
+    assert_revoked(a.post(Some(&access[0])).await).await;
+    assert_eq!(a.post(Some(&access[1])).await.status(), 200);
+    let after: Value = browser()
+        .get(format!("{admin}/grants?subject=alice%40idp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["grants"], serde_json::json!([]));
+}

@@ -4,6 +4,8 @@
 //! them. Nothing here reveals a secret: clients are listed without their secret
 //! hash, grants by id.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,23 +33,11 @@ pub(crate) enum AdminError {
     NotOne,
     #[error("expected {0}")]
     Malformed(&'static str),
-    /// With Redis, grants are not enumerated (a key scan); only a grant id works.
-    #[error("with the Redis store, grants are not listed: revoke by grant_id")]
-    NotListable,
     #[error("the authorization server's storage did not answer; try again")]
     Unavailable,
 }
 
 impl Selector {
-    fn matches(&self, grant: &Grant) -> bool {
-        self.grant_id.as_ref().is_none_or(|id| *id == grant.id)
-            && self.subject.as_ref().is_none_or(|s| *s == grant.subject)
-            && self
-                .client_id
-                .as_ref()
-                .is_none_or(|id| *id == grant.client_id)
-    }
-
     fn count(&self) -> usize {
         [&self.grant_id, &self.subject, &self.client_id]
             .iter()
@@ -58,18 +48,34 @@ impl Selector {
 
 /// `GET /authorization-server/grants?subject=…&client_id=…`: the grants in force
 /// for a user, a client, or both, oldest first.
-pub(crate) fn grants(facade: &Facade, selector: &Selector) -> Result<Value, AdminError> {
+pub(crate) async fn grants(facade: &Facade, selector: &Selector) -> Result<Value, AdminError> {
     if selector.grant_id.is_some() || (selector.subject.is_none() && selector.client_id.is_none()) {
         return Err(AdminError::NoSelector);
     }
-    let grants: Vec<Value> = facade
-        .grants
-        .list(|grant| selector.matches(grant))
-        .ok_or(AdminError::NotListable)?
+    let grants: Vec<Value> = selected(facade, selector)
+        .await?
         .iter()
         .map(|grant| grant_json(grant))
         .collect();
     Ok(json!({ "grants": grants }))
+}
+
+/// The grants a selector names: one by id, or a user's or a client's.
+async fn selected(facade: &Facade, selector: &Selector) -> Result<Vec<Arc<Grant>>, AdminError> {
+    let found = match &selector.grant_id {
+        Some(id) => facade
+            .grants
+            .get(id)
+            .await
+            .map(|grant| grant.into_iter().collect()),
+        None => {
+            facade
+                .grants
+                .list(selector.subject.as_deref(), selector.client_id.as_deref())
+                .await
+        }
+    };
+    found.map_err(|_| AdminError::Unavailable)
 }
 
 /// `POST /authorization-server/grants/revoke`: ends one grant, or every grant of a
@@ -79,21 +85,7 @@ pub(crate) async fn revoke(facade: &Facade, selector: &Selector) -> Result<Value
     if selector.count() != 1 {
         return Err(AdminError::NotOne);
     }
-    let grants = match (
-        &selector.grant_id,
-        facade.grants.list(|grant| selector.matches(grant)),
-    ) {
-        (_, Some(grants)) => grants,
-        // Redis: one grant by id, looked up directly.
-        (Some(id), None) => facade
-            .grants
-            .get(id)
-            .await
-            .map_err(|_| AdminError::Unavailable)?
-            .into_iter()
-            .collect(),
-        (None, None) => return Err(AdminError::NotListable),
-    };
+    let grants = selected(facade, selector).await?;
     let mut revoked = Vec::with_capacity(grants.len());
     for grant in grants {
         facade

@@ -199,6 +199,7 @@ impl Grants {
         state
             .put(&key("grant", &grant.id), &grant, *refresh_ttl)
             .await?;
+        index(state, &grant, *refresh_ttl).await?;
         let code_key = key("code", &digest(&code));
         let record = format!("{} {}", grant.id, state.seal(&code_key, &binding));
         state.put_plain(&code_key, &record, CODE_TTL).await?;
@@ -392,14 +393,38 @@ impl Grants {
         }
     }
 
-    /// The grants in force that `select` picks, oldest first (the admin listing).
-    /// `None` with Redis: grants are not enumerated there (that would be a key
-    /// scan); revoke by grant id instead.
-    pub(crate) fn list(&self, select: impl Fn(&Grant) -> bool) -> Option<Vec<Arc<Grant>>> {
-        match self {
-            Self::Memory(memory) => Some(memory.list(select)),
-            Self::Redis { .. } => None,
+    /// The grants in force of a user, of a client, or both, oldest first (the
+    /// admin listing). With Redis, read through the per-user and per-client
+    /// indexes written when a grant is recorded, never a key scan.
+    pub(crate) async fn list(
+        &self,
+        subject: Option<&str>,
+        client_id: Option<&str>,
+    ) -> Result<Vec<Arc<Grant>>, Unavailable> {
+        let selected = |grant: &Grant| {
+            subject.is_none_or(|subject| grant.subject == subject)
+                && client_id.is_none_or(|client| grant.client_id == client)
+        };
+        let state = match self {
+            Self::Memory(memory) => return Ok(memory.list(selected)),
+            Self::Redis { state, .. } => state,
+        };
+        let index_key = match (subject, client_id) {
+            (Some(subject), _) => key("subject-grants", &digest(subject)),
+            (None, Some(client)) => key("client-grants", &digest(client)),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut grants = Vec::new();
+        for id in state.members(&index_key).await? {
+            // Revoked, expired, or another grant's record: not listed.
+            if let Some(grant) = self.get(&id).await?
+                && selected(&grant)
+            {
+                grants.push(grant);
+            }
         }
+        grants.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(grants)
     }
 
     /// Records a grant that has no code or refresh token (an ID-JAG's), so that
@@ -417,6 +442,7 @@ impl Grants {
                 state
                     .put(&key("grant", &grant.id), &grant, *access_ttl)
                     .await?;
+                index(state, &grant, *access_ttl).await?;
                 Ok(Arc::new(grant))
             }
         }
@@ -634,6 +660,24 @@ impl moka::Expiry<String, Arc<Grant>> for AssertionGrants {
     ) -> Option<Duration> {
         grant.by_assertion.then_some(self.access_ttl)
     }
+}
+
+/// Adds a grant to the per-user and per-client indexes the admin listing reads.
+async fn index(state: &SharedState, grant: &Grant, ttl: Duration) -> Result<(), Unavailable> {
+    state
+        .index(
+            &key("subject-grants", &digest(&grant.subject)),
+            &grant.id,
+            ttl,
+        )
+        .await?;
+    state
+        .index(
+            &key("client-grants", &digest(&grant.client_id)),
+            &grant.id,
+            ttl,
+        )
+        .await
 }
 
 /// A bounded cache whose entries expire `ttl` after they are written.

@@ -200,6 +200,36 @@ impl SharedState {
         self.client().del::<(), _>(key).await.map_err(unavailable)
     }
 
+    /// Adds `member` to the set at `key` and restarts the set's TTL at `ttl`
+    /// (an index: the set lives as long as its newest member may).
+    pub(crate) async fn index(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), Unavailable> {
+        let sadd = CustomCommand::new_static("SADD", ClusterHash::FirstKey, false);
+        self.client()
+            .custom::<Value, Value>(sadd, vec![Value::from(key), Value::from(member)])
+            .await
+            .map_err(unavailable)?;
+        self.touch(key, ttl).await
+    }
+
+    /// The members of the set at `key` (none when it is absent).
+    pub(crate) async fn members(&self, key: &str) -> Result<Vec<String>, Unavailable> {
+        let smembers = CustomCommand::new_static("SMEMBERS", ClusterHash::FirstKey, false);
+        let value = self
+            .client()
+            .custom::<Value, Value>(smembers, vec![Value::from(key)])
+            .await
+            .map_err(unavailable)?;
+        Ok(match value {
+            Value::Array(items) => items.into_iter().filter_map(text).collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// Restarts `key`'s TTL at `ttl`.
     pub(crate) async fn touch(&self, key: &str, ttl: Duration) -> Result<(), Unavailable> {
         self.client()

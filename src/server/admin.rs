@@ -262,7 +262,7 @@ async fn facade_grants(State(admin): State<Admin>, request: Request) -> Response
             "the parameters subject and client_id",
         ));
     };
-    match authorization_server::admin::grants(&facade, &selector) {
+    match authorization_server::admin::grants(&facade, &selector).await {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => admin_refusal(&error),
     }
