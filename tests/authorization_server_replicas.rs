@@ -60,6 +60,16 @@ fn replica_config(
 }
 
 async fn replicas(upstream: &Upstream, provider: &FakeProvider, redis: &RedisServer) -> Replicas {
+    replicas_with_admin(upstream, provider, redis, None).await
+}
+
+/// [`replicas`], with the second's admin listener on `admin_port`.
+async fn replicas_with_admin(
+    upstream: &Upstream,
+    provider: &FakeProvider,
+    redis: &RedisServer,
+    admin_port: Option<u16>,
+) -> Replicas {
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("signing.pem");
     let key_file = key_file.to_str().unwrap();
@@ -72,14 +82,15 @@ async fn replicas(upstream: &Upstream, provider: &FakeProvider, redis: &RedisSer
         key_file,
     ))
     .await;
-    let b = Gateway::start(&replica_config(
-        upstream,
-        provider,
-        &redis.url(),
-        &a.mcp,
-        key_file,
-    ))
-    .await;
+    let mut second = replica_config(upstream, provider, &redis.url(), &a.mcp, key_file);
+    if let Some(port) = admin_port {
+        second = second.replacen(
+            "server:\n",
+            &format!("server:\n  admin_listen: 127.0.0.1:{port}\n"),
+            1,
+        );
+    }
+    let b = Gateway::start(&second).await;
     Replicas { a, b, _keys: keys }
 }
 
@@ -351,26 +362,9 @@ async fn one_replicas_admin_lists_and_revokes_a_users_grants_for_both() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
     let provider = FakeProvider::start().await;
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("signing.pem");
-    let key_file = key_file.to_str().unwrap();
     let admin_port = crate::common::free_port();
-    let a = Gateway::start(&replica_config(
-        &upstream,
-        &provider,
-        &redis.url(),
-        "http://127.0.0.1:{port}/mcp",
-        key_file,
-    ))
-    .await;
-    let b = Gateway::start(
-        &replica_config(&upstream, &provider, &redis.url(), &a.mcp, key_file).replacen(
-            "server:\n",
-            &format!("server:\n  admin_listen: 127.0.0.1:{admin_port}\n"),
-            1,
-        ),
-    )
-    .await;
+    let Replicas { a, b, _keys } =
+        replicas_with_admin(&upstream, &provider, &redis, Some(admin_port)).await;
     let mut access = Vec::new();
     for user in ["alice@idp", "bob@idp"] {
         let at = to_provider(&a).await;

@@ -89,14 +89,8 @@ async fn token(
     } else {
         Err(TokenError::unsupported_media_type())
     };
-    match answer {
-        Ok(answer) => no_store(axum::Json(answer).into_response()),
-        Err(error) => {
-            let refused = refusal(name::TOKEN_REFUSED, &headers, &body, &error, peer);
-            facade.audit(refused).await;
-            token_error(&error)
-        }
-    }
+    let answer = answer.map(|answer| axum::Json(answer).into_response());
+    form_answer(&facade, name::TOKEN_REFUSED, &headers, &body, peer, answer).await
 }
 
 /// `POST /oauth/revoke`: `200` whether or not the token was known (RFC 7009 §2.2).
@@ -111,11 +105,34 @@ async fn revoke(
     } else {
         Err(TokenError::unsupported_media_type())
     };
+    let answer = answer.map(|()| StatusCode::OK.into_response());
+    form_answer(
+        &facade,
+        name::REVOCATION_REFUSED,
+        &headers,
+        &body,
+        peer,
+        answer,
+    )
+    .await
+}
+
+/// The token or revocation endpoint's answer, never cached; a refusal is audited
+/// as `event` first.
+async fn form_answer(
+    facade: &Facade,
+    event: &'static str,
+    headers: &HeaderMap,
+    body: &str,
+    peer: Peer,
+    answer: Result<Response, TokenError>,
+) -> Response {
     match answer {
-        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Ok(response) => no_store(response),
         Err(error) => {
-            let refused = refusal(name::REVOCATION_REFUSED, &headers, &body, &error, peer);
-            facade.audit(refused).await;
+            facade
+                .audit(refusal(event, headers, body, &error, peer))
+                .await;
             token_error(&error)
         }
     }
