@@ -8,6 +8,7 @@ use crate::authorization_server;
 use crate::config::{Config, ConfigError};
 use crate::edge::challenge::ChallengeParams;
 use crate::edge::metadata::ProtectedResourceMetadata;
+use crate::edge::cors::Cors;
 use crate::edge::origin::AllowedOrigins;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
@@ -35,6 +36,8 @@ pub struct Gateway {
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
     pub(crate) allowed_origins: AllowedOrigins,
+    /// `None` when `server.cors` is absent: no CORS headers at all.
+    pub(crate) cors: Option<Cors>,
     /// The authorization-server façade's settings, when configured.
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
 }
@@ -131,10 +134,15 @@ impl Gateway {
             connect_scopes: policy.connect_scopes(),
             echo_token_scopes: config.auth.oauth.scope_challenge_include_token_scopes,
         };
-        let allowed_origins =
-            AllowedOrigins::new(&config.public_url(), &config.server.allowed_origins);
+        let cors = config.server.cors.as_ref().map(Cors::new);
+        let allowed_origins = AllowedOrigins::new(
+            &config.public_url(),
+            &config.server.allowed_origins,
+            cors.as_ref().map_or(&[], Cors::origins),
+        );
         Ok(Self {
             allowed_origins,
+            cors,
             config: Arc::new(config),
             auth,
             policy: Arc::new(policy),

@@ -68,6 +68,23 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(facade: Arc<Facade>) -> R
     router.with_state(facade)
 }
 
+/// The routes above that browser clients call from their own page, for
+/// `server::cors` to open to any origin when CORS is on: the public documents,
+/// then the endpoints a public client posts to (no cookies there; PKCE or client
+/// authentication protects them). Authorization, consent and callback are
+/// navigations and stay out.
+pub(crate) fn cross_origin_paths(facade: &Facade) -> (Vec<String>, Vec<String>) {
+    let settings = facade.settings();
+    let endpoints = &settings.endpoints;
+    let mut documents = endpoints.metadata_paths();
+    documents.push(endpoints.path("jwks"));
+    let mut posts = vec![endpoints.path("token"), endpoints.path("revoke")];
+    if endpoints.registration_enabled {
+        posts.push(endpoints.path("register"));
+    }
+    (documents, posts)
+}
+
 async fn metadata(State(facade): State<Arc<Facade>>) -> Response {
     public_document(facade.settings().metadata.document().clone())
 }

@@ -42,5 +42,5 @@ mod shared;
 pub(crate) mod signing;
 pub(crate) mod token;
 
-pub(crate) use endpoints::router;
+pub(crate) use endpoints::{cross_origin_paths, router};
 pub(crate) use settings::{Facade, Settings};

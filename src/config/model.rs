@@ -71,6 +71,8 @@ pub struct ServerConfig {
     /// one (non-browser clients) pass.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// CORS for browser MCP clients (`edge::cors`). Unset: no CORS headers.
+    pub cors: Option<CorsConfig>,
     /// How long a client has to send a request's headers: from the moment the
     /// connection opens, or from the first byte of a later request on it.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
@@ -97,12 +99,31 @@ impl Default for ServerConfig {
             shutdown_grace: default_shutdown_grace(),
             admin_listen: None,
             allowed_origins: Vec::new(),
+            cors: None,
             header_read_timeout: default_header_read_timeout(),
             body_read_timeout: default_body_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: None,
         }
     }
+}
+
+/// `server.cors`: which browser pages may read the MCP endpoint's answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins or patterns (`https://*.example.com`, `http://localhost:*`).
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed beyond the ones MCP clients send.
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_header_read_timeout() -> Duration {

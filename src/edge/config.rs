@@ -69,7 +69,7 @@ impl ServerConfig {
         }
     }
 
-    /// Every allowed origin is one a browser could send.
+    /// Every allowed origin is one a browser could send; `cors` is well formed.
     pub(crate) fn check_allowed_origins(&self) -> Result<(), ConfigError> {
         for (index, origin) in self.allowed_origins.iter().enumerate() {
             if super::origin::normalize(origin).is_none() {
@@ -79,6 +79,9 @@ impl ServerConfig {
                 ));
             }
         }
-        Ok(())
+        match &self.cors {
+            Some(cors) => super::cors::check(cors),
+            None => Ok(()),
+        }
     }
 }

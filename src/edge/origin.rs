@@ -1,6 +1,7 @@
 //! Browser-origin check (DNS rebinding, as the Streamable HTTP transport asks
 //! servers to guard against): a request that carries an `Origin` must come from an
 //! allowed one. Requests without `Origin` are not from a browser page and pass.
+//! Origins that `server.cors` lets read answers may send requests too.
 
 use std::collections::HashSet;
 
@@ -9,42 +10,46 @@ use http::{HeaderMap, StatusCode, header};
 use url::Url;
 
 use super::json::json_error;
+use super::origin_pattern::{self, OriginPattern};
 
-/// Origins allowed to call the MCP endpoint, in their serialised form
-/// (`https://app.example.com`, default port left out).
+/// Origins allowed to call the MCP endpoint: exact ones in their serialised form
+/// (`https://app.example.com`, default port left out) and the CORS patterns.
 #[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins(HashSet<String>);
+pub struct AllowedOrigins {
+    exact: HashSet<String>,
+    patterns: Vec<OriginPattern>,
+}
 
 impl AllowedOrigins {
     /// `public_url`'s own origin plus the configured ones. Each configured entry has
     /// been validated as an origin (see `gateway::validate`); one that is not parses
-    /// to nothing and allows nothing.
-    pub fn new(public_url: &Url, configured: &[String]) -> Self {
-        let mut allowed = HashSet::new();
-        allowed.insert(public_url.origin().ascii_serialization());
+    /// to nothing and allows nothing. `patterns` are `server.cors`'s: a page allowed
+    /// to read the answers is allowed to send the requests.
+    pub fn new(public_url: &Url, configured: &[String], patterns: &[OriginPattern]) -> Self {
+        let mut exact = HashSet::new();
+        exact.insert(public_url.origin().ascii_serialization());
         for origin in configured {
             if let Some(origin) = normalize(origin) {
-                allowed.insert(origin);
+                exact.insert(origin);
             }
         }
-        Self(allowed)
+        Self {
+            exact,
+            patterns: patterns.to_vec(),
+        }
     }
 
     fn contains(&self, origin: &str) -> bool {
-        normalize(origin).is_some_and(|origin| self.0.contains(&origin))
+        normalize(origin).is_some_and(|origin| self.exact.contains(&origin))
+            || origin_pattern::any_matches(&self.patterns, origin)
     }
 }
 
 /// `scheme://host[:port]` with case and default ports normalised, or `None` when
-/// `text` is not an origin (no host, or a path, query or credentials).
+/// `text` is not an origin (no host, or a path, query or credentials, or a scheme
+/// whose origin a browser sends as `null`).
 pub fn normalize(text: &str) -> Option<String> {
-    let (_, rest) = text.split_once("://")?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
-        return None;
-    }
-    let url = Url::parse(text).ok()?;
-    url.host()?;
-    Some(url.origin().ascii_serialization())
+    origin_pattern::parse(text).map(|url| url.origin().ascii_serialization())
 }
 
 /// A request from an origin that is not allowed.
@@ -80,7 +85,8 @@ mod tests {
 
     fn allowed() -> AllowedOrigins {
         let public = Url::parse("https://mcp.example.com/mcp").unwrap();
-        AllowedOrigins::new(&public, &["http://localhost:6274".to_owned()])
+        let cors = [OriginPattern::parse("https://*.apps.example.com").unwrap()];
+        AllowedOrigins::new(&public, &["http://localhost:6274".to_owned()], &cors)
     }
 
     fn with_origin(origin: &str) -> HeaderMap {
@@ -100,6 +106,7 @@ mod tests {
             "https://mcp.example.com",
             "HTTPS://MCP.EXAMPLE.COM:443",
             "http://localhost:6274",
+            "https://a.apps.example.com",
         ] {
             assert!(check(&allowed(), &with_origin(origin)).is_ok(), "{origin}");
         }
@@ -114,6 +121,8 @@ mod tests {
             "http://localhost:6275",
             "null",
             "https://mcp.example.com.evil.com",
+            "https://apps.example.com",
+            "https://a.b.apps.example.com",
             "",
         ] {
             assert!(check(&allowed(), &with_origin(origin)).is_err(), "{origin}");
@@ -140,6 +149,8 @@ mod tests {
             "https://user@a.example",
             "a.example",
             "*",
+            // An opaque origin: allowing it would allow every `Origin: null`.
+            "chrome-extension://abcdef",
         ] {
             assert_eq!(normalize(text), None, "{text}");
         }

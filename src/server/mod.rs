@@ -4,6 +4,7 @@
 pub mod admin;
 mod body;
 mod connection;
+mod cors;
 pub mod host;
 pub mod limits;
 pub mod mcp;
@@ -78,19 +79,31 @@ impl AppState {
 }
 
 /// The router. Paths come from the configuration at start (changing them needs a
-/// restart); the metadata routes sit outside authentication.
+/// restart); the metadata routes sit outside authentication. CORS runs inside the
+/// `Host` check, before every route.
 pub fn router(state: AppState) -> Router {
     let gateway = state.gateway.load();
-    let mut router = Router::new().route(&gateway.config.mcp_path(), any(mcp::handle));
-    for path in gateway.config.metadata_paths() {
-        router = router.route(&path, get(metadata_document));
+    let mcp_path = gateway.config.mcp_path();
+    let mut documents = gateway.config.metadata_paths();
+    let mut router = Router::new().route(&mcp_path, any(mcp::handle));
+    for path in &documents {
+        router = router.route(path, get(metadata_document));
     }
     drop(gateway);
+    let mut posts = Vec::new();
     if let Some(facade) = &state.facade {
         router = router.merge(authorization_server::router(Arc::clone(facade)));
+        let (facade_documents, facade_posts) = authorization_server::cross_origin_paths(facade);
+        documents.extend(facade_documents);
+        posts = facade_posts;
     }
+    let paths = Arc::new(cors::CorsPaths::new(mcp_path, documents, posts));
     router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            (state.clone(), paths),
+            cors::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             host::guard,

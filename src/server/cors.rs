@@ -1,0 +1,116 @@
+//! CORS on the routes browser clients call, after the `Host` check and before
+//! everything else: a preflight is answered here, before authentication and before
+//! anything reaches the upstream. The paths are fixed at start (as the router's);
+//! `server.cors` is read from the current gateway on each request, so it follows
+//! a reload.
+//!
+//! - The MCP endpoint: an allowed origin's preflight gets `204`; every answer to it
+//!   (refusals and streams included) names that origin. A preflight from any other
+//!   origin goes on to the endpoint, whose Origin check refuses it. Upstream
+//!   `Access-Control-*` headers are removed whether CORS is on or not.
+//! - Public documents (RFC 9728, RFC 8414, the JWKS) and the façade's token,
+//!   revocation and registration endpoints: any origin, `*`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use crate::edge::cors::{self, Cors};
+
+/// Which paths get which CORS treatment.
+#[derive(Debug, Default)]
+pub(crate) struct CorsPaths {
+    mcp: String,
+    documents: HashSet<String>,
+    posts: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mcp,
+    Document,
+    Post,
+}
+
+impl CorsPaths {
+    pub(crate) fn new(mcp: String, documents: Vec<String>, posts: Vec<String>) -> Self {
+        Self {
+            mcp,
+            documents: documents.into_iter().collect(),
+            posts: posts.into_iter().collect(),
+        }
+    }
+
+    fn kind(&self, path: &str) -> Option<Kind> {
+        if path == self.mcp {
+            Some(Kind::Mcp)
+        } else if self.documents.contains(path) {
+            Some(Kind::Document)
+        } else if self.posts.contains(path) {
+            Some(Kind::Post)
+        } else {
+            None
+        }
+    }
+}
+
+/// Middleware for every route (others pass through untouched).
+pub(crate) async fn layer(
+    State((state, paths)): State<(AppState, Arc<CorsPaths>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(kind) = paths.kind(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let gateway = state.gateway.load_full();
+    let settings = gateway.cors.as_ref();
+    match kind {
+        Kind::Mcp => mcp(settings, request, next).await,
+        Kind::Document => public(settings, "GET", request, next).await,
+        Kind::Post => public(settings, "POST", request, next).await,
+    }
+}
+
+async fn mcp(settings: Option<&Cors>, request: Request, next: Next) -> Response {
+    let allowed = settings.and_then(|settings| {
+        let origin = settings.allowed_origin(request.headers())?;
+        Some((settings, origin))
+    });
+    if let Some((settings, origin)) = &allowed {
+        if cors::is_preflight(request.method(), request.headers()) {
+            return settings.preflight(origin.clone());
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    cors::strip(headers);
+    if settings.is_some() {
+        cors::vary_origin(headers);
+    }
+    if let Some((_, origin)) = allowed {
+        Cors::allow(origin, headers);
+    }
+    response
+}
+
+async fn public(
+    settings: Option<&Cors>,
+    methods: &'static str,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(settings) = settings else {
+        return next.run(request).await;
+    };
+    if cors::is_preflight(request.method(), request.headers()) {
+        return settings.public_preflight(methods);
+    }
+    let mut response = next.run(request).await;
+    cors::allow_any(response.headers_mut());
+    response
+}
