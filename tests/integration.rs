@@ -27,6 +27,7 @@ mod authorization_server_clients;
 mod authorization_server_id_jag;
 mod authorization_server_replicas;
 mod cli;
+mod cors;
 mod explain;
 mod graphql_catalog;
 mod graphql_gateway;

@@ -35,8 +35,7 @@ const MCP_HEADERS: [&str; 8] = [
 
 /// The answer headers a page may read: the challenge, the session, and the rate
 /// limits' advice.
-const EXPOSED: &str =
-    "WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version, Retry-After, RateLimit, RateLimit-Policy";
+const EXPOSED: &str = "WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version, Retry-After, RateLimit, RateLimit-Policy";
 
 /// What public endpoints (metadata, the façade's token endpoint) accept: an OAuth
 /// client's requests, with the header MCP SDKs add to discovery.
@@ -62,7 +61,10 @@ impl Cors {
         let mut headers: Vec<&str> = MCP_HEADERS.to_vec();
         for extra in &config.allowed_headers {
             let extra = extra.trim();
-            if !headers.iter().any(|known| known.eq_ignore_ascii_case(extra)) {
+            if !headers
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(extra))
+            {
                 headers.push(extra);
             }
         }
@@ -254,7 +256,9 @@ mod tests {
             &["http://localhost:*"],
             &["X-Trace-Id", "authorization"],
         ));
-        let allowed = cors.allowed_origin(&origin("http://localhost:5173")).unwrap();
+        let allowed = cors
+            .allowed_origin(&origin("http://localhost:5173"))
+            .unwrap();
         let response = cors.preflight(allowed);
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         let headers = response.headers();
@@ -385,6 +389,12 @@ mod tests {
         );
         let error = check(&config(&["*"], &[])).unwrap_err().to_string();
         assert!(error.contains("DNS rebinding"), "{error}");
-        assert!(check(&config(&["https://*.example.com", "http://localhost:*"], &[])).is_ok());
+        assert!(
+            check(&config(
+                &["https://*.example.com", "http://localhost:*"],
+                &[]
+            ))
+            .is_ok()
+        );
     }
 }

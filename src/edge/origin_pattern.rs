@@ -234,8 +234,14 @@ mod tests {
 
     #[test]
     fn an_idn_pattern_matches_its_punycode_form() {
-        assert!(allows("https://bücher.example", "https://xn--bcher-kva.example"));
-        assert!(allows("https://*.bücher.example", "https://a.xn--bcher-kva.example"));
+        assert!(allows(
+            "https://bücher.example",
+            "https://xn--bcher-kva.example"
+        ));
+        assert!(allows(
+            "https://*.bücher.example",
+            "https://a.xn--bcher-kva.example"
+        ));
     }
 
     #[test]

@@ -81,10 +81,10 @@ async fn mcp(settings: Option<&Cors>, request: Request, next: Next) -> Response 
         let origin = settings.allowed_origin(request.headers())?;
         Some((settings, origin))
     });
-    if let Some((settings, origin)) = &allowed {
-        if cors::is_preflight(request.method(), request.headers()) {
-            return settings.preflight(origin.clone());
-        }
+    if let Some((settings, origin)) = &allowed
+        && cors::is_preflight(request.method(), request.headers())
+    {
+        return settings.preflight(origin.clone());
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();

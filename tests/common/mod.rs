@@ -234,7 +234,8 @@ pub struct Seen {
 /// A recording MCP upstream. POST answers JSON-RPC with JSON; a `tools/call` of
 /// `stream` answers SSE, sending its second event only after `release` is notified
 /// (so a test can prove the first arrived while the response was still open); `slow`
-/// answers after 5 s. GET opens an SSE stream with one event.
+/// answers after 5 s; `cors-headers` answers with `Access-Control-*` headers of its
+/// own. GET opens an SSE stream with one event.
 #[derive(Clone)]
 pub struct Upstream {
     pub url: String,
@@ -321,6 +322,20 @@ async fn upstream_handler(
     }
     if tool == "slow" {
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    if tool == "cors-headers" {
+        // An upstream with its own, wider, idea of who may read its answers.
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-expose-headers", "X-Secret")
+            .header("access-control-max-age", "86400")
+            .body(Body::from(
+                json!({"jsonrpc": "2.0", "id": id, "result": {"ok": true}}).to_string(),
+            ))
+            .unwrap();
     }
     if tool == "session-gone" {
         // What a Streamable HTTP server answers for a session it no longer has.
