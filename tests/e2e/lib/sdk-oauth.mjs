@@ -233,10 +233,11 @@ export const CONFIGURED = { clientId: 'e2e-desktop', clientName: 'Desktop Notes'
  * SSL_CERT_FILE). Clients: CONFIGURED, metadata documents from loopback hosts, and
  * registration. Scopes: mcp:connect to connect, mcp:env for the tool get-env. The 403
  * also names the token's own scopes (clients that replace their scopes on step-up),
- * and the leeway is 0 so tokens expire when they say. Returns { idp, everything,
+ * and the leeway is 0 so tokens expire when they say. `serverExtra` is YAML under
+ * `server:` (e.g. `server.cors`). Returns { idp, everything,
  * documents, gateway, stop() }.
  */
-export async function startFacade({ accessTokenTtl }) {
+export async function startFacade({ accessTokenTtl, serverExtra = '' }) {
   const parts = {};
   const stoppers = [];
   parts.stop = async () => {
@@ -255,6 +256,7 @@ export async function startFacade({ accessTokenTtl }) {
       gwPort,
       upstreamUrl: parts.everything.url,
       issuer: parts.idp.issuer,
+      serverExtra,
       env: { SSL_CERT_FILE: parts.documents.caFile },
       oauthExtra: `    leeway: 0s
     scope_challenge_include_token_scopes: true

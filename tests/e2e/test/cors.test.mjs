@@ -10,46 +10,18 @@
 // "direct" connection type, no Inspector proxy) with a bearer header and runs echo.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import { requestToken } from '../lib/as.mjs';
 import { launchBrowser } from '../lib/browser.mjs';
+import { inspectorContext, runEcho, startInspectorUi } from '../lib/inspector-ui.mjs';
 import { startStack } from '../lib/stack.mjs';
-
-const require = createRequire(import.meta.url);
-const INSPECTOR_UI = path.join(
-  path.dirname(require.resolve('@modelcontextprotocol/inspector/package.json')),
-  'client',
-  'dist',
-);
 
 let stack;
 let browser;
 let pageServer;
 let pagePort;
-let inspectorServer;
-let inspectorPort;
+let inspectorUi;
 let token;
-
-/** The Inspector's built web UI as its own launcher serves it: files, else index.html. */
-function serveInspector() {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
-  return http.createServer(async (req, res) => {
-    const wanted = path.normalize(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '');
-    let file = path.join(INSPECTOR_UI, wanted);
-    if (!file.startsWith(INSPECTOR_UI) || !path.extname(file)) file = path.join(INSPECTOR_UI, 'index.html');
-    try {
-      const body = await readFile(file);
-      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-      res.end(body);
-    } catch {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-}
 
 before(async () => {
   stack = await startStack({
@@ -67,9 +39,7 @@ before(async () => {
   });
   await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
   pagePort = pageServer.address().port;
-  inspectorServer = serveInspector();
-  await new Promise((resolve) => inspectorServer.listen(0, '127.0.0.1', resolve));
-  inspectorPort = inspectorServer.address().port;
+  inspectorUi = await startInspectorUi();
   ({ access_token: token } = await requestToken(stack.as, { scope: 'mcp:connect', resource: stack.publicUrl }));
   browser = await launchBrowser();
 });
@@ -77,7 +47,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await new Promise((resolve) => (pageServer ? pageServer.close(resolve) : resolve()));
-  await new Promise((resolve) => (inspectorServer ? inspectorServer.close(resolve) : resolve()));
+  await inspectorUi?.close();
   await stack?.stop();
 });
 
@@ -214,38 +184,18 @@ test('a page on an origin server.cors does not list is refused by the browser an
 });
 
 test("the MCP Inspector's web UI connects to mcpgate directly from the browser and runs echo", async (t) => {
-  const origin = `http://localhost:${inspectorPort}`;
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-  // What the UI remembers from an earlier visit: a direct Streamable HTTP
-  // connection to mcpgate with an Authorization header.
-  await context.addInitScript(
-    ({ url, token }) => {
-      localStorage.setItem('lastConnectionType', 'direct');
-      localStorage.setItem('lastTransportType', 'streamable-http');
-      localStorage.setItem('lastSseUrl', url);
-      localStorage.setItem(
-        'lastCustomHeaders',
-        JSON.stringify([{ name: 'Authorization', value: `Bearer ${token}`, enabled: true }]),
-      );
-    },
-    { url: stack.publicUrl, token },
-  );
+  const context = await inspectorContext(browser, {
+    url: stack.publicUrl,
+    headers: [{ name: 'Authorization', value: `Bearer ${token}` }],
+  });
   const page = await context.newPage();
-  const failed = [];
-  page.on('requestfailed', (request) => failed.push(`${request.method()} ${request.url()} ${request.failure()?.errorText}`));
   const before = stack.recorder.requests.length;
   try {
-    await page.goto(`${origin}/`);
+    await page.goto(`${inspectorUi.origin}/`);
     await page.getByRole('button', { name: 'Connect', exact: true }).click();
     await page.getByText('Connected', { exact: true }).waitFor({ timeout: 15_000 });
-    await page.getByRole('tab', { name: 'Tools' }).click();
-    await page.getByRole('button', { name: 'List Tools' }).click();
-    await page.getByText('Echo Tool', { exact: true }).first().click();
-    await page.locator('textarea#message, input#message, [name="message"]').first().fill('hi from the Inspector');
-    await page.getByRole('button', { name: 'Run Tool' }).click();
-    await page.getByText('Echo: hi from the Inspector').first().waitFor({ timeout: 15_000 });
+    await runEcho(page, 'hi from the Inspector');
   } catch (error) {
-    t.diagnostic(`failed requests: ${JSON.stringify(failed.filter((f) => !f.includes(':6277')))}`);
     if (process.env.CORS_SCREENSHOT) await page.screenshot({ path: process.env.CORS_SCREENSHOT, fullPage: true });
     throw error;
   } finally {
