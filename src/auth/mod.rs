@@ -218,6 +218,31 @@ impl Authenticator {
         }
     }
 
+    /// Whether checking `token` costs only a cache look-up: it was verified (or, for
+    /// introspection, answered) before and is still remembered. Anything else may
+    /// cost argon2, an introspection call or a JWKS fetch, and is what the
+    /// per-address limits count before it is checked.
+    pub fn is_cached(&self, token: &str, digest: &[u8; 32]) -> bool {
+        if api_keys::is_api_key(token) {
+            return self
+                .api_keys
+                .as_ref()
+                .is_some_and(|store| store.is_cached(digest));
+        }
+        let introspected = || {
+            self.introspector
+                .as_ref()
+                .is_some_and(|introspector| introspector.is_cached(digest))
+        };
+        let jwt_path = self.jwt.is_some() && self.validation != ValidationMode::Introspection;
+        if jwt_path && self.verified.contains(digest) {
+            return self.validation != ValidationMode::Both
+                || self.introspector.is_none()
+                || introspected();
+        }
+        introspected()
+    }
+
     /// Verifies a bearer token by what it is: an API key (by prefix, never by shape),
     /// a JWS (verified locally unless `validation: introspection`), else an opaque
     /// token for introspection when configured; anything else is refused. `digest`
