@@ -14,8 +14,8 @@
 //!       burst: 20
 //!       tools: ["search_*"]
 //!       principals: { client_ids: ["ext-*"] }
-//!   unauthenticated: { rate: 10/s, burst: 20 }
-//!   failed_authentications: { rate: 30/min }
+//!   unauthenticated: { rate: 20/s, burst: 100 }
+//!   failed_authentications: { rate: 60/min }
 //!   concurrency: { per_principal: 32 }
 //! ```
 
@@ -125,16 +125,16 @@ fn yes() -> bool {
 fn default_unauthenticated() -> BuiltinLimitConfig {
     BuiltinLimitConfig {
         enabled: true,
-        rate: "10/s".to_owned(),
-        burst: Some(20),
+        rate: "20/s".to_owned(),
+        burst: Some(100),
     }
 }
 
 fn default_failed_authentications() -> BuiltinLimitConfig {
     BuiltinLimitConfig {
         enabled: true,
-        rate: "30/min".to_owned(),
-        burst: Some(30),
+        rate: "60/min".to_owned(),
+        burst: Some(60),
     }
 }
 
