@@ -118,6 +118,18 @@ fn rate_text(rate: Rate) -> String {
     format!("{}/{}s", rate.count, rate.period.as_secs())
 }
 
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "h",
+            _ => "day",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Rule {
     limit: Limit,
@@ -298,14 +310,24 @@ impl LimitRules {
         self.unauthenticated.iter().chain(&self.failed)
     }
 
-    /// The rules that apply to this caller at all, with what they filter on.
-    pub fn describe(&self, caller: Caller<'_>) -> Vec<Described> {
+    /// The rules that would count this request (`messages`; `None`: a GET or
+    /// DELETE), for `mcpgate explain`. Nothing is charged.
+    pub fn counting(&self, caller: Caller<'_>, messages: Option<&[Asked<'_>]>) -> Vec<Described> {
         self.applying(caller)
+            .filter(|rule| match messages {
+                Some(messages) => messages.iter().any(|message| {
+                    rule.counts(message) && rule.key_parts(caller, Some(message)).is_some()
+                }),
+                None => {
+                    rule.methods.is_none()
+                        && rule.tools.is_none()
+                        && !rule.parts.contains(&Part::Tool)
+                        && rule.key_parts(caller, None).is_some()
+                }
+            })
             .map(|rule| Described {
                 limit: rule.limit.clone(),
                 key: rule.parts.iter().map(|part| part.name()).collect(),
-                methods: rule.methods.clone(),
-                tools: rule.tools.is_some(),
             })
             .collect()
     }
@@ -329,10 +351,6 @@ pub struct Described {
     pub limit: Limit,
     /// The key's parts, by name.
     pub key: Vec<&'static str>,
-    /// The methods it counts (`None`: all).
-    pub methods: Option<Vec<String>>,
-    /// Whether it counts only some tools.
-    pub tools: bool,
 }
 
 impl Rule {
