@@ -451,3 +451,23 @@ fn argon2_hash(key: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+#[tokio::test]
+async fn a_rule_for_some_principals_reads_their_claims() {
+    let upstream = Upstream::start().await;
+    // No `rules:` entry reads `groups`: the limit alone must keep it in principals.
+    let config = TestConfig::oauth(&upstream.url).yaml(&limits(
+        "    - { name: interns, key: subject, rate: 1/min, burst: 1, principals: { claims: [{ claim: groups, contains: interns }] } }\n",
+    ));
+    let gateway = Gateway::start(&config.build()).await;
+    let mut claims = claims(&gateway.mcp, "");
+    claims["groups"] = json!(["interns", "staff"]);
+    let intern = hs256(&claims, Some("dev"));
+    claims["groups"] = json!(["staff"]);
+    let staff = hs256(&claims, Some("dev"));
+    assert_eq!(call(&gateway, &intern, 1, "echo").await.status(), 200);
+    assert_eq!(call(&gateway, &intern, 2, "echo").await.status(), 429);
+    for id in 3..6 {
+        assert_eq!(call(&gateway, &staff, id, "echo").await.status(), 200);
+    }
+}

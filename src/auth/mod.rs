@@ -93,7 +93,7 @@ impl Authenticator {
                         client.clone(),
                         redis,
                     )
-                    .keeping_claims(&crate::config::rule_claim_roots(&config.rules))
+                    .keeping_claims(&crate::config::claim_roots(config))
                 });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
         let api_keys = (!api_keys.is_empty()).then_some(api_keys);
@@ -115,8 +115,9 @@ impl Authenticator {
         local: Option<&LocalIssuer>,
     ) -> Result<JwtVerifier, ConfigError> {
         let oauth = &config.auth.oauth;
-        // Only the claims `rules:` read are kept in principals (none: nothing kept).
-        let rule_claims: Arc<[String]> = crate::config::rule_claim_roots(&config.rules).into();
+        // Only the claims `rules:` and limits read are kept in principals (none:
+        // nothing kept).
+        let rule_claims: Arc<[String]> = crate::config::claim_roots(config).into();
         let mut providers: Vec<Arc<Provider>> = oauth
             .jwks
             .iter()

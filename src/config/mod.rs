@@ -27,7 +27,9 @@ pub use derived::METADATA_WELL_KNOWN;
 pub use limits::{BuiltinLimitConfig, ConcurrencyConfig, LimitRuleConfig, LimitsConfig};
 pub use load::{load, load_from_str};
 pub use model::*;
-pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
+pub use rules::{
+    ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, claim_roots, rule_claim_roots,
+};
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
 pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
 
