@@ -55,10 +55,9 @@ impl Limited {
     pub fn description(&self) -> String {
         match &self.exceeded {
             Exceeded::Rate { limit, retry_after } => format!(
-                "rate limit {} exceeded ({}/{}s); retry in {}s",
+                "rate limit {} exceeded ({}); retry in {}s",
                 limit.name,
-                limit.rate.count,
-                limit.rate.period.as_secs(),
+                limit.rate,
                 ceil_seconds(*retry_after).max(1)
             ),
             Exceeded::Concurrency { limit } => {
@@ -100,5 +99,87 @@ impl Limited {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::rate::Rate;
+
+    fn limit() -> Limit {
+        let config = crate::config::load_from_str(
+            "limits:\n  rules:\n    - { name: per-ip, key: ip, rate: 30/min, burst: 3 }\n",
+        )
+        .unwrap();
+        let rules = crate::limits::LimitRules::from_config(&config).unwrap();
+        let caller = crate::limits::Caller {
+            principal: None,
+            ip: "198.51.100.7".parse().unwrap(),
+        };
+        rules.for_stream(caller).limits.remove(0)
+    }
+
+    async fn body(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rate_refusal_is_a_429_with_its_headers_and_the_request_id() {
+        let limited = Limited {
+            exceeded: Exceeded::Rate {
+                limit: limit(),
+                retry_after: Duration::from_millis(1_200),
+            },
+            id: Some(json!("call-9")),
+        };
+        assert_eq!(limited.reason(), "rate_limited: per-ip");
+        assert_eq!(limit().rate, Rate::parse("30/min").unwrap());
+        let response = limited.response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(headers["ratelimit-policy"], "\"per-ip\";q=30;w=60");
+        assert_eq!(headers["ratelimit"], "\"per-ip\";r=0;t=2");
+        assert_eq!(
+            body(response).await,
+            json!({
+                "jsonrpc": "2.0",
+                "id": "call-9",
+                "error": {
+                    "code": -32000,
+                    "message": "rate limit per-ip exceeded (30/min); retry in 2s",
+                    "data": {"rule": "per-ip"},
+                },
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn before_the_body_is_read_the_answer_is_a_plain_json_error() {
+        let limited = Limited {
+            exceeded: Exceeded::Rate {
+                limit: limit(),
+                retry_after: Duration::from_millis(10),
+            },
+            id: None,
+        };
+        let response = limited.response();
+        // Never 0: a client told to wait 0 s would come straight back.
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(body(response).await["error"], "rate_limited");
+        let concurrency = Limited {
+            exceeded: Exceeded::Concurrency { limit: 4 },
+            id: Some(Value::Null),
+        };
+        assert_eq!(concurrency.reason(), "rate_limited: concurrency");
+        let response = concurrency.response();
+        assert!(response.headers().get("ratelimit").is_none());
+        let answer = body(response).await;
+        assert_eq!(answer["id"], Value::Null);
+        assert_eq!(answer["error"]["data"]["rule"], "concurrency");
     }
 }
