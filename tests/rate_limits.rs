@@ -337,6 +337,9 @@ async fn failed_authentications_lock_an_address_out_of_checks() {
     assert_eq!(gateway.post(Some("mcpk_ci_secret-one")).await.status(), 429);
     let records = audit_records(&gateway, 5).await;
     assert_eq!(records[3]["reason"], "rate_limited: failed_authentications");
+    // Not checked: the record says so as for the API-key lockout.
+    assert_eq!(records[3]["auth_result"], "rate_limited");
+    assert_eq!(records[2]["auth_result"], "unknown_api_key");
     assert_eq!(calls_seen(&upstream), 0);
     assert!(upstream.seen().is_empty());
 }

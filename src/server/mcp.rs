@@ -399,7 +399,7 @@ async fn charge(
         Verdict::Allowed(standings) => Ok(standings),
         Verdict::Refused { index, retry_after } => {
             // A refusal names one of the charges; the first stands in should a
-            // backend answer out of range (refused all the same).
+            // backend answer out of range. (An empty plan is never refused.)
             let limit = planned.limits.get(index).or(planned.limits.first());
             match limit {
                 Some(limit) => Err(Refusal::RateLimited(Box::new(Limited {
@@ -439,7 +439,11 @@ async fn authenticate(
     observation.token(&digest);
     let limits = &gateway.limits;
     if limits.guards_verification() && !auth.is_cached(token, &digest) {
-        charge(&state.limiter, &limits.before_verification(ip), None).await?;
+        let planned = limits.before_verification(ip);
+        if let Err(refusal) = charge(&state.limiter, &planned, None).await {
+            observation.auth_limited();
+            return Err(refusal);
+        }
     }
     let principal = match auth.authenticate(token, digest).await {
         Ok(principal) => principal,
