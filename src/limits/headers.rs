@@ -11,6 +11,7 @@
 //! the next request fits, as `Retry-After`). Seconds are whole, rounded up: a client
 //! that waits as long as it is told is never refused for being a moment early.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -36,9 +37,10 @@ pub fn refused(headers: &mut HeaderMap, limit: &Limit, retry_after: Duration) {
 }
 
 /// The headers of an allowed request: each limit it counted against once (the
-/// lowest standing when several keys of one rule were charged).
-pub fn allowed(headers: &mut HeaderMap, limits: &[Limit], standings: &[Standing]) {
-    let mut named: Vec<(&Limit, Standing)> = Vec::new();
+/// lowest standing when several keys of one rule were charged). Written straight
+/// into two strings: every counted request pays for them.
+pub fn allowed(headers: &mut HeaderMap, limits: &[&Limit], standings: &[Standing]) {
+    let mut named: Vec<(&Limit, Standing)> = Vec::with_capacity(limits.len());
     for (limit, standing) in limits.iter().zip(standings) {
         match named.iter_mut().find(|(known, _)| known.name == limit.name) {
             Some((_, kept)) if standing.remaining < kept.remaining => *kept = *standing,
@@ -49,20 +51,24 @@ pub fn allowed(headers: &mut HeaderMap, limits: &[Limit], standings: &[Standing]
     if named.is_empty() {
         return;
     }
-    let policies: Vec<String> = named.iter().map(|(limit, _)| policy_item(limit)).collect();
-    let states: Vec<String> = named
-        .iter()
-        .map(|(limit, standing)| {
-            format!(
-                "\"{}\";r={};t={}",
-                limit.name,
-                standing.remaining,
-                ceil_seconds(standing.reset)
-            )
-        })
-        .collect();
-    set(headers, POLICY, policies.join(", "));
-    set(headers, STATE, states.join(", "));
+    let mut policy = String::with_capacity(48 * named.len());
+    let mut state = String::with_capacity(48 * named.len());
+    for (index, (limit, standing)) in named.iter().enumerate() {
+        if index > 0 {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        policy.push_str(&policy_item(limit));
+        let _ = write!(
+            state,
+            "\"{}\";r={};t={}",
+            limit.name,
+            standing.remaining,
+            ceil_seconds(standing.reset)
+        );
+    }
+    set(headers, POLICY, policy);
+    set(headers, STATE, state);
 }
 
 fn policy_item(limit: &Limit) -> String {

@@ -117,7 +117,7 @@ mod tests {
             principal: None,
             ip: "198.51.100.7".parse().unwrap(),
         };
-        rules.for_stream(caller).limits.remove(0)
+        rules.for_stream(caller).limits.remove(0).clone()
     }
 
     async fn body(response: Response) -> Value {

@@ -7,7 +7,6 @@
 //! so a reload that leaves a rule alone keeps its counters and one that changes it
 //! starts afresh, in memory and in a store replicas share alike.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -102,10 +101,15 @@ impl Limit {
         })
     }
 
-    /// A charge of `cost` under `parts`.
+    /// A charge of `cost` under `parts` (`<identity>:<parts>`).
     fn charge(&self, parts: &str, cost: u32) -> Charge {
+        self.charge_key(format!("{}:{parts}", self.identity), cost)
+    }
+
+    /// A charge of `cost` under a whole key ([`Rule::key`]).
+    fn charge_key(&self, key: String, cost: u32) -> Charge {
         Charge {
-            key: format!("{}:{parts}", self.identity),
+            key,
             interval: self.rate.interval(),
             burst: self.burst,
             cost,
@@ -168,17 +172,17 @@ pub struct Asked<'a> {
 
 /// The charges one request makes, each with the limit it counts against.
 #[derive(Debug, Clone, Default)]
-pub struct Planned {
+pub struct Planned<'a> {
     /// The charges, for the backend.
     pub charges: Vec<Charge>,
     /// The limit of each charge, in the same order.
-    pub limits: Vec<Limit>,
+    pub limits: Vec<&'a Limit>,
 }
 
-impl Planned {
-    fn add(&mut self, limit: &Limit, charge: Charge) {
+impl<'a> Planned<'a> {
+    fn add(&mut self, limit: &'a Limit, charge: Charge) {
         self.charges.push(charge);
-        self.limits.push(limit.clone());
+        self.limits.push(limit);
     }
 
     /// Nothing to count.
@@ -234,22 +238,22 @@ impl LimitRules {
     }
 
     /// The charges of a POST whose messages are `messages`.
-    pub fn for_messages(&self, caller: Caller<'_>, messages: &[Asked<'_>]) -> Planned {
+    pub fn for_messages(&self, caller: Caller<'_>, messages: &[Asked<'_>]) -> Planned<'_> {
         let mut planned = Planned::default();
         for rule in self.applying(caller) {
             // (key parts, cost) in the order first met.
             let mut keys: Vec<(String, u32)> = Vec::new();
             for message in messages.iter().filter(|message| rule.counts(message)) {
-                let Some(parts) = rule.key_parts(caller, Some(message)) else {
+                let Some(key) = rule.key(caller, Some(message)) else {
                     continue;
                 };
-                match keys.iter_mut().find(|(known, _)| *known == parts) {
+                match keys.iter_mut().find(|(known, _)| *known == key) {
                     Some((_, cost)) => *cost = cost.saturating_add(1),
-                    None => keys.push((parts, 1)),
+                    None => keys.push((key, 1)),
                 }
             }
-            for (parts, cost) in keys {
-                planned.add(&rule.limit, rule.limit.charge(&parts, cost));
+            for (key, cost) in keys {
+                planned.add(&rule.limit, rule.limit.charge_key(key, cost));
             }
         }
         planned
@@ -257,13 +261,13 @@ impl LimitRules {
 
     /// The charges of a GET (the standing stream) or a DELETE: the rules without
     /// method or tool filters, once.
-    pub fn for_stream(&self, caller: Caller<'_>) -> Planned {
+    pub fn for_stream(&self, caller: Caller<'_>) -> Planned<'_> {
         let mut planned = Planned::default();
         for rule in self.applying(caller).filter(|rule| {
             rule.methods.is_none() && rule.tools.is_none() && !rule.parts.contains(&Part::Tool)
         }) {
-            if let Some(parts) = rule.key_parts(caller, None) {
-                planned.add(&rule.limit, rule.limit.charge(&parts, 1));
+            if let Some(key) = rule.key(caller, None) {
+                planned.add(&rule.limit, rule.limit.charge_key(key, 1));
             }
         }
         planned
@@ -271,7 +275,7 @@ impl LimitRules {
 
     /// Before a credential is checked the expensive way: one unit of the
     /// address's `unauthenticated` limit, and a look at its failures.
-    pub fn before_verification(&self, ip: IpAddr) -> Planned {
+    pub fn before_verification(&self, ip: IpAddr) -> Planned<'_> {
         let mut planned = Planned::default();
         let parts = format!("ip={}", escape(&limit_key(ip)));
         if let Some(limit) = &self.unauthenticated {
@@ -286,7 +290,7 @@ impl LimitRules {
     }
 
     /// After a credential was refused: one unit of the address's failures.
-    pub fn after_failure(&self, ip: IpAddr) -> Planned {
+    pub fn after_failure(&self, ip: IpAddr) -> Planned<'_> {
         let mut planned = Planned::default();
         if let Some(limit) = &self.failed {
             let parts = format!("ip={}", escape(&limit_key(ip)));
@@ -316,13 +320,13 @@ impl LimitRules {
         self.applying(caller)
             .filter(|rule| match messages {
                 Some(messages) => messages.iter().any(|message| {
-                    rule.counts(message) && rule.key_parts(caller, Some(message)).is_some()
+                    rule.counts(message) && rule.key(caller, Some(message)).is_some()
                 }),
                 None => {
                     rule.methods.is_none()
                         && rule.tools.is_none()
                         && !rule.parts.contains(&Part::Tool)
-                        && rule.key_parts(caller, None).is_some()
+                        && rule.key(caller, None).is_some()
                 }
             })
             .map(|rule| Described {
@@ -332,7 +336,10 @@ impl LimitRules {
             .collect()
     }
 
-    fn applying<'a>(&'a self, caller: Caller<'a>) -> impl Iterator<Item = &'a Rule> {
+    fn applying<'s, 'c>(
+        &'s self,
+        caller: Caller<'c>,
+    ) -> impl Iterator<Item = &'s Rule> + use<'s, 'c> {
         self.rules
             .iter()
             .filter(move |rule| match &rule.principals {
@@ -370,21 +377,22 @@ impl Rule {
         method_ok && tool_ok && tool_key_ok
     }
 
-    /// `subject=alice:tool=search`, or `None` when the request lacks a part.
-    fn key_parts(&self, caller: Caller<'_>, message: Option<&Asked<'_>>) -> Option<String> {
-        let mut key = String::new();
+    /// The whole key, `<identity>:subject=alice:tool=search`, built in one string
+    /// (it is made for every request); `None` when the request lacks a part.
+    fn key(&self, caller: Caller<'_>, message: Option<&Asked<'_>>) -> Option<String> {
+        let mut key = String::with_capacity(self.limit.identity.len() + 64);
+        key.push_str(&self.limit.identity);
         for part in &self.parts {
-            let value = match part {
-                Part::Subject => caller.principal?.subject.clone()?,
-                Part::ClientId => caller.principal?.client_id.clone()?,
-                Part::ApiKeyId => caller.principal?.api_key_id.clone()?,
-                Part::Ip => limit_key(caller.ip),
-                Part::Tool => message?.tool?.to_owned(),
-            };
-            if !key.is_empty() {
-                key.push(':');
+            key.push(':');
+            key.push_str(part.name());
+            key.push('=');
+            match part {
+                Part::Subject => push_escaped(&mut key, caller.principal?.subject.as_deref()?),
+                Part::ClientId => push_escaped(&mut key, caller.principal?.client_id.as_deref()?),
+                Part::ApiKeyId => push_escaped(&mut key, caller.principal?.api_key_id.as_deref()?),
+                Part::Ip => push_escaped(&mut key, &limit_key(caller.ip)),
+                Part::Tool => push_escaped(&mut key, message?.tool?),
             }
-            let _ = write!(key, "{}={}", part.name(), escape(&value));
         }
         Some(key)
     }
@@ -392,7 +400,19 @@ impl Rule {
 
 /// Keeps key parts apart whatever their values hold.
 fn escape(value: &str) -> String {
-    value.replace('%', "%25").replace(':', "%3A")
+    let mut escaped = String::with_capacity(value.len());
+    push_escaped(&mut escaped, value);
+    escaped
+}
+
+fn push_escaped(key: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            c => key.push(c),
+        }
+    }
 }
 
 fn compile_rule(

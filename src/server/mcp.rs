@@ -272,7 +272,11 @@ impl Caller<'_> {
 
     /// Charges the request's limits (all or none), refusing with the limit that
     /// would have to wait longest.
-    async fn charge(&self, planned: &Planned, id: Option<Value>) -> Result<Vec<Standing>, Refusal> {
+    async fn charge(
+        &self,
+        planned: &Planned<'_>,
+        id: Option<Value>,
+    ) -> Result<Vec<Standing>, Refusal> {
         charge(self.limiter, planned, id).await
     }
 
@@ -392,7 +396,7 @@ async fn forward(
 /// wait longest.
 async fn charge(
     limiter: &Limiter,
-    planned: &Planned,
+    planned: &Planned<'_>,
     id: Option<Value>,
 ) -> Result<Vec<Standing>, Refusal> {
     match limiter.charge(&planned.charges).await {
@@ -404,7 +408,7 @@ async fn charge(
             match limit {
                 Some(limit) => Err(Refusal::RateLimited(Box::new(Limited {
                     exceeded: Exceeded::Rate {
-                        limit: limit.clone(),
+                        limit: (*limit).clone(),
                         retry_after,
                     },
                     id,
