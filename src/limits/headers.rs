@@ -27,7 +27,7 @@ pub const STATE: HeaderName = HeaderName::from_static("ratelimit");
 /// The headers of a 429 refused by `limit`.
 pub fn refused(headers: &mut HeaderMap, limit: &Limit, retry_after: Duration) {
     let seconds = ceil_seconds(retry_after).max(1);
-    set(headers, POLICY, policy_item(limit));
+    set(headers, POLICY, limit.policy_item.clone());
     set(
         headers,
         STATE,
@@ -58,7 +58,7 @@ pub fn allowed(headers: &mut HeaderMap, limits: &[&Limit], standings: &[Standing
             policy.push_str(", ");
             state.push_str(", ");
         }
-        policy.push_str(&policy_item(limit));
+        policy.push_str(&limit.policy_item);
         let _ = write!(
             state,
             "\"{}\";r={};t={}",
@@ -69,15 +69,6 @@ pub fn allowed(headers: &mut HeaderMap, limits: &[&Limit], standings: &[Standing
     }
     set(headers, POLICY, policy);
     set(headers, STATE, state);
-}
-
-fn policy_item(limit: &Limit) -> String {
-    format!(
-        "\"{}\";q={};w={}",
-        limit.name,
-        limit.rate.count,
-        limit.rate.period.as_secs()
-    )
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {

@@ -69,6 +69,8 @@ pub struct Limit {
     pub rate: Rate,
     /// Requests that may come at once.
     pub burst: u32,
+    /// Its `RateLimit-Policy` item (`"per-user";q=100;w=60`), written once.
+    pub(crate) policy_item: String,
 }
 
 impl Limit {
@@ -94,6 +96,7 @@ impl Limit {
             hex::encode(digest.get(..4).unwrap_or_default())
         );
         Ok(Self {
+            policy_item: format!("\"{name}\";q={};w={}", rate.count, rate.period.as_secs()),
             name: name.to_owned(),
             identity,
             rate,
