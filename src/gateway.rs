@@ -8,8 +8,10 @@ use crate::authorization_server;
 use crate::config::{Config, ConfigError};
 use crate::edge::challenge::ChallengeParams;
 use crate::edge::cors::Cors;
+use crate::edge::client_ip::ClientIpResolver;
 use crate::edge::metadata::ProtectedResourceMetadata;
 use crate::edge::origin::AllowedOrigins;
+use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
@@ -38,6 +40,10 @@ pub struct Gateway {
     pub(crate) allowed_origins: AllowedOrigins,
     /// `None` when `server.cors` is absent: no CORS headers at all.
     pub(crate) cors: Option<Cors>,
+    /// Where a request comes from (`server.trusted_proxies`).
+    pub(crate) client_ip: ClientIpResolver,
+    /// `limits:` compiled; the counters outlive the gateway (`AppState`).
+    pub(crate) limits: Arc<LimitRules>,
     /// The authorization-server façade's settings, when configured.
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
 }
@@ -141,6 +147,8 @@ impl Gateway {
             cors.as_ref().map_or(&[], Cors::origins),
         );
         Ok(Self {
+            client_ip: ClientIpResolver::from_config(&config.server)?,
+            limits: Arc::new(LimitRules::from_config(&config)?),
             allowed_origins,
             cors,
             config: Arc::new(config),
