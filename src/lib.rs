@@ -45,6 +45,7 @@ pub mod explain;
 pub mod gateway;
 pub mod graphql;
 pub mod json;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 pub mod redis;

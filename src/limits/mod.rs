@@ -1,0 +1,3 @@
+//! Rate limits.
+
+pub(crate) mod shared;
