@@ -16,6 +16,7 @@ use crate::audit::Record;
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal, RequestProblem};
 use crate::gateway::Gateway;
+use crate::limits::{Asked, Caller as LimitCaller};
 use crate::mcp::envelope;
 use crate::policy::{self, AppliedRequirement, Item, PolicyRefusal, Target};
 use crate::upstream::graphql::Builtin;
@@ -89,6 +90,9 @@ pub struct Explanation {
     pub requirements: Option<Vec<AppliedRequirement>>,
     /// The `rules:` entries whose `when` holds for the caller.
     pub rules_matched: Option<Vec<String>>,
+    /// The `limits.rules` that would count this request for this caller (null when
+    /// the token is not accepted).
+    pub limits: Option<Vec<LimitView>>,
     /// How the request would end.
     pub decision: Decision,
     /// The audit record's `action`, `status`, `auth_result`, `reason` and
@@ -113,6 +117,19 @@ pub(crate) struct RequestView {
     pub(crate) tool: Option<String>,
     pub(crate) resource: Option<String>,
     pub(crate) prompt: Option<String>,
+}
+
+/// A rate limit that counts the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitView {
+    /// The rule's name.
+    pub name: String,
+    /// What it counts separately (`subject`, `tool`, …).
+    pub key: Vec<&'static str>,
+    /// `100/min`.
+    pub rate: String,
+    /// Requests that may come at once.
+    pub burst: u32,
 }
 
 /// Who the token says the caller is, as the gateway would see it.
@@ -279,6 +296,7 @@ pub async fn explain(
         principal: None,
         requirements: None,
         rules_matched: None,
+        limits: None,
         decision: Decision::Allowed,
         action: "allow",
         status: 200,
@@ -316,6 +334,7 @@ pub async fn explain(
     let rules = policy.principal_rules();
     let matched = rules.matching(&principal);
     answer.rules_matched = Some(rules.names(&matched));
+    limits(gateway, &principal, parsed.as_ref(), &mut answer);
     if target.item == Some(Item::Tool(Builtin::ExecuteGraphql.name()))
         && gateway.upstream.graphql().is_some()
     {
@@ -368,6 +387,52 @@ pub async fn explain(
     answer.status = response.status().as_u16();
     answer.challenge = challenge_of(&response);
     Ok(answer)
+}
+
+/// The limits that would count the request, and the ones around it.
+fn limits(
+    gateway: &Gateway,
+    principal: &Principal,
+    parsed: Option<&envelope::Envelope>,
+    answer: &mut Explanation,
+) {
+    let rules = &gateway.limits;
+    // The address is not part of the question: only whether a key can be made.
+    let caller = LimitCaller {
+        principal: Some(principal),
+        ip: std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    let asked: Option<Vec<Asked<'_>>> = parsed.map(|envelope| {
+        envelope
+            .messages
+            .iter()
+            .map(|message| Asked {
+                method: message.method(),
+                tool: match message.target().item {
+                    Some(Item::Tool(name)) => Some(name),
+                    _ => None,
+                },
+            })
+            .collect()
+    });
+    answer.limits = Some(
+        rules
+            .counting(caller, asked.as_deref())
+            .into_iter()
+            .map(|described| LimitView {
+                name: described.limit.name,
+                key: described.key,
+                rate: described.limit.rate.to_string(),
+                burst: described.limit.burst,
+            })
+            .collect(),
+    );
+    if let Some(limit) = rules.per_principal() {
+        answer.notes.push(format!(
+            "at most {limit} calls of this caller may be in flight at once \
+             (limits.concurrency.per_principal)"
+        ));
+    }
 }
 
 /// The token through the endpoint's own bearer parsing, then the authenticator.
@@ -491,6 +556,22 @@ impl fmt::Display for Explanation {
                 writeln!(f, "  none matches this caller")?;
             } else {
                 writeln!(f, "  matched: {}", matched.join(", "))?;
+            }
+        }
+        if let Some(limits) = &self.limits {
+            writeln!(f, "\nlimits")?;
+            if limits.is_empty() {
+                writeln!(f, "  no rate limit counts this request")?;
+            }
+            for limit in limits {
+                writeln!(
+                    f,
+                    "  {}: {} per {} (burst {})",
+                    limit.name,
+                    limit.rate,
+                    limit.key.join(" + "),
+                    limit.burst
+                )?;
             }
         }
         let decision = match self.decision {

@@ -7,8 +7,10 @@ use crate::auth::Authenticator;
 use crate::authorization_server;
 use crate::config::{Config, ConfigError};
 use crate::edge::challenge::ChallengeParams;
+use crate::edge::client_ip::ClientIpResolver;
 use crate::edge::metadata::ProtectedResourceMetadata;
 use crate::edge::origin::AllowedOrigins;
+use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
 use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
@@ -35,6 +37,10 @@ pub struct Gateway {
     /// `None` when OAuth is off: the metadata paths answer 404.
     pub metadata: Option<ProtectedResourceMetadata>,
     pub(crate) allowed_origins: AllowedOrigins,
+    /// Where a request comes from (`server.trusted_proxies`).
+    pub(crate) client_ip: ClientIpResolver,
+    /// `limits:` compiled; the counters outlive the gateway (`AppState`).
+    pub(crate) limits: Arc<LimitRules>,
     /// The authorization-server façade's settings, when configured.
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
 }
@@ -134,6 +140,8 @@ impl Gateway {
         let allowed_origins =
             AllowedOrigins::new(&config.public_url(), &config.server.allowed_origins);
         Ok(Self {
+            client_ip: ClientIpResolver::from_config(&config.server)?,
+            limits: Arc::new(LimitRules::from_config(&config)?),
             allowed_origins,
             config: Arc::new(config),
             auth,

@@ -19,6 +19,10 @@ rules:
   - name: contractors-read-only
     when: { client_ids: ["contractor-*"] }
     deny_tools: ["db_*"]
+limits:
+  rules:
+    - { name: searches, key: [subject, tool], tools: ["search_*"], rate: 100/min }
+    - { name: per-contractor-app, key: client_id, rate: 1000/h, burst: 50, principals: { client_ids: ["contractor-*"] } }
 "#,
         )
         .build()
@@ -352,4 +356,49 @@ async fn a_name_the_gateway_would_refuse_as_a_look_alike_is_refused_here_too() {
         .send()
         .await;
     assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn explain_lists_the_limits_that_count_the_request() {
+    let s = setup().await;
+    let contractor = s.token("contractor-7", "mcp:connect mcp:tools:execute", json!({}));
+    let (_, answer) = s.explain(&contractor, &["--tool", "search_web"]);
+    assert_eq!(
+        answer["limits"],
+        json!([
+            {"name": "searches", "key": ["subject", "tool"], "rate": "100/min", "burst": 100},
+            {"name": "per-contractor-app", "key": ["client_id"], "rate": "1000/h", "burst": 50},
+        ])
+    );
+    assert!(
+        answer["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|note| note.as_str().unwrap().contains("at most 64 calls")),
+        "{answer}"
+    );
+    // Another tool, another caller: the tool rule does not count it, nor the
+    // contractors' rule this caller.
+    let other = s.token("web-app", "mcp:connect mcp:tools:execute", json!({}));
+    let (_, answer) = s.explain(&other, &["--tool", "echo"]);
+    assert_eq!(answer["limits"], json!([]));
+    let config = s.gateway.dir().join("mcpgate.yaml");
+    let (code, stdout, _) = run_cli(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--token",
+            &contractor,
+            "--tool",
+            "search_web",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("searches: 100/min per subject + tool (burst 100)"),
+        "{stdout}"
+    );
 }

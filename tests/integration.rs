@@ -44,6 +44,7 @@ mod operations;
 mod policy;
 mod protocol_versions;
 mod proxy;
+mod rate_limits;
 mod redis_introspection;
 mod redis_sessions;
 mod rules;

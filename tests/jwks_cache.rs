@@ -30,6 +30,11 @@ fn config(upstream: &Upstream, providers: &str, issuers: &str) -> String {
         .issuers(issuers)
         .oauth_yaml("authorization_servers: [https://issuer.test]")
         .jwks(Some(providers))
+        // These tests measure the JWKS cache's own bounds on floods from one address;
+        // the per-address limits in front of it are tested in `rate_limits`.
+        .yaml(
+            "limits:\n  unauthenticated: { enabled: false, rate: 1/s }\n  failed_authentications: { enabled: false, rate: 1/s }",
+        )
         .build()
 }
 

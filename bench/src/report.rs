@@ -263,6 +263,7 @@ pub fn round_ratios(rounds: &[Vec<Measured>]) -> String {
     let mut lines = Vec::new();
     for scenario in [
         Scenario::JwtHs256,
+        Scenario::JwtHs256Limited,
         Scenario::JwtRs256,
         Scenario::JwtEs256,
         Scenario::Introspected,
@@ -330,6 +331,7 @@ fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
 
     for scenario in [
         Scenario::JwtHs256,
+        Scenario::JwtHs256Limited,
         Scenario::JwtRs256,
         Scenario::JwtEs256,
         Scenario::Introspected,
@@ -409,6 +411,7 @@ fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
         for scenario in [
             Scenario::Passthrough,
             Scenario::JwtHs256,
+            Scenario::JwtHs256Limited,
             Scenario::JwtRs256,
             Scenario::JwtEs256,
             Scenario::JwtRs256Fresh,

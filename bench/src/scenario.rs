@@ -25,6 +25,7 @@ pub enum Scenario {
     Passthrough,
     PassthroughList,
     JwtHs256,
+    JwtHs256Limited,
     JwtRs256,
     JwtEs256,
     JwtRs256Fresh,
@@ -36,13 +37,14 @@ pub enum Scenario {
 
 /// The order scenarios run and are reported in. Passthrough runs before the fresh-token
 /// scenario so its throughput can size the token pool.
-pub const ALL: [Scenario; 13] = [
+pub const ALL: [Scenario; 14] = [
     Scenario::Direct,
     Scenario::DirectList,
     Scenario::Nginx,
     Scenario::Passthrough,
     Scenario::PassthroughList,
     Scenario::JwtHs256,
+    Scenario::JwtHs256Limited,
     Scenario::JwtRs256,
     Scenario::JwtEs256,
     Scenario::JwtRs256Fresh,
@@ -73,6 +75,7 @@ impl Scenario {
             Self::Passthrough => "passthrough",
             Self::PassthroughList => "passthrough-list-1000",
             Self::JwtHs256 => "jwt-hs256",
+            Self::JwtHs256Limited => "jwt-hs256-limited",
             Self::JwtRs256 => "jwt-rs256",
             Self::JwtEs256 => "jwt-es256",
             Self::JwtRs256Fresh => "jwt-rs256-fresh",
@@ -95,6 +98,9 @@ impl Scenario {
                 "tools/list (all tools) through mcpgate with auth off: no filtering"
             }
             Self::JwtHs256 => "tools/call, HS256 JWT, one token (cache hit)",
+            Self::JwtHs256Limited => {
+                "jwt-hs256 with two rate limits (per subject, per subject and tool) that never refuse"
+            }
             Self::JwtRs256 => "tools/call, RS256 JWT from a JWKS, one token (cache hit)",
             Self::JwtEs256 => "tools/call, ES256 JWT from a JWKS, one token (cache hit)",
             Self::JwtRs256Fresh => "tools/call, RS256 JWT, a new token per request (cache miss)",
@@ -129,7 +135,9 @@ impl Scenario {
             | Self::Passthrough
             | Self::PassthroughList
             | Self::VerifyRs256 => Credentials::None,
-            Self::JwtHs256 | Self::ListFiltered => Credentials::Token(Alg::Hs256),
+            Self::JwtHs256 | Self::JwtHs256Limited | Self::ListFiltered => {
+                Credentials::Token(Alg::Hs256)
+            }
             Self::JwtRs256 => Credentials::Token(Alg::Rs256),
             Self::JwtEs256 => Credentials::Token(Alg::Es256),
             Self::JwtRs256Fresh => Credentials::Fresh(Alg::Rs256),
@@ -298,7 +306,15 @@ pub fn spawn_gateway(
             url: bench.upstream.introspection_url(),
         },
     };
-    let config = gateway::config(gateway::free_addr()?, &bench.upstream.mcp_url(), &auth);
+    let mut config = gateway::config(gateway::free_addr()?, &bench.upstream.mcp_url(), &auth);
+    if scenario == Scenario::JwtHs256Limited {
+        // Rates no load reaches: every request pays for two charges, none is refused.
+        config.push_str(
+            "limits:\n  rules:\n    \
+             - { name: per-user, key: subject, rate: 1000000000/s }\n    \
+             - { name: per-user-tool, key: [subject, tool], rate: 1000000000/s }\n",
+        );
+    }
     Gateway::spawn(
         wrapper,
         &bench.binary,

@@ -216,6 +216,11 @@ impl ApiKeyStore {
         self.keys.is_empty()
     }
 
+    /// Whether a key was verified and is still remembered.
+    pub(crate) fn is_cached(&self, digest: &[u8; 32]) -> bool {
+        self.verified.contains_key(digest)
+    }
+
     /// Verifies a key (cached on success).
     pub async fn verify(&self, token: &str, digest: [u8; 32]) -> Result<Arc<Principal>, AuthError> {
         let remembered = self.verified.get(&digest);

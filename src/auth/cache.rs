@@ -89,6 +89,11 @@ impl VerifiedTokens {
         Some(Ok(entry.principal))
     }
 
+    /// Whether a token is remembered (its checks on a hit are cheap).
+    pub(crate) fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.cache.contains_key(digest)
+    }
+
     pub(crate) fn insert(
         &self,
         digest: [u8; 32],

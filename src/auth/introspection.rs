@@ -109,6 +109,11 @@ impl Introspector {
             .chain(self.rule_claims.iter().map(String::as_str))
     }
 
+    /// Whether an answer for the token is held here (positive or negative).
+    pub(crate) fn is_cached(&self, digest: &[u8; 32]) -> bool {
+        self.cache.contains_key(digest)
+    }
+
     /// The principal of an active token; a cached answer when there is one.
     pub async fn introspect(
         &self,

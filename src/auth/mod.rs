@@ -93,7 +93,7 @@ impl Authenticator {
                         client.clone(),
                         redis,
                     )
-                    .keeping_claims(&crate::config::rule_claim_roots(&config.rules))
+                    .keeping_claims(&crate::config::claim_roots(config))
                 });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
         let api_keys = (!api_keys.is_empty()).then_some(api_keys);
@@ -115,8 +115,9 @@ impl Authenticator {
         local: Option<&LocalIssuer>,
     ) -> Result<JwtVerifier, ConfigError> {
         let oauth = &config.auth.oauth;
-        // Only the claims `rules:` read are kept in principals (none: nothing kept).
-        let rule_claims: Arc<[String]> = crate::config::rule_claim_roots(&config.rules).into();
+        // Only the claims `rules:` and limits read are kept in principals (none:
+        // nothing kept).
+        let rule_claims: Arc<[String]> = crate::config::claim_roots(config).into();
         let mut providers: Vec<Arc<Provider>> = oauth
             .jwks
             .iter()
@@ -216,6 +217,31 @@ impl Authenticator {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// Whether checking `token` costs only a cache look-up: it was verified (or, for
+    /// introspection, answered) before and is still remembered. Anything else may
+    /// cost argon2, an introspection call or a JWKS fetch, and is what the
+    /// per-address limits count before it is checked.
+    pub fn is_cached(&self, token: &str, digest: &[u8; 32]) -> bool {
+        if api_keys::is_api_key(token) {
+            return self
+                .api_keys
+                .as_ref()
+                .is_some_and(|store| store.is_cached(digest));
+        }
+        let introspected = || {
+            self.introspector
+                .as_ref()
+                .is_some_and(|introspector| introspector.is_cached(digest))
+        };
+        let jwt_path = self.jwt.is_some() && self.validation != ValidationMode::Introspection;
+        if jwt_path && self.verified.contains(digest) {
+            return self.validation != ValidationMode::Both
+                || self.introspector.is_none()
+                || introspected();
+        }
+        introspected()
     }
 
     /// Verifies a bearer token by what it is: an API key (by prefix, never by shape),

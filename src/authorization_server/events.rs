@@ -10,6 +10,7 @@ use http::request::Parts;
 use super::clients::{Client, ClientKind};
 use super::grants::Grant;
 use crate::audit::FacadeRecord;
+use crate::edge::client_ip::ClientIp;
 use crate::telemetry::metrics::metrics;
 
 /// The façade's events, by the name records and metrics give them.
@@ -156,8 +157,21 @@ pub(crate) fn kind(kind: ClientKind) -> &'static str {
     }
 }
 
-/// The peer's address, which the listener records for every connection (absent
-/// only where a router is served without it, as in unit tests).
+/// The client's address (the proxies' word for it when the peer is a trusted proxy,
+/// see `edge::client_ip`), else the peer's, which the listener records for every
+/// connection (absent only where a router is served without it, as in unit tests).
+pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ClientIp>()
+        .map(|ClientIp(address)| *address)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip())
+        })
+}
+
+/// The client's address ([`client_ip`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Peer(pub(crate) Option<IpAddr>);
 
@@ -165,12 +179,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| peer.ip()),
-        ))
+        Ok(Self(client_ip(&parts.extensions)))
     }
 }
 

@@ -4,13 +4,13 @@
 //! id, and for a confidential client a secret shown once and kept only as an
 //! argon2id hash.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::{Argon2, PasswordHasher};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
@@ -30,12 +30,8 @@ pub(super) async fn register(State(facade): State<Arc<Facade>>, request: Request
     let config = &settings.config.registration;
     // The listener records every connection's peer; without one (never in
     // practice) all such requests share one budget.
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
-            peer.ip()
-        });
+    let peer =
+        super::events::client_ip(request.extensions()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let refused = |error: &'static str, reason: &str| refused_record(peer, error, reason);
     if let Err(wait) = facade.registrations.check(peer, config.per_ip_per_minute) {
         tracing::warn!(%peer, "client registration refused: too many from this address");

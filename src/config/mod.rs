@@ -7,6 +7,7 @@ mod checks;
 mod claims;
 mod derived;
 mod interpolate;
+mod limits;
 mod load;
 mod model;
 mod rules;
@@ -23,9 +24,12 @@ pub(crate) use checks::{
 };
 pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
 pub use derived::METADATA_WELL_KNOWN;
+pub use limits::{BuiltinLimitConfig, ConcurrencyConfig, LimitRuleConfig, LimitsConfig};
 pub use load::{load, load_from_str};
 pub use model::*;
-pub use rules::{ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, rule_claim_roots};
+pub use rules::{
+    ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, claim_roots, rule_claim_roots,
+};
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
 pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
 

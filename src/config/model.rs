@@ -42,6 +42,9 @@ pub struct Config {
     pub session: SessionConfig,
     /// mcpgate as the authorization server clients see (off when absent).
     pub authorization_server: Option<super::AuthorizationServerConfig>,
+    /// `limits:`: rate limits and calls in flight (see `config::limits`).
+    #[serde(default)]
+    pub limits: super::LimitsConfig,
 }
 
 /// Where clients connect and what the gateway answers with: listeners, public URL, limits.
@@ -84,6 +87,25 @@ pub struct ServerConfig {
     /// Most client connections open at once. Unset: derived from the open-file limit
     /// (see `server::limits`).
     pub max_connections: Option<usize>,
+    /// Proxies (CIDRs) whose `client_ip_header` is believed: the client IP is the
+    /// socket peer's unless that peer is one of these.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write the client's address into.
+    #[serde(default)]
+    pub client_ip_header: ClientIpHeader,
+}
+
+/// `server.client_ip_header`: only the header the proxies write is read; a client
+/// could forge the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +123,8 @@ impl Default for ServerConfig {
             body_read_timeout: default_body_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: None,
+            trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
         }
     }
 }

@@ -91,9 +91,27 @@ where
 /// The top-level claim names the rules read: all a principal has to keep of its
 /// token's claims for them (nothing when no rule reads a claim).
 pub fn rule_claim_roots(rules: &[PrincipalRuleConfig]) -> Vec<String> {
+    roots(rules.iter().map(|rule| &rule.when))
+}
+
+/// The top-level claim names anything matching callers reads: `rules:` and the
+/// `principals` of `limits.rules`. What principals keep of their tokens' claims.
+pub fn claim_roots(config: &super::Config) -> Vec<String> {
+    roots(
+        config.rules.iter().map(|rule| &rule.when).chain(
+            config
+                .limits
+                .rules
+                .iter()
+                .filter_map(|rule| rule.principals.as_ref()),
+        ),
+    )
+}
+
+fn roots<'a>(whens: impl Iterator<Item = &'a WhenConfig>) -> Vec<String> {
     let mut roots: Vec<String> = Vec::new();
-    for rule in rules {
-        for condition in &rule.when.claims {
+    for when in whens {
+        for condition in &when.claims {
             if let Some(root) = condition.claim.segments().first()
                 && !root.is_empty()
                 && !roots.iter().any(|known| known == root)

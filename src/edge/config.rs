@@ -55,7 +55,7 @@ impl ServerConfig {
                 "must be greater than 0 (or left unset to derive it from the open-file limit)",
             ));
         }
-        Ok(())
+        super::client_ip::check(self)
     }
 
     /// The admin listener is a second socket, never the MCP one.

@@ -4,6 +4,7 @@
 //! `server` answers with them, so they sit below both.
 
 pub mod challenge;
+pub mod client_ip;
 mod config;
 pub mod json;
 pub mod metadata;

@@ -26,7 +26,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     config.server.check_admin_listen()?;
     config.server.check_allowed_origins()?;
     config.session.check()?;
-    crate::auth::api_keys::check_cache_ttl(config.auth.api_key_cache_ttl)
+    crate::auth::api_keys::check_cache_ttl(config.auth.api_key_cache_ttl)?;
+    crate::limits::LimitRules::from_config(config).map(drop)
 }
 
 /// Without `server.public_url`, the resource URI is made from `server.listen`, which

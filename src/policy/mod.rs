@@ -23,8 +23,9 @@ pub use decision::{Computed, PolicyRefusal, Question};
 pub use explain::AppliedRequirement;
 pub use hierarchy::{Cycle, Granted, Hierarchy};
 use look_alike::{LookAlikes, LookAlikesBuilder};
-pub use principal_rules::{Matched, PrincipalRules, RuleDenial, RuleList};
+pub use principal_rules::{Matched, PrincipalRules, RuleDenial, RuleList, Who};
 pub use requirement::{Holds, Requirement, Shortfall, TooManyCombinations};
+pub(crate) use rules::compile_glob;
 pub use rules::{NamedRule, NamedRules};
 
 use std::collections::{BTreeSet, HashMap};

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::{Item, ItemKind};
 use crate::auth::Principal;
 use crate::auth::claim_map::{claim_values, resolve};
-use crate::config::{ClaimConditionConfig, Config, ConfigError, PrincipalRuleConfig};
+use crate::config::{ClaimConditionConfig, Config, ConfigError, PrincipalRuleConfig, WhenConfig};
 
 /// Longest rule name: it is written into headers and audit records.
 const MAX_NAME: usize = 128;
@@ -383,6 +383,62 @@ impl PrincipalRules {
         items
             .into_iter()
             .try_for_each(|item| self.check(matched, item))
+    }
+}
+
+/// A `when:` on its own, compiled as a rule's: who a limit applies to
+/// (`limits.rules[].principals`).
+#[derive(Debug, Clone)]
+pub struct Who {
+    client_ids: Option<GlobSet>,
+    subjects: Option<GlobSet>,
+    claims: Vec<ClaimCondition>,
+}
+
+impl Who {
+    /// Compiles `when` found at `key`; errors name the entry.
+    pub fn compile(key: &str, when: &WhenConfig) -> Result<Self, ConfigError> {
+        let list = |name: &str, patterns: Option<&Vec<String>>| {
+            patterns
+                .map(|patterns| {
+                    let key = format!("{key}.{name}");
+                    if patterns.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "an empty list matches no one: list patterns, or remove the key to \
+                             match any",
+                        ));
+                    }
+                    glob_set(&key, patterns, false)
+                })
+                .transpose()
+        };
+        Ok(Self {
+            client_ids: list("client_ids", when.client_ids.as_ref())?,
+            subjects: list("subjects", when.subjects.as_ref())?,
+            claims: when
+                .claims
+                .iter()
+                .enumerate()
+                .map(|(position, condition)| {
+                    claim_condition(&format!("{key}.claims[{position}]"), condition)
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether `principal` is one of them (as a rule's `when` decides).
+    pub fn matches(&self, principal: &Principal) -> bool {
+        let holds = |set: &Option<GlobSet>, value: Option<&str>| {
+            set.as_ref()
+                .is_none_or(|set| value.is_some_and(|value| set.is_match(value)))
+        };
+        holds(&self.client_ids, principal.client_id.as_deref())
+            && holds(&self.subjects, principal.subject.as_deref())
+            && self
+                .claims
+                .iter()
+                .all(|condition| condition.holds(&principal.claims))
     }
 }
 

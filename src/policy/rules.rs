@@ -137,7 +137,7 @@ impl NamedRules {
 /// namespaced tool names and subjects are flat strings here), matching is
 /// case-sensitive, and with `literal_braces` (resources) `{`/`}` are literal so that a
 /// URI template is matched as written. `key` names the pattern in errors.
-pub(super) fn compile_glob(
+pub(crate) fn compile_glob(
     key: &str,
     pattern: &str,
     literal_braces: bool,

@@ -1,6 +1,7 @@
 //! The MCP endpoint: authenticate, authorize, then proxy. Every HTTP method is
 //! authenticated (POST, GET for the SSE stream, DELETE).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +20,14 @@ use super::session::{self, Route};
 use crate::auth::bearer::{self, Credential};
 use crate::auth::{AuthError, Principal, TokenProblem, Unavailability};
 use crate::config::UnknownMethods;
+use crate::edge::client_ip::ClientIp;
 use crate::edge::origin;
 use crate::gateway::Gateway;
+use crate::limits::headers as limit_headers;
+use crate::limits::{
+    Asked, Caller as LimitCaller, Exceeded, Held, Limited, Limiter, Permit, Planned, Standing,
+    Verdict,
+};
 use crate::mcp::filter::{ListFilter, Outcome, Refusal as ListRefusal};
 use crate::mcp::headers as mcp_headers;
 use crate::mcp::session::SESSION_HEADER;
@@ -52,11 +59,15 @@ async fn respond(
     body: Body,
 ) -> Result<Response, Refusal> {
     origin::check(&gateway.allowed_origins, &parts.headers).map_err(Refusal::Origin)?;
+    // Tagged by `server::client_ip` on every request the listener serves.
+    let ip = parts
+        .extensions
+        .get::<ClientIp>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ClientIp(ip)| *ip);
     let principal = authenticate(
         state,
         gateway,
-        &parts.headers,
-        parts.uri.query(),
+        (&parts.headers, parts.uri.query(), ip),
         observation,
     )
     .await?;
@@ -93,6 +104,8 @@ async fn respond(
     .map_err(Refusal::Session)?;
     let caller = Caller {
         gateway,
+        limiter: &state.limiter,
+        ip,
         principal: principal.as_ref(),
         matched: &matched,
         route: &route,
@@ -119,6 +132,8 @@ async fn respond(
 /// A request whose head has passed: who asks, in which session, with which headers.
 struct Caller<'a> {
     gateway: &'a Arc<Gateway>,
+    limiter: &'a Limiter,
+    ip: IpAddr,
     principal: Option<&'a Arc<Principal>>,
     matched: &'a Matched,
     route: &'a Route,
@@ -160,6 +175,8 @@ impl Caller<'_> {
         observation: &mut Observation,
     ) -> Result<Response, Refusal> {
         self.decide(&[Target::CONNECTION], &[], None)?;
+        let planned = self.gateway.limits.for_stream(self.who());
+        let standings = self.charge(&planned, None).await?;
         let gateway = self.gateway;
         let filter = self
             .principal
@@ -175,10 +192,12 @@ impl Caller<'_> {
         )
         .await
         .map_err(|error| Refusal::Upstream { error, id: None })?;
-        match filter {
-            Some(filter) => filtered(response, filter).await,
-            None => Ok(response),
-        }
+        let mut response = match filter {
+            Some(filter) => filtered(response, filter).await?,
+            None => response,
+        };
+        limit_headers::allowed(response.headers_mut(), &planned.limits, &standings);
+        Ok(response)
     }
 
     /// A POST: the body is read, checked and authorized as a whole before anything
@@ -198,6 +217,23 @@ impl Caller<'_> {
         observation.messages(&envelope);
         let computed = gateway.computed(&envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
+        // The body was read: a refusal answers for the request (id null for a
+        // notification or a batch).
+        let id = Some(envelope.reply_id().cloned().unwrap_or(Value::Null));
+        let permit = self.permit(id.as_ref())?;
+        let asked: Vec<Asked<'_>> = envelope
+            .messages
+            .iter()
+            .map(|message| Asked {
+                method: message.method(),
+                tool: match message.target().item {
+                    Some(Item::Tool(name)) => Some(name),
+                    _ => None,
+                },
+            })
+            .collect();
+        let planned = gateway.limits.for_messages(self.who(), &asked);
+        let standings = self.charge(&planned, id).await?;
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)
         });
@@ -215,9 +251,50 @@ impl Caller<'_> {
             error,
             id: envelope.reply_id().cloned(),
         })?;
-        match filter {
-            Some(filter) => filtered(response, filter).await,
-            None => Ok(response),
+        let mut response = match filter {
+            Some(filter) => filtered(response, filter).await?,
+            None => response,
+        };
+        limit_headers::allowed(response.headers_mut(), &planned.limits, &standings);
+        Ok(match permit {
+            Some(permit) => response.map(|body| Held::wrap(body, permit)),
+            None => response,
+        })
+    }
+
+    /// Who the limits count this request as.
+    fn who(&self) -> LimitCaller<'_> {
+        LimitCaller {
+            principal: self.principal.map(Arc::as_ref),
+            ip: self.ip,
+        }
+    }
+
+    /// Charges the request's limits (all or none), refusing with the limit that
+    /// would have to wait longest.
+    async fn charge(
+        &self,
+        planned: &Planned<'_>,
+        id: Option<Value>,
+    ) -> Result<Vec<Standing>, Refusal> {
+        charge(self.limiter, planned, id).await
+    }
+
+    /// A place among the principal's calls in flight, when that is limited.
+    fn permit(&self, id: Option<&Value>) -> Result<Option<Permit>, Refusal> {
+        let (Some(limit), Some(subject)) = (
+            self.gateway.limits.per_principal(),
+            self.principal
+                .and_then(|principal| principal.subject.as_deref()),
+        ) else {
+            return Ok(None);
+        };
+        match self.limiter.in_flight.try_acquire(subject, limit) {
+            Some(permit) => Ok(Some(permit)),
+            None => Err(Refusal::RateLimited(Box::new(Limited {
+                exceeded: Exceeded::Concurrency { limit },
+                id: id.cloned(),
+            }))),
         }
     }
 
@@ -315,36 +392,85 @@ async fn forward(
     result
 }
 
+/// Charges `planned` (all or none); a refusal names the limit that would have to
+/// wait longest.
+async fn charge(
+    limiter: &Limiter,
+    planned: &Planned<'_>,
+    id: Option<Value>,
+) -> Result<Vec<Standing>, Refusal> {
+    match limiter.charge(&planned.charges).await {
+        Verdict::Allowed(standings) => Ok(standings),
+        Verdict::Refused { index, retry_after } => {
+            // A refusal names one of the charges; the first stands in should a
+            // backend answer out of range. (An empty plan is never refused.)
+            let limit = planned.limits.get(index).or(planned.limits.first());
+            match limit {
+                Some(limit) => Err(Refusal::RateLimited(Box::new(Limited {
+                    exceeded: Exceeded::Rate {
+                        limit: (*limit).clone(),
+                        retry_after,
+                    },
+                    id,
+                }))),
+                None => Ok(Vec::new()),
+            }
+        }
+    }
+}
+
 /// Authentication. `Ok(None)` when no credential source is configured.
+///
+/// A credential that is not in a cache of verified ones costs a check (argon2, an
+/// introspection call, a JWKS fetch): it is counted against the address's
+/// `unauthenticated` limit first, and refused unchecked while the address's
+/// failed authentications are exhausted. A refused credential counts as a failure.
 async fn authenticate(
     state: &AppState,
     gateway: &Gateway,
-    headers: &http::HeaderMap,
-    query: Option<&str>,
+    (headers, query, ip): (&http::HeaderMap, Option<&str>, IpAddr),
     observation: &mut Observation,
-) -> Result<Option<Arc<Principal>>, AuthError> {
+) -> Result<Option<Arc<Principal>>, Refusal> {
     let Some(auth) = &gateway.auth else {
         observation.auth_disabled();
         return Ok(None);
     };
     let credential = bearer::extract(headers, query)?;
     let Credential::Bearer(token) = credential else {
-        return Err(AuthError::Missing);
+        return Err(AuthError::Missing.into());
     };
     let digest = crate::auth::cache::digest(token);
     observation.token(&digest);
-    let principal = auth.authenticate(token, digest).await?;
+    let limits = &gateway.limits;
+    if limits.guards_verification() && !auth.is_cached(token, &digest) {
+        let planned = limits.before_verification(ip);
+        if let Err(refusal) = charge(&state.limiter, &planned, None).await {
+            observation.auth_limited();
+            return Err(refusal);
+        }
+    }
+    let principal = match auth.authenticate(token, digest).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            if matches!(error, AuthError::InvalidToken(_)) {
+                // Counted whatever the answer: a limit already exhausted stays so.
+                let _ = state
+                    .limiter
+                    .charge(&limits.after_failure(ip).charges)
+                    .await;
+            }
+            return Err(error.into());
+        }
+    };
     // Checked on every request, cached verification or not: a revoked grant's
     // tokens stop at once.
     if let Some(facade) = &state.facade {
         match facade.revoked(&principal).await {
             Ok(false) => {}
-            Ok(true) => return Err(AuthError::InvalidToken(TokenProblem::Revoked)),
+            Ok(true) => return Err(AuthError::InvalidToken(TokenProblem::Revoked).into()),
             // Cannot tell: fail closed, as the other checks that need a peer.
             Err(_) => {
-                return Err(AuthError::Unavailable(
-                    Unavailability::RevocationsUnavailable,
-                ));
+                return Err(AuthError::Unavailable(Unavailability::RevocationsUnavailable).into());
             }
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod body;
+mod client_ip;
 mod connection;
 pub mod host;
 pub mod limits;
@@ -30,6 +31,7 @@ use tokio::task::JoinSet;
 use crate::audit::AuditLog;
 use crate::authorization_server::{self, Facade};
 use crate::gateway::Gateway;
+use crate::limits::Limiter;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::traces::Traces;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// The authorization-server façade (sign-ins in progress outlive reloads).
     pub(crate) facade: Option<Arc<Facade>>,
+    /// Rate-limit counters and calls in flight: kept across reloads.
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 impl AppState {
@@ -66,8 +70,10 @@ impl AppState {
             .authorization_server
             .clone()
             .map(|settings| Facade::new(settings, redis, audit.clone()));
+        let limiter = Arc::new(Limiter::new(gateway.config.limits.max_keys));
         Self {
             facade,
+            limiter,
             gateway: Arc::new(ArcSwap::from_pointee(gateway)),
             audit,
             traces,
@@ -91,6 +97,10 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            client_ip::tag,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             host::guard,

@@ -106,6 +106,14 @@ impl Observation {
         self.record.reason = Some(denial.description.clone());
     }
 
+    /// The credential was not checked: its address spent a limit in front of the
+    /// checks (the reason code of the API-key lockout, which is the same thing).
+    pub(crate) fn auth_limited(&mut self) {
+        AuthError::TooManyAttempts
+            .reason()
+            .clone_into(&mut self.record.auth_result);
+    }
+
     pub(crate) fn auth_failed(&mut self, error: &AuthError) {
         error.reason().clone_into(&mut self.record.auth_result);
         self.record.reason = Some(error.to_string());

@@ -15,6 +15,7 @@ use crate::auth::AuthError;
 use crate::edge::challenge::ChallengeParams;
 use crate::edge::json::{json_error, json_response};
 use crate::edge::origin::ForbiddenOrigin;
+use crate::limits::Limited;
 use crate::mcp::envelope::EnvelopeError;
 use crate::mcp::filter::Refusal as ListRefusal;
 use crate::mcp::headers::MediaProblem;
@@ -52,6 +53,9 @@ pub enum Refusal {
         /// The request's id, for a JSON-RPC error the client can tie to its call.
         id: Option<Value>,
     },
+    /// A rate limit or the calls-in-flight limit (429, nothing forwarded). Boxed:
+    /// it carries the limit.
+    RateLimited(Box<Limited>),
     /// An upstream list answer that must not reach the client: unreadable, or not
     /// one mcpgate can cut to the caller (502).
     UnreadableList {
@@ -87,6 +91,7 @@ impl Refusal {
             Self::Envelope(error) => error.to_string(),
             Self::Policy(denied) => denied.refusal.description().to_owned(),
             Self::Upstream { error, .. } => error.to_string(),
+            Self::RateLimited(limited) => limited.reason(),
             Self::UnreadableList { refusal, .. } => refusal.message().to_owned(),
         }
     }
@@ -105,6 +110,10 @@ impl Refusal {
             Self::Upstream { error, .. } => metrics().upstream_error(error.kind().label()),
             Self::UnreadableList { .. } => {
                 metrics().upstream_error(FailureKind::Unreadable.label());
+                observation.refused(self.reason());
+            }
+            Self::RateLimited(limited) => {
+                metrics().rate_limited(limited.rule());
                 observation.refused(self.reason());
             }
             _ => observation.refused(self.reason()),
@@ -141,6 +150,13 @@ impl Refusal {
             }
             Self::UnreadableList { detail, .. } => {
                 tracing::warn!(status = 502, "upstream list answer refused: {detail}");
+            }
+            Self::RateLimited(limited) => {
+                tracing::info!(
+                    rule = limited.rule(),
+                    "request refused: {}",
+                    limited.description()
+                );
             }
             _ => tracing::info!("request refused: {}", self.reason()),
         }
@@ -179,6 +195,7 @@ impl Refusal {
                 };
                 json_response(upstream_status(error), &body)
             }
+            Self::RateLimited(limited) => limited.response(),
             Self::UnreadableList { refusal, id, .. } => {
                 let body = match id {
                     Some(id) => refusal.error(Some(id)),

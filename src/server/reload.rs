@@ -151,6 +151,11 @@ pub fn keep_restart_required(running: &Config, new: &mut Config) -> Vec<&'static
         keep_running(&running.telemetry, &mut new.telemetry),
     );
     keep("session", keep_running(&running.session, &mut new.session));
+    // The counters are made at start, sized by it (they outlive reloads).
+    keep(
+        "limits.max_keys",
+        keep_running(&running.limits.max_keys, &mut new.limits.max_keys),
+    );
     // The façade's routes are mounted at start: turning it on or off, moving its
     // issuer or its registration endpoint needs a restart.
     match (&running.authorization_server, &mut new.authorization_server) {

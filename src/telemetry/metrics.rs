@@ -181,7 +181,15 @@ pub struct Metrics {
     audit_write_errors: Counter,
     session_store_errors: Counter,
     authorization_server_events: Family<EventLabel, Counter>,
+    rate_limited: Family<RuleLabel, Counter>,
     known: OnceLock<KnownLabels>,
+}
+
+/// A limit's name: from the configuration (`limits.rules[].name`, the built-ins,
+/// `concurrency`), so the series stay as many as the rules ever configured.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
 }
 
 /// The process-wide metrics.
@@ -301,6 +309,12 @@ impl Metrics {
             "Steps and refusals of the authorization-server facade, one per audit record",
             authorization_server_events.clone(),
         );
+        let rate_limited = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a limit, by the limit's name",
+            rate_limited.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -332,6 +346,7 @@ impl Metrics {
             audit_write_errors,
             session_store_errors,
             authorization_server_events,
+            rate_limited,
             known: OnceLock::new(),
         }
     }
@@ -387,6 +402,15 @@ impl Metrics {
         let kind = label_in(kind, self.known().upstream_errors);
         self.upstream_errors
             .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A limit refused a request (429).
+    pub fn rate_limited(&self, rule: &str) {
+        self.rate_limited
+            .get_or_create(&RuleLabel {
+                rule: rule.to_owned(),
+            })
             .inc();
     }
 

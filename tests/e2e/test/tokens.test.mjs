@@ -121,6 +121,12 @@ describe('mcpgate token sources: JWKS rotation/outage/flood, opaque tokens by in
       gatewayOptions: (a) => ({
         jwks: { refresh_interval: '1h', min_refetch_interval: `${MIN_REFETCH_MS / 1000}s`, max_stale: '24h' },
         oauthExtra: introspectionYaml({ url: a.introspectionUrl }),
+        // The floods below measure the JWKS and introspection caches' own bounds from
+        // one address; the per-address limits in front of them are tested in
+        // tests/rate_limits.rs.
+        topExtra:
+          'limits:\n  unauthenticated: { enabled: false, rate: 1/s }\n' +
+          '  failed_authentications: { enabled: false, rate: 1/s }\n',
       }),
     });
     gw = stack.gateway;
