@@ -15,6 +15,7 @@ use std::time::Duration;
 use fred::prelude::{ClientLike, Error, ErrorKind, Value};
 use fred::types::{ClusterHash, CustomCommand};
 
+use super::charge::{Charge, Standing, Verdict};
 use crate::redis::SharedRedis;
 
 /// Prefix of every key. The hash tag keeps a request's keys in one cluster slot,
@@ -26,87 +27,60 @@ const KEY_PREFIX: &str = "{mcpgate:limit}:";
 /// rather than waiting.
 pub(crate) const TIMEOUT: Duration = Duration::from_millis(250);
 
-/// GCRA over every key, all or nothing, on Redis's clock (microseconds).
+/// GCRA over every key, all or nothing, on Redis's clock (microseconds), as
+/// `limits::charge` describes it.
 ///
-/// `ARGV` holds three numbers per key: the emission interval, the burst and the
-/// cost. A key's value is its theoretical arrival time (TAT). A charge of `cost`
-/// is allowed when `max(tat, now) + cost·interval − now ≤ burst·interval`.
-/// Answers `{1, remaining…}` (one per key, in order) when every charge is
-/// allowed and taken, or `{0, index, wait}` for the first key that refuses (1-based)
-/// and the microseconds until it would allow the charge. A key named twice is
-/// charged twice. Each key expires when its budget is whole again.
+/// `ARGV` holds four numbers per key: the emission interval, the burst, the cost,
+/// and 1 for a probe (judged, never stored). A key's value is its theoretical
+/// arrival time (TAT); an earlier charge of the same list for the same key counts
+/// first. Answers `{1, remaining, reset, …}` (two numbers per key, in order) when
+/// every charge fits (the non-probes are then stored, each key expiring when its
+/// budget is whole again), or `{0, index, wait}`: the refusing charge with the
+/// longest wait (1-based, the first on a tie) and that wait.
 const CHARGE: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tats = {}
+local tats, news, answer = {}, {}, {1}
+local refused, longest = 0, -1
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local cost = tonumber(ARGV[3 * i])
+  local interval = math.max(tonumber(ARGV[4 * i - 3]), 1)
+  local burst = tonumber(ARGV[4 * i - 2])
+  local cost = tonumber(ARGV[4 * i - 1])
   local tat = tats[key] or tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
   local new_tat = tat + cost * interval
-  local allowed_at = new_tat - burst * interval
-  if allowed_at > now then
-    return {0, i, math.ceil(allowed_at - now)}
+  local ahead = new_tat - now
+  local limit = burst * interval
+  if ahead > limit then
+    if ahead - limit > longest then refused, longest = i, ahead - limit end
+  else
+    news[i] = new_tat
+    if ARGV[4 * i] ~= '1' then tats[key] = new_tat end
+    answer[2 * i] = math.floor((limit - ahead) / interval)
+    answer[2 * i + 1] = ahead
   end
-  tats[key] = new_tat
 end
-local answer = {1}
+if refused > 0 then return {0, refused, longest} end
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local tat = tats[key]
-  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-  answer[i + 1] = math.floor((now + burst * interval - tat) / interval)
+  if ARGV[4 * i] ~= '1' and tats[key] == news[i] then
+    redis.call('SET', key, string.format('%d', news[i]), 'PX', math.ceil((news[i] - now) / 1000) + 1)
+  end
 end
 return answer";
-
-/// One budget a request is charged against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SharedCharge<'a> {
-    /// The budget's key without the prefix: rule and key parts.
-    pub(crate) key: &'a str,
-    /// Time between two cells (the rate's period divided by its count).
-    pub(crate) interval: Duration,
-    /// Cells that may be taken at once.
-    pub(crate) burst: u32,
-    /// Cells this request takes.
-    pub(crate) cost: u32,
-}
-
-/// What Redis decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SharedVerdict {
-    /// Every budget was charged; what each has left, in the charges' order.
-    Allowed {
-        /// Whole cells left per charge.
-        remaining: Vec<u64>,
-    },
-    /// Nothing was charged: the charge at `index` refuses for `retry_after`.
-    Refused {
-        /// Which charge (0-based) refused.
-        index: usize,
-        /// How long until it would be allowed.
-        retry_after: Duration,
-    },
-}
 
 /// Redis did not answer, or answered something this script never returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the shared rate limits are unavailable: {0}")]
 pub(crate) struct SharedUnavailable(String);
 
-/// Charges every budget in one atomic step (see [`CHARGE`]).
+/// Charges every charge in one atomic step (see [`CHARGE`]).
 pub(crate) async fn charge(
     redis: &SharedRedis,
-    charges: &[SharedCharge<'_>],
-) -> Result<SharedVerdict, SharedUnavailable> {
+    charges: &[Charge],
+) -> Result<Verdict, SharedUnavailable> {
     if charges.is_empty() {
-        return Ok(SharedVerdict::Allowed {
-            remaining: Vec::new(),
-        });
+        return Ok(Verdict::Allowed(Vec::new()));
     }
-    let mut args = Vec::with_capacity(2 + charges.len() * 4);
+    let mut args = Vec::with_capacity(2 + charges.len() * 5);
     args.push(Value::from(CHARGE));
     args.push(Value::from(charges.len() as i64));
     for charge in charges {
@@ -116,6 +90,7 @@ pub(crate) async fn charge(
         args.push(Value::from(micros(charge.interval)));
         args.push(Value::from(i64::from(charge.burst)));
         args.push(Value::from(i64::from(charge.cost)));
+        args.push(Value::from(i64::from(charge.probe)));
     }
     let eval = CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false);
     let answer = redis
@@ -128,32 +103,35 @@ pub(crate) async fn charge(
 }
 
 /// The script's answer as a verdict, refusing anything of another shape.
-fn read_answer(answer: Value, charges: usize) -> Result<SharedVerdict, SharedUnavailable> {
+fn read_answer(answer: Value, charges: usize) -> Result<Verdict, SharedUnavailable> {
     let malformed = || SharedUnavailable("unexpected answer to the rate-limit script".into());
     let Value::Array(items) = answer else {
         return Err(malformed());
     };
-    let numbers: Vec<i64> = items
+    let numbers: Vec<u64> = items
         .iter()
-        .map(Value::as_i64)
+        .map(|item| item.as_i64().and_then(|number| u64::try_from(number).ok()))
         .collect::<Option<_>>()
         .ok_or_else(malformed)?;
     match numbers.split_first() {
-        Some((1, remaining)) if remaining.len() == charges => Ok(SharedVerdict::Allowed {
-            remaining: remaining
-                .iter()
-                .map(|left| u64::try_from(*left).unwrap_or(0))
+        Some((1, standings)) if standings.len() == charges * 2 => Ok(Verdict::Allowed(
+            standings
+                .chunks_exact(2)
+                .map(|pair| Standing {
+                    remaining: pair.first().copied().unwrap_or(0),
+                    reset: Duration::from_micros(pair.get(1).copied().unwrap_or(0)),
+                })
                 .collect(),
-        }),
+        )),
         Some((0, [index, wait])) => {
             let index = usize::try_from(*index)
                 .ok()
                 .and_then(|index| index.checked_sub(1))
                 .filter(|index| *index < charges)
                 .ok_or_else(malformed)?;
-            Ok(SharedVerdict::Refused {
+            Ok(Verdict::Refused {
                 index,
-                retry_after: Duration::from_micros(u64::try_from(*wait).unwrap_or(0)),
+                retry_after: Duration::from_micros(*wait),
             })
         }
         _ => Err(malformed()),
@@ -187,12 +165,19 @@ mod tests {
     }
 
     #[test]
-    fn an_allowed_answer_gives_each_charge_its_remaining_cells() {
+    fn an_allowed_answer_gives_each_charge_its_standing() {
         assert_eq!(
-            read_answer(array(&[1, 4, 0]), 2),
-            Ok(SharedVerdict::Allowed {
-                remaining: vec![4, 0]
-            })
+            read_answer(array(&[1, 4, 200_000, 0, 1_000_000]), 2),
+            Ok(Verdict::Allowed(vec![
+                Standing {
+                    remaining: 4,
+                    reset: Duration::from_millis(200)
+                },
+                Standing {
+                    remaining: 0,
+                    reset: Duration::from_secs(1)
+                },
+            ]))
         );
     }
 
@@ -200,7 +185,7 @@ mod tests {
     fn a_refusal_names_the_charge_and_the_wait() {
         assert_eq!(
             read_answer(array(&[0, 2, 1_500_000]), 2),
-            Ok(SharedVerdict::Refused {
+            Ok(Verdict::Refused {
                 index: 1,
                 retry_after: Duration::from_millis(1500)
             })
@@ -210,9 +195,11 @@ mod tests {
     #[test]
     fn answers_of_another_shape_are_failures_not_permits() {
         for answer in [
-            array(&[1, 4]),
+            array(&[1, 4, 10]),
+            array(&[1, 4, 10, 0, -1]),
             array(&[0, 3, 10]),
             array(&[0, 0, 10]),
+            array(&[0, 1, -5]),
             array(&[2]),
             array(&[]),
             Value::from("OK"),
@@ -223,7 +210,8 @@ mod tests {
     }
 }
 
-/// Against a `redis-server` of the test's own (`scripts/test` installs it).
+/// Against a `redis-server` of the test's own (`scripts/test` installs it), and
+/// beside the in-memory store: both must judge a sequence of requests alike.
 #[cfg(test)]
 mod against_redis {
     use std::process::{Child, Command, Stdio};
@@ -233,6 +221,7 @@ mod against_redis {
     use fred::prelude::{Builder, ClientLike, Config};
 
     use super::*;
+    use crate::limits::gcra::Gcra;
     use crate::redis::STATE_UP;
 
     struct Server(Child);
@@ -275,12 +264,24 @@ mod against_redis {
         panic!("redis-server did not start on port {port}");
     }
 
-    fn per_second(key: &str, burst: u32, cost: u32) -> SharedCharge<'_> {
-        SharedCharge {
-            key,
-            interval: Duration::from_secs(1),
+    fn charge_of(key: &str, interval: Duration, burst: u32, cost: u32, probe: bool) -> Charge {
+        Charge {
+            key: key.to_owned(),
+            interval,
             burst,
             cost,
+            probe,
+        }
+    }
+
+    fn per_second(key: &str, burst: u32, cost: u32) -> Charge {
+        charge_of(key, Duration::from_secs(1), burst, cost, false)
+    }
+
+    fn remaining(verdict: &Verdict) -> Vec<u64> {
+        match verdict {
+            Verdict::Allowed(standings) => standings.iter().map(|s| s.remaining).collect(),
+            Verdict::Refused { .. } => panic!("refused: {verdict:?}"),
         }
     }
 
@@ -289,14 +290,9 @@ mod against_redis {
         let (_server, redis) = redis().await;
         for left in (0..3).rev() {
             let verdict = charge(&redis, &[per_second("burst", 3, 1)]).await.unwrap();
-            assert_eq!(
-                verdict,
-                SharedVerdict::Allowed {
-                    remaining: vec![left]
-                }
-            );
+            assert_eq!(remaining(&verdict), vec![left]);
         }
-        let SharedVerdict::Refused { index, retry_after } =
+        let Verdict::Refused { index, retry_after } =
             charge(&redis, &[per_second("burst", 3, 1)]).await.unwrap()
         else {
             panic!("the fourth cell of a burst of three was allowed");
@@ -309,42 +305,121 @@ mod against_redis {
     }
 
     #[tokio::test]
-    async fn a_refusal_charges_none_of_the_budgets() {
+    async fn a_refusal_charges_none_of_the_budgets_and_names_the_longest_wait() {
         let (_server, redis) = redis().await;
-        charge(&redis, &[per_second("small", 1, 1)]).await.unwrap();
+        let slow = charge_of("slow", Duration::from_secs(10), 1, 1, false);
+        charge(&redis, &[per_second("small", 1, 1), slow.clone()])
+            .await
+            .unwrap();
         let verdict = charge(
             &redis,
-            &[per_second("large", 5, 1), per_second("small", 1, 1)],
+            &[per_second("large", 5, 1), per_second("small", 1, 1), slow],
         )
         .await
         .unwrap();
-        assert!(matches!(verdict, SharedVerdict::Refused { index: 1, .. }));
+        assert!(
+            matches!(verdict, Verdict::Refused { index: 2, .. }),
+            "{verdict:?}"
+        );
         // Nothing of `large` was spent by the refused request.
         let verdict = charge(&redis, &[per_second("large", 5, 5)]).await.unwrap();
-        assert_eq!(verdict, SharedVerdict::Allowed { remaining: vec![0] });
+        assert_eq!(remaining(&verdict), vec![0]);
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_judged_and_never_stored() {
+        let (_server, redis) = redis().await;
+        let probe = charge_of("probed", Duration::from_secs(1), 1, 1, true);
+        for _ in 0..3 {
+            assert_eq!(
+                remaining(&charge(&redis, std::slice::from_ref(&probe)).await.unwrap()),
+                vec![0]
+            );
+        }
+        charge(&redis, &[per_second("probed", 1, 1)]).await.unwrap();
+        assert!(matches!(
+            charge(&redis, &[probe]).await.unwrap(),
+            Verdict::Refused { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn charges_for_one_key_add_up_in_order() {
+        let (_server, redis) = redis().await;
+        let verdict = charge(
+            &redis,
+            &[per_second("twice", 3, 1), per_second("twice", 3, 1)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(remaining(&verdict), vec![2, 1]);
+        assert_eq!(
+            remaining(&charge(&redis, &[per_second("twice", 3, 1)]).await.unwrap()),
+            vec![0]
+        );
+    }
+
+    /// The same requests judged by both stores: the arithmetic, all or nothing,
+    /// probes and repeated keys agree. The interval is long enough that no cell
+    /// comes back during the test, so the two clocks cannot make them differ.
+    #[tokio::test]
+    async fn redis_and_memory_judge_alike() {
+        let (_server, redis) = redis().await;
+        let local = Gcra::new(1000);
+        let hour = Duration::from_secs(3600);
+        let requests: Vec<Vec<Charge>> = (0..14)
+            .map(|step| {
+                let mut charges = vec![charge_of("a", hour, 6, 1, false)];
+                if step % 3 == 0 {
+                    charges.push(charge_of("b", hour / 2, 5, 2, false));
+                }
+                if step % 4 == 1 {
+                    charges.push(charge_of("a", hour, 6, 1, true));
+                }
+                if step % 5 == 2 {
+                    charges.push(charge_of("a", hour, 6, 1, false));
+                }
+                charges
+            })
+            .collect();
+        let outcome = |verdict: &Verdict| match verdict {
+            Verdict::Allowed(standings) => {
+                Ok(standings.iter().map(|s| s.remaining).collect::<Vec<_>>())
+            }
+            Verdict::Refused { index, .. } => Err(*index),
+        };
+        let mut refusals = 0;
+        for (step, charges) in requests.iter().enumerate() {
+            let shared = charge(&redis, charges).await.unwrap();
+            let alone = local.charge_at(charges, local.now());
+            assert_eq!(
+                outcome(&shared),
+                outcome(&alone),
+                "request {step}: {charges:?}"
+            );
+            refusals += usize::from(outcome(&alone).is_err());
+        }
+        assert!(
+            refusals >= 3,
+            "the sequence must reach the limits: {refusals}"
+        );
     }
 
     #[tokio::test]
     async fn cells_come_back_at_the_rate() {
         let (_server, redis) = redis().await;
-        let fast = SharedCharge {
-            key: "refill",
-            interval: Duration::from_millis(100),
-            burst: 2,
-            cost: 2,
+        let fast = charge_of("refill", Duration::from_millis(100), 2, 2, false);
+        charge(&redis, std::slice::from_ref(&fast)).await.unwrap();
+        let one = Charge {
+            cost: 1,
+            ..fast.clone()
         };
-        charge(&redis, &[fast]).await.unwrap();
         assert!(matches!(
-            charge(&redis, &[SharedCharge { cost: 1, ..fast }])
-                .await
-                .unwrap(),
-            SharedVerdict::Refused { .. }
+            charge(&redis, std::slice::from_ref(&one)).await.unwrap(),
+            Verdict::Refused { .. }
         ));
-        tokio::time::sleep(Duration::from_millis(220)).await;
-        assert_eq!(
-            charge(&redis, &[fast]).await.unwrap(),
-            SharedVerdict::Allowed { remaining: vec![0] }
-        );
+        tokio::time::sleep(Duration::from_millis(230)).await;
+        assert_eq!(remaining(&charge(&redis, &[fast]).await.unwrap()), vec![0]);
     }
 
     #[tokio::test]
