@@ -46,6 +46,7 @@ mod policy;
 mod protocol_versions;
 mod proxy;
 mod rate_limits;
+mod rate_limits_shared;
 mod redis_introspection;
 mod redis_sessions;
 mod rules;

@@ -71,7 +71,10 @@ impl AppState {
             .authorization_server
             .clone()
             .map(|settings| Facade::new(settings, redis, audit.clone()));
-        let limiter = Arc::new(Limiter::new(gateway.config.limits.max_keys));
+        let limiter = Arc::new(Limiter::new(
+            gateway.config.limits.max_keys,
+            sessions.shared_redis(),
+        ));
         Self {
             facade,
             limiter,

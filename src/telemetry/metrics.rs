@@ -182,6 +182,7 @@ pub struct Metrics {
     session_store_errors: Counter,
     authorization_server_events: Family<EventLabel, Counter>,
     rate_limited: Family<RuleLabel, Counter>,
+    rate_limit_fallbacks: Counter,
     known: OnceLock<KnownLabels>,
 }
 
@@ -315,6 +316,13 @@ impl Metrics {
             "Requests refused with 429 by a limit, by the limit's name",
             rate_limited.clone(),
         );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Limit checks made with this process's own counters because the shared Redis \
+             counters did not answer",
+            rate_limit_fallbacks.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -347,6 +355,7 @@ impl Metrics {
             session_store_errors,
             authorization_server_events,
             rate_limited,
+            rate_limit_fallbacks,
             known: OnceLock::new(),
         }
     }
@@ -359,6 +368,11 @@ impl Metrics {
 
     fn known(&self) -> &KnownLabels {
         self.known.get().unwrap_or(&KnownLabels::NONE)
+    }
+
+    /// A limit check made with this process's counters: Redis did not answer.
+    pub fn rate_limit_fallback(&self) {
+        self.rate_limit_fallbacks.inc();
     }
 
     /// A session store operation that failed (each one a 503, or a session left behind).
