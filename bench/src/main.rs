@@ -11,6 +11,7 @@ mod load;
 mod measure;
 mod nginx;
 mod profile;
+mod redis;
 mod report;
 mod results;
 mod scenario;
@@ -203,6 +204,11 @@ async fn run(
         api_key,
         pinning: pinning.clone(),
         workdir,
+        redis: if scenarios.contains(&Scenario::JwtHs256LimitedRedis) {
+            Some(redis::Redis::start()?)
+        } else {
+            None
+        },
     };
 
     if let Some(requests) = args.callgrind {

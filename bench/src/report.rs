@@ -264,6 +264,7 @@ pub fn round_ratios(rounds: &[Vec<Measured>]) -> String {
     for scenario in [
         Scenario::JwtHs256,
         Scenario::JwtHs256Limited,
+        Scenario::JwtHs256LimitedRedis,
         Scenario::JwtRs256,
         Scenario::JwtEs256,
         Scenario::Introspected,
@@ -332,6 +333,7 @@ fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
     for scenario in [
         Scenario::JwtHs256,
         Scenario::JwtHs256Limited,
+        Scenario::JwtHs256LimitedRedis,
         Scenario::JwtRs256,
         Scenario::JwtEs256,
         Scenario::Introspected,
@@ -412,6 +414,8 @@ fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
             Scenario::Passthrough,
             Scenario::JwtHs256,
             Scenario::JwtHs256Limited,
+            Scenario::JwtHs256LimitedRedis,
+        Scenario::JwtHs256LimitedRedis,
             Scenario::JwtRs256,
             Scenario::JwtEs256,
             Scenario::JwtRs256Fresh,

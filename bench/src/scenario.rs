@@ -26,6 +26,7 @@ pub enum Scenario {
     PassthroughList,
     JwtHs256,
     JwtHs256Limited,
+    JwtHs256LimitedRedis,
     JwtRs256,
     JwtEs256,
     JwtRs256Fresh,
@@ -37,7 +38,7 @@ pub enum Scenario {
 
 /// The order scenarios run and are reported in. Passthrough runs before the fresh-token
 /// scenario so its throughput can size the token pool.
-pub const ALL: [Scenario; 14] = [
+pub const ALL: [Scenario; 15] = [
     Scenario::Direct,
     Scenario::DirectList,
     Scenario::Nginx,
@@ -45,6 +46,7 @@ pub const ALL: [Scenario; 14] = [
     Scenario::PassthroughList,
     Scenario::JwtHs256,
     Scenario::JwtHs256Limited,
+    Scenario::JwtHs256LimitedRedis,
     Scenario::JwtRs256,
     Scenario::JwtEs256,
     Scenario::JwtRs256Fresh,
@@ -76,6 +78,7 @@ impl Scenario {
             Self::PassthroughList => "passthrough-list-1000",
             Self::JwtHs256 => "jwt-hs256",
             Self::JwtHs256Limited => "jwt-hs256-limited",
+            Self::JwtHs256LimitedRedis => "jwt-hs256-limited-redis",
             Self::JwtRs256 => "jwt-rs256",
             Self::JwtEs256 => "jwt-es256",
             Self::JwtRs256Fresh => "jwt-rs256-fresh",
@@ -100,6 +103,9 @@ impl Scenario {
             Self::JwtHs256 => "tools/call, HS256 JWT, one token (cache hit)",
             Self::JwtHs256Limited => {
                 "jwt-hs256 with two rate limits (per subject, per subject and tool) that never refuse"
+            }
+            Self::JwtHs256LimitedRedis => {
+                "jwt-hs256-limited with the limits counted in a local redis-server (shared by replicas)"
             }
             Self::JwtRs256 => "tools/call, RS256 JWT from a JWKS, one token (cache hit)",
             Self::JwtEs256 => "tools/call, ES256 JWT from a JWKS, one token (cache hit)",
@@ -135,7 +141,10 @@ impl Scenario {
             | Self::Passthrough
             | Self::PassthroughList
             | Self::VerifyRs256 => Credentials::None,
-            Self::JwtHs256 | Self::JwtHs256Limited | Self::ListFiltered => {
+            Self::JwtHs256
+            | Self::JwtHs256Limited
+            | Self::JwtHs256LimitedRedis
+            | Self::ListFiltered => {
                 Credentials::Token(Alg::Hs256)
             }
             Self::JwtRs256 => Credentials::Token(Alg::Rs256),
@@ -188,6 +197,8 @@ pub struct Bench {
     pub api_key: (String, String),
     pub pinning: Pinning,
     pub workdir: WorkDir,
+    /// Started when a scenario counts its limits in Redis.
+    pub redis: Option<crate::redis::Redis>,
 }
 
 /// Runs one scenario. `passthrough_rps` (if measured already) sizes the token pool.
@@ -307,13 +318,23 @@ pub fn spawn_gateway(
         },
     };
     let mut config = gateway::config(gateway::free_addr()?, &bench.upstream.mcp_url(), &auth);
-    if scenario == Scenario::JwtHs256Limited {
+    if matches!(
+        scenario,
+        Scenario::JwtHs256Limited | Scenario::JwtHs256LimitedRedis
+    ) {
         // Rates no load reaches: every request pays for two charges, none is refused.
         config.push_str(
             "limits:\n  rules:\n    \
              - { name: per-user, key: subject, rate: 1000000000/s }\n    \
              - { name: per-user-tool, key: [subject, tool], rate: 1000000000/s }\n",
         );
+    }
+    if scenario == Scenario::JwtHs256LimitedRedis {
+        let redis = bench
+            .redis
+            .as_ref()
+            .context("the redis scenario needs the harness's redis-server")?;
+        config.push_str(&format!("session:\n  store: {}\n", redis.url()));
     }
     Gateway::spawn(
         wrapper,
