@@ -8,15 +8,22 @@ use crate::common::*;
 use serde_json::json;
 
 /// One rule, 30/min with a burst of `burst`, per subject; the built-in per-address
-/// limits off so that only the rule counts. Sessions (and so limits) in `redis`.
-fn config(upstream: &Upstream, redis: &RedisServer, burst: u32, admin_port: u16) -> String {
+/// limits off so that only the rule counts. Sessions (and so limits) in `redis`,
+/// with more keys under `session:` from `session`.
+fn config(
+    upstream: &Upstream,
+    redis: &RedisServer,
+    burst: u32,
+    admin_port: u16,
+    session: &str,
+) -> String {
     TestConfig::oauth(&upstream.url)
         .server(&format!("public_url: {PUBLIC_URL}"))
         .server(&format!("admin_listen: 127.0.0.1:{admin_port}"))
         .yaml(&format!(
-            "session:\n  store: {}\nlimits:\n  unauthenticated: {{ enabled: false, rate: 1/s }}\n  \
-             failed_authentications: {{ enabled: false, rate: 1/s }}\n  rules:\n    - {{ name: \
-             per-user, key: subject, rate: 30/min, burst: {burst} }}\n",
+            "session:\n  store: {}\n{session}limits:\n  unauthenticated: {{ enabled: false, rate: \
+             1/s }}\n  failed_authentications: {{ enabled: false, rate: 1/s }}\n  rules:\n    - {{ \
+             name: per-user, key: subject, rate: 30/min, burst: {burst} }}\n",
             redis.url()
         ))
         .build()
@@ -74,8 +81,8 @@ async fn metric(admin_port: u16, name: &str) -> f64 {
 async fn two_replicas_charge_one_budget() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
-    let first = Gateway::start(&config(&upstream, &redis, 4, free_port())).await;
-    let second = Gateway::start(&config(&upstream, &redis, 4, free_port())).await;
+    let first = Gateway::start(&config(&upstream, &redis, 4, free_port(), "")).await;
+    let second = Gateway::start(&config(&upstream, &redis, 4, free_port(), "")).await;
     let alice = token_for("alice");
     // Four cells for alice across the fleet, taken alternately on each replica.
     for id in 0..4 {
@@ -102,7 +109,9 @@ async fn without_redis_each_replica_limits_on_its_own_and_counts_it() {
     let upstream = Upstream::start().await;
     let mut redis = RedisServer::start();
     let admin_port = free_port();
-    let gateway = Gateway::start(&config(&upstream, &redis, 3, admin_port)).await;
+    // Stateless: no session is kept, yet the limits are still counted in Redis.
+    let stateless = "  stateless: true\n";
+    let gateway = Gateway::start(&config(&upstream, &redis, 3, admin_port, stateless)).await;
     let alice = token_for("alice");
     for id in 0..3 {
         assert_eq!(
@@ -117,6 +126,8 @@ async fn without_redis_each_replica_limits_on_its_own_and_counts_it() {
         metric(admin_port, "mcpgate_rate_limit_fallbacks_total").await,
         0.0
     );
+    let keys = redis.command(&["KEYS", "{mcpgate:limit}:*"]);
+    assert_eq!(keys.lines().count(), 1, "counted in Redis: {keys}");
     redis.stop();
     // The process's own budget, whole (it never counted alice): three calls go,
     // the fourth is refused. Neither no limit nor everyone refused.

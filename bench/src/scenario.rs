@@ -334,7 +334,12 @@ pub fn spawn_gateway(
             .redis
             .as_ref()
             .context("the redis scenario needs the harness's redis-server")?;
-        config.push_str(&format!("session:\n  store: {}\n", redis.url()));
+        // Stateless still connects to a Redis `store`, for the limits.
+        config = config.replacen(
+            "session:\n  stateless: true\n",
+            &format!("session:\n  stateless: true\n  store: {}\n", redis.url()),
+            1,
+        );
     }
     Gateway::spawn(
         wrapper,

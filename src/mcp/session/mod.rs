@@ -56,8 +56,10 @@ impl SessionError {
 
 /// The session store chosen by `session.store`.
 pub enum Sessions {
-    /// `session.stateless`: no sessions at all.
-    Stateless,
+    /// `session.stateless`: no sessions at all. With `session.store: redis://…`
+    /// the connection is still made, for what else replicas share (rate limits,
+    /// the introspection cache, the authorization server's state).
+    Stateless(Option<SharedRedis>),
     /// Sessions held by this process only (the default).
     Memory(MemoryStore),
     /// Shared by replicas. `session.max_sessions` does not apply: an exact count
@@ -74,7 +76,15 @@ impl Sessions {
     /// (inside a Tokio runtime): Redis being down at start is not an error.
     pub fn from_config(config: &SessionConfig) -> Result<Self, ConfigError> {
         if config.stateless {
-            return Ok(Self::Stateless);
+            let shared = match &config.store {
+                SessionStoreConfig::Memory => None,
+                SessionStoreConfig::Redis(url) => Some(
+                    RedisStore::connect(url, config.idle_timeout)
+                        .map_err(|message| ConfigError::invalid("session.store", message))?
+                        .shared(),
+                ),
+            };
+            return Ok(Self::Stateless(shared));
         }
         Ok(match &config.store {
             SessionStoreConfig::Memory => {
@@ -92,19 +102,20 @@ impl Sessions {
     pub fn shared_redis(&self) -> Option<SharedRedis> {
         match self {
             Self::Redis(store) => Some(store.shared()),
-            Self::Stateless | Self::Memory(_) => None,
+            Self::Stateless(shared) => shared.clone(),
+            Self::Memory(_) => None,
         }
     }
 
     pub(crate) fn is_stateless(&self) -> bool {
-        matches!(self, Self::Stateless)
+        matches!(self, Self::Stateless(_))
     }
 
     /// Records a new session and returns the id to give the client.
     pub async fn open(&self, entry: SessionEntry) -> Result<String, SessionError> {
         let id = new_id();
         match self {
-            Self::Stateless => {}
+            Self::Stateless(_) => {}
             Self::Memory(store) => store.insert(&id, entry)?,
             Self::Redis(store) => Box::pin(store.insert(&id, &entry))
                 .await
@@ -124,7 +135,7 @@ impl Sessions {
             return Ok(None);
         }
         let entry = match self {
-            Self::Stateless => None,
+            Self::Stateless(_) => None,
             Self::Memory(store) => store.get(id),
             Self::Redis(store) => Box::pin(store.get(id)).await.inspect_err(count)?,
         };
@@ -134,7 +145,7 @@ impl Sessions {
     /// Forgets the session (DELETE, or the upstream no longer knows it).
     pub async fn close(&self, id: &str) -> Result<(), SessionError> {
         match self {
-            Self::Stateless => {}
+            Self::Stateless(_) => {}
             Self::Memory(store) => store.remove(id),
             Self::Redis(store) => Box::pin(store.remove(id)).await.inspect_err(count)?,
         }
@@ -144,7 +155,7 @@ impl Sessions {
     /// How long an unused session is kept.
     pub fn idle_timeout(&self) -> Option<Duration> {
         match self {
-            Self::Stateless => None,
+            Self::Stateless(_) => None,
             Self::Memory(store) => Some(store.idle_timeout()),
             Self::Redis(store) => Some(store.idle_timeout()),
         }
@@ -155,7 +166,7 @@ impl Sessions {
     /// that probes do not inflate it.
     pub async fn readiness(&self) -> Result<(), String> {
         match self {
-            Self::Stateless | Self::Memory(_) => Ok(()),
+            Self::Stateless(_) | Self::Memory(_) => Ok(()),
             Self::Redis(store) => store.ping().await.map_err(|error| error.detail()),
         }
     }
