@@ -363,3 +363,46 @@ async fn no_bearer_token_reaches_the_log_even_at_trace() {
         );
     }
 }
+
+/// A flood of made-up opaque tokens from one address reaches the introspection
+/// endpoint only as often as `limits.unauthenticated` allows; the rest get 429
+/// without a call, and a token introspected before (cached) is never counted.
+#[tokio::test]
+async fn an_opaque_token_flood_costs_a_bounded_number_of_introspection_calls() {
+    let (endpoint, url) = Endpoint::start().await;
+    let upstream = Upstream::start().await;
+    // Cached long enough that the good token is still cached at the end.
+    let config = config(&upstream, &url, "")
+        .yaml(
+            "limits:\n  unauthenticated: { rate: 1/min, burst: 5 }\n  \
+             failed_authentications: { enabled: false, rate: 1/s }\n",
+        )
+        .build()
+        .replace("cache_ttl: 1s", "cache_ttl: 5m");
+    let gateway = Gateway::start(&config).await;
+    endpoint.set("opaque-good", active(&gateway, "mcp:connect"));
+    assert_eq!(gateway.post(Some("opaque-good")).await.status(), 200);
+    let requests = (0..40).map(|index| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .post(Some(&format!("opaque-guess-{index}")))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let checked = statuses.iter().filter(|status| **status == 401).count();
+    let limited = statuses.iter().filter(|status| **status == 429).count();
+    // The good token took one of the five units.
+    assert_eq!((checked, limited), (4, 36), "{statuses:?}");
+    assert_eq!(
+        endpoint.calls().len(),
+        5,
+        "one call per unit, none for a 429"
+    );
+    // Cached, the good token is neither counted nor refused.
+    assert_eq!(gateway.post(Some("opaque-good")).await.status(), 200);
+    assert_eq!(endpoint.calls().len(), 5);
+}
