@@ -1,21 +1,15 @@
 //! Tags every request with its client IP ([`crate::edge::client_ip`]), resolved
 //! once under the running configuration, for whatever limits or records by address.
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request};
 use std::net::SocketAddr;
 
 use super::AppState;
 use crate::edge::client_ip::ClientIp;
 
-/// Middleware for every route. Without a peer (a router served without the
-/// listener, as in unit tests) nothing is tagged.
-pub(super) async fn tag(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Tags `request` (see [`super::front`]). Without a peer (a router served without
+/// the listener, as in unit tests) nothing is tagged.
+pub(super) fn tag(state: &AppState, request: &mut Request) {
     if let Some(ConnectInfo(peer)) = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -28,5 +22,4 @@ pub(super) async fn tag(
             .resolve(peer.ip(), request.headers());
         request.extensions_mut().insert(ClientIp(address));
     }
-    next.run(request).await
 }

@@ -12,9 +12,8 @@
 //!   revocation and registration endpoints: any origin, `*`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -58,9 +57,11 @@ impl CorsPaths {
     }
 }
 
-/// Middleware for every route (others pass through untouched).
-pub(crate) async fn layer(
-    State((state, paths)): State<(AppState, Arc<CorsPaths>)>,
+/// Runs `next` with the CORS treatment of the request's path (see
+/// [`super::front`]); other paths pass through untouched.
+pub(crate) async fn around(
+    state: &AppState,
+    paths: &CorsPaths,
     request: Request,
     next: Next,
 ) -> Response {

@@ -7,8 +7,7 @@
 
 use std::str::FromStr;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
@@ -84,13 +83,11 @@ fn same_authority(host: &Authority, target: &Authority, scheme: Option<&Scheme>)
 }
 
 /// Middleware for every route, metadata and the fallback included.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Err(problem) = check(request.version(), request.uri(), request.headers()) else {
-        return next.run(request).await;
-    };
+/// The `400` for a request whose `Host` is refused (see [`super::front`]).
+pub(super) async fn refuse(state: &AppState, request: Request, problem: HostProblem) -> Response {
     let reason = problem.to_string();
     tracing::info!(path = request.uri().path(), "request refused: {reason}");
-    let mut observation = Observation::start(&state, request.method(), request.headers());
+    let mut observation = Observation::start(state, request.method(), request.headers());
     observation.refused(reason.clone());
     let mut response = json_error(StatusCode::BAD_REQUEST, "invalid_request", &reason);
     // Whoever sent two hosts may be probing how the hops frame requests: the
@@ -100,7 +97,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    observation.finish(&state, response).await
+    observation.finish(state, response).await
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod admin;
 mod body;
 mod client_ip;
 mod connection;
+mod front;
 mod cors;
 pub mod host;
 pub mod limits;
@@ -111,15 +112,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             (state.clone(), paths),
-            cors::layer,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            client_ip::tag,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            host::guard,
+            front::layer,
         ))
         .with_state(state)
 }
