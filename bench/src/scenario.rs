@@ -329,6 +329,11 @@ pub fn spawn_gateway(
              - { name: per-user-tool, key: [subject, tool], rate: 1000000000/s }\n",
         );
     }
+    if scenario == Scenario::JwtRs256Fresh {
+        // Every request brings a token never seen, all from one address: the
+        // built-in per-address limit would refuse most (it is what it is for).
+        config.push_str("limits:\n  unauthenticated: { enabled: false, rate: 1/s }\n");
+    }
     if scenario == Scenario::JwtHs256LimitedRedis {
         let redis = bench
             .redis
