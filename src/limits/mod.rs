@@ -64,7 +64,9 @@ impl Limiter {
             return Verdict::Allowed(Vec::new());
         }
         if let Some(redis) = &self.shared {
-            match shared::charge(redis, charges).await {
+            // Boxed: the Redis call's future is large, and inline it would make every
+            // request's future as large, with or without Redis.
+            match Box::pin(shared::charge(redis, charges)).await {
                 Ok(verdict) => return verdict,
                 Err(error) => self.fell_back(&error),
             }

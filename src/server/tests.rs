@@ -236,3 +236,30 @@ async fn the_authorization_server_admin_routes_answer_loopback_only_and_only_wit
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_request");
 }
+
+/// Every request's future is moved (copied) as it is polled and boxed: a path that
+/// waits on something rare (a JWKS fetch, Redis, argon2) is boxed where it is
+/// awaited, so that its state is not part of every request's. A new inline await of
+/// a large future grows this past the bound and makes every request slower (the
+/// shared rate limits' Redis call, inline, made it 9,992 bytes). The bound is this
+/// compiler's debug build with some room; raise it only with a reason.
+#[tokio::test]
+async fn the_mcp_endpoints_future_stays_small() {
+    let config = config::load_from_str(OAUTH).expect("test config parses");
+    let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
+    let gateway = Gateway::build(config, &reqwest::Client::new())
+        .await
+        .expect("the gateway builds offline");
+    let (_stop, stopped) = watch::channel(false);
+    let state = AppState::new(
+        gateway,
+        sessions,
+        AuditLog::disabled(),
+        Traces::default(),
+        stopped,
+    );
+    let request = request(Method::POST, "/mcp", &[HOST]);
+    let future = super::mcp::handle(axum::extract::State(state), request);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 9_728, "mcp::handle's future is {size} bytes");
+}
