@@ -402,19 +402,7 @@ fn limits(
         principal: Some(principal),
         ip: std::net::IpAddr::from([0, 0, 0, 0]),
     };
-    let asked: Option<Vec<Asked<'_>>> = parsed.map(|envelope| {
-        envelope
-            .messages
-            .iter()
-            .map(|message| Asked {
-                method: message.method(),
-                tool: match message.target().item {
-                    Some(Item::Tool(name)) => Some(name),
-                    _ => None,
-                },
-            })
-            .collect()
-    });
+    let asked: Option<Vec<Asked<'_>>> = parsed.map(Asked::all);
     answer.limits = Some(
         rules
             .counting(caller, asked.as_deref())

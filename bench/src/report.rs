@@ -415,7 +415,7 @@ fn targets(out: &mut String, results: &[Measured], idle: Option<&Idle>) {
             Scenario::JwtHs256,
             Scenario::JwtHs256Limited,
             Scenario::JwtHs256LimitedRedis,
-        Scenario::JwtHs256LimitedRedis,
+            Scenario::JwtHs256LimitedRedis,
             Scenario::JwtRs256,
             Scenario::JwtEs256,
             Scenario::JwtRs256Fresh,

@@ -144,9 +144,7 @@ impl Scenario {
             Self::JwtHs256
             | Self::JwtHs256Limited
             | Self::JwtHs256LimitedRedis
-            | Self::ListFiltered => {
-                Credentials::Token(Alg::Hs256)
-            }
+            | Self::ListFiltered => Credentials::Token(Alg::Hs256),
             Self::JwtRs256 => Credentials::Token(Alg::Rs256),
             Self::JwtEs256 => Credentials::Token(Alg::Es256),
             Self::JwtRs256Fresh => Credentials::Fresh(Alg::Rs256),

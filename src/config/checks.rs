@@ -73,3 +73,44 @@ pub(crate) fn check_scope_token(key: &str, scope: &str) -> Result<(), ConfigErro
         ))
     }
 }
+
+/// The longest name a rule may have (`rules[].name`, `limits.rules[].name`).
+const MAX_RULE_NAME: usize = 128;
+
+/// A rule's name at `key`: 1 to 128 characters of printable ASCII without quotes or
+/// backslashes (and without spaces unless `spaces`), because it is written as is into
+/// a quoted header value (`header`, for the message), and not taken by an earlier
+/// rule of `list` (the config path of the rules, for the message).
+pub(crate) fn check_rule_name<'a>(
+    key: &str,
+    name: &str,
+    (spaces, header): (bool, &str),
+    (list, earlier): (&str, impl IntoIterator<Item = &'a str>),
+) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > MAX_RULE_NAME {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be 1 to {MAX_RULE_NAME} characters"),
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| (b.is_ascii_graphic() || (spaces && b == b' ')) && b != b'"' && b != b'\\')
+    {
+        let spaces = if spaces { "" } else { "spaces, " };
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be printable ASCII without {spaces}quotes or backslashes (it is written \
+                 into {header} as is)"
+            ),
+        ));
+    }
+    if let Some(position) = earlier.into_iter().position(|other| other == name) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} is already the name of {list}[{position}]"),
+        ));
+    }
+    Ok(())
+}

@@ -20,7 +20,8 @@ pub use authorization_server::{
     RegistrationConfig,
 };
 pub(crate) use checks::{
-    check_headers, check_http_url, check_scope_token, is_scope_token, require_nonzero,
+    check_headers, check_http_url, check_rule_name, check_scope_token, is_scope_token,
+    require_nonzero,
 };
 pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
 pub use derived::METADATA_WELL_KNOWN;

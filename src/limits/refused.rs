@@ -9,11 +9,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::headers;
-use super::rules::{Limit, ceil_seconds};
+use super::rules::{CONCURRENCY, Limit, ceil_seconds};
 use crate::edge::json::json_response;
-
-/// The name calls in flight are refused under (metric, audit reason).
-pub const CONCURRENCY: &str = "concurrency";
 
 /// Which limit was exceeded.
 #[derive(Debug, Clone)]

@@ -16,16 +16,17 @@ use sha2::{Digest, Sha256};
 use super::charge::Charge;
 use super::rate::Rate;
 use crate::auth::Principal;
-use crate::config::{BuiltinLimitConfig, Config, ConfigError, LimitRuleConfig};
+use crate::config::{BuiltinLimitConfig, Config, ConfigError, LimitRuleConfig, check_rule_name};
 use crate::edge::client_ip::limit_key;
-use crate::policy::Who;
+use crate::mcp::envelope::Envelope;
+use crate::policy::{Item, Who};
 
-/// Longest rule name: it is written into headers, metrics and audit records.
-const MAX_NAME: usize = 128;
 /// The built-in limits' names, which rules may not take.
 pub const UNAUTHENTICATED: &str = "unauthenticated";
 /// See [`UNAUTHENTICATED`].
 pub const FAILED_AUTHENTICATIONS: &str = "failed_authentications";
+/// The name calls in flight are refused under (metric, audit reason).
+pub const CONCURRENCY: &str = "concurrency";
 
 /// What a key can be made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +172,23 @@ pub struct Asked<'a> {
     pub method: Option<&'a str>,
     /// The tool a `tools/call` names.
     pub tool: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// Each message of a request's body, in order.
+    pub fn all(envelope: &'a Envelope) -> Vec<Self> {
+        envelope
+            .messages
+            .iter()
+            .map(|message| Self {
+                method: message.method(),
+                tool: match message.target().item {
+                    Some(Item::Tool(name)) => Some(name),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
 }
 
 /// The charges one request makes, each with the limit it counts against.
@@ -531,43 +549,30 @@ fn compile_rule(
     })
 }
 
-/// Names are required, unique, and written into headers as they are.
+/// Names are required, unique, not a built-in limit's (they share the metric's
+/// `rule` label and the audit reason), and written into headers as they are.
 fn check_name(
     key: &str,
     rule: &LimitRuleConfig,
     earlier: &[LimitRuleConfig],
 ) -> Result<(), ConfigError> {
-    let name = &rule.name;
     let name_key = format!("{key}.name");
-    if name.is_empty() || name.len() > MAX_NAME {
-        return Err(ConfigError::invalid(
-            name_key,
-            format!("must be 1 to {MAX_NAME} characters"),
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        return Err(ConfigError::invalid(
-            name_key,
-            "must be printable ASCII without spaces, quotes or backslashes (it is written into \
-             the RateLimit headers as is)",
-        ));
-    }
-    if name == UNAUTHENTICATED || name == FAILED_AUTHENTICATIONS {
+    let name = &rule.name;
+    if [UNAUTHENTICATED, FAILED_AUTHENTICATIONS, CONCURRENCY].contains(&name.as_str()) {
         return Err(ConfigError::invalid(
             name_key,
             format!("{name:?} is a built-in limit's name"),
         ));
     }
-    if let Some(position) = earlier.iter().position(|other| other.name == *name) {
-        return Err(ConfigError::invalid(
-            name_key,
-            format!("{name:?} is already the name of limits.rules[{position}]"),
-        ));
-    }
-    Ok(())
+    check_rule_name(
+        &name_key,
+        name,
+        (false, "the RateLimit headers"),
+        (
+            "limits.rules",
+            earlier.iter().map(|other| other.name.as_str()),
+        ),
+    )
 }
 
 /// `Duration` in whole seconds, rounded up (for `Retry-After` and headers).
@@ -778,6 +783,16 @@ mod tests {
                 "  rules:\n    - { name: unauthenticated, key: ip, rate: 1/s }\n",
                 "limits.rules[0].name",
                 "built-in",
+            ),
+            (
+                "  rules:\n    - { name: concurrency, key: ip, rate: 1/s }\n",
+                "limits.rules[0].name",
+                "built-in",
+            ),
+            (
+                "  rules:\n    - { name: \"\", key: ip, rate: 1/s }\n",
+                "limits.rules[0].name",
+                "1 to 128",
             ),
             (
                 "  rules:\n    - { name: a, key: tool, rate: 1/s, methods: [tools/list] }\n",

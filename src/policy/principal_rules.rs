@@ -18,10 +18,9 @@ use serde_json::{Map, Value};
 use super::{Item, ItemKind};
 use crate::auth::Principal;
 use crate::auth::claim_map::{claim_values, resolve};
-use crate::config::{ClaimConditionConfig, Config, ConfigError, PrincipalRuleConfig, WhenConfig};
-
-/// Longest rule name: it is written into headers and audit records.
-const MAX_NAME: usize = 128;
+use crate::config::{
+    ClaimConditionConfig, Config, ConfigError, PrincipalRuleConfig, WhenConfig, check_rule_name,
+};
 
 /// Every configured rule, compiled.
 #[derive(Debug, Clone, Default)]
@@ -442,37 +441,18 @@ impl Who {
     }
 }
 
-/// Names are required, unique, and written into headers as they are.
+/// Names are required, unique, and written into `WWW-Authenticate` as they are.
 fn check_name(
     key: &str,
     rule: &PrincipalRuleConfig,
     earlier: &[PrincipalRuleConfig],
 ) -> Result<(), ConfigError> {
-    let name = &rule.name;
-    let name_key = format!("{key}.name");
-    if name.is_empty() || name.len() > MAX_NAME {
-        return Err(ConfigError::invalid(
-            name_key,
-            format!("must be 1 to {MAX_NAME} characters"),
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
-    {
-        return Err(ConfigError::invalid(
-            name_key,
-            "must be printable ASCII without quotes or backslashes (it is written into \
-             WWW-Authenticate as is)",
-        ));
-    }
-    if let Some(position) = earlier.iter().position(|other| other.name == *name) {
-        return Err(ConfigError::invalid(
-            name_key,
-            format!("{name:?} is already the name of rules[{position}]"),
-        ));
-    }
-    Ok(())
+    check_rule_name(
+        &format!("{key}.name"),
+        &rule.name,
+        (true, "WWW-Authenticate"),
+        ("rules", earlier.iter().map(|other| other.name.as_str())),
+    )
 }
 
 fn claim_condition(

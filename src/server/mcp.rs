@@ -221,18 +221,9 @@ impl Caller<'_> {
         // notification or a batch).
         let id = Some(envelope.reply_id().cloned().unwrap_or(Value::Null));
         let permit = self.permit(id.as_ref())?;
-        let asked: Vec<Asked<'_>> = envelope
-            .messages
-            .iter()
-            .map(|message| Asked {
-                method: message.method(),
-                tool: match message.target().item {
-                    Some(Item::Tool(name)) => Some(name),
-                    _ => None,
-                },
-            })
-            .collect();
-        let planned = gateway.limits.for_messages(self.who(), &asked);
+        let planned = gateway
+            .limits
+            .for_messages(self.who(), &Asked::all(&envelope));
         let standings = self.charge(&planned, id).await?;
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)

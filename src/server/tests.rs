@@ -36,6 +36,12 @@ auth: { oauth: { enabled: false } }\n";
 
 /// The router `serve` would run for `yaml`, and the shutdown sender its state watches.
 async fn router_of(yaml: &str) -> (axum::Router, watch::Sender<bool>) {
+    let (state, stop) = state_of(yaml).await;
+    (router(state), stop)
+}
+
+/// The state `serve` would build for `yaml`, and the shutdown sender it watches.
+async fn state_of(yaml: &str) -> (AppState, watch::Sender<bool>) {
     let config = config::load_from_str(yaml).expect("test config parses");
     crate::gateway::validate(&config).expect("test config is valid");
     let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
@@ -50,7 +56,7 @@ async fn router_of(yaml: &str) -> (axum::Router, watch::Sender<bool>) {
         Traces::default(),
         stopped,
     );
-    (router(state), stop)
+    (state, stop)
 }
 
 /// A request with `hosts` as its `Host` headers (none, one or more).
@@ -186,19 +192,7 @@ client_id: mcpgate-at-idp\n    client_secret: s3cret\n";
 
 /// Status and JSON body of `request` from `peer` on the admin router of `yaml`.
 async fn admin_send(yaml: &str, mut request: Request<Body>, peer: &str) -> (StatusCode, Value) {
-    let config = config::load_from_str(yaml).expect("test config parses");
-    let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
-    let gateway = Gateway::build(config, &reqwest::Client::new())
-        .await
-        .expect("the gateway builds offline");
-    let (_stop, stopped) = watch::channel(false);
-    let state = AppState::new(
-        gateway,
-        sessions,
-        AuditLog::disabled(),
-        Traces::default(),
-        stopped,
-    );
+    let (state, _stop) = state_of(yaml).await;
     let peer: std::net::SocketAddr = peer.parse().unwrap();
     request
         .extensions_mut()
@@ -245,19 +239,7 @@ async fn the_authorization_server_admin_routes_answer_loopback_only_and_only_wit
 /// compiler's debug build with some room; raise it only with a reason.
 #[tokio::test]
 async fn the_mcp_endpoints_future_stays_small() {
-    let config = config::load_from_str(OAUTH).expect("test config parses");
-    let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
-    let gateway = Gateway::build(config, &reqwest::Client::new())
-        .await
-        .expect("the gateway builds offline");
-    let (_stop, stopped) = watch::channel(false);
-    let state = AppState::new(
-        gateway,
-        sessions,
-        AuditLog::disabled(),
-        Traces::default(),
-        stopped,
-    );
+    let (state, _stop) = state_of(OAUTH).await;
     let request = request(Method::POST, "/mcp", &[HOST]);
     let future = super::mcp::handle(axum::extract::State(state), request);
     let size = std::mem::size_of_val(&future);
