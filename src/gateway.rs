@@ -14,7 +14,7 @@ use crate::edge::origin::AllowedOrigins;
 use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::upstream::{Upstream, UpstreamKind, UpstreamSettings};
+use crate::upstream::{Identity, Upstream, UpstreamKind, UpstreamSettings};
 
 mod computed;
 mod validate;
@@ -46,6 +46,8 @@ pub struct Gateway {
     pub(crate) limits: Arc<LimitRules>,
     /// The authorization-server façade's settings, when configured.
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
+    /// `upstream.identity`: who calls, told to the upstream.
+    pub(crate) identity: Option<Arc<Identity>>,
 }
 
 impl Gateway {
@@ -140,6 +142,14 @@ impl Gateway {
             connect_scopes: policy.connect_scopes(),
             echo_token_scopes: config.auth.oauth.scope_challenge_include_token_scopes,
         };
+        let identity = match (&settings.kind, &upstream_config.identity) {
+            (UpstreamKind::Http(http), Some(section)) => Some(Arc::new(Identity::from_config(
+                section,
+                config.public_url().as_str(),
+                http.url.as_str(),
+            )?)),
+            _ => None,
+        };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(
             &config.public_url(),
@@ -159,6 +169,7 @@ impl Gateway {
             challenge,
             metadata,
             authorization_server,
+            identity,
         })
     }
 }

@@ -55,3 +55,4 @@ mod stdio_gateway;
 mod stdio_upstream;
 mod traces;
 mod upstream_credentials;
+mod upstream_identity;

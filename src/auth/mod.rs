@@ -17,6 +17,7 @@ pub mod mint;
 mod oauth_config;
 pub mod principal;
 pub mod shared_cache;
+pub(crate) mod signing;
 
 use std::sync::Arc;
 use std::time::SystemTime;

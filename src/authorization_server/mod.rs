@@ -39,7 +39,8 @@ mod seal;
 pub(crate) mod secret;
 mod settings;
 mod shared;
-pub(crate) mod signing;
+// Shared with the upstream identity assertion, so it lives in `auth`.
+pub(crate) use crate::auth::signing;
 pub(crate) mod token;
 
 pub(crate) use endpoints::{cross_origin_paths, router};

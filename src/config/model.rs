@@ -209,6 +209,75 @@ pub struct UpstreamConfig {
     /// mcpgate's own OAuth client for the upstream: a client_credentials token sent as
     /// `Authorization: Bearer` (the caller's token never is).
     pub oauth: Option<UpstreamOAuthConfig>,
+    /// Who calls, told to the upstream: a signed assertion and/or plain headers.
+    pub identity: Option<UpstreamIdentityConfig>,
+}
+
+/// `upstream.identity`: how the upstream learns who the caller is, never from the
+/// caller's own token.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamIdentityConfig {
+    /// A short-lived JWT signed by mcpgate on every forwarded request.
+    pub assertion: Option<IdentityAssertionConfig>,
+    /// Plain headers, for upstreams on a trusted network.
+    pub headers: Option<IdentityHeadersConfig>,
+}
+
+/// `upstream.identity.assertion`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityAssertionConfig {
+    /// The request header carrying the JWT.
+    #[serde(default = "default_assertion_header")]
+    pub header: String,
+    /// How long an assertion is valid after it is made.
+    #[serde(default = "default_assertion_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// The `aud` claim. Unset: the upstream URL.
+    pub audience: Option<String>,
+    /// PKCS#8 PEM file with the EC P-256 signing key, made (mode 0600) when missing.
+    /// Unset: a key of this process only.
+    pub signing_key_file: Option<std::path::PathBuf>,
+}
+
+/// `upstream.identity.headers`: the names, and whether they are sent. Configured
+/// names are removed from what the client sends even while `enabled` is false.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    /// Whether the headers are sent (off by default).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Carries the caller's subject.
+    #[serde(default = "default_subject_header")]
+    pub subject: String,
+    /// Carries the OAuth client's id.
+    #[serde(default = "default_client_id_header")]
+    pub client_id: String,
+    /// Carries the granted scopes, space-separated.
+    #[serde(default = "default_scopes_header")]
+    pub scopes: String,
+}
+
+fn default_assertion_header() -> String {
+    "X-Mcpgate-Identity".to_owned()
+}
+
+fn default_assertion_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_subject_header() -> String {
+    "X-Mcpgate-Subject".to_owned()
+}
+
+fn default_client_id_header() -> String {
+    "X-Mcpgate-Client-Id".to_owned()
+}
+
+fn default_scopes_header() -> String {
+    "X-Mcpgate-Scopes".to_owned()
 }
 
 impl Default for UpstreamConfig {
@@ -227,6 +296,7 @@ impl Default for UpstreamConfig {
             connect_timeout: default_connect_timeout(),
             timeout: default_upstream_timeout(),
             oauth: None,
+            identity: None,
         }
     }
 }

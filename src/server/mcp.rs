@@ -187,6 +187,7 @@ impl Caller<'_> {
             method.clone(),
             self.headers,
             self.route,
+            self.principal.map(Arc::as_ref),
             Bytes::new(),
             observation,
         )
@@ -234,6 +235,7 @@ impl Caller<'_> {
             Method::POST,
             self.headers,
             self.route,
+            self.principal.map(Arc::as_ref),
             forwarded,
             observation,
         )
@@ -364,6 +366,7 @@ async fn forward(
     method: Method,
     headers: &http::HeaderMap,
     route: &Route,
+    principal: Option<&Principal>,
     body: Bytes,
     observation: &mut Observation,
 ) -> Result<Response, UpstreamError> {
@@ -374,6 +377,12 @@ async fn forward(
     {
         own_headers.insert(SESSION_HEADER, value);
     }
+    let mut stripped = None;
+    if let Some(identity) = &gateway.identity {
+        identity.add(principal, &mut own_headers);
+        stripped = identity.strip(headers);
+    }
+    let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();
     let result = gateway
         .upstream

@@ -99,6 +99,8 @@ pub fn router(state: AppState) -> Router {
     for path in &documents {
         router = router.route(path, get(metadata_document));
     }
+    // Always routed: a reload may turn assertions on (or off: then a 404).
+    router = router.route(crate::upstream::JWKS_PATH, get(identity_jwks));
     drop(gateway);
     let mut posts = Vec::new();
     if let Some(facade) = &state.facade {
@@ -121,6 +123,20 @@ async fn metadata_document(State(state): State<AppState>) -> Response {
     match &state.gateway.load().metadata {
         Some(metadata) => metadata.response(),
         // OAuth off: there is no protected resource to describe.
+        None => not_found().await,
+    }
+}
+
+/// The public keys of the identity assertions sent upstream.
+async fn identity_jwks(State(state): State<AppState>) -> Response {
+    let jwks = state
+        .gateway
+        .load()
+        .identity
+        .as_ref()
+        .and_then(|identity| identity.jwks().cloned());
+    match jwks {
+        Some(jwks) => crate::edge::json::public_document(jwks),
         None => not_found().await,
     }
 }

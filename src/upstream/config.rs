@@ -116,6 +116,8 @@ impl UpstreamConfig {
             Some("upstream.oauth")
         } else if !self.headers.is_empty() {
             Some("upstream.headers")
+        } else if self.identity.is_some() {
+            Some("upstream.identity")
         } else {
             None
         }
@@ -135,6 +137,10 @@ impl UpstreamConfig {
             oauth: self.oauth.clone(),
         };
         http.check()?;
+        // Built by the gateway (it needs mcpgate's public URL), checked here.
+        if let Some(identity) = &self.identity {
+            super::identity::check_names(identity, &self.headers)?;
+        }
         Ok(http)
     }
 

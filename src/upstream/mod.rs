@@ -6,6 +6,7 @@ mod config;
 pub mod credentials;
 pub mod graphql;
 mod http;
+mod identity;
 pub mod inventory;
 pub mod stdio;
 
@@ -19,6 +20,7 @@ use self::credentials::UpstreamCredentials;
 use self::graphql::Builtin;
 use self::graphql::GraphqlUpstream;
 pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
+pub use self::identity::{ASSERTION_TYPE, Identity, JWKS_PATH};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
 use crate::config::{ConfigError, UpstreamConfig};

@@ -1,5 +1,6 @@
-//! The keys mcpgate signs its access tokens with (ES256), and the JWKS it
-//! publishes so that anyone, the gateway included, can verify them offline.
+//! The keys mcpgate signs its own JWTs with (ES256): the façade's access tokens
+//! and the identity assertions sent upstream, each with its own key and JWKS, so
+//! that anyone, the gateway included, can verify them offline.
 //!
 //! The current key signs; previous keys (after a rotation) are still published and
 //! accepted until the operator removes them, so tokens they signed run out their
@@ -18,9 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-#[cfg(test)]
-use crate::config::Secret;
-use crate::config::{AuthorizationServerConfig, ConfigError};
+use crate::config::{AuthorizationServerConfig, ConfigError, Secret};
 
 /// The type of mcpgate's access tokens (RFC 9068 §2.1).
 pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -67,6 +66,8 @@ impl PublicKey {
 /// The signing key and the published set.
 pub(crate) struct SigningKeys {
     encoding: EncodingKey,
+    /// The JWT `typ` every token signed with these keys carries (RFC 8725 §3.11).
+    typ: &'static str,
     current: PublicKey,
     previous: Vec<PublicKey>,
     jwks: Bytes,
@@ -87,26 +88,52 @@ impl SigningKeys {
     pub(crate) fn from_config(section: &AuthorizationServerConfig) -> Result<Self, ConfigError> {
         let pkcs8 = match (&section.signing_key, &section.signing_key_file) {
             (Some(pem), _) => pem_to_pkcs8(pem.expose(), "authorization_server.signing_key")?,
-            (None, Some(path)) => load_or_create(path)?,
-            (None, None) => process_key()?,
+            (None, Some(path)) => load_or_create(path, "authorization_server.signing_key_file")?,
+            (None, None) => {
+                static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+                process_key(&KEY, "authorization_server")?
+            }
         };
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).map_err(|_| {
-                invalid(
-                    "authorization_server.signing_key",
-                    "is not an EC P-256 PKCS#8 private key",
-                )
-            })?;
-        let current = PublicKey::from_point(pair.public_key().as_ref()).ok_or_else(|| {
-            invalid(
-                "authorization_server.signing_key",
-                "has no P-256 public key",
-            )
-        })?;
-        let encoding = EncodingKey::from_ec_der(&pkcs8);
+        Self::build(
+            &pkcs8,
+            &section.previous_signing_keys,
+            "authorization_server",
+            ACCESS_TOKEN_TYPE,
+        )
+    }
+
+    /// Keys from `file` (made when missing), else a key of this process only;
+    /// `section` names the config section in errors and logs.
+    pub(crate) fn from_file(
+        file: Option<&Path>,
+        section: &str,
+        typ: &'static str,
+    ) -> Result<Self, ConfigError> {
+        let pkcs8 = match file {
+            Some(path) => load_or_create(path, &format!("{section}.signing_key_file"))?,
+            None => {
+                static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+                process_key(&KEY, section)?
+            }
+        };
+        Self::build(&pkcs8, &[], section, typ)
+    }
+
+    fn build(
+        pkcs8: &[u8],
+        previous_keys: &[Secret],
+        section: &str,
+        typ: &'static str,
+    ) -> Result<Self, ConfigError> {
+        let signing_key = format!("{section}.signing_key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+            .map_err(|_| invalid(&signing_key, "is not an EC P-256 PKCS#8 private key"))?;
+        let current = PublicKey::from_point(pair.public_key().as_ref())
+            .ok_or_else(|| invalid(&signing_key, "has no P-256 public key"))?;
+        let encoding = EncodingKey::from_ec_der(pkcs8);
         let mut previous = Vec::new();
-        for (index, pem) in section.previous_signing_keys.iter().enumerate() {
-            let key = format!("authorization_server.previous_signing_keys[{index}]");
+        for (index, pem) in previous_keys.iter().enumerate() {
+            let key = format!("{section}.previous_signing_keys[{index}]");
             let der = pem_to_pkcs8(pem.expose(), &key)?;
             let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
                 .map_err(|_| invalid(&key, "is not an EC P-256 PKCS#8 private key"))?;
@@ -123,19 +150,20 @@ impl SigningKeys {
         let jwks = Bytes::from(serde_json::to_vec(&json!({ "keys": keys })).unwrap_or_default());
         Ok(Self {
             encoding,
+            typ,
             current,
             previous,
             jwks,
         })
     }
 
-    /// Signs `claims` as an access token.
+    /// Signs `claims` as a token of this key set's type.
     pub(crate) fn sign<T: Serialize>(
         &self,
         claims: &T,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.typ = Some(self.typ.to_owned());
         header.kid = Some(self.current.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)
     }
@@ -162,12 +190,12 @@ fn pem_to_pkcs8(text: &str, key: &str) -> Result<Vec<u8>, ConfigError> {
     Ok(block.into_contents())
 }
 
-fn generate() -> Result<Vec<u8>, ConfigError> {
+fn generate(section: &str) -> Result<Vec<u8>, ConfigError> {
     EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
         .map(|document| document.as_ref().to_vec())
         .map_err(|_| {
             invalid(
-                "authorization_server.signing_key",
+                &format!("{section}.signing_key"),
                 "a key could not be generated",
             )
         })
@@ -175,43 +203,44 @@ fn generate() -> Result<Vec<u8>, ConfigError> {
 
 /// The key of this process, made on first use: a reload keeps it (tokens stay
 /// valid), a restart does not.
-fn process_key() -> Result<Vec<u8>, ConfigError> {
-    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    if let Some(key) = KEY.get() {
+fn process_key(
+    key: &'static std::sync::OnceLock<Vec<u8>>,
+    section: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    if let Some(key) = key.get() {
         return Ok(key.clone());
     }
     tracing::warn!(
-        "authorization_server: no signing_key or signing_key_file; tokens are signed with a \
-         key of this process only and stop verifying after a restart"
+        "{section}: no signing_key_file; tokens are signed with a key of this process only \
+         and stop verifying after a restart"
     );
-    let fresh = generate()?;
-    Ok(KEY.get_or_init(|| fresh).clone())
+    let fresh = generate(section)?;
+    Ok(key.get_or_init(|| fresh).clone())
 }
 
 /// Reads the key file, or creates it (mode 0600, never replacing a file that
 /// appears meanwhile) with a fresh key.
-fn load_or_create(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    const KEY: &str = "authorization_server.signing_key_file";
+fn load_or_create(path: &Path, key: &str) -> Result<Vec<u8>, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => pem_to_pkcs8(&text, KEY),
+        Ok(text) => pem_to_pkcs8(&text, key),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let pkcs8 = generate()?;
+            let pkcs8 = generate(key)?;
             let text = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.clone()));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(path).map_err(|error| {
-                invalid(KEY, &format!("cannot create {}: {error}", path.display()))
+                invalid(key, &format!("cannot create {}: {error}", path.display()))
             })?;
             file.write_all(text.as_bytes()).map_err(|error| {
-                invalid(KEY, &format!("cannot write {}: {error}", path.display()))
+                invalid(key, &format!("cannot write {}: {error}", path.display()))
             })?;
             tracing::info!(path = %path.display(), "authorization_server: signing key generated");
             Ok(pkcs8)
         }
         Err(error) => Err(invalid(
-            KEY,
+            key,
             &format!("cannot read {}: {error}", path.display()),
         )),
     }
@@ -227,7 +256,7 @@ fn invalid(key: &str, message: &str) -> ConfigError {
 /// A PEM for tests and `Secret` plumbing.
 #[cfg(test)]
 pub(crate) fn test_pem() -> Secret {
-    let pkcs8 = generate().unwrap();
+    let pkcs8 = generate("test").unwrap();
     Secret::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8)))
 }
 
