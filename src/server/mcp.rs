@@ -379,7 +379,9 @@ async fn forward(
     }
     let mut stripped = None;
     if let Some(identity) = &gateway.identity {
-        identity.add(principal, &mut own_headers);
+        identity
+            .add(principal, &mut own_headers)
+            .map_err(UpstreamError::Credentials)?;
         stripped = identity.strip(headers);
     }
     let headers = stripped.as_ref().unwrap_or(headers);

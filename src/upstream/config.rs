@@ -290,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn identity_belongs_to_an_http_upstream() {
+        for kind in [
+            "command: [node, server.js]",
+            "graphql: { endpoint: http://127.0.0.1:1/graphql, schema: s.graphql, operations: ops }",
+        ] {
+            let yaml = format!("upstream:\n  {kind}\n  identity: {{ assertion: {{}} }}\n");
+            let config = crate::config::load_from_str(&yaml).expect("parses");
+            match UpstreamSettings::from_section(config.upstream.as_ref()) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "upstream.identity"),
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_section_names_upstream_url_as_a_missing_kind_does() {
         for section in [None, Some(&UpstreamConfig::default())] {
             match UpstreamSettings::from_section(section) {

@@ -170,20 +170,19 @@ impl Identity {
 
     /// Adds the caller's identity to `own` (mcpgate's headers for the upstream
     /// request, which already hold the request id and any session id). Nothing
-    /// without a principal (authentication off).
-    pub fn add(&self, principal: Option<&Principal>, own: &mut HeaderMap) {
+    /// without a principal (authentication off). An assertion that cannot be signed
+    /// is an error: the request is not sent without it.
+    pub fn add(&self, principal: Option<&Principal>, own: &mut HeaderMap) -> Result<(), String> {
         let Some(principal) = principal else {
-            return;
+            return Ok(());
         };
         if let Some(assertion) = &self.assertion {
             let session_id = text(own, crate::mcp::session::SESSION_HEADER);
             let request_id = text(own, "x-request-id");
-            match assertion.sign(principal, session_id, request_id, SystemTime::now()) {
-                Some(value) => {
-                    own.insert(assertion.header.clone(), value);
-                }
-                None => tracing::error!("upstream.identity: the assertion could not be signed"),
-            }
+            let value = assertion
+                .sign(principal, session_id, request_id, SystemTime::now())
+                .ok_or_else(|| "upstream.identity: the assertion could not be signed".to_owned())?;
+            own.insert(assertion.header.clone(), value);
         }
         if let Some(plain) = &self.plain {
             let scopes = principal.scopes.to_claim();
@@ -198,6 +197,7 @@ impl Identity {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -390,14 +390,14 @@ mod tests {
         assert_eq!(stripped.len(), 1);
         assert!(stripped.contains_key("accept"));
         let mut own = HeaderMap::new();
-        identity.add(Some(&principal()), &mut own);
+        identity.add(Some(&principal()), &mut own).unwrap();
         assert!(own.contains_key("x-mcpgate-identity"));
         assert!(
             !own.contains_key("x-mcpgate-subject"),
             "plain headers are off"
         );
         let mut without = HeaderMap::new();
-        identity.add(None, &mut without);
+        identity.add(None, &mut without).unwrap();
         assert!(without.is_empty(), "no principal, no identity");
         let mut clean = HeaderMap::new();
         clean.insert("accept", HeaderValue::from_static("*/*"));
