@@ -229,3 +229,64 @@ fn a_bad_identity_header_name_is_a_config_error_naming_its_key() {
         assert!(stderr.contains(key), "{key} not in {stderr}");
     }
 }
+
+/// The `kid`s the JWKS publishes, in order.
+async fn published_kids(gateway: &Gateway) -> Vec<String> {
+    let jwks = get_json(format!(
+        "{}/.well-known/mcpgate-identity-jwks.json",
+        gateway.base
+    ))
+    .await;
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `kid` of the assertion on the last request the upstream saw.
+fn last_kid(upstream: &Upstream) -> String {
+    let seen = upstream.seen();
+    let token = header(seen.last().unwrap(), ASSERTION).unwrap().to_owned();
+    jsonwebtoken::decode_header(&token).unwrap().kid.unwrap()
+}
+
+#[tokio::test]
+async fn a_reload_rotates_the_key_and_keeps_publishing_the_previous_one() {
+    let upstream = Upstream::start().await;
+    let config = |section: &str| {
+        TestConfig::oauth(&upstream.url)
+            .upstream(&format!("identity:\n  assertion:\n{section}"))
+            .build()
+    };
+    let gateway = Gateway::start(&config("    signing_key_file: \"{dir}/old.pem\"")).await;
+    let response = spoofing(&gateway, &[]).await;
+    assert_eq!(response.status(), 200);
+    let old_kid = last_kid(&upstream);
+    assert_eq!(
+        published_kids(&gateway).await,
+        std::slice::from_ref(&old_kid)
+    );
+
+    let old_pem = std::fs::read_to_string(gateway.dir().join("old.pem")).unwrap();
+    gateway.rewrite_config(&config(&format!(
+        "    signing_key_file: \"{{dir}}/new.pem\"\n    previous_signing_keys: [{}]",
+        serde_json::to_string(&old_pem).unwrap()
+    )));
+    gateway.signal("HUP");
+    assert!(
+        gateway.wait_for_log("config reloaded").await,
+        "{}",
+        gateway.stderr()
+    );
+    let response = spoofing(&gateway, &[]).await;
+    assert_eq!(response.status(), 200);
+    let new_kid = last_kid(&upstream);
+    assert_ne!(new_kid, old_kid, "the new key signs");
+    assert_eq!(published_kids(&gateway).await, [new_kid, old_kid]);
+    // What the new key signed verifies against the published set.
+    let seen = upstream.seen();
+    let token = header(seen.last().unwrap(), ASSERTION).unwrap();
+    assert_eq!(verify(&gateway, token, &upstream.url).await["sub"], "alice");
+}

@@ -63,6 +63,17 @@ impl PublicKey {
     }
 }
 
+/// Where a key set comes from: an inline PEM, else a file (made when missing),
+/// else a key made once per process and kept in `process_key`, one cell per
+/// section so that each signs with its own key.
+pub(crate) struct KeySources<'a> {
+    pub(crate) inline: Option<&'a Secret>,
+    pub(crate) file: Option<&'a Path>,
+    /// Keys signed with before a rotation: published, never used to sign.
+    pub(crate) previous: &'a [Secret],
+    pub(crate) process_key: &'static std::sync::OnceLock<Vec<u8>>,
+}
+
 /// The signing key and the published set.
 pub(crate) struct SigningKeys {
     encoding: EncodingKey,
@@ -83,40 +94,35 @@ impl std::fmt::Debug for SigningKeys {
 }
 
 impl SigningKeys {
-    /// The keys the section names: `signing_key`, else `signing_key_file` (made
-    /// when missing), else a key for this process only.
+    /// The façade's keys: `signing_key`, else `signing_key_file` (made when
+    /// missing), else a key for this process only.
     pub(crate) fn from_config(section: &AuthorizationServerConfig) -> Result<Self, ConfigError> {
-        let pkcs8 = match (&section.signing_key, &section.signing_key_file) {
-            (Some(pem), _) => pem_to_pkcs8(pem.expose(), "authorization_server.signing_key")?,
-            (None, Some(path)) => load_or_create(path, "authorization_server.signing_key_file")?,
-            (None, None) => {
-                static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-                process_key(&KEY, "authorization_server")?
-            }
-        };
-        Self::build(
-            &pkcs8,
-            &section.previous_signing_keys,
+        static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        Self::from_sources(
+            KeySources {
+                inline: section.signing_key.as_ref(),
+                file: section.signing_key_file.as_deref(),
+                previous: &section.previous_signing_keys,
+                process_key: &KEY,
+            },
             "authorization_server",
             ACCESS_TOKEN_TYPE,
         )
     }
 
-    /// Keys from `file` (made when missing), else a key of this process only;
-    /// `section` names the config section in errors and logs.
-    pub(crate) fn from_file(
-        file: Option<&Path>,
+    /// Keys from `sources`; `section` names the config section in errors and logs,
+    /// `typ` is the JWT type every token signed with them carries.
+    pub(crate) fn from_sources(
+        sources: KeySources<'_>,
         section: &str,
         typ: &'static str,
     ) -> Result<Self, ConfigError> {
-        let pkcs8 = match file {
-            Some(path) => load_or_create(path, &format!("{section}.signing_key_file"))?,
-            None => {
-                static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-                process_key(&KEY, section)?
-            }
+        let pkcs8 = match (sources.inline, sources.file) {
+            (Some(pem), _) => pem_to_pkcs8(pem.expose(), &format!("{section}.signing_key"))?,
+            (None, Some(path)) => load_or_create(path, &format!("{section}.signing_key_file"))?,
+            (None, None) => process_key(sources.process_key, section)?,
         };
-        Self::build(&pkcs8, &[], section, typ)
+        Self::build(&pkcs8, sources.previous, section, typ)
     }
 
     fn build(

@@ -236,9 +236,15 @@ pub struct IdentityAssertionConfig {
     pub ttl: Duration,
     /// The `aud` claim. Unset: the upstream URL.
     pub audience: Option<String>,
+    /// The EC P-256 signing key, PKCS#8 PEM. Unset: read from `signing_key_file`.
+    pub signing_key: Option<Secret>,
     /// PKCS#8 PEM file with the EC P-256 signing key, made (mode 0600) when missing.
-    /// Unset: a key of this process only.
+    /// Unset with no `signing_key`: a key of this process only.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// Keys signed with before a rotation: still published at the JWKS URL, so
+    /// assertions in flight verify until they expire.
+    #[serde(default)]
+    pub previous_signing_keys: Vec<Secret>,
 }
 
 /// `upstream.identity.headers`: the names, and whether they are sent. Configured

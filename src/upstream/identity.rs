@@ -11,8 +11,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::auth::Principal;
-use crate::auth::signing::SigningKeys;
+use crate::auth::signing::{KeySources, SigningKeys};
 use crate::config::{ConfigError, Secret, UpstreamIdentityConfig};
+
+/// The assertion key made for this process when none is configured: kept across
+/// reloads, so the published key does not change under a running upstream.
+static PROCESS_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
 /// Where the assertion's public keys are published, on the MCP listener. Under
 /// `/.well-known/` (RFC 8615) so that it sits beside the metadata documents and
@@ -118,8 +122,13 @@ impl Identity {
                         .audience
                         .clone()
                         .unwrap_or_else(|| upstream.to_owned()),
-                    keys: SigningKeys::from_file(
-                        section.signing_key_file.as_deref(),
+                    keys: SigningKeys::from_sources(
+                        KeySources {
+                            inline: section.signing_key.as_ref(),
+                            file: section.signing_key_file.as_deref(),
+                            previous: &section.previous_signing_keys,
+                            process_key: &PROCESS_KEY,
+                        },
                         "upstream.identity.assertion",
                         ASSERTION_TYPE,
                     )?,
@@ -376,6 +385,59 @@ mod tests {
         assert_eq!(
             error.kind(),
             &jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        );
+    }
+
+    #[test]
+    fn a_rotated_key_set_signs_with_the_new_key_and_publishes_both() {
+        let (new, old) = (
+            crate::auth::signing::test_pem(),
+            crate::auth::signing::test_pem(),
+        );
+        let identity = built(json!({"assertion": {
+            "signing_key": new.expose(),
+            "previous_signing_keys": [old.expose()],
+        }}));
+        let jwks: Value = serde_json::from_slice(identity.jwks().unwrap()).unwrap();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2, "{jwks}");
+        assert_ne!(keys[0]["kid"], keys[1]["kid"]);
+        let value = identity
+            .assertion
+            .as_ref()
+            .unwrap()
+            .sign(&principal(), None, None, SystemTime::now())
+            .unwrap();
+        // `claims` checks the token's kid is the first (current) key's.
+        assert_eq!(claims(&identity, value.to_str().unwrap())["sub"], "alice");
+        let again = built(json!({"assertion": {"signing_key": new.expose()}}));
+        let again: Value = serde_json::from_slice(again.jwks().unwrap()).unwrap();
+        assert_eq!(
+            again["keys"][0]["kid"], keys[0]["kid"],
+            "the same PEM, the same key"
+        );
+
+        let bad = Identity::from_config(
+            &section(json!({"assertion": {"previous_signing_keys": ["not a key"]}})),
+            "https://gw.example/mcp",
+            "http://up/mcp",
+        );
+        match bad {
+            Err(ConfigError::Invalid { key, .. }) => {
+                assert_eq!(key, "upstream.identity.assertion.previous_signing_keys[0]")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_a_configured_key_a_rebuild_keeps_the_process_key() {
+        let first = built(json!({"assertion": {}}));
+        let second = built(json!({"assertion": {"ttl": "30s"}}));
+        assert_eq!(
+            first.jwks(),
+            second.jwks(),
+            "a reload keeps the published key"
         );
     }
 
