@@ -119,7 +119,7 @@ impl Gateway {
         }
         let (declared, more_scopes) = upstream.declared_tools();
         let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
-        let oauth_enabled = config.auth.oauth.enabled;
+        let oauth_enabled = config.auth.oauth.enabled();
         let authorization_server = authorization_server::Settings::from_config(
             &config,
             policy.scopes_supported().to_vec(),

@@ -51,6 +51,27 @@ fn a_good_config_checks_out() {
     ));
 }
 
+/// Key sources without an `enabled` line would have run with authentication off;
+/// they are an error naming `auth.oauth.enabled`, and either written value loads.
+#[test]
+fn key_sources_without_enabled_are_a_config_error() {
+    let unset = GOOD.replace("    enabled: true\n", "");
+    let line = assert_config_error(&unset, &[SECRET], "auth.oauth.enabled");
+    assert!(line.contains("enabled: true"), "{line}");
+    let introspected = unset.replace(
+        "    jwks:\n      - secret: \"${env:TEST_SECRET}\"\n        header_key_id: dev\n",
+        "    introspection:\n      url: http://127.0.0.1:9/introspect\n      client_id: gw\n      client_secret: s\n",
+    );
+    assert_config_error(&introspected, &[], "auth.oauth.enabled");
+    // The alias and the override count as writing it.
+    let (code, _, stderr) = check_config(&unset, &[SECRET, ("MCP_OAUTH_ENABLED", "false")]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) =
+        check_config(&GOOD.replace("enabled: true", "enabled: false"), &[SECRET]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("NO AUTHENTICATION"), "{stdout}");
+}
+
 /// A link-local IPv6 listen address carries a zone (`%3`), which a URL cannot: the
 /// derived endpoint leaves it out instead of panicking.
 #[test]

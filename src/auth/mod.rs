@@ -74,28 +74,27 @@ impl Authenticator {
     ) -> Result<Option<Self>, ConfigError> {
         let auth = &config.auth;
         let oauth = &auth.oauth;
-        let jwt = if oauth.enabled && (!oauth.jwks.is_empty() || local.is_some()) {
+        let jwt = if oauth.enabled() && (!oauth.jwks.is_empty() || local.is_some()) {
             Some(Self::build_jwt(config, client, local).await?)
         } else {
             None
         };
-        let introspector =
-            oauth
-                .introspection
-                .as_ref()
-                .filter(|_| oauth.enabled)
-                .map(|introspection| {
-                    Introspector::new(
-                        introspection.clone(),
-                        &oauth.claim_scopes,
-                        oauth.issuers.clone(),
-                        config.accepted_audiences(),
-                        oauth.leeway,
-                        client.clone(),
-                        redis,
-                    )
-                    .keeping_claims(&crate::config::claim_roots(config))
-                });
+        let introspector = oauth
+            .introspection
+            .as_ref()
+            .filter(|_| oauth.enabled())
+            .map(|introspection| {
+                Introspector::new(
+                    introspection.clone(),
+                    &oauth.claim_scopes,
+                    oauth.issuers.clone(),
+                    config.accepted_audiences(),
+                    oauth.leeway,
+                    client.clone(),
+                    redis,
+                )
+                .keeping_claims(&crate::config::claim_roots(config))
+            });
         let api_keys = ApiKeyStore::from_config(&auth.api_keys, auth.api_key_cache_ttl)?;
         let api_keys = (!api_keys.is_empty()).then_some(api_keys);
         if jwt.is_none() && api_keys.is_none() && introspector.is_none() {

@@ -49,7 +49,16 @@ impl OAuthConfig {
                 "must be at least 1",
             ));
         }
-        if !self.enabled {
+        // `enabled` left out of a section that configures how tokens are verified
+        // is an error rather than a gateway that silently verifies nothing.
+        if self.enabled.is_none() && (!self.jwks.is_empty() || self.introspection.is_some()) {
+            return Err(ConfigError::invalid(
+                "auth.oauth.enabled",
+                "is not set, but auth.oauth configures how tokens are verified: write \
+                 `enabled: true` to require them (or `enabled: false` to run without OAuth)",
+            ));
+        }
+        if !self.enabled() {
             return Ok(());
         }
         // mcpgate's own authorization server is a key source, and the issuer clients

@@ -75,7 +75,7 @@ impl Settings {
         super::id_jag::check_config(&section.identity_assertion_issuers)?;
         shared_between_replicas(config, section)?;
         let key = SecretKey::from_config(section.secret_key.as_ref())?;
-        if !config.auth.oauth.enabled {
+        if !config.auth.oauth.enabled() {
             return Err(ConfigError::Invalid {
                 key: "auth.oauth.enabled".into(),
                 message: "must be true when authorization_server is configured (its tokens are OAuth tokens)".into(),

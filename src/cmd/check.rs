@@ -25,7 +25,7 @@ pub(crate) async fn check(args: ConfigArg) -> anyhow::Result<()> {
     let protection = if gateway.auth.is_none() {
         "NO AUTHENTICATION".to_owned()
     } else {
-        let oauth = if config.auth.oauth.enabled {
+        let oauth = if config.auth.oauth.enabled() {
             "enabled"
         } else {
             "disabled"

@@ -14,7 +14,7 @@ pub(super) fn summary(
     let config = &gateway.config;
     let oauth = &config.auth.oauth;
     let mut auth = Vec::new();
-    if oauth.enabled {
+    if oauth.enabled() {
         let remote = oauth.jwks.iter().filter(|p| p.url.is_some()).count();
         let symmetric = oauth.jwks.len() - remote;
         let mut sources = Vec::new();
@@ -37,7 +37,7 @@ pub(super) fn summary(
     } else {
         auth.join(" + ")
     };
-    let metadata = if oauth.enabled {
+    let metadata = if oauth.enabled() {
         config.metadata_url()
     } else {
         "not served".to_owned()
@@ -75,7 +75,7 @@ pub(super) fn warn_about_risks(gateway: &Gateway, admin: Option<&tokio::net::Tcp
             "AUTHENTICATION IS OFF: every request is proxied to the upstream without credentials. \
              Set auth.oauth.enabled: true or configure auth.api_keys to protect it."
         );
-    } else if !config.auth.oauth.enabled {
+    } else if !config.auth.oauth.enabled() {
         tracing::info!("OAuth is disabled: only API keys are accepted");
     }
     if config.server.public_url.is_none() && !listen.ip().is_loopback() {

@@ -392,9 +392,12 @@ pub struct ApiKeyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
-    /// Require a valid bearer credential on every request to the MCP endpoint.
+    /// Require a valid bearer credential on every request to the MCP endpoint. Unset
+    /// beside key sources is a config error (`auth::oauth_config`): a
+    /// section that configures verification but forgets this line must not serve
+    /// without authentication.
     #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     /// Advertised in the RFC 9728 document; defaults to `issuers`.
     #[serde(default, deserialize_with = "one_or_many")]
     pub authorization_servers: Vec<String>,
@@ -435,10 +438,17 @@ pub struct OAuthConfig {
     pub claim_scopes: ClaimScopesConfig,
 }
 
+impl OAuthConfig {
+    /// Whether bearer tokens are required: only when `enabled: true` is written.
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(false)
+    }
+}
+
 impl Default for OAuthConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: None,
             authorization_servers: Vec::new(),
             issuers: Vec::new(),
             audiences: Vec::new(),

@@ -82,7 +82,7 @@ pub async fn prepare(gateway_addr: SocketAddr) -> anyhow::Result<Demo> {
         }),
         auth: crate::config::AuthConfig {
             oauth: OAuthConfig {
-                enabled: true,
+                enabled: Some(true),
                 // The demo has no authorization server: its tokens are printed instead.
                 authorization_servers: vec![format!("http://{gateway_addr}")],
                 issuers: vec![DEMO_ISSUER.to_owned()],

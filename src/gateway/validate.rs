@@ -34,7 +34,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 /// is a client-facing name only on loopback: OAuth advertises it to clients.
 fn check_public_url_needed(config: &Config) -> Result<(), ConfigError> {
     let server = &config.server;
-    if server.public_url.is_none() && config.auth.oauth.enabled && !server.listen.ip().is_loopback()
+    if server.public_url.is_none()
+        && config.auth.oauth.enabled()
+        && !server.listen.ip().is_loopback()
     {
         return Err(ConfigError::invalid(
             "server.public_url",

@@ -216,7 +216,7 @@ impl LimitRules {
     /// Compiles `limits:`. Errors name the key (`limits.rules[1].rate`).
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let limits = &config.limits;
-        let verified_callers = config.auth.oauth.enabled || !config.auth.api_keys.is_empty();
+        let verified_callers = config.auth.oauth.enabled() || !config.auth.api_keys.is_empty();
         let mut rules = Vec::with_capacity(limits.rules.len());
         for (index, rule) in limits.rules.iter().enumerate() {
             let key = format!("limits.rules[{index}]");

@@ -166,7 +166,7 @@ impl PrincipalRules {
             return Ok(Self::default());
         }
         let auth = &config.auth;
-        if !auth.oauth.enabled && auth.api_keys.is_empty() {
+        if !auth.oauth.enabled() && auth.api_keys.is_empty() {
             // Without a verified caller there is no one to match: the rules would
             // silently not apply.
             return Err(ConfigError::invalid(

@@ -185,7 +185,10 @@ fn keep_running<T: PartialEq + Clone>(running: &T, new: &mut T) -> bool {
 
 /// Says what a reload did to authentication, loudly when it turned it off.
 fn warn_about_auth_change(old: &Gateway, new: &Gateway) {
-    let (was_oauth, is_oauth) = (old.config.auth.oauth.enabled, new.config.auth.oauth.enabled);
+    let (was_oauth, is_oauth) = (
+        old.config.auth.oauth.enabled(),
+        new.config.auth.oauth.enabled(),
+    );
     if new.auth.is_none() && old.auth.is_some() {
         tracing::warn!(
             "config reload turned AUTHENTICATION OFF: requests are now proxied without credentials"
