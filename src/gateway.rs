@@ -14,7 +14,7 @@ use crate::edge::origin::AllowedOrigins;
 use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::upstream::{Identity, Upstream, UpstreamKind, UpstreamSettings};
+use crate::upstream::{Identity, TokenExchange, Upstream, UpstreamKind, UpstreamSettings};
 
 mod computed;
 mod validate;
@@ -48,6 +48,9 @@ pub struct Gateway {
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
     /// `upstream.identity`: who calls, told to the upstream.
     pub(crate) identity: Option<Arc<Identity>>,
+    /// `upstream.identity.exchange`: the caller's token exchanged for the
+    /// upstream's. Kept with the upstream across reloads (with its cache).
+    pub(crate) exchange: Option<Arc<TokenExchange>>,
 }
 
 impl Gateway {
@@ -150,6 +153,11 @@ impl Gateway {
             )?)),
             _ => None,
         };
+        let exchange = match (kept, &settings.kind) {
+            (Some(running), _) => running.exchange.clone(),
+            (None, UpstreamKind::Http(_)) => token_exchange(&config, &settings, local_issuer)?,
+            (None, _) => None,
+        };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(
             &config.public_url(),
@@ -170,6 +178,46 @@ impl Gateway {
             metadata,
             authorization_server,
             identity,
+            exchange,
         })
     }
+}
+
+/// `upstream.identity.exchange`, built: it exchanges the caller's OAuth token, so
+/// it needs `auth.oauth`.
+fn token_exchange(
+    config: &Config,
+    settings: &UpstreamSettings,
+    local_issuer: Option<crate::auth::LocalIssuer>,
+) -> Result<Option<Arc<TokenExchange>>, ConfigError> {
+    let Some(section) = config
+        .upstream
+        .as_ref()
+        .and_then(|upstream| upstream.identity.as_ref())
+        .and_then(|identity| identity.exchange.as_ref())
+    else {
+        return Ok(None);
+    };
+    if !config.auth.oauth.enabled {
+        return Err(ConfigError::invalid(
+            "upstream.identity.exchange",
+            "needs auth.oauth.enabled: the caller's OAuth token is what is exchanged",
+        ));
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(settings.connect_timeout)
+        .build()
+        .map_err(|error| {
+            ConfigError::invalid(
+                "upstream.identity.exchange",
+                format!("cannot build HTTP client: {error}"),
+            )
+        })?;
+    Ok(Some(Arc::new(TokenExchange::new(
+        section.clone(),
+        client,
+        local_issuer.map(|issuer| issuer.issuer),
+    ))))
 }

@@ -34,7 +34,7 @@ use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
 use crate::policy::{Computed, Item, Matched, Question, Target};
-use crate::upstream::UpstreamError;
+use crate::upstream::{ExchangeError, UpstreamError};
 
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
 const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
@@ -192,7 +192,7 @@ impl Caller<'_> {
             observation,
         )
         .await
-        .map_err(|error| Refusal::Upstream { error, id: None })?;
+        .map_err(|failure| failure.refusal(None))?;
         let mut response = match filter {
             Some(filter) => filtered(response, filter).await?,
             None => response,
@@ -240,10 +240,7 @@ impl Caller<'_> {
             observation,
         )
         .await
-        .map_err(|error| Refusal::Upstream {
-            error,
-            id: envelope.reply_id().cloned(),
-        })?;
+        .map_err(|failure| failure.refusal(envelope.reply_id().cloned()))?;
         let mut response = match filter {
             Some(filter) => filtered(response, filter).await?,
             None => response,
@@ -360,6 +357,24 @@ fn look_alike_items(
     Ok(())
 }
 
+/// Why a request did not reach the upstream, or got no answer from it.
+enum ForwardFailure {
+    Upstream(UpstreamError),
+    Exchange(ExchangeError),
+}
+
+impl ForwardFailure {
+    fn refusal(self, id: Option<Value>) -> Refusal {
+        match self {
+            Self::Upstream(error) => Refusal::Upstream { error, id },
+            Self::Exchange(error) => Refusal::Exchange {
+                error: Box::new(error),
+                id,
+            },
+        }
+    }
+}
+
 /// Sends the request upstream, timing the wait for its response head.
 async fn forward(
     gateway: &Gateway,
@@ -369,7 +384,7 @@ async fn forward(
     principal: Option<&Principal>,
     body: Bytes,
     observation: &mut Observation,
-) -> Result<Response, UpstreamError> {
+) -> Result<Response, ForwardFailure> {
     let mut own_headers = observation.upstream_headers();
     if let Some(value) = route
         .upstream_id()
@@ -381,8 +396,24 @@ async fn forward(
     if let Some(identity) = &gateway.identity {
         identity
             .add(principal, &mut own_headers)
-            .map_err(UpstreamError::Credentials)?;
+            .map_err(|error| ForwardFailure::Upstream(UpstreamError::Credentials(error)))?;
         stripped = identity.strip(headers);
+    }
+    if let (Some(exchange), Some(principal)) = (&gateway.exchange, principal) {
+        observation.upstream_identity(exchange.mechanism(), exchange.audience());
+        // Authentication read this same header: a principal means a bearer credential.
+        let Ok(Credential::Bearer(token)) = bearer::extract(headers, None) else {
+            return Err(ForwardFailure::Exchange(ExchangeError::NoSubjectToken(
+                "no bearer token to exchange",
+            )));
+        };
+        if let Some(authorization) = exchange
+            .authorization(principal, token)
+            .await
+            .map_err(ForwardFailure::Exchange)?
+        {
+            own_headers.insert(header::AUTHORIZATION, authorization);
+        }
     }
     let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();
@@ -391,7 +422,7 @@ async fn forward(
         .forward(method, headers, own_headers, body)
         .await;
     observation.forwarded(sent.elapsed());
-    result
+    result.map_err(ForwardFailure::Upstream)
 }
 
 /// Charges `planned` (all or none); a refusal names the limit that would have to
