@@ -131,6 +131,7 @@ impl Gateway {
         let local_issuer = authorization_server
             .as_ref()
             .map(|settings| settings.local_issuer());
+        let exchange_redis = redis.clone();
         let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
         let authorization_servers = match &authorization_server {
@@ -155,7 +156,9 @@ impl Gateway {
         };
         let exchange = match (kept, &settings.kind) {
             (Some(running), _) => running.exchange.clone(),
-            (None, UpstreamKind::Http(_)) => token_exchange(&config, &settings, local_issuer)?,
+            (None, UpstreamKind::Http(_)) => {
+                token_exchange(&config, &settings, local_issuer, exchange_redis)?
+            }
             (None, _) => None,
         };
         let cors = config.server.cors.as_ref().map(Cors::new);
@@ -189,6 +192,7 @@ fn token_exchange(
     config: &Config,
     settings: &UpstreamSettings,
     local_issuer: Option<crate::auth::LocalIssuer>,
+    redis: Option<SharedRedis>,
 ) -> Result<Option<Arc<TokenExchange>>, ConfigError> {
     let Some(section) = config
         .upstream
@@ -219,5 +223,6 @@ fn token_exchange(
         section.clone(),
         client,
         local_issuer.map(|issuer| issuer.issuer),
+        redis,
     ))))
 }

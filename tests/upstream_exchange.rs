@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::redis::RedisServer;
 use crate::common::*;
 use argon2::{Argon2, PasswordHasher};
 use axum::Router;
@@ -139,12 +140,15 @@ async fn setup(answer: Answer, extra: &str) -> Setup {
 }
 
 fn config(upstream: &str, token: &str, exchange: &str, extra: &str) -> String {
+    test_config(upstream, token, exchange, extra).build()
+}
+
+fn test_config(upstream: &str, token: &str, exchange: &str, extra: &str) -> TestConfig {
     let section = format!("{}\n{}", dedent(exchange), dedent(extra)).replace("{token}", token);
     TestConfig::oauth(upstream)
         .upstream(&format!("identity:\n  exchange:\n{}", indent(&section, 4)))
         .api_key_with_scopes("ci", &hash("mcpk_ci_secret-one"), r#"["*"]"#)
         .audit()
-        .build()
 }
 
 fn hash(key: &str) -> String {
@@ -552,4 +556,58 @@ fn misplaced_or_incomplete_exchange_settings_are_config_errors_naming_the_key() 
             "{expected}\n{stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn replicas_share_an_exchanged_token_sealed_in_the_sessions_redis() {
+    const PUBLIC_URL: &str = "https://mcp.example.test/mcp";
+    let redis = RedisServer::start();
+    let provider = Provider::new(Answer::Issue { expires_in: 3600 });
+    let token_addr = serve_provider(&provider).await.to_string();
+    let upstream = Upstream::start().await;
+    let yaml = test_config(&upstream.url, &token_addr, EXCHANGE, "")
+        .server(&format!("public_url: {PUBLIC_URL}"))
+        .yaml(&format!("session:\n  store: {}", redis.url()))
+        .build();
+    let first = Gateway::start(&yaml).await;
+    let second = Gateway::start(&yaml).await;
+    let token = hs256(&claims(PUBLIC_URL, "mcp:tools"), Some("dev"));
+    assert_eq!(first.post(Some(&token)).await.status(), 200);
+    assert_eq!(second.post(Some(&token)).await.status(), 200);
+    // One exchange for both replicas: the second found the first's token in Redis.
+    assert_eq!(provider.asked().len(), 1);
+    assert_eq!(
+        seen_authorizations(&upstream),
+        vec![Some("Bearer exchanged-1".to_owned()); 2]
+    );
+    // Stored sealed, under a digest, for as long as it may be reused.
+    let keys = redis.command(&["KEYS", "mcpgate:exchange:*"]);
+    let key = keys
+        .lines()
+        .find(|line| line.starts_with("mcpgate:exchange:"))
+        .unwrap_or_else(|| panic!("no shared record in {keys:?}"))
+        .to_owned();
+    let stored = redis.command(&["GET", &key]);
+    assert!(
+        !stored.contains("exchanged-1"),
+        "the token is readable in Redis: {stored}"
+    );
+    assert!(!key.contains(&token) && !stored.contains(&token));
+    let ttl: i64 = redis.command(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_570_000, "{ttl}");
+
+    // A record mcpgate did not seal is a miss, never a token: with the record
+    // replaced, a new replica (nothing cached of its own) exchanges again.
+    redis.command(&["SET", &key, "1.forged", "PX", "60000"]);
+    let third = Gateway::start(&yaml).await;
+    assert_eq!(third.post(Some(&token)).await.status(), 200);
+    assert_eq!(provider.asked().len(), 2);
+    assert_eq!(
+        seen_authorizations(&upstream)
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("Bearer exchanged-2")
+    );
 }

@@ -407,8 +407,9 @@ async fn forward(
                 "no bearer token to exchange",
             )));
         };
-        if let Some(authorization) = exchange
-            .authorization(principal, token)
+        // Boxed: an exchange (an HTTP call, Redis) is a large future that most
+        // configurations never await; inline it would size every request's.
+        if let Some(authorization) = Box::pin(exchange.authorization(principal, token))
             .await
             .map_err(ForwardFailure::Exchange)?
         {

@@ -79,6 +79,8 @@ pub enum TokenCache {
     IntrospectionShared,
     /// API keys whose argon2id check passed, keyed by SHA-256.
     ApiKey,
+    /// Exchanged tokens replicas share in Redis (`upstream.identity.exchange`).
+    ExchangeShared,
 }
 
 impl TokenCache {
@@ -88,6 +90,7 @@ impl TokenCache {
             Self::Introspection => "introspection",
             Self::IntrospectionShared => "introspection_shared",
             Self::ApiKey => "api_key",
+            Self::ExchangeShared => "exchange_shared",
         }
     }
 }

@@ -5,10 +5,13 @@
 //!
 //! Exchanged tokens are cached by the caller's token (see [`TokenExchange::key`]),
 //! one exchange in flight per key, bounded in number, and each is dropped
-//! `renew_before` ahead of its expiry: a token past its expiry is never sent.
+//! `renew_before` ahead of its expiry: a token past its expiry is never sent. With
+//! sessions in Redis, replicas share them (`shared`).
+
+mod shared;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -18,7 +21,10 @@ use crate::auth::cache::{HasTtl, OwnTtl};
 use crate::auth::client_auth::{self, ClientCredentials};
 use crate::auth::{AuthMethod, Principal};
 use crate::config::{ApiKeyExchange, ExchangeGrant, TokenExchangeConfig};
+use crate::redis::SharedRedis;
 use crate::telemetry::metrics::metrics;
+
+use self::shared::SharedExchanges;
 
 /// Largest token response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -152,6 +158,8 @@ pub struct TokenExchange {
     audience: String,
     /// The façade's issuer: tokens it issued are mcpgate's own, unknown to the provider.
     local_issuer: Option<String>,
+    /// The replicas' shared store, when sessions are in Redis.
+    shared: Option<SharedExchanges>,
 }
 
 impl std::fmt::Debug for TokenExchange {
@@ -166,12 +174,15 @@ impl std::fmt::Debug for TokenExchange {
 }
 
 impl TokenExchange {
-    /// From the checked section; `local_issuer` is the façade's issuer, when it runs.
+    /// From the checked section; `local_issuer` is the façade's issuer, when it runs;
+    /// `redis` the sessions' connection, through which replicas share exchanges.
     pub fn new(
         config: TokenExchangeConfig,
         client: reqwest::Client,
         local_issuer: Option<String>,
+        redis: Option<SharedRedis>,
     ) -> Self {
+        let shared = redis.map(|redis| SharedExchanges::new(redis, &config));
         let audience = config
             .audience
             .clone()
@@ -187,6 +198,7 @@ impl TokenExchange {
             cache,
             audience,
             local_issuer,
+            shared,
         }
     }
 
@@ -229,7 +241,7 @@ impl TokenExchange {
         for _ in 0..2 {
             let exchanged = self
                 .cache
-                .try_get_with(key, self.exchange(token))
+                .try_get_with(key, self.exchange(&key, token))
                 .await
                 .map_err(|error| ExchangeError::clone(&error))?;
             if exchanged.expires_at > Instant::now() {
@@ -269,15 +281,54 @@ impl TokenExchange {
         hash.finalize().into()
     }
 
-    /// One request to the token endpoint.
-    async fn exchange(&self, token: &str) -> Result<Arc<Exchanged>, ExchangeError> {
+    /// Another replica's exchanged token, else one request to the token endpoint
+    /// (whose token the other replicas then find).
+    async fn exchange(&self, key: &[u8; 32], token: &str) -> Result<Arc<Exchanged>, ExchangeError> {
+        if let Some(shared) = &self.shared
+            && let Some(found) = shared
+                .get(key)
+                .await
+                .and_then(|(token, expires_at)| self.reusable(&token, expires_at))
+        {
+            return Ok(found);
+        }
         let result = self.request(token).await;
         let outcome = match &result {
             Ok(_) => "exchanged",
             Err(error) => error.outcome(),
         };
         metrics().token_exchange(outcome);
+        if let (Some(shared), Ok(exchanged)) = (&self.shared, &result)
+            && let Some(access_token) = exchanged
+                .header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+        {
+            let now = Instant::now();
+            let expires_at =
+                SystemTime::now() + exchanged.expires_at.saturating_duration_since(now);
+            let ttl = exchanged.reuse_until.saturating_duration_since(now);
+            shared.put(key, access_token, expires_at, ttl).await;
+        }
         result
+    }
+
+    /// A token another replica stored, while more than `renew_before` of its life is left.
+    fn reusable(&self, access_token: &str, expires_at: SystemTime) -> Option<Arc<Exchanged>> {
+        let left = expires_at.duration_since(SystemTime::now()).ok()?;
+        if left <= self.config.renew_before {
+            return None;
+        }
+        let mut header = HeaderValue::from_str(&format!("Bearer {access_token}")).ok()?;
+        header.set_sensitive(true);
+        let now = Instant::now();
+        let expires_at = now + left;
+        Some(Arc::new(Exchanged {
+            header,
+            expires_at,
+            reuse_until: expires_at - self.config.renew_before,
+        }))
     }
 
     async fn request(&self, token: &str) -> Result<Arc<Exchanged>, ExchangeError> {
