@@ -154,10 +154,11 @@ impl Gateway {
             )?)),
             _ => None,
         };
+        let exchange_section = exchange_section(&config)?;
         let exchange = match (kept, &settings.kind) {
             (Some(running), _) => running.exchange.clone(),
             (None, UpstreamKind::Http(_)) => {
-                token_exchange(&config, &settings, local_issuer, exchange_redis)?
+                token_exchange(exchange_section, &settings, local_issuer, exchange_redis)?
             }
             (None, _) => None,
         };
@@ -186,28 +187,36 @@ impl Gateway {
     }
 }
 
-/// `upstream.identity.exchange`, built: it exchanges the caller's OAuth token, so
-/// it needs `auth.oauth`.
-fn token_exchange(
+/// `upstream.identity.exchange`, when configured. It exchanges the caller's OAuth
+/// token, so it needs `auth.oauth` (checked on every build, a reload that keeps the
+/// upstream too).
+fn exchange_section(
     config: &Config,
-    settings: &UpstreamSettings,
-    local_issuer: Option<crate::auth::LocalIssuer>,
-    redis: Option<SharedRedis>,
-) -> Result<Option<Arc<TokenExchange>>, ConfigError> {
-    let Some(section) = config
+) -> Result<Option<&crate::config::TokenExchangeConfig>, ConfigError> {
+    let section = config
         .upstream
         .as_ref()
         .and_then(|upstream| upstream.identity.as_ref())
-        .and_then(|identity| identity.exchange.as_ref())
-    else {
-        return Ok(None);
-    };
-    if !config.auth.oauth.enabled {
+        .and_then(|identity| identity.exchange.as_ref());
+    if section.is_some() && !config.auth.oauth.enabled {
         return Err(ConfigError::invalid(
             "upstream.identity.exchange",
             "needs auth.oauth.enabled: the caller's OAuth token is what is exchanged",
         ));
     }
+    Ok(section)
+}
+
+/// `upstream.identity.exchange`, built with its own HTTP client for the provider.
+fn token_exchange(
+    section: Option<&crate::config::TokenExchangeConfig>,
+    settings: &UpstreamSettings,
+    local_issuer: Option<crate::auth::LocalIssuer>,
+    redis: Option<SharedRedis>,
+) -> Result<Option<Arc<TokenExchange>>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
