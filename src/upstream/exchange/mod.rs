@@ -434,6 +434,90 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Scopes;
+
+    /// An exchange at a port nothing listens on: any call to the provider fails.
+    fn exchange_with(extra: &str) -> TokenExchange {
+        let yaml = format!(
+            "token_url: http://127.0.0.1:9/token\nclient_id: gw\nclient_secret: s\n\
+             audience: api\nrenew_before: 30s\n{extra}"
+        );
+        let config: TokenExchangeConfig = serde_saphyr::from_str(&yaml).unwrap();
+        TokenExchange::new(
+            config,
+            reqwest::Client::new(),
+            Some("https://gw.example".to_owned()),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn callers_without_a_token_of_the_provider_are_refused_before_any_exchange() {
+        let exchange = exchange_with("");
+        let mut api_key = Principal::for_tests("api-key:ci", Scopes::new(["a"]));
+        api_key.method = AuthMethod::ApiKey;
+        let mut facade = Principal::for_tests("alice", Scopes::new(["a"]));
+        facade.issuer = Some("https://gw.example".to_owned());
+        let mut granted = Principal::for_tests("alice", Scopes::new(["a"]));
+        granted.grant_id = Some("g-1".to_owned());
+        for principal in [api_key, facade, granted] {
+            let error = exchange
+                .authorization(&principal, "token")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, ExchangeError::NoSubjectToken(_)),
+                "{principal:?}: {error:?}"
+            );
+            assert_eq!(error.status(), 403);
+        }
+        let mut api_key = Principal::for_tests("api-key:ci", Scopes::new(["a"]));
+        api_key.method = AuthMethod::ApiKey;
+        let without = exchange_with("api_keys: without_token");
+        assert!(matches!(
+            without.authorization(&api_key, "mcpk_x").await,
+            Ok(None)
+        ));
+        // A caller of the provider gets as far as the provider (down here): 503.
+        let user = Principal::for_tests("alice", Scopes::new(["a"]));
+        let error = exchange.authorization(&user, "token").await.unwrap_err();
+        assert_eq!(error.status(), 503, "{error:?}");
+    }
+
+    #[test]
+    fn a_shared_token_is_reused_only_with_more_than_renew_before_left() {
+        let exchange = exchange_with("");
+        let now = SystemTime::now();
+        assert!(
+            exchange
+                .reusable("t", now + Duration::from_secs(20))
+                .is_none()
+        );
+        assert!(
+            exchange
+                .reusable("t", now - Duration::from_secs(1))
+                .is_none()
+        );
+        let reused = exchange
+            .reusable("t", now + Duration::from_secs(90))
+            .unwrap();
+        assert_eq!(reused.header, "Bearer t");
+        assert!(reused.header.is_sensitive());
+        let left = reused.reuse_until.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_cache_key_separates_tokens_and_callers() {
+        let exchange = exchange_with("");
+        let alice = Principal::for_tests("alice", Scopes::new(["a"]));
+        let bob = Principal::for_tests("bob", Scopes::new(["a"]));
+        let key = exchange.key(&alice, "t1");
+        assert_eq!(key, exchange.key(&alice, "t1"));
+        assert_ne!(key, exchange.key(&alice, "t2"));
+        assert_ne!(key, exchange.key(&bob, "t1"));
+        assert_ne!(key, exchange_with("scopes: [x]").key(&alice, "t1"));
+    }
 
     fn refused(error: &str, suberror: Option<&str>) -> ExchangeError {
         ExchangeError::Refused {
