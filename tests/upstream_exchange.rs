@@ -611,3 +611,48 @@ async fn replicas_share_an_exchanged_token_sealed_in_the_sessions_redis() {
         Some("Bearer exchanged-2")
     );
 }
+
+/// An MCP upstream that refuses `Bearer exchanged-1` (revoked at the provider, say)
+/// and records the Authorization of each request.
+async fn refusing_upstream(seen: Arc<Mutex<Vec<Option<String>>>>) -> String {
+    let router = Router::new().route(
+        "/mcp",
+        post(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .map(|value| value.to_str().unwrap().to_owned());
+                seen.lock().unwrap().push(authorization.clone());
+                if authorization.as_deref() == Some("Bearer exchanged-1") {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                axum::Json(json!({"jsonrpc": "2.0", "id": 1, "result": {}})).into_response()
+            }
+        }),
+    );
+    format!("http://{}/mcp", spawn_router(router).await)
+}
+
+#[tokio::test]
+async fn an_exchanged_token_the_upstream_refuses_is_dropped_and_the_next_call_exchanges_again() {
+    let provider = Provider::new(Answer::Issue { expires_in: 3600 });
+    let token_addr = serve_provider(&provider).await.to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = refusing_upstream(seen.clone()).await;
+    let gateway = Gateway::start(&config(&upstream, &token_addr, EXCHANGE, "")).await;
+    let token = token_for(&gateway, "alice", "mcp:tools");
+    // The upstream's 401 reaches the client as is: the call is not replayed.
+    assert_eq!(call(&gateway, &token).await.status(), 401);
+    assert_eq!(call(&gateway, &token).await.status(), 200);
+    assert_eq!(call(&gateway, &token).await.status(), 200);
+    assert_eq!(provider.asked().len(), 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            Some("Bearer exchanged-1".to_owned()),
+            Some("Bearer exchanged-2".to_owned()),
+            Some("Bearer exchanged-2".to_owned()),
+        ]
+    );
+}

@@ -399,6 +399,8 @@ async fn forward(
             .map_err(|error| ForwardFailure::Upstream(UpstreamError::Credentials(error)))?;
         stripped = identity.strip(headers);
     }
+    // The exchanged token sent, to drop should the upstream refuse it.
+    let mut exchanged = None;
     if let (Some(exchange), Some(principal)) = (&gateway.exchange, principal) {
         observation.upstream_identity(exchange.mechanism(), exchange.audience());
         // Authentication read this same header: a principal means a bearer credential.
@@ -413,7 +415,8 @@ async fn forward(
             .await
             .map_err(ForwardFailure::Exchange)?
         {
-            own_headers.insert(header::AUTHORIZATION, authorization);
+            own_headers.insert(header::AUTHORIZATION, authorization.clone());
+            exchanged = Some((exchange, principal, token, authorization));
         }
     }
     let headers = stripped.as_ref().unwrap_or(headers);
@@ -423,6 +426,14 @@ async fn forward(
         .forward(method, headers, own_headers, body)
         .await;
     observation.forwarded(sent.elapsed());
+    // The status only: a response (its body is not `Sync`) is not held across the await.
+    let refused =
+        matches!(&result, Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED);
+    if let (true, Some((exchange, principal, token, authorization))) = (refused, exchanged) {
+        // Revoked or not accepted after all: this request fails (it is not replayed,
+        // it may have had effects), the next one exchanges anew.
+        Box::pin(exchange.refused_by_upstream(principal, token, &authorization)).await;
+    }
     result.map_err(ForwardFailure::Upstream)
 }
 

@@ -255,6 +255,30 @@ impl TokenExchange {
         ))
     }
 
+    /// The upstream answered `401` to `sent`, the exchanged token for this caller:
+    /// it is dropped here and from Redis, so that the next request exchanges anew
+    /// rather than reuse a token the upstream refuses until it expires.
+    pub async fn refused_by_upstream(
+        &self,
+        principal: &Principal,
+        token: &str,
+        sent: &HeaderValue,
+    ) {
+        let key = self.key(principal, token);
+        // Another request may have replaced it already: that one is left alone.
+        if self
+            .cache
+            .get(&key)
+            .await
+            .is_some_and(|cached| cached.header == *sent)
+        {
+            self.cache.invalidate(&key).await;
+        }
+        if let Some(shared) = &self.shared {
+            shared.delete(&key).await;
+        }
+    }
+
     /// The cache key: the caller (issuer, subject, client) and the digest of the
     /// very token presented, and what the exchange asks for. Two tokens of one user
     /// never share an exchanged token: the provider may narrow what it issues by the

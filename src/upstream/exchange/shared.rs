@@ -126,6 +126,22 @@ impl SharedExchanges {
         }
     }
 
+    /// Removes the record under `key` (its token was refused upstream).
+    pub(super) async fn delete(&self, key: &[u8; 32]) {
+        let options = self.redis.options(TIMEOUT);
+        let client = self.redis.client().with_options(&options);
+        let delete = client.del::<i64, _>(redis_key(key));
+        match tokio::time::timeout(TIMEOUT, delete).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                self.failed::<()>("delete", &error.to_string());
+            }
+            Err(_) => {
+                self.failed::<()>("delete", "no answer in time");
+            }
+        }
+    }
+
     fn open(&self, name: &str, sealed: &str) -> Option<(String, SystemTime)> {
         let opened = self.sealer.open(name, sealed);
         if opened.is_none() {
