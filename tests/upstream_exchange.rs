@@ -397,6 +397,8 @@ async fn an_api_key_caller_is_refused_unless_configured_to_pass_without_a_token(
     );
     assert!(setup.provider.asked().is_empty());
     assert!(setup.upstream.seen().is_empty());
+    let records = audit_records(&setup.gateway, 1).await;
+    assert_eq!(records[0]["upstream_identity"], "token_exchange");
 
     let setup = setup_without_token().await;
     assert_eq!(
@@ -405,6 +407,10 @@ async fn an_api_key_caller_is_refused_unless_configured_to_pass_without_a_token(
     );
     assert!(setup.provider.asked().is_empty());
     assert!(setup.upstream.never_saw_authorization());
+    // Forwarded without a token: the record names no mechanism.
+    let records = audit_records(&setup.gateway, 1).await;
+    assert_eq!(records[0]["action"], "allow");
+    assert_eq!(records[0]["upstream_identity"], Value::Null);
 }
 
 async fn setup_without_token() -> Setup {

@@ -402,19 +402,21 @@ async fn forward(
     // The exchanged token sent, to drop should the upstream refuse it.
     let mut exchanged = None;
     if let (Some(exchange), Some(principal)) = (&gateway.exchange, principal) {
-        observation.upstream_identity(exchange.mechanism(), exchange.audience());
         // Authentication read this same header: a principal means a bearer credential.
-        let Ok(Credential::Bearer(token)) = bearer::extract(headers, None) else {
-            return Err(ForwardFailure::Exchange(ExchangeError::NoSubjectToken(
-                "no bearer token to exchange",
-            )));
+        let outcome = match bearer::extract(headers, None) {
+            // Boxed: an exchange (an HTTP call, Redis) is a large future that most
+            // configurations never await; inline it would size every request's.
+            Ok(Credential::Bearer(token)) => Box::pin(exchange.authorization(principal, token))
+                .await
+                .map(|authorization| authorization.map(|value| (token, value))),
+            _ => Err(ExchangeError::NoSubjectToken("no bearer token to exchange")),
         };
-        // Boxed: an exchange (an HTTP call, Redis) is a large future that most
-        // configurations never await; inline it would size every request's.
-        if let Some(authorization) = Box::pin(exchange.authorization(principal, token))
-            .await
-            .map_err(ForwardFailure::Exchange)?
-        {
+        // Named in the record when it gave the upstream a token or refused the
+        // request; an API key let through without a token had none.
+        if !matches!(outcome, Ok(None)) {
+            observation.upstream_identity(exchange.mechanism(), exchange.audience());
+        }
+        if let Some((token, authorization)) = outcome.map_err(ForwardFailure::Exchange)? {
             own_headers.insert(header::AUTHORIZATION, authorization.clone());
             exchanged = Some((exchange, principal, token, authorization));
         }
