@@ -14,7 +14,7 @@ use crate::edge::origin::AllowedOrigins;
 use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::upstream::{Identity, Upstream, UpstreamKind, UpstreamSettings};
+use crate::upstream::{Identity, TokenExchange, Upstream, UpstreamKind, UpstreamSettings};
 
 mod computed;
 mod validate;
@@ -48,6 +48,9 @@ pub struct Gateway {
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
     /// `upstream.identity`: who calls, told to the upstream.
     pub(crate) identity: Option<Arc<Identity>>,
+    /// `upstream.identity.exchange`: the caller's token exchanged for the
+    /// upstream's. Kept with the upstream across reloads (with its cache).
+    pub(crate) exchange: Option<Arc<TokenExchange>>,
 }
 
 impl Gateway {
@@ -128,6 +131,7 @@ impl Gateway {
         let local_issuer = authorization_server
             .as_ref()
             .map(|settings| settings.local_issuer());
+        let exchange_redis = redis.clone();
         let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
         let authorization_servers = match &authorization_server {
@@ -150,6 +154,14 @@ impl Gateway {
             )?)),
             _ => None,
         };
+        let exchange_section = exchange_section(&config)?;
+        let exchange = match (kept, &settings.kind) {
+            (Some(running), _) => running.exchange.clone(),
+            (None, UpstreamKind::Http(_)) => {
+                token_exchange(exchange_section, &settings, local_issuer, exchange_redis)?
+            }
+            (None, _) => None,
+        };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(
             &config.public_url(),
@@ -170,6 +182,56 @@ impl Gateway {
             metadata,
             authorization_server,
             identity,
+            exchange,
         })
     }
+}
+
+/// `upstream.identity.exchange`, when configured. It exchanges the caller's OAuth
+/// token, so it needs `auth.oauth` (checked on every build, a reload that keeps the
+/// upstream too).
+fn exchange_section(
+    config: &Config,
+) -> Result<Option<&crate::config::TokenExchangeConfig>, ConfigError> {
+    let section = config
+        .upstream
+        .as_ref()
+        .and_then(|upstream| upstream.identity.as_ref())
+        .and_then(|identity| identity.exchange.as_ref());
+    if section.is_some() && !config.auth.oauth.enabled {
+        return Err(ConfigError::invalid(
+            "upstream.identity.exchange",
+            "needs auth.oauth.enabled: the caller's OAuth token is what is exchanged",
+        ));
+    }
+    Ok(section)
+}
+
+/// `upstream.identity.exchange`, built with its own HTTP client for the provider.
+fn token_exchange(
+    section: Option<&crate::config::TokenExchangeConfig>,
+    settings: &UpstreamSettings,
+    local_issuer: Option<crate::auth::LocalIssuer>,
+    redis: Option<SharedRedis>,
+) -> Result<Option<Arc<TokenExchange>>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(settings.connect_timeout)
+        .build()
+        .map_err(|error| {
+            ConfigError::invalid(
+                "upstream.identity.exchange",
+                format!("cannot build HTTP client: {error}"),
+            )
+        })?;
+    Ok(Some(Arc::new(TokenExchange::new(
+        section.clone(),
+        client,
+        local_issuer.map(|issuer| issuer.issuer),
+        redis,
+    ))))
 }

@@ -55,4 +55,5 @@ mod stdio_gateway;
 mod stdio_upstream;
 mod traces;
 mod upstream_credentials;
+mod upstream_exchange;
 mod upstream_identity;

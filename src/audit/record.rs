@@ -90,6 +90,11 @@ pub struct Record {
     /// The first 16 hex digits of the token's SHA-256: ties records to one token
     /// without revealing it.
     pub token_fingerprint: Option<String>,
+    /// How the upstream was told who calls: `token_exchange` or `entra_obo` (the
+    /// caller's token exchanged for one of its own); null otherwise.
+    pub upstream_identity: Option<&'static str>,
+    /// The audience (or resource, or scopes) of the token the upstream got.
+    pub upstream_audience: Option<String>,
 }
 
 /// What metrics and the trace span read: the record is the one set of facts the
@@ -147,6 +152,8 @@ impl Record {
             latency_ms: 0.0,
             upstream_latency_ms: None,
             token_fingerprint: None,
+            upstream_identity: None,
+            upstream_audience: None,
         }
     }
 

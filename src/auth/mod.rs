@@ -16,6 +16,7 @@ pub mod keys;
 pub mod mint;
 mod oauth_config;
 pub mod principal;
+pub(crate) mod seal;
 pub mod shared_cache;
 pub(crate) mod signing;
 

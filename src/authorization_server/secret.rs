@@ -9,7 +9,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use super::seal::Sealer;
+use crate::auth::seal::Sealer;
 use crate::config::{ConfigError, Secret};
 
 /// Shortest key accepted, in bytes (HMAC-SHA-256's block of entropy).

@@ -20,7 +20,7 @@ use fred::types::{ClusterHash, CustomCommand, SetOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::seal::Sealer;
+use crate::auth::seal::Sealer;
 use crate::redis::SharedRedis;
 
 /// Namespace of the façade's keys (the sessions' are `mcpgate:session:`).

@@ -222,6 +222,93 @@ pub struct UpstreamIdentityConfig {
     pub assertion: Option<IdentityAssertionConfig>,
     /// Plain headers, for upstreams on a trusted network.
     pub headers: Option<IdentityHeadersConfig>,
+    /// The caller's token exchanged at the identity provider for one meant for the
+    /// upstream (RFC 8693 token exchange, or Entra ID's on-behalf-of flow).
+    pub exchange: Option<TokenExchangeConfig>,
+}
+
+/// `upstream.identity.exchange`: mcpgate's OAuth client at the identity provider,
+/// and what it asks for in exchange for the caller's token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    pub(crate) token_url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+    #[serde(default)]
+    pub(crate) auth_method: ClientAuthMethod,
+    /// RFC 8693 token exchange, or Entra ID's on-behalf-of grant.
+    #[serde(default)]
+    pub grant: ExchangeGrant,
+    /// RFC 8693 `audience`: the upstream as the provider names it.
+    pub audience: Option<String>,
+    /// RFC 8707 / RFC 8693 `resource`: the upstream's URI.
+    pub resource: Option<String>,
+    /// Scopes asked for, space-separated or a list (for `entra_obo`, the upstream
+    /// API's `api://…/.default`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub scopes: Vec<String>,
+    /// RFC 8693 `requested_token_type` (not sent for `entra_obo`).
+    #[serde(default = "default_requested_token_type")]
+    pub requested_token_type: String,
+    /// An exchanged token is not used within this long of its expiry.
+    #[serde(default = "default_exchange_renew_before", with = "humantime_serde")]
+    pub renew_before: Duration,
+    #[serde(default = "default_token_timeout", with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    /// Most exchanged tokens kept at once (one per caller's token).
+    #[serde(default = "default_exchange_max_entries")]
+    pub max_entries: u64,
+    /// What a caller with an API key (no token to exchange) gets.
+    #[serde(default)]
+    pub api_keys: ApiKeyExchange,
+}
+
+/// `upstream.identity.exchange.grant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExchangeGrant {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693).
+    #[default]
+    TokenExchange,
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` with
+    /// `requested_token_use=on_behalf_of` (Microsoft Entra ID).
+    EntraObo,
+}
+
+impl ExchangeGrant {
+    /// The audit record's `upstream_identity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenExchange => "token_exchange",
+            Self::EntraObo => "entra_obo",
+        }
+    }
+}
+
+/// `upstream.identity.exchange.api_keys`: an API key is no token a provider can
+/// exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyExchange {
+    /// 403: the upstream needs the user's token, and an API key has none.
+    #[default]
+    Refuse,
+    /// Forwarded without an `Authorization` header: for an upstream that also
+    /// serves callers it does not know.
+    WithoutToken,
+}
+
+fn default_requested_token_type() -> String {
+    "urn:ietf:params:oauth:token-type:access_token".to_owned()
+}
+
+fn default_exchange_renew_before() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_exchange_max_entries() -> u64 {
+    10_000
 }
 
 /// `upstream.identity.assertion`.

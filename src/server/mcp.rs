@@ -34,7 +34,7 @@ use crate::mcp::session::SESSION_HEADER;
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
 use crate::policy::{Computed, Item, Matched, Question, Target};
-use crate::upstream::UpstreamError;
+use crate::upstream::{ExchangeError, UpstreamError};
 
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
 const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
@@ -192,7 +192,7 @@ impl Caller<'_> {
             observation,
         )
         .await
-        .map_err(|error| Refusal::Upstream { error, id: None })?;
+        .map_err(|failure| failure.refusal(None))?;
         let mut response = match filter {
             Some(filter) => filtered(response, filter).await?,
             None => response,
@@ -240,10 +240,7 @@ impl Caller<'_> {
             observation,
         )
         .await
-        .map_err(|error| Refusal::Upstream {
-            error,
-            id: envelope.reply_id().cloned(),
-        })?;
+        .map_err(|failure| failure.refusal(envelope.reply_id().cloned()))?;
         let mut response = match filter {
             Some(filter) => filtered(response, filter).await?,
             None => response,
@@ -360,6 +357,24 @@ fn look_alike_items(
     Ok(())
 }
 
+/// Why a request did not reach the upstream, or got no answer from it.
+enum ForwardFailure {
+    Upstream(UpstreamError),
+    Exchange(ExchangeError),
+}
+
+impl ForwardFailure {
+    fn refusal(self, id: Option<Value>) -> Refusal {
+        match self {
+            Self::Upstream(error) => Refusal::Upstream { error, id },
+            Self::Exchange(error) => Refusal::Exchange {
+                error: Box::new(error),
+                id,
+            },
+        }
+    }
+}
+
 /// Sends the request upstream, timing the wait for its response head.
 async fn forward(
     gateway: &Gateway,
@@ -369,7 +384,7 @@ async fn forward(
     principal: Option<&Principal>,
     body: Bytes,
     observation: &mut Observation,
-) -> Result<Response, UpstreamError> {
+) -> Result<Response, ForwardFailure> {
     let mut own_headers = observation.upstream_headers();
     if let Some(value) = route
         .upstream_id()
@@ -381,8 +396,30 @@ async fn forward(
     if let Some(identity) = &gateway.identity {
         identity
             .add(principal, &mut own_headers)
-            .map_err(UpstreamError::Credentials)?;
+            .map_err(|error| ForwardFailure::Upstream(UpstreamError::Credentials(error)))?;
         stripped = identity.strip(headers);
+    }
+    // The exchanged token sent, to drop should the upstream refuse it.
+    let mut exchanged = None;
+    if let (Some(exchange), Some(principal)) = (&gateway.exchange, principal) {
+        // Authentication read this same header: a principal means a bearer credential.
+        let outcome = match bearer::extract(headers, None) {
+            // Boxed: an exchange (an HTTP call, Redis) is a large future that most
+            // configurations never await; inline it would size every request's.
+            Ok(Credential::Bearer(token)) => Box::pin(exchange.authorization(principal, token))
+                .await
+                .map(|authorization| authorization.map(|value| (token, value))),
+            _ => Err(ExchangeError::NoSubjectToken("no bearer token to exchange")),
+        };
+        // Named in the record when it gave the upstream a token or refused the
+        // request; an API key let through without a token had none.
+        if !matches!(outcome, Ok(None)) {
+            observation.upstream_identity(exchange.mechanism(), exchange.audience());
+        }
+        if let Some((token, authorization)) = outcome.map_err(ForwardFailure::Exchange)? {
+            own_headers.insert(header::AUTHORIZATION, authorization.clone());
+            exchanged = Some((exchange, principal, token, authorization));
+        }
     }
     let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();
@@ -391,7 +428,15 @@ async fn forward(
         .forward(method, headers, own_headers, body)
         .await;
     observation.forwarded(sent.elapsed());
-    result
+    // The status only: a response (its body is not `Sync`) is not held across the await.
+    let refused =
+        matches!(&result, Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED);
+    if let (true, Some((exchange, principal, token, authorization))) = (refused, exchanged) {
+        // Revoked or not accepted after all: this request fails (it is not replayed,
+        // it may have had effects), the next one exchanges anew.
+        Box::pin(exchange.refused_by_upstream(principal, token, &authorization)).await;
+    }
+    result.map_err(ForwardFailure::Upstream)
 }
 
 /// Charges `planned` (all or none); a refusal names the limit that would have to

@@ -157,6 +157,13 @@ impl Observation {
         self.record.reason = Some(reason.into());
     }
 
+    /// How the upstream learns who calls (`token_exchange`, `entra_obo`) and the
+    /// audience it gets a token for; never the token.
+    pub fn upstream_identity(&mut self, mechanism: &'static str, audience: &str) {
+        self.record.upstream_identity = Some(mechanism);
+        self.record.upstream_audience = Some(truncate(audience, MAX_NAME));
+    }
+
     /// The request reached the upstream, which answered (or failed) after `waited`.
     pub fn forwarded(&mut self, waited: Duration) {
         self.forwarded = true;

@@ -12,7 +12,7 @@ use super::body::BodyRefusal;
 use super::observe::Observation;
 use super::session;
 use crate::auth::AuthError;
-use crate::edge::challenge::ChallengeParams;
+use crate::edge::challenge::{ChallengeParams, bearer_challenge};
 use crate::edge::json::{json_error, json_response};
 use crate::edge::origin::ForbiddenOrigin;
 use crate::limits::Limited;
@@ -21,7 +21,7 @@ use crate::mcp::filter::Refusal as ListRefusal;
 use crate::mcp::headers::MediaProblem;
 use crate::policy::PolicyRefusal;
 use crate::telemetry::metrics::metrics;
-use crate::upstream::{FailureKind, UpstreamError};
+use crate::upstream::{ExchangeError, FailureKind, UpstreamError};
 
 /// Why a request was not forwarded.
 #[derive(Debug)]
@@ -50,6 +50,17 @@ pub enum Refusal {
     Upstream {
         /// What went wrong with the upstream (logged; the client gets a generic text).
         error: UpstreamError,
+        /// The request's id, for a JSON-RPC error the client can tie to its call.
+        id: Option<Value>,
+    },
+    /// The caller's token could not be exchanged for the upstream's
+    /// (`upstream.identity.exchange`): refused by the provider (401, 403), an API
+    /// key or a token of mcpgate's own (403), the provider unavailable (503) or its
+    /// answer unusable (502). Nothing was forwarded.
+    Exchange {
+        /// What failed; its text is the client's, its detail the log's and the
+        /// record's. Boxed: a refusal by the provider carries its words.
+        error: Box<ExchangeError>,
         /// The request's id, for a JSON-RPC error the client can tie to its call.
         id: Option<Value>,
     },
@@ -91,6 +102,7 @@ impl Refusal {
             Self::Envelope(error) => error.to_string(),
             Self::Policy(denied) => denied.refusal.description().to_owned(),
             Self::Upstream { error, .. } => error.to_string(),
+            Self::Exchange { error, .. } => error.detail(),
             Self::RateLimited(limited) => limited.reason(),
             Self::UnreadableList { refusal, .. } => refusal.message().to_owned(),
         }
@@ -158,6 +170,14 @@ impl Refusal {
                     limited.description()
                 );
             }
+            Self::Exchange { error, .. } => {
+                let status = error.status().as_u16();
+                if error.status().is_server_error() {
+                    tracing::warn!(status, "token exchange failed: {}", error.detail());
+                } else {
+                    tracing::info!(status, "request refused: {}", error.detail());
+                }
+            }
             _ => tracing::info!("request refused: {}", self.reason()),
         }
     }
@@ -195,6 +215,7 @@ impl Refusal {
                 };
                 json_response(upstream_status(error), &body)
             }
+            Self::Exchange { error, id } => exchange_failure(challenge, error, id.as_ref()),
             Self::RateLimited(limited) => limited.response(),
             Self::UnreadableList { refusal, id, .. } => {
                 let body = match id {
@@ -208,6 +229,53 @@ impl Refusal {
             }
         }
     }
+}
+
+/// A failed exchange: a JSON-RPC error for a request with an id, else an OAuth-style
+/// JSON error; a challenge on a 401 (the client should get a new token), and a
+/// `Retry-After` on a 503.
+fn exchange_failure(
+    challenge: &ChallengeParams,
+    error: &ExchangeError,
+    id: Option<&Value>,
+) -> Response {
+    let status = error.status();
+    let message = error.to_string();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "invalid_token",
+        StatusCode::FORBIDDEN => "access_denied",
+        StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+        _ => "upstream_error",
+    };
+    let body = match id {
+        Some(id) => json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": -32000, "message": message, "data": {"error": code}},
+        }),
+        None => json!({"error": code, "error_description": message}),
+    };
+    let mut response = json_response(status, &body);
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        let mut params = vec![
+            ("realm", crate::edge::challenge::REALM.to_owned()),
+            ("error", "invalid_token".to_owned()),
+            ("error_description", message),
+        ];
+        if let Some(url) = &challenge.resource_metadata {
+            params.push(("resource_metadata", url.clone()));
+        }
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&bearer_challenge(&params))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 /// 504 when the upstream did not answer in time, else 502.

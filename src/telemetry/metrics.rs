@@ -79,6 +79,8 @@ pub enum TokenCache {
     IntrospectionShared,
     /// API keys whose argon2id check passed, keyed by SHA-256.
     ApiKey,
+    /// Exchanged tokens replicas share in Redis (`upstream.identity.exchange`).
+    ExchangeShared,
 }
 
 impl TokenCache {
@@ -88,6 +90,7 @@ impl TokenCache {
             Self::Introspection => "introspection",
             Self::IntrospectionShared => "introspection_shared",
             Self::ApiKey => "api_key",
+            Self::ExchangeShared => "exchange_shared",
         }
     }
 }
@@ -142,6 +145,11 @@ struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     cache: &'static str,
     result: &'static str,
@@ -183,6 +191,7 @@ pub struct Metrics {
     authorization_server_events: Family<EventLabel, Counter>,
     rate_limited: Family<RuleLabel, Counter>,
     rate_limit_fallbacks: Counter,
+    token_exchanges: Family<OutcomeLabel, Counter>,
     known: OnceLock<KnownLabels>,
 }
 
@@ -323,6 +332,13 @@ impl Metrics {
              counters did not answer",
             rate_limit_fallbacks.clone(),
         );
+        let token_exchanges = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "token_exchanges",
+            "Token exchanges for the upstream (upstream.identity.exchange) by outcome; cache \
+             hits are not counted",
+            token_exchanges.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -356,6 +372,7 @@ impl Metrics {
             authorization_server_events,
             rate_limited,
             rate_limit_fallbacks,
+            token_exchanges,
             known: OnceLock::new(),
         }
     }
@@ -373,6 +390,14 @@ impl Metrics {
     /// A limit check made with this process's counters: Redis did not answer.
     pub fn rate_limit_fallback(&self) {
         self.rate_limit_fallbacks.inc();
+    }
+
+    /// One call to the token endpoint for `upstream.identity.exchange`, or a caller
+    /// refused before one (`no_subject_token`).
+    pub fn token_exchange(&self, outcome: &'static str) {
+        self.token_exchanges
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// A session store operation that failed (each one a 503, or a session left behind).

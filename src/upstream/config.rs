@@ -9,8 +9,8 @@ use url::Url;
 
 use super::stdio::StdioConfig;
 use crate::config::{
-    CommandLine, ConfigError, GraphqlUpstreamConfig, Secret, UpstreamConfig, UpstreamOAuthConfig,
-    check_headers, check_http_url, check_scope_token,
+    CommandLine, ConfigError, ExchangeGrant, GraphqlUpstreamConfig, Secret, TokenExchangeConfig,
+    UpstreamConfig, UpstreamOAuthConfig, check_headers, check_http_url, check_scope_token,
 };
 
 /// The upstream section once checked: one kind, and the timeouts every kind shares.
@@ -116,8 +116,11 @@ impl UpstreamConfig {
             Some("upstream.oauth")
         } else if !self.headers.is_empty() {
             Some("upstream.headers")
-        } else if self.identity.is_some() {
-            Some("upstream.identity")
+        } else if let Some(identity) = &self.identity {
+            Some(match identity.exchange {
+                Some(_) => "upstream.identity.exchange",
+                None => "upstream.identity",
+            })
         } else {
             None
         }
@@ -140,8 +143,92 @@ impl UpstreamConfig {
         // Built by the gateway (it needs mcpgate's public URL), checked here.
         if let Some(identity) = &self.identity {
             super::identity::check_names(identity, &self.headers)?;
+            if let Some(exchange) = &identity.exchange {
+                self.check_exchange(exchange)?;
+            }
         }
         Ok(http)
+    }
+
+    /// `upstream.identity.exchange`: the one source of the upstream's
+    /// `Authorization`, and a request the provider can act on.
+    fn check_exchange(&self, exchange: &TokenExchangeConfig) -> Result<(), ConfigError> {
+        const KEY: &str = "upstream.identity.exchange";
+        if self.oauth.is_some() {
+            return Err(ConfigError::invalid(
+                KEY,
+                "set either upstream.identity.exchange or upstream.oauth, not both: each \
+                 sets the upstream's Authorization",
+            ));
+        }
+        if self
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(ConfigError::invalid(
+                KEY,
+                "set either upstream.identity.exchange or an Authorization header in \
+                 upstream.headers, not both: each sets the upstream's Authorization",
+            ));
+        }
+        check_http_url("upstream.identity.exchange.token_url", &exchange.token_url)?;
+        if exchange.client_id.is_empty() {
+            return Err(ConfigError::invalid(
+                "upstream.identity.exchange.client_id",
+                "must not be empty",
+            ));
+        }
+        for scope in &exchange.scopes {
+            check_scope_token("upstream.identity.exchange.scopes", scope)?;
+        }
+        if exchange.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.identity.exchange.max_entries",
+                "must be at least 1",
+            ));
+        }
+        match exchange.grant {
+            ExchangeGrant::TokenExchange => {
+                if exchange.audience.is_none()
+                    && exchange.resource.is_none()
+                    && exchange.scopes.is_empty()
+                {
+                    return Err(ConfigError::invalid(
+                        "upstream.identity.exchange.audience",
+                        "set audience, resource or scopes: what the exchanged token is for",
+                    ));
+                }
+                if exchange.requested_token_type.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "upstream.identity.exchange.requested_token_type",
+                        "must not be empty",
+                    ));
+                }
+            }
+            ExchangeGrant::EntraObo => {
+                for (key, set) in [
+                    ("audience", exchange.audience.is_some()),
+                    ("resource", exchange.resource.is_some()),
+                ] {
+                    if set {
+                        return Err(ConfigError::invalid(
+                            format!("upstream.identity.exchange.{key}"),
+                            "not used by grant: entra_obo; name the upstream API in scopes \
+                             (api://<application id>/.default)",
+                        ));
+                    }
+                }
+                if exchange.scopes.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "upstream.identity.exchange.scopes",
+                        "required with grant: entra_obo: the upstream API's scope, \
+                         api://<application id>/.default",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stdio_kind(&self, command: &CommandLine) -> Result<StdioConfig, ConfigError> {

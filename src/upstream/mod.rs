@@ -4,6 +4,7 @@
 
 mod config;
 pub mod credentials;
+mod exchange;
 pub mod graphql;
 mod http;
 mod identity;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 pub use self::config::{HttpUpstreamConfig, UpstreamKind, UpstreamSettings};
 use self::credentials::UpstreamCredentials;
+pub use self::exchange::{ExchangeError, TokenExchange};
 use self::graphql::Builtin;
 use self::graphql::GraphqlUpstream;
 pub use self::http::{FailureKind, HttpUpstream, UpstreamError};

@@ -57,6 +57,8 @@ pub const AUDIT_FIELDS: &[&str] = &[
     "latency_ms",
     "upstream_latency_ms",
     "token_fingerprint",
+    "upstream_identity",
+    "upstream_audience",
 ];
 
 pub const HMAC_SECRET: &str = "a-development-secret-of-at-least-32-bytes!";

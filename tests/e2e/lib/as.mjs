@@ -6,7 +6,7 @@
 // aud = public_url, signature via <issuer>/jwks. (With `upstreamResource`, also
 // for that second resource, to mcpgate's own client only: see UPSTREAM_CLIENT.)
 import http from 'node:http';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomUUID, verify } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 export const ALL_SCOPES = 'mcp:connect mcp:tools mcp:admin';
@@ -28,6 +28,8 @@ export const INTROSPECTOR = { clientId: 'gateway-introspector', clientSecret: 'i
 export const UPSTREAM_CLIENT = { clientId: 'mcpgate-upstream', clientSecret: 'up secret:/+&%=' };
 /** The one scope UPSTREAM_CLIENT may have, and only for `upstreamResource`. */
 export const UPSTREAM_SCOPE = 'upstream:tools';
+/** RFC 8693's grant type, registered with `tokenExchange: true`. */
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 /**
  * Public client (no secret, PKCE) for the authorization-code flow, pre-registered (no DCR).
  * Nothing listens at its redirect URI: headlessAuthorize() stops at the redirect to it and
@@ -78,6 +80,9 @@ function newSigningKey() {
  * - `faults.jwks = 'error' | 'reset'`: /jwks answers 500, or the connection is
  *   dropped without an answer (the rest of the AS keeps working).
  * - `faults.introspection = 'hang'`: /token/introspection never answers.
+ * - with `tokenExchange: true` (and `upstreamResource`), `exchanges`: every token
+ *   exchange request as { clientId, subjectToken, audience, status ('issued' or the
+ *   OAuth error), accessToken }.
  * - `rotateKey()`: sign with a fresh key from now on (the old one stays
  *   published), by swapping in a new Provider behind the same listener, so
  *   the issuer and port do not change.
@@ -88,6 +93,7 @@ export async function startAuthServer({
   extraScopes = [],
   interactive = false,
   upstreamResource,
+  tokenExchange = false,
 }) {
   // What the AS knows, what M2M / M2M_B / M2M_OPAQUE may request, and what the
   // resource (the gateway) may be granted: ALL_SCOPES plus the test's own.
@@ -163,7 +169,7 @@ export async function startAuthServer({
               {
                 client_id: UPSTREAM_CLIENT.clientId,
                 client_secret: UPSTREAM_CLIENT.clientSecret,
-                grant_types: ['client_credentials'],
+                grant_types: tokenExchange ? ['client_credentials', TOKEN_EXCHANGE] : ['client_credentials'],
                 redirect_uris: [],
                 response_types: [],
                 scope: UPSTREAM_SCOPE,
@@ -221,6 +227,16 @@ export async function startAuthServer({
         },
       },
     });
+    if (tokenExchange && upstreamResource) {
+      provider.registerGrantType(TOKEN_EXCHANGE, exchangeHandler(provider), [
+        'subject_token',
+        'subject_token_type',
+        'requested_token_type',
+        'audience',
+        'resource',
+        'scope',
+      ]);
+    }
     // oidc-provider logs every server_error via this event; keep them visible.
     provider.on('server_error', (_ctx, err) => console.error('[as] server_error', err));
     // Every successful token response, as the AS sent it.
@@ -241,6 +257,67 @@ export async function startAuthServer({
       });
     });
     return provider;
+  };
+
+  const exchanges = [];
+  /**
+   * RFC 8693 for UPSTREAM_CLIENT: the subject token must be a JWT access token this
+   * AS signed for the gateway (`resource`), unexpired; the answer is a JWT access
+   * token for `upstreamResource` (the `audience` asked for) with the subject's `sub`.
+   */
+  const exchangeHandler = (provider) => async (ctx) => {
+    const { subject_token: subjectToken, subject_token_type: subjectType, audience } = ctx.oidc.params;
+    const record = { clientId: ctx.oidc.client.clientId, subjectToken, audience };
+    exchanges.push(record);
+    const refuse = (error) => {
+      record.status = error.error;
+      throw error;
+    };
+    if (subjectType !== 'urn:ietf:params:oauth:token-type:access_token') {
+      refuse(new errors.InvalidRequest('subject_token_type must be an access token'));
+    }
+    const claims = verifiedClaims(subjectToken);
+    if (!claims || claims.iss !== issuer || claims.aud !== resource || !(claims.exp > Date.now() / 1000)) {
+      refuse(new errors.InvalidGrant('subject_token is not a valid access token of this server for the gateway'));
+    }
+    if (audience !== upstreamResource) refuse(new errors.InvalidTarget('audience is not the upstream'));
+    const token = new provider.AccessToken({
+      accountId: claims.sub,
+      client: ctx.oidc.client,
+      gty: 'token_exchange',
+      scope: UPSTREAM_SCOPE,
+      resourceServer: new provider.ResourceServer(upstreamResource, {
+        audience: upstreamResource,
+        scope: UPSTREAM_SCOPE,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    });
+    const value = await token.save();
+    record.status = 'issued';
+    record.accessToken = value;
+    ctx.body = {
+      access_token: value,
+      issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      scope: UPSTREAM_SCOPE,
+    };
+  };
+  /** The claims of a JWT signed by one of this AS's keys, or null. */
+  const verifiedClaims = (token) => {
+    const [h, p, sig] = String(token).split('.');
+    try {
+      const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
+      const jwk = signingKeys.find((k) => k.kid === header.kid);
+      if (!jwk || header.alg !== 'RS256') return null;
+      const { d, p: _p, q, dp, dq, qi, ...pub } = jwk;
+      const ok = verify('sha256', Buffer.from(`${h}.${p}`), createPublicKey({ key: pub, format: 'jwk' }), Buffer.from(sig, 'base64url'));
+      return ok ? JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) : null;
+    } catch {
+      return null;
+    }
   };
 
   let provider = makeProvider();
@@ -277,6 +354,7 @@ export async function startAuthServer({
     revocationUrl: `${issuer}/token/revocation`,
     hits,
     issued,
+    exchanges,
     faults,
     get provider() {
       return provider;

@@ -18,8 +18,9 @@ import { startRecorder } from './recorder.mjs';
  * serverExtra, upstreamExtra, scopesYaml, topExtra }) once the AS (and so its
  * issuer URL) exists. `everything` is passed to startEverything (e.g. { jsonResponse: true });
  * `extraScopes`, `interactive` (login and consent pages for the
- * authorization-code flow) and `upstreamResource` (mcpgate's own clients and
- * resource for `upstream.oauth`) to startAuthServer. `upstream: 'modern'` puts
+ * authorization-code flow), `upstreamResource` (mcpgate's own clients and
+ * resource for `upstream.oauth`) and `tokenExchange` (RFC 8693 for that client) to
+ * startAuthServer. `upstream: 'modern'` puts
  * lib/modern-server.mjs (MCP 2026-07-28, TypeScript v2 server SDK) behind the
  * recorder instead of server-everything; `stack.upstream` is whichever runs
  * (`stack.everything` is set only for server-everything).
@@ -29,6 +30,7 @@ export async function startStack({
   extraScopes,
   interactive,
   upstreamResource,
+  tokenExchange,
   gatewayOptions = () => ({}),
   everything = {},
   upstream = 'everything',
@@ -43,6 +45,7 @@ export async function startStack({
         extraScopes,
         interactive,
         upstreamResource,
+        tokenExchange,
         gatewayOptions,
         everything,
         upstream,
@@ -53,7 +56,16 @@ export async function startStack({
   }
 }
 
-async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstreamResource, gatewayOptions, everything, upstream }) {
+async function startStackOnce({
+  accessTokenTTL,
+  extraScopes,
+  interactive,
+  upstreamResource,
+  tokenExchange,
+  gatewayOptions,
+  everything,
+  upstream,
+}) {
   const stoppers = [];
   const stack = {
     async stop() {
@@ -74,7 +86,14 @@ async function startStackOnce({ accessTokenTTL, extraScopes, interactive, upstre
     const gwPort = await freePort();
     const publicUrl = `http://127.0.0.1:${gwPort}/mcp`;
 
-    stack.as = await startAuthServer({ resource: publicUrl, accessTokenTTL, extraScopes, interactive, upstreamResource });
+    stack.as = await startAuthServer({
+      resource: publicUrl,
+      accessTokenTTL,
+      extraScopes,
+      interactive,
+      upstreamResource,
+      tokenExchange,
+    });
     stoppers.push(() => stack.as.stop());
 
     if (upstream === 'modern') {

@@ -58,6 +58,8 @@ const AUDIT_FIELDS = [
   'latency_ms',
   'upstream_latency_ms',
   'token_fingerprint',
+  'upstream_identity',
+  'upstream_audience',
 ];
 
 /** What the reload adds: the M2M tokens here carry only mcp:connect. */

@@ -1,20 +1,22 @@
-//! Encryption at rest for what the façade keeps in Redis: a sign-in in progress
-//! holds mcpgate's PKCE verifier and nonce for the provider, a grant names its
-//! user. Whoever reads Redis (a backup, a shared instance, a `MONITOR`) must learn
-//! none of it, nor forge a record a replica would accept.
+//! Encryption at rest for what mcpgate keeps in Redis: the façade's sign-ins in
+//! progress (mcpgate's PKCE verifier and nonce for the provider) and grants (their
+//! user), and the exchanged tokens of `upstream.identity.exchange`. Whoever reads
+//! Redis (a backup, a shared instance, a `MONITOR`) must learn none of it, nor forge
+//! a record a replica would accept.
 //!
-//! AES-256-GCM under a key derived (HKDF-SHA-256) from `authorization_server.secret_key`,
-//! a fresh random 96-bit nonce per record, and the record's Redis key as associated
-//! data, so a sealed value moved to another key does not open.
+//! AES-256-GCM under a key derived (HKDF-SHA-256) from a secret of the configuration
+//! (`authorization_server.secret_key`, the exchange client's secret), a fresh random
+//! 96-bit nonce per record, and the record's Redis key as associated data, so a
+//! sealed value moved to another key does not open.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::random::random_bytes;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
-/// HKDF's `info`: this key does nothing else than seal stored records.
+/// HKDF's `info` for the façade: this key does nothing else than seal its records.
 const PURPOSE: &[u8] = b"mcpgate authorization_server state at rest v1";
 /// First bytes of a sealed value: a record of another format (a future mcpgate
 /// during a rolling upgrade) is not opened as this one.
@@ -34,12 +36,17 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Derives the sealing key from the façade's secret key bytes.
     pub(crate) fn derive(secret: &[u8]) -> Self {
+        Self::derive_for(secret, &[PURPOSE])
+    }
+
+    /// Derives a sealing key from `secret` for the use `info` names: keys of two
+    /// uses never open each other's records.
+    pub(crate) fn derive_for(secret: &[u8], info: &[&[u8]]) -> Self {
         let prk = Salt::new(HKDF_SHA256, &[]).extract(secret);
-        let info = [PURPOSE];
         // Neither step can fail: 32 bytes is far below HKDF's limit, and the
         // length is the algorithm's own.
         let key = prk
-            .expand(&info, &AES_256_GCM)
+            .expand(info, &AES_256_GCM)
             .map(UnboundKey::from)
             .map(LessSafeKey::new);
         match key {
@@ -53,7 +60,12 @@ impl Sealer {
 
     /// `1.` and base64url(nonce ‖ ciphertext ‖ tag), bound to `context` (the Redis key).
     pub(crate) fn seal(&self, context: &str, plaintext: &[u8]) -> String {
-        let nonce_bytes = random_bytes::<NONCE_LEN>();
+        let mut nonce_bytes = [0u8; NONCE_LEN];
+        if SystemRandom::new().fill(&mut nonce_bytes).is_err() {
+            // aws-lc aborts rather than return predictable bytes; never reached.
+            tracing::error!("the system random generator failed");
+            std::process::abort();
+        }
         let mut sealed = plaintext.to_vec();
         let nonce = Nonce::assume_unique_for_key(nonce_bytes);
         if self
@@ -104,6 +116,9 @@ mod tests {
         // The same key derived again (another replica with the same secret_key).
         let replica = Sealer::derive(&[7u8; 32]);
         assert!(replica.open("mcpgate:as:pending:a", &sealed).is_some());
+        // The same secret for another use: its key opens nothing of this one's.
+        let other = Sealer::derive_for(&[7u8; 32], &[b"another use"]);
+        assert_eq!(other.open("mcpgate:as:pending:a", &sealed), None);
     }
 
     #[test]
