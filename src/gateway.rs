@@ -198,7 +198,7 @@ fn exchange_section(
         .as_ref()
         .and_then(|upstream| upstream.identity.as_ref())
         .and_then(|identity| identity.exchange.as_ref());
-    if section.is_some() && !config.auth.oauth.enabled {
+    if section.is_some() && !config.auth.oauth.enabled() {
         return Err(ConfigError::invalid(
             "upstream.identity.exchange",
             "needs auth.oauth.enabled: the caller's OAuth token is what is exchanged",
