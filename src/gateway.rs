@@ -48,6 +48,9 @@ pub struct Gateway {
     pub(crate) authorization_server: Option<Arc<authorization_server::Settings>>,
     /// `upstream.identity`: who calls, told to the upstream.
     pub(crate) identity: Option<Arc<Identity>>,
+    /// `upstream.identity.connection`: each user's token at a third-party service.
+    /// Kept across a reload that leaves the section alone (its vault and links).
+    pub(crate) connections: Option<Arc<crate::connections::Connections>>,
 }
 
 impl Gateway {
@@ -150,6 +153,17 @@ impl Gateway {
             )?)),
             _ => None,
         };
+        let section = upstream_config
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.connection.as_ref());
+        let connections = match running
+            .and_then(|running| running.connections.clone())
+            .filter(|kept| section == Some(&kept.config))
+        {
+            Some(kept) => Some(kept),
+            None => crate::connections::Connections::from_config(&config)?,
+        };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(
             &config.public_url(),
@@ -170,6 +184,7 @@ impl Gateway {
             metadata,
             authorization_server,
             identity,
+            connections,
         })
     }
 }

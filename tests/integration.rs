@@ -54,5 +54,6 @@ mod sessions;
 mod stdio_gateway;
 mod stdio_upstream;
 mod traces;
+mod upstream_connections;
 mod upstream_credentials;
 mod upstream_identity;

@@ -87,6 +87,9 @@ pub struct Record {
     pub latency_ms: f64,
     /// Of which waiting for the upstream's response head.
     pub upstream_latency_ms: Option<f64>,
+    /// How the upstream learns who calls, when a mechanism that names one user
+    /// was used (`connection:<name>`); never a token.
+    pub upstream_credential: Option<String>,
     /// The first 16 hex digits of the token's SHA-256: ties records to one token
     /// without revealing it.
     pub token_fingerprint: Option<String>,
@@ -146,6 +149,7 @@ impl Record {
             reason: None,
             latency_ms: 0.0,
             upstream_latency_ms: None,
+            upstream_credential: None,
             token_fingerprint: None,
         }
     }

@@ -35,7 +35,7 @@ pub(crate) mod registration;
 mod registration_endpoint;
 pub(crate) mod remembered;
 pub(crate) mod scope_limit;
-mod seal;
+pub(crate) mod seal;
 pub(crate) mod secret;
 mod settings;
 mod shared;

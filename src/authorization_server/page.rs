@@ -44,6 +44,26 @@ struct ErrorPage<'a> {
     code: &'a str,
 }
 
+/// A page that only tells something (the connect flow's outcome).
+#[derive(Template)]
+#[template(path = "authorization_server/notice.html")]
+struct NoticePage<'a> {
+    style: &'a str,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// A plain page with a title and one paragraph, with the page headers.
+pub(crate) fn notice_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let page = NoticePage {
+        style: STYLE,
+        title,
+        message,
+    };
+    let html = page.render().unwrap_or_else(|_| title.to_owned());
+    with_page_headers(status, html)
+}
+
 /// How the page describes the way a client became known.
 pub(crate) fn kind_text(kind: ClientKind, verified_host: Option<&str>) -> String {
     match (kind, verified_host) {

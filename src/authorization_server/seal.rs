@@ -34,8 +34,14 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Derives the sealing key from the façade's secret key bytes.
     pub(crate) fn derive(secret: &[u8]) -> Self {
+        Self::derive_for(PURPOSE, secret)
+    }
+
+    /// Derives a sealing key for another `purpose` (HKDF `info`), so that one
+    /// secret given to two uses never opens the other's records.
+    pub(crate) fn derive_for(purpose: &[u8], secret: &[u8]) -> Self {
         let prk = Salt::new(HKDF_SHA256, &[]).extract(secret);
-        let info = [PURPOSE];
+        let info = [purpose];
         // Neither step can fail: 32 bytes is far below HKDF's limit, and the
         // length is the algorithm's own.
         let key = prk

@@ -222,6 +222,8 @@ pub struct UpstreamIdentityConfig {
     pub assertion: Option<IdentityAssertionConfig>,
     /// Plain headers, for upstreams on a trusted network.
     pub headers: Option<IdentityHeadersConfig>,
+    /// Each user's own token at a third-party service.
+    pub connection: Option<super::ConnectionConfig>,
 }
 
 /// `upstream.identity.assertion`.

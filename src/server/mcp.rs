@@ -9,7 +9,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, Method, header};
+use http::{HeaderName, HeaderValue, Method, header};
 use serde_json::Value;
 
 use super::AppState;
@@ -187,7 +187,7 @@ impl Caller<'_> {
             method.clone(),
             self.headers,
             self.route,
-            self.principal.map(Arc::as_ref),
+            (self.principal.map(Arc::as_ref), None),
             Bytes::new(),
             observation,
         )
@@ -214,6 +214,9 @@ impl Caller<'_> {
         let body = read_body(gateway, self.headers, body)
             .await
             .map_err(Refusal::Body)?;
+        let revision = version
+            .as_ref()
+            .map_or(ProtocolVersion::WITHOUT_HEADER, |version| *version);
         let envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
         let computed = gateway.computed(&envelope);
@@ -229,13 +232,32 @@ impl Caller<'_> {
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)
         });
+        // A tool call that needs the user's own account at a service: sent with
+        // their token, or answered here with the way to connect one.
+        let mut connection = None;
+        if let Some(connections) = gateway
+            .connections
+            .as_ref()
+            .filter(|connections| connections.needed_by(&envelope))
+        {
+            observation.upstream_credential(connections.mechanism());
+            let header = connections
+                .header_for(
+                    self.principal.map(Arc::as_ref),
+                    revision,
+                    envelope.reply_id(),
+                )
+                .await
+                .map_err(|refusal| Refusal::Connection(Box::new(refusal)))?;
+            connection = Some(header);
+        }
         let forwarded = Bytes::from(envelope.to_bytes());
         let response = forward(
             gateway,
             Method::POST,
             self.headers,
             self.route,
-            self.principal.map(Arc::as_ref),
+            (self.principal.map(Arc::as_ref), connection),
             forwarded,
             observation,
         )
@@ -366,7 +388,7 @@ async fn forward(
     method: Method,
     headers: &http::HeaderMap,
     route: &Route,
-    principal: Option<&Principal>,
+    (principal, connection): (Option<&Principal>, Option<(HeaderName, HeaderValue)>),
     body: Bytes,
     observation: &mut Observation,
 ) -> Result<Response, UpstreamError> {
@@ -383,6 +405,9 @@ async fn forward(
             .add(principal, &mut own_headers)
             .map_err(UpstreamError::Credentials)?;
         stripped = identity.strip(headers);
+    }
+    if let Some((name, value)) = connection {
+        own_headers.insert(name, value);
     }
     let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();

@@ -157,6 +157,11 @@ impl Observation {
         self.record.reason = Some(reason.into());
     }
 
+    /// The request used a per-user mechanism (`connection:<name>`).
+    pub(crate) fn upstream_credential(&mut self, mechanism: String) {
+        self.record.upstream_credential = Some(mechanism);
+    }
+
     /// The request reached the upstream, which answered (or failed) after `waited`.
     pub fn forwarded(&mut self, waited: Duration) {
         self.forwarded = true;

@@ -139,7 +139,7 @@ impl UpstreamConfig {
         http.check()?;
         // Built by the gateway (it needs mcpgate's public URL), checked here.
         if let Some(identity) = &self.identity {
-            super::identity::check_names(identity, &self.headers)?;
+            super::identity::check_names(identity, &self.headers, self.oauth.is_some())?;
         }
         Ok(http)
     }

@@ -1,0 +1,334 @@
+//! The connect flow, without its HTTP side. A connect link names a single-use,
+//! short-lived reference to the user the elicitation was made for (never the
+//! user's name, never a credential). Opening it starts an OpenID sign-in at the
+//! callers' identity provider, bound to the browser by a cookie; the ID token's
+//! issuer and subject must be the link's user, or the flow stops there. Only then
+//! is the browser sent to the service, with PKCE and a fresh `state`; its code is
+//! redeemed for the tokens the vault keeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::Connections;
+use super::token;
+use super::vault::{Stored, User, now};
+use crate::authorization_server::exchange::{self, Redemption};
+use crate::authorization_server::id_token::{self, Expected};
+use crate::authorization_server::provider::{Pkce, ProviderRequest, authorization_url};
+use crate::authorization_server::random::random_id;
+
+/// Where a flow stands.
+enum Stage {
+    /// Sent to the identity provider to sign in.
+    SignIn { nonce: String, verifier: String },
+    /// Signed in as the link's user; sent to the service.
+    Service { verifier: String },
+}
+
+struct Flow {
+    user: User,
+    /// SHA-256 of the browser cookie's value.
+    browser: [u8; 32],
+    stage: Stage,
+}
+
+/// Links and flows in progress, each usable once and for a short while.
+pub(super) struct Pending {
+    links: moka::sync::Cache<String, Arc<User>>,
+    flows: moka::sync::Cache<String, Arc<Flow>>,
+}
+
+impl Pending {
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self {
+            links: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            flows: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// A fresh link reference for `user`.
+    pub(super) fn link(&self, user: &User) -> String {
+        let reference = random_id();
+        self.links.insert(reference.clone(), Arc::new(user.clone()));
+        reference
+    }
+}
+
+/// Why the flow stopped (the page says it in plain words).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The link was used, expired, or never made.
+    #[error("this connect link is not valid: it was used already, has expired, or was altered")]
+    UnknownLink,
+    /// No flow has this `state`.
+    #[error("this sign-in is not in progress any more (it was used already or has expired)")]
+    UnknownFlow,
+    /// The browser cookie is not the flow's.
+    #[error("this sign-in was started in another browser")]
+    OtherBrowser,
+    /// The provider sent the browser back with an error.
+    #[error("the identity provider or the service answered with an error: {0}")]
+    Denied(String),
+    /// The sign-in's code or ID token did not check out.
+    #[error("the sign-in could not be checked: {0}")]
+    SignIn(String),
+    /// The signed-in user is not the link's.
+    #[error(
+        "you signed in as another user than the one this link was made for; the link only \
+         works for the user whose MCP client asked for it"
+    )]
+    WrongUser,
+    /// The service did not redeem its code.
+    #[error("the service did not grant a token: {0}")]
+    Service(String),
+}
+
+impl FlowError {
+    /// The page's status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownLink | Self::UnknownFlow | Self::Denied(_) => 400,
+            Self::OtherBrowser | Self::WrongUser => 403,
+            Self::SignIn(_) | Self::Service(_) => 502,
+        }
+    }
+}
+
+/// A flow started: where the browser goes, and its cookie's value.
+#[derive(Debug)]
+pub struct Started {
+    pub location: String,
+    pub browser: String,
+}
+
+/// What the callback did.
+#[derive(Debug)]
+pub enum CallbackOutcome {
+    /// Signed in: on to the service.
+    ToService(String),
+    /// The service's tokens are kept.
+    Connected,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+impl Connections {
+    /// Opens a link: the sign-in begins.
+    pub async fn start(&self, link: &str) -> Result<Started, FlowError> {
+        let user = self
+            .flows
+            .links
+            .remove(link)
+            .ok_or(FlowError::UnknownLink)?;
+        let endpoints = self
+            .discovery
+            .endpoints(&self.http, &self.sign_in)
+            .await
+            .map_err(|error| FlowError::SignIn(error.to_string()))?;
+        let browser = random_id();
+        let state = random_id();
+        let nonce = random_id();
+        let pkce = Pkce::generate();
+        let location = authorization_url(
+            &endpoints,
+            &self.sign_in,
+            &ProviderRequest {
+                redirect_uri: &self.callback_url(),
+                state: &state,
+                nonce: &nonce,
+                code_challenge: &pkce.challenge,
+                resource: "",
+            },
+        );
+        self.flows.flows.insert(
+            state,
+            Arc::new(Flow {
+                user: (*user).clone(),
+                browser: digest(&browser),
+                stage: Stage::SignIn {
+                    nonce,
+                    verifier: pkce.verifier,
+                },
+            }),
+        );
+        Ok(Started {
+            location: location.into(),
+            browser,
+        })
+    }
+
+    /// The redirect back from the identity provider or the service.
+    pub async fn callback(
+        &self,
+        state: &str,
+        code: Option<&str>,
+        error: Option<&str>,
+        browser: Option<&str>,
+    ) -> Result<CallbackOutcome, FlowError> {
+        let flow = self
+            .flows
+            .flows
+            .remove(state)
+            .ok_or(FlowError::UnknownFlow)?;
+        // Compared as digests of fixed length: no timing says how much matched.
+        if browser.map(digest) != Some(flow.browser) {
+            return Err(FlowError::OtherBrowser);
+        }
+        if let Some(error) = error {
+            return Err(FlowError::Denied(exchange::error_code(error)));
+        }
+        let code = code.ok_or_else(|| FlowError::Denied("no code".into()))?;
+        match &flow.stage {
+            Stage::SignIn { nonce, verifier } => {
+                self.signed_in(&flow, code, nonce, verifier).await?;
+                self.to_service(&flow).map(CallbackOutcome::ToService)
+            }
+            Stage::Service { verifier } => {
+                let granted = token::redeem(
+                    &self.http,
+                    &self.config.provider,
+                    code,
+                    &self.callback_url(),
+                    verifier,
+                )
+                .await
+                .map_err(|error| FlowError::Service(error.to_string()))?;
+                let now = now();
+                self.vault.put(
+                    &flow.user,
+                    &Stored {
+                        access_token: granted.access_token,
+                        refresh_token: granted.refresh_token,
+                        expires_at: granted.expires_in.map(|secs| now.saturating_add(secs)),
+                        scope: granted.scope,
+                        connected_at: now,
+                    },
+                );
+                tracing::info!(connection = %self.config.name, "a user connected");
+                Ok(CallbackOutcome::Connected)
+            }
+        }
+    }
+
+    /// Redeems the sign-in's code and checks that its ID token names the link's user.
+    async fn signed_in(
+        &self,
+        flow: &Flow,
+        code: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<(), FlowError> {
+        let failed = |reason: String| FlowError::SignIn(reason);
+        let endpoints = self
+            .discovery
+            .endpoints(&self.http, &self.sign_in)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let redirect_uri = self.callback_url();
+        let tokens = exchange::redeem(
+            &self.http,
+            &endpoints,
+            &self.sign_in,
+            &Redemption {
+                code,
+                redirect_uri: &redirect_uri,
+                code_verifier: verifier,
+                resource: "",
+            },
+        )
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+        let id_token = tokens
+            .id_token
+            .ok_or_else(|| failed("the identity provider sent no ID token".into()))?;
+        let jwks_uri = endpoints
+            .jwks_uri
+            .as_ref()
+            .ok_or_else(|| failed("the identity provider has no jwks_uri".into()))?;
+        let keys = self
+            .keys
+            .get(
+                &self.http,
+                jwks_uri,
+                self.sign_in.timeout,
+                id_token::kid_of(&id_token).as_deref(),
+            )
+            .await
+            .map_err(failed)?;
+        let (subject, _) = id_token::verify(
+            &id_token,
+            &keys.0,
+            &Expected {
+                issuer: &endpoints.issuer,
+                client_id: &self.sign_in.client_id,
+                nonce,
+            },
+            now(),
+        )
+        .map_err(|error| failed(error.to_string()))?;
+        if !id_token::same_issuer(&endpoints.issuer, &flow.user.issuer)
+            || subject != flow.user.subject
+        {
+            tracing::warn!(
+                connection = %self.config.name,
+                "a connect link was opened by another user than the one it was made for"
+            );
+            return Err(FlowError::WrongUser);
+        }
+        Ok(())
+    }
+
+    /// The service's authorization request, as a new flow step.
+    fn to_service(&self, flow: &Flow) -> Result<String, FlowError> {
+        let provider = &self.config.provider;
+        let endpoint = provider
+            .authorization_endpoint
+            .clone()
+            .ok_or_else(|| FlowError::Service("no authorization endpoint".into()))?;
+        let endpoints = crate::authorization_server::provider::ProviderEndpoints {
+            issuer: provider.issuer.as_str().to_owned(),
+            authorization_endpoint: endpoint,
+            token_endpoint: provider
+                .token_endpoint
+                .clone()
+                .ok_or_else(|| FlowError::Service("no token endpoint".into()))?,
+            jwks_uri: None,
+            userinfo_endpoint: None,
+            sends_iss: false,
+        };
+        let state = random_id();
+        let pkce = Pkce::generate();
+        let location = authorization_url(
+            &endpoints,
+            provider,
+            &ProviderRequest {
+                redirect_uri: &self.callback_url(),
+                state: &state,
+                nonce: &random_id(),
+                code_challenge: &pkce.challenge,
+                resource: "",
+            },
+        );
+        self.flows.flows.insert(
+            state,
+            Arc::new(Flow {
+                user: flow.user.clone(),
+                browser: flow.browser,
+                stage: Stage::Service {
+                    verifier: pkce.verifier,
+                },
+            }),
+        );
+        Ok(location.into())
+    }
+}

@@ -1,0 +1,313 @@
+//! Per-user connections to a third-party service (`upstream.identity.connection`):
+//! each user's own token at GitHub, Google, Atlassian…, kept sealed in a vault,
+//! refreshed before it expires, and sent to the upstream on the tool calls that
+//! need it. A user without one gets a URL elicitation to mcpgate's connect page,
+//! where they first prove in the browser who they are (an OpenID sign-in at the
+//! identity provider of the callers' tokens) and then authorize mcpgate at the
+//! service. See docs/design-decisions.md for the threat model.
+//!
+//! `vault` keeps the tokens, `token` talks to the service, `flow` is the connect
+//! flow without its HTTP side (in `server::connect`), `refusal` what a call gets
+//! when it cannot be sent.
+
+mod flow;
+mod refusal;
+mod token;
+mod vault;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+
+pub use self::flow::{CallbackOutcome, FlowError};
+pub use self::refusal::ConnectionRefusal;
+pub(crate) use self::vault::User;
+use self::vault::{Stored, Vault, now};
+use crate::auth::Principal;
+use crate::authorization_server::id_token::ProviderKeys;
+use crate::authorization_server::provider::Discovery;
+use crate::authorization_server::random::{random_bytes, random_id};
+use crate::authorization_server::seal::Sealer;
+use crate::config::{Config, ConfigError, ConnectionConfig, ProviderConfig};
+use crate::mcp::envelope::Envelope;
+use crate::mcp::version::ProtocolVersion;
+
+/// HKDF `info` of the vault's sealing key.
+const PURPOSE: &[u8] = b"mcpgate upstream connection tokens v1";
+const KEY: &str = "upstream.identity.connection";
+
+/// The connection, built once at start (its links, flows and memory vault outlive
+/// reloads; changing the section needs a restart, as the façade's does).
+pub struct Connections {
+    pub(crate) config: ConnectionConfig,
+    sign_in: ProviderConfig,
+    header: HeaderName,
+    /// mcpgate's public origin: the connect links and the callback are on it.
+    origin: String,
+    pub(crate) secure_cookies: bool,
+    vault: Vault,
+    flows: flow::Pending,
+    /// One refresh per user at a time, by vault key.
+    locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    http: reqwest::Client,
+    discovery: Discovery,
+    keys: ProviderKeys,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connections {
+    /// From `upstream.identity.connection`; `None` without it.
+    pub fn from_config(config: &Config) -> Result<Option<Arc<Self>>, ConfigError> {
+        let Some(section) = config
+            .upstream
+            .as_ref()
+            .and_then(|upstream| upstream.identity.as_ref())
+            .and_then(|identity| identity.connection.as_ref())
+        else {
+            return Ok(None);
+        };
+        let sign_in = section.sign_in.clone().ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{KEY}.sign_in"),
+                "required: the OpenID client at the identity provider of the callers' tokens, \
+                 where a user proves who they are before connecting",
+            )
+        })?;
+        if !sign_in.scopes.iter().any(|scope| scope == "openid") {
+            return Err(ConfigError::invalid(
+                format!("{KEY}.sign_in.scopes"),
+                "must include openid: the sign-in is checked by its ID token",
+            ));
+        }
+        let header = HeaderName::from_bytes(section.header.as_bytes())
+            .map_err(|_| ConfigError::invalid(format!("{KEY}.header"), "not a header name"))?;
+        let secret = match &section.secret_key {
+            Some(secret) => decode_key(secret.expose())?,
+            None => random_bytes::<32>().to_vec(),
+        };
+        let public = config.public_url();
+        let origin = public.origin().ascii_serialization();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| ConfigError::invalid(KEY, error.to_string()))?;
+        Ok(Some(Arc::new(Self {
+            sign_in,
+            header,
+            secure_cookies: public.scheme() == "https",
+            origin,
+            vault: Vault::new(
+                &section.name,
+                Sealer::derive_for(PURPOSE, &secret),
+                section.max_connections,
+            ),
+            flows: flow::Pending::new(section.link_ttl),
+            locks: moka::sync::Cache::builder()
+                .max_capacity(section.max_connections)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            http,
+            discovery: Discovery::default(),
+            keys: ProviderKeys::default(),
+            config: section.clone(),
+        })))
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// What the audit record names.
+    pub(crate) fn mechanism(&self) -> String {
+        format!("connection:{}", self.config.name)
+    }
+
+    /// The connect page's path.
+    pub fn connect_path(&self) -> String {
+        format!("/connect/{}", self.config.name)
+    }
+
+    /// The callback's path (both legs: the sign-in and the service).
+    pub fn callback_path(&self) -> String {
+        format!("/connect/{}/callback", self.config.name)
+    }
+
+    fn callback_url(&self) -> String {
+        format!("{}{}", self.origin, self.callback_path())
+    }
+
+    /// Whether the request calls a tool that needs the connection.
+    pub(crate) fn needed_by(&self, envelope: &Envelope) -> bool {
+        envelope.messages.iter().any(|message| {
+            message.method() == Some("tools/call")
+                && match &self.config.tools {
+                    None => true,
+                    Some(tools) => message
+                        .params()
+                        .and_then(|params| params.get("name"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|name| tools.iter().any(|tool| tool == name)),
+                }
+        })
+    }
+
+    /// The header the upstream request carries for `principal`, or why the call
+    /// cannot be sent.
+    pub(crate) async fn header_for(
+        &self,
+        principal: Option<&Principal>,
+        version: ProtocolVersion,
+        id: Option<&Value>,
+    ) -> Result<(HeaderName, HeaderValue), ConnectionRefusal> {
+        let name = self.config.name.clone();
+        let Some(user) = principal.and_then(User::of) else {
+            return Err(ConnectionRefusal::NoUser {
+                name,
+                id: id.cloned(),
+            });
+        };
+        match self.token(&user).await {
+            Ok(Some(token)) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        ConnectionRefusal::Unavailable {
+                            name: name.clone(),
+                            detail: "the service's token is not a valid header value".into(),
+                            id: id.cloned(),
+                        }
+                    })?;
+                value.set_sensitive(true);
+                Ok((self.header.clone(), value))
+            }
+            Ok(None) => {
+                let link = self.flows.link(&user);
+                Err(ConnectionRefusal::NotConnected {
+                    url: format!("{}{}?link={link}", self.origin, self.connect_path()),
+                    elicitation_id: random_id(),
+                    name,
+                    version,
+                    id: id.cloned(),
+                })
+            }
+            Err(detail) => Err(ConnectionRefusal::Unavailable {
+                name,
+                detail,
+                id: id.cloned(),
+            }),
+        }
+    }
+
+    /// The user's current access token: refreshed first when it is due, `None`
+    /// when there is no connection (or the service refused the refresh).
+    async fn token(&self, user: &User) -> Result<Option<String>, String> {
+        let before = self.config.refresh_before;
+        let Some(stored) = self.vault.get(user) else {
+            return Ok(None);
+        };
+        if !stored.due(before, now()) {
+            return Ok(Some(stored.access_token));
+        }
+        if stored.refresh_token.is_none() {
+            return Ok((!stored.expired(now())).then_some(stored.access_token));
+        }
+        // One refresh per user: the others wait and read what it stored. The new
+        // refresh token is stored before the lock is released, so no caller can
+        // spend the old one again (a rotating service would see a replay).
+        let key = self.vault.key(user);
+        let lock = self
+            .locks
+            .get_with(key, || Arc::new(tokio::sync::Mutex::new(())));
+        let _held = lock.lock().await;
+        let Some(stored) = self.vault.get(user) else {
+            return Ok(None);
+        };
+        let Some(refresh_token) = stored
+            .refresh_token
+            .clone()
+            .filter(|_| stored.due(before, now()))
+        else {
+            return Ok((!stored.expired(now())).then_some(stored.access_token));
+        };
+        match token::refresh(&self.http, &self.config.provider, &refresh_token).await {
+            Ok(granted) => {
+                let renewed = Stored {
+                    access_token: granted.access_token,
+                    // A service that does not rotate keeps the one it gave.
+                    refresh_token: granted.refresh_token.or(Some(refresh_token)),
+                    expires_at: granted.expires_in.map(|secs| now().saturating_add(secs)),
+                    scope: granted.scope.or(stored.scope),
+                    connected_at: stored.connected_at,
+                };
+                self.vault.put(user, &renewed);
+                Ok(Some(renewed.access_token))
+            }
+            Err(token::TokenError::Refused(code)) => {
+                tracing::info!(
+                    connection = %self.config.name,
+                    "the service refused a refresh ({code}); the connection is removed"
+                );
+                self.vault.delete(user);
+                Ok(None)
+            }
+            // Still valid a while: used; past its expiry: never.
+            Err(error) if !stored.expired(now()) => {
+                tracing::warn!(connection = %self.config.name, "refresh failed, token still valid: {error}");
+                Ok(Some(stored.access_token))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// What the admin listener shows of a user's connection (never a token).
+    pub fn describe(&self, issuer: &str, subject: &str) -> Option<Value> {
+        let user = User {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        };
+        self.vault.get(&user).map(|stored| {
+            serde_json::json!({
+                "name": self.config.name,
+                "scope": stored.scope,
+                "expires_at": stored.expires_at,
+                "connected_at": stored.connected_at,
+                "refreshable": stored.refresh_token.is_some(),
+            })
+        })
+    }
+
+    /// Removes a user's connection; whether there was one.
+    pub fn disconnect(&self, issuer: &str, subject: &str) -> bool {
+        self.vault.delete(&User {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+fn decode_key(text: &str) -> Result<Vec<u8>, ConfigError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    let bytes = STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| ConfigError::invalid(format!("{KEY}.secret_key"), "is not base64"))?;
+    if bytes.len() < 32 {
+        return Err(ConfigError::invalid(
+            format!("{KEY}.secret_key"),
+            "must decode to at least 32 bytes",
+        ));
+    }
+    Ok(bytes)
+}
