@@ -18,9 +18,8 @@ struct Setup {
     gateway: Gateway,
 }
 
-fn connection_yaml(idp: &FakeProvider, service: &FakeProvider, extra: &str) -> String {
+fn connection_yaml(idp: &FakeProvider, svc: &str, extra: &str) -> String {
     let idp = &idp.issuer;
-    let svc = &service.issuer;
     format!(
         "identity:\n  connection:\n    name: github\n    provider:\n      issuer: {svc}\n      \
          authorization_endpoint: {svc}/authorize\n      token_endpoint: {svc}/token\n      \
@@ -32,11 +31,17 @@ fn connection_yaml(idp: &FakeProvider, service: &FakeProvider, extra: &str) -> S
 }
 
 async fn setup(extra: &str) -> Setup {
+    setup_with(extra, None).await
+}
+
+/// With the service at `service` instead of a `FakeProvider`.
+async fn setup_with(extra: &str, service_issuer: Option<&str>) -> Setup {
     let upstream = Upstream::start().await;
     let idp = FakeProvider::start().await;
     let service = FakeProvider::start().await;
+    let issuer = service_issuer.unwrap_or(&service.issuer).to_owned();
     let config = TestConfig::oauth(&upstream.url)
-        .upstream(&connection_yaml(&idp, &service, extra))
+        .upstream(&connection_yaml(&idp, &issuer, extra))
         .build();
     let gateway = Gateway::start(&config).await;
     Setup {
@@ -161,17 +166,14 @@ async fn sign_in(setup: &Setup, at: &AtSignIn, subject: &str) -> reqwest::Respon
     callback(&setup.gateway, &at.state, "idp-code", &at.cookie).await
 }
 
-/// The whole flow for `subject` through `url`, the service granting `grant`.
-async fn connect(setup: &Setup, url: &str, subject: &str, grant: Value) {
+/// The whole flow for `subject` through `url`, the service granting `grant`
+/// (`None`: a service of the test's own answers).
+async fn connect(setup: &Setup, url: &str, subject: &str, grant: Option<Value>) {
     let at = open_link(url).await.expect("the link opens");
     let signed_in = sign_in(setup, &at, subject).await;
     assert_eq!(signed_in.status(), 303, "{:?}", signed_in.text().await);
     let to_service = location(&signed_in);
-    assert!(
-        to_service
-            .as_str()
-            .starts_with(&format!("{}/authorize", setup.service.issuer))
-    );
+    assert_eq!(to_service.path(), "/authorize");
     assert_eq!(query(&to_service, "client_id").as_deref(), Some("gh-app"));
     assert_eq!(query(&to_service, "scope").as_deref(), Some("repo"));
     let redirect = format!("{}/connect/github/callback", setup.gateway.base);
@@ -179,7 +181,10 @@ async fn connect(setup: &Setup, url: &str, subject: &str, grant: Value) {
         query(&to_service, "redirect_uri").as_deref(),
         Some(redirect.as_str())
     );
-    setup.service.answer_with(grant);
+    let own = grant.is_some();
+    if let Some(grant) = grant {
+        setup.service.answer_with(grant);
+    }
     let done = callback(
         &setup.gateway,
         &query(&to_service, "state").unwrap(),
@@ -189,6 +194,9 @@ async fn connect(setup: &Setup, url: &str, subject: &str, grant: Value) {
     .await;
     assert_eq!(done.status(), 200);
     assert!(done.text().await.unwrap().contains("connected"));
+    if !own {
+        return;
+    }
     // The code was redeemed with PKCE, at the redirect URI the browser was sent with.
     let (authorization, form) = setup.service.received().last().cloned().unwrap();
     assert!(authorization.unwrap().starts_with("Basic "));
@@ -251,7 +259,7 @@ async fn after_connecting_the_retried_call_carries_the_users_token_and_only_thei
         .as_str()
         .unwrap()
         .to_owned();
-    connect(&setup, &url, "alice", grant("gh-token-alice")).await;
+    connect(&setup, &url, "alice", Some(grant("gh-token-alice"))).await;
 
     let (status, retried) = call_modern(&setup, "alice", "echo").await;
     assert_eq!(status, 200, "{retried}");
@@ -265,7 +273,7 @@ async fn after_connecting_the_retried_call_carries_the_users_token_and_only_thei
     let (_, bob) = call_legacy(&setup, "bob", "echo").await;
     let bob_url = legacy_url(&bob);
     assert_eq!(setup.upstream.seen().len(), 1);
-    connect(&setup, &bob_url, "bob", grant("gh-token-bob")).await;
+    connect(&setup, &bob_url, "bob", Some(grant("gh-token-bob"))).await;
     call_legacy(&setup, "bob", "echo").await;
     call_legacy(&setup, "alice", "echo").await;
     assert_eq!(
@@ -354,7 +362,7 @@ async fn an_api_key_caller_cannot_use_a_connection() {
         .to_string();
     let config = TestConfig::new(&upstream.url)
         .api_key_with_scopes("ci", &hash, r#"["*"]"#)
-        .upstream(&connection_yaml(&idp, &service, ""))
+        .upstream(&connection_yaml(&idp, &service.issuer, ""))
         .build();
     let gateway = Gateway::start(&config).await;
     let response = Request::post(&gateway)
@@ -419,4 +427,145 @@ fn configuration_errors_name_the_key() {
         stderr.contains("upstream.identity.connection.provider.token_endpoint"),
         "{stderr}"
     );
+}
+
+/// A service that rotates refresh tokens: each refresh spends the current one
+/// and issues the next; a spent one is a replay (counted, and refused as
+/// `invalid_grant`, as rotating providers do).
+#[derive(Clone, Default)]
+struct Rotating {
+    state: std::sync::Arc<std::sync::Mutex<RotatingState>>,
+}
+
+#[derive(Default)]
+struct RotatingState {
+    generation: u32,
+    refreshes: u32,
+    replays: u32,
+    /// Lifetime of the tokens issued from now on.
+    expires_in: u64,
+    refuse: bool,
+}
+
+impl Rotating {
+    async fn start() -> (Self, String) {
+        let service = Self::default();
+        service.state.lock().unwrap().expires_in = 30;
+        let router = axum::Router::new()
+            .route("/token", axum::routing::post(rotating_token))
+            .with_state(service.clone());
+        let addr = spawn_router(router).await;
+        (service, format!("http://{addr}"))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut RotatingState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+}
+
+async fn rotating_token(
+    axum::extract::State(service): axum::extract::State<Rotating>,
+    body: String,
+) -> (http::StatusCode, axum::Json<Value>) {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    // Slow enough that concurrent calls overlap the refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut state = service.state.lock().unwrap();
+    if form["grant_type"] == "refresh_token" {
+        state.refreshes += 1;
+        let current = format!("refresh-{}", state.generation);
+        if state.refuse || form["refresh_token"] != current {
+            if form["refresh_token"] != current {
+                state.replays += 1;
+            }
+            return (
+                http::StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "invalid_grant"})),
+            );
+        }
+        state.generation += 1;
+    }
+    let generation = state.generation;
+    (
+        http::StatusCode::OK,
+        axum::Json(json!({
+            "access_token": format!("access-{generation}"),
+            "refresh_token": format!("refresh-{generation}"),
+            "expires_in": state.expires_in,
+            "token_type": "bearer",
+        })),
+    )
+}
+
+/// Alice connected to a rotating service whose first token is already due.
+async fn connected_to_rotating() -> (Setup, Rotating) {
+    let (service, issuer) = Rotating::start().await;
+    let setup = setup_with("", Some(&issuer)).await;
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    connect(&setup, &legacy_url(&answer), "alice", None).await;
+    (setup, service)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_calls_of_one_user_cause_one_refresh() {
+    let (setup, service) = connected_to_rotating().await;
+    // The first token expires in 30 s, inside refresh_before (60 s): due now.
+    service.with(|state| state.expires_in = 3600);
+    let calls = (0..50).map(|_| call_legacy(&setup, "alice", "echo"));
+    for (status, answer) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(
+        service.with(|state| state.refreshes),
+        1,
+        "one refresh for 50 calls"
+    );
+    let seen = authorization_seen(&setup.upstream);
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen.iter()
+            .all(|sent| sent.as_deref() == Some("Bearer access-1")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotated_refresh_tokens_are_never_replayed_under_concurrent_calls() {
+    let (setup, service) = connected_to_rotating().await;
+    // Every token issued is due at once: each call refreshes, one at a time, each
+    // with the refresh token the one before it stored.
+    service.with(|state| state.expires_in = 10);
+    let calls = (0..5).map(|_| call_legacy(&setup, "alice", "echo"));
+    for (status, answer) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (refreshes, replays) = service.with(|state| (state.refreshes, state.replays));
+    assert_eq!(replays, 0, "a spent refresh token was sent again");
+    assert_eq!(refreshes, 5);
+    let mut seen: Vec<String> = authorization_seen(&setup.upstream)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    seen.sort();
+    let expected: Vec<String> = (1..=5).map(|n| format!("Bearer access-{n}")).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_removes_the_connection_and_elicits_again() {
+    let (setup, service) = connected_to_rotating().await;
+    service.with(|state| state.refuse = true);
+    let (status, answer) = call_legacy(&setup, "alice", "echo").await;
+    assert_eq!(status, 200);
+    legacy_url(&answer);
+    assert!(setup.upstream.seen().is_empty(), "nothing upstream");
+    // Gone, not retried: the next call elicits without asking the service.
+    service.with(|state| state.refuse = false);
+    let refreshes = service.with(|state| state.refreshes);
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    legacy_url(&answer);
+    assert_eq!(service.with(|state| state.refreshes), refreshes);
 }
