@@ -36,13 +36,26 @@ async fn setup(extra: &str) -> Setup {
 
 /// With the service at `service` instead of a `FakeProvider`.
 async fn setup_with(extra: &str, service_issuer: Option<&str>) -> Setup {
+    setup_operated(extra, service_issuer, None).await
+}
+
+/// With an audit log, and an admin listener on `admin_port` when given.
+async fn setup_operated(
+    extra: &str,
+    service_issuer: Option<&str>,
+    admin_port: Option<u16>,
+) -> Setup {
     let upstream = Upstream::start().await;
     let idp = FakeProvider::start().await;
     let service = FakeProvider::start().await;
     let issuer = service_issuer.unwrap_or(&service.issuer).to_owned();
-    let config = TestConfig::oauth(&upstream.url)
+    let mut config = TestConfig::oauth(&upstream.url)
         .upstream(&connection_yaml(&idp, &issuer, extra))
-        .build();
+        .audit();
+    if let Some(port) = admin_port {
+        config = config.server(&format!("admin_listen: 127.0.0.1:{port}"));
+    }
+    let config = config.build();
     let gateway = Gateway::start(&config).await;
     Setup {
         upstream,
@@ -568,4 +581,83 @@ async fn a_refused_refresh_removes_the_connection_and_elicits_again() {
     let (_, answer) = call_legacy(&setup, "alice", "echo").await;
     legacy_url(&answer);
     assert_eq!(service.with(|state| state.refreshes), refreshes);
+}
+
+#[tokio::test]
+async fn the_admin_listener_lists_and_deletes_a_users_connection_and_audit_names_the_mechanism() {
+    let admin_port = free_port();
+    let setup = setup_operated("", None, Some(admin_port)).await;
+    let admin = format!("http://127.0.0.1:{admin_port}/connections");
+    let alice = "issuer=https://issuer.test&subject=alice";
+    let listed = |query: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let response = browser()
+                .get(format!("{admin}?{query}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(listed(alice).await, json!({"connections": []}));
+
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    let grant = json!({
+        "access_token": "gh-token-alice",
+        "refresh_token": "gh-refresh-alice",
+        "expires_in": 3600,
+        "scope": "repo",
+    });
+    connect(&setup, &legacy_url(&answer), "alice", Some(grant)).await;
+    let (status, _) = call_legacy(&setup, "alice", "echo").await;
+    assert_eq!(status, 200);
+
+    let shown = listed(alice).await;
+    let text = shown.to_string();
+    assert!(
+        !text.contains("gh-token") && !text.contains("gh-refresh"),
+        "{text}"
+    );
+    let connection = &shown["connections"][0];
+    assert_eq!(connection["name"], "github");
+    assert_eq!(connection["scope"], "repo");
+    assert_eq!(connection["refreshable"], true);
+    let expires = connection["expires_at"].as_u64().unwrap();
+    assert!(
+        expires > now() + 3000 && expires <= now() + 3600,
+        "{expires}"
+    );
+    assert_eq!(
+        listed("issuer=https://issuer.test&subject=bob").await,
+        json!({"connections": []})
+    );
+
+    let deleted = browser()
+        .post(format!("{admin}/delete"))
+        .json(&json!({"issuer": "https://issuer.test", "subject": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.json::<Value>().await.unwrap(),
+        json!({"deleted": true})
+    );
+    assert_eq!(listed(alice).await, json!({"connections": []}));
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    legacy_url(&answer);
+    assert_eq!(setup.upstream.seen().len(), 1, "deleted: not sent again");
+
+    // Audit: the mechanism is named; no record holds the service's token.
+    let records = audit_records(&setup.gateway, 3).await;
+    for record in &records {
+        assert_eq!(
+            record["upstream_credential"], "connection:github",
+            "{record}"
+        );
+        assert!(!record.to_string().contains("gh-token"), "{record}");
+    }
+    assert_eq!(records[0]["action"], "deny");
+    assert_eq!(records[1]["action"], "allow");
 }
