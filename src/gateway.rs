@@ -131,7 +131,8 @@ impl Gateway {
         let local_issuer = authorization_server
             .as_ref()
             .map(|settings| settings.local_issuer());
-        let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
+        let auth =
+            Authenticator::build(&config, idp_client, redis.clone(), local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
         let authorization_servers = match &authorization_server {
             Some(facade) => vec![facade.endpoints.issuer.clone()],
@@ -162,7 +163,7 @@ impl Gateway {
             .filter(|kept| section == Some(&kept.config))
         {
             Some(kept) => Some(kept),
-            None => crate::connections::Connections::from_config(&config)?,
+            None => crate::connections::Connections::from_config(&config, redis)?,
         };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(

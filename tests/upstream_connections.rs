@@ -408,6 +408,10 @@ fn configuration_errors_name_the_key() {
             "upstream.identity.connection.secret_key",
         ),
         (
+            "    store: redis\n    secret_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+            "upstream.identity.connection.store",
+        ),
+        (
             "    secret_key: c2hvcnQ=\n",
             "upstream.identity.connection.secret_key",
         ),
@@ -660,4 +664,140 @@ async fn the_admin_listener_lists_and_deletes_a_users_connection_and_audit_names
     }
     assert_eq!(records[0]["action"], "deny");
     assert_eq!(records[1]["action"], "allow");
+}
+
+// === two replicas sharing connections through Redis ===
+
+struct Replicas {
+    a: Gateway,
+    b: Gateway,
+    upstream: Upstream,
+    idp: FakeProvider,
+    _redis: crate::common::redis::RedisServer,
+}
+
+async fn replicas(service_issuer: &str) -> Replicas {
+    let redis = crate::common::redis::RedisServer::start();
+    let upstream = Upstream::start().await;
+    let idp = FakeProvider::start().await;
+    let key = "    store: redis\n    secret_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+    let config = |public_url: &str| {
+        TestConfig::oauth(&upstream.url)
+            .server(&format!("public_url: {public_url}"))
+            .yaml(&format!("session:\n  store: {}", redis.url()))
+            .upstream(&connection_yaml(&idp, service_issuer, key))
+            .build()
+    };
+    let a = Gateway::start(&config("http://127.0.0.1:{port}/mcp")).await;
+    let b = Gateway::start(&config(&a.mcp)).await;
+    Replicas {
+        a,
+        b,
+        upstream,
+        idp,
+        _redis: redis,
+    }
+}
+
+/// A 2025-11-25 `tools/call` by `subject` at `at` (tokens are for the first
+/// replica's public URL, which both serve).
+async fn call_at(replicas: &Replicas, at: &Gateway, subject: &str) -> (u16, Value) {
+    let response = Request::post(at)
+        .bearer(&token_of(&replicas.a, subject))
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&tools_call(7, "echo"))
+        .send()
+        .await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn two_replicas_share_links_flows_and_tokens_through_redis_sealed() {
+    let service = FakeProvider::start().await;
+    let replicas = replicas(&service.issuer).await;
+    // The elicitation from the first replica…
+    let (_, answer) = call_at(&replicas, &replicas.a, "alice").await;
+    let url = legacy_url(&answer);
+    // …opened on the second, the sign-in's callback on the first, the service's
+    // on the second.
+    let at = open_link(&url.replace(&replicas.a.base, &replicas.b.base))
+        .await
+        .unwrap();
+    let now = now();
+    replicas.idp.answer_with(json!({
+        "access_token": "idp-access-token",
+        "id_token": signed(&json!({
+            "iss": "https://issuer.test", "sub": "alice", "aud": "mcpgate-at-idp",
+            "nonce": at.nonce, "iat": now, "exp": now + 300,
+        })),
+    }));
+    let signed_in = callback(&replicas.a, &at.state, "idp-code", &at.cookie).await;
+    assert_eq!(signed_in.status(), 303);
+    let state = query(&location(&signed_in), "state").unwrap();
+    service.answer_with(json!({"access_token": "gh-token-shared", "scope": "repo"}));
+    let done = callback(&replicas.b, &state, "service-code", &at.cookie).await;
+    assert_eq!(done.status(), 200);
+    // Either replica sends Alice's token.
+    for gateway in [&replicas.a, &replicas.b] {
+        let (status, answer) = call_at(&replicas, gateway, "alice").await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(
+        authorization_seen(&replicas.upstream),
+        [
+            Some("Bearer gh-token-shared".to_owned()),
+            Some("Bearer gh-token-shared".to_owned())
+        ]
+    );
+    // In Redis: sealed, keyed by digest, no name and no token in sight.
+    let keys = replicas._redis.command(&["KEYS", "mcpgate:connection:*"]);
+    assert!(keys.contains("mcpgate:connection:github:user:"), "{keys}");
+    assert!(!keys.contains("alice"), "{keys}");
+    let key = keys
+        .lines()
+        .find(|line| line.contains(":user:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let stored = replicas._redis.command(&["GET", &key]);
+    assert!(stored.starts_with("1."), "{stored}");
+    assert!(!stored.contains("gh-token"), "{stored}");
+}
+
+#[tokio::test]
+async fn two_replicas_refresh_a_rotating_token_once_between_them() {
+    let (service, issuer) = Rotating::start().await;
+    let replicas = replicas(&issuer).await;
+    let (_, answer) = call_at(&replicas, &replicas.a, "alice").await;
+    let at = open_link(&legacy_url(&answer)).await.unwrap();
+    let now = now();
+    replicas.idp.answer_with(json!({
+        "access_token": "idp-access-token",
+        "id_token": signed(&json!({
+            "iss": "https://issuer.test", "sub": "alice", "aud": "mcpgate-at-idp",
+            "nonce": at.nonce, "iat": now, "exp": now + 300,
+        })),
+    }));
+    let signed_in = callback(&replicas.a, &at.state, "idp-code", &at.cookie).await;
+    let state = query(&location(&signed_in), "state").unwrap();
+    let done = callback(&replicas.a, &state, "service-code", &at.cookie).await;
+    assert_eq!(done.status(), 200);
+    // The first token is due (30 s < 60 s): 20 calls on each replica at once.
+    service.with(|state| state.expires_in = 3600);
+    let calls = (0..40).map(|n| {
+        let gateway = if n % 2 == 0 { &replicas.a } else { &replicas.b };
+        call_at(&replicas, gateway, "alice")
+    });
+    for (status, answer) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (refreshes, replays) = service.with(|state| (state.refreshes, state.replays));
+    assert_eq!((refreshes, replays), (1, 0));
+    let seen = authorization_seen(&replicas.upstream);
+    assert_eq!(seen.len(), 40);
+    assert!(
+        seen.iter()
+            .all(|sent| sent.as_deref() == Some("Bearer access-1")),
+        "{seen:?}"
+    );
 }

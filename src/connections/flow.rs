@@ -6,12 +6,11 @@
 //! is the browser sent to the service, with PKCE and a fresh `state`; its code is
 //! redeemed for the tokens the vault keeps.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Connections;
+use super::store::{Kind, Unavailable};
 use super::token;
 use super::vault::{Stored, User, now};
 use crate::authorization_server::exchange::{self, Redemption};
@@ -20,6 +19,7 @@ use crate::authorization_server::provider::{Pkce, ProviderRequest, authorization
 use crate::authorization_server::random::random_id;
 
 /// Where a flow stands.
+#[derive(Serialize, Deserialize)]
 enum Stage {
     /// Sent to the identity provider to sign in.
     SignIn { nonce: String, verifier: String },
@@ -27,6 +27,7 @@ enum Stage {
     Service { verifier: String },
 }
 
+#[derive(Serialize, Deserialize)]
 struct Flow {
     user: User,
     /// SHA-256 of the browser cookie's value.
@@ -34,31 +35,13 @@ struct Flow {
     stage: Stage,
 }
 
-/// Links and flows in progress, each usable once and for a short while.
-pub(super) struct Pending {
-    links: moka::sync::Cache<String, Arc<User>>,
-    flows: moka::sync::Cache<String, Arc<Flow>>,
-}
-
-impl Pending {
-    pub(super) fn new(ttl: Duration) -> Self {
-        Self {
-            links: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            flows: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        }
-    }
-
+impl Connections {
     /// A fresh link reference for `user`.
-    pub(super) fn link(&self, user: &User) -> String {
+    pub(super) async fn link(&self, user: &User) -> Result<String, Unavailable> {
         let reference = random_id();
-        self.links.insert(reference.clone(), Arc::new(user.clone()));
-        reference
+        let key = self.vault.key_of("link", &[&reference]);
+        self.vault.store.put(&key, Kind::Pending, user).await?;
+        Ok(reference)
     }
 }
 
@@ -86,6 +69,9 @@ pub enum FlowError {
          works for the user whose MCP client asked for it"
     )]
     WrongUser,
+    /// The store cannot answer now.
+    #[error("the connection's storage cannot be reached; try again in a moment")]
+    Unavailable(String),
     /// The service did not redeem its code.
     #[error("the service did not grant a token: {0}")]
     Service(String),
@@ -98,7 +84,14 @@ impl FlowError {
             Self::UnknownLink | Self::UnknownFlow | Self::Denied(_) => 400,
             Self::OtherBrowser | Self::WrongUser => 403,
             Self::SignIn(_) | Self::Service(_) => 502,
+            Self::Unavailable(_) => 503,
         }
+    }
+}
+
+impl From<Unavailable> for FlowError {
+    fn from(error: Unavailable) -> Self {
+        Self::Unavailable(error.to_string())
     }
 }
 
@@ -125,10 +118,12 @@ fn digest(text: &str) -> [u8; 32] {
 impl Connections {
     /// Opens a link: the sign-in begins.
     pub async fn start(&self, link: &str) -> Result<Started, FlowError> {
-        let user = self
-            .flows
-            .links
-            .remove(link)
+        let key = self.vault.key_of("link", &[link]);
+        let user: User = self
+            .vault
+            .store
+            .take(&key, Kind::Pending)
+            .await?
             .ok_or(FlowError::UnknownLink)?;
         let endpoints = self
             .discovery
@@ -150,17 +145,18 @@ impl Connections {
                 resource: "",
             },
         );
-        self.flows.flows.insert(
-            state,
-            Arc::new(Flow {
-                user: (*user).clone(),
-                browser: digest(&browser),
-                stage: Stage::SignIn {
-                    nonce,
-                    verifier: pkce.verifier,
-                },
-            }),
-        );
+        let flow = Flow {
+            user,
+            browser: digest(&browser),
+            stage: Stage::SignIn {
+                nonce,
+                verifier: pkce.verifier,
+            },
+        };
+        self.vault
+            .store
+            .put(&self.vault.key_of("flow", &[&state]), Kind::Pending, &flow)
+            .await?;
         Ok(Started {
             location: location.into(),
             browser,
@@ -175,10 +171,11 @@ impl Connections {
         error: Option<&str>,
         browser: Option<&str>,
     ) -> Result<CallbackOutcome, FlowError> {
-        let flow = self
-            .flows
-            .flows
-            .remove(state)
+        let flow: Flow = self
+            .vault
+            .store
+            .take(&self.vault.key_of("flow", &[state]), Kind::Pending)
+            .await?
             .ok_or(FlowError::UnknownFlow)?;
         // Compared as digests of fixed length: no timing says how much matched.
         if browser.map(digest) != Some(flow.browser) {
@@ -190,8 +187,8 @@ impl Connections {
         let code = code.ok_or_else(|| FlowError::Denied("no code".into()))?;
         match &flow.stage {
             Stage::SignIn { nonce, verifier } => {
-                self.signed_in(&flow, code, nonce, verifier).await?;
-                self.to_service(&flow).map(CallbackOutcome::ToService)
+                self.signed_in(&flow.user, code, nonce, verifier).await?;
+                self.to_service(flow).await.map(CallbackOutcome::ToService)
             }
             Stage::Service { verifier } => {
                 let granted = token::redeem(
@@ -204,16 +201,18 @@ impl Connections {
                 .await
                 .map_err(|error| FlowError::Service(error.to_string()))?;
                 let now = now();
-                self.vault.put(
-                    &flow.user,
-                    &Stored {
-                        access_token: granted.access_token,
-                        refresh_token: granted.refresh_token,
-                        expires_at: granted.expires_in.map(|secs| now.saturating_add(secs)),
-                        scope: granted.scope,
-                        connected_at: now,
-                    },
-                );
+                self.vault
+                    .put(
+                        &flow.user,
+                        &Stored {
+                            access_token: granted.access_token,
+                            refresh_token: granted.refresh_token,
+                            expires_at: granted.expires_in.map(|secs| now.saturating_add(secs)),
+                            scope: granted.scope,
+                            connected_at: now,
+                        },
+                    )
+                    .await?;
                 tracing::info!(connection = %self.config.name, "a user connected");
                 Ok(CallbackOutcome::Connected)
             }
@@ -223,7 +222,7 @@ impl Connections {
     /// Redeems the sign-in's code and checks that its ID token names the link's user.
     async fn signed_in(
         &self,
-        flow: &Flow,
+        user: &User,
         code: &str,
         nonce: &str,
         verifier: &str,
@@ -276,9 +275,7 @@ impl Connections {
             now(),
         )
         .map_err(|error| failed(error.to_string()))?;
-        if !id_token::same_issuer(&endpoints.issuer, &flow.user.issuer)
-            || subject != flow.user.subject
-        {
+        if !id_token::same_issuer(&endpoints.issuer, &user.issuer) || subject != user.subject {
             tracing::warn!(
                 connection = %self.config.name,
                 "a connect link was opened by another user than the one it was made for"
@@ -289,7 +286,7 @@ impl Connections {
     }
 
     /// The service's authorization request, as a new flow step.
-    fn to_service(&self, flow: &Flow) -> Result<String, FlowError> {
+    async fn to_service(&self, flow: Flow) -> Result<String, FlowError> {
         let provider = &self.config.provider;
         let endpoint = provider
             .authorization_endpoint
@@ -319,16 +316,17 @@ impl Connections {
                 resource: "",
             },
         );
-        self.flows.flows.insert(
-            state,
-            Arc::new(Flow {
-                user: flow.user.clone(),
-                browser: flow.browser,
-                stage: Stage::Service {
-                    verifier: pkce.verifier,
-                },
-            }),
-        );
+        let next = Flow {
+            user: flow.user,
+            browser: flow.browser,
+            stage: Stage::Service {
+                verifier: pkce.verifier,
+            },
+        };
+        self.vault
+            .store
+            .put(&self.vault.key_of("flow", &[&state]), Kind::Pending, &next)
+            .await?;
         Ok(location.into())
     }
 }

@@ -12,6 +12,7 @@
 
 mod flow;
 mod refusal;
+mod store;
 mod token;
 mod vault;
 
@@ -30,13 +31,19 @@ use crate::authorization_server::id_token::ProviderKeys;
 use crate::authorization_server::provider::Discovery;
 use crate::authorization_server::random::{random_bytes, random_id};
 use crate::authorization_server::seal::Sealer;
-use crate::config::{Config, ConfigError, ConnectionConfig, ProviderConfig};
+use crate::authorization_server::shared::SharedState;
+use crate::config::{
+    Config, ConfigError, ConnectionConfig, ConnectionStore, ProviderConfig, SessionStoreConfig,
+};
 use crate::mcp::envelope::Envelope;
 use crate::mcp::version::ProtocolVersion;
+use crate::redis::SharedRedis;
 
 /// HKDF `info` of the vault's sealing key.
 const PURPOSE: &[u8] = b"mcpgate upstream connection tokens v1";
 const KEY: &str = "upstream.identity.connection";
+/// How many 100 ms turns a call waits for another replica's refresh.
+const REFRESH_WAIT_TURNS: u32 = 50;
 
 /// The connection, built once at start (its links, flows and memory vault outlive
 /// reloads; changing the section needs a restart, as the façade's does).
@@ -48,7 +55,6 @@ pub struct Connections {
     origin: String,
     pub(crate) secure_cookies: bool,
     vault: Vault,
-    flows: flow::Pending,
     /// One refresh per user at a time, by vault key.
     locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     http: reqwest::Client,
@@ -65,8 +71,12 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
-    /// From `upstream.identity.connection`; `None` without it.
-    pub fn from_config(config: &Config) -> Result<Option<Arc<Self>>, ConfigError> {
+    /// From `upstream.identity.connection`; `None` without it. `redis` is the
+    /// session store's connection (`None` for `mcpgate check`, which serves nothing).
+    pub fn from_config(
+        config: &Config,
+        redis: Option<SharedRedis>,
+    ) -> Result<Option<Arc<Self>>, ConfigError> {
         let Some(section) = config
             .upstream
             .as_ref()
@@ -94,6 +104,22 @@ impl Connections {
             Some(secret) => decode_key(secret.expose())?,
             None => random_bytes::<32>().to_vec(),
         };
+        if section.store == ConnectionStore::Redis
+            && !matches!(config.session.store, SessionStoreConfig::Redis(_))
+        {
+            return Err(ConfigError::invalid(
+                format!("{KEY}.store"),
+                "redis needs session.store to be a Redis URL: connections share its connection",
+            ));
+        }
+        let sealer = Sealer::derive_for(PURPOSE, &secret);
+        let store = match (section.store, redis) {
+            (ConnectionStore::Redis, Some(redis)) => store::Store::Redis {
+                shared: SharedState::new(redis, Arc::new(sealer)),
+                pending_ttl: section.link_ttl,
+            },
+            _ => store::Store::memory(sealer, section.max_connections, section.link_ttl),
+        };
         let public = config.public_url();
         let origin = public.origin().ascii_serialization();
         let http = reqwest::Client::builder()
@@ -106,12 +132,7 @@ impl Connections {
             header,
             secure_cookies: public.scheme() == "https",
             origin,
-            vault: Vault::new(
-                &section.name,
-                Sealer::derive_for(PURPOSE, &secret),
-                section.max_connections,
-            ),
-            flows: flow::Pending::new(section.link_ttl),
+            vault: Vault::new(&section.name, store),
             locks: moka::sync::Cache::builder()
                 .max_capacity(section.max_connections)
                 .time_to_idle(Duration::from_secs(600))
@@ -191,7 +212,14 @@ impl Connections {
                 Ok((self.header.clone(), value))
             }
             Ok(None) => {
-                let link = self.flows.link(&user);
+                let link =
+                    self.link(&user)
+                        .await
+                        .map_err(|error| ConnectionRefusal::Unavailable {
+                            name: name.clone(),
+                            detail: error.to_string(),
+                            id: id.cloned(),
+                        })?;
                 Err(ConnectionRefusal::NotConnected {
                     url: format!("{}{}?link={link}", self.origin, self.connect_path()),
                     elicitation_id: random_id(),
@@ -212,7 +240,8 @@ impl Connections {
     /// when there is no connection (or the service refused the refresh).
     async fn token(&self, user: &User) -> Result<Option<String>, String> {
         let before = self.config.refresh_before;
-        let Some(stored) = self.vault.get(user) else {
+        let unavailable = |error: store::Unavailable| error.to_string();
+        let Some(stored) = self.vault.get(user).await.map_err(unavailable)? else {
             return Ok(None);
         };
         if !stored.due(before, now()) {
@@ -221,23 +250,53 @@ impl Connections {
         if stored.refresh_token.is_none() {
             return Ok((!stored.expired(now())).then_some(stored.access_token));
         }
-        // One refresh per user: the others wait and read what it stored. The new
-        // refresh token is stored before the lock is released, so no caller can
-        // spend the old one again (a rotating service would see a replay).
+        // One refresh per user: in this process a lock, between replicas a lock in
+        // Redis. The others wait and read what it stored. The new refresh token is
+        // stored before either lock is released, so no caller can spend the old
+        // one again (a rotating service would see a replay).
         let key = self.vault.key(user);
         let lock = self
             .locks
-            .get_with(key, || Arc::new(tokio::sync::Mutex::new(())));
+            .get_with(key.clone(), || Arc::new(tokio::sync::Mutex::new(())));
         let _held = lock.lock().await;
-        let Some(stored) = self.vault.get(user) else {
+        let holder = random_id();
+        let mut waited = 0;
+        loop {
+            let Some(stored) = self.vault.get(user).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            if !stored.due(before, now()) || stored.refresh_token.is_none() {
+                return Ok((!stored.expired(now())).then_some(stored.access_token));
+            }
+            if self
+                .vault
+                .store
+                .lock(&key, &holder)
+                .await
+                .map_err(unavailable)?
+            {
+                let refreshed = self.refresh(user, stored).await;
+                self.vault.store.unlock(&key, &holder).await;
+                return refreshed;
+            }
+            // Another replica refreshes: its result is read on the next turn.
+            waited += 1;
+            if waited > REFRESH_WAIT_TURNS {
+                return if stored.expired(now()) {
+                    Err("another replica's refresh did not finish in time".to_owned())
+                } else {
+                    Ok(Some(stored.access_token))
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Spends `stored`'s refresh token (the caller holds both locks).
+    async fn refresh(&self, user: &User, stored: Stored) -> Result<Option<String>, String> {
+        let unavailable = |error: store::Unavailable| error.to_string();
+        let Some(refresh_token) = stored.refresh_token.clone() else {
             return Ok(None);
-        };
-        let Some(refresh_token) = stored
-            .refresh_token
-            .clone()
-            .filter(|_| stored.due(before, now()))
-        else {
-            return Ok((!stored.expired(now())).then_some(stored.access_token));
         };
         match token::refresh(&self.http, &self.config.provider, &refresh_token).await {
             Ok(granted) => {
@@ -249,7 +308,7 @@ impl Connections {
                     scope: granted.scope.or(stored.scope),
                     connected_at: stored.connected_at,
                 };
-                self.vault.put(user, &renewed);
+                self.vault.put(user, &renewed).await.map_err(unavailable)?;
                 Ok(Some(renewed.access_token))
             }
             Err(token::TokenError::Refused(code)) => {
@@ -257,7 +316,7 @@ impl Connections {
                     connection = %self.config.name,
                     "the service refused a refresh ({code}); the connection is removed"
                 );
-                self.vault.delete(user);
+                self.vault.delete(user).await.map_err(unavailable)?;
                 Ok(None)
             }
             // Still valid a while: used; past its expiry: never.
@@ -270,12 +329,17 @@ impl Connections {
     }
 
     /// What the admin listener shows of a user's connection (never a token).
-    pub fn describe(&self, issuer: &str, subject: &str) -> Option<Value> {
+    pub async fn describe(&self, issuer: &str, subject: &str) -> Result<Option<Value>, String> {
         let user = User {
             issuer: issuer.to_owned(),
             subject: subject.to_owned(),
         };
-        self.vault.get(&user).map(|stored| {
+        let stored = self
+            .vault
+            .get(&user)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(stored.map(|stored| {
             serde_json::json!({
                 "name": self.config.name,
                 "scope": stored.scope,
@@ -283,15 +347,18 @@ impl Connections {
                 "connected_at": stored.connected_at,
                 "refreshable": stored.refresh_token.is_some(),
             })
-        })
+        }))
     }
 
     /// Removes a user's connection; whether there was one.
-    pub fn disconnect(&self, issuer: &str, subject: &str) -> bool {
-        self.vault.delete(&User {
-            issuer: issuer.to_owned(),
-            subject: subject.to_owned(),
-        })
+    pub async fn disconnect(&self, issuer: &str, subject: &str) -> Result<bool, String> {
+        self.vault
+            .delete(&User {
+                issuer: issuer.to_owned(),
+                subject: subject.to_owned(),
+            })
+            .await
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::store::{Kind, Store, Unavailable};
 use crate::auth::{AuthMethod, Principal};
+#[cfg(test)]
 use crate::authorization_server::seal::Sealer;
 
 /// Who a connection belongs to: the verified principal's issuer and subject.
@@ -71,66 +73,51 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-/// The sealed records, bounded.
+/// The users' records, in the connection's store.
 pub(crate) struct Vault {
     name: String,
-    sealer: Sealer,
-    memory: moka::sync::Cache<String, String>,
+    pub(crate) store: Store,
 }
 
 impl Vault {
-    pub(crate) fn new(name: &str, sealer: Sealer, max: u64) -> Self {
+    pub(crate) fn new(name: &str, store: Store) -> Self {
         Self {
             name: name.to_owned(),
-            sealer,
-            memory: moka::sync::Cache::builder().max_capacity(max).build(),
+            store,
         }
     }
 
-    /// The record's key: the user by digest (no name of theirs in a key), under
-    /// the connection's name.
-    pub(crate) fn key(&self, user: &User) -> String {
+    /// A key under the connection's name: `kind` and the digest of `parts` (no
+    /// user's name and no link reference appears in a key).
+    pub(crate) fn key_of(&self, kind: &str, parts: &[&str]) -> String {
         let mut digest = Sha256::new();
-        for part in [user.issuer.as_bytes(), user.subject.as_bytes()] {
+        for part in parts {
             digest.update((part.len() as u64).to_be_bytes());
-            digest.update(part);
+            digest.update(part.as_bytes());
         }
         format!(
-            "mcpgate:connection:{}:{}",
+            "mcpgate:connection:{}:{kind}:{}",
             self.name,
             hex::encode(digest.finalize())
         )
     }
 
-    pub(crate) fn get(&self, user: &User) -> Option<Stored> {
-        let key = self.key(user);
-        let sealed = self.memory.get(&key)?;
-        let plain = self.sealer.open(&key, &sealed)?;
-        serde_json::from_slice(&plain).ok()
+    /// The record's key.
+    pub(crate) fn key(&self, user: &User) -> String {
+        self.key_of("user", &[&user.issuer, &user.subject])
     }
 
-    pub(crate) fn put(&self, user: &User, stored: &Stored) {
-        let key = self.key(user);
-        let Ok(plain) = serde_json::to_vec(stored) else {
-            return;
-        };
-        let sealed = self.sealer.seal(&key, &plain);
-        self.memory.insert(key, sealed);
+    pub(crate) async fn get(&self, user: &User) -> Result<Option<Stored>, Unavailable> {
+        self.store.get(&self.key(user), Kind::Record).await
+    }
+
+    pub(crate) async fn put(&self, user: &User, stored: &Stored) -> Result<(), Unavailable> {
+        self.store.put(&self.key(user), Kind::Record, stored).await
     }
 
     /// Whether there was one.
-    pub(crate) fn delete(&self, user: &User) -> bool {
-        self.memory.remove(&self.key(user)).is_some()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn raw(&self, user: &User) -> Option<String> {
-        self.memory.get(&self.key(user))
-    }
-
-    #[cfg(test)]
-    pub(crate) fn raw_put(&self, key: String, sealed: String) {
-        self.memory.insert(key, sealed);
+    pub(crate) async fn delete(&self, user: &User) -> Result<bool, Unavailable> {
+        self.store.delete(&self.key(user), Kind::Record).await
     }
 }
 
@@ -155,21 +142,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tokens_are_sealed_and_bound_to_their_user() {
-        let vault = Vault::new("github", Sealer::derive_for(b"test", &[1u8; 32]), 10);
-        vault.put(&user("alice"), &stored("alice-token"));
-        let raw = vault.raw(&user("alice")).unwrap();
-        assert!(!raw.contains("alice-token"), "sealed at rest");
-        assert_eq!(
-            vault.get(&user("alice")).unwrap().access_token,
-            "alice-token"
+    #[tokio::test]
+    async fn tokens_are_sealed_and_bound_to_their_user() {
+        let store = Store::memory(
+            Sealer::derive_for(b"test", &[1u8; 32]),
+            10,
+            Duration::from_secs(60),
         );
+        let vault = Vault::new("github", store);
+        vault
+            .put(&user("alice"), &stored("alice-token"))
+            .await
+            .unwrap();
+        let Store::Memory { records, .. } = &vault.store else {
+            panic!("memory")
+        };
+        let raw = records.get(&vault.key(&user("alice"))).unwrap();
+        assert!(!raw.contains("alice-token"), "sealed at rest");
+        let got = vault.get(&user("alice")).await.unwrap().unwrap();
+        assert_eq!(got.access_token, "alice-token");
         // Alice's record copied under Bob's key does not open.
-        vault.raw_put(vault.key(&user("bob")), raw);
-        assert!(vault.get(&user("bob")).is_none());
-        assert!(vault.delete(&user("alice")));
-        assert!(vault.get(&user("alice")).is_none());
+        records.insert(vault.key(&user("bob")), raw);
+        assert!(vault.get(&user("bob")).await.unwrap().is_none());
+        assert!(vault.delete(&user("alice")).await.unwrap());
+        assert!(vault.get(&user("alice")).await.unwrap().is_none());
     }
 
     #[test]

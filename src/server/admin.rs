@@ -341,11 +341,16 @@ async fn connections_of_user(State(admin): State<Admin>, request: Request) -> Re
     let Ok(Query(user)) = Query::<UserSelector>::try_from_uri(request.uri()) else {
         return admin_refusal(&AdminError::Malformed("the parameters issuer and subject"));
     };
-    let listed: Vec<serde_json::Value> = connections
-        .describe(&user.issuer, &user.subject)
-        .into_iter()
-        .collect();
-    axum::Json(json!({"connections": listed})).into_response()
+    match connections.describe(&user.issuer, &user.subject).await {
+        Ok(listed) => {
+            let listed: Vec<serde_json::Value> = listed.into_iter().collect();
+            axum::Json(json!({"connections": listed})).into_response()
+        }
+        Err(detail) => {
+            tracing::warn!("listing a user's connections failed: {detail}");
+            admin_refusal(&AdminError::Unavailable)
+        }
+    }
 }
 
 /// `POST /connections/delete` with `{"issuer", "subject"}`.
@@ -365,7 +370,13 @@ async fn connections_delete(State(admin): State<Admin>, request: Request) -> Res
             "a JSON object: {\"issuer\", \"subject\"}",
         ));
     };
-    let deleted = connections.disconnect(&user.issuer, &user.subject);
+    let deleted = match connections.disconnect(&user.issuer, &user.subject).await {
+        Ok(deleted) => deleted,
+        Err(detail) => {
+            tracing::warn!("deleting a user's connection failed: {detail}");
+            return admin_refusal(&AdminError::Unavailable);
+        }
+    };
     tracing::info!(connection = %connections.name(), deleted, "admin deleted a user's connection");
     axum::Json(json!({"deleted": deleted})).into_response()
 }
