@@ -801,3 +801,95 @@ async fn two_replicas_refresh_a_rotating_token_once_between_them() {
         "{seen:?}"
     );
 }
+
+/// Signs `subject` in on the manage page: the cookie and the page.
+async fn manage_as(setup: &Setup, subject: &str) -> (String, String) {
+    let response = browser()
+        .get(format!("{}/connect/github/manage", setup.gateway.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = set_cookie(&response, "mcpgate_connect").unwrap();
+    let to_idp = location(&response);
+    let at = AtSignIn {
+        cookie: cookie.clone(),
+        state: query(&to_idp, "state").unwrap(),
+        nonce: query(&to_idp, "nonce").unwrap(),
+    };
+    let page = sign_in(setup, &at, subject).await;
+    assert_eq!(page.status(), 200);
+    (cookie, page.text().await.unwrap())
+}
+
+fn form_token(html: &str) -> String {
+    let marker = "name=\"form\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn post_disconnect(setup: &Setup, form: &str, cookie: &str, origin: Option<&str>) -> u16 {
+    let mut request = browser()
+        .post(format!("{}/connect/github/disconnect", setup.gateway.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(format!("form={form}"));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_signed_in_user_disconnects_with_a_single_use_form_bound_to_the_browser() {
+    let setup = setup("").await;
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    connect(
+        &setup,
+        &legacy_url(&answer),
+        "alice",
+        Some(grant("gh-token-alice")),
+    )
+    .await;
+
+    // Bob signs in to manage: he has nothing to remove, and cannot touch Alice's.
+    let (_, bob_page) = manage_as(&setup, "bob").await;
+    assert!(bob_page.contains("no github connection"), "{bob_page}");
+    assert!(!bob_page.contains("name=\"form\""));
+
+    let (cookie, page) = manage_as(&setup, "alice").await;
+    assert!(page.contains("Disconnect"), "{page}");
+    let form = form_token(&page);
+    // Another browser, another site, a made-up token: refused, still connected.
+    assert_eq!(
+        post_disconnect(&setup, &form, "mcpgate_connect=other", None).await,
+        403
+    );
+    let (cookie2, page2) = manage_as(&setup, "alice").await;
+    let form2 = form_token(&page2);
+    assert_eq!(
+        post_disconnect(&setup, &form2, &cookie2, Some("https://evil.example")).await,
+        403
+    );
+    assert_eq!(post_disconnect(&setup, "made-up", &cookie, None).await, 400);
+    let (status, _) = call_legacy(&setup, "alice", "echo").await;
+    assert_eq!(status, 200);
+    assert_eq!(setup.upstream.seen().len(), 1, "still connected");
+
+    // The real form from the browser that signed in.
+    let (cookie, page) = manage_as(&setup, "alice").await;
+    let form = form_token(&page);
+    let origin = setup.gateway.base.clone();
+    assert_eq!(
+        post_disconnect(&setup, &form, &cookie, Some(&origin)).await,
+        200
+    );
+    assert_eq!(
+        post_disconnect(&setup, &form, &cookie, Some(&origin)).await,
+        400,
+        "single use"
+    );
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    legacy_url(&answer);
+    assert_eq!(setup.upstream.seen().len(), 1);
+}

@@ -25,11 +25,14 @@ enum Stage {
     SignIn { nonce: String, verifier: String },
     /// Signed in as the link's user; sent to the service.
     Service { verifier: String },
+    /// Sent to the identity provider to sign in and manage one's connection.
+    Manage { nonce: String, verifier: String },
 }
 
 #[derive(Serialize, Deserialize)]
 struct Flow {
-    user: User,
+    /// The link's user; `None` while managing (whoever signs in).
+    user: Option<User>,
     /// SHA-256 of the browser cookie's value.
     browser: [u8; 32],
     stage: Stage,
@@ -98,7 +101,9 @@ impl From<Unavailable> for FlowError {
 /// A flow started: where the browser goes, and its cookie's value.
 #[derive(Debug)]
 pub struct Started {
+    /// The identity provider's authorization request.
     pub location: String,
+    /// The browser cookie's value.
     pub browser: String,
 }
 
@@ -109,6 +114,14 @@ pub enum CallbackOutcome {
     ToService(String),
     /// The service's tokens are kept.
     Connected,
+    /// Signed in to manage: the disconnect form's token, and whether the user
+    /// has a connection.
+    Manage {
+        /// The form's single-use token.
+        form: String,
+        /// Whether there is a connection to remove.
+        connected: bool,
+    },
 }
 
 fn digest(text: &str) -> [u8; 32] {
@@ -125,6 +138,15 @@ impl Connections {
             .take(&key, Kind::Pending)
             .await?
             .ok_or(FlowError::UnknownLink)?;
+        self.begin_sign_in(Some(user)).await
+    }
+
+    /// The manage page: the sign-in begins, for whoever signs in.
+    pub async fn start_manage(&self) -> Result<Started, FlowError> {
+        self.begin_sign_in(None).await
+    }
+
+    async fn begin_sign_in(&self, user: Option<User>) -> Result<Started, FlowError> {
         let endpoints = self
             .discovery
             .endpoints(&self.http, &self.sign_in)
@@ -145,13 +167,21 @@ impl Connections {
                 resource: "",
             },
         );
+        let stage = if user.is_some() {
+            Stage::SignIn {
+                nonce,
+                verifier: pkce.verifier,
+            }
+        } else {
+            Stage::Manage {
+                nonce,
+                verifier: pkce.verifier,
+            }
+        };
         let flow = Flow {
             user,
             browser: digest(&browser),
-            stage: Stage::SignIn {
-                nonce,
-                verifier: pkce.verifier,
-            },
+            stage,
         };
         self.vault
             .store
@@ -185,11 +215,30 @@ impl Connections {
             return Err(FlowError::Denied(exchange::error_code(error)));
         }
         let code = code.ok_or_else(|| FlowError::Denied("no code".into()))?;
+        let Some(user) = flow.user.clone() else {
+            let Stage::Manage { nonce, verifier } = &flow.stage else {
+                return Err(FlowError::UnknownFlow);
+            };
+            let user = self.signed_in(code, nonce, verifier).await?;
+            return self.managing(user, flow.browser).await;
+        };
         match &flow.stage {
             Stage::SignIn { nonce, verifier } => {
-                self.signed_in(&flow.user, code, nonce, verifier).await?;
-                self.to_service(flow).await.map(CallbackOutcome::ToService)
+                let signed_in = self.signed_in(code, nonce, verifier).await?;
+                if !id_token::same_issuer(&signed_in.issuer, &user.issuer)
+                    || signed_in.subject != user.subject
+                {
+                    tracing::warn!(
+                        connection = %self.config.name,
+                        "a connect link was opened by another user than the one it was made for"
+                    );
+                    return Err(FlowError::WrongUser);
+                }
+                self.to_service(user, flow.browser)
+                    .await
+                    .map(CallbackOutcome::ToService)
             }
+            Stage::Manage { .. } => Err(FlowError::UnknownFlow),
             Stage::Service { verifier } => {
                 let granted = token::redeem(
                     &self.http,
@@ -203,7 +252,7 @@ impl Connections {
                 let now = now();
                 self.vault
                     .put(
-                        &flow.user,
+                        &user,
                         &Stored {
                             access_token: granted.access_token,
                             refresh_token: granted.refresh_token,
@@ -219,14 +268,8 @@ impl Connections {
         }
     }
 
-    /// Redeems the sign-in's code and checks that its ID token names the link's user.
-    async fn signed_in(
-        &self,
-        user: &User,
-        code: &str,
-        nonce: &str,
-        verifier: &str,
-    ) -> Result<(), FlowError> {
+    /// Redeems the sign-in's code and checks its ID token: the user it names.
+    async fn signed_in(&self, code: &str, nonce: &str, verifier: &str) -> Result<User, FlowError> {
         let failed = |reason: String| FlowError::SignIn(reason);
         let endpoints = self
             .discovery
@@ -275,18 +318,60 @@ impl Connections {
             now(),
         )
         .map_err(|error| failed(error.to_string()))?;
-        if !id_token::same_issuer(&endpoints.issuer, &user.issuer) || subject != user.subject {
-            tracing::warn!(
-                connection = %self.config.name,
-                "a connect link was opened by another user than the one it was made for"
-            );
-            return Err(FlowError::WrongUser);
+        Ok(User {
+            issuer: endpoints.issuer.clone(),
+            subject,
+        })
+    }
+
+    /// Signed in to manage: a single-use token for the disconnect form, bound to
+    /// the browser, and what the page shows.
+    async fn managing(&self, user: User, browser: [u8; 32]) -> Result<CallbackOutcome, FlowError> {
+        let connected = self.vault.get(&user).await?.is_some();
+        let form = random_id();
+        let session = Flow {
+            user: Some(user),
+            browser,
+            stage: Stage::Manage {
+                nonce: String::new(),
+                verifier: String::new(),
+            },
+        };
+        self.vault
+            .store
+            .put(
+                &self.vault.key_of("manage", &[&form]),
+                Kind::Pending,
+                &session,
+            )
+            .await?;
+        Ok(CallbackOutcome::Manage { form, connected })
+    }
+
+    /// The disconnect form's POST: its token (single use) and the browser that
+    /// signed in. Whether there was a connection.
+    pub async fn disconnect_signed_in(
+        &self,
+        form: &str,
+        browser: Option<&str>,
+    ) -> Result<bool, FlowError> {
+        let session: Flow = self
+            .vault
+            .store
+            .take(&self.vault.key_of("manage", &[form]), Kind::Pending)
+            .await?
+            .ok_or(FlowError::UnknownFlow)?;
+        if browser.map(digest) != Some(session.browser) {
+            return Err(FlowError::OtherBrowser);
         }
-        Ok(())
+        let user = session.user.ok_or(FlowError::UnknownFlow)?;
+        let deleted = self.vault.delete(&user).await?;
+        tracing::info!(connection = %self.config.name, deleted, "a user disconnected");
+        Ok(deleted)
     }
 
     /// The service's authorization request, as a new flow step.
-    async fn to_service(&self, flow: Flow) -> Result<String, FlowError> {
+    async fn to_service(&self, user: User, browser: [u8; 32]) -> Result<String, FlowError> {
         let provider = &self.config.provider;
         let endpoint = provider
             .authorization_endpoint
@@ -317,8 +402,8 @@ impl Connections {
             },
         );
         let next = Flow {
-            user: flow.user,
-            browser: flow.browser,
+            user: Some(user),
+            browser,
             stage: Stage::Service {
                 verifier: pkce.verifier,
             },

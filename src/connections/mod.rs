@@ -22,7 +22,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-pub use self::flow::{CallbackOutcome, FlowError};
+pub use self::flow::{CallbackOutcome, FlowError, Started};
 pub use self::refusal::ConnectionRefusal;
 pub(crate) use self::vault::User;
 use self::vault::{Stored, Vault, now};
@@ -157,6 +157,21 @@ impl Connections {
     /// The connect page's path.
     pub fn connect_path(&self) -> String {
         format!("/connect/{}", self.config.name)
+    }
+
+    /// The manage page's path (sign in, see and remove one's connection).
+    pub fn manage_path(&self) -> String {
+        format!("/connect/{}/manage", self.config.name)
+    }
+
+    /// Where the manage page's form posts.
+    pub fn disconnect_path(&self) -> String {
+        format!("/connect/{}/disconnect", self.config.name)
+    }
+
+    /// mcpgate's public origin (`scheme://host[:port]`).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The callback's path (both legs: the sign-in and the service).

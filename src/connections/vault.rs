@@ -102,9 +102,11 @@ impl Vault {
         )
     }
 
-    /// The record's key.
+    /// The record's key. The issuer without a trailing `/`: a token's `iss` and
+    /// the sign-in provider's configured issuer may differ by it alone (as
+    /// `id_token::same_issuer` allows).
     pub(crate) fn key(&self, user: &User) -> String {
-        self.key_of("user", &[&user.issuer, &user.subject])
+        self.key_of("user", &[user.issuer.trim_end_matches('/'), &user.subject])
     }
 
     pub(crate) async fn get(&self, user: &User) -> Result<Option<Stored>, Unavailable> {

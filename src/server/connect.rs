@@ -10,11 +10,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::AppState;
-use crate::authorization_server::page::{error_page, notice_page};
+use crate::authorization_server::page::{error_page, manage_page, notice_page};
 use crate::connections::{CallbackOutcome, Connections, FlowError};
 
 const COOKIE: &str = "mcpgate_connect";
@@ -25,6 +25,8 @@ pub(crate) fn routes(router: Router<AppState>, connections: &Connections) -> Rou
     router
         .route(&connections.connect_path(), get(start))
         .route(&connections.callback_path(), get(callback))
+        .route(&connections.manage_path(), get(manage))
+        .route(&connections.disconnect_path(), post(disconnect))
 }
 
 /// The current gateway's connection (a reload may have removed it).
@@ -58,7 +60,23 @@ async fn start(
     let Some(link) = query.get("link") else {
         return refused(&FlowError::UnknownLink);
     };
-    match connections.start(link).await {
+    started(&connections, connections.start(link).await)
+}
+
+/// The manage page: sign in first, whoever you are.
+async fn manage(State(state): State<AppState>) -> Response {
+    let Some(connections) = current(&state) else {
+        return gone();
+    };
+    started(&connections, connections.start_manage().await)
+}
+
+/// A sign-in started: the browser cookie, and on to the identity provider.
+fn started(
+    connections: &Connections,
+    started: Result<crate::connections::Started, FlowError>,
+) -> Response {
+    match started {
         Ok(started) => {
             let secure = if connections.secure_cookies {
                 "; Secure"
@@ -67,7 +85,7 @@ async fn start(
             };
             let cookie = format!(
                 "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-                cookie_name(&connections),
+                cookie_name(connections),
                 started.browser,
                 connections.config.link_ttl.as_secs()
             );
@@ -108,6 +126,52 @@ async fn callback(
             "Connected",
             &format!(
                 "Your {} account is connected. Return to your MCP client and retry.",
+                connections.name()
+            ),
+        ),
+        Ok(CallbackOutcome::Manage { form, connected }) => manage_page(
+            connections.name(),
+            connected,
+            &connections.disconnect_path(),
+            &form,
+        ),
+        Err(error) => refused(&error),
+    }
+}
+
+/// Largest disconnect form read.
+const MAX_FORM_BYTES: usize = 4096;
+
+/// The manage page's form. Its token is single-use and bound to the browser
+/// that signed in (a cross-site form cannot know it); a cross-origin `Origin`
+/// is refused as well.
+async fn disconnect(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let Some(connections) = current(&state) else {
+        return gone();
+    };
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    if origin.is_some_and(|origin| origin.as_bytes() != connections.origin().as_bytes()) {
+        return refused(&FlowError::OtherBrowser);
+    }
+    let browser = cookie(request.headers(), cookie_name(&connections));
+    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await else {
+        return refused(&FlowError::UnknownFlow);
+    };
+    let Some(form) = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "form")
+        .map(|(_, value)| value.into_owned())
+    else {
+        return refused(&FlowError::UnknownFlow);
+    };
+    match connections
+        .disconnect_signed_in(&form, browser.as_deref())
+        .await
+    {
+        Ok(_) => notice_page(
+            StatusCode::OK,
+            "Disconnected",
+            &format!(
+                "Your {} account is disconnected. Tools that need it will ask you to connect again.",
                 connections.name()
             ),
         ),
