@@ -258,6 +258,32 @@ async fn a_user_without_a_connection_gets_a_url_elicitation_in_either_revision_a
     assert_eq!(request["params"]["mode"], "url");
     let modern_url = request["params"]["url"].as_str().unwrap();
     assert_ne!(modern_url, url, "each elicitation has its own link");
+
+    // A 2026-07-28 client that declares no URL elicitation is not sent one.
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "echo",
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        },
+    }});
+    let response = Request::post(&setup.gateway)
+        .bearer(&token_of(&setup.gateway, "alice"))
+        .headers(&[
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ])
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], -32021, "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["requiredCapabilities"],
+        json!({"elicitation": {"url": {}}})
+    );
     assert!(
         setup.upstream.seen().is_empty(),
         "nothing reached the upstream"

@@ -185,7 +185,14 @@ impl Connections {
 
     /// Whether the request calls a tool that needs the connection.
     pub(crate) fn needed_by(&self, envelope: &Envelope) -> bool {
-        envelope.messages.iter().any(|message| {
+        self.calls(envelope).next().is_some()
+    }
+
+    fn calls<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+    ) -> impl Iterator<Item = &'a crate::mcp::envelope::Message> {
+        envelope.messages.iter().filter(|message| {
             message.method() == Some("tools/call")
                 && match &self.config.tools {
                     None => true,
@@ -198,12 +205,27 @@ impl Connections {
         })
     }
 
+    /// Whether every call that needs the connection declares URL elicitation in
+    /// its 2026-07-28 `_meta` client capabilities (without it the server must
+    /// not send one).
+    pub(crate) fn url_elicitation_declared(&self, envelope: &Envelope) -> bool {
+        self.calls(envelope).all(|message| {
+            message
+                .params()
+                .and_then(|params| params.get("_meta"))
+                .and_then(|meta| meta.get("io.modelcontextprotocol/clientCapabilities"))
+                .and_then(|capabilities| capabilities.get("elicitation"))
+                .and_then(|elicitation| elicitation.get("url"))
+                .is_some_and(Value::is_object)
+        })
+    }
+
     /// The header the upstream request carries for `principal`, or why the call
     /// cannot be sent.
     pub(crate) async fn header_for(
         &self,
         principal: Option<&Principal>,
-        version: ProtocolVersion,
+        (version, url_declared): (ProtocolVersion, bool),
         id: Option<&Value>,
     ) -> Result<(HeaderName, HeaderValue), ConnectionRefusal> {
         let name = self.config.name.clone();
@@ -225,6 +247,12 @@ impl Connections {
                     })?;
                 value.set_sensitive(true);
                 Ok((self.header.clone(), value))
+            }
+            Ok(None) if version >= ProtocolVersion::V2026_07_28 && !url_declared => {
+                Err(ConnectionRefusal::MissingCapability {
+                    name,
+                    id: id.cloned(),
+                })
             }
             Ok(None) => {
                 let link =

@@ -10,6 +10,9 @@ use crate::mcp::version::ProtocolVersion;
 /// 2025-11-25's `URLElicitationRequiredError`.
 pub(crate) const URL_ELICITATION_REQUIRED: i64 = -32042;
 
+/// 2026-07-28's `MissingRequiredClientCapabilityError`.
+pub(crate) const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
+
 /// The key of mcpgate's request in an `input_required` result's `inputRequests`.
 pub(crate) fn input_key(name: &str) -> String {
     format!("mcpgate_connect_{name}")
@@ -28,6 +31,14 @@ pub enum ConnectionRefusal {
         elicitation_id: String,
         /// The request's revision decides the answer's form.
         version: ProtocolVersion,
+        /// The request's id.
+        id: Option<Value>,
+    },
+    /// A 2026-07-28 client without a connection that did not declare URL
+    /// elicitation: the server must not send it one.
+    MissingCapability {
+        /// The connection's name.
+        name: String,
         /// The request's id.
         id: Option<Value>,
     },
@@ -57,6 +68,10 @@ impl ConnectionRefusal {
             Self::NotConnected { name, .. } => {
                 format!("no {name} connection for this user: URL elicitation sent")
             }
+            Self::MissingCapability { name, .. } => format!(
+                "no {name} connection for this user, and the client did not declare URL \
+                 elicitation"
+            ),
             Self::NoUser { name, .. } => format!(
                 "the {name} connection needs a user signed in with OAuth; this caller is none"
             ),
@@ -121,6 +136,19 @@ impl ConnectionRefusal {
                 };
                 (StatusCode::OK, body)
             }
+            // 2026-07-28's MissingRequiredClientCapabilityError: 400, -32021.
+            Self::MissingCapability { id, .. } => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": id.clone().unwrap_or(Value::Null),
+                    "error": {
+                        "code": MISSING_REQUIRED_CLIENT_CAPABILITY,
+                        "message": self.reason(),
+                        "data": {"requiredCapabilities": {"elicitation": {"url": {}}}},
+                    },
+                }),
+            ),
             Self::NoUser { id, .. } => (
                 StatusCode::FORBIDDEN,
                 json!({

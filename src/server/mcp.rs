@@ -244,7 +244,7 @@ impl Caller<'_> {
             let header = connections
                 .header_for(
                     self.principal.map(Arc::as_ref),
-                    revision,
+                    (revision, connections.url_elicitation_declared(&envelope)),
                     envelope.reply_id(),
                 )
                 .await
