@@ -300,9 +300,38 @@ async fn after_connecting_the_retried_call_carries_the_users_token_and_only_thei
         .to_owned();
     connect(&setup, &url, "alice", Some(grant("gh-token-alice"))).await;
 
-    let (status, retried) = call_modern(&setup, "alice", "echo").await;
-    assert_eq!(status, 200, "{retried}");
+    // The retry answers mcpgate's input request (and one of the upstream's).
+    let body = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {
+        "name": "echo",
+        "arguments": {},
+        "inputResponses": {
+            "mcpgate_connect_github": {"action": "accept"},
+            "upstream_own": {"action": "accept", "content": {"x": 1}},
+        },
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}},
+        },
+    }});
+    let retried = Request::post(&setup.gateway)
+        .bearer(&token_of(&setup.gateway, "alice"))
+        .headers(&[
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ])
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(retried.status(), 200);
+    let retried: Value = retried.json().await.unwrap();
     assert!(retried.get("result").is_some(), "{retried}");
+    // mcpgate's answer stays here; the upstream's own reaches it.
+    let forwarded: Value = serde_json::from_slice(&setup.upstream.seen()[0].body).unwrap();
+    assert_eq!(
+        forwarded["params"]["inputResponses"],
+        json!({"upstream_own": {"action": "accept", "content": {"x": 1}}})
+    );
     assert_eq!(
         authorization_seen(&setup.upstream),
         [Some("Bearer gh-token-alice".to_owned())]

@@ -205,6 +205,12 @@ impl Connections {
         })
     }
 
+    /// The retry of a call mcpgate elicited for carries the user's answer to
+    /// mcpgate's input request: it is mcpgate's, not the upstream's.
+    pub(crate) fn strip_answer(&self, envelope: &mut Envelope) {
+        envelope.remove_input_response(&refusal::input_key(&self.config.name));
+    }
+
     /// Whether every call that needs the connection declares URL elicitation in
     /// its 2026-07-28 `_meta` client capabilities (without it the server must
     /// not send one).

@@ -217,7 +217,7 @@ impl Caller<'_> {
         let revision = version
             .as_ref()
             .map_or(ProtocolVersion::WITHOUT_HEADER, |version| *version);
-        let envelope = self.parse(version, &body)?;
+        let mut envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
         let computed = gateway.computed(&envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
@@ -250,6 +250,7 @@ impl Caller<'_> {
                 .await
                 .map_err(|refusal| Refusal::Connection(Box::new(refusal)))?;
             connection = Some(header);
+            connections.strip_answer(&mut envelope);
         }
         let forwarded = Bytes::from(envelope.to_bytes());
         let response = forward(
