@@ -56,6 +56,7 @@ pub const AUDIT_FIELDS: &[&str] = &[
     "reason",
     "latency_ms",
     "upstream_latency_ms",
+    "upstream_credential",
     "token_fingerprint",
 ];
 

@@ -57,6 +57,7 @@ const AUDIT_FIELDS = [
   'reason',
   'latency_ms',
   'upstream_latency_ms',
+  'upstream_credential',
   'token_fingerprint',
 ];
 
