@@ -163,7 +163,13 @@ impl Gateway {
             .filter(|kept| section == Some(&kept.config))
         {
             Some(kept) => Some(kept),
-            None => crate::connections::Connections::from_config(&config, redis)?,
+            None => crate::connections::Connections::from_config(
+                &config,
+                redis,
+                authorization_server
+                    .as_ref()
+                    .map(|facade| facade.endpoints.issuer.as_str()),
+            )?,
         };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(

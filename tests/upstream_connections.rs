@@ -948,3 +948,92 @@ async fn a_signed_in_user_disconnects_with_a_single_use_form_bound_to_the_browse
     legacy_url(&answer);
     assert_eq!(setup.upstream.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn without_sign_in_the_facades_provider_signs_users_in_as_the_facades_tokens_name_them() {
+    let upstream = Upstream::start().await;
+    let provider = FakeProvider::start().await;
+    let service = FakeProvider::start().await;
+    let svc = &service.issuer;
+    let config = TestConfig::oauth(&upstream.url)
+        .scopes("initialize: [mcp:read]\ntools:\n  echo: [mcp:write]")
+        .upstream(&format!(
+            "identity:\n  connection:\n    name: github\n    provider:\n      issuer: {svc}\n      \
+             authorization_endpoint: {svc}/authorize\n      token_endpoint: {svc}/token\n      \
+             client_id: gh-app\n      client_secret: gh-secret\n      scopes: [repo]\n"
+        ))
+        .yaml(&format!(
+            "authorization_server:
+  provider:
+    issuer: {}
+    client_id: mcpgate-at-idp
+    client_secret: s3cret
+    scopes: [openid]
+  clients:
+    - client_id: tool
+      client_name: Tool
+      redirect_uris: [\"http://127.0.0.1/callback\"]",
+            provider.issuer
+        ))
+        .build();
+    let gateway = Gateway::start(&config).await;
+    // A façade token: iss is mcpgate, sub the provider's.
+    let (_, tokens) = crate::common::facade::tokens_for(&gateway, &provider, "alice@idp").await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let call = || async {
+        let response = Request::post(&gateway)
+            .bearer(&token)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&tools_call(7, "echo"))
+            .send()
+            .await;
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    let (status, answer) = call().await;
+    assert_eq!(status, 200, "{answer}");
+    let url = legacy_url(&answer);
+
+    let opened = browser().get(&url).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let cookie = set_cookie(&opened, "mcpgate_connect").unwrap();
+    let to_idp = location(&opened);
+    assert!(
+        to_idp
+            .as_str()
+            .starts_with(&format!("{}/authorize", provider.issuer))
+    );
+    assert_eq!(
+        query(&to_idp, "client_id").as_deref(),
+        Some("mcpgate-at-idp")
+    );
+    let now = now();
+    provider.answer_with(json!({
+        "access_token": "provider-access-token",
+        "id_token": signed(&json!({
+            "iss": provider.issuer, "sub": "alice@idp", "aud": "mcpgate-at-idp",
+            "nonce": query(&to_idp, "nonce").unwrap(), "iat": now, "exp": now + 300,
+        })),
+    }));
+    let signed_in = callback(&gateway, &query(&to_idp, "state").unwrap(), "c1", &cookie).await;
+    assert_eq!(signed_in.status(), 303, "{:?}", signed_in.text().await);
+    let to_service = location(&signed_in);
+    service.answer_with(grant("gh-token-alice"));
+    let done = callback(
+        &gateway,
+        &query(&to_service, "state").unwrap(),
+        "c2",
+        &cookie,
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+
+    let (status, answer) = call().await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        authorization_seen(&upstream),
+        [Some("Bearer gh-token-alice".to_owned())]
+    );
+}

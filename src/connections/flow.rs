@@ -318,10 +318,13 @@ impl Connections {
             now(),
         )
         .map_err(|error| failed(error.to_string()))?;
-        Ok(User {
-            issuer: endpoints.issuer.clone(),
-            subject,
-        })
+        // The user as the callers' tokens name them: the façade issues those
+        // under its own issuer, with the provider's `sub`.
+        let issuer = self
+            .facade_issuer
+            .clone()
+            .unwrap_or_else(|| endpoints.issuer.clone());
+        Ok(User { issuer, subject })
     }
 
     /// Signed in to manage: a single-use token for the disconnect form, bound to

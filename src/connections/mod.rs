@@ -50,6 +50,9 @@ const REFRESH_WAIT_TURNS: u32 = 50;
 pub struct Connections {
     pub(crate) config: ConnectionConfig,
     sign_in: ProviderConfig,
+    /// With the façade's provider as the sign-in: the façade's issuer, which the
+    /// callers' tokens name instead of the provider's.
+    facade_issuer: Option<String>,
     header: HeaderName,
     /// mcpgate's public origin: the connect links and the callback are on it.
     origin: String,
@@ -72,10 +75,13 @@ impl std::fmt::Debug for Connections {
 
 impl Connections {
     /// From `upstream.identity.connection`; `None` without it. `redis` is the
-    /// session store's connection (`None` for `mcpgate check`, which serves nothing).
+    /// session store's connection (`None` for `mcpgate check`, which serves
+    /// nothing); `facade` the authorization-server façade's issuer, when it is
+    /// configured (its provider signs users in when `sign_in` is unset).
     pub fn from_config(
         config: &Config,
         redis: Option<SharedRedis>,
+        facade: Option<&str>,
     ) -> Result<Option<Arc<Self>>, ConfigError> {
         let Some(section) = config
             .upstream
@@ -85,13 +91,23 @@ impl Connections {
         else {
             return Ok(None);
         };
-        let sign_in = section.sign_in.clone().ok_or_else(|| {
-            ConfigError::invalid(
-                format!("{KEY}.sign_in"),
-                "required: the OpenID client at the identity provider of the callers' tokens, \
-                 where a user proves who they are before connecting",
-            )
-        })?;
+        // Without `sign_in`, the façade's provider: it names users by the `sub`
+        // the façade's tokens carry, under the façade's issuer.
+        let (sign_in, facade_issuer) =
+            match (&section.sign_in, &config.authorization_server, facade) {
+                (Some(sign_in), _, _) => (sign_in.clone(), None),
+                (None, Some(section), Some(issuer)) => {
+                    (section.provider.clone(), Some(issuer.to_owned()))
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        format!("{KEY}.sign_in"),
+                        "required without authorization_server: the OpenID client at the identity \
+                     provider of the callers' tokens, where a user proves who they are before \
+                     connecting",
+                    ));
+                }
+            };
         if !sign_in.scopes.iter().any(|scope| scope == "openid") {
             return Err(ConfigError::invalid(
                 format!("{KEY}.sign_in.scopes"),
@@ -129,6 +145,7 @@ impl Connections {
             .map_err(|error| ConfigError::invalid(KEY, error.to_string()))?;
         Ok(Some(Arc::new(Self {
             sign_in,
+            facade_issuer,
             header,
             secure_cookies: public.scheme() == "https",
             origin,
