@@ -517,6 +517,8 @@ struct RotatingState {
     /// Lifetime of the tokens issued from now on.
     expires_in: u64,
     refuse: bool,
+    /// Each revocation request's form.
+    revoked: Vec<std::collections::HashMap<String, String>>,
 }
 
 impl Rotating {
@@ -525,6 +527,19 @@ impl Rotating {
         service.state.lock().unwrap().expires_in = 30;
         let router = axum::Router::new()
             .route("/token", axum::routing::post(rotating_token))
+            .route(
+                "/revoke",
+                axum::routing::post(
+                    |axum::extract::State(service): axum::extract::State<Rotating>,
+                     body: String| async move {
+                        let form = url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                        service.with(|state| state.revoked.push(form));
+                        http::StatusCode::OK
+                    },
+                ),
+            )
             .with_state(service.clone());
         let addr = spawn_router(router).await;
         (service, format!("http://{addr}"))
@@ -1036,4 +1051,25 @@ async fn without_sign_in_the_facades_provider_signs_users_in_as_the_facades_toke
         authorization_seen(&upstream),
         [Some("Bearer gh-token-alice".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn disconnecting_revokes_the_grant_at_a_service_with_a_revocation_endpoint() {
+    let (service, issuer) = Rotating::start().await;
+    let setup = setup_with(
+        &format!("    revocation_endpoint: {issuer}/revoke\n"),
+        Some(&issuer),
+    )
+    .await;
+    let (_, answer) = call_legacy(&setup, "alice", "echo").await;
+    connect(&setup, &legacy_url(&answer), "alice", None).await;
+    let (cookie, page) = manage_as(&setup, "alice").await;
+    assert_eq!(
+        post_disconnect(&setup, &form_token(&page), &cookie, None).await,
+        200
+    );
+    let revoked = service.with(|state| state.revoked.clone());
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["token"], "refresh-0");
+    assert_eq!(revoked[0]["token_type_hint"], "refresh_token");
 }

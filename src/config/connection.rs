@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, ProviderConfig, Secret};
+use super::{ConfigError, ProviderConfig, Secret, check_http_url};
 
 /// The whole section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -39,6 +39,9 @@ pub struct ConnectionConfig {
     /// started, stay usable.
     #[serde(default = "default_link_ttl", with = "humantime_serde")]
     pub link_ttl: Duration,
+    /// The service's token revocation endpoint (RFC 7009): a disconnect revokes
+    /// the user's grant there too. Unset: the tokens are only forgotten.
+    pub revocation_endpoint: Option<url::Url>,
     /// Most connections kept (users × this connection).
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
@@ -100,6 +103,18 @@ impl ConnectionConfig {
                 format!("{KEY}.provider.token_endpoint"),
                 "required: a connection's provider is given by its endpoints",
             ));
+        }
+        for (key, url) in [
+            (
+                "provider.authorization_endpoint",
+                &self.provider.authorization_endpoint,
+            ),
+            ("provider.token_endpoint", &self.provider.token_endpoint),
+            ("revocation_endpoint", &self.revocation_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_http_url(&format!("{KEY}.{key}"), url)?;
+            }
         }
         if self.provider.client_id.is_empty() {
             return Err(ConfigError::invalid(

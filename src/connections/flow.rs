@@ -368,7 +368,7 @@ impl Connections {
             return Err(FlowError::OtherBrowser);
         }
         let user = session.user.ok_or(FlowError::UnknownFlow)?;
-        let deleted = self.vault.delete(&user).await?;
+        let deleted = self.forget(&user).await?;
         tracing::info!(connection = %self.config.name, deleted, "a user disconnected");
         Ok(deleted)
     }

@@ -418,13 +418,34 @@ impl Connections {
 
     /// Removes a user's connection; whether there was one.
     pub async fn disconnect(&self, issuer: &str, subject: &str) -> Result<bool, String> {
-        self.vault
-            .delete(&User {
-                issuer: issuer.to_owned(),
-                subject: subject.to_owned(),
-            })
-            .await
-            .map_err(|error| error.to_string())
+        self.forget(&User {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        })
+        .await
+        .map_err(|error| error.to_string())
+    }
+
+    /// Deletes the user's connection, and revokes its grant at the service when
+    /// it has a revocation endpoint (the refresh token, which ends the grant, or
+    /// else the access token). Whether there was one.
+    pub(crate) async fn forget(&self, user: &User) -> Result<bool, store::Unavailable> {
+        let Some(stored) = self.vault.get(user).await? else {
+            return Ok(false);
+        };
+        let deleted = self.vault.delete(user).await?;
+        if let Some(endpoint) = &self.config.revocation_endpoint {
+            let token = match &stored.refresh_token {
+                Some(refresh) => (refresh.as_str(), "refresh_token"),
+                None => (stored.access_token.as_str(), "access_token"),
+            };
+            if let Err(error) =
+                token::revoke(&self.http, &self.config.provider, endpoint, token).await
+            {
+                tracing::warn!(connection = %self.config.name, "revoking a disconnected grant failed: {error}");
+            }
+        }
+        Ok(deleted)
     }
 }
 

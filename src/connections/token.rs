@@ -149,3 +149,49 @@ async fn call(
         scope: answer.scope,
     })
 }
+
+/// Revokes `token` at the service (RFC 7009), authenticated as mcpgate's client.
+/// Best effort: an error is for the log, the connection is forgotten anyway.
+pub(crate) async fn revoke(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    endpoint: &url::Url,
+    (token, hint): (&str, &str),
+) -> Result<(), TokenError> {
+    let secret = provider
+        .client_secret
+        .as_ref()
+        .map_or("", |secret| secret.expose());
+    let credentials = match provider.auth_method {
+        ProviderAuthMethod::ClientSecretBasic => Some(ClientAuthMethod::ClientSecretBasic),
+        ProviderAuthMethod::ClientSecretPost => Some(ClientAuthMethod::ClientSecretPost),
+        ProviderAuthMethod::None => None,
+    }
+    .map(|method| ClientCredentials {
+        method,
+        client_id: &provider.client_id,
+        client_secret: secret,
+    });
+    let mut fields = vec![("token", token), ("token_type_hint", hint)];
+    if provider.auth_method == ProviderAuthMethod::None {
+        fields.push(("client_id", &provider.client_id));
+    }
+    let (status, _) = post_form_as(
+        http,
+        endpoint,
+        provider.timeout,
+        credentials,
+        &fields,
+        MAX_RESPONSE_BYTES,
+    )
+    .await
+    .map_err(TokenError::Unreachable)?;
+    // RFC 7009 §2.2: 200 whether or not the token was valid.
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(TokenError::Answer(format!(
+            "revocation endpoint status {status}"
+        )))
+    }
+}
