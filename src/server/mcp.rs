@@ -241,14 +241,15 @@ impl Caller<'_> {
             .filter(|connections| connections.needed_by(&envelope))
         {
             observation.upstream_credential(connections.mechanism());
-            let header = connections
-                .header_for(
-                    self.principal.map(Arc::as_ref),
-                    (revision, connections.url_elicitation_declared(&envelope)),
-                    envelope.reply_id(),
-                )
-                .await
-                .map_err(|refusal| Refusal::Connection(Box::new(refusal)))?;
+            // Boxed: a vault lookup (and a refresh, or Redis) is rare among
+            // requests, and its state must not grow every request's future.
+            let header = Box::pin(connections.header_for(
+                self.principal.map(Arc::as_ref),
+                (revision, connections.url_elicitation_declared(&envelope)),
+                envelope.reply_id(),
+            ))
+            .await
+            .map_err(|refusal| Refusal::Connection(Box::new(refusal)))?;
             connection = Some(header);
             connections.strip_answer(&mut envelope);
         }
