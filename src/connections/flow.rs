@@ -38,6 +38,14 @@ struct Flow {
     stage: Stage,
 }
 
+/// A user signed in on the manage page, behind the disconnect form's token.
+#[derive(Serialize, Deserialize)]
+struct Signed {
+    user: User,
+    /// SHA-256 of the browser cookie's value.
+    browser: [u8; 32],
+}
+
 impl Connections {
     /// A fresh link reference for `user`.
     pub(super) async fn link(&self, user: &User) -> Result<String, Unavailable> {
@@ -332,14 +340,7 @@ impl Connections {
     async fn managing(&self, user: User, browser: [u8; 32]) -> Result<CallbackOutcome, FlowError> {
         let connected = self.vault.get(&user).await?.is_some();
         let form = random_id();
-        let session = Flow {
-            user: Some(user),
-            browser,
-            stage: Stage::Manage {
-                nonce: String::new(),
-                verifier: String::new(),
-            },
-        };
+        let session = Signed { user, browser };
         self.vault
             .store
             .put(
@@ -358,7 +359,7 @@ impl Connections {
         form: &str,
         browser: Option<&str>,
     ) -> Result<bool, FlowError> {
-        let session: Flow = self
+        let session: Signed = self
             .vault
             .store
             .take(&self.vault.key_of("manage", &[form]), Kind::Pending)
@@ -367,7 +368,7 @@ impl Connections {
         if browser.map(digest) != Some(session.browser) {
             return Err(FlowError::OtherBrowser);
         }
-        let user = session.user.ok_or(FlowError::UnknownFlow)?;
+        let user = session.user;
         let deleted = self.forget(&user).await?;
         tracing::info!(connection = %self.config.name, deleted, "a user disconnected");
         Ok(deleted)
