@@ -51,6 +51,9 @@ pub struct Gateway {
     /// `upstream.identity.exchange`: the caller's token exchanged for the
     /// upstream's. Kept with the upstream across reloads (with its cache).
     pub(crate) exchange: Option<Arc<TokenExchange>>,
+    /// `upstream.identity.connection`: each user's token at a third-party service.
+    /// Kept across a reload that leaves the section alone (its vault and links).
+    pub(crate) connections: Option<Arc<crate::connections::Connections>>,
 }
 
 impl Gateway {
@@ -131,8 +134,8 @@ impl Gateway {
         let local_issuer = authorization_server
             .as_ref()
             .map(|settings| settings.local_issuer());
-        let exchange_redis = redis.clone();
-        let auth = Authenticator::build(&config, idp_client, redis, local_issuer.as_ref()).await?;
+        let auth =
+            Authenticator::build(&config, idp_client, redis.clone(), local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
         let authorization_servers = match &authorization_server {
             Some(facade) => vec![facade.endpoints.issuer.clone()],
@@ -158,9 +161,26 @@ impl Gateway {
         let exchange = match (kept, &settings.kind) {
             (Some(running), _) => running.exchange.clone(),
             (None, UpstreamKind::Http(_)) => {
-                token_exchange(exchange_section, &settings, local_issuer, exchange_redis)?
+                token_exchange(exchange_section, &settings, local_issuer, redis.clone())?
             }
             (None, _) => None,
+        };
+        let section = upstream_config
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.connection.as_ref());
+        let connections = match running
+            .and_then(|running| running.connections.clone())
+            .filter(|kept| section == Some(&kept.config))
+        {
+            Some(kept) => Some(kept),
+            None => crate::connections::Connections::from_config(
+                &config,
+                redis,
+                authorization_server
+                    .as_ref()
+                    .map(|facade| facade.endpoints.issuer.as_str()),
+            )?,
         };
         let cors = config.server.cors.as_ref().map(Cors::new);
         let allowed_origins = AllowedOrigins::new(
@@ -183,6 +203,7 @@ impl Gateway {
             authorization_server,
             identity,
             exchange,
+            connections,
         })
     }
 }

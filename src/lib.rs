@@ -39,6 +39,7 @@ pub mod audit;
 pub mod auth;
 pub(crate) mod authorization_server;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod edge;
 pub mod explain;

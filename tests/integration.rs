@@ -54,6 +54,7 @@ mod sessions;
 mod stdio_gateway;
 mod stdio_upstream;
 mod traces;
+mod upstream_connections;
 mod upstream_credentials;
 mod upstream_exchange;
 mod upstream_identity;

@@ -90,9 +90,10 @@ pub struct Record {
     /// The first 16 hex digits of the token's SHA-256: ties records to one token
     /// without revealing it.
     pub token_fingerprint: Option<String>,
-    /// How the upstream was told who calls: `token_exchange` or `entra_obo` (the
-    /// caller's token exchanged for one of its own); null otherwise.
-    pub upstream_identity: Option<&'static str>,
+    /// How the upstream was told who calls, space-separated in the order applied:
+    /// `assertion`, `identity_headers`, `token_exchange` or `entra_obo`,
+    /// `connection:<name>`; null when none was. Never a token.
+    pub upstream_identity: Option<String>,
     /// The audience (or resource, or scopes) of the token the upstream got.
     pub upstream_audience: Option<String>,
 }

@@ -37,7 +37,7 @@ pub(crate) mod remembered;
 pub(crate) mod scope_limit;
 pub(crate) mod secret;
 mod settings;
-mod shared;
+pub(crate) mod shared;
 // Shared with the upstream identity assertion, so it lives in `auth`.
 pub(crate) use crate::auth::signing;
 pub(crate) mod token;

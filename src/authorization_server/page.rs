@@ -44,6 +44,56 @@ struct ErrorPage<'a> {
     code: &'a str,
 }
 
+/// A page that only tells something (the connect flow's outcome).
+#[derive(Template)]
+#[template(path = "authorization_server/notice.html")]
+struct NoticePage<'a> {
+    style: &'a str,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// A plain page with a title and one paragraph, with the page headers.
+pub(crate) fn notice_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let page = NoticePage {
+        style: STYLE,
+        title,
+        message,
+    };
+    let html = page.render().unwrap_or_else(|_| title.to_owned());
+    with_page_headers(status, html)
+}
+
+/// A user's connection, with the disconnect form (the connect flow's manage page).
+#[derive(Template)]
+#[template(path = "authorization_server/manage.html")]
+struct ManagePage<'a> {
+    style: &'a str,
+    name: &'a str,
+    connected: bool,
+    action: &'a str,
+    form: &'a str,
+}
+
+/// The manage page, with the page headers.
+pub(crate) fn manage_page(name: &str, connected: bool, action: &str, form: &str) -> Response {
+    let page = ManagePage {
+        style: STYLE,
+        name,
+        connected,
+        action,
+        form,
+    };
+    match page.render() {
+        Ok(html) => with_page_headers(StatusCode::OK, html),
+        Err(_) => error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The page could not be shown.",
+        ),
+    }
+}
+
 /// How the page describes the way a client became known.
 pub(crate) fn kind_text(kind: ClientKind, verified_host: Option<&str>) -> String {
     match (kind, verified_host) {

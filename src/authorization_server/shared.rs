@@ -230,6 +230,49 @@ impl SharedState {
         })
     }
 
+    /// Sets `key` to `value` for `ttl` unless it exists (`SET NX`): whether it
+    /// was set. A lock between replicas.
+    pub(crate) async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, Unavailable> {
+        let set: Value = self
+            .client()
+            .set(
+                key,
+                value,
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(!matches!(set, Value::Null))
+    }
+
+    /// Deletes `key` if it still holds `value` (a lock released by its holder
+    /// only, not after it expired and another took it).
+    pub(crate) async fn delete_if(&self, key: &str, value: &str) -> Result<(), Unavailable> {
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                              return redis.call('DEL', KEYS[1]) else return 0 end";
+        let eval = CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false);
+        self.client()
+            .custom::<Value, Value>(
+                eval,
+                vec![
+                    Value::from(SCRIPT),
+                    Value::from(1),
+                    Value::from(key),
+                    Value::from(value),
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     /// Restarts `key`'s TTL at `ttl`.
     pub(crate) async fn touch(&self, key: &str, ttl: Duration) -> Result<(), Unavailable> {
         self.client()

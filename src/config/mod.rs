@@ -5,6 +5,7 @@
 mod authorization_server;
 mod checks;
 mod claims;
+mod connection;
 mod derived;
 mod interpolate;
 mod limits;
@@ -24,6 +25,7 @@ pub(crate) use checks::{
     require_nonzero,
 };
 pub use claims::{ClaimPath, ClaimScopeRule, ClaimScopesConfig, ScopeList};
+pub use connection::{ConnectionConfig, ConnectionStore};
 pub use derived::METADATA_WELL_KNOWN;
 pub use limits::{BuiltinLimitConfig, ConcurrencyConfig, LimitRuleConfig, LimitsConfig};
 pub use load::{load, load_from_str};

@@ -225,6 +225,8 @@ pub struct UpstreamIdentityConfig {
     /// The caller's token exchanged at the identity provider for one meant for the
     /// upstream (RFC 8693 token exchange, or Entra ID's on-behalf-of flow).
     pub exchange: Option<TokenExchangeConfig>,
+    /// Each user's own token at a third-party service.
+    pub connection: Option<super::ConnectionConfig>,
 }
 
 /// `upstream.identity.exchange`: mcpgate's OAuth client at the identity provider,

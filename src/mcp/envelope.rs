@@ -128,6 +128,34 @@ impl Envelope {
         result.unwrap_or_default()
     }
 
+    /// Removes `key` from every request's `params.inputResponses` (2026-07-28
+    /// multi round-trip), and the member itself once empty: the answer to an
+    /// input request mcpgate made, which the upstream never asked for.
+    pub(crate) fn remove_input_response(&mut self, key: &str) {
+        for message in &mut self.messages {
+            let Some(params) = message
+                .object
+                .get_mut("params")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let emptied = match params
+                .get_mut("inputResponses")
+                .and_then(Value::as_object_mut)
+            {
+                Some(responses) => {
+                    responses.remove(key);
+                    responses.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                params.remove("inputResponses");
+            }
+        }
+    }
+
     /// The id to answer a gateway-side failure with: the single request's id.
     pub fn reply_id(&self) -> Option<&Value> {
         match self.messages.as_slice() {
@@ -299,5 +327,39 @@ fn valid_id(object: &Map<String, Value>) -> Option<Value> {
             Some(Value::Number(number.clone()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn call(input_responses: Value) -> Envelope {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "echo",
+            "inputResponses": input_responses,
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"},
+        }});
+        parse(body.to_string().as_bytes(), ProtocolVersion::V2026_07_28).unwrap()
+    }
+
+    fn forwarded(envelope: &Envelope) -> Value {
+        serde_json::from_slice(&envelope.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_the_named_input_response_is_removed_and_an_emptied_member_with_it() {
+        let mut both = call(json!({"mine": {"action": "accept"}, "theirs": {"action": "decline"}}));
+        both.remove_input_response("mine");
+        assert_eq!(
+            forwarded(&both)["params"]["inputResponses"],
+            json!({"theirs": {"action": "decline"}})
+        );
+        let mut only = call(json!({"mine": {"action": "accept"}}));
+        only.remove_input_response("mine");
+        assert!(forwarded(&only)["params"].get("inputResponses").is_none());
+        assert_eq!(forwarded(&only)["params"]["name"], "echo");
     }
 }

@@ -8,7 +8,9 @@
 //! `/explain` takes a token and tells what it grants, so it answers loopback peers
 //! only, even when the listener is bound wider for scrapes. So do the
 //! authorization-server routes (`/authorization-server/clients`, `…/grants`,
-//! `…/grants/revoke`): they name users and end their grants.
+//! `…/grants/revoke`): they name users and end their grants. So do `/connections`
+//! (a user's connections to third-party services: names, scopes, expiry, never a
+//! token) and `/connections/delete`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub fn router(admin: impl Into<Admin>) -> Router {
         .route("/authorization-server/clients", get(facade_clients))
         .route("/authorization-server/grants", get(facade_grants))
         .route("/authorization-server/grants/revoke", post(facade_revoke))
+        .route("/connections", get(connections_of_user))
+        .route("/connections/delete", post(connections_delete))
         .fallback(not_found)
         .with_state(admin.into())
 }
@@ -299,4 +303,80 @@ async fn metrics_text() -> Response {
 
 async fn not_found() -> Response {
     crate::edge::json::json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A user, as the connections know them.
+#[derive(serde::Deserialize)]
+struct UserSelector {
+    issuer: String,
+    subject: String,
+}
+
+fn connections_for(
+    admin: &Admin,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> Result<Arc<crate::connections::Connections>, Box<Response>> {
+    if !peer.is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback()) {
+        return Err(Box::new(crate::edge::json::json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "/connections answers loopback clients only",
+        )));
+    }
+    admin.gateway.load().connections.clone().ok_or_else(|| {
+        Box::new(crate::edge::json::json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "upstream.identity.connection is not configured",
+        ))
+    })
+}
+
+/// `GET /connections?issuer=…&subject=…`.
+async fn connections_of_user(State(admin): State<Admin>, request: Request) -> Response {
+    let connections = match connections_for(&admin, peer_of(&request)) {
+        Ok(connections) => connections,
+        Err(response) => return *response,
+    };
+    let Ok(Query(user)) = Query::<UserSelector>::try_from_uri(request.uri()) else {
+        return admin_refusal(&AdminError::Malformed("the parameters issuer and subject"));
+    };
+    match connections.describe(&user.issuer, &user.subject).await {
+        Ok(listed) => {
+            let listed: Vec<serde_json::Value> = listed.into_iter().collect();
+            axum::Json(json!({"connections": listed})).into_response()
+        }
+        Err(detail) => {
+            tracing::warn!("listing a user's connections failed: {detail}");
+            admin_refusal(&AdminError::Unavailable)
+        }
+    }
+}
+
+/// `POST /connections/delete` with `{"issuer", "subject"}`.
+async fn connections_delete(State(admin): State<Admin>, request: Request) -> Response {
+    let connections = match connections_for(&admin, peer_of(&request)) {
+        Ok(connections) => connections,
+        Err(response) => return *response,
+    };
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), MAX_REVOKE_BYTES).await else {
+        return admin_refusal(&AdminError::Malformed("a body of at most 16 KiB"));
+    };
+    let Some(user) = crate::json::from_slice(&bytes)
+        .ok()
+        .and_then(|value| serde_json::from_value::<UserSelector>(value).ok())
+    else {
+        return admin_refusal(&AdminError::Malformed(
+            "a JSON object: {\"issuer\", \"subject\"}",
+        ));
+    };
+    let deleted = match connections.disconnect(&user.issuer, &user.subject).await {
+        Ok(deleted) => deleted,
+        Err(detail) => {
+            tracing::warn!("deleting a user's connection failed: {detail}");
+            return admin_refusal(&AdminError::Unavailable);
+        }
+    };
+    tracing::info!(connection = %connections.name(), deleted, "admin deleted a user's connection");
+    axum::Json(json!({"deleted": deleted})).into_response()
 }

@@ -9,7 +9,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, Method, header};
+use http::{HeaderName, HeaderValue, Method, header};
 use serde_json::Value;
 
 use super::AppState;
@@ -187,7 +187,7 @@ impl Caller<'_> {
             method.clone(),
             self.headers,
             self.route,
-            self.principal.map(Arc::as_ref),
+            (self.principal.map(Arc::as_ref), None),
             Bytes::new(),
             observation,
         )
@@ -214,7 +214,10 @@ impl Caller<'_> {
         let body = read_body(gateway, self.headers, body)
             .await
             .map_err(Refusal::Body)?;
-        let envelope = self.parse(version, &body)?;
+        let revision = version
+            .as_ref()
+            .map_or(ProtocolVersion::WITHOUT_HEADER, |version| *version);
+        let mut envelope = self.parse(version, &body)?;
         observation.messages(&envelope);
         let computed = gateway.computed(&envelope);
         self.decide(&envelope.targets(), &computed, envelope.reply_id())?;
@@ -229,13 +232,34 @@ impl Caller<'_> {
         let filter = self.principal.and_then(|principal| {
             ListFilter::for_request(&gateway.policy, principal, self.matched, &envelope)
         });
+        // A tool call that needs the user's own account at a service: sent with
+        // their token, or answered here with the way to connect one.
+        let mut connection = None;
+        if let Some(connections) = gateway
+            .connections
+            .as_ref()
+            .filter(|connections| connections.needed_by(&envelope))
+        {
+            observation.upstream_identity(&connections.mechanism());
+            // Boxed: a vault lookup (and a refresh, or Redis) is rare among
+            // requests, and its state must not grow every request's future.
+            let header = Box::pin(connections.header_for(
+                self.principal.map(Arc::as_ref),
+                (revision, connections.url_elicitation_declared(&envelope)),
+                envelope.reply_id(),
+            ))
+            .await
+            .map_err(|refusal| Refusal::Connection(Box::new(refusal)))?;
+            connection = Some(header);
+            connections.strip_answer(&mut envelope);
+        }
         let forwarded = Bytes::from(envelope.to_bytes());
         let response = forward(
             gateway,
             Method::POST,
             self.headers,
             self.route,
-            self.principal.map(Arc::as_ref),
+            (self.principal.map(Arc::as_ref), connection),
             forwarded,
             observation,
         )
@@ -381,7 +405,7 @@ async fn forward(
     method: Method,
     headers: &http::HeaderMap,
     route: &Route,
-    principal: Option<&Principal>,
+    (principal, connection): (Option<&Principal>, Option<(HeaderName, HeaderValue)>),
     body: Bytes,
     observation: &mut Observation,
 ) -> Result<Response, ForwardFailure> {
@@ -397,6 +421,11 @@ async fn forward(
         identity
             .add(principal, &mut own_headers)
             .map_err(|error| ForwardFailure::Upstream(UpstreamError::Credentials(error)))?;
+        if principal.is_some() {
+            for mechanism in identity.mechanisms() {
+                observation.upstream_identity(mechanism);
+            }
+        }
         stripped = identity.strip(headers);
     }
     // The exchanged token sent, to drop should the upstream refuse it.
@@ -414,12 +443,16 @@ async fn forward(
         // Named in the record when it gave the upstream a token or refused the
         // request; an API key let through without a token had none.
         if !matches!(outcome, Ok(None)) {
-            observation.upstream_identity(exchange.mechanism(), exchange.audience());
+            observation.upstream_identity(exchange.mechanism());
+            observation.upstream_audience(exchange.audience());
         }
         if let Some((token, authorization)) = outcome.map_err(ForwardFailure::Exchange)? {
             own_headers.insert(header::AUTHORIZATION, authorization.clone());
             exchanged = Some((exchange, principal, token, authorization));
         }
+    }
+    if let Some((name, value)) = connection {
+        own_headers.insert(name, value);
     }
     let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();

@@ -4,6 +4,7 @@
 pub mod admin;
 mod body;
 mod client_ip;
+mod connect;
 mod connection;
 mod cors;
 mod front;
@@ -101,6 +102,9 @@ pub fn router(state: AppState) -> Router {
     }
     // Always routed: a reload may turn assertions on (or off: then a 404).
     router = router.route(crate::upstream::JWKS_PATH, get(identity_jwks));
+    if let Some(connections) = &gateway.connections {
+        router = connect::routes(router, connections);
+    }
     drop(gateway);
     let mut posts = Vec::new();
     if let Some(facade) = &state.facade {

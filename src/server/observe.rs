@@ -157,10 +157,22 @@ impl Observation {
         self.record.reason = Some(reason.into());
     }
 
-    /// How the upstream learns who calls (`token_exchange`, `entra_obo`) and the
-    /// audience it gets a token for; never the token.
-    pub fn upstream_identity(&mut self, mechanism: &'static str, audience: &str) {
-        self.record.upstream_identity = Some(mechanism);
+    /// Names a mechanism that told the upstream who calls (`assertion`,
+    /// `identity_headers`, `token_exchange`, `entra_obo`, `connection:<name>`),
+    /// after any named before; never a token.
+    pub fn upstream_identity(&mut self, mechanism: &str) {
+        let named = self
+            .record
+            .upstream_identity
+            .get_or_insert_with(String::new);
+        if !named.is_empty() {
+            named.push(' ');
+        }
+        named.push_str(mechanism);
+    }
+
+    /// The audience of the token the upstream got in the caller's name.
+    pub fn upstream_audience(&mut self, audience: &str) {
         self.record.upstream_audience = Some(truncate(audience, MAX_NAME));
     }
 

@@ -67,6 +67,10 @@ pub enum Refusal {
     /// A rate limit or the calls-in-flight limit (429, nothing forwarded). Boxed:
     /// it carries the limit.
     RateLimited(Box<Limited>),
+    /// A tool call that needs the user's connection to a third-party service and
+    /// cannot have it: the URL elicitation (200), or an error (403, 503). Boxed:
+    /// rare and large.
+    Connection(Box<crate::connections::ConnectionRefusal>),
     /// An upstream list answer that must not reach the client: unreadable, or not
     /// one mcpgate can cut to the caller (502).
     UnreadableList {
@@ -105,6 +109,7 @@ impl Refusal {
             Self::Exchange { error, .. } => error.detail(),
             Self::RateLimited(limited) => limited.reason(),
             Self::UnreadableList { refusal, .. } => refusal.message().to_owned(),
+            Self::Connection(refusal) => refusal.reason(),
         }
     }
 
@@ -178,6 +183,10 @@ impl Refusal {
                     tracing::info!(status, "request refused: {}", error.detail());
                 }
             }
+            Self::Connection(refusal) => match refusal.detail() {
+                Some(detail) => tracing::warn!("request refused: {}: {detail}", refusal.reason()),
+                None => tracing::info!("request refused: {}", refusal.reason()),
+            },
             _ => tracing::info!("request refused: {}", self.reason()),
         }
     }
@@ -217,6 +226,10 @@ impl Refusal {
             }
             Self::Exchange { error, id } => exchange_failure(challenge, error, id.as_ref()),
             Self::RateLimited(limited) => limited.response(),
+            Self::Connection(refusal) => {
+                let (status, body) = refusal.answer();
+                json_response(status, &body)
+            }
             Self::UnreadableList { refusal, id, .. } => {
                 let body = match id {
                     Some(id) => refusal.error(Some(id)),

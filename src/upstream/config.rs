@@ -142,7 +142,7 @@ impl UpstreamConfig {
         http.check()?;
         // Built by the gateway (it needs mcpgate's public URL), checked here.
         if let Some(identity) = &self.identity {
-            super::identity::check_names(identity, &self.headers)?;
+            super::identity::check_names(identity, &self.headers, self.oauth.is_some())?;
             if let Some(exchange) = &identity.exchange {
                 self.check_exchange(exchange)?;
             }

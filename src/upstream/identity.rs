@@ -150,11 +150,30 @@ impl Identity {
             }
             None => None,
         };
+        // The connection's header is set per call (`connections`); a client's copy
+        // of it is removed like the others. The client's `Authorization` never
+        // passes anyway.
+        if let Some(connection) = &config.connection {
+            let header = name("upstream.identity.connection.header", &connection.header)?;
+            if header != http::header::AUTHORIZATION {
+                names.push(header);
+            }
+        }
         Ok(Self {
             names,
             assertion,
             plain,
         })
+    }
+
+    /// What `add` sends for a caller, as the audit record names it.
+    pub fn mechanisms(&self) -> impl Iterator<Item = &'static str> {
+        [
+            self.assertion.as_ref().map(|_| "assertion"),
+            self.plain.as_ref().map(|_| "identity_headers"),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// The published JWKS, when assertions are on.
@@ -248,11 +267,16 @@ fn name(key: &str, value: &str) -> Result<HeaderName, ConfigError> {
 }
 
 /// Every configured name is a header name, not one mcpgate already sets or passes,
-/// not one of `upstream.headers`, and used once.
+/// not one of `upstream.headers`, and used once. The connection's header may be
+/// `Authorization` unless `upstream.oauth` sets it (`oauth`).
 pub(crate) fn check_names(
     config: &UpstreamIdentityConfig,
     static_headers: &BTreeMap<String, Secret>,
+    oauth: bool,
 ) -> Result<(), ConfigError> {
+    if let Some(connection) = &config.connection {
+        connection.check()?;
+    }
     if let Some(section) = &config.assertion
         && section.ttl.is_zero()
     {
@@ -270,10 +294,34 @@ pub(crate) fn check_names(
         named.push(("upstream.identity.headers.client_id", &section.client_id));
         named.push(("upstream.identity.headers.scopes", &section.scopes));
     }
-    let mut seen: Vec<HeaderName> = Vec::new();
-    for (key, value) in named {
+    let connection = config.connection.as_ref().map(|connection| {
+        (
+            "upstream.identity.connection.header",
+            connection.header.as_str(),
+        )
+    });
+    if let Some((key, value)) = connection {
         let header = name(key, value)?;
-        if RESERVED.contains(&header.as_str()) {
+        let other = if oauth {
+            Some("upstream.oauth")
+        } else if config.exchange.is_some() {
+            Some("upstream.identity.exchange")
+        } else {
+            None
+        };
+        if let (true, Some(other)) = (header == http::header::AUTHORIZATION, other) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{other} sets Authorization too; choose another header for one of them"),
+            ));
+        }
+    }
+    let mut seen: Vec<HeaderName> = Vec::new();
+    for (key, value) in named.into_iter().chain(connection) {
+        let header = name(key, value)?;
+        let own =
+            key == "upstream.identity.connection.header" && header == http::header::AUTHORIZATION;
+        if RESERVED.contains(&header.as_str()) && !own {
             return Err(ConfigError::invalid(
                 key,
                 format!("{value} is a header mcpgate sets or passes itself; choose another name"),
@@ -471,10 +519,11 @@ mod tests {
 
     #[test]
     fn names_are_checked_and_each_error_names_its_key() {
-        let key_of = |yaml: Value| match check_names(&section(yaml.clone()), &BTreeMap::new()) {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("{yaml}: {other:?}"),
-        };
+        let key_of =
+            |yaml: Value| match check_names(&section(yaml.clone()), &BTreeMap::new(), false) {
+                Err(ConfigError::Invalid { key, .. }) => key,
+                other => panic!("{yaml}: {other:?}"),
+            };
         assert_eq!(
             key_of(json!({"assertion": {"header": "a b"}})),
             "upstream.identity.assertion.header"
@@ -493,13 +542,56 @@ mod tests {
         );
         let mut headers = BTreeMap::new();
         headers.insert("X-Mcpgate-Identity".to_owned(), Secret::new("k"));
-        assert!(check_names(&section(json!({"assertion": {}})), &headers).is_err());
+        assert!(check_names(&section(json!({"assertion": {}})), &headers, false).is_err());
         assert!(
             check_names(
                 &section(json!({"assertion": {}, "headers": {}})),
-                &BTreeMap::new()
+                &BTreeMap::new(),
+                false
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_connection_header_clashes_with_oauth_and_other_headers() {
+        let connection = |header: &str| {
+            json!({"connection": {
+                "name": "github",
+                "header": header,
+                "provider": {
+                    "issuer": "https://github.com",
+                    "authorization_endpoint": "https://github.com/login/oauth/authorize",
+                    "token_endpoint": "https://github.com/login/oauth/access_token",
+                    "client_id": "app",
+                },
+            }})
+        };
+        let key = "upstream.identity.connection.header";
+        let refused =
+            |yaml: Value, headers: &BTreeMap<String, Secret>, oauth: bool| match check_names(
+                &section(yaml.clone()),
+                headers,
+                oauth,
+            ) {
+                Err(ConfigError::Invalid { key, .. }) => key,
+                other => panic!("{yaml}: {other:?}"),
+            };
+        let none = BTreeMap::new();
+        assert!(check_names(&section(connection("Authorization")), &none, false).is_ok());
+        assert_eq!(refused(connection("Authorization"), &none, true), key);
+        assert!(check_names(&section(connection("X-Github-Token")), &none, true).is_ok());
+        let mut headers = BTreeMap::new();
+        headers.insert("authorization".to_owned(), Secret::new("Bearer fixed"));
+        assert_eq!(refused(connection("Authorization"), &headers, false), key);
+        assert_eq!(refused(connection("Mcp-Session-Id"), &none, false), key);
+        let mut both = connection("X-Mcpgate-Identity");
+        both["assertion"] = json!({});
+        assert_eq!(refused(both, &none, false), key);
+        // The client's copy of a custom header is stripped.
+        let identity = built(connection("X-Github-Token"));
+        let mut client = HeaderMap::new();
+        client.insert("x-github-token", HeaderValue::from_static("forged"));
+        assert!(identity.strip(&client).unwrap().is_empty());
     }
 }

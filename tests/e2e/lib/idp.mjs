@@ -13,7 +13,9 @@ import Provider from 'oidc-provider';
  * may use. Returns:
  * - `issuer`, `client` ({ clientId, clientSecret }: mcpgate's client there);
  * - `issued`: every successful token response as { clientId, clientAuth
- *   ('client_secret_basic' or 'other'), grantType, idToken };
+ *   ('client_secret_basic' or 'other'), grantType, idToken, accessToken };
+ * - `signingKey`: its private signing key (a JWK), for a test that must mint a
+ *   token this provider would have issued;
  * - `hits`: every request as { method, path };
  * - `close()`.
  */
@@ -56,6 +58,7 @@ export async function startIdentityProvider({ redirectUri }) {
       clientAuth: ctx.headers.authorization ? 'client_secret_basic' : 'other',
       grantType: ctx.oidc.params?.grant_type,
       idToken: ctx.body?.id_token,
+      accessToken: ctx.body?.access_token,
     });
   });
   const hits = [];
@@ -69,5 +72,5 @@ export async function startIdentityProvider({ redirectUri }) {
       server.closeAllConnections?.();
       server.close(() => resolve());
     });
-  return { issuer, client, issued, hits, close };
+  return { issuer, client, issued, hits, close, signingKey: key };
 }
