@@ -290,3 +290,21 @@ async fn a_reload_rotates_the_key_and_keeps_publishing_the_previous_one() {
     let token = header(seen.last().unwrap(), ASSERTION).unwrap();
     assert_eq!(verify(&gateway, token, &upstream.url).await["sub"], "alice");
 }
+
+#[tokio::test]
+async fn audit_records_name_the_mechanisms_never_the_assertion() {
+    let upstream = Upstream::start().await;
+    let config = TestConfig::oauth(&upstream.url)
+        .upstream("identity:\n  assertion: {}\n  headers: { enabled: true }")
+        .audit()
+        .build();
+    let gateway = Gateway::start(&config).await;
+    let response = spoofing(&gateway, &[]).await;
+    assert_eq!(response.status(), 200);
+    let records = audit_records(&gateway, 1).await;
+    let record = &records[0];
+    assert_eq!(record["upstream_identity"], "assertion identity_headers");
+    assert_eq!(record["upstream_audience"], Value::Null);
+    let token = header(&only_seen(&upstream), ASSERTION).unwrap().to_owned();
+    assert!(!record.to_string().contains(&token), "{record}");
+}
