@@ -85,7 +85,6 @@ export async function runContainer(name, dir, { env = {} } = {}) {
     'run', '-d', '--name', name,
     '--network', 'host',
     '--read-only',
-    '--ulimit', 'nofile=65536:65536',
     '-v', `${dir}:/etc/mcpgate:ro`,
     ...envArgs,
     image,
