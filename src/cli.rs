@@ -6,10 +6,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `mcpgate --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MCPGATE_REVISION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mcpgate",
-    version,
+    version = VERSION,
     about = "OAuth 2.1 authorization gateway for MCP servers"
 )]
 pub(crate) struct Cli {
