@@ -25,11 +25,10 @@ fn git_revision() -> Option<String> {
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
-    // A new commit or checkout moves HEAD or the branch it names.
-    for path in ["HEAD", "index"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={path}");
-        }
+    // A new commit or checkout moves HEAD or the branch it names (the index is
+    // left out: staging files must not rebuild the crate).
+    if let Some(path) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={path}");
     }
     if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(path) = git(&["rev-parse", "--git-path", &reference])
