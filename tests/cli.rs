@@ -636,3 +636,21 @@ async fn check_reads_the_trusted_assertion_issuers_keys() {
         assert!(line.contains(needle), "{line}");
     }
 }
+
+/// `--version` names the release and the commit it was built from (12 hex digits
+/// from git, or `unknown` for a source tree without `.git`).
+#[test]
+fn version_names_the_release_and_the_revision() {
+    let output = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rest = text
+        .trim_end()
+        .strip_prefix(concat!("mcpgate ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(
+        rest == "unknown" || (rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text:?}"
+    );
+}
