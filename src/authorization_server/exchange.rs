@@ -69,6 +69,30 @@ struct TokenAnswer {
     error: Option<String>,
 }
 
+/// mcpgate's authentication at `provider`'s token endpoints: its id and secret,
+/// Basic or in the form; a public client has none and names itself in `fields`.
+pub(crate) fn authenticate_as<'a>(
+    provider: &'a ProviderConfig,
+    fields: &mut Vec<(&'a str, &'a str)>,
+) -> Option<ClientCredentials<'a>> {
+    let method = match provider.auth_method {
+        ProviderAuthMethod::ClientSecretBasic => ClientAuthMethod::ClientSecretBasic,
+        ProviderAuthMethod::ClientSecretPost => ClientAuthMethod::ClientSecretPost,
+        ProviderAuthMethod::None => {
+            fields.push(("client_id", &provider.client_id));
+            return None;
+        }
+    };
+    Some(ClientCredentials {
+        method,
+        client_id: &provider.client_id,
+        client_secret: provider
+            .client_secret
+            .as_ref()
+            .map_or("", |secret| secret.expose()),
+    })
+}
+
 /// Redeems the code (RFC 6749 §4.1.3 with PKCE).
 pub(crate) async fn redeem(
     http: &reqwest::Client,
@@ -76,30 +100,13 @@ pub(crate) async fn redeem(
     provider: &ProviderConfig,
     redemption: &Redemption<'_>,
 ) -> Result<ProviderTokens, ExchangeError> {
-    let secret = provider
-        .client_secret
-        .as_ref()
-        .map_or("", |secret| secret.expose());
-    let credentials = match provider.auth_method {
-        ProviderAuthMethod::ClientSecretBasic => Some(ClientAuthMethod::ClientSecretBasic),
-        ProviderAuthMethod::ClientSecretPost => Some(ClientAuthMethod::ClientSecretPost),
-        ProviderAuthMethod::None => None,
-    }
-    .map(|method| ClientCredentials {
-        method,
-        client_id: &provider.client_id,
-        client_secret: secret,
-    });
     let mut fields = vec![
         ("grant_type", "authorization_code"),
         ("code", redemption.code),
         ("redirect_uri", redemption.redirect_uri),
         ("code_verifier", redemption.code_verifier),
     ];
-    // Basic carries the id; post adds it with the secret; a public client sends it here.
-    if provider.auth_method == ProviderAuthMethod::None {
-        fields.push(("client_id", &provider.client_id));
-    }
+    let credentials = authenticate_as(provider, &mut fields);
     if provider.send_resource {
         fields.push(("resource", redemption.resource));
     }

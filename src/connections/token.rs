@@ -6,8 +6,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::auth::client_auth::{ClientCredentials, post_form_as};
-use crate::config::{ClientAuthMethod, ProviderAuthMethod, ProviderConfig};
+use crate::auth::client_auth::post_form_as;
+use crate::authorization_server::exchange::authenticate_as;
+use crate::config::ProviderConfig;
 
 /// Largest token response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -88,24 +89,8 @@ async fn call(
     let Some(endpoint) = &provider.token_endpoint else {
         return Err(TokenError::Answer("no token endpoint".into()));
     };
-    let secret = provider
-        .client_secret
-        .as_ref()
-        .map_or("", |secret| secret.expose());
-    let credentials = match provider.auth_method {
-        ProviderAuthMethod::ClientSecretBasic => Some(ClientAuthMethod::ClientSecretBasic),
-        ProviderAuthMethod::ClientSecretPost => Some(ClientAuthMethod::ClientSecretPost),
-        ProviderAuthMethod::None => None,
-    }
-    .map(|method| ClientCredentials {
-        method,
-        client_id: &provider.client_id,
-        client_secret: secret,
-    });
     let mut fields = fields.to_vec();
-    if provider.auth_method == ProviderAuthMethod::None {
-        fields.push(("client_id", &provider.client_id));
-    }
+    let credentials = authenticate_as(provider, &mut fields);
     let (status, body) = post_form_as(
         http,
         endpoint,
@@ -158,24 +143,8 @@ pub(crate) async fn revoke(
     endpoint: &url::Url,
     (token, hint): (&str, &str),
 ) -> Result<(), TokenError> {
-    let secret = provider
-        .client_secret
-        .as_ref()
-        .map_or("", |secret| secret.expose());
-    let credentials = match provider.auth_method {
-        ProviderAuthMethod::ClientSecretBasic => Some(ClientAuthMethod::ClientSecretBasic),
-        ProviderAuthMethod::ClientSecretPost => Some(ClientAuthMethod::ClientSecretPost),
-        ProviderAuthMethod::None => None,
-    }
-    .map(|method| ClientCredentials {
-        method,
-        client_id: &provider.client_id,
-        client_secret: secret,
-    });
     let mut fields = vec![("token", token), ("token_type_hint", hint)];
-    if provider.auth_method == ProviderAuthMethod::None {
-        fields.push(("client_id", &provider.client_id));
-    }
+    let credentials = authenticate_as(provider, &mut fields);
     let (status, _) = post_form_as(
         http,
         endpoint,
