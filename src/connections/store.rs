@@ -5,7 +5,9 @@
 //! sealed under the connection's key with its own key as associated data, in
 //! memory as in Redis. A Redis failure is an error, never a fall-back to memory.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,8 +19,10 @@ pub(crate) use crate::authorization_server::shared::Unavailable;
 /// How long a user's tokens are kept in Redis without being used again. A
 /// refresh token that lives longer is rare (GitHub's: six months).
 const RECORD_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
-/// How long the refresh lock between replicas is held at most.
+/// How long a refresh lock is held at most.
 const LOCK_TTL: Duration = Duration::from_secs(30);
+/// Held refresh locks above which expired ones are swept on the next lock.
+const MAX_HELD_BEFORE_SWEEP: usize = 1024;
 
 pub(crate) enum Store {
     Memory {
@@ -27,6 +31,10 @@ pub(crate) enum Store {
         records: moka::sync::Cache<String, String>,
         /// Links and flows: bounded, and gone after the link TTL.
         pending: moka::sync::Cache<String, String>,
+        /// The refresh locks held, by key: holder and end of hold. Not in a
+        /// bounded cache, which could evict a lock still held and let a second
+        /// refresh spend the same refresh token.
+        refreshing: std::sync::Mutex<HashMap<String, (String, Instant)>>,
     },
     Redis {
         shared: SharedState,
@@ -53,6 +61,7 @@ impl Store {
                 .max_capacity(100_000)
                 .time_to_live(pending_ttl)
                 .build(),
+            refreshing: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,7 +143,21 @@ impl Store {
     /// does the rest).
     pub(crate) async fn lock(&self, key: &str, holder: &str) -> Result<bool, Unavailable> {
         match self {
-            Self::Memory { .. } => Ok(true),
+            Self::Memory { refreshing, .. } => {
+                let mut held = refreshing.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                // A hold whose future was dropped before `unlock` ends by itself.
+                if held.len() > MAX_HELD_BEFORE_SWEEP {
+                    held.retain(|_, (_, until)| *until > now);
+                }
+                match held.get(key) {
+                    Some((_, until)) if *until > now => Ok(false),
+                    _ => {
+                        held.insert(key.to_owned(), (holder.to_owned(), now + LOCK_TTL));
+                        Ok(true)
+                    }
+                }
+            }
             Self::Redis { shared, .. } => {
                 shared
                     .put_if_absent(&format!("{key}:lock"), holder, LOCK_TTL)
@@ -144,6 +167,12 @@ impl Store {
     }
 
     pub(crate) async fn unlock(&self, key: &str, holder: &str) {
+        if let Self::Memory { refreshing, .. } = self {
+            let mut held = refreshing.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.get(key).is_some_and(|(by, _)| by == holder) {
+                held.remove(key);
+            }
+        }
         if let Self::Redis { shared, .. } = self
             && let Err(error) = shared.delete_if(&format!("{key}:lock"), holder).await
         {
@@ -158,6 +187,7 @@ impl Store {
                 sealer,
                 records,
                 pending,
+                ..
             } => Some((
                 sealer,
                 match kind {
@@ -174,4 +204,37 @@ fn open<T: DeserializeOwned>(sealer: &Sealer, key: &str, sealed: &str) -> Option
     sealer
         .open(key, sealed)
         .and_then(|json| serde_json::from_slice(&json).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Store {
+        Store::memory(Sealer::derive_for(&[7u8; 32], &[b"test"]), 10, LOCK_TTL)
+    }
+
+    #[tokio::test]
+    async fn a_memory_refresh_lock_has_one_holder_until_released_or_expired() {
+        let store = memory();
+        assert!(store.lock("alice", "one").await.unwrap());
+        assert!(!store.lock("alice", "two").await.unwrap(), "held");
+        assert!(store.lock("bob", "two").await.unwrap(), "per user");
+        store.unlock("alice", "two").await;
+        assert!(
+            !store.lock("alice", "three").await.unwrap(),
+            "only its holder releases it"
+        );
+        store.unlock("alice", "one").await;
+        assert!(store.lock("alice", "three").await.unwrap());
+        // A hold whose holder went away without releasing it ends by itself.
+        if let Store::Memory { refreshing, .. } = &store {
+            let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+            refreshing
+                .lock()
+                .unwrap()
+                .insert("carol".into(), ("gone".into(), past));
+        }
+        assert!(store.lock("carol", "four").await.unwrap());
+    }
 }
