@@ -3,7 +3,14 @@
 //! so the algorithm is never taken from a token header alone (RFC 8725 §3.1).
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{
+    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384,
+    RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256, RSA_PSS_2048_8192_SHA384,
+    RSA_PSS_2048_8192_SHA512, RsaParameters, RsaPublicKeyComponents,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 
 /// Every asymmetric algorithm mcpgate verifies: the default allowlist of a remote JWKS.
 pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
@@ -24,6 +31,73 @@ pub struct VerificationKey {
     pub(crate) kid: Option<String>,
     pub(crate) key: DecodingKey,
     pub(crate) algorithms: Vec<Algorithm>,
+    /// An RSA key parsed once per algorithm it may verify. `jsonwebtoken` builds the
+    /// key from its modulus and exponent again for every signature, which costs
+    /// more than the check itself; aws-lc-rs verifies with the same parameters
+    /// (key sizes 2048 to 8192 bits) from the parsed key.
+    parsed_rsa: Vec<(Algorithm, Arc<ParsedPublicKey>)>,
+}
+
+impl VerificationKey {
+    /// Whether `signature` (as sent, and decoded from base64url) signs
+    /// `signing_input` under this key with `algorithm`, which the caller has
+    /// checked the key may verify.
+    pub(crate) fn verifies(
+        &self,
+        algorithm: Algorithm,
+        signing_input: &[u8],
+        (encoded, decoded): (&str, Option<&[u8]>),
+    ) -> bool {
+        match self
+            .parsed_rsa
+            .iter()
+            .find(|(parsed, _)| *parsed == algorithm)
+        {
+            Some((_, key)) => {
+                decoded.is_some_and(|signature| key.verify_sig(signing_input, signature).is_ok())
+            }
+            None => matches!(
+                jsonwebtoken::crypto::verify(encoded, signing_input, &self.key, algorithm),
+                Ok(true)
+            ),
+        }
+    }
+}
+
+/// The aws-lc-rs parameters `jsonwebtoken` verifies each RSA algorithm with.
+fn rsa_parameters(algorithm: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match algorithm {
+        Algorithm::RS256 => &RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// `key`'s RSA public key parsed for each of `algorithms`; a key aws-lc-rs will
+/// not parse is left to `jsonwebtoken`, which then refuses its signatures.
+fn parse_rsa(
+    key: &DecodingKey,
+    algorithms: &[Algorithm],
+) -> Vec<(Algorithm, Arc<ParsedPublicKey>)> {
+    let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() else {
+        return Vec::new();
+    };
+    let components = RsaPublicKeyComponents {
+        n: n.as_slice(),
+        e: e.as_slice(),
+    };
+    algorithms
+        .iter()
+        .filter_map(|algorithm| {
+            let parameters = rsa_parameters(*algorithm)?;
+            let parsed = components.to_parsed_public_key(parameters).ok()?;
+            Some((*algorithm, Arc::new(parsed)))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -70,6 +144,7 @@ impl KeySet {
             kid,
             key: DecodingKey::from_secret(secret),
             algorithms: vec![algorithm],
+            parsed_rsa: Vec::new(),
         }])
     }
 
@@ -186,16 +261,20 @@ fn verification_key(
         return Err(SkippedKey::NoAllowedAlgorithm);
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|_| SkippedKey::Unparseable)?;
+    let parsed_rsa = parse_rsa(&key, &algorithms);
     Ok(VerificationKey {
         kid: jwk.common.key_id,
         key,
         algorithms,
+        parsed_rsa,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     const RSA_N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
@@ -295,5 +374,59 @@ mod tests {
             set.is_empty(),
             "an allowlist without RSA leaves the key unusable"
         );
+    }
+
+    /// The parsed RSA keys decide as `jsonwebtoken` does, for every RSA algorithm:
+    /// the same signatures verify, and the same ones fail.
+    #[test]
+    fn parsed_rsa_keys_verify_exactly_what_jsonwebtoken_verifies() {
+        let pem = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa_private.pem"),
+        )
+        .unwrap();
+        let signer = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&signer, Algorithm::RS256).unwrap();
+        let mut jwk = serde_json::to_value(jwk).unwrap();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let (set, _) = KeySet::from_jwks(&json!({"keys": [jwk]}), ASYMMETRIC_ALGORITHMS).unwrap();
+        let key = &set.keys[0];
+        let rsa = [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ];
+        assert_eq!(key.parsed_rsa.len(), rsa.len(), "parsed once per algorithm");
+        let input = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+        for signed_with in rsa {
+            let signature = jsonwebtoken::crypto::sign(input, &signer, signed_with).unwrap();
+            let mut tampered = signature.clone().into_bytes();
+            tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            for checked_as in rsa {
+                for (text, message) in [
+                    (signature.as_str(), &input[..]),
+                    (tampered.as_str(), &input[..]),
+                    (
+                        signature.as_str(),
+                        &b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib2IifQ"[..],
+                    ),
+                    ("not base64!", &input[..]),
+                ] {
+                    let decoded = URL_SAFE_NO_PAD.decode(text).ok();
+                    let ours = key.verifies(checked_as, message, (text, decoded.as_deref()));
+                    let theirs = matches!(
+                        jsonwebtoken::crypto::verify(text, message, &key.key, checked_as),
+                        Ok(true)
+                    );
+                    assert_eq!(ours, theirs, "{signed_with:?} as {checked_as:?}: {text}");
+                    let expected =
+                        text == signature && message == input && checked_as == signed_with;
+                    assert_eq!(ours, expected, "{signed_with:?} as {checked_as:?}: {text}");
+                }
+            }
+        }
     }
 }

@@ -147,6 +147,9 @@ fn search_keys<'a>(
     let kid = header.kid.as_deref();
     let mut tried = 0;
     let mut stale = 0;
+    // Decoded once, and only when a key is tried (as `jsonwebtoken` does it: a
+    // signature that is not base64url verifies under no key).
+    let mut decoded: Option<Option<Vec<u8>>> = None;
     for provider in providers {
         let Some(snapshot) = provider.keys() else {
             stale += 1;
@@ -157,10 +160,10 @@ fn search_keys<'a>(
                 return KeySearch::Failed(TokenProblem::BadSignature);
             }
             tried += 1;
-            if matches!(
-                jsonwebtoken::crypto::verify(signature, signing_input, &key.key, header.alg),
-                Ok(true)
-            ) {
+            let decoded = decoded
+                .get_or_insert_with(|| URL_SAFE_NO_PAD.decode(signature).ok())
+                .as_deref();
+            if key.verifies(header.alg, signing_input, (signature, decoded)) {
                 return KeySearch::Verified(provider);
             }
         }
