@@ -89,18 +89,7 @@ async fn call(
     let Some(endpoint) = &provider.token_endpoint else {
         return Err(TokenError::Answer("no token endpoint".into()));
     };
-    let mut fields = fields.to_vec();
-    let credentials = authenticate_as(provider, &mut fields);
-    let (status, body) = post_form_as(
-        http,
-        endpoint,
-        provider.timeout,
-        credentials,
-        &fields,
-        MAX_RESPONSE_BYTES,
-    )
-    .await
-    .map_err(TokenError::Unreachable)?;
+    let (status, body) = post(http, provider, endpoint, fields.to_vec()).await?;
     let answer: Option<Answer> = crate::json::from_slice(&body)
         .ok()
         .and_then(|value| serde_json::from_value(value).ok());
@@ -135,17 +124,15 @@ async fn call(
     })
 }
 
-/// Revokes `token` at the service (RFC 7009), authenticated as mcpgate's client.
-/// Best effort: an error is for the log, the connection is forgotten anyway.
-pub(crate) async fn revoke(
+/// `fields` posted to `endpoint` as mcpgate's client at `provider`.
+async fn post(
     http: &reqwest::Client,
     provider: &ProviderConfig,
     endpoint: &url::Url,
-    (token, hint): (&str, &str),
-) -> Result<(), TokenError> {
-    let mut fields = vec![("token", token), ("token_type_hint", hint)];
+    mut fields: Vec<(&str, &str)>,
+) -> Result<(http::StatusCode, bytes::Bytes), TokenError> {
     let credentials = authenticate_as(provider, &mut fields);
-    let (status, _) = post_form_as(
+    post_form_as(
         http,
         endpoint,
         provider.timeout,
@@ -154,7 +141,19 @@ pub(crate) async fn revoke(
         MAX_RESPONSE_BYTES,
     )
     .await
-    .map_err(TokenError::Unreachable)?;
+    .map_err(TokenError::Unreachable)
+}
+
+/// Revokes `token` at the service (RFC 7009), authenticated as mcpgate's client.
+/// Best effort: an error is for the log, the connection is forgotten anyway.
+pub(crate) async fn revoke(
+    http: &reqwest::Client,
+    provider: &ProviderConfig,
+    endpoint: &url::Url,
+    (token, hint): (&str, &str),
+) -> Result<(), TokenError> {
+    let fields = vec![("token", token), ("token_type_hint", hint)];
+    let (status, _) = post(http, provider, endpoint, fields).await?;
     // RFC 7009 §2.2: 200 whether or not the token was valid.
     if status.is_success() {
         Ok(())

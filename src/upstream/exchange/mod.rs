@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::cache::{HasTtl, OwnTtl};
 use crate::auth::client_auth::{self, ClientCredentials};
 use crate::auth::{AuthMethod, Principal};
+use crate::authorization_server::exchange::error_code;
 use crate::config::{ApiKeyExchange, ExchangeGrant, TokenExchangeConfig};
 use crate::redis::SharedRedis;
 use crate::telemetry::metrics::metrics;
@@ -405,9 +406,10 @@ impl TokenExchange {
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorResponse>(&body) {
                 Ok(answer) if status.is_client_error() => ExchangeError::Refused {
-                    error: clean(&answer.error),
+                    // Codes as the façade reads a provider's: a token of safe characters.
+                    error: error_code(&answer.error),
                     description: answer.error_description.as_deref().map(clean),
-                    suberror: answer.suberror.as_deref().map(clean),
+                    suberror: answer.suberror.as_deref().map(error_code),
                 },
                 _ => ExchangeError::Malformed(format!("HTTP {status} without an OAuth error")),
             });
