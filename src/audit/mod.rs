@@ -9,6 +9,7 @@ mod batch;
 mod config;
 mod event;
 mod handle;
+mod line;
 mod pacing;
 mod record;
 mod target;
