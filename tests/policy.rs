@@ -328,6 +328,27 @@ async fn duplicate_keys_at_any_depth_are_refused() {
     assert_eq!(setup.forwarded(), 0);
 }
 
+/// A Go or C# server binds `NAME` (or the Kelvin sign's `tas\u212a`) to the field
+/// mcpgate judged as `name`: keys differing only in case are refused as duplicates.
+#[tokio::test]
+async fn keys_that_differ_only_in_case_are_refused() {
+    let setup = setup("").await;
+    let user = "mcp:connect mcp:tools:execute";
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"get-env"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"get-env","name":"echo"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","\u004eame":"get-env"}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"tas\u{212a}\":1,\"task\":2}}}",
+    ] {
+        let (status, code, _) = rpc_error(setup.send(user, body, &[]).await).await;
+        assert_eq!((status, code), (400, -32700), "{body}");
+    }
+    assert_eq!(setup.forwarded(), 0);
+    // The same call with one spelling of each key goes through.
+    let fine = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"Text":"a","text2":"b"}}}"#;
+    assert_eq!(setup.send(user, fine, &[]).await.status(), 200);
+}
+
 #[tokio::test]
 async fn method_look_alikes_are_refused_whatever_the_scopes() {
     let setup = setup("").await;

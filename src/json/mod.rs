@@ -2,6 +2,12 @@
 //! serde_json keeps the last duplicate silently (serde-rs/json#762), which lets two
 //! parsers read two meanings from one document; a JWT header or an MCP message must
 //! have exactly one. Nesting is bounded so a hostile document cannot exhaust the stack.
+//!
+//! A message from a client is held to more: two keys of one object that differ only
+//! in case are refused too ([`message_from_slice`]). Common upstream parsers bind
+//! members to fields case-insensitively (Go's `encoding/json`, .NET's web defaults,
+//! which the C# MCP SDK uses), some with Unicode folding (`\u212a`, the Kelvin sign,
+//! matches `k`), so `{"name":"a","NAME":"b"}` would be judged as `a` and run as `b`.
 
 pub mod scan;
 
@@ -30,8 +36,18 @@ pub struct StrictJsonError(String);
 /// Parses `bytes` as one JSON value, refusing duplicate keys and nesting deeper than
 /// [`MAX_DEPTH`].
 pub fn from_slice(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+    parse(bytes, false)
+}
+
+/// As [`from_slice`], and also refuses two keys of one object that are equal once
+/// case is folded: what a client sends to be judged and forwarded.
+pub fn message_from_slice(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+    parse(bytes, true)
+}
+
+fn parse(bytes: &[u8], fold: bool) -> Result<Value, StrictJsonError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue { depth: 0 }
+    let value = StrictValue { depth: 0, fold }
         .deserialize(&mut deserializer)
         .map_err(|error| StrictJsonError(error.to_string()))?;
     deserializer
@@ -43,6 +59,8 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, StrictJsonError> {
 #[derive(Clone, Copy)]
 struct StrictValue {
     depth: usize,
+    /// Keys that are equal once case is folded count as duplicates.
+    fold: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
@@ -60,6 +78,7 @@ impl StrictValue {
         }
         Ok(Self {
             depth: self.depth + 1,
+            fold: self.fold,
         })
     }
 }
@@ -117,28 +136,63 @@ impl<'de> Visitor<'de> for StrictValue {
         // Members are gathered first and the map built once: a small object's keys
         // are compared directly, which is cheaper than hashing every key twice
         // (look-up, then insert) with the map's SipHash.
-        let mut members: Vec<(String, Value)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        // Each member with the form its key is compared in: `None` for the key
+        // itself, or (with `fold`) its folded form where that differs.
+        let mut members: Vec<(String, Option<String>, Value)> = Vec::new();
+        let mut seen = std::collections::HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.is_empty() && key == NUMBER_TOKEN {
                 return number(map);
             }
-            let duplicate = if members.len() < LINEAR_KEY_CHECK {
-                members.iter().any(|(earlier, _)| *earlier == key)
+            let form = if self.fold { folded(&key) } else { None };
+            let compared = form.as_deref().unwrap_or(&key);
+            let clash = if members.len() < LINEAR_KEY_CHECK {
+                members
+                    .iter()
+                    .position(|(earlier, form, _)| form.as_deref().unwrap_or(earlier) == compared)
             } else {
                 if seen.is_empty() {
-                    seen.extend(members.iter().map(|(earlier, _)| earlier.clone()));
+                    for (index, (earlier, form, _)) in members.iter().enumerate() {
+                        seen.insert(form.clone().unwrap_or_else(|| earlier.clone()), index);
+                    }
                 }
-                !seen.insert(key.clone())
+                seen.insert(compared.to_owned(), members.len())
             };
-            if duplicate {
-                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            if let Some((earlier, _, _)) = clash.and_then(|index| members.get(index)) {
+                return Err(de::Error::custom(if *earlier == key {
+                    format!("duplicate key {key:?}")
+                } else {
+                    format!("duplicate key {key:?}: it differs from {earlier:?} only in case")
+                }));
             }
             let value = map.next_value_seed(inner)?;
-            members.push((key, value));
+            members.push((key, form, value));
         }
-        Ok(Value::Object(members.into_iter().collect::<Map<_, _>>()))
+        Ok(Value::Object(
+            members
+                .into_iter()
+                .map(|(key, _, value)| (key, value))
+                .collect::<Map<_, _>>(),
+        ))
     }
+}
+
+/// `key` with its case folded (each character upper-cased, then lower-cased, so
+/// that the Kelvin sign and `K` both become `k`, and `ſ` becomes `s`); `None`
+/// when that is `key` itself, as it is for nearly every key a message has.
+fn folded(key: &str) -> Option<String> {
+    if key.is_ascii() {
+        return key
+            .bytes()
+            .any(|byte| byte.is_ascii_uppercase())
+            .then(|| key.to_ascii_lowercase());
+    }
+    let fold: String = key
+        .chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    (fold != key).then_some(fold)
 }
 
 /// The number whose text follows [`NUMBER_TOKEN`]. A document could also spell an
@@ -221,6 +275,40 @@ mod tests {
             );
             members.pop();
         }
+    }
+
+    #[test]
+    fn a_message_refuses_keys_that_differ_only_in_case_at_any_depth() {
+        for doc in [
+            r#"{"params":{"name":"allowed","NAME":"secret"}}"#,
+            r#"{"params":{"Name":"secret","name":"allowed"}}"#,
+            r#"{"a":[{"uri":"x","Uri":"y"}]}"#,
+            // The Kelvin sign folds to `k`, the long s to `s`.
+            "{\"params\":{\"tas\u{212a}\":1,\"task\":2}}",
+            "{\"params\":{\"name\":1,\"\u{17f}\":2,\"s\":3}}",
+            r#"{"ÉTÉ":1,"été":2}"#,
+            // Escaped spellings fold the same.
+            r#"{"params":{"name":"a","\u004eame":"b"}}"#,
+        ] {
+            let error = message_from_slice(doc.as_bytes()).unwrap_err();
+            assert!(error.to_string().contains("only in case"), "{doc}: {error}");
+            // A document that is not a message keeps plain duplicate semantics.
+            assert!(from_slice(doc.as_bytes()).is_ok(), "{doc}");
+        }
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.push("\"K20\":0".to_owned());
+        let large = format!("{{{}}}", members.join(","));
+        assert!(
+            message_from_slice(large.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate key")
+        );
+        assert!(from_slice(large.as_bytes()).is_ok());
+        // Distinct keys, in any case, are fine.
+        let value =
+            message_from_slice(r#"{"Name":"a","name2":"b","ÉTÉ":1,"été2":2}"#.as_bytes()).unwrap();
+        assert_eq!(value["Name"], "a");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Message {
 
 /// Parses a POST body sent under `version` (from the `MCP-Protocol-Version` header).
 pub fn parse(body: &[u8], version: ProtocolVersion) -> Result<Envelope, EnvelopeError> {
-    let value = crate::json::from_slice(body).map_err(|error| EnvelopeError {
+    let value = crate::json::message_from_slice(body).map_err(|error| EnvelopeError {
         code: EnvelopeError::PARSE_ERROR,
         message: format!("invalid JSON: {error}"),
         id: None,
