@@ -5,14 +5,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::envelope::{Envelope, EnvelopeError, Kind, Message};
 use super::version::{META_KEY, ProtocolVersion};
 use serde_json::Value;
 
-const MCP_METHOD: &str = "mcp-method";
-const MCP_NAME: &str = "mcp-name";
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Why a body is not even looked at: HTTP 415.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,8 +128,8 @@ fn mirrored_name(message: &Message) -> Option<Option<&str>> {
 }
 
 /// At most one value; several copies of a mirrored header are a mismatch in themselves.
-fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, EnvelopeError> {
-    let mut values = headers.get_all(name).iter();
+fn single(headers: &HeaderMap, name: HeaderName) -> Result<Option<String>, EnvelopeError> {
+    let mut values = headers.get_all(&name).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
         (Some(value), None) => value

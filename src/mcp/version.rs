@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::EnvelopeError;
 
-pub(crate) const HEADER: &str = "mcp-protocol-version";
+pub(crate) const HEADER: http::HeaderName = http::HeaderName::from_static("mcp-protocol-version");
 
 /// Where 2026-07-28 requests carry their version in `params._meta`.
 pub const META_KEY: &str = "io.modelcontextprotocol/protocolVersion";

@@ -545,7 +545,9 @@ async fn authenticate(
     // Checked on every request, cached verification or not: a revoked grant's
     // tokens stop at once.
     if let Some(facade) = &state.facade {
-        match facade.revoked(&principal).await {
+        // Boxed: a Redis call inline (6.8 KB) would size every request's future,
+        // which is copied whole when a request starts, façade or not.
+        match Box::pin(facade.revoked(&principal)).await {
             Ok(false) => {}
             Ok(true) => return Err(AuthError::InvalidToken(TokenProblem::Revoked).into()),
             // Cannot tell: fail closed, as the other checks that need a peer.

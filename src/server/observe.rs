@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 use super::AppState;
 use super::stream::tracked;
@@ -25,7 +25,7 @@ const MAX_SESSION_ID: usize = 256;
 /// check; this keeps a record small whatever that bound becomes).
 const MAX_NAME: usize = 4096;
 /// The header carrying mcpgate's request id, to the client and to the upstream.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The label values the metrics take from the modules that define them: the methods
 /// MCP defines for clients, every authentication failure reason, every way the

@@ -27,15 +27,15 @@ const FORWARDED_REQUEST_HEADERS: &[&str] =
 
 /// Response headers never copied back: hop-by-hop (RFC 9110 §7.6.1) and framing,
 /// which hyper sets for the streamed body itself.
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const DROPPED_RESPONSE_HEADERS: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// Why the upstream did not answer. `Display` is what clients see: it never names
@@ -250,8 +250,15 @@ impl HttpUpstream {
         }
 
         let (mut parts, incoming) = response.into_parts();
-        for name in DROPPED_RESPONSE_HEADERS {
-            parts.headers.remove(*name);
+        // Looked for before anything is removed: an answer rarely carries one.
+        if parts
+            .headers
+            .keys()
+            .any(|name| DROPPED_RESPONSE_HEADERS.contains(name))
+        {
+            for name in &DROPPED_RESPONSE_HEADERS {
+                parts.headers.remove(name);
+            }
         }
         // Streamed frame by frame: an SSE response reaches the client event by event.
         Ok(Response::from_parts(parts, Body::new(incoming)))
@@ -259,10 +266,9 @@ impl HttpUpstream {
 }
 
 fn is_forwarded(name: &HeaderName) -> bool {
-    let name = name.as_str();
     // The session id is mcpgate's to send (the upstream's id for the checked session).
-    name != crate::mcp::session::SESSION_HEADER
-        && (name.starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name))
+    *name != crate::mcp::session::SESSION_HEADER
+        && (name.as_str().starts_with("mcp-") || FORWARDED_REQUEST_HEADERS.contains(&name.as_str()))
 }
 
 #[cfg(test)]

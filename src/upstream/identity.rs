@@ -205,7 +205,7 @@ impl Identity {
             return Ok(());
         };
         if let Some(assertion) = &self.assertion {
-            let session_id = text(own, crate::mcp::session::SESSION_HEADER);
+            let session_id = text(own, crate::mcp::session::SESSION_HEADER.as_str());
             let request_id = text(own, "x-request-id");
             let value = assertion
                 .sign(principal, session_id, request_id, SystemTime::now())

@@ -19,7 +19,7 @@ pub use crate::redis::SharedRedis;
 use crate::telemetry::metrics::metrics;
 
 /// `Mcp-Session-Id`, as sent and answered.
-pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const SESSION_HEADER: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 
 /// Hex digits of a session id mcpgate issues: 128 random bits.
 const ID_HEX_LEN: usize = 32;
