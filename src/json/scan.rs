@@ -25,6 +25,16 @@ pub enum ScanError {
     Syntax(usize),
 }
 
+/// Why the scan stopped, as the internal paths return it: small enough to travel in
+/// registers, where a `ScanError` (it can hold a key) goes through memory on every
+/// call. A duplicate key's text waits in [`Scanner::duplicate`].
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Syntax(usize),
+    TooDeep,
+    DuplicateKey,
+}
+
 /// Up to this many keys, an object's keys are compared as they arrive.
 const LINEAR_KEY_CHECK: usize = 16;
 
@@ -41,9 +51,33 @@ pub enum Visit {
 pub struct Scanner<'a> {
     text: &'a str,
     pos: usize,
-    /// Keys of the objects being scanned, innermost last; each object checks its own
-    /// slice for duplicates when it closes.
-    keys: Vec<Cow<'a, str>>,
+    /// Keys of the objects being scanned, innermost last, as written; each object
+    /// checks its own slice for duplicates.
+    keys: Vec<RawKey<'a>>,
+    /// The key of a [`Stop::DuplicateKey`], unescaped.
+    duplicate: String,
+}
+
+/// A key as written in the text. Two keys without escapes are equal exactly when
+/// their texts are, so only a key with an escape is ever decoded to be compared.
+/// Held as bytes: a key is compared far more often than it is read as text.
+#[derive(Clone, Copy)]
+struct RawKey<'a> {
+    bytes: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> RawKey<'a> {
+    /// The key unescaped. The bytes lie between two quotes of a `str`, so they are
+    /// UTF-8; were they not, the key would not decode and the scan would stop.
+    fn decoded(self) -> Option<Cow<'a, str>> {
+        let text = std::str::from_utf8(self.bytes).ok()?;
+        if self.escaped {
+            unescape(text).map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(text))
+        }
+    }
 }
 
 impl<'a> Scanner<'a> {
@@ -52,6 +86,7 @@ impl<'a> Scanner<'a> {
             text,
             pos: 0,
             keys: Vec::new(),
+            duplicate: String::new(),
         }
     }
 
@@ -90,19 +125,145 @@ impl<'a> Scanner<'a> {
     /// Skips one value of any kind, validating it; its span.
     pub fn skip_value(&mut self, depth: usize) -> Result<Range<usize>, ScanError> {
         let start = self.position();
-        match self.byte() {
-            Some(b'{') => self.object(depth, |_, _, _| Ok(Visit::Skip))?,
-            Some(b'[') => self.array(depth, |_, _| Ok(Visit::Skip))?,
-            Some(b'"') => {
-                self.raw_string()?;
-            }
-            Some(b't') => self.literal(b"true")?,
-            Some(b'f') => self.literal(b"false")?,
-            Some(b'n') => self.literal(b"null")?,
-            Some(b'-' | b'0'..=b'9') => self.number()?,
-            _ => return Err(self.syntax()),
+        match self.skip(depth) {
+            Ok(()) => Ok(start..self.pos),
+            Err(stop) => Err(self.error(stop)),
         }
-        Ok(start..self.pos)
+    }
+
+    /// Skips the value at `pos` (whitespace already skipped).
+    fn skip(&mut self, depth: usize) -> Result<(), Stop> {
+        match self.byte() {
+            Some(b'{') => self.skip_object(depth),
+            Some(b'[') => self.skip_array(depth),
+            Some(b'"') => self.raw_string().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.stop()),
+        }
+    }
+
+    /// [`Self::object`] for an object no member of which is wanted.
+    fn skip_object(&mut self, depth: usize) -> Result<(), Stop> {
+        let inner = Self::nested(depth)?;
+        self.pos += 1;
+        let first_key = self.keys.len();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let (key, _) = self.member_key()?;
+            self.skip_member_value(inner)?;
+            self.note_key(first_key, key)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return self.close_object(first_key);
+                }
+                _ => return Err(self.stop()),
+            }
+        }
+    }
+
+    /// Skips a member's or an element's value. Most are strings, read here without
+    /// a call.
+    #[inline(always)]
+    fn skip_member_value(&mut self, depth: usize) -> Result<(), Stop> {
+        self.skip_whitespace();
+        if self.byte() == Some(b'"') {
+            self.raw_string().map(|_| ())
+        } else {
+            self.skip(depth)
+        }
+    }
+
+    /// [`Self::array`] for an array no element of which is wanted.
+    fn skip_array(&mut self, depth: usize) -> Result<(), Stop> {
+        let inner = Self::nested(depth)?;
+        self.pos += 1;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_member_value(inner)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.stop()),
+            }
+        }
+    }
+
+    /// A member's key and its colon.
+    #[inline(always)]
+    fn member_key(&mut self) -> Result<(RawKey<'a>, usize), Stop> {
+        self.skip_whitespace();
+        let (start, escaped) = self.raw_string()?;
+        let end = self.pos.saturating_sub(1);
+        let bytes = self.text.as_bytes().get(start..end).unwrap_or_default();
+        self.expect(b':')?;
+        Ok((RawKey { bytes, escaped }, start))
+    }
+
+    /// Records a key of the object whose keys start at `first_key`, once its value
+    /// has been read. Small objects (nearly all) are checked as each key arrives; a
+    /// large one is sorted once when it closes instead of compared pairwise.
+    #[inline(always)]
+    fn note_key(&mut self, first_key: usize, key: RawKey<'a>) -> Result<(), Stop> {
+        let own = self.keys.get(first_key..).unwrap_or_default();
+        if own.len() < LINEAR_KEY_CHECK {
+            for seen in own {
+                let same = if seen.escaped || key.escaped {
+                    same_decoded(*seen, key)
+                } else {
+                    seen.bytes == key.bytes
+                };
+                if same {
+                    self.keys.truncate(first_key);
+                    self.duplicate = key.decoded().unwrap_or_default().into_owned();
+                    return Err(Stop::DuplicateKey);
+                }
+            }
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// Closes the object whose keys start at `first_key`.
+    #[inline(always)]
+    fn close_object(&mut self, first_key: usize) -> Result<(), Stop> {
+        let own = self.keys.get(first_key..).unwrap_or_default();
+        let duplicate = if own.len() > LINEAR_KEY_CHECK {
+            large_object_duplicate(own)
+        } else {
+            None
+        };
+        self.keys.truncate(first_key);
+        match duplicate {
+            Some(key) => {
+                self.duplicate = key;
+                Err(Stop::DuplicateKey)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The public error for an internal stop.
+    #[cold]
+    fn error(&mut self, stop: Stop) -> ScanError {
+        match stop {
+            Stop::Syntax(at) => ScanError::Syntax(at),
+            Stop::TooDeep => ScanError::TooDeep,
+            Stop::DuplicateKey => ScanError::DuplicateKey(std::mem::take(&mut self.duplicate)),
+        }
     }
 
     /// Scans an object, handing each member's key to `member` with the scanner
@@ -111,30 +272,30 @@ impl<'a> Scanner<'a> {
     where
         F: FnMut(&mut Self, &str, usize) -> Result<Visit, ScanError>,
     {
-        let inner = Self::nested(depth)?;
-        self.expect(b'{')?;
+        let inner = Self::nested(depth).map_err(|stop| self.error(stop))?;
+        self.expect(b'{').map_err(|stop| self.error(stop))?;
         let first_key = self.keys.len();
         if self.peek() == Some(b'}') {
             self.pos += 1;
             return Ok(());
         }
         loop {
-            if self.peek() != Some(b'"') {
-                return Err(self.syntax());
-            }
-            let key = self.string()?;
-            self.expect(b':')?;
+            let (raw, start) = self.member_key().map_err(|stop| self.error(stop))?;
+            let text = self
+                .text
+                .get(start..start + raw.bytes.len())
+                .ok_or(ScanError::Syntax(start))?;
+            let key = if raw.escaped {
+                Cow::Owned(unescape(text).ok_or(ScanError::Syntax(start))?)
+            } else {
+                Cow::Borrowed(text)
+            };
             if member(self, &key, inner)? == Visit::Skip {
-                self.skip_value(inner)?;
+                self.skip_member_value(inner)
+                    .map_err(|stop| self.error(stop))?;
             }
-            // Small objects (nearly all) are checked as each key arrives; a large
-            // one is sorted once at its end instead of compared pairwise.
-            let own = self.keys.get(first_key..).unwrap_or_default();
-            if own.len() < LINEAR_KEY_CHECK && own.contains(&key) {
-                self.keys.truncate(first_key);
-                return Err(ScanError::DuplicateKey(key.into_owned()));
-            }
-            self.keys.push(key);
+            self.note_key(first_key, raw)
+                .map_err(|stop| self.error(stop))?;
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
@@ -144,21 +305,8 @@ impl<'a> Scanner<'a> {
                 _ => return Err(self.syntax()),
             }
         }
-        let own = self.keys.get_mut(first_key..).unwrap_or_default();
-        let mut duplicate = None;
-        if own.len() > LINEAR_KEY_CHECK {
-            own.sort_unstable();
-            duplicate = own
-                .windows(2)
-                .find(|pair| pair.first() == pair.last())
-                .and_then(|pair| pair.first())
-                .map(|key| key.to_string());
-        }
-        self.keys.truncate(first_key);
-        match duplicate {
-            Some(key) => Err(ScanError::DuplicateKey(key)),
-            None => Ok(()),
-        }
+        self.close_object(first_key)
+            .map_err(|stop| self.error(stop))
     }
 
     /// Scans an array, handing each element to `element` with the depth it is at.
@@ -166,15 +314,16 @@ impl<'a> Scanner<'a> {
     where
         F: FnMut(&mut Self, usize) -> Result<Visit, ScanError>,
     {
-        let inner = Self::nested(depth)?;
-        self.expect(b'[')?;
+        let inner = Self::nested(depth).map_err(|stop| self.error(stop))?;
+        self.expect(b'[').map_err(|stop| self.error(stop))?;
         if self.peek() == Some(b']') {
             self.pos += 1;
             return Ok(());
         }
         loop {
             if element(self, inner)? == Visit::Skip {
-                self.skip_value(inner)?;
+                self.skip_member_value(inner)
+                    .map_err(|stop| self.error(stop))?;
             }
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -189,7 +338,10 @@ impl<'a> Scanner<'a> {
 
     /// Reads a string, unescaped; borrowed when it holds no escape.
     pub fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
-        let (raw, escaped) = self.raw_string()?;
+        self.skip_whitespace();
+        let (start, escaped) = self.raw_string().map_err(|stop| self.error(stop))?;
+        let end = self.pos.saturating_sub(1);
+        let raw = self.text.get(start..end).ok_or(ScanError::Syntax(start))?;
         if escaped {
             unescape(raw).map(Cow::Owned).ok_or(self.syntax())
         } else {
@@ -197,10 +349,15 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Consumes a string; its contents as written, and whether they hold an escape.
-    fn raw_string(&mut self) -> Result<(&'a str, bool), ScanError> {
-        self.expect(b'"')?;
-        let start = self.pos;
+    /// Consumes a string that starts right here (whitespace already skipped); where
+    /// its contents start (they end before the quote just consumed), and whether they
+    /// hold an escape.
+    #[inline(always)]
+    fn raw_string(&mut self) -> Result<(usize, bool), Stop> {
+        if self.byte() != Some(b'"') {
+            return Err(self.stop());
+        }
+        let start = self.pos + 1;
         let bytes = self.text.as_bytes();
         // A local cursor: the loop is the scanner's hottest, and `self.pos` would be
         // stored on every byte.
@@ -212,19 +369,18 @@ impl<'a> Scanner<'a> {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     escaped = true;
-                    pos = escape_end(bytes, pos + 1).ok_or(ScanError::Syntax(pos))?;
+                    pos = escape_end(bytes, pos + 1).ok_or(Stop::Syntax(pos))?;
                 }
                 // A control character, which must be escaped (RFC 8259 §7), or the
                 // end of the text.
-                _ => return Err(ScanError::Syntax(pos)),
+                _ => return Err(Stop::Syntax(pos)),
             }
         }
-        let raw = self.slice(&(start..pos))?;
         self.pos = pos + 1;
-        Ok((raw, escaped))
+        Ok((start, escaped))
     }
 
-    fn number(&mut self) -> Result<(), ScanError> {
+    fn number(&mut self) -> Result<(), Stop> {
         let bytes = self.text.as_bytes();
         let digits = |pos: &mut usize| {
             let from = *pos;
@@ -242,12 +398,12 @@ impl<'a> Scanner<'a> {
             Some(b'1'..=b'9') => {
                 digits(&mut pos);
             }
-            _ => return Err(ScanError::Syntax(pos)),
+            _ => return Err(Stop::Syntax(pos)),
         }
         if bytes.get(pos) == Some(&b'.') {
             pos += 1;
             if !digits(&mut pos) {
-                return Err(ScanError::Syntax(pos));
+                return Err(Stop::Syntax(pos));
             }
         }
         if matches!(bytes.get(pos), Some(b'e' | b'E')) {
@@ -256,39 +412,43 @@ impl<'a> Scanner<'a> {
                 pos += 1;
             }
             if !digits(&mut pos) {
-                return Err(ScanError::Syntax(pos));
+                return Err(Stop::Syntax(pos));
             }
         }
         self.pos = pos;
         Ok(())
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
+    fn literal(&mut self, word: &[u8]) -> Result<(), Stop> {
         let end = self.pos + word.len();
         if self.text.as_bytes().get(self.pos..end) != Some(word) {
-            return Err(self.syntax());
+            return Err(self.stop());
         }
         self.pos = end;
         Ok(())
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), ScanError> {
+    fn expect(&mut self, byte: u8) -> Result<(), Stop> {
         if self.peek() != Some(byte) {
-            return Err(self.syntax());
+            return Err(self.stop());
         }
         self.pos += 1;
         Ok(())
     }
 
-    fn nested(depth: usize) -> Result<usize, ScanError> {
+    fn nested(depth: usize) -> Result<usize, Stop> {
         if depth >= MAX_DEPTH {
-            return Err(ScanError::TooDeep);
+            return Err(Stop::TooDeep);
         }
         Ok(depth + 1)
     }
 
     fn skip_whitespace(&mut self) {
         let bytes = self.text.as_bytes();
+        // Compact JSON has no whitespace: one comparison settles the common case.
+        if bytes.get(self.pos).is_some_and(|byte| *byte > b' ') {
+            return;
+        }
         while matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
         }
@@ -301,6 +461,40 @@ impl<'a> Scanner<'a> {
     fn syntax(&self) -> ScanError {
         ScanError::Syntax(self.pos)
     }
+
+    fn stop(&self) -> Stop {
+        Stop::Syntax(self.pos)
+    }
+}
+
+/// Whether two keys, one of them with an escape, read the same once unescaped.
+#[cold]
+fn same_decoded(one: RawKey<'_>, other: RawKey<'_>) -> bool {
+    match (one.decoded(), other.decoded()) {
+        (Some(one), Some(other)) => one == other,
+        // Never: the scanner checked every escape. Refusing is the safe side.
+        _ => true,
+    }
+}
+
+/// A key that a large object's `keys` hold twice, once unescaped: they are sorted
+/// once rather than compared pairwise.
+#[cold]
+fn large_object_duplicate(keys: &[RawKey<'_>]) -> Option<String> {
+    let mut decoded = Vec::with_capacity(keys.len());
+    for key in keys {
+        match key.decoded() {
+            Some(text) => decoded.push(text),
+            // Never: the scanner checked every escape. Refusing is the safe side.
+            None => return Some(String::from_utf8_lossy(key.bytes).into_owned()),
+        }
+    }
+    decoded.sort_unstable();
+    decoded
+        .windows(2)
+        .find(|pair| pair.first() == pair.last())
+        .and_then(|pair| pair.first())
+        .map(|key| key.to_string())
 }
 
 /// Bytes that may stand unescaped in a string: all but `"`, `\` and controls.
@@ -318,43 +512,56 @@ static PLAIN: [bool; 256] = {
     plain
 };
 
-/// The first offset from `pos` that is not plain string content. Most strings in
-/// a list answer are short keys and names, for which a table look-up per byte is
-/// cheapest; a long run (descriptions, schemas) goes on eight bytes at a time. A
-/// word is skipped only when none of its bytes is `"`, `\` or a control character;
-/// a word that may hold one is left to the byte loop, so a false alarm costs time,
-/// never correctness.
+/// The first offset from `pos` that is not plain string content, sixteen bytes at
+/// a time (most keys and names fit in one step), then eight, then one at a time at
+/// the end of the text. A word's bytes are flagged when they are `"`, `\` or below
+/// 0x20; a subtraction's borrow can flag bytes above a flagged one, never one below
+/// it, so the lowest flag is exact.
 fn skip_plain_string_bytes(bytes: &[u8], mut pos: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = ONES * 0x80;
-    const SHORT: usize = 16;
-    // Bytes of `word` below `limit` (≤ 0x80) get their high bit set.
-    let below = |word: u64, limit: u64| word.wrapping_sub(ONES * limit) & !word & HIGHS;
-    // A byte always finds its entry in a 256-entry table; were it not found, the byte
-    // would count as special, which costs time, never correctness.
-    let is_special = |byte: &u8| !PLAIN.get(usize::from(*byte)).copied().unwrap_or(false);
-    let head_end = bytes.len().min(pos.saturating_add(SHORT));
-    // Indexing a 256-entry table by a byte cannot go out of bounds.
-    match bytes.get(pos..head_end) {
-        Some(head) => match head.iter().position(is_special) {
-            Some(offset) => return pos + offset,
-            None => pos = head_end,
-        },
-        None => return pos,
-    }
-    while let Some(chunk) = bytes.get(pos..pos.saturating_add(8)) {
-        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+    const TWOS: u64 = ONES * 0x02;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    let special_in = |word: u64| {
+        ((word ^ TWOS).wrapping_sub(ONES * 0x21) | (word ^ BACKSLASHES).wrapping_sub(ONES))
+            & !word
+            & HIGHS
+    };
+    while let Some(pair) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {
+        let (low, high) = pair.split_at(8);
+        let (Ok(low), Ok(high)) = (<[u8; 8]>::try_from(low), <[u8; 8]>::try_from(high)) else {
             break;
         };
-        let word = u64::from_le_bytes(chunk);
-        let special = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        let low = special_in(u64::from_le_bytes(low));
+        let high = special_in(u64::from_le_bytes(high));
+        if low | high != 0 {
+            let offset = if low != 0 {
+                low.trailing_zeros()
+            } else {
+                64 + high.trailing_zeros()
+            };
+            return pos + (offset / 8) as usize;
+        }
+        pos += 16;
+    }
+    while let Some(word) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*word);
+        // Flipping bit 1 sends `"` (0x22) to 0x20 and keeps 0x00..=0x1f below 0x20
+        // while 0x20, 0x21 and 0x23 go to 0x22, 0x23 and 0x21: a byte is a control
+        // or a quote exactly when, flipped, it is below 0x21. Both flips leave the
+        // high bit alone, so one `!word` serves both tests.
+        let special = ((word ^ TWOS).wrapping_sub(ONES * 0x21)
+            | (word ^ BACKSLASHES).wrapping_sub(ONES))
+            & !word
+            & HIGHS;
         if special != 0 {
-            break;
+            return pos + (special.trailing_zeros() / 8) as usize;
         }
         pos += 8;
     }
+    // A byte always finds its entry in a 256-entry table; were it not found, the byte
+    // would count as special, which costs time, never correctness.
+    let is_special = |byte: &u8| !PLAIN.get(usize::from(*byte)).copied().unwrap_or(false);
     let tail = bytes.get(pos..).unwrap_or_default();
     pos + tail.iter().position(is_special).unwrap_or(tail.len())
 }
@@ -579,6 +786,66 @@ mod tests {
         assert_eq!(skip_plain_string_bytes(&high, 0), high.len());
     }
 
+    /// Every byte value, at every offset of the first five words and at every
+    /// alignment of the string's start, in plain ASCII and in two-byte UTF-8 (whose
+    /// characters then straddle the word boundaries).
+    #[test]
+    fn finds_the_first_special_byte_at_every_offset_and_alignment() {
+        for filler in ["x", "\u{e9}"] {
+            let plain = filler.repeat(48);
+            for start in 0..8 {
+                for at in 0..40 {
+                    for byte in 0..=u8::MAX {
+                        let mut text = plain.as_bytes().to_vec();
+                        if let Some(slot) = text.get_mut(start + at) {
+                            *slot = byte;
+                        }
+                        let special = byte < 0x20 || byte == b'"' || byte == b'\\';
+                        let expected = if special { start + at } else { text.len() };
+                        assert_eq!(
+                            skip_plain_string_bytes(&text, start),
+                            expected,
+                            "{byte:#x} at {at} from {start} in {filler}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_duplicates_however_either_key_is_escaped() {
+        for (doc, key) in [
+            (r#"{"\u0061":1,"a":2}"#, "a"),
+            (r#"{"\u0061":1,"\u0061":2}"#, "a"),
+            (r#"{"a\/b":1,"a/b":2}"#, "a/b"),
+            (r#"{"\ud83d\ude00":1,"😀":2}"#, "\u{1F600}"),
+            (r#"{"\u00e9":1,"\u00E9":2}"#, "\u{e9}"),
+            // In values the caller skips, at depth.
+            (r#"[{"x":{"y":[{"\u0062":1,"b":2}]}}]"#, "b"),
+            // Lone surrogates decode alike: refused, on the side of caution.
+            (r#"{"\ud800":1,"\udbff":2}"#, "\u{FFFD}"),
+        ] {
+            assert_eq!(
+                validate(doc),
+                Err(ScanError::DuplicateKey(key.into())),
+                "{doc}"
+            );
+        }
+        for doc in [
+            r#"{"\u0061":1,"b":2}"#,
+            r#"{"\u0061b":1,"a":2,"ab\n":3}"#,
+            r#"{"a\"":1,"a\\":2,"a":3}"#,
+        ] {
+            assert_eq!(validate(doc), Ok(()), "{doc}");
+        }
+        // A large object, its keys compared when it closes.
+        let mut members: Vec<String> = (0..30).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.push(r#""\u006b7":0"#.into());
+        let doc = format!("[{{\"x\":{{{}}}}}]", members.join(","));
+        assert_eq!(validate(&doc), Err(ScanError::DuplicateKey("k7".into())));
+    }
+
     #[test]
     fn finds_a_duplicate_in_a_large_object_too() {
         let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
@@ -622,7 +889,118 @@ mod agreement {
         })
     }
 
+    /// A piece of a string literal as written: plain text, a character that is
+    /// several bytes in UTF-8, an escape, or something a string may not hold.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z0-9 ]{1,9}",
+            2 => prop::sample::select(vec!["\u{e9}", "\u{4e2d}", "\u{1F600}", "\u{7f}"]).prop_map(String::from),
+            2 => prop::sample::select(vec![
+                r"\n", r"\t", r#"\""#, r"\\", r"\/", r"\b", r"\f", r"\r", r"\u00e9",
+                r"\u0041", r"\ud83d\ude00", r"\uD83D\uDE00", r"\u0000", r"\u001f",
+            ])
+            .prop_map(String::from),
+            1 => prop::sample::select(vec![
+                "\u{0}", "\u{1f}", "\n", "\t", r"\x", r"\u12", r"\u12g4", r"\", "\"",
+                r"\ud800", r"\udc00x", r"\U0041",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
     proptest! {
+        /// Strings with escapes, multi-byte characters and forbidden bytes at every
+        /// position relative to the scanner's eight-byte words (a pad before them
+        /// shifts their alignment), as keys and as values: the scanner accepts
+        /// exactly what the strict tree parser accepts, and reads a key as it does.
+        #[test]
+        fn strings_agree_with_the_strict_tree_parser(
+            pad in 0usize..8,
+            key in prop::collection::vec(piece(), 0..6),
+            value in prop::collection::vec(piece(), 0..6),
+        ) {
+            let key = key.concat();
+            let value = value.concat();
+            // serde_json refuses lone surrogates, which JSON allows.
+            let lone = [&key, &value]
+                .iter()
+                .any(|text| text.contains(r"\ud800") || text.contains(r"\udc00"));
+            let text = format!(
+                r#"{{"{}":0,"{key}":"{value}","v":["{value}"]}}"#,
+                "p".repeat(pad)
+            );
+            let strict = crate::json::from_slice(text.as_bytes());
+            if strict.is_err() && lone {
+                return Ok(());
+            }
+            let mut keys = Vec::new();
+            let mut scanner = Scanner::new(&text);
+            let scanned = scanner
+                .object(0, |_, key, _| {
+                    keys.push(key.to_owned());
+                    Ok(Visit::Skip)
+                })
+                .and_then(|()| scanner.finish());
+            prop_assert_eq!(strict.is_ok(), scanned.is_ok(), "{:?}: {:?}", text, scanned);
+            if let Ok(tree) = strict {
+                let expected: Vec<String> = tree.as_object().unwrap().keys().cloned().collect();
+                prop_assert_eq!(keys, expected);
+            }
+        }
+
+        /// Keys over a small alphabet, each character written plainly or escaped,
+        /// in objects on both sides of the size where pairwise comparison gives way to
+        /// sorting, at the top and inside a skipped value: refused exactly when two
+        /// keys decode alike.
+        #[test]
+        fn duplicate_keys_are_found_however_they_are_written(
+            keys in prop::collection::vec(
+                prop::collection::vec((prop::sample::select(vec!['a', 'b', '\u{e9}']), any::<bool>()), 1..3),
+                0..24,
+            ),
+            nested in any::<bool>(),
+        ) {
+            let mut decoded = std::collections::BTreeSet::new();
+            let mut unique = true;
+            let members: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(index, key)| {
+                    let plain: String = key.iter().map(|(c, _)| *c).collect();
+                    unique &= decoded.insert(plain);
+                    let written: String = key
+                        .iter()
+                        .map(|(c, escaped)| if *escaped { format!("\\u{:04x}", u32::from(*c)) } else { c.to_string() })
+                        .collect();
+                    format!(r#""{written}":{index}"#)
+                })
+                .collect();
+            let object = format!("{{{}}}", members.join(","));
+            let text = if nested { format!(r#"[1,{{"x":{object}}}]"#) } else { object };
+            let mut scanner = Scanner::new(&text);
+            let scanned = scanner.skip_value(0).map(|_| ());
+            prop_assert_eq!(scanned.is_ok(), unique, "{}: {:?}", text, scanned);
+            if !unique {
+                prop_assert!(matches!(scanned, Err(ScanError::DuplicateKey(_))));
+            }
+            prop_assert_eq!(crate::json::from_slice(text.as_bytes()).is_ok(), unique);
+        }
+
+        /// The word-at-a-time search stops where a byte-at-a-time one does.
+        #[test]
+        fn the_word_search_agrees_with_a_byte_loop(
+            bytes in prop::collection::vec(any::<u8>(), 0..80),
+            from in any::<prop::sample::Index>(),
+        ) {
+            let from = from.index(bytes.len() + 1);
+            let expected = bytes
+                .iter()
+                .skip(from)
+                .position(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+                .map_or(bytes.len(), |at| from + at);
+            prop_assert_eq!(skip_plain_string_bytes(&bytes, from), expected);
+        }
+
         /// Whatever serde_json writes, the scanner accepts; and on a corrupted
         /// document it agrees with the strict tree parser, except where serde_json
         /// refuses what JSON allows (numbers beyond f64, lone surrogates).

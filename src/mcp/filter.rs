@@ -933,6 +933,32 @@ mod tests {
         assert_eq!(pending(&awaited), 1, "a refusal answers nothing");
     }
 
+    /// A control character anywhere in a list answer (in a name, a description, a
+    /// key, between tokens), wherever it falls relative to the scanner's eight-byte
+    /// words: refused, as the strict tree parser refuses it.
+    #[test]
+    fn a_control_character_anywhere_is_refused() {
+        let text = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"Ech\u00f6 é😀 a longer description"},{"name":"secret_x","inputSchema":{"type":"object"}}]}}"#;
+        for at in 0..text.len() {
+            for byte in [0x00, 0x0b, 0x1f] {
+                let mut bytes = text.as_bytes().to_vec();
+                bytes[at] = byte;
+                // Replacing part of a multi-byte character is a UTF-8 error, which
+                // `filter_document` refuses before any scan.
+                let Ok(corrupted) = String::from_utf8(bytes) else {
+                    continue;
+                };
+                let mut awaited = awaiting(&[(json!(1), ListKind::Tools)]);
+                assert_eq!(
+                    decide(&corrupted, &mut awaited, &EVERYTHING, not_secret),
+                    Outcome::Refused(Refusal::NotJson),
+                    "{byte:#x} at {at}"
+                );
+                assert!(crate::json::from_slice(corrupted.as_bytes()).is_err());
+            }
+        }
+    }
+
     #[test]
     fn an_ambiguous_or_over_deep_answer_is_refused() {
         let mut awaited = awaiting(&[(json!(1), ListKind::Tools)]);
