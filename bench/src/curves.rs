@@ -366,17 +366,18 @@ fn curve_table(text: &mut String, entry: &Counted) {
         }
         Curve::CallTools => {}
     }
-    let value_head = if curve.lists() {
-        "instructions / tool"
+    // A list's curve is per tool; a call's is the count per request itself.
+    let (value_head, value_rule) = if curve.lists() {
+        (" instructions / tool |", "---:|")
     } else {
-        "instructions / request"
+        ("", "")
     };
     let _ = writeln!(
         text,
-        "| {} | requests | instructions / request | {value_head} | × smallest |",
+        "| {} | requests | instructions / request |{value_head} × smallest |",
         curve.unit()
     );
-    let _ = writeln!(text, "|---:|---:|---:|---:|---:|");
+    let _ = writeln!(text, "|---:|---:|---:|{value_rule}---:|");
     let first = entry.points.first().map(|point| entry.value(point));
     for point in &entry.points {
         let value = entry.value(point);
@@ -384,13 +385,17 @@ fn curve_table(text: &mut String, entry: &Counted) {
             Some(first) if first > 0.0 => format!("{:.3}", value / first),
             _ => "—".to_owned(),
         };
+        let per_tool = if curve.lists() {
+            format!(" {value:.1} |")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             text,
-            "| {} | {} | {:.0} | {:.1} | {ratio} |",
+            "| {} | {} | {:.0} |{per_tool} {ratio} |",
             point.size,
             point.requests,
             point.per_request(),
-            value
         );
     }
     let verdict = match entry.ratios() {

@@ -79,7 +79,8 @@ impl Idle {
             "**not linear**".to_owned()
         };
         Some(format!(
-            "Memory per session: {} KiB per added session between consecutive rows, {mean:.1}              on average, the furthest {:.1} % from it: {verdict}",
+            "Memory per session: {} KiB per added session between consecutive rows, {mean:.1} \
+             on average, the furthest {:.1} % from it: {verdict}",
             steps
                 .iter()
                 .map(|step| format!("{step:.1}"))
