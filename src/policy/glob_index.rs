@@ -2,39 +2,45 @@
 //! answers `matches` by running every pattern it compiled to a regular expression
 //! (a class, `?`, an alternative, case-insensitive matching) and then walking a
 //! bit per such pattern: with thousands of rules that walk is most of a request's
-//! cost. Here the patterns are grouped by their literal prefix (what comes before
-//! the first glob character), each group a small `GlobSet` of its own, so a name
-//! only meets the groups whose prefix it starts with: one hash probe per distinct
-//! prefix length. A pattern can only match a name that starts with its literal
-//! prefix, so the answer is exactly `GlobSet::matches` over all of them.
+//! cost. Here the patterns are spread over shards of about [`SHARD`] patterns by a
+//! hash of their literal prefix (what comes before the first glob character), each
+//! shard one `GlobSet`. A pattern can only match a name that starts with its literal
+//! prefix, so a name only needs the shards of its own prefixes of the lengths some
+//! pattern's prefix has: one hash and one small set per distinct length. Every
+//! shard's answer is exact, so the union is exactly `GlobSet::matches` over all of
+//! them. Shards rather than a set per prefix keep the memory of a set per pattern
+//! away: a regular expression each would cost tens of KiB apiece.
 
-use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::rules::GLOB_SYNTAX;
 
+/// Patterns per shard, about: walking this many bits is cheap, and a set this
+/// size shares one regular expression engine among its patterns.
+const SHARD: usize = 64;
+
 /// Compiled globs, with their indices in the order added.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GlobIndex {
-    /// Literal prefix → the patterns with it, and their indices.
-    groups: HashMap<String, Group>,
+    shards: Vec<Shard>,
     /// The distinct prefix lengths, in bytes, ascending (0 when some pattern has none).
     lengths: Vec<usize>,
     count: usize,
 }
 
-#[derive(Debug, Clone)]
-struct Group {
+#[derive(Debug, Clone, Default)]
+struct Shard {
     set: GlobSet,
+    /// The set's pattern index → the index the pattern was added with.
     indices: Vec<usize>,
 }
 
 /// Collects patterns for a [`GlobIndex`].
 #[derive(Default)]
 pub(crate) struct GlobIndexBuilder {
-    groups: HashMap<String, (GlobSetBuilder, Vec<usize>)>,
-    count: usize,
+    patterns: Vec<(String, Glob)>,
 }
 
 impl GlobIndexBuilder {
@@ -44,36 +50,47 @@ impl GlobIndexBuilder {
     /// to lower case, where only ASCII is sure to be matched byte for byte.
     pub(crate) fn add(&mut self, source: &str, glob: Glob, ascii_only: bool) {
         let prefix = literal_prefix(source, ascii_only).to_owned();
-        let (builder, indices) = self
-            .groups
-            .entry(prefix)
-            .or_insert_with(|| (GlobSetBuilder::new(), Vec::new()));
-        builder.add(glob);
-        indices.push(self.count);
-        self.count += 1;
+        self.patterns.push((prefix, glob));
     }
 
     pub(crate) fn build(self) -> Result<GlobIndex, globset::Error> {
-        let mut groups = HashMap::with_capacity(self.groups.len());
+        let count = self.patterns.len();
+        let shard_count = count.div_ceil(SHARD).max(1);
+        let mut builders: Vec<(GlobSetBuilder, Vec<usize>)> = (0..shard_count)
+            .map(|_| (GlobSetBuilder::new(), Vec::new()))
+            .collect();
         let mut lengths: Vec<usize> = Vec::new();
-        for (prefix, (builder, indices)) in self.groups {
+        for (index, (prefix, glob)) in self.patterns.into_iter().enumerate() {
             lengths.push(prefix.len());
-            groups.insert(
-                prefix,
-                Group {
-                    set: builder.build()?,
-                    indices,
-                },
-            );
+            if let Some((builder, indices)) = builders.get_mut(shard_of(&prefix, shard_count)) {
+                builder.add(glob);
+                indices.push(index);
+            }
         }
         lengths.sort_unstable();
         lengths.dedup();
+        let shards = builders
+            .into_iter()
+            .map(|(builder, indices)| {
+                Ok(Shard {
+                    set: builder.build()?,
+                    indices,
+                })
+            })
+            .collect::<Result<Vec<_>, globset::Error>>()?;
         Ok(GlobIndex {
-            groups,
+            shards,
             lengths,
-            count: self.count,
+            count,
         })
     }
+}
+
+/// The shard of a prefix: the same at build and at look-up (fixed hash keys).
+fn shard_of(prefix: &str, shards: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    prefix.hash(&mut hasher);
+    (hasher.finish() % shards.max(1) as u64) as usize
 }
 
 /// What `source` starts with before its first glob character (or, with
@@ -91,23 +108,27 @@ impl GlobIndex {
         self.count == 0
     }
 
-    /// The indices of every pattern matching `name`, ascending (as
+    /// The indices of every pattern matching `name`, ascending and once each (as
     /// `GlobSet::matches` answers).
     pub(crate) fn matches(&self, name: &str) -> Vec<usize> {
         let mut out = Vec::new();
+        let mut searched: Vec<usize> = Vec::new();
         for &length in &self.lengths {
+            if length > name.len() {
+                break;
+            }
+            // Inside a character: no prefix of this length can be the name's.
             let Some(prefix) = name.get(..length) else {
-                // Longer than the name, or inside a character: no group of this
-                // length can be a prefix of it. Lengths ascend, but a later one may
-                // still fall on a character boundary.
-                if length > name.len() {
-                    break;
-                }
                 continue;
             };
-            if let Some(group) = self.groups.get(prefix) {
-                for hit in group.set.matches(name) {
-                    if let Some(index) = group.indices.get(hit) {
+            let shard = shard_of(prefix, self.shards.len());
+            if searched.contains(&shard) {
+                continue;
+            }
+            searched.push(shard);
+            if let Some(shard) = self.shards.get(shard) {
+                for hit in shard.set.matches(name) {
+                    if let Some(index) = shard.indices.get(hit) {
                         out.push(*index);
                     }
                 }
@@ -166,6 +187,32 @@ mod tests {
         for name in ["ασx", "aσ", "aς", "k", "kelvin"] {
             let folded = super::super::look_alike::fold(name);
             assert_eq!(index.matches(&folded), set.matches(&folded), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn thousands_of_patterns_spread_over_shards_answer_as_one_set() {
+        let patterns: Vec<String> = (0..3000)
+            .map(|i| match i % 4 {
+                0 => format!("ns_{i}_*"),
+                1 => format!("db_{i}_[qt]*"),
+                2 => format!("*_{i}"),
+                _ => format!("x{}?", i % 7),
+            })
+            .collect();
+        let (set, index) = both(&patterns, false);
+        assert!(index.shards.len() > 1);
+        for name in [
+            "ns_0_a",
+            "db_1_query",
+            "db_1_x",
+            "a_2",
+            "x3y",
+            "x3",
+            "ns_4_",
+            "",
+        ] {
+            assert_eq!(index.matches(name), set.matches(name), "{name:?}");
         }
     }
 
