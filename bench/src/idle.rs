@@ -24,6 +24,10 @@ use crate::upstream::{MCP_PATH, SESSION_HEADER};
 /// upstream's end of mcpgate's connection): the limit is raised to fit.
 const FDS_PER_SESSION: u64 = 2;
 
+/// Memory is linear in the sessions when every step between two levels is within
+/// this fraction of the mean step.
+const LINEAR: f64 = 0.10;
+
 /// What one level of open sessions cost.
 pub struct Level {
     pub sessions: usize,
@@ -40,6 +44,50 @@ impl Idle {
     /// KiB of resident memory per open session at `level`.
     pub fn per_session_kib(&self, level: &Level) -> f64 {
         level.rss_kib.saturating_sub(self.baseline_kib) as f64 / level.sessions.max(1) as f64
+    }
+
+    /// KiB per session between each two consecutive levels: what one more session
+    /// costs there, whatever the baseline.
+    pub fn steps(&self) -> Vec<f64> {
+        self.levels
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [low, high] if high.sessions > low.sessions => Some(
+                    (high.rss_kib as f64 - low.rss_kib as f64)
+                        / (high.sessions - low.sessions) as f64,
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether memory grows linearly with the sessions: every step within
+    /// [`LINEAR`] of the mean step. `None` with fewer than two steps.
+    pub fn linearity(&self) -> Option<String> {
+        let steps = self.steps();
+        if steps.len() < 2 {
+            return None;
+        }
+        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+        let worst = steps
+            .iter()
+            .map(|step| (step - mean).abs() / mean.abs().max(f64::MIN_POSITIVE))
+            .fold(0.0, f64::max);
+        let verdict = if worst <= LINEAR {
+            format!("**linear (within {:.0} %)**", LINEAR * 100.0)
+        } else {
+            "**not linear**".to_owned()
+        };
+        Some(format!(
+            "Memory per session: {} KiB per added session between consecutive rows, {mean:.1} \
+             on average, the furthest {:.1} % from it: {verdict}",
+            steps
+                .iter()
+                .map(|step| format!("{step:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            worst * 100.0
+        ))
     }
 }
 
@@ -218,4 +266,35 @@ fn request(
         builder = builder.header(SESSION_HEADER, session);
     }
     Ok(builder.body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(levels: &[(usize, u64)]) -> Idle {
+        Idle {
+            baseline_kib: 10_000,
+            levels: levels
+                .iter()
+                .map(|&(sessions, rss_kib)| Level { sessions, rss_kib })
+                .collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn steps_are_kib_per_session_between_levels() {
+        let linear = idle(&[(100, 12_000), (1_000, 30_000), (3_000, 70_000)]);
+        assert_eq!(linear.steps(), vec![20.0, 20.0]);
+        assert!(linear.linearity().unwrap().contains("**linear"));
+        let bent = idle(&[(100, 12_000), (1_000, 30_000), (3_000, 90_000)]);
+        assert_eq!(bent.steps(), vec![20.0, 30.0]);
+        assert!(bent.linearity().unwrap().contains("**not linear**"));
+        assert!(
+            idle(&[(100, 12_000), (1_000, 30_000)])
+                .linearity()
+                .is_none()
+        );
+    }
 }

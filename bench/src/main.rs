@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --manifest-path bench/Cargo.toml -- --help`
 
+mod cores;
+mod curves;
 mod gateway;
 mod idle;
 mod keys;
@@ -81,10 +83,21 @@ struct Args {
     /// they include `idle-sessions`.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     idle_sessions: Vec<usize>,
+    /// Instead of timing, count mcpgate's instructions for this many requests at every
+    /// point of each curve (`curve-*` in --list; lists count fewer as they grow), and
+    /// read its memory at each of --curve-sessions open sessions. The report goes
+    /// between its own markers in the --out file.
+    #[arg(long, value_name = "REQUESTS", conflicts_with = "callgrind")]
+    curves: Option<usize>,
+    /// Open sessions at which --curves reads mcpgate's memory, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,3000,9000")]
+    curve_sessions: Vec<usize>,
 }
 
 /// The name that selects the idle-sessions measurement in --scenarios.
 const IDLE_SESSIONS: &str = "idle-sessions";
+/// The name that selects the one-core-against-two runs in --scenarios.
+const CORES: &str = "one-vs-two-cores";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -95,20 +108,38 @@ fn main() -> Result<()> {
         println!(
             "{IDLE_SESSIONS:<22} memory per open session, at each of --idle-sessions SSE streams held open"
         );
+        println!(
+            "{CORES:<22} {} closed loop with mcpgate on one core, then on every core (timed)",
+            cores::SCENARIO.name()
+        );
+        println!("with --curves:");
+        for curve in curves::ALL {
+            println!("{:<22} {}", curve.name(), curve.describe());
+        }
+        println!(
+            "{IDLE_SESSIONS:<22} memory per open session, at each of --curve-sessions SSE streams held open"
+        );
         return Ok(());
     }
-    let wants_idle = args.scenarios.is_empty()
-        || args
-            .scenarios
-            .iter()
-            .any(|name| name.trim() == IDLE_SESSIONS);
+    let wants = |special: &str| {
+        args.scenarios.is_empty() || args.scenarios.iter().any(|name| name.trim() == special)
+    };
+    let wants_idle = wants(IDLE_SESSIONS);
+    let wants_cores = wants(CORES) && args.callgrind.is_none() && args.curves.is_none();
     let named: Vec<String> = args
         .scenarios
         .iter()
-        .filter(|name| name.trim() != IDLE_SESSIONS)
+        .filter(|name| ![IDLE_SESSIONS, CORES].contains(&name.trim()))
         .cloned()
         .collect();
-    let mut scenarios = if named.is_empty() && !args.scenarios.is_empty() {
+    let chosen_curves = if args.curves.is_some() && (!named.is_empty() || args.scenarios.is_empty())
+    {
+        selected_curves(&named)?
+    } else {
+        Vec::new()
+    };
+    let mut scenarios = if args.curves.is_some() || (named.is_empty() && !args.scenarios.is_empty())
+    {
         Vec::new()
     } else {
         selected(&named)?
@@ -126,7 +157,11 @@ fn main() -> Result<()> {
     // Before anything starts: the gateway inherits the limit.
     let mut idle_levels: Vec<usize> = Vec::new();
     if wants_idle && args.callgrind.is_none() {
-        idle_levels = args.idle_sessions.clone();
+        idle_levels = if args.curves.is_some() {
+            args.curve_sessions.clone()
+        } else {
+            args.idle_sessions.clone()
+        };
         idle_levels.sort_unstable();
         idle_levels.dedup();
         idle_levels.retain(|&level| level > 0);
@@ -155,15 +190,30 @@ fn main() -> Result<()> {
         .worker_threads(workers.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, scenarios, idle_levels, pinning))
+    let wanted = Wanted {
+        scenarios,
+        curves: chosen_curves,
+        idle_levels,
+        cores: wants_cores,
+    };
+    runtime.block_on(run(args, wanted, pinning))
 }
 
-async fn run(
-    args: Args,
+/// What a run measures, from --scenarios.
+struct Wanted {
     scenarios: Vec<Scenario>,
+    curves: Vec<curves::Curve>,
     idle_levels: Vec<usize>,
-    pinning: Pinning,
-) -> Result<()> {
+    cores: bool,
+}
+
+async fn run(args: Args, wanted: Wanted, pinning: Pinning) -> Result<()> {
+    let Wanted {
+        scenarios,
+        curves: chosen_curves,
+        idle_levels,
+        cores: wants_cores,
+    } = wanted;
     let binary = gateway_binary(&args)?;
     let version = Command::new(&binary)
         .arg("--version")
@@ -214,6 +264,16 @@ async fn run(
     if let Some(requests) = args.callgrind {
         return count_instructions(&bench, &scenarios, requests, args.out.as_deref()).await;
     }
+    if let Some(requests) = args.curves {
+        return count_curves(
+            &bench,
+            &chosen_curves,
+            &idle_levels,
+            requests,
+            args.out.as_deref(),
+        )
+        .await;
+    }
 
     let mut rounds: Vec<Vec<results::Measured>> = scenarios.iter().map(|_| Vec::new()).collect();
     let mut passthrough_rps = None;
@@ -262,6 +322,24 @@ async fn run(
         )
     };
 
+    let cores = if wants_cores {
+        eprintln!("{CORES}: one core, then every core…");
+        match cores::measure(&bench).await {
+            Ok(cores) => Some(cores),
+            Err(error) => {
+                eprintln!("skipping {CORES}: {error:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(cores) = &cores {
+        invalid |= [&cores.one, &cores.all]
+            .iter()
+            .any(|run| run.sample.outcome.errors > 0);
+    }
+
     let info = report::RunInfo {
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         online_cpus: measure::online_cpus(),
@@ -271,7 +349,7 @@ async fn run(
         settings,
         pinning,
     };
-    let section = report::render(&info, &results, &per_round, idle.as_ref());
+    let section = report::render(&info, &results, &per_round, idle.as_ref(), cores.as_ref());
     println!("{section}");
     if let Some(path) = &args.out {
         report::write(path, &section)?;
@@ -320,6 +398,45 @@ async fn count_instructions(
     Ok(())
 }
 
+/// `--curves`: every chosen curve counted under callgrind, then memory per session
+/// at each of `levels` (not under callgrind: resident memory is read as it is).
+async fn count_curves(
+    bench: &Bench,
+    chosen: &[curves::Curve],
+    levels: &[usize],
+    requests: usize,
+    out: Option<&Path>,
+) -> Result<()> {
+    if requests == 0 {
+        bail!("--curves needs at least one request");
+    }
+    if !chosen.is_empty() {
+        profile::check_tools()?;
+    }
+    let mut counted = Vec::new();
+    for curve in chosen {
+        counted.push(
+            curves::count(bench, *curve, requests)
+                .await
+                .with_context(|| curve.name())?,
+        );
+    }
+    let sessions = if levels.is_empty() {
+        None
+    } else {
+        eprintln!("{IDLE_SESSIONS}: opening {levels:?} sessions…");
+        Some(idle::measure(bench, levels).await.context(IDLE_SESSIONS)?)
+    };
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let section = curves::render(&date, &command_line(), &counted, sessions.as_ref());
+    println!("{section}");
+    if let Some(path) = out {
+        report::write_marked(path, "curves", &section)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
 /// One line per run on stderr, so a long benchmark shows it is alive.
 fn progress(measured: &results::Measured) {
     for (kind, sample) in [("closed", &measured.closed), ("rate", &measured.rate)] {
@@ -359,6 +476,29 @@ fn selected(names: &[String]) -> Result<Vec<Scenario>> {
     Ok(scenario::ALL
         .into_iter()
         .filter(|scenario| chosen.contains(scenario))
+        .collect())
+}
+
+/// The curves named in --scenarios (every curve when none is).
+fn selected_curves(names: &[String]) -> Result<Vec<curves::Curve>> {
+    let names: Vec<&str> = names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(curves::ALL.to_vec());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        match curves::Curve::parse(name) {
+            Some(curve) => chosen.push(curve),
+            None => bail!("unknown curve {name:?} (see --list)"),
+        }
+    }
+    Ok(curves::ALL
+        .into_iter()
+        .filter(|curve| chosen.contains(curve))
         .collect())
 }
 

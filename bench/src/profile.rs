@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::gateway::Gateway;
 use crate::load::{self, Target};
 use crate::scenario::{self, Bench, Scenario};
 use crate::upstream::MCP_PATH;
 
 /// Requests before counting starts: caches filled, connections pooled, code paths
 /// taken once.
-const WARMUP_REQUESTS: usize = 200;
+pub const WARMUP_REQUESTS: usize = 200;
 
 /// Functions listed per scenario in the report.
 const TOP_FUNCTIONS: usize = 12;
@@ -58,14 +59,7 @@ pub async fn count(bench: &Bench, scenario: Scenario, requests: usize) -> Result
     // A fresh-token pool large enough for the probe, the warm-up and the count.
     let credential =
         scenario::credential(bench, scenario, WARMUP_REQUESTS + requests + 10, &mut notes)?;
-    let out = dump_dir()?.join(format!("{}.callgrind", scenario.name()));
-    let _ = std::fs::remove_file(first_dump_path(&out));
-    let wrapper = vec![
-        "valgrind".to_owned(),
-        "--tool=callgrind".to_owned(),
-        "--instr-atstart=no".to_owned(),
-        format!("--callgrind-out-file={}", out.display()),
-    ];
+    let (wrapper, out) = wrapper(scenario.name())?;
     let mut gateway = scenario::spawn_gateway(bench, scenario, &wrapper)?
         .context("the scenario has no gateway")?;
     let target = Target::new(gateway.addr, MCP_PATH, scenario.body(), credential)?;
@@ -75,28 +69,53 @@ pub async fn count(bench: &Bench, scenario: Scenario, requests: usize) -> Result
     scenario::check_answer(scenario, &target, bench.settings.tools)
         .await
         .with_context(|| format!("{}: wrong answer\n{}", scenario.name(), gateway.log_tail()))?;
-    load::sequential(&target, WARMUP_REQUESTS).await?;
-
-    control(gateway.pid, "--instr=on")?;
-    let errors = load::sequential(&target, requests).await?;
-    control(gateway.pid, "--dump=counted")?;
-    control(gateway.pid, "--instr=off")?;
-    if errors > 0 {
-        bail!(
-            "{}: {errors} of {requests} requests failed",
-            scenario.name()
-        );
-    }
-    let dump = first_dump(&out)?;
-    let instructions = total(&dump)?;
-    let top = annotate(&dump)?;
-    drop(gateway);
+    let (instructions, top) =
+        count_running(&gateway, &out, &target, WARMUP_REQUESTS, requests).await?;
     Ok(Counted {
         scenario,
         requests,
         instructions,
         top,
     })
+}
+
+/// The valgrind command line a counted gateway runs under, and the dump file it
+/// writes (named after `name`, in [`dump_dir`]). An old dump of that name is removed.
+pub fn wrapper(name: &str) -> Result<(Vec<String>, PathBuf)> {
+    let out = dump_dir()?.join(format!("{name}.callgrind"));
+    let _ = std::fs::remove_file(first_dump_path(&out));
+    let wrapper = vec![
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        "--instr-atstart=no".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    Ok((wrapper, out))
+}
+
+/// Counts `requests` requests to `target` through `gateway` (started with
+/// [`wrapper`]'s command line, ready, its answers checked), after `warmup` uncounted
+/// ones. Returns the instructions and the heaviest functions.
+pub async fn count_running(
+    gateway: &Gateway,
+    out: &Path,
+    target: &Target,
+    warmup: usize,
+    requests: usize,
+) -> Result<(u64, Vec<String>)> {
+    load::sequential(target, warmup).await?;
+    control(gateway.pid, "--instr=on")?;
+    let errors = load::sequential(target, requests).await?;
+    control(gateway.pid, "--dump=counted")?;
+    control(gateway.pid, "--instr=off")?;
+    if errors > 0 {
+        bail!(
+            "{errors} of {requests} requests failed:\n{}",
+            gateway.log_tail()
+        );
+    }
+    let dump = first_dump(out)?;
+    Ok((total(&dump)?, annotate(&dump)?))
 }
 
 fn control(pid: u32, action: &str) -> Result<()> {

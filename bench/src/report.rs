@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::cores::{self, Cores};
 use crate::idle::Idle;
 use crate::results::{Measured, Sample};
 use crate::scenario::{Pinning, Scenario, Settings};
@@ -28,6 +29,7 @@ pub fn render(
     results: &[Measured],
     per_round: &str,
     idle: Option<&Idle>,
+    cores: Option<&Cores>,
 ) -> String {
     let mut out = String::new();
     header(&mut out, info);
@@ -35,6 +37,9 @@ pub fn render(
     rate_table(&mut out, info, results);
     if let Some(idle) = idle {
         idle_table(&mut out, idle);
+    }
+    if let Some(cores) = cores {
+        cores_table(&mut out, info, cores);
     }
     targets(&mut out, results, idle);
     out.push_str(per_round);
@@ -218,23 +223,75 @@ fn rate_table(out: &mut String, info: &RunInfo, results: &[Measured]) {
     out.push('\n');
 }
 
-fn idle_table(out: &mut String, idle: &Idle) {
+/// Throughput on one core against every core, and what the second core adds.
+fn cores_table(out: &mut String, info: &RunInfo, cores: &Cores) {
+    let _ = writeln!(
+        out,
+        "### Throughput on one core versus two ({}, closed loop, {} connections)\n",
+        cores::SCENARIO.name(),
+        info.settings.connections
+    );
+    let _ = writeln!(
+        out,
+        "| mcpgate on CPU | req/s | p50 ms | p99 ms | mcpgate cores busy | mcpgate CPU-s / 10k req | harness cores busy | other processes, cores | errors |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for run in [&cores.one, &cores.all] {
+        let sample = &run.sample;
+        let seconds = sample.outcome.elapsed.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {:.2} | {:.2} | {} |",
+            cpus(&run.gateway_cpus),
+            thousands(sample.outcome.throughput()),
+            sample.outcome.percentile_ms(0.5),
+            sample.outcome.percentile_ms(0.99),
+            sample
+                .gateway_cpu
+                .map_or("—".to_owned(), |cpu| format!("{:.2}", cpu / seconds)),
+            cpu_per_10k(sample),
+            sample.harness_cpu / seconds,
+            sample.competition(),
+            sample.outcome.errors,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n- Every core over one: {:.2}× the requests per second. The load generator and the \
+         upstream stay on CPU {} in both runs, so with mcpgate allowed every core they share \
+         one with it: the second core is not mcpgate's alone.\n",
+        cores.scaling(),
+        cpus(&cores.harness_cpus)
+    );
+}
+
+/// Memory per open session, with what each step between two counts added per session
+/// (the curve is linear when those steps agree).
+pub fn idle_table(out: &mut String, idle: &Idle) {
     let _ = writeln!(out, "### Idle open sessions (SSE streams held open)\n");
     let _ = writeln!(
         out,
-        "| open sessions | mcpgate RSS MiB | above the baseline ({:.1} MiB), MiB | KiB per session |",
+        "| open sessions | mcpgate RSS MiB | above the baseline ({:.1} MiB), MiB | KiB per session | KiB per session since the previous row |",
         idle.baseline_kib as f64 / 1024.0
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|");
-    for level in &idle.levels {
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    let steps = idle.steps();
+    for (index, level) in idle.levels.iter().enumerate() {
+        let step = index
+            .checked_sub(1)
+            .and_then(|previous| steps.get(previous))
+            .map_or("—".to_owned(), |step| format!("{step:.1}"));
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {step} |",
             thousands(level.sessions as f64),
             level.rss_kib as f64 / 1024.0,
             level.rss_kib.saturating_sub(idle.baseline_kib) as f64 / 1024.0,
             idle.per_session_kib(level)
         );
+    }
+    if let Some(linearity) = idle.linearity() {
+        let _ = writeln!(out, "\n- {linearity}.");
     }
     for note in &idle.notes {
         let _ = writeln!(out, "\n- {note}.");

@@ -289,16 +289,21 @@ pub fn spawn_gateway(
     scenario: Scenario,
     wrapper: &[String],
 ) -> Result<Option<Gateway>> {
+    spawn_gateway_on(bench, scenario, wrapper, &bench.pinning.gateway)
+}
+
+/// [`spawn_gateway`] on the cores `cpus` (every core when empty).
+pub fn spawn_gateway_on(
+    bench: &Bench,
+    scenario: Scenario,
+    wrapper: &[String],
+    cpus: &[usize],
+) -> Result<Option<Gateway>> {
     if !scenario.through_gateway() {
         return Ok(None);
     }
     if scenario == Scenario::Nginx {
-        return crate::nginx::spawn(
-            &bench.workdir.0,
-            bench.upstream.addr,
-            &bench.pinning.gateway,
-        )
-        .map(Some);
+        return crate::nginx::spawn(&bench.workdir.0, bench.upstream.addr, cpus).map(Some);
     }
     let auth = match scenario.credentials() {
         Credentials::None => Auth::Off,
@@ -350,7 +355,7 @@ pub fn spawn_gateway(
         &bench.workdir.0,
         scenario.name(),
         &config,
-        &bench.pinning.gateway,
+        cpus,
     )
     .map(Some)
 }
@@ -374,7 +379,7 @@ pub fn credential(
     })
 }
 
-fn audience() -> Audience {
+pub fn audience() -> Audience {
     Audience {
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
@@ -457,7 +462,7 @@ pub async fn check_answer(scenario: Scenario, target: &Target, tools: usize) -> 
 }
 
 /// A measured run, with the gateway's CPU time and memory around it.
-async fn sample(
+pub async fn sample(
     target: &Arc<Target>,
     gateway: Option<&Gateway>,
     pace: Pace,

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use globset::{GlobSet, GlobSetBuilder};
+use super::glob_index::{GlobIndex, GlobIndexBuilder};
 use unicode_normalization::UnicodeNormalization;
 
 use super::{Item, ItemKind};
@@ -23,8 +23,8 @@ struct Folded {
     exact: HashMap<String, HashSet<String>>,
     /// Patterns as the rules match them, and folded (case-insensitively), by the
     /// same index.
-    globs: GlobSet,
-    folded_globs: GlobSet,
+    globs: GlobIndex,
+    folded_globs: GlobIndex,
 }
 
 /// What a name is reduced to before comparing: Unicode compatibility forms
@@ -75,17 +75,20 @@ impl LookAlikesBuilder {
             for name in exact {
                 folded.exact.entry(fold(&name)).or_default().insert(name);
             }
-            let mut plain = GlobSetBuilder::new();
-            let mut insensitive = GlobSetBuilder::new();
+            let mut plain = GlobIndexBuilder::default();
+            let mut insensitive = GlobIndexBuilder::default();
             for (pattern, literal_braces) in &globs {
+                let folded_pattern = fold(pattern);
                 let (Some(as_written), Some(as_folded)) = (
                     glob(pattern, *literal_braces, false),
-                    glob(&fold(pattern), *literal_braces, true),
+                    glob(&folded_pattern, *literal_braces, true),
                 ) else {
                     continue;
                 };
-                plain.add(as_written);
-                insensitive.add(as_folded);
+                plain.add(pattern, as_written, false);
+                // Matched against folded names: only an ASCII prefix is sure to be
+                // matched byte for byte by a case-insensitive glob.
+                insensitive.add(&folded_pattern, as_folded, true);
             }
             folded.globs = plain.build().unwrap_or_default();
             folded.folded_globs = insensitive.build().unwrap_or_default();

@@ -9,6 +9,7 @@
 
 mod decision;
 mod explain;
+mod glob_index;
 mod hierarchy;
 mod look_alike;
 pub mod matrix;

@@ -10,11 +10,14 @@
 //! one automaton pass per kind whatever the number of rules. Checking an item then
 //! only looks at the rules that matched.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
+use super::glob_index::{GlobIndex, GlobIndexBuilder};
+use super::rules::GLOB_SYNTAX;
 use super::{Item, ItemKind};
 use crate::auth::Principal;
 use crate::auth::claim_map::{claim_values, resolve};
@@ -28,6 +31,10 @@ pub struct PrincipalRules {
     rules: Vec<Rule>,
     client_ids: Index,
     subjects: Index,
+    claim_index: ClaimIndex,
+    /// Rules with no `when` condition the indexes can look up (no `client_ids`, no
+    /// `subjects`, no claim with a literal pattern): tested for every caller.
+    unindexed: Vec<usize>,
     /// Top-level claim names the rules read.
     claim_roots: Vec<String>,
 }
@@ -43,25 +50,111 @@ struct Rule {
     deny: [GlobSet; 3],
 }
 
-/// Patterns of several rules in one set, with the rule each came from.
+/// Patterns of several rules in one index, with the rule each came from.
 #[derive(Debug, Clone, Default)]
 struct Index {
-    set: GlobSet,
+    set: GlobIndex,
     owner: Vec<usize>,
 }
 
 impl Index {
-    /// Which rules have a pattern matching `value` (by rule index).
-    fn hits(&self, value: Option<&str>, rules: usize) -> Vec<bool> {
-        let mut hits = vec![false; rules];
-        if let Some(value) = value {
-            for glob in self.set.matches(value) {
-                if let Some(hit) = self.owner.get(glob).and_then(|rule| hits.get_mut(*rule)) {
-                    *hit = true;
+    /// Which rules have a pattern matching `value` (rule indices, ascending, once each).
+    fn hits(&self, value: Option<&str>) -> Vec<usize> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let mut hits: Vec<usize> = self
+            .set
+            .matches(value)
+            .into_iter()
+            .filter_map(|glob| self.owner.get(glob).copied())
+            .collect();
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+}
+
+/// The rules that can only match a caller whose claim holds one literal value: each
+/// rule with neither `client_ids` nor `subjects` whose claims include a condition
+/// with a pattern without glob syntax is filed under its first such condition. A
+/// literal pattern matches exactly the text equal to it, so looking the caller's
+/// value up finds every such rule its claims could satisfy (and maybe more, which
+/// the full test then drops).
+#[derive(Debug, Clone, Default)]
+struct ClaimIndex {
+    keys: Vec<ClaimKey>,
+}
+
+#[derive(Debug, Clone)]
+struct ClaimKey {
+    path: Vec<String>,
+    contains: bool,
+    rules: HashMap<String, Vec<usize>>,
+}
+
+impl ClaimIndex {
+    /// Files rule `rule` under `condition` if its pattern is literal; says whether it did.
+    fn add(&mut self, rule: usize, condition: &ClaimConditionConfig) -> bool {
+        let (pattern, contains) = match (&condition.equals, &condition.contains) {
+            (Some(pattern), None) => (pattern, false),
+            (None, Some(pattern)) => (pattern, true),
+            _ => return false,
+        };
+        if pattern.contains(GLOB_SYNTAX) {
+            return false;
+        }
+        let path: Vec<String> = condition
+            .claim
+            .segments()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let at = match self
+            .keys
+            .iter()
+            .position(|key| key.path == path && key.contains == contains)
+        {
+            Some(at) => at,
+            None => {
+                self.keys.push(ClaimKey {
+                    path,
+                    contains,
+                    rules: HashMap::new(),
+                });
+                self.keys.len() - 1
+            }
+        };
+        if let Some(key) = self.keys.get_mut(at) {
+            key.rules.entry(pattern.clone()).or_default().push(rule);
+        }
+        true
+    }
+
+    /// Every rule filed under a value the caller's claims hold.
+    fn candidates(&self, claims: &Map<String, Value>, out: &mut Vec<usize>) {
+        for key in &self.keys {
+            let Some(value) = resolve(claims, &key.path) else {
+                continue;
+            };
+            let mut look_up = |text: &str| {
+                if let Some(rules) = key.rules.get(text) {
+                    out.extend_from_slice(rules);
+                }
+            };
+            if key.contains {
+                for item in claim_values(&key.path, value) {
+                    look_up(item);
+                }
+            } else {
+                // As `ClaimTest::Equals` reads the claim.
+                match value {
+                    Value::String(text) => look_up(text),
+                    Value::Number(_) | Value::Bool(_) => look_up(&value.to_string()),
+                    _ => {}
                 }
             }
         }
-        hits
     }
 }
 
@@ -178,6 +271,8 @@ impl PrincipalRules {
         let mut rules = Vec::with_capacity(written.len());
         let mut client_ids = IndexBuilder::default();
         let mut subjects = IndexBuilder::default();
+        let mut claim_index = ClaimIndex::default();
+        let mut unindexed = Vec::new();
         for (index, rule) in written.iter().enumerate() {
             let key = format!("rules[{index}]");
             check_name(&key, rule, written.get(..index).unwrap_or_default())?;
@@ -187,6 +282,17 @@ impl PrincipalRules {
             }
             if let Some(patterns) = &when.subjects {
                 subjects.add(&format!("{key}.when.subjects"), patterns, index)?;
+            }
+            // A rule is found through one necessary condition: its client ids, else
+            // its subjects, else a literal claim value; failing all, it is always tried.
+            if when.client_ids.is_none()
+                && when.subjects.is_none()
+                && !when
+                    .claims
+                    .iter()
+                    .any(|condition| claim_index.add(index, condition))
+            {
+                unindexed.push(index);
             }
             let claims = when
                 .claims
@@ -231,6 +337,8 @@ impl PrincipalRules {
             rules,
             client_ids: client_ids.build("rules")?,
             subjects: subjects.build("rules")?,
+            claim_index,
+            unindexed,
             claim_roots: crate::config::rule_claim_roots(written),
         })
     }
@@ -264,16 +372,60 @@ impl PrincipalRules {
         if self.rules.is_empty() {
             return Matched::default();
         }
-        let count = self.rules.len();
-        let client_hits = self.client_ids.hits(client_id, count);
-        let subject_hits = self.subjects.hits(subject, count);
+        let client_hits = self.client_ids.hits(client_id);
+        let subject_hits = self.subjects.hits(subject);
+        // Every rule that can match is among these: a rule with client ids is in
+        // `client_hits` if it matches, one with subjects in `subject_hits`, one filed
+        // under a claim value among that claim's look-ups, and the rest is unindexed.
+        let mut candidates = self.unindexed.clone();
+        candidates.extend_from_slice(&client_hits);
+        candidates.extend_from_slice(&subject_hits);
+        self.claim_index.candidates(claims, &mut candidates);
+        candidates.sort_unstable();
+        candidates.dedup();
+        let rules = candidates
+            .into_iter()
+            .filter(|index| {
+                self.rules.get(*index).is_some_and(|rule| {
+                    (!rule.has_client_ids || client_hits.binary_search(index).is_ok())
+                        && (!rule.has_subjects || subject_hits.binary_search(index).is_ok())
+                        && rule.claims.iter().all(|condition| condition.holds(claims))
+                })
+            })
+            .collect();
+        Matched { rules }
+    }
+
+    /// [`Self::matching_parts`] without the indexes: every rule tested in turn. The
+    /// differential test holds the indexed look-up to it.
+    #[cfg(test)]
+    fn matching_plain(
+        &self,
+        client_id: Option<&str>,
+        subject: Option<&str>,
+        claims: &Map<String, Value>,
+    ) -> Matched {
         let rules = self
             .rules
             .iter()
             .enumerate()
             .filter(|(index, rule)| {
-                (!rule.has_client_ids || client_hits.get(*index).copied().unwrap_or(false))
-                    && (!rule.has_subjects || subject_hits.get(*index).copied().unwrap_or(false))
+                (!rule.has_client_ids
+                    || client_id.is_some_and(|value| {
+                        self.client_ids
+                            .set
+                            .matches(value)
+                            .into_iter()
+                            .any(|glob| self.client_ids.owner.get(glob) == Some(index))
+                    }))
+                    && (!rule.has_subjects
+                        || subject.is_some_and(|value| {
+                            self.subjects
+                                .set
+                                .matches(value)
+                                .into_iter()
+                                .any(|glob| self.subjects.owner.get(glob) == Some(index))
+                        }))
                     && rule.claims.iter().all(|condition| condition.holds(claims))
             })
             .map(|(index, _)| index)
@@ -517,18 +669,10 @@ fn glob(key: &str, pattern: &str, literal_braces: bool) -> Result<Glob, ConfigEr
     super::rules::compile_glob(key, pattern, literal_braces)
 }
 
+#[derive(Default)]
 struct IndexBuilder {
-    builder: GlobSetBuilder,
+    builder: GlobIndexBuilder,
     owner: Vec<usize>,
-}
-
-impl Default for IndexBuilder {
-    fn default() -> Self {
-        Self {
-            builder: GlobSetBuilder::new(),
-            owner: Vec::new(),
-        }
-    }
 }
 
 impl IndexBuilder {
@@ -540,8 +684,11 @@ impl IndexBuilder {
             ));
         }
         for (index, pattern) in patterns.iter().enumerate() {
-            self.builder
-                .add(glob(&format!("{key}[{index}]"), pattern, false)?);
+            self.builder.add(
+                pattern,
+                glob(&format!("{key}[{index}]"), pattern, false)?,
+                false,
+            );
             self.owner.push(rule);
         }
         Ok(())
@@ -797,5 +944,123 @@ mod tests {
             crate::config::load_from_str("rules:\n  - name: a\n    deny_tools: [x]\n").unwrap();
         let error = PrincipalRules::from_config(&config).unwrap_err();
         assert!(error.to_string().starts_with("rules: "), "{error}");
+    }
+
+    fn when_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let patterns = || {
+            proptest::option::of(proptest::collection::vec(
+                prop::sample::select(vec!["app-a", "app-*", "b?", "svc-[0-9]", "u1", "g1"]),
+                1..3,
+            ))
+        };
+        let condition = (
+            prop::sample::select(vec!["groups", "scope", "org.dept", "level"]),
+            any::<bool>(),
+            prop::sample::select(vec!["g1", "g2", "g*", "sales", "3", "true", "{g1,g2}"]),
+        )
+            .prop_map(|(claim, contains, pattern)| {
+                let test = if contains { "contains" } else { "equals" };
+                format!("{{ claim: {claim}, {test}: \"{pattern}\" }}")
+            });
+        (
+            patterns(),
+            patterns(),
+            proptest::collection::vec(condition, 0..3),
+        )
+            .prop_map(|(clients, subjects, claims)| {
+                let list = |items: Vec<&str>| {
+                    items
+                        .iter()
+                        .map(|item| format!("\"{item}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut when = Vec::new();
+                if let Some(clients) = clients {
+                    when.push(format!("client_ids: [{}]", list(clients)));
+                }
+                if let Some(subjects) = subjects {
+                    when.push(format!("subjects: [{}]", list(subjects)));
+                }
+                if !claims.is_empty() {
+                    when.push(format!("claims: [{}]", claims.join(", ")));
+                }
+                format!("{{ {} }}", when.join(", "))
+            })
+    }
+
+    fn claims_strategy() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let word = || prop::sample::select(vec!["g1", "g2", "g*", "sales", "3", "x"]);
+        (
+            proptest::option::of(proptest::collection::vec(word(), 0..3)),
+            proptest::option::of(proptest::collection::vec(word(), 0..3)),
+            proptest::option::of(prop_oneof![
+                word().prop_map(Value::from),
+                Just(json!(3)),
+                Just(json!(true)),
+                Just(json!(["sales"])),
+            ]),
+            proptest::option::of(prop_oneof![
+                Just(json!(3)),
+                Just(json!("3")),
+                Just(json!(true)),
+                Just(json!("true")),
+                Just(json!(["g1"])),
+            ]),
+        )
+            .prop_map(|(groups, scope, dept, level)| {
+                let mut claims = Map::new();
+                if let Some(groups) = groups {
+                    claims.insert("groups".into(), json!(groups));
+                }
+                if let Some(scope) = scope {
+                    claims.insert("scope".into(), json!(scope.join(" ")));
+                }
+                if let Some(dept) = dept {
+                    claims.insert("org".into(), json!({ "dept": dept }));
+                }
+                if let Some(level) = level {
+                    claims.insert("level".into(), level);
+                }
+                Value::Object(claims)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The indexed look-up of the rules matching a caller finds exactly the rules
+        /// that testing every rule in turn finds, in the same order.
+        #[test]
+        fn indexed_matching_agrees_with_testing_every_rule(
+            whens in proptest::collection::vec(when_strategy(), 1..10),
+            callers in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::sample::select(vec!["app-a", "app-b", "bx", "g1"])),
+                    proptest::option::of(proptest::sample::select(vec!["u1", "svc-4", "svc-x", "app-a"])),
+                    claims_strategy(),
+                ),
+                1..6,
+            ),
+        ) {
+            let yaml: String = whens
+                .iter()
+                .enumerate()
+                .map(|(index, when)| {
+                    format!("  - {{ name: r{index}, when: {when}, deny_tools: [x] }}\n")
+                })
+                .collect();
+            let rules = rules(&yaml);
+            for (client, subject, value) in &callers {
+                let claims = claims(value.clone());
+                proptest::prop_assert_eq!(
+                    rules.matching_parts(*client, *subject, &claims),
+                    rules.matching_plain(*client, *subject, &claims),
+                    "{} {:?} {:?} {}", yaml, client, subject, value
+                );
+            }
+        }
     }
 }

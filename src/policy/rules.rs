@@ -1,10 +1,13 @@
 //! Per-item rules (tools, resources, prompts) keyed by exact name or glob pattern,
-//! compiled once so that a look-up costs one hash probe plus one pass of a
-//! `GlobSet` (a single automaton), whatever the number of rules.
+//! compiled once so that a look-up costs one hash probe for the exact name and one
+//! per distinct literal prefix of the globs ([`GlobIndex`]), whatever the number of
+//! rules.
 
 use std::collections::{BTreeMap, HashMap};
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder};
+
+use super::glob_index::{GlobIndex, GlobIndexBuilder};
 
 use super::requirement::Requirement;
 use crate::config::{ConfigError, RequirementSpec};
@@ -26,7 +29,7 @@ pub struct NamedRules {
     /// In key order (the configuration's maps are sorted by key).
     rules: Vec<NamedRule>,
     exact: HashMap<String, usize>,
-    globs: GlobSet,
+    globs: GlobIndex,
     /// `globs` index → `rules` index.
     glob_rules: Vec<usize>,
 }
@@ -60,7 +63,7 @@ impl NamedRules {
     ) -> Result<Self, ConfigError> {
         let mut rules = Vec::with_capacity(written.len());
         let mut exact = HashMap::new();
-        let mut builder = GlobSetBuilder::new();
+        let mut builder = GlobIndexBuilder::default();
         let mut glob_rules = Vec::new();
         for (pattern, spec) in written {
             let index = rules.len();
@@ -72,11 +75,11 @@ impl NamedRules {
                 ));
             }
             if is_glob {
-                builder.add(compile_glob(
-                    &format!("{key}.{pattern}"),
+                builder.add(
                     pattern,
-                    literal_braces,
-                )?);
+                    compile_glob(&format!("{key}.{pattern}"), pattern, literal_braces)?,
+                    false,
+                );
                 glob_rules.push(index);
             } else {
                 exact.insert(pattern.clone(), index);
