@@ -13,9 +13,10 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::rules::GLOB_SYNTAX;
+/// Characters that make a key a glob rather than an exact name.
+pub(super) const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 /// Patterns per shard, about: walking this many bits is cheap, and a set this
 /// size shares one regular expression engine among its patterns.
@@ -139,10 +140,42 @@ impl GlobIndex {
     }
 }
 
+/// A pattern compiled as every rule of the policy compiles it
+/// ([`super::rules::compile_glob`]), optionally ignoring case (to find names that only differ in it).
+pub(super) fn glob_with_case(
+    pattern: &str,
+    literal_braces: bool,
+    case_insensitive: bool,
+) -> Result<Glob, globset::Error> {
+    let source = if literal_braces {
+        escape_braces(pattern)
+    } else {
+        pattern.to_owned()
+    };
+    GlobBuilder::new(&source)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .case_insensitive(case_insensitive)
+        .build()
+}
+
+/// `\{` and `\}` for every brace not already escaped.
+fn escape_braces(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut escaped = false;
+    for ch in pattern.chars() {
+        if !escaped && matches!(ch, '{' | '}') {
+            out.push('\\');
+        }
+        escaped = !escaped && ch == '\\';
+        out.push(ch);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::rules::glob_with_case;
     use proptest::prelude::*;
 
     fn both(patterns: &[String], case_insensitive: bool) -> (GlobSet, GlobIndex) {

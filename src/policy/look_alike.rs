@@ -57,7 +57,7 @@ impl LookAlikesBuilder {
     pub(super) fn add(&mut self, kind: ItemKind, pattern: &str) {
         let slot = index(kind);
         let literal_braces = kind == ItemKind::Resource;
-        if pattern.contains(super::rules::GLOB_SYNTAX) {
+        if pattern.contains(super::glob_index::GLOB_SYNTAX) {
             if let Some(globs) = self.globs.get_mut(slot) {
                 globs.push((pattern.to_owned(), literal_braces));
             }
@@ -98,7 +98,7 @@ impl LookAlikesBuilder {
 }
 
 fn glob(pattern: &str, literal_braces: bool, case_insensitive: bool) -> Option<globset::Glob> {
-    super::rules::glob_with_case(pattern, literal_braces, case_insensitive).ok()
+    super::glob_index::glob_with_case(pattern, literal_braces, case_insensitive).ok()
 }
 
 impl LookAlikes {

@@ -16,8 +16,8 @@ use std::fmt;
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
+use super::glob_index::GLOB_SYNTAX;
 use super::glob_index::{GlobIndex, GlobIndexBuilder};
-use super::rules::GLOB_SYNTAX;
 use super::{Item, ItemKind};
 use crate::auth::Principal;
 use crate::auth::claim_map::{claim_values, resolve};

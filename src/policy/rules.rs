@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use globset::{Glob, GlobBuilder};
+use globset::Glob;
 
-use super::glob_index::{GlobIndex, GlobIndexBuilder};
+use super::glob_index::{GLOB_SYNTAX, GlobIndex, GlobIndexBuilder, glob_with_case};
 
 use super::requirement::Requirement;
 use crate::config::{ConfigError, RequirementSpec};
@@ -33,9 +33,6 @@ pub struct NamedRules {
     /// `globs` index → `rules` index.
     glob_rules: Vec<usize>,
 }
-
-/// Characters that make a key a glob rather than an exact name.
-pub(super) const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 impl NamedRules {
     /// `key` is the config path of the map (`scopes.tools`), for error messages.
@@ -135,7 +132,6 @@ impl NamedRules {
     }
 }
 
-/// `\{` and `\}` for every brace not already escaped.
 /// One pattern as every rule of the policy compiles it: `*` crosses `/` (URIs,
 /// namespaced tool names and subjects are flat strings here), matching is
 /// case-sensitive, and with `literal_braces` (resources) `{`/`}` are literal so that a
@@ -147,37 +143,6 @@ pub(crate) fn compile_glob(
 ) -> Result<Glob, ConfigError> {
     glob_with_case(pattern, literal_braces, false)
         .map_err(|error| ConfigError::invalid(key, format!("bad glob: {}", error.kind())))
-}
-
-/// [`compile_glob`], optionally ignoring case (to find names that only differ in it).
-pub(super) fn glob_with_case(
-    pattern: &str,
-    literal_braces: bool,
-    case_insensitive: bool,
-) -> Result<Glob, globset::Error> {
-    let source = if literal_braces {
-        escape_braces(pattern)
-    } else {
-        pattern.to_owned()
-    };
-    GlobBuilder::new(&source)
-        .literal_separator(false)
-        .backslash_escape(true)
-        .case_insensitive(case_insensitive)
-        .build()
-}
-
-fn escape_braces(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 4);
-    let mut escaped = false;
-    for ch in pattern.chars() {
-        if !escaped && matches!(ch, '{' | '}') {
-            out.push('\\');
-        }
-        escaped = !escaped && ch == '\\';
-        out.push(ch);
-    }
-    out
 }
 
 #[cfg(test)]
