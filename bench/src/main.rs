@@ -144,11 +144,13 @@ fn main() -> Result<()> {
     } else {
         selected(&named)?
     };
-    if scenarios.contains(&Scenario::Nginx)
+    if scenarios
+        .iter()
+        .any(|scenario| matches!(scenario, Scenario::Nginx | Scenario::NginxList))
         && let Err(error) = nginx::binary()
     {
-        eprintln!("skipping the nginx scenario: {error:#}");
-        scenarios.retain(|scenario| *scenario != Scenario::Nginx);
+        eprintln!("skipping the nginx scenarios: {error:#}");
+        scenarios.retain(|scenario| !matches!(scenario, Scenario::Nginx | Scenario::NginxList));
     }
     if args.connections == 0 || args.duration.is_zero() || args.rounds == 0 {
         bail!("--connections, --duration and --rounds must be greater than zero");
@@ -374,10 +376,10 @@ async fn count_instructions(
         bail!("--callgrind needs at least one request");
     }
     let mut counted = Vec::new();
-    for scenario in scenarios
-        .iter()
-        .filter(|scenario| scenario.through_gateway())
-    {
+    // nginx is the yardstick of the timed runs; callgrind counts mcpgate only.
+    for scenario in scenarios.iter().filter(|scenario| {
+        scenario.through_gateway() && !matches!(scenario, Scenario::Nginx | Scenario::NginxList)
+    }) {
         eprintln!(
             "{}: counting {requests} requests under callgrind…",
             scenario.name()

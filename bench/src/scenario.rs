@@ -22,6 +22,7 @@ pub enum Scenario {
     Direct,
     DirectList,
     Nginx,
+    NginxList,
     Passthrough,
     PassthroughList,
     JwtHs256,
@@ -38,10 +39,11 @@ pub enum Scenario {
 
 /// The order scenarios run and are reported in. Passthrough runs before the fresh-token
 /// scenario so its throughput can size the token pool.
-pub const ALL: [Scenario; 15] = [
+pub const ALL: [Scenario; 16] = [
     Scenario::Direct,
     Scenario::DirectList,
     Scenario::Nginx,
+    Scenario::NginxList,
     Scenario::Passthrough,
     Scenario::PassthroughList,
     Scenario::JwtHs256,
@@ -74,6 +76,7 @@ impl Scenario {
             Self::Direct => "direct",
             Self::DirectList => "direct-list-1000",
             Self::Nginx => "nginx",
+            Self::NginxList => "nginx-list-1000",
             Self::Passthrough => "passthrough",
             Self::PassthroughList => "passthrough-list-1000",
             Self::JwtHs256 => "jwt-hs256",
@@ -96,6 +99,7 @@ impl Scenario {
             Self::Nginx => {
                 "tools/call through a bare nginx reverse proxy (keep-alive, no buffering)"
             }
+            Self::NginxList => "tools/list (all tools) through the same bare nginx",
             Self::Passthrough => "tools/call through mcpgate with auth off",
             Self::PassthroughList => {
                 "tools/list (all tools) through mcpgate with auth off: no filtering"
@@ -125,7 +129,7 @@ impl Scenario {
     pub fn lists(self) -> bool {
         matches!(
             self,
-            Self::DirectList | Self::PassthroughList | Self::ListFiltered
+            Self::DirectList | Self::NginxList | Self::PassthroughList | Self::ListFiltered
         )
     }
 
@@ -138,6 +142,7 @@ impl Scenario {
             Self::Direct
             | Self::DirectList
             | Self::Nginx
+            | Self::NginxList
             | Self::Passthrough
             | Self::PassthroughList
             | Self::VerifyRs256 => Credentials::None,
@@ -302,7 +307,7 @@ pub fn spawn_gateway_on(
     if !scenario.through_gateway() {
         return Ok(None);
     }
-    if scenario == Scenario::Nginx {
+    if matches!(scenario, Scenario::Nginx | Scenario::NginxList) {
         return crate::nginx::spawn(&bench.workdir.0, bench.upstream.addr, cpus).map(Some);
     }
     let auth = match scenario.credentials() {
