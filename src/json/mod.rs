@@ -427,6 +427,50 @@ mod tests {
     }
 
     #[test]
+    fn a_member_is_found_as_the_map_finds_it_in_small_and_large_objects() {
+        for size in [0, 3, LINEAR_KEY_CHECK, LINEAR_KEY_CHECK + 1, 40] {
+            let members: Vec<String> = (0..size).map(|i| format!("\"k{i}\":{i}")).collect();
+            let doc = format!("{{{}}}", members.join(","));
+            let Value::Object(object) = from_slice(doc.as_bytes()).unwrap() else {
+                panic!("{doc} is an object");
+            };
+            for key in (0..=size)
+                .map(|i| format!("k{i}"))
+                .chain(["K1".to_owned(), String::new()])
+            {
+                assert_eq!(member(&object, &key), object.get(&key), "{key} in {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_keeps_its_top_level_members_in_order_and_other_values_whole() {
+        let Document::Object(members) =
+            message_members_from_slice(br#"{"b":1,"a":{"c":[2]},"\u0064":"x"}"#).unwrap()
+        else {
+            panic!("an object");
+        };
+        let keys: Vec<&str> = members.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["b", "a", "d"]);
+        assert_eq!(members[1].1.to_string(), r#"{"c":[2]}"#);
+        for doc in [r#"[{"a":1}]"#, "7", r#""s""#, "null", "true", "1.5"] {
+            let Document::Other(value) = message_members_from_slice(doc.as_bytes()).unwrap() else {
+                panic!("{doc} is not an object");
+            };
+            assert_eq!(value.to_string(), doc);
+        }
+        // The object that spells a number is that number, as in the tree parse.
+        assert!(matches!(
+            message_members_from_slice(br#"{"$serde_json::private::Number":"12"}"#).unwrap(),
+            Document::Other(Value::Number(_))
+        ));
+        // The top level is held to the same rules as every other object.
+        for doc in [r#"{"id":1,"id":2}"#, r#"{"Id":1,"id":2}"#, r#"{"a":1} 2"#] {
+            assert!(message_members_from_slice(doc.as_bytes()).is_err(), "{doc}");
+        }
+    }
+
+    #[test]
     fn refuses_trailing_values_and_deep_nesting() {
         assert!(from_slice(br#"{"a":1} {"a":2}"#).is_err());
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
