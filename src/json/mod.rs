@@ -131,7 +131,22 @@ impl<'de> Visitor<'de> for StrictValue {
         Ok(Value::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        Ok(match self.gather(map)? {
+            Gathered::Number(number) => number,
+            Gathered::Members(members) => Value::Object(members.into_iter().collect()),
+        })
+    }
+}
+
+/// An object's members in document order, or the number an object token spelled.
+enum Gathered {
+    Number(Value),
+    Members(Vec<(String, Value)>),
+}
+
+impl StrictValue {
+    fn gather<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Gathered, A::Error> {
         let inner = self.nested()?;
         // Members are gathered first and the map built once: a small object's keys
         // are compared directly, which is cheaper than hashing every key twice
@@ -142,7 +157,7 @@ impl<'de> Visitor<'de> for StrictValue {
         let mut seen = std::collections::HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.is_empty() && key == NUMBER_TOKEN {
-                return number(map);
+                return number(map).map(Gathered::Number);
             }
             let form = if self.fold { folded(&key) } else { None };
             let compared = form.as_deref().unwrap_or(&key);
@@ -168,12 +183,112 @@ impl<'de> Visitor<'de> for StrictValue {
             let value = map.next_value_seed(inner)?;
             members.push((key, form, value));
         }
-        Ok(Value::Object(
+        Ok(Gathered::Members(
             members
                 .into_iter()
                 .map(|(key, _, value)| (key, value))
-                .collect::<Map<_, _>>(),
+                .collect(),
         ))
+    }
+}
+
+/// A client's message as [`message_members_from_slice`] reads it.
+#[derive(Debug)]
+pub enum Document {
+    /// A top-level object: its members in document order, keys unique (also once
+    /// case is folded). Kept as a list: a JSON-RPC message has at most six
+    /// members, found faster by comparing keys than by hashing them into a map.
+    Object(Vec<(String, Value)>),
+    /// Any other top-level value (an array is a batch).
+    Other(Value),
+}
+
+/// As [`message_from_slice`], with the top-level object's members as a list.
+pub fn message_members_from_slice(bytes: &[u8]) -> Result<Document, StrictJsonError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let document = StrictTop(StrictValue {
+        depth: 0,
+        fold: true,
+    })
+    .deserialize(&mut deserializer)
+    .map_err(|error| StrictJsonError(error.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|error| StrictJsonError(error.to_string()))?;
+    Ok(document)
+}
+
+/// The top level of a message: [`StrictValue`], except that an object stays a list.
+struct StrictTop(StrictValue);
+
+impl<'de> DeserializeSeed<'de> for StrictTop {
+    type Value = Document;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Document, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictTop {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Document, E> {
+        Ok(Document::Other(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Document, E> {
+        Ok(Document::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Document, E> {
+        Ok(Document::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Document, E> {
+        self.0.visit_f64(v).map(Document::Other)
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Document, E> {
+        Ok(Document::Other(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Document, E> {
+        Ok(Document::Other(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Document, E> {
+        Ok(Document::Other(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Document, E> {
+        Ok(Document::Other(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Document, A::Error> {
+        self.0.visit_seq(seq).map(Document::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Document, A::Error> {
+        Ok(match self.0.gather(map)? {
+            Gathered::Number(number) => Document::Other(number),
+            Gathered::Members(members) => Document::Object(members),
+        })
+    }
+}
+
+/// The member `key` of a JSON object. Keys are unique, so a small object is
+/// searched by comparing keys, which costs less than the map's SipHash look-up.
+pub fn member<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if object.len() <= LINEAR_KEY_CHECK {
+        object
+            .iter()
+            .find_map(|(name, value)| (name == key).then_some(value))
+    } else {
+        object.get(key)
     }
 }
 
@@ -309,6 +424,50 @@ mod tests {
         let value =
             message_from_slice(r#"{"Name":"a","name2":"b","ÉTÉ":1,"été2":2}"#.as_bytes()).unwrap();
         assert_eq!(value["Name"], "a");
+    }
+
+    #[test]
+    fn a_member_is_found_as_the_map_finds_it_in_small_and_large_objects() {
+        for size in [0, 3, LINEAR_KEY_CHECK, LINEAR_KEY_CHECK + 1, 40] {
+            let members: Vec<String> = (0..size).map(|i| format!("\"k{i}\":{i}")).collect();
+            let doc = format!("{{{}}}", members.join(","));
+            let Value::Object(object) = from_slice(doc.as_bytes()).unwrap() else {
+                panic!("{doc} is an object");
+            };
+            for key in (0..=size)
+                .map(|i| format!("k{i}"))
+                .chain(["K1".to_owned(), String::new()])
+            {
+                assert_eq!(member(&object, &key), object.get(&key), "{key} in {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_keeps_its_top_level_members_in_order_and_other_values_whole() {
+        let Document::Object(members) =
+            message_members_from_slice(br#"{"b":1,"a":{"c":[2]},"\u0064":"x"}"#).unwrap()
+        else {
+            panic!("an object");
+        };
+        let keys: Vec<&str> = members.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["b", "a", "d"]);
+        assert_eq!(members[1].1.to_string(), r#"{"c":[2]}"#);
+        for doc in [r#"[{"a":1}]"#, "7", r#""s""#, "null", "true", "1.5"] {
+            let Document::Other(value) = message_members_from_slice(doc.as_bytes()).unwrap() else {
+                panic!("{doc} is not an object");
+            };
+            assert_eq!(value.to_string(), doc);
+        }
+        // The object that spells a number is that number, as in the tree parse.
+        assert!(matches!(
+            message_members_from_slice(br#"{"$serde_json::private::Number":"12"}"#).unwrap(),
+            Document::Other(Value::Number(_))
+        ));
+        // The top level is held to the same rules as every other object.
+        for doc in [r#"{"id":1,"id":2}"#, r#"{"Id":1,"id":2}"#, r#"{"a":1} 2"#] {
+            assert!(message_members_from_slice(doc.as_bytes()).is_err(), "{doc}");
+        }
     }
 
     #[test]

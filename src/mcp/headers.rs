@@ -122,7 +122,7 @@ fn mirrored_name(message: &Message) -> Option<Option<&str>> {
     Some(
         message
             .params()
-            .and_then(|params| params.get(field))
+            .and_then(|params| crate::json::member(params, field))
             .and_then(|v| v.as_str()),
     )
 }
@@ -175,9 +175,9 @@ pub fn check_meta_version(
     for message in &envelope.messages {
         let stated = message
             .params()
-            .and_then(|params| params.get("_meta"))
+            .and_then(|params| crate::json::member(params, "_meta"))
             .and_then(Value::as_object)
-            .and_then(|meta| meta.get(META_KEY));
+            .and_then(|meta| crate::json::member(meta, META_KEY));
         let mismatch = |message: String, id: Option<&Value>| EnvelopeError {
             code: EnvelopeError::HEADER_MISMATCH,
             message,

@@ -13,6 +13,7 @@ use unicode_normalization::{UnicodeNormalization, is_nfkc};
 
 use super::names::OTHER_METHODS;
 pub use super::names::{ACCEPTED_NOTIFICATIONS, CLIENT_REQUESTS};
+use crate::json::member;
 use crate::policy::{ItemKind, Level};
 
 /// Longest name or URI accepted in `params` (MCP tool names are at most 128 bytes;
@@ -147,7 +148,7 @@ pub(crate) fn classify(
 /// know could opt into something it cannot judge, so it is refused.
 fn listen(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyError> {
     let mut classified = Classified::level(Level::Connection);
-    let Some(filter) = params.and_then(|params| params.get("notifications")) else {
+    let Some(filter) = params.and_then(|params| member(params, "notifications")) else {
         return Ok(classified);
     };
     let filter = filter
@@ -166,8 +167,11 @@ fn listen(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyErr
                     )
                 })?;
                 for uri in uris {
-                    let uri =
-                        checked_name(Some(uri), "params.notifications.resourceSubscriptions[]")?;
+                    let uri = checked_name(
+                        Some(uri),
+                        "params.notifications.resourceSubscriptions[]",
+                        "",
+                    )?;
                     classified
                         .also
                         .push((Level::ResourcesRead, Some((ItemKind::Resource, uri))));
@@ -198,10 +202,10 @@ fn listen(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyErr
 /// referenced item's rules apply too.
 fn completion(params: Option<&Map<String, Value>>) -> Result<Classified, ClassifyError> {
     let reference = params
-        .and_then(|params| params.get("ref"))
+        .and_then(|params| member(params, "ref"))
         .and_then(Value::as_object)
         .ok_or_else(|| ClassifyError::Params("params.ref must be an object".into()))?;
-    let (kind, field) = match reference.get("type").and_then(Value::as_str) {
+    let (kind, field) = match member(reference, "type").and_then(Value::as_str) {
         Some("ref/prompt") => (ItemKind::Prompt, "name"),
         Some("ref/resource") => (ItemKind::Resource, "uri"),
         _ => {
@@ -210,21 +214,24 @@ fn completion(params: Option<&Map<String, Value>>) -> Result<Classified, Classif
             ));
         }
     };
-    let name = checked_name(reference.get(field), &format!("params.ref.{field}"))?;
+    let name = checked_name(member(reference, field), "params.ref.", field)?;
     Ok(Classified::with_item(Level::CompletionComplete, kind, name))
 }
 
 fn name_field(params: Option<&Map<String, Value>>, field: &str) -> Result<String, ClassifyError> {
     checked_name(
-        params.and_then(|params| params.get(field)),
-        &format!("params.{field}"),
+        params.and_then(|params| member(params, field)),
+        "params.",
+        field,
     )
 }
 
 /// A name is matched byte for byte against the rules, so characters that render as
 /// nothing or reorder text (zero-width, bidi controls) are refused: they would let
-/// a name look like one rule's while matching another's.
-fn checked_name(value: Option<&Value>, field: &str) -> Result<String, ClassifyError> {
+/// a name look like one rule's while matching another's. The member's path
+/// (`path` then `field`) is spelled out only in a refusal.
+fn checked_name(value: Option<&Value>, path: &str, field: &str) -> Result<String, ClassifyError> {
+    let field = format_args!("{path}{field}");
     let name = value
         .and_then(Value::as_str)
         .ok_or_else(|| ClassifyError::Params(format!("{field} must be a string")))?;
