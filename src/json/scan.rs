@@ -889,6 +889,39 @@ mod agreement {
         })
     }
 
+    /// Whether the escapes of string literal `text` (as written) spell a surrogate
+    /// that is not half of a high-low pair.
+    fn has_lone_surrogate(text: &str) -> bool {
+        let bytes = text.as_bytes();
+        let unit = |at: usize| {
+            bytes
+                .get(at..at + 6)
+                .filter(|escape| escape.starts_with(b"\\u"))
+                .and_then(|escape| std::str::from_utf8(escape.get(2..)?).ok())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+        };
+        let mut at = 0;
+        while at < bytes.len() {
+            if bytes.get(at) != Some(&b'\\') {
+                at += 1;
+                continue;
+            }
+            match unit(at) {
+                Some(0xd800..=0xdbff) => {
+                    if !matches!(unit(at + 6), Some(0xdc00..=0xdfff)) {
+                        return true;
+                    }
+                    at += 12;
+                }
+                Some(0xdc00..=0xdfff) => return true,
+                Some(_) => at += 6,
+                // Any other escape is two bytes (`\\` included).
+                None => at += 2,
+            }
+        }
+        false
+    }
+
     /// A piece of a string literal as written: plain text, a character that is
     /// several bytes in UTF-8, an escape, or something a string may not hold.
     fn piece() -> impl Strategy<Value = String> {
@@ -921,16 +954,15 @@ mod agreement {
         ) {
             let key = key.concat();
             let value = value.concat();
-            // serde_json refuses lone surrogates, which JSON allows.
-            let lone = [&key, &value]
-                .iter()
-                .any(|text| text.contains(r"\ud800") || text.contains(r"\udc00"));
             let text = format!(
                 r#"{{"{}":0,"{key}":"{value}","v":["{value}"]}}"#,
                 "p".repeat(pad)
             );
             let strict = crate::json::from_slice(text.as_bytes());
-            if strict.is_err() && lone {
+            // serde_json refuses lone surrogates, which JSON allows; pieces can make
+            // one that no single piece spells (`\\` then `ud83d\ude00` leaves a
+            // lone `\ude00`).
+            if strict.is_err() && (has_lone_surrogate(&key) || has_lone_surrogate(&value)) {
                 return Ok(());
             }
             let mut keys = Vec::new();
