@@ -77,6 +77,9 @@ pub(crate) struct ExplainArgs {
     /// Print the explanation as JSON (the admin listener's `POST /explain` answer).
     #[arg(long)]
     pub json: bool,
+    /// The route asked about, by name (required when the configuration has `routes:`).
+    #[arg(long)]
+    pub route: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +92,10 @@ pub(crate) struct PolicyArgs {
     /// Exit 1 when there is drift (for CI).
     #[arg(long)]
     pub fail_on_drift: bool,
+    /// The route whose upstream and policy are shown, by name (required when the
+    /// configuration has `routes:`).
+    #[arg(long)]
+    pub route: Option<String>,
 }
 
 #[derive(Debug, Args)]

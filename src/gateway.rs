@@ -17,8 +17,10 @@ use crate::policy::Policy;
 use crate::upstream::{Identity, TokenExchange, Upstream, UpstreamKind, UpstreamSettings};
 
 mod computed;
+mod routes;
 mod validate;
 
+pub use self::routes::{Destination, Gateways};
 pub use self::validate::validate;
 
 /// The running state derived from one configuration.
@@ -79,31 +81,19 @@ impl Gateway {
         }
     }
 
-    /// Builds the gateway, fetching remote JWKS. Errors name the config key.
-    pub async fn build(config: Config, idp_client: &reqwest::Client) -> Result<Self, ConfigError> {
-        Self::rebuild(config, idp_client, None, None).await
-    }
-
-    /// As [`Self::build`], sharing what replicas share (the introspection cache) over
-    /// `redis`, the session store's connection.
-    pub async fn build_shared(
-        config: Config,
-        idp_client: &reqwest::Client,
-        redis: Option<SharedRedis>,
-    ) -> Result<Self, ConfigError> {
-        Self::rebuild(config, idp_client, None, redis).await
-    }
-
-    /// Builds the gateway for a reload: the running upstream is kept when its
-    /// configuration did not change (stdio sessions survive the reload). `redis` is
-    /// the session store's connection, which outlives reloads: a reload opens none.
-    pub async fn rebuild(
+    /// Builds one route's gateway from its expanded configuration (see
+    /// [`Gateways`]): the running one of the same route is kept where its
+    /// configuration did not change (stdio sessions survive a reload). `redis` is the
+    /// session store's connection, which outlives reloads: a reload opens none.
+    /// `facade` is the one authorization-server façade every route shares.
+    pub(crate) async fn build_route(
         config: Config,
         idp_client: &reqwest::Client,
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
+        facade: Option<&authorization_server::Settings>,
     ) -> Result<Self, ConfigError> {
-        validate(&config)?;
+        validate::check_route(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
         let settings = UpstreamSettings::from_section(Some(upstream_config))?;
         let limit = config.auth.oauth.max_scope_combinations;
@@ -126,18 +116,12 @@ impl Gateway {
         let (declared, more_scopes) = upstream.declared_tools();
         let policy = Policy::from_config(&config)?.with_declared_tools(declared, more_scopes)?;
         let oauth_enabled = config.auth.oauth.enabled();
-        let authorization_server = authorization_server::Settings::from_config(
-            &config,
-            policy.scopes_supported().to_vec(),
-        )?
-        .map(Arc::new);
-        let local_issuer = authorization_server
-            .as_ref()
-            .map(|settings| settings.local_issuer());
+        let local_issuer =
+            facade.map(|settings| settings.local_issuer_for(config.public_url().as_str()));
         let auth =
             Authenticator::build(&config, idp_client, redis.clone(), local_issuer.as_ref()).await?;
         // With the façade on, clients are sent to mcpgate itself.
-        let authorization_servers = match &authorization_server {
+        let authorization_servers = match facade {
             Some(facade) => vec![facade.endpoints.issuer.clone()],
             None => config.advertised_authorization_servers(),
         };
@@ -177,9 +161,7 @@ impl Gateway {
             None => crate::connections::Connections::from_config(
                 &config,
                 redis,
-                authorization_server
-                    .as_ref()
-                    .map(|facade| facade.endpoints.issuer.as_str()),
+                facade.map(|facade| facade.endpoints.issuer.as_str()),
             )?,
         };
         let cors = config.server.cors.as_ref().map(Cors::new);
@@ -200,7 +182,9 @@ impl Gateway {
             upstream_settings: settings,
             challenge,
             metadata,
-            authorization_server,
+            // Set by `Gateways` once every route is built: the façade's scopes are
+            // those of all routes.
+            authorization_server: None,
             identity,
             exchange,
             connections,

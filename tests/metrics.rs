@@ -233,17 +233,17 @@ fn the_strict_parser_refuses_what_the_format_does_not_allow() {
 
 // === in process: a gateway built from config, the admin router on a loopback port ===
 
-async fn build(yaml: &str) -> mcpgate::gateway::Gateway {
+async fn build(yaml: &str) -> mcpgate::gateway::Gateways {
     let config = mcpgate::config::load_from_str(yaml).unwrap();
     let client = mcpgate::auth::jwks::idp_client().unwrap();
-    match mcpgate::gateway::Gateway::build(config, &client).await {
+    match mcpgate::gateway::Gateways::build(config, &client).await {
         Ok(gateway) => gateway,
         Err(error) => panic!("gateway did not build: {error}"),
     }
 }
 
 /// Serves the admin router for `gateway`; its base URL.
-async fn serve_admin(gateway: Arc<ArcSwap<mcpgate::gateway::Gateway>>) -> String {
+async fn serve_admin(gateway: Arc<ArcSwap<mcpgate::gateway::Gateways>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(mcpgate::server::admin::serve(
@@ -388,6 +388,7 @@ async fn readyz_waits_for_a_jwks_provider_started_not_ready() {
     let client = mcpgate::auth::jwks::idp_client().unwrap();
     let refreshers = gateway
         .load()
+        .first()
         .auth
         .as_ref()
         .map(|auth| auth.spawn_refreshers(&client))

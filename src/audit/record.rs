@@ -42,6 +42,9 @@ pub struct Record {
     pub ts: String,
     /// mcpgate's own id for the request, also sent back as `x-request-id`.
     pub request_id: String,
+    /// The route (`routes[].name`) the request was for; null without `routes:`
+    /// and for a path no route serves.
+    pub route: Option<String>,
     /// The client-facing `Mcp-Session-Id`; null without a session (stateless, or before
     /// `initialize`).
     pub session_id: Option<String>,
@@ -110,6 +113,7 @@ impl<'a> From<&'a Record> for RequestFacts<'a> {
             tool: record.tool.as_deref(),
             resource: record.resource.as_deref(),
             prompt: record.prompt.as_deref(),
+            route: record.route.as_deref(),
             session_id: record.session_id.as_deref(),
             oauth_client_id: record.oauth_client_id.as_deref(),
             scopes: record.scopes.as_deref(),
@@ -131,6 +135,7 @@ impl Record {
         Self {
             ts: humantime::format_rfc3339_millis(at).to_string(),
             request_id,
+            route: None,
             session_id: None,
             http_method: http_method.to_owned(),
             method: None,
@@ -175,6 +180,7 @@ impl Record {
         let mut line = Object::with_capacity(768);
         line.string("ts", &self.ts);
         line.string("request_id", &self.request_id);
+        line.optional_string("route", self.route.as_deref());
         line.optional_string("session_id", self.session_id.as_deref());
         line.string("http_method", &self.http_method);
         line.optional_string("method", self.method.as_deref());
@@ -257,6 +263,7 @@ mod tests {
             )| {
                 let mut record = Record::new(request_id, "POST", UNIX_EPOCH);
                 record.ts = ts;
+                record.route.clone_from(&session_id);
                 record.session_id = session_id;
                 record.method = method.clone();
                 record.tool = tool.clone();

@@ -117,13 +117,28 @@ impl Settings {
 }
 
 impl Settings {
-    /// What the gateway needs to accept the façade's tokens.
-    pub(crate) fn local_issuer(&self) -> crate::auth::LocalIssuer {
+    /// What one route needs to accept the façade's tokens: those issued for its
+    /// own resource, and no other route's.
+    pub(crate) fn local_issuer_for(&self, resource: &str) -> crate::auth::LocalIssuer {
         crate::auth::LocalIssuer {
             issuer: self.endpoints.issuer.clone(),
             jwks: serde_json::from_slice(self.signing.jwks()).unwrap_or_default(),
-            audiences: self.resources.clone(),
+            audiences: vec![resource.to_owned()],
         }
+    }
+
+    /// The resources of every route, and the scopes their policies name (the
+    /// first resource is the default of a request that names none).
+    pub(crate) fn serve(&mut self, resources: Vec<String>, scopes: Vec<String>) {
+        let section = &self.config;
+        self.metadata = AuthorizationServerMetadata::new(
+            &self.endpoints,
+            &scopes,
+            section.client_metadata_documents.enabled,
+            !section.identity_assertion_issuers.is_empty(),
+        );
+        self.resources = resources;
+        self.scopes = scopes;
     }
 }
 

@@ -663,7 +663,7 @@ mod flow_tests {
         let settings = Settings::from_config(&config, vec!["mcp:read".into(), "mcp:write".into()])
             .unwrap()
             .unwrap();
-        let local = settings.local_issuer();
+        let local = settings.local_issuer_for("https://mcp.example.com/mcp");
         let client = reqwest::Client::new();
         let auth = Authenticator::build(&config, &client, None, Some(&local))
             .await

@@ -2,6 +2,7 @@
 //! what it would run.
 
 use mcpgate::config::{self, UpstreamConfig};
+use mcpgate::gateway::Gateway;
 
 use super::build::build_gateway;
 use crate::cli::ConfigArg;
@@ -10,13 +11,31 @@ use crate::init_quiet_logging;
 pub(crate) async fn check(args: ConfigArg) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     init_quiet_logging(&config.log);
-    let (gateway, _) = build_gateway(config).await?;
-    let facade = gateway
+    let (gateways, _) = build_gateway(config).await?;
+    let facade = gateways
+        .first()
         .check_identity_provider()
         .await?
         .map_or_else(String::new, |provider| {
             format!("; authorization server: {provider}")
         });
+    let routes: Vec<String> = gateways
+        .all()
+        .iter()
+        .map(|gateway| describe(gateway))
+        .collect();
+    let routes = if gateways.config.routes.is_empty() {
+        routes.concat()
+    } else {
+        format!("{} routes: {}", routes.len(), routes.join("; "))
+    };
+    println!("ok: {routes}{facade}");
+    Ok(())
+}
+
+/// `MCP endpoint <url> -> <upstream> (<tools>); <protection>`, and the route's
+/// name in front when it has one.
+fn describe(gateway: &Gateway) -> String {
     let config = &gateway.config;
     let upstream = config
         .upstream
@@ -45,9 +64,11 @@ pub(crate) async fn check(args: ConfigArg) -> anyhow::Result<()> {
         ),
         None => String::new(),
     };
-    println!(
-        "ok: MCP endpoint {} -> {upstream}{tools}; {protection}{facade}",
+    let name = config
+        .route_name()
+        .map_or_else(String::new, |name| format!("{name}: "));
+    format!(
+        "{name}MCP endpoint {} -> {upstream}{tools}; {protection}",
         config.public_url()
-    );
-    Ok(())
+    )
 }

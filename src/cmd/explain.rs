@@ -24,14 +24,15 @@ pub(crate) async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     if token.is_empty() {
         bail!("--token is empty");
     }
-    let (gateway, _) = build_gateway(config).await?;
+    let (gateways, _) = build_gateway(config).await?;
+    let gateway = gateways.choose(args.route.as_deref())?;
     let question = mcpgate::explain::Question {
         method: args.method.clone(),
         tool: args.tool.clone(),
         resource: args.resource.clone(),
         prompt: args.prompt.clone(),
     };
-    let answer = mcpgate::explain::explain(&gateway, &token, &question).await?;
+    let answer = mcpgate::explain::explain(gateway, &token, &question).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {

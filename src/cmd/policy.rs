@@ -15,6 +15,7 @@ pub(crate) async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config.config)?;
     init_quiet_logging(&config.log);
     mcpgate::gateway::validate(&config)?;
+    let config = config.choose_route(args.route.as_deref())?;
     let upstream = config::require_upstream(&config)?;
     // The same upstream the gateway would build: a GraphQL one declares its tools'
     // requirements (and answers the listing in-process), a stdio child is started

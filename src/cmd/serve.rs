@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mcpgate::audit::AuditLog;
 use mcpgate::config;
-use mcpgate::gateway::Gateway;
+use mcpgate::gateway::Gateways;
 use mcpgate::mcp::session::Sessions;
 use mcpgate::server::reload::Reloader;
 use mcpgate::server::{self, AppState};
@@ -30,7 +30,7 @@ pub(crate) async fn serve(args: ConfigArg) -> anyhow::Result<()> {
 /// listener, serves until SIGTERM/SIGINT, reloads on SIGHUP, and on the way out drains
 /// requests, flushes the audit log and exports the last spans.
 pub(crate) async fn run(
-    gateway: Gateway,
+    gateways: Gateways,
     sessions: Arc<Sessions>,
     client: reqwest::Client,
     listener: Option<tokio::net::TcpListener>,
@@ -38,7 +38,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     // First, before this process opens what it will hold for its lifetime.
     let open_files = server::limits::OpenFiles::raise();
-    let config = gateway.config.clone();
+    let config = gateways.config.clone();
     let listen = config.server.listen;
     let listener = match listener {
         Some(listener) => listener,
@@ -59,9 +59,9 @@ pub(crate) async fn run(
     let traces = Traces::init(&config.telemetry.traces)?;
     // Registered before "ready": SIGHUP's default action would end the process.
     let signals = Signals::register().context("cannot install signal handlers")?;
-    warn_about_risks(&gateway, admin_listener.as_ref());
+    warn_about_risks(&gateways, admin_listener.as_ref());
     let startup = summary(
-        &gateway,
+        &gateways,
         &listener,
         admin_listener.as_ref(),
         traces.is_enabled(),
@@ -69,7 +69,7 @@ pub(crate) async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState::new(
-        gateway,
+        gateways,
         sessions,
         audit.clone(),
         traces.clone(),
@@ -90,7 +90,9 @@ pub(crate) async fn run(
     let gateway = Arc::clone(&state.gateway);
     let result = server::serve(listener, state, options).await;
     // Stdio children end with mcpgate, cleanly: stdin closed, then signals.
-    gateway.load().upstream.shutdown().await;
+    for gateway in gateway.load().all() {
+        gateway.upstream.shutdown().await;
+    }
     signal_loop.abort();
     if let Some(admin) = admin {
         admin.abort();

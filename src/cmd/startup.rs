@@ -2,15 +2,16 @@
 //! settings worth a warning.
 
 use mcpgate::config::UpstreamConfig;
-use mcpgate::gateway::Gateway;
+use mcpgate::gateway::{Gateway, Gateways};
 
 /// The one line that says what is running and how it is protected.
 pub(super) fn summary(
-    gateway: &Gateway,
+    gateways: &Gateways,
     listener: &tokio::net::TcpListener,
     admin: Option<&tokio::net::TcpListener>,
     traces: bool,
 ) -> String {
+    let gateway = gateways.first();
     let config = &gateway.config;
     let oauth = &config.auth.oauth;
     let mut auth = Vec::new();
@@ -54,20 +55,42 @@ pub(super) fn summary(
         |_| config.server.listen.to_string(),
         |addr| addr.to_string(),
     );
+    let endpoints = if gateways.config.routes.is_empty() {
+        format!("MCP endpoint {}", endpoint(gateway))
+    } else {
+        let routes: Vec<String> = gateways
+            .all()
+            .iter()
+            .map(|gateway| {
+                let name = gateway.config.route_name().unwrap_or_default();
+                format!("{name} {}", endpoint(gateway))
+            })
+            .collect();
+        format!("{} routes: {}", routes.len(), routes.join(", "))
+    };
     format!(
-        "mcpgate ready: listening on {local}, MCP endpoint {} -> upstream {}; auth: {auth}; \
+        "mcpgate ready: listening on {local}, {endpoints}; auth: {auth}; \
          metadata: {metadata}; audit: {audit}; admin: {admin}; traces: {}",
-        config.public_url(),
-        config
-            .upstream
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), UpstreamConfig::describe),
         if traces { "on" } else { "off" },
     )
 }
 
+/// `<public URL> -> upstream <upstream>`.
+fn endpoint(gateway: &Gateway) -> String {
+    let config = &gateway.config;
+    format!(
+        "{} -> upstream {}",
+        config.public_url(),
+        config
+            .upstream
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), UpstreamConfig::describe)
+    )
+}
+
 /// Said once at start, before "ready", so an operator reading the log sees them first.
-pub(super) fn warn_about_risks(gateway: &Gateway, admin: Option<&tokio::net::TcpListener>) {
+pub(super) fn warn_about_risks(gateways: &Gateways, admin: Option<&tokio::net::TcpListener>) {
+    let gateway = gateways.first();
     let config = &gateway.config;
     let listen = config.server.listen;
     if gateway.auth.is_none() {
@@ -95,12 +118,13 @@ pub(super) fn warn_about_risks(gateway: &Gateway, admin: Option<&tokio::net::Tcp
     if !config.audit.is_enabled() {
         tracing::info!("the audit log is off (set audit.path or audit.stdout to record decisions)");
     }
-    if gateway
-        .policy
-        .scopes_supported()
-        .iter()
-        .any(|scope| scope == mcpgate::policy::OFFLINE_ACCESS)
-    {
+    if gateways.all().iter().any(|gateway| {
+        gateway
+            .policy
+            .scopes_supported()
+            .iter()
+            .any(|scope| scope == mcpgate::policy::OFFLINE_ACCESS)
+    }) {
         tracing::warn!(
             "a scope rule names offline_access: it is advertised in scopes_supported and may be \
              challenged for; MCP 2026-07-28 says a resource server should not (refresh tokens are \

@@ -11,6 +11,7 @@ mod interpolate;
 mod limits;
 mod load;
 mod model;
+mod routes;
 mod rules;
 mod scopes;
 mod upstream;
@@ -30,6 +31,7 @@ pub use derived::METADATA_WELL_KNOWN;
 pub use limits::{BuiltinLimitConfig, ConcurrencyConfig, LimitRuleConfig, LimitsConfig};
 pub use load::{load, load_from_str};
 pub use model::*;
+pub use routes::{RouteChoice, RouteChoiceError, RouteConfig, RouteLimitsConfig, RouteMark};
 pub use rules::{
     ClaimConditionConfig, PrincipalRuleConfig, WhenConfig, claim_roots, rule_claim_roots,
 };

@@ -45,6 +45,13 @@ pub struct Config {
     /// `limits:`: rate limits and calls in flight (see `config::limits`).
     #[serde(default)]
     pub limits: super::LimitsConfig,
+    /// `routes:`: several MCP endpoints on one listener (see `config::routes`).
+    /// Empty: the file is one endpoint (`upstream:`, `server.public_url`).
+    #[serde(default)]
+    pub routes: Vec<super::RouteConfig>,
+    /// Set on a route's expanded configuration, never read from the file.
+    #[serde(skip)]
+    pub route: Option<super::RouteMark>,
 }
 
 /// Where clients connect and what the gateway answers with: listeners, public URL, limits.

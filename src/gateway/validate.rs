@@ -8,10 +8,28 @@
 use crate::config::{Config, ConfigError, SessionStoreConfig};
 use crate::upstream::{UpstreamKind, UpstreamSettings};
 
-/// Checks everything that can be checked without the network. Each section is
-/// checked by the module that owns it; what is left here spans sections. The order
-/// is the one errors are reported in when a file has several.
+/// Checks everything that can be checked without the network, route by route
+/// (a file without `routes:` is one route). An error in a route's own section
+/// names the key under `routes[i]`.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    for route in config.expand_routes()? {
+        check_route(&route).map_err(|error| locate(&route, error))?;
+    }
+    Ok(())
+}
+
+/// A route's error under the key the operator wrote.
+pub(crate) fn locate(route: &Config, error: ConfigError) -> ConfigError {
+    match &route.route {
+        Some(mark) => mark.locate(error),
+        None => error,
+    }
+}
+
+/// Checks one route's expanded configuration. Each section is checked by the
+/// module that owns it; what is left here spans sections. The order is the one
+/// errors are reported in when a file has several.
+pub(crate) fn check_route(config: &Config) -> Result<(), ConfigError> {
     check_public_url_needed(config)?;
     config.server.check()?;
     validate_upstream(config)?;

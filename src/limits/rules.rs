@@ -217,11 +217,18 @@ impl LimitRules {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let limits = &config.limits;
         let verified_callers = config.auth.oauth.enabled() || !config.auth.api_keys.is_empty();
+        // A route's own rules count apart from every other route's; rules it
+        // inherits from the file count one caller across the routes.
+        let own_route = config
+            .route
+            .as_ref()
+            .filter(|mark| mark.own_limits)
+            .map(|mark| &*mark.name);
         let mut rules = Vec::with_capacity(limits.rules.len());
         for (index, rule) in limits.rules.iter().enumerate() {
             let key = format!("limits.rules[{index}]");
             check_name(&key, rule, limits.rules.get(..index).unwrap_or_default())?;
-            rules.push(compile_rule(&key, rule, verified_callers)?);
+            rules.push(compile_rule(&key, rule, verified_callers, own_route)?);
         }
         let builtin = |name: &str, config: &BuiltinLimitConfig| {
             config
@@ -440,6 +447,7 @@ fn compile_rule(
     key: &str,
     rule: &LimitRuleConfig,
     verified_callers: bool,
+    own_route: Option<&str>,
 ) -> Result<Rule, ConfigError> {
     let key_key = format!("{key}.key");
     if rule.key.is_empty() {
@@ -533,7 +541,8 @@ fn compile_rule(
         Some(when) => Some(Who::compile(&format!("{key}.principals"), when)?),
     };
     let definition = format!(
-        "{}|{}|{:?}|{:?}|{:?}",
+        "{}{}|{}|{:?}|{:?}|{:?}",
+        own_route.map_or_else(String::new, |route| format!("route:{route}|")),
         rule.name,
         rule.key.join(","),
         rule.methods,
@@ -722,6 +731,33 @@ mod tests {
             identity("  rules:\n    - { name: a, key: ip, rate: 10/s }\n")
         );
         assert!(base.starts_with("a#"));
+    }
+
+    #[test]
+    fn a_routes_own_rules_count_apart_and_inherited_ones_together() {
+        let routes = crate::config::load_from_str(
+            "auth: {oauth: {enabled: true}}\n\
+             limits: {rules: [{name: a, key: subject, rate: 10/s}]}\n\
+             routes:\n\
+             - {name: one, public_url: http://127.0.0.1:1/one, upstream: {url: http://127.0.0.1:2/mcp}}\n\
+             - {name: two, public_url: http://127.0.0.1:1/two, upstream: {url: http://127.0.0.1:2/mcp}}\n\
+             - {name: own, public_url: http://127.0.0.1:1/own, upstream: {url: http://127.0.0.1:2/mcp}, \
+                limits: {rules: [{name: a, key: subject, rate: 10/s}]}}\n\
+             - {name: mine, public_url: http://127.0.0.1:1/mine, upstream: {url: http://127.0.0.1:2/mcp}, \
+                limits: {rules: [{name: a, key: subject, rate: 10/s}]}}\n",
+        )
+        .unwrap()
+        .expand_routes()
+        .unwrap();
+        let identity = |index: usize| {
+            LimitRules::from_config(&routes[index]).unwrap().rules[0]
+                .limit
+                .identity
+                .clone()
+        };
+        assert_eq!(identity(0), identity(1));
+        assert_ne!(identity(2), identity(0));
+        assert_ne!(identity(2), identity(3));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use url::{Host, Url};
 use super::AppState;
 use crate::authorization_server::admin::{AdminError, Selector};
 use crate::authorization_server::{self, Facade};
-use crate::gateway::Gateway;
+use crate::gateway::Gateways;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::{CONTENT_TYPE, metrics};
 
@@ -39,15 +39,15 @@ const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// follows reloads; the session store outlives them.
 #[derive(Clone)]
 pub struct Admin {
-    pub(crate) gateway: Arc<ArcSwap<Gateway>>,
+    pub(crate) gateway: Arc<ArcSwap<Gateways>>,
     /// `None`: no store to probe (a gateway served on its own, as in tests).
     pub sessions: Option<Arc<Sessions>>,
     /// The authorization-server façade, when configured.
     pub(crate) facade: Option<Arc<Facade>>,
 }
 
-impl From<Arc<ArcSwap<Gateway>>> for Admin {
-    fn from(gateway: Arc<ArcSwap<Gateway>>) -> Self {
+impl From<Arc<ArcSwap<Gateways>>> for Admin {
+    fn from(gateway: Arc<ArcSwap<Gateways>>) -> Self {
         Self {
             gateway,
             sessions: None,
@@ -101,19 +101,12 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready when the session store answers and the routes can serve. With `routes:`,
+/// a route that cannot serve is named in `routes` while the others can: the
+/// replica stays ready for them (`"status": "degraded"`); it is not ready when none
+/// can.
 async fn readyz(State(admin): State<Admin>) -> Response {
-    let gateway = admin.gateway.load_full();
-    let mut reasons = Vec::new();
-    if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
-        reasons.push(reason);
-    }
-    let upstream = async {
-        match gateway.upstream_settings.probe_url() {
-            Some(url) => probe_upstream(url).await,
-            // A stdio server is started per session: there is nothing to reach yet.
-            None => Ok(()),
-        }
-    };
+    let gateways = admin.gateway.load_full();
     let sessions = async {
         match &admin.sessions {
             Some(sessions) => sessions.readiness().await,
@@ -121,14 +114,66 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         }
     };
     // Side by side, so that a slow store does not add to a slow upstream's wait.
-    let (upstream, sessions) = tokio::join!(upstream, sessions);
-    reasons.extend([upstream.err(), sessions.err()].into_iter().flatten());
-    if reasons.is_empty() {
-        axum::Json(json!({"status": "ready"})).into_response()
-    } else {
-        let body = json!({"status": "not_ready", "reasons": reasons});
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    let routes = futures_util::future::join_all(
+        gateways
+            .all()
+            .iter()
+            .map(|gateway| route_readiness(gateway)),
+    );
+    let (sessions, routes) = tokio::join!(sessions, routes);
+    let failing = routes.iter().filter(|reasons| !reasons.is_empty()).count();
+    let mut reasons: Vec<String> = sessions.err().into_iter().collect();
+    if gateways.config.routes.is_empty() {
+        reasons.extend(routes.into_iter().flatten());
+        return if reasons.is_empty() {
+            axum::Json(json!({"status": "ready"})).into_response()
+        } else {
+            let body = json!({"status": "not_ready", "reasons": reasons});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        };
     }
+    let by_route: serde_json::Map<String, serde_json::Value> = gateways
+        .all()
+        .iter()
+        .zip(routes)
+        .map(|(gateway, reasons)| {
+            let name = gateway.config.route_name().unwrap_or_default().to_owned();
+            let state = if reasons.is_empty() {
+                json!({"status": "ready"})
+            } else {
+                json!({"status": "not_ready", "reasons": reasons})
+            };
+            (name, state)
+        })
+        .collect();
+    let (status, code) = if !reasons.is_empty() || failing == gateways.all().len() {
+        ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
+    } else if failing > 0 {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ready", StatusCode::OK)
+    };
+    let body = if reasons.is_empty() {
+        json!({"status": status, "routes": by_route})
+    } else {
+        json!({"status": status, "routes": by_route, "reasons": reasons})
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+/// What keeps one route from serving: its keys not loaded, its upstream unreachable.
+async fn route_readiness(gateway: &crate::gateway::Gateway) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
+        reasons.push(reason);
+    }
+    // A stdio server is started per session: there is nothing to reach yet.
+    if let Some(url) = gateway.upstream_settings.probe_url()
+        && let Err(reason) = probe_upstream(url).await
+    {
+        reasons.push(reason);
+    }
+    reasons
 }
 
 /// A TCP connection to the upstream's host and port: cheap, and says nothing to the
@@ -162,6 +207,8 @@ const MAX_EXPLAIN_BYTES: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 struct ExplainBody {
     token: String,
+    /// The route asked about (required when the configuration has routes).
+    route: Option<String>,
     method: Option<String>,
     tool: Option<String>,
     resource: Option<String>,
@@ -203,14 +250,18 @@ async fn explain(State(admin): State<Admin>, request: Request) -> Response {
     if body.token.is_empty() {
         return bad_request("token is empty");
     }
-    let gateway = admin.gateway.load_full();
+    let gateways = admin.gateway.load_full();
+    let gateway = match gateways.choose(body.route.as_deref()) {
+        Ok(gateway) => gateway,
+        Err(error) => return bad_request(&error.to_string()),
+    };
     let question = crate::explain::Question {
         method: body.method,
         tool: body.tool,
         resource: body.resource,
         prompt: body.prompt,
     };
-    match crate::explain::explain(&gateway, &body.token, &question).await {
+    match crate::explain::explain(gateway, &body.token, &question).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(error) => bad_request(&error.to_string()),
     }
@@ -323,13 +374,19 @@ fn connections_for(
             "/connections answers loopback clients only",
         )));
     }
-    admin.gateway.load().connections.clone().ok_or_else(|| {
-        Box::new(crate::edge::json::json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "upstream.identity.connection is not configured",
-        ))
-    })
+    admin
+        .gateway
+        .load()
+        .first()
+        .connections
+        .clone()
+        .ok_or_else(|| {
+            Box::new(crate::edge::json::json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "upstream.identity.connection is not configured",
+            ))
+        })
 }
 
 /// `GET /connections?issuer=…&subject=…`.

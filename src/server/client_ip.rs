@@ -18,6 +18,7 @@ pub(super) fn tag(state: &AppState, request: &mut Request) {
         let address = state
             .gateway
             .load()
+            .first()
             .client_ip
             .resolve(peer.ip(), request.headers());
         request.extensions_mut().insert(ClientIp(address));

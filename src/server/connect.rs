@@ -31,7 +31,7 @@ pub(crate) fn routes(router: Router<AppState>, connections: &Connections) -> Rou
 
 /// The current gateway's connection (a reload may have removed it).
 fn current(state: &AppState) -> Option<Arc<Connections>> {
-    state.gateway.load().connections.clone()
+    state.gateway.load().first().connections.clone()
 }
 
 fn gone() -> Response {

@@ -19,11 +19,12 @@ use axum::response::Response;
 
 use super::AppState;
 use crate::edge::cors::{self, Cors};
+use crate::gateway::Gateways;
 
-/// Which paths get which CORS treatment.
+/// Which of the façade's paths get which CORS treatment (the routes' own are
+/// found in the current gateways).
 #[derive(Debug, Default)]
 pub(crate) struct CorsPaths {
-    mcp: String,
     documents: HashSet<String>,
     posts: HashSet<String>,
 }
@@ -36,18 +37,17 @@ enum Kind {
 }
 
 impl CorsPaths {
-    pub(crate) fn new(mcp: String, documents: Vec<String>, posts: Vec<String>) -> Self {
+    pub(crate) fn new(documents: Vec<String>, posts: Vec<String>) -> Self {
         Self {
-            mcp,
             documents: documents.into_iter().collect(),
             posts: posts.into_iter().collect(),
         }
     }
 
-    fn kind(&self, path: &str) -> Option<Kind> {
-        if path == self.mcp {
+    fn kind(&self, gateways: &Gateways, path: &str) -> Option<Kind> {
+        if gateways.is_endpoint(path) {
             Some(Kind::Mcp)
-        } else if self.documents.contains(path) {
+        } else if self.documents.contains(path) || gateways.is_document(path) {
             Some(Kind::Document)
         } else if self.posts.contains(path) {
             Some(Kind::Post)
@@ -65,11 +65,12 @@ pub(crate) async fn around(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(kind) = paths.kind(request.uri().path()) else {
+    let gateways = state.gateway.load_full();
+    let Some(kind) = paths.kind(&gateways, request.uri().path()) else {
+        drop(gateways);
         return next.run(request).await;
     };
-    let gateway = state.gateway.load_full();
-    let settings = gateway.cors.as_ref();
+    let settings = gateways.first().cors.as_ref();
     match kind {
         Kind::Mcp => mcp(settings, request, next).await,
         Kind::Document => public(settings, "GET", request, next).await,

@@ -54,6 +54,15 @@ pub fn check(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), Hos
     }
 }
 
+/// The host a request names: its `Host`, or HTTP/2's `:authority`. Only read
+/// after [`check`] passed, so the two agree when both are present.
+pub(crate) fn of(request: &Request) -> Option<&str> {
+    match request.headers().get(header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => request.uri().authority().map(Authority::as_str),
+    }
+}
+
 /// `host[:port]`: no user information, nothing empty.
 fn parse(value: &HeaderValue) -> Option<Authority> {
     let text = value.to_str().ok()?;

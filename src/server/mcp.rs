@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, header};
@@ -30,7 +30,7 @@ use crate::limits::{
 };
 use crate::mcp::filter::{ListFilter, Outcome, Refusal as ListRefusal};
 use crate::mcp::headers as mcp_headers;
-use crate::mcp::session::SESSION_HEADER;
+use crate::mcp::session::{Owner, SESSION_HEADER};
 use crate::mcp::version::{self, ProtocolVersion, VersionError};
 use crate::mcp::{envelope, sse};
 use crate::policy::{Computed, Item, Matched, Question, Target};
@@ -39,10 +39,10 @@ use crate::upstream::{ExchangeError, UpstreamError};
 /// Largest upstream list answer (or SSE event) held in memory to be filtered.
 const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 
-pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> Response {
-    let gateway = state.gateway.load_full();
+pub(crate) async fn handle(state: AppState, gateway: Arc<Gateway>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);
+    observation.route(gateway.config.route_name());
     let response = match respond(&state, &gateway, &mut observation, parts, body).await {
         Ok(response) => response,
         Err(refusal) => refusal.answer(&gateway.challenge, &mut observation),
@@ -94,14 +94,10 @@ async fn respond(
     let session_version = version
         .as_ref()
         .map_or(ProtocolVersion::V2026_07_28, |version| *version);
-    let route = session::route(
-        &state.sessions,
-        &parts.headers,
-        principal.as_deref(),
-        session_version,
-    )
-    .await
-    .map_err(Refusal::Session)?;
+    let owner = Owner::of(principal.as_deref()).on_route(gateway.config.route_name());
+    let route = session::route(&state.sessions, &parts.headers, &owner, session_version)
+        .await
+        .map_err(Refusal::Session)?;
     let caller = Caller {
         gateway,
         limiter: &state.limiter,
@@ -122,7 +118,7 @@ async fn respond(
         &state.sessions,
         &route,
         &parts.method,
-        principal.as_deref(),
+        &owner,
         session_version,
         response,
     )

@@ -26,14 +26,14 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use http::StatusCode;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::audit::AuditLog;
 use crate::authorization_server::{self, Facade};
-use crate::gateway::Gateway;
+use crate::gateway::{Destination, Gateways};
 use crate::limits::Limiter;
 use crate::mcp::session::Sessions;
 use crate::telemetry::metrics::metrics;
@@ -43,8 +43,8 @@ use crate::telemetry::traces::Traces;
 /// outlives a reload: the audit log, the tracer, and the shutdown signal.
 #[derive(Clone)]
 pub struct AppState {
-    /// The gateway requests use, swapped whole on reload.
-    pub gateway: Arc<ArcSwap<Gateway>>,
+    /// Every route's gateway, swapped whole on reload.
+    pub gateway: Arc<ArcSwap<Gateways>>,
     pub(crate) audit: AuditLog,
     pub(crate) traces: Traces,
     /// Becomes `true` when shutdown begins: open streams end, the listeners stop.
@@ -61,7 +61,7 @@ impl AppState {
     /// `sessions` comes from [`Sessions::from_config`], made before the gateway so
     /// that the gateway can share its Redis connection.
     pub fn new(
-        gateway: Gateway,
+        gateways: Gateways,
         sessions: Arc<Sessions>,
         audit: AuditLog,
         traces: Traces,
@@ -69,18 +69,18 @@ impl AppState {
     ) -> Self {
         metrics().know(observe::known_labels());
         let redis = sessions.shared_redis();
-        let facade = gateway
-            .authorization_server
-            .clone()
+        let facade = gateways
+            .facade()
+            .cloned()
             .map(|settings| Facade::new(settings, redis, audit.clone()));
         let limiter = Arc::new(Limiter::new(
-            gateway.config.limits.max_keys,
+            gateways.config.limits.max_keys,
             sessions.shared_redis(),
         ));
         Self {
             facade,
             limiter,
-            gateway: Arc::new(ArcSwap::from_pointee(gateway)),
+            gateway: Arc::new(ArcSwap::from_pointee(gateways)),
             audit,
             traces,
             shutdown,
@@ -89,33 +89,28 @@ impl AppState {
     }
 }
 
-/// The router. Paths come from the configuration at start (changing them needs a
-/// restart); the metadata routes sit outside authentication. CORS runs inside the
-/// `Host` check, before every route.
+/// The router. Each route's MCP endpoint and RFC 9728 document are found per
+/// request in the current gateways (a reload adds and removes routes); the
+/// façade's and the connections' paths come from the configuration at start. CORS
+/// runs inside the `Host` check, before every route.
 pub fn router(state: AppState) -> Router {
-    let gateway = state.gateway.load();
-    let mcp_path = gateway.config.mcp_path();
-    let mut documents = gateway.config.metadata_paths();
-    let mut router = Router::new().route(&mcp_path, any(mcp::handle));
-    for path in &documents {
-        router = router.route(path, get(metadata_document));
-    }
+    let gateways = state.gateway.load();
+    let mut router = Router::new();
     // Always routed: a reload may turn assertions on (or off: then a 404).
     router = router.route(crate::upstream::JWKS_PATH, get(identity_jwks));
-    if let Some(connections) = &gateway.connections {
+    if let Some(connections) = &gateways.first().connections {
         router = connect::routes(router, connections);
     }
-    drop(gateway);
+    drop(gateways);
+    let mut documents = Vec::new();
     let mut posts = Vec::new();
     if let Some(facade) = &state.facade {
         router = router.merge(authorization_server::router(Arc::clone(facade)));
-        let (facade_documents, facade_posts) = authorization_server::cross_origin_paths(facade);
-        documents.extend(facade_documents);
-        posts = facade_posts;
+        (documents, posts) = authorization_server::cross_origin_paths(facade);
     }
-    let paths = Arc::new(cors::CorsPaths::new(mcp_path, documents, posts));
+    let paths = Arc::new(cors::CorsPaths::new(documents, posts));
     router
-        .fallback(not_found)
+        .fallback(by_route)
         .layer(axum::middleware::from_fn_with_state(
             (state.clone(), paths),
             front::layer,
@@ -123,22 +118,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metadata_document(State(state): State<AppState>) -> Response {
-    match &state.gateway.load().metadata {
-        Some(metadata) => metadata.response(),
-        // OAuth off: there is no protected resource to describe.
+/// A route's MCP endpoint or RFC 9728 document, or 404.
+async fn by_route(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let gateways = state.gateway.load_full();
+    let host = host::of(&request);
+    match gateways.destination(host, request.uri().path()) {
+        Some(Destination::Endpoint(gateway)) => {
+            let gateway = Arc::clone(gateway);
+            drop(gateways);
+            mcp::handle(state, gateway, request).await
+        }
+        Some(Destination::Document(gateway)) => match (&gateway.metadata, request.method()) {
+            // OAuth off: there is no protected resource to describe.
+            (None, _) => not_found().await,
+            (Some(metadata), &http::Method::GET | &http::Method::HEAD) => metadata.response(),
+            (Some(_), _) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(http::header::ALLOW, "GET,HEAD")],
+            )
+                .into_response(),
+        },
         None => not_found().await,
     }
 }
 
 /// The public keys of the identity assertions sent upstream.
 async fn identity_jwks(State(state): State<AppState>) -> Response {
-    let jwks = state
-        .gateway
-        .load()
-        .identity
-        .as_ref()
-        .and_then(|identity| identity.jwks().cloned());
+    let jwks = state.gateway.load().identity_jwks().cloned();
     match jwks {
         Some(jwks) => crate::edge::json::public_document(jwks),
         None => not_found().await,

@@ -74,6 +74,11 @@ impl Observation {
         headers
     }
 
+    /// The route the request is for.
+    pub(crate) fn route(&mut self, name: Option<&str>) {
+        self.record.route = name.map(str::to_owned);
+    }
+
     /// The bearer token presented (by its SHA-256, computed once per request and
     /// shared with the token caches), whatever came of it.
     pub fn token(&mut self, digest: &[u8; 32]) {

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::AppState;
 use crate::config::{self, Config, ConfigError};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Gateways};
 use crate::telemetry::metrics::metrics;
 
 /// Owns what a gateway runs in the background (JWKS refreshers) and replaces the
@@ -31,8 +31,8 @@ impl Reloader {
             client,
             refreshers: Mutex::new(Vec::new()),
         };
-        let gateway = reloader.state.gateway.load_full();
-        reloader.replace_refreshers(&gateway);
+        let gateways = reloader.state.gateway.load_full();
+        reloader.replace_refreshers(&gateways);
         reloader
     }
 
@@ -67,25 +67,37 @@ impl Reloader {
         }
         // The session store survives reloads; the new introspector borrows its connection.
         let redis = self.state.sessions.shared_redis();
-        let gateway = Gateway::rebuild(config, &self.client, Some(&current), redis).await?;
-        self.state.audit.reconfigure(&gateway.config.audit)?;
-        warn_about_auth_change(&current, &gateway);
-        self.replace_refreshers(&gateway);
-        if let (Some(facade), Some(settings)) = (&self.state.facade, &gateway.authorization_server)
-        {
+        let gateways = Gateways::rebuild(config, &self.client, Some(&current), redis).await?;
+        self.state.audit.reconfigure(&gateways.config.audit)?;
+        for gateway in gateways.all() {
+            let name = gateway.config.route_name();
+            match current.named(name) {
+                Some(old) => warn_about_auth_change(old, gateway),
+                None => tracing::info!(route = name, "config reload added a route"),
+            }
+        }
+        for old in current.all() {
+            let name = old.config.route_name();
+            if gateways.named(name).is_none() {
+                tracing::info!(route = name, "config reload removed a route");
+            }
+        }
+        self.replace_refreshers(&gateways);
+        if let (Some(facade), Some(settings)) = (&self.state.facade, gateways.facade()) {
             facade.update(std::sync::Arc::clone(settings));
         }
-        self.state.gateway.store(std::sync::Arc::new(gateway));
+        self.state.gateway.store(std::sync::Arc::new(gateways));
         tracing::info!(path = %path.display(), "config reloaded");
         Ok(())
     }
 
-    fn replace_refreshers(&self, gateway: &Gateway) {
-        let fresh = gateway
-            .auth
-            .as_ref()
-            .map(|auth| auth.spawn_refreshers(&self.client))
-            .unwrap_or_default();
+    fn replace_refreshers(&self, gateways: &Gateways) {
+        let fresh = gateways
+            .all()
+            .iter()
+            .filter_map(|gateway| gateway.auth.as_ref())
+            .flat_map(|auth| auth.spawn_refreshers(&self.client))
+            .collect();
         self.swap_refreshers(fresh);
     }
 

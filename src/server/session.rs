@@ -7,7 +7,6 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use crate::auth::Principal;
 use crate::edge::json::json_response;
 use crate::mcp::session::{Owner, SESSION_HEADER, SessionEntry, SessionError, Sessions};
 use crate::mcp::version::ProtocolVersion;
@@ -81,7 +80,7 @@ impl Refusal {
 pub async fn route(
     sessions: &Sessions,
     headers: &HeaderMap,
-    principal: Option<&Principal>,
+    owner: &Owner,
     version: ProtocolVersion,
 ) -> Result<Route, Refusal> {
     if sessions.is_stateless() || !version.has_sessions() {
@@ -98,8 +97,7 @@ pub async fn route(
         };
     };
     let id = value.to_str().map_err(|_| Refusal::NotFound)?;
-    let owner = Owner::of(principal);
-    match sessions.resolve(id, &owner).await {
+    match sessions.resolve(id, owner).await {
         Ok(Some(entry)) => Ok(Route::Bound {
             id: id.to_owned(),
             entry,
@@ -119,7 +117,7 @@ pub async fn settle(
     sessions: &Sessions,
     route: &Route,
     method: &Method,
-    principal: Option<&Principal>,
+    owner: &Owner,
     version: ProtocolVersion,
     mut response: Response,
 ) -> Response {
@@ -149,7 +147,7 @@ pub async fn settle(
                 return response;
             };
             let entry = SessionEntry {
-                owner: Owner::of(principal),
+                owner: owner.clone(),
                 upstream_id: Some(upstream_id),
             };
             match sessions.open(entry).await {

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use super::{AppState, router};
 use crate::audit::AuditLog;
 use crate::config;
-use crate::gateway::Gateway;
+use crate::gateway::Gateways;
 use crate::mcp::session::Sessions;
 use crate::telemetry::traces::Traces;
 
@@ -45,7 +45,7 @@ async fn state_of(yaml: &str) -> (AppState, watch::Sender<bool>) {
     let config = config::load_from_str(yaml).expect("test config parses");
     crate::gateway::validate(&config).expect("test config is valid");
     let sessions = Arc::new(Sessions::from_config(&config.session).expect("memory sessions"));
-    let gateway = Gateway::build(config, &reqwest::Client::new())
+    let gateway = Gateways::build(config, &reqwest::Client::new())
         .await
         .expect("the gateway builds offline");
     let (stop, stopped) = watch::channel(false);
@@ -242,7 +242,8 @@ async fn the_authorization_server_admin_routes_answer_loopback_only_and_only_wit
 async fn the_mcp_endpoints_future_stays_small() {
     let (state, _stop) = state_of(OAUTH).await;
     let request = request(Method::POST, "/mcp", &[HOST]);
-    let future = super::mcp::handle(axum::extract::State(state), request);
+    let gateway = std::sync::Arc::clone(state.gateway.load().first());
+    let future = super::mcp::handle(state, gateway, request);
     let size = std::mem::size_of_val(&future);
     assert!(size <= 6_144, "mcp::handle's future is {size} bytes");
 }

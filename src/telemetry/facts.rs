@@ -18,6 +18,8 @@ pub struct RequestFacts<'a> {
     pub resource: Option<&'a str>,
     /// The prompt a `prompts/get` names.
     pub prompt: Option<&'a str>,
+    /// The route (`routes[].name`) the request was for.
+    pub route: Option<&'a str>,
     /// The MCP session the request belongs to.
     pub session_id: Option<&'a str>,
     /// The OAuth client the token was issued to.

@@ -245,6 +245,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_opened_on_one_route_is_unknown_on_another() {
+        let sessions = sessions();
+        let alice = Owner::of(Some(&principal("alice")));
+        let on_github = alice.clone().on_route(Some("github"));
+        let id = sessions.open(entry(&on_github)).await.unwrap();
+        assert!(sessions.resolve(&id, &on_github).await.unwrap().is_some());
+        for other in [
+            alice.clone().on_route(Some("jira")),
+            alice.clone().on_route(None),
+        ] {
+            assert_eq!(sessions.resolve(&id, &other).await.unwrap(), None);
+        }
+        // A file without routes keeps the digest sessions were stored under.
+        assert_eq!(alice.clone().on_route(None), alice);
+    }
+
+    #[tokio::test]
     async fn closed_unknown_and_malformed_ids_resolve_to_nothing() {
         let sessions = sessions();
         let alice = Owner::of(Some(&principal("alice")));

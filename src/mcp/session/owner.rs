@@ -33,6 +33,25 @@ impl Owner {
         Self(out)
     }
 
+    /// The owner of a session opened on a route: the same principal's sessions on
+    /// two routes are two owners, so a session id taken to another route is
+    /// unknown there (its upstream is another server). A file without `routes:`
+    /// keeps the plain digest.
+    #[must_use]
+    pub fn on_route(self, route: Option<&str>) -> Self {
+        let Some(route) = route else {
+            return self;
+        };
+        let mut hash = Sha256::new();
+        hash.update(b"route");
+        hash.update(self.0);
+        field(&mut hash, Some(route));
+        let digest = hash.finalize();
+        let mut out = [0; 16];
+        out.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        Self(out)
+    }
+
     /// As stored outside the process (Redis).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
