@@ -49,6 +49,7 @@ mod rate_limits;
 mod rate_limits_shared;
 mod redis_introspection;
 mod redis_sessions;
+mod routes;
 mod rules;
 mod sessions;
 mod stdio_gateway;

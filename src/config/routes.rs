@@ -126,6 +126,18 @@ impl Config {
                 ));
             }
             seen.push((&route.name, endpoint));
+            if route
+                .upstream
+                .identity
+                .as_ref()
+                .is_some_and(|identity| identity.connection.is_some())
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.upstream.identity.connection"),
+                    "is not supported in a route yet: its sign-in pages are mounted once per \
+                     listener",
+                ));
+            }
             expanded.push(base.for_route(index, route));
         }
         drop(routes);

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 pub const AUDIT_FIELDS: &[&str] = &[
     "ts",
     "request_id",
+    "route",
     "session_id",
     "http_method",
     "method",
