@@ -312,6 +312,57 @@ async fn a_reload_adds_and_removes_routes_without_failing_the_others() {
     assert!(gateway.stderr().contains("config reload removed a route"));
 }
 
+#[tokio::test]
+async fn metrics_and_readiness_name_the_route() {
+    let a = Upstream::start().await;
+    let admin_port = free_port();
+    // Route b's upstream is a port nothing listens on.
+    let down = format!("http://127.0.0.1:{}/mcp", free_port());
+    let config = routes(&[
+        route("a", &a, ""),
+        format!("  - name: b\n    public_url: http://127.0.0.1:{{port}}/b/mcp\n    upstream: {{url: {down}}}\n"),
+    ])
+    .replace("server:\n", &format!("server:\n  admin_listen: 127.0.0.1:{admin_port}\n"));
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(post(&gateway, "a", "", &call("echo")).await.status(), 200);
+    assert_eq!(post(&gateway, "b", "", &call("echo")).await.status(), 502);
+
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let metrics = Gateway::client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"mcpgate_route_requests_total{route="a",http_method="POST",method="tools/call",decision="allow",status="200"} 1"#,
+        r#"mcpgate_route_requests_total{route="b",http_method="POST",method="tools/call",decision="allow",status="502"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in\n{metrics}");
+    }
+
+    // One route down: the replica stays ready for the other, and says which.
+    let ready = Gateway::client()
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["routes"]["a"]["status"], "ready", "{ready}");
+    assert_eq!(ready["routes"]["b"]["status"], "not_ready", "{ready}");
+    assert!(
+        ready["routes"]["b"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{ready}"
+    );
+}
+
 #[test]
 fn route_configuration_errors_name_the_key() {
     let upstream = "http://127.0.0.1:9/mcp";

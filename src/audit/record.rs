@@ -1,6 +1,7 @@
 //! One audit record: what was asked, by whom, and what mcpgate decided. Every field is
 //! always present (null when unknown), so consumers can rely on one fixed shape.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -44,7 +45,7 @@ pub struct Record {
     pub request_id: String,
     /// The route (`routes[].name`) the request was for; null without `routes:`
     /// and for a path no route serves.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// The client-facing `Mcp-Session-Id`; null without a session (stateless, or before
     /// `initialize`).
     pub session_id: Option<String>,
@@ -113,7 +114,7 @@ impl<'a> From<&'a Record> for RequestFacts<'a> {
             tool: record.tool.as_deref(),
             resource: record.resource.as_deref(),
             prompt: record.prompt.as_deref(),
-            route: record.route.as_deref(),
+            route: record.route.as_ref(),
             session_id: record.session_id.as_deref(),
             oauth_client_id: record.oauth_client_id.as_deref(),
             scopes: record.scopes.as_deref(),
@@ -263,7 +264,7 @@ mod tests {
             )| {
                 let mut record = Record::new(request_id, "POST", UNIX_EPOCH);
                 record.ts = ts;
-                record.route.clone_from(&session_id);
+                record.route = session_id.as_deref().map(Arc::from);
                 record.session_id = session_id;
                 record.method = method.clone();
                 record.tool = tool.clone();

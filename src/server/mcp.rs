@@ -42,7 +42,7 @@ const MAX_FILTERED_BYTES: usize = 32 * 1024 * 1024;
 pub(crate) async fn handle(state: AppState, gateway: Arc<Gateway>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut observation = Observation::start(&state, &parts.method, &parts.headers);
-    observation.route(gateway.config.route_name());
+    observation.route(gateway.config.route.as_ref().map(|mark| &mark.name));
     let response = match respond(&state, &gateway, &mut observation, parts, body).await {
         Ok(response) => response,
         Err(refusal) => refusal.answer(&gateway.challenge, &mut observation),

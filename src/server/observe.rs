@@ -75,8 +75,8 @@ impl Observation {
     }
 
     /// The route the request is for.
-    pub(crate) fn route(&mut self, name: Option<&str>) {
-        self.record.route = name.map(str::to_owned);
+    pub(crate) fn route(&mut self, name: Option<&std::sync::Arc<str>>) {
+        self.record.route = name.cloned();
     }
 
     /// The bearer token presented (by its SHA-256, computed once per request and

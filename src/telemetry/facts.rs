@@ -19,7 +19,7 @@ pub struct RequestFacts<'a> {
     /// The prompt a `prompts/get` names.
     pub prompt: Option<&'a str>,
     /// The route (`routes[].name`) the request was for.
-    pub route: Option<&'a str>,
+    pub route: Option<&'a std::sync::Arc<str>>,
     /// The MCP session the request belongs to.
     pub session_id: Option<&'a str>,
     /// The OAuth client the token was issued to.

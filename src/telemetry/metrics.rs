@@ -124,6 +124,16 @@ struct RequestLabels {
     status: u16,
 }
 
+/// A routed request (`routes:`): the route's name, shared with its configuration.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteRequestLabels {
+    route: Arc<str>,
+    http_method: &'static str,
+    method: &'static str,
+    decision: &'static str,
+    status: u16,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
@@ -171,6 +181,7 @@ struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    route_requests: Family<RouteRequestLabels, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
     request_overhead: Histogram,
     upstream_duration: Histogram,
@@ -216,6 +227,13 @@ impl Metrics {
             "requests",
             "Requests to the MCP endpoint by HTTP method, MCP method, decision and status",
             requests.clone(),
+        );
+        let route_requests = Family::<RouteRequestLabels, Counter>::default();
+        registry.register(
+            "route_requests",
+            "Requests to a route's MCP endpoint (with routes: only) by route, HTTP method, MCP \
+             method, decision and status",
+            route_requests.clone(),
         );
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -349,6 +367,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            route_requests,
             auth_failures,
             request_overhead,
             upstream_duration,
@@ -415,6 +434,16 @@ impl Metrics {
             decision: facts.decision,
             status: facts.status,
         };
+        if let Some(route) = facts.route {
+            let routed = RouteRequestLabels {
+                route: Arc::clone(route),
+                http_method: labels.http_method,
+                method: labels.method,
+                decision: labels.decision,
+                status: labels.status,
+            };
+            self.route_requests.get_or_create(&routed).inc();
+        }
         self.requests.get_or_create(&labels).inc();
         // "disabled" (no credential source) refused nobody's credentials.
         if !matches!(facts.auth_result, "ok" | "disabled") {

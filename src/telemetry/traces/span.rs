@@ -106,7 +106,7 @@ pub(crate) fn attributes(facts: &RequestFacts<'_>) -> Vec<KeyValue> {
         ("mcp.resource.uri", facts.resource),
         ("mcp.prompt.name", facts.prompt),
         ("mcp.session.id", facts.session_id),
-        ("mcpgate.route", facts.route),
+        ("mcpgate.route", facts.route.map(|route| &**route)),
         ("mcp.auth.oauth_client_id", facts.oauth_client_id),
         ("mcp.auth.scopes", facts.scopes),
         ("mcp.auth.result", Some(facts.auth_result)),
