@@ -446,3 +446,78 @@ fn check_and_explain_name_the_routes() {
     assert_ne!(code, 0);
     assert!(stderr.contains("no route is named \"c\""), "{stderr}");
 }
+
+/// One façade for every route: a token is issued for the route the client names
+/// (`resource`), and is accepted there only.
+#[tokio::test]
+async fn the_facade_issues_each_routes_own_tokens() {
+    use crate::common::facade::{FakeProvider, tokens_for_with, urlencode};
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let provider = FakeProvider::start().await;
+    let facade = format!(
+        "authorization_server:\n  provider:\n    issuer: {}\n    client_id: mcpgate-at-idp\n    client_secret: s3cret\n    scopes: [openid]\n  clients:\n    - client_id: tool\n      redirect_uris: [\"http://127.0.0.1/callback\"]\n",
+        provider.issuer
+    );
+    let config = format!(
+        "{}{facade}",
+        routes(&[
+            route(
+                "a",
+                &a,
+                "scopes: {initialize: [mcp:read], tools: {echo: [mcp:write]}}"
+            ),
+            route(
+                "b",
+                &b,
+                "scopes: {initialize: [mcp:read], tools: {echo: [mcp:write]}}"
+            ),
+        ])
+    );
+    let gateway = Gateway::start(&config).await;
+    let metadata: Value = gateway
+        .get("/.well-known/oauth-protected-resource/b/mcp")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["authorization_servers"], json!([gateway.base]));
+
+    let resource = format!("&resource={}", urlencode(&url(&gateway, "b")));
+    let (_, tokens) = tokens_for_with(&gateway, &provider, "alice", &resource).await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let on = |name: &str| {
+        Request::to(Method::POST, &url(&gateway, name))
+            .bearer(token)
+            .json(&call("echo"))
+            .send()
+    };
+    assert_eq!(on("b").await.status(), 200, "{}", gateway.stderr());
+    assert_eq!(b.seen().len(), 1);
+    assert_eq!(on("a").await.status(), 401);
+    assert!(a.seen().is_empty(), "route a's upstream got a request");
+
+    // A resource that is no route's goes back to the client as `invalid_target`,
+    // before any sign-in.
+    let response = crate::common::facade::browser()
+        .get(crate::common::facade::authorize_url(
+            &gateway,
+            &format!(
+                "&resource={}",
+                urlencode(&format!("{}/c/mcp", gateway.base))
+            ),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let back = crate::common::facade::location(&response);
+    assert!(
+        back.as_str()
+            .starts_with(crate::common::facade::CLIENT_REDIRECT),
+        "{back}"
+    );
+    assert_eq!(
+        crate::common::facade::query(&back, "error").as_deref(),
+        Some("invalid_target")
+    );
+}

@@ -69,8 +69,18 @@ pub struct AtConsent {
 }
 
 pub async fn to_consent(gateway: &Gateway) -> AtConsent {
+    to_consent_with(gateway, "").await
+}
+
+/// [`to_consent`] with `extra` query parameters (`&resource=…`) on the
+/// authorization request.
+pub async fn to_consent_with(gateway: &Gateway, extra: &str) -> AtConsent {
     let client = browser();
-    let response = client.get(authorize_url(gateway, "")).send().await.unwrap();
+    let response = client
+        .get(authorize_url(gateway, extra))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
     let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
@@ -233,7 +243,12 @@ pub struct AtProvider {
 }
 
 pub async fn to_provider(gateway: &Gateway) -> AtProvider {
-    let at = to_consent(gateway).await;
+    to_provider_with(gateway, "").await
+}
+
+/// [`to_provider`] with `extra` query parameters on the authorization request.
+pub async fn to_provider_with(gateway: &Gateway, extra: &str) -> AtProvider {
+    let at = to_consent_with(gateway, extra).await;
     let approved = decide(gateway, &at.request, Some(&at.cookie), &at.csrf, "approve").await;
     assert_eq!(approved.status(), 303);
     let to_idp = location(&approved);
@@ -343,7 +358,17 @@ pub async fn tokens_for(
     provider: &FakeProvider,
     subject: &str,
 ) -> (String, Value) {
-    let at = to_provider(gateway).await;
+    tokens_for_with(gateway, provider, subject, "").await
+}
+
+/// [`tokens_for`] with `extra` query parameters on the authorization request.
+pub async fn tokens_for_with(
+    gateway: &Gateway,
+    provider: &FakeProvider,
+    subject: &str,
+    extra: &str,
+) -> (String, Value) {
+    let at = to_provider_with(gateway, extra).await;
     let back = sign_in_as(gateway, provider, &at, subject, &at.cookie).await;
     assert_eq!(back.status(), 303);
     let code = query(&location(&back), "code").unwrap();
