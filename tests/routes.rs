@@ -521,3 +521,62 @@ async fn the_facade_issues_each_routes_own_tokens() {
         Some("invalid_target")
     );
 }
+
+/// A reload that changes other routes leaves a stdio route's sessions with their
+/// processes.
+#[tokio::test]
+async fn a_reload_keeps_the_sessions_of_unchanged_routes() {
+    use crate::common::stdio::{call as stdio_call, init_request, stdio_script};
+    let (a, c) = (Upstream::start().await, Upstream::start().await);
+    let local = format!(
+        "  - name: local\n    public_url: http://127.0.0.1:{{port}}/local/mcp\n    upstream:\n      command: [node, \"{}\"]\n      timeout: 10s\n",
+        stdio_script().display()
+    );
+    let gateway = Gateway::start(&routes(&[local.clone(), route("a", &a, "")])).await;
+    let in_local = |body: Value, session: Option<String>| {
+        let request = Request::to(Method::POST, &url(&gateway, "local"))
+            .token("")
+            .header("accept", "application/json")
+            .timeout(Duration::from_secs(20))
+            .json(&body);
+        async move {
+            match session {
+                Some(session) => request.session(&session).send().await,
+                None => request.send().await,
+            }
+        }
+    };
+    let opened = in_local(init_request("routes-test", json!({})), None).await;
+    assert_eq!(opened.status(), 200, "{}", gateway.stderr());
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let pid = || async {
+        let answer: Value = in_local(stdio_call(9, "pid", json!({})), Some(session.clone()))
+            .await
+            .json()
+            .await
+            .unwrap();
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no pid in {answer}"))
+            .to_owned()
+    };
+    let before = pid().await;
+
+    // Route a gets scopes, route c appears: route local is untouched.
+    gateway.rewrite_config(&routes(&[
+        local,
+        route("a", &a, "scopes: {initialize: [a:use]}"),
+        route("c", &c, ""),
+    ]));
+    gateway.signal("HUP");
+    assert!(
+        gateway.wait_for_log("config reloaded").await,
+        "{}",
+        gateway.stderr()
+    );
+    assert_eq!(post(&gateway, "a", "", &call("echo")).await.status(), 403);
+    assert_eq!(pid().await, before, "the session's process was replaced");
+}
