@@ -148,6 +148,9 @@ pub(crate) struct TokenArgs {
     /// HS256, HS384 or HS512 (default: the config's symmetric_algorithm, else HS256).
     #[arg(long)]
     pub alg: Option<jsonwebtoken::Algorithm>,
+    /// With --config and `routes:`: the route whose audience the token names.
+    #[arg(long, requires = "config", conflicts_with = "aud")]
+    pub route: Option<String>,
 }
 
 #[derive(Debug, Args)]

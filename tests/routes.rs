@@ -580,3 +580,48 @@ async fn a_reload_keeps_the_sessions_of_unchanged_routes() {
     assert_eq!(post(&gateway, "a", "", &call("echo")).await.status(), 403);
     assert_eq!(pid().await, before, "the session's process was replaced");
 }
+
+/// `examples/routes.yaml` loads, and `mcpgate token --route` mints for that route.
+#[test]
+fn the_routes_example_checks_and_mints_per_route() {
+    let secret = "an-example-secret-of-at-least-32-bytes!";
+    let env = [("MCPGATE_DEV_SECRET", secret)];
+    let (code, stdout, stderr) = run_cli(&["check", "--config", "examples/routes.yaml"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("ok: 3 routes: everything: "), "{stdout}");
+    assert!(
+        stdout.contains("; local: MCP endpoint http://127.0.0.1:5025/local/mcp"),
+        "{stdout}"
+    );
+    let (code, token, stderr) = run_cli(
+        &[
+            "token",
+            "--config",
+            "examples/routes.yaml",
+            "--route",
+            "local",
+            "--scope",
+            "mcp:connect",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let claims = token.trim().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "http://127.0.0.1:5025/local/mcp");
+    let (code, _, stderr) = run_cli(
+        &[
+            "token",
+            "--config",
+            "examples/routes.yaml",
+            "--scope",
+            "mcp:connect",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("name one with --route"), "{stderr}");
+}

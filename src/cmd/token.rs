@@ -44,6 +44,7 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
     let audience = match (&args.aud, &config) {
         (Some(aud), _) => aud.clone(),
         (None, Some(config)) => config
+            .choose_route(args.route.as_deref())?
             .accepted_audiences()
             .into_iter()
             .next()
