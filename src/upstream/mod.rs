@@ -2,12 +2,14 @@
 //! a child process (stdio) and made to look like one, or a GraphQL API whose
 //! operations mcpgate serves as MCP tools itself.
 
+pub(crate) mod client;
 mod config;
 pub mod credentials;
 mod exchange;
 pub mod graphql;
 mod http;
 mod identity;
+mod local;
 pub mod inventory;
 pub mod stdio;
 

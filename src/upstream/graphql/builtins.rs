@@ -8,7 +8,7 @@ use super::GraphqlUpstream;
 use super::call::Arguments;
 use super::client::GraphqlRequest;
 use super::result::ToolResult;
-use super::rpc_error::RpcError;
+use crate::upstream::local::rpc_error::RpcError;
 use crate::graphql::{GraphqlError, OperationKind, OperationTool};
 use crate::policy::Requirement;
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::GraphqlUpstream;
 use super::client::GraphqlRequest;
 use super::result::{self, ToolResult};
-use super::rpc_error::RpcError;
+use crate::upstream::local::rpc_error::RpcError;
 
 /// A tool call's arguments: a JSON object, possibly empty.
 pub(super) struct Arguments<'a> {

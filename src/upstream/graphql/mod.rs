@@ -14,11 +14,7 @@ mod builtins;
 mod call;
 mod client;
 mod config;
-mod modern;
-mod protocol;
 mod result;
-mod rpc_error;
-mod server;
 mod tools;
 
 use std::collections::HashMap;
@@ -36,9 +32,10 @@ pub use self::client::MAX_RESPONSE_BYTES;
 pub use crate::config::{BuiltinScopes, GraphqlUpstreamConfig};
 use crate::graphql::{Catalog, CatalogSettings, GraphqlError, OperationTool};
 use crate::upstream::UpstreamError;
+use crate::upstream::local::rpc_error::RpcError;
+use crate::upstream::local::{self, Context, Identity, LocalServer, method_not_found};
 
 const KEY: &str = "upstream.graphql";
-const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// A configuration problem, naming the key (`upstream.graphql.operations` …).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,16 +180,7 @@ impl GraphqlUpstream {
         own_headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
-        if method == Method::POST {
-            // An unreadable value is kept as one no version equals, not dropped:
-            // dropped, it would read as "no header", which means 2025-03-26.
-            let version = client_headers
-                .get(PROTOCOL_VERSION_HEADER)
-                .map(|value| value.to_str().map_or("", str::trim));
-            Ok(self.post(&body, version, &own_headers).await)
-        } else {
-            Ok(server::method_not_allowed())
-        }
+        Ok(local::forward(self, method, client_headers, &own_headers, &body).await)
     }
 
     fn builtin(&self, name: &str) -> Option<Builtin> {
@@ -236,6 +224,35 @@ fn catalog_error(config: &GraphqlUpstreamConfig, error: &GraphqlError) -> Graphq
     };
     GraphqlSetupError::new(format!("{KEY}.{field}"), error.to_string())
 }
+
+impl LocalServer for GraphqlUpstream {
+    fn identity(&self) -> &Identity {
+        &IDENTITY
+    }
+
+    fn cache_ttl_ms(&self) -> u64 {
+        self.cache_ttl_ms
+    }
+
+    async fn handle(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        context: &Context<'_>,
+    ) -> Result<Value, RpcError> {
+        match method {
+            "tools/list" => Ok(self.tools_list.clone()),
+            "tools/call" => self.call_tool(params, context.own_headers).await,
+            _ => Err(method_not_found(method)),
+        }
+    }
+}
+
+/// Tools only, with no change notifications.
+static IDENTITY: std::sync::LazyLock<Identity> = std::sync::LazyLock::new(|| Identity {
+    name: "mcpgate-graphql",
+    capabilities: serde_json::json!({"tools": {"listChanged": false}}),
+});
 
 // The gateway shares one upstream across requests.
 const _: fn() = || {

@@ -15,7 +15,7 @@ use crate::mcp::version::{META_KEY as VERSION_KEY, ProtocolVersion};
 /// The handshake versions, newest first: an `initialize` asking for one of them
 /// gets it back, any other gets the first. The versions are `mcp::version`'s, so
 /// the gateway and this server speak the same ones.
-pub(super) fn legacy() -> impl Iterator<Item = &'static str> {
+pub(crate) fn legacy() -> impl Iterator<Item = &'static str> {
     ProtocolVersion::SUPPORTED
         .into_iter()
         .filter(|version| !version.is_stateless())
@@ -24,20 +24,20 @@ pub(super) fn legacy() -> impl Iterator<Item = &'static str> {
 
 /// Every version spoken, newest first, as `server/discover` and
 /// `UnsupportedProtocolVersionError` list them.
-pub(super) fn supported() -> [&'static str; 5] {
+pub(crate) fn supported() -> [&'static str; 5] {
     ProtocolVersion::SUPPORTED.map(ProtocolVersion::as_str)
 }
 
 /// `HeaderMismatch`: the header and the body disagree, or a required header is missing.
-pub(super) const HEADER_MISMATCH: i64 = -32020;
+pub(crate) const HEADER_MISMATCH: i64 = -32020;
 /// `UnsupportedProtocolVersionError`.
-pub(super) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 const CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// How a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Era {
+pub(crate) enum Era {
     /// `initialize`, `ping`; results as the 2025 versions define them.
     Legacy,
     /// 2026-07-28: no handshake, `resultType` and server identity on every result.
@@ -47,10 +47,10 @@ pub(super) enum Era {
 /// A request refused before its method is looked at. On HTTP every one of them
 /// is `400 Bad Request` (2026-07-28 transport, "Protocol Version Header").
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct VersionRefusal(pub RpcError);
+pub(crate) struct VersionRefusal(pub RpcError);
 
 impl VersionRefusal {
-    pub(super) const STATUS: StatusCode = StatusCode::BAD_REQUEST;
+    pub(crate) const STATUS: StatusCode = StatusCode::BAD_REQUEST;
 
     fn mismatch(message: String) -> Self {
         Self(RpcError::new(HEADER_MISMATCH, message))
@@ -77,7 +77,7 @@ impl VersionRefusal {
 
 /// The era of one request. `header` is the `MCP-Protocol-Version` header (an
 /// unreadable one is `Some("")`, which no version equals); `params` the request's.
-pub(super) fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, VersionRefusal> {
+pub(crate) fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, VersionRefusal> {
     let meta = params.and_then(|params| params.get("_meta"));
     let declared = match meta.and_then(|meta| meta.get(VERSION_KEY)) {
         None => None,
@@ -129,7 +129,7 @@ pub(super) fn era(header: Option<&str>, params: Option<&Value>) -> Result<Era, V
 
 /// Whether a body of several messages may be answered under this header: only
 /// 2025-03-26 (or no header, which means it) has batches.
-pub(super) fn allows_batch(header: Option<&str>) -> bool {
+pub(crate) fn allows_batch(header: Option<&str>) -> bool {
     header.is_none_or(|version| {
         ProtocolVersion::parse(version).is_some_and(ProtocolVersion::allows_batches)
     })

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::Identity;
 use super::protocol::supported;
 
 const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
@@ -15,23 +16,18 @@ const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 /// not see it. Always `"private"`: whether the list could differ between callers
 /// depends on the gateway's policy, which this module does not see, and a wrong
 /// `"public"` leaks while a wrong `"private"` only costs a shared cache a miss.
-pub(super) const CACHE_SCOPE: &str = "private";
+pub(crate) const CACHE_SCOPE: &str = "private";
 
-/// This server, as `serverInfo` (legacy `initialize`) and
+/// The server, as `serverInfo` (legacy `initialize`) and
 /// `_meta["io.modelcontextprotocol/serverInfo"]` (2026-07-28) name it.
-pub(super) fn server_info() -> Value {
-    json!({"name": "mcpgate-graphql", "version": env!("CARGO_PKG_VERSION")})
-}
-
-/// The capabilities offered: tools, with no change notifications.
-pub(super) fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}})
+pub(crate) fn server_info(identity: &Identity) -> Value {
+    json!({"name": identity.name, "version": env!("CARGO_PKG_VERSION")})
 }
 
 /// A result as 2026-07-28 answers it: `resultType: "complete"` (this server never
 /// needs more input) and its identity in `_meta`, next to whatever `_meta` the
 /// result already had.
-pub(super) fn complete(result: Value) -> Value {
+pub(crate) fn complete(result: Value, identity: &Identity) -> Value {
     let mut result = match result {
         Value::Object(result) => result,
         // Every result built here is an object; anything else is kept, unmarked,
@@ -43,13 +39,13 @@ pub(super) fn complete(result: Value) -> Value {
         .entry("_meta")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(meta) = meta {
-        meta.insert(SERVER_INFO_KEY.to_owned(), server_info());
+        meta.insert(SERVER_INFO_KEY.to_owned(), server_info(identity));
     }
     Value::Object(result)
 }
 
 /// Adds the caching hints a cacheable result must carry.
-pub(super) fn cacheable(result: Value, ttl_ms: u64) -> Value {
+pub(crate) fn cacheable(result: Value, ttl_ms: u64) -> Value {
     let mut result = match result {
         Value::Object(result) => result,
         other => return other,
@@ -61,24 +57,34 @@ pub(super) fn cacheable(result: Value, ttl_ms: u64) -> Value {
 
 /// The `server/discover` result, whichever version asked: it is the probe a
 /// client sends before it knows which era this server is.
-pub(super) fn discover(ttl_ms: u64) -> Value {
-    complete(cacheable(
-        json!({
-            "supportedVersions": supported(),
-            "capabilities": capabilities(),
-        }),
-        ttl_ms,
-    ))
+pub(crate) fn discover(identity: &Identity, ttl_ms: u64) -> Value {
+    complete(
+        cacheable(
+            json!({
+                "supportedVersions": supported(),
+                "capabilities": identity.capabilities,
+            }),
+            ttl_ms,
+        ),
+        identity,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn graphql() -> Identity {
+        Identity {
+            name: "mcpgate-graphql",
+            capabilities: json!({"tools": {"listChanged": false}}),
+        }
+    }
+
     #[test]
     fn complete_marks_the_result_and_names_the_server() {
         assert_eq!(
-            complete(json!({"content": []})),
+            complete(json!({"content": []}), &graphql()),
             json!({
                 "content": [],
                 "resultType": "complete",
@@ -91,7 +97,7 @@ mod tests {
 
     #[test]
     fn complete_keeps_the_results_own_meta() {
-        let result = complete(json!({"_meta": {"com.example/x": 1}}));
+        let result = complete(json!({"_meta": {"com.example/x": 1}}), &graphql());
         assert_eq!(result["_meta"]["com.example/x"], 1);
         assert_eq!(
             result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
@@ -110,7 +116,7 @@ mod tests {
 
     #[test]
     fn discover_lists_every_version_and_tools_only() {
-        let result = discover(60_000);
+        let result = discover(&graphql(), 60_000);
         assert_eq!(
             result["supportedVersions"],
             json!([
@@ -130,7 +136,7 @@ mod tests {
         assert_eq!(result["cacheScope"], "private");
         assert_eq!(
             result["_meta"]["io.modelcontextprotocol/serverInfo"],
-            server_info()
+            server_info(&graphql())
         );
         assert!(result.get("instructions").is_none());
     }

@@ -1,28 +1,99 @@
 //! The MCP server side: JSON-RPC over Streamable HTTP, stateless, answered in JSON.
 //!
 //! No session id is issued and no SSE stream is offered: every answer is known as
-//! soon as the GraphQL endpoint's is, so a POST gets one `application/json` body,
-//! a GET (the standalone stream) and a DELETE (ending a session) get 405.
+//! soon as the server's own work is done, so a POST gets one `application/json`
+//! body, a GET (the standalone stream) and a DELETE (ending a session) get 405.
 //!
 //! Both eras are spoken on the same endpoint, chosen per request ([`protocol`]):
 //! a legacy client opens with `initialize` and gets the results it always got; a
 //! 2026-07-28 client sends no handshake and gets `resultType`, the server's
 //! identity and caching hints ([`modern`]).
 
+use std::future::Future;
+
 use axum::body::Body;
+use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use super::GraphqlUpstream;
 use super::modern;
 use super::protocol::{self, Era, VersionRefusal};
 use super::rpc_error::RpcError;
 use super::rpc_error::{INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 
 /// Messages of one batch handled at once. A batch is one client's, so its calls may
-/// overlap, but a long batch must not become a burst against the GraphQL API.
+/// overlap, but a long batch must not become a burst against what serves them.
 const BATCH_CONCURRENCY: usize = 8;
+
+const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
+/// Who a server says it is (`serverInfo.name`), and what it offers (its
+/// `capabilities`, in `initialize` and `server/discover`).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) name: &'static str,
+    pub(crate) capabilities: Value,
+}
+
+/// What a request brings besides its message.
+pub(crate) struct Context<'a> {
+    /// The client's headers, as the gateway received them.
+    pub(crate) client_headers: &'a HeaderMap,
+    /// The gateway's own (request id, trace context).
+    pub(crate) own_headers: &'a HeaderMap,
+}
+
+/// A server mcpgate runs itself. The protocol's own requests (`initialize`,
+/// `ping`, `server/discover`) and the 2026-07-28 result marks are answered here;
+/// the server answers the rest.
+pub(crate) trait LocalServer: Sync {
+    fn identity(&self) -> &Identity;
+
+    /// How long a client may keep a list (`ttlMs` of 2026-07-28 list results).
+    fn cache_ttl_ms(&self) -> u64;
+
+    /// One request other than `initialize`, `ping` and `server/discover`; an
+    /// unknown method is [`method_not_found`].
+    fn handle<'a>(
+        &'a self,
+        method: &'a str,
+        params: Option<&'a Value>,
+        context: &'a Context<'a>,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send + 'a;
+}
+
+/// Answers one HTTP request to the MCP endpoint as a stateless Streamable HTTP
+/// server answering in JSON. Of `client_headers`, the server reads only
+/// `MCP-Protocol-Version` (which era the request speaks) and what its own
+/// requests need.
+pub(crate) async fn forward<S: LocalServer>(
+    server: &S,
+    method: Method,
+    client_headers: &HeaderMap,
+    own_headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<Body> {
+    if method != Method::POST {
+        return method_not_allowed();
+    }
+    // An unreadable value is kept as one no version equals, not dropped: dropped,
+    // it would read as "no header", which means 2025-03-26.
+    let version = client_headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .map(|value| value.to_str().map_or("", str::trim));
+    let context = Context {
+        client_headers,
+        own_headers,
+    };
+    Posted { server, context: &context }.post(body, version).await
+}
+
+/// One POST being answered.
+struct Posted<'a, S> {
+    server: &'a S,
+    context: &'a Context<'a>,
+}
 
 /// What one message of a POST body gets.
 enum Outcome {
@@ -35,15 +106,10 @@ enum Outcome {
     Nothing,
 }
 
-impl GraphqlUpstream {
+impl<S: LocalServer> Posted<'_, S> {
     /// Answers a POST body: one message, or a batch (an array). `version` is the
     /// `MCP-Protocol-Version` header.
-    pub(super) async fn post(
-        &self,
-        body: &[u8],
-        version: Option<&str>,
-        own_headers: &HeaderMap,
-    ) -> Response<Body> {
+    async fn post(&self, body: &[u8], version: Option<&str>) -> Response<Body> {
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
             Err(_) => {
@@ -77,9 +143,7 @@ impl GraphqlUpstream {
                 // over borrowed items makes the whole future not provably `Send`
                 // inside an axum handler.
                 let outcomes: Vec<Outcome> = futures_util::stream::iter(messages)
-                    .map(
-                        |message| async move { self.outcome(&message, version, own_headers).await },
-                    )
+                    .map(|message| async move { self.outcome(&message, version).await })
                     .buffered(BATCH_CONCURRENCY)
                     .collect()
                     .await;
@@ -96,7 +160,7 @@ impl GraphqlUpstream {
                     json_response(StatusCode::OK, &Value::Array(answers))
                 }
             }
-            message => match self.outcome(&message, version, own_headers).await {
+            message => match self.outcome(&message, version).await {
                 Outcome::Answer(status, answer) => json_response(status, &answer),
                 Outcome::Invalid(answer) => json_response(StatusCode::BAD_REQUEST, &answer),
                 Outcome::Nothing => accepted(),
@@ -104,12 +168,7 @@ impl GraphqlUpstream {
         }
     }
 
-    async fn outcome(
-        &self,
-        message: &Value,
-        version: Option<&str>,
-        own_headers: &HeaderMap,
-    ) -> Outcome {
+    async fn outcome(&self, message: &Value, version: Option<&str>) -> Outcome {
         let Some(message) = message.as_object() else {
             return Outcome::Invalid(error_message(
                 None,
@@ -141,7 +200,7 @@ impl GraphqlUpstream {
                         );
                     }
                 };
-                match self.dispatch(method, params, era, own_headers).await {
+                match self.dispatch(method, params, era).await {
                     Ok(result) => Outcome::Answer(
                         StatusCode::OK,
                         json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -174,45 +233,42 @@ impl GraphqlUpstream {
         method: &str,
         params: Option<&Value>,
         era: Era,
-        own_headers: &HeaderMap,
     ) -> Result<Value, RpcError> {
+        let server = self.server;
+        let identity = server.identity();
         // Answered in either era: it is how a client finds out which one to speak.
         if method == "server/discover" {
-            return Ok(modern::discover(self.cache_ttl_ms));
+            return Ok(modern::discover(identity, server.cache_ttl_ms()));
         }
-        match era {
-            Era::Legacy => match method {
-                "initialize" => Ok(initialize(params)),
-                "ping" => Ok(json!({})),
-                "tools/list" => Ok(self.tools_list.clone()),
-                "tools/call" => self.call_tool(params, own_headers).await,
-                _ => Err(method_not_found(method)),
-            },
-            // No `initialize` and no `ping` (2026-07-28 removed both), and no
-            // `logging/setLevel`, which this server never had.
-            Era::Modern => match method {
-                "tools/list" => Ok(modern::complete(modern::cacheable(
-                    self.tools_list.clone(),
-                    self.cache_ttl_ms,
-                ))),
-                "tools/call" => self
-                    .call_tool(params, own_headers)
-                    .await
-                    .map(modern::complete),
-                _ => Err(method_not_found(method)),
-            },
+        match (era, method) {
+            (Era::Legacy, "initialize") => Ok(initialize(params, identity)),
+            (Era::Legacy, "ping") => Ok(json!({})),
+            (Era::Legacy, _) => server.handle(method, params, self.context).await,
+            // No `initialize` and no `ping`: 2026-07-28 removed both.
+            (Era::Modern, "initialize" | "ping") => Err(method_not_found(method)),
+            (Era::Modern, _) => {
+                let result = server.handle(method, params, self.context).await?;
+                // A list may be kept by the client, for the caller it was given to.
+                let result = if method.ends_with("/list") {
+                    modern::cacheable(result, server.cache_ttl_ms())
+                } else {
+                    result
+                };
+                Ok(modern::complete(result, identity))
+            }
         }
     }
 }
 
-fn method_not_found(method: &str) -> RpcError {
+/// The error for a method the server does not offer.
+pub(crate) fn method_not_found(method: &str) -> RpcError {
     RpcError::new(
         METHOD_NOT_FOUND,
         format!("method not found: {}", crate::char_prefix(method, 100)),
     )
 }
 
-fn initialize(params: Option<&Value>) -> Value {
+fn initialize(params: Option<&Value>, identity: &Identity) -> Value {
     let requested = params
         .and_then(|params| params.get("protocolVersion"))
         .and_then(Value::as_str);
@@ -222,8 +278,8 @@ fn initialize(params: Option<&Value>) -> Value {
         .unwrap_or_default();
     json!({
         "protocolVersion": version,
-        "capabilities": modern::capabilities(),
-        "serverInfo": modern::server_info(),
+        "capabilities": identity.capabilities,
+        "serverInfo": modern::server_info(identity),
     })
 }
 
@@ -259,7 +315,7 @@ fn accepted() -> Response<Body> {
 }
 
 /// GET and DELETE have no meaning without sessions and server-sent streams.
-pub(super) fn method_not_allowed() -> Response<Body> {
+pub(crate) fn method_not_allowed() -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
@@ -272,25 +328,32 @@ pub(super) fn method_not_allowed() -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn graphql() -> Identity {
+        Identity {
+            name: "mcpgate-graphql",
+            capabilities: json!({"tools": {"listChanged": false}}),
+        }
+    }
+
     #[test]
     fn initialize_echoes_a_known_version_and_offers_the_newest_otherwise() {
         for version in protocol::legacy() {
             let params = json!({"protocolVersion": version});
-            assert_eq!(initialize(Some(&params))["protocolVersion"], version);
+            assert_eq!(initialize(Some(&params), &graphql())["protocolVersion"], version);
         }
         for params in [
             json!({"protocolVersion": "2099-01-01"}),
             json!({}),
             json!({"protocolVersion": 1}),
         ] {
-            assert_eq!(initialize(Some(&params))["protocolVersion"], "2025-11-25");
+            assert_eq!(initialize(Some(&params), &graphql())["protocolVersion"], "2025-11-25");
         }
-        assert_eq!(initialize(None)["protocolVersion"], "2025-11-25");
+        assert_eq!(initialize(None, &graphql())["protocolVersion"], "2025-11-25");
     }
 
     #[test]
     fn initialize_offers_tools_only() {
-        let result = initialize(None);
+        let result = initialize(None, &graphql());
         assert_eq!(
             result["capabilities"],
             json!({"tools": {"listChanged": false}})
