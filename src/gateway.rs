@@ -14,7 +14,9 @@ use crate::edge::origin::AllowedOrigins;
 use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::upstream::{Identity, TokenExchange, Upstream, UpstreamKind, UpstreamSettings};
+use crate::upstream::{
+    Identity, Member, TokenExchange, Upstream, UpstreamKind, UpstreamSettings, VirtualUpstream,
+};
 
 mod computed;
 mod routes;
@@ -91,7 +93,7 @@ impl Gateway {
         idp_client: &reqwest::Client,
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
-        facade: Option<&authorization_server::Settings>,
+        (facade, built): (Option<&authorization_server::Settings>, &[Gateway]),
     ) -> Result<Self, ConfigError> {
         validate::check_route(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
@@ -100,14 +102,20 @@ impl Gateway {
         // A GraphQL upstream is never kept: its schema and operations are files that
         // may have changed under an unchanged configuration, and it holds nothing
         // worth keeping (no session, no child process, no token).
+        // Nor is a virtual one: its members are rebuilt with the reload.
         let kept = running.filter(|running| {
-            !matches!(settings.kind, UpstreamKind::Graphql(_))
-                && running.config.upstream.as_ref() == Some(upstream_config)
+            !matches!(
+                settings.kind,
+                UpstreamKind::Graphql(_) | UpstreamKind::Virtual(_)
+            ) && running.config.upstream.as_ref() == Some(upstream_config)
                 && running.config.auth.oauth.max_scope_combinations == limit
         });
-        let upstream = match kept {
-            Some(running) => Arc::clone(&running.upstream),
-            None => Arc::new(Upstream::from_settings(&settings, limit)?),
+        let upstream = match (kept, &settings.kind) {
+            (Some(running), _) => Arc::clone(&running.upstream),
+            (None, UpstreamKind::Virtual(merged)) => Arc::new(Upstream::Virtual(Box::new(
+                VirtualUpstream::new(merged, members(merged, built)?, settings.timeout),
+            ))),
+            (None, _) => Arc::new(Upstream::from_settings(&settings, limit)?),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.
@@ -190,6 +198,34 @@ impl Gateway {
             connections,
         })
     }
+}
+
+/// A virtual server's members: the routes built before it, by name.
+fn members(
+    merged: &crate::config::VirtualServerConfig,
+    built: &[Gateway],
+) -> Result<Vec<Member>, ConfigError> {
+    merged
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| {
+            built
+                .iter()
+                .find(|gateway| gateway.config.route_name() == Some(member.route.as_str()))
+                .map(|gateway| Member {
+                    route: Arc::from(member.route.as_str()),
+                    prefix: Arc::from(member.prefix.as_str()),
+                    upstream: Arc::clone(&gateway.upstream),
+                })
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("upstream.virtual.members[{index}].route"),
+                        format!("no route is named {:?}", member.route),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// `upstream.identity.exchange`, when configured. It exchanges the caller's OAuth

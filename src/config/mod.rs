@@ -15,6 +15,7 @@ mod routes;
 mod rules;
 mod scopes;
 mod upstream;
+mod virtual_server;
 
 pub use authorization_server::{
     AuthorizationServerConfig, ClientMetadataDocumentsConfig, ConfiguredClientConfig,
@@ -37,6 +38,7 @@ pub use rules::{
 };
 pub use scopes::{RequirementSpec, ScopesConfig, UnknownMethods};
 pub use upstream::{BuiltinScopes, CommandLine, GraphqlUpstreamConfig};
+pub use virtual_server::{MemberConfig, VirtualServerConfig};
 
 /// A configuration problem, reported as one line that names the key.
 /// Every variant maps to exit code 78 (EX_CONFIG) in the binary.

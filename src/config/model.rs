@@ -192,6 +192,9 @@ pub struct UpstreamConfig {
     pub command: Option<CommandLine>,
     /// A GraphQL API whose operations mcpgate serves as MCP tools itself.
     pub graphql: Option<GraphqlUpstreamConfig>,
+    /// Other routes, merged into one MCP server mcpgate serves itself.
+    #[serde(rename = "virtual")]
+    pub virtual_server: Option<super::VirtualServerConfig>,
     /// stdio: arguments after those in `command`.
     #[serde(default)]
     pub args: Vec<String>,
@@ -389,6 +392,7 @@ impl Default for UpstreamConfig {
             url: None,
             command: None,
             graphql: None,
+            virtual_server: None,
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,

@@ -138,7 +138,8 @@ impl Config {
                      listener",
                 ));
             }
-            expanded.push(base.for_route(index, route));
+            let config = base.for_route(index, route);
+            expanded.push(config.map_err(|error| locate_virtual(index, error))?);
         }
         drop(routes);
         Ok(expanded)
@@ -183,7 +184,7 @@ impl Config {
         Ok(())
     }
 
-    fn for_route(&self, index: usize, route: &RouteConfig) -> Config {
+    fn for_route(&self, index: usize, route: &RouteConfig) -> Result<Config, ConfigError> {
         let mut config = self.clone();
         config.server.public_url = Some(route.public_url.clone());
         config
@@ -201,6 +202,9 @@ impl Config {
         if let Some(limits) = &route.limits {
             config.limits.rules.clone_from(&limits.rules);
         }
+        if let Some(merged) = &route.upstream.virtual_server {
+            merged.merge_policies(&mut config, self, "upstream.virtual")?;
+        }
         config.route = Some(RouteMark {
             name: Arc::from(route.name.as_str()),
             index,
@@ -208,12 +212,25 @@ impl Config {
             own_rules: route.rules.is_some(),
             own_limits: route.limits.is_some(),
         });
-        config
+        Ok(config)
     }
 
     /// The route's name, `None` for a file without `routes:`.
     pub fn route_name(&self) -> Option<&str> {
         self.route.as_ref().map(|mark| &*mark.name)
+    }
+}
+
+/// An error of a route's `upstream.virtual` under the route's key.
+fn locate_virtual(index: usize, error: ConfigError) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } if key.starts_with("upstream") => {
+            ConfigError::Invalid {
+                key: format!("routes[{index}].{key}"),
+                message,
+            }
+        }
+        other => other,
     }
 }
 

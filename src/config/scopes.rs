@@ -96,6 +96,27 @@ impl RequirementSpec {
         self.groups.is_empty()
     }
 
+    /// Both requirements at once: every group of one joined with every group of
+    /// the other (nothing required is the identity).
+    #[must_use]
+    pub(crate) fn and(&self, other: &Self) -> Self {
+        if self.is_empty() {
+            return other.clone();
+        }
+        if other.is_empty() {
+            return self.clone();
+        }
+        let mut groups = Vec::with_capacity(self.groups.len() * other.groups.len());
+        for left in &self.groups {
+            for right in &other.groups {
+                let mut group = left.clone();
+                group.extend(right.iter().filter(|scope| !left.contains(scope)).cloned());
+                groups.push(group);
+            }
+        }
+        Self { groups }
+    }
+
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &str> {
         self.groups.iter().flatten().map(String::as_str)
     }

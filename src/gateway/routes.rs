@@ -65,20 +65,38 @@ impl Gateways {
                 .map_err(|error| validate::locate(first, error))?,
             None => None,
         };
-        let mut routes = Vec::with_capacity(expanded.len());
-        for route in expanded {
+        // Servers first, virtual servers after: their members must be built.
+        let is_virtual = |route: &Config| {
+            route
+                .upstream
+                .as_ref()
+                .is_some_and(|upstream| upstream.virtual_server.is_some())
+        };
+        let order: Vec<usize> = (0..expanded.len())
+            .filter(|&index| !expanded.get(index).is_some_and(is_virtual))
+            .chain((0..expanded.len()).filter(|&index| expanded.get(index).is_some_and(is_virtual)))
+            .collect();
+        let mut built: Vec<Gateway> = Vec::with_capacity(expanded.len());
+        for &index in &order {
+            let Some(route) = expanded.get(index) else {
+                continue;
+            };
             let kept = running.and_then(|running| running.named(route.route_name()));
             let gateway = Gateway::build_route(
                 route.clone(),
                 idp_client,
                 kept.map(|kept| &**kept),
                 redis.clone(),
-                facade.as_ref(),
+                (facade.as_ref(), &built),
             )
             .await
-            .map_err(|error| validate::locate(&route, error))?;
-            routes.push(gateway);
+            .map_err(|error| validate::locate(route, error))?;
+            built.push(gateway);
         }
+        // Back in file order.
+        let mut placed: Vec<(usize, Gateway)> = order.into_iter().zip(built).collect();
+        placed.sort_by_key(|(index, _)| *index);
+        let routes: Vec<Gateway> = placed.into_iter().map(|(_, gateway)| gateway).collect();
         if let Some(settings) = &mut facade {
             settings.serve(resources(&routes), scopes(&routes));
         }

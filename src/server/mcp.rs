@@ -452,10 +452,21 @@ async fn forward(
     }
     let headers = stripped.as_ref().unwrap_or(headers);
     let sent = Instant::now();
-    let result = gateway
-        .upstream
-        .forward(method, headers, own_headers, body)
-        .await;
+    let result = match gateway.upstream.virtual_server() {
+        // A virtual server keeps member sessions per caller.
+        Some(merged) => {
+            let caller = Owner::of(principal);
+            merged
+                .forward_boxed(method, (headers, own_headers), caller.as_bytes(), body)
+                .await
+        }
+        None => {
+            gateway
+                .upstream
+                .forward(method, headers, own_headers, body)
+                .await
+        }
+    };
     observation.forwarded(sent.elapsed());
     // The status only: a response (its body is not `Sync`) is not held across the await.
     let refused =

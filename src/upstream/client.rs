@@ -692,10 +692,7 @@ mod tests {
         assert!(take_response(json!({"id": "3", "result": {}}), 3).is_none());
         let error = json!({"id": null, "error": {"code": -32700, "message": "Parse error"}});
         let error = outcome("x", take_response(error, 3).unwrap()).unwrap_err();
-        assert!(matches!(
-            error,
-            ClientError::JsonRpc { code: -32700, .. }
-        ));
+        assert!(matches!(error, ClientError::JsonRpc { code: -32700, .. }));
         let bad = outcome(
             "x",
             take_response(json!({"id": 3, "result": []}), 3).unwrap(),

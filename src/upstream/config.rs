@@ -10,7 +10,8 @@ use url::Url;
 use super::stdio::StdioConfig;
 use crate::config::{
     CommandLine, ConfigError, ExchangeGrant, GraphqlUpstreamConfig, Secret, TokenExchangeConfig,
-    UpstreamConfig, UpstreamOAuthConfig, check_headers, check_http_url, check_scope_token,
+    UpstreamConfig, UpstreamOAuthConfig, VirtualServerConfig, check_headers, check_http_url,
+    check_scope_token,
 };
 
 /// The upstream section once checked: one kind, and the timeouts every kind shares.
@@ -33,6 +34,8 @@ pub enum UpstreamKind {
     Stdio(StdioConfig),
     /// `upstream.graphql`: mcpgate serves MCP itself and calls a GraphQL endpoint.
     Graphql(GraphqlUpstreamConfig),
+    /// `upstream.virtual`: mcpgate serves MCP itself and calls other routes.
+    Virtual(VirtualServerConfig),
 }
 
 /// A Streamable HTTP MCP server and the credentials mcpgate sends it.
@@ -63,6 +66,9 @@ impl UpstreamConfig {
     /// keys are checked: which kinds are set, keys that belong to another kind, then
     /// the kind's own values.
     pub fn resolve(&self) -> Result<UpstreamSettings, ConfigError> {
+        if let Some(members) = &self.virtual_server {
+            return self.virtual_kind(members);
+        }
         let kind = match (&self.url, &self.command, &self.graphql) {
             (None, None, None) => return Err(ConfigError::invalid("upstream.url", REQUIRED)),
             (Some(url), None, None) => UpstreamKind::Http(self.http(url)?),
@@ -253,6 +259,34 @@ impl UpstreamConfig {
         Ok(stdio)
     }
 
+    /// `virtual` alone: the members bring their own upstreams.
+    fn virtual_kind(&self, config: &VirtualServerConfig) -> Result<UpstreamSettings, ConfigError> {
+        let other = [
+            ("url", self.url.is_some()),
+            ("command", self.command.is_some()),
+            ("graphql", self.graphql.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key))
+        .or_else(|| self.stdio_key())
+        .or_else(|| {
+            self.credentials_key()
+                .map(|key| key.trim_start_matches("upstream."))
+        });
+        if let Some(key) = other {
+            return Err(ConfigError::invalid(
+                format!("upstream.{key}"),
+                "cannot be set beside upstream.virtual: each member route has its own upstream",
+            ));
+        }
+        config.check("upstream.virtual")?;
+        Ok(UpstreamSettings {
+            kind: UpstreamKind::Virtual(config.clone()),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+        })
+    }
+
     fn graphql_kind(
         &self,
         graphql: &GraphqlUpstreamConfig,
@@ -315,6 +349,15 @@ impl UpstreamSettings {
                 CommandLine::WithArgs(items) => format!("stdio: {}", items.join(" ")),
             },
             UpstreamKind::Graphql(graphql) => format!("graphql: {}", graphql.endpoint),
+            UpstreamKind::Virtual(config) => format!(
+                "virtual: {}",
+                config
+                    .members
+                    .iter()
+                    .map(|member| format!("{}*={}", member.prefix, member.route))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -324,7 +367,7 @@ impl UpstreamSettings {
         match &self.kind {
             UpstreamKind::Http(http) => Some(&http.url),
             UpstreamKind::Graphql(graphql) => Some(&graphql.endpoint),
-            UpstreamKind::Stdio(_) => None,
+            UpstreamKind::Stdio(_) | UpstreamKind::Virtual(_) => None,
         }
     }
 }

@@ -127,4 +127,3 @@ fn not_mcp(method: &str, reason: impl Into<String>) -> InventoryError {
         reason: reason.into(),
     }
 }
-

@@ -9,9 +9,10 @@ mod exchange;
 pub mod graphql;
 mod http;
 mod identity;
-mod local;
 pub mod inventory;
+mod local;
 pub mod stdio;
+mod virtual_server;
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
 pub use self::identity::{ASSERTION_TYPE, Identity, JWKS_PATH};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
+pub(crate) use self::virtual_server::Member;
+pub use self::virtual_server::VirtualUpstream;
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::policy::{DeclaredTool, Requirement};
 
@@ -40,6 +43,8 @@ pub enum Upstream {
     Stdio(StdioUpstream),
     /// A GraphQL endpoint behind tools mcpgate serves itself.
     Graphql(Box<GraphqlUpstream>),
+    /// Other routes behind one MCP server mcpgate serves itself.
+    Virtual(Box<VirtualUpstream>),
 }
 
 impl Upstream {
@@ -77,6 +82,11 @@ impl Upstream {
                 HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout)
                     .map(|upstream| Self::Http(Box::new(upstream)))
             }
+            // Its members are routes: `Gateways` builds it once they are built.
+            UpstreamKind::Virtual(_) => Err(ConfigError::invalid(
+                "upstream.virtual",
+                "merges routes: it is only an upstream of a route of a file with routes:",
+            )),
         }
     }
 
@@ -84,7 +94,15 @@ impl Upstream {
     pub fn graphql(&self) -> Option<&GraphqlUpstream> {
         match self {
             Self::Graphql(upstream) => Some(upstream),
-            Self::Http(_) | Self::Stdio(_) => None,
+            Self::Http(_) | Self::Stdio(_) | Self::Virtual(_) => None,
+        }
+    }
+
+    /// The virtual server, when that is what this is.
+    pub fn virtual_server(&self) -> Option<&VirtualUpstream> {
+        match self {
+            Self::Virtual(upstream) => Some(upstream),
+            Self::Http(_) | Self::Stdio(_) | Self::Graphql(_) => None,
         }
     }
 
@@ -94,6 +112,21 @@ impl Upstream {
     /// scope the schema names). Nothing for an MCP server, whose tools only the
     /// `scopes:` section governs.
     pub fn declared_tools(&self) -> (Vec<DeclaredTool>, Vec<String>) {
+        if let Self::Virtual(merged) = self {
+            // The members' own declarations, under their prefixes.
+            let mut declared = Vec::new();
+            let mut scopes = Vec::new();
+            for member in merged.members() {
+                let (tools, more) = member.upstream.declared_tools();
+                declared.extend(tools.into_iter().map(|mut tool| {
+                    tool.tool = format!("{}{}", member.prefix, tool.tool);
+                    tool.subject = format!("{} (route {})", tool.subject, member.route);
+                    tool
+                }));
+                scopes.extend(more);
+            }
+            return (declared, scopes);
+        }
         let Self::Graphql(upstream) = self else {
             return (Vec::new(), Vec::new());
         };
@@ -158,6 +191,12 @@ impl Upstream {
             Self::Graphql(upstream) => {
                 Box::pin(upstream.forward(method, client_headers, own_headers, body)).await
             }
+            // Without a caller (`mcpgate policy` listing it): an anonymous one.
+            Self::Virtual(upstream) => {
+                upstream
+                    .forward_boxed(method, (client_headers, own_headers), &[], body)
+                    .await
+            }
         }
     }
 
@@ -166,7 +205,7 @@ impl Upstream {
         match self {
             Self::Http(upstream) => upstream.credentials(),
             // A GraphQL API's credentials are static headers (`upstream.graphql.headers`).
-            Self::Stdio(_) | Self::Graphql(_) => None,
+            Self::Stdio(_) | Self::Graphql(_) | Self::Virtual(_) => None,
         }
     }
 

@@ -52,6 +52,11 @@ impl Owner {
         Self(out)
     }
 
+    /// The digest itself: what a server keeps per caller is keyed by it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// As stored outside the process (Redis).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

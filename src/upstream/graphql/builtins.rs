@@ -8,9 +8,9 @@ use super::GraphqlUpstream;
 use super::call::Arguments;
 use super::client::GraphqlRequest;
 use super::result::ToolResult;
-use crate::upstream::local::rpc_error::RpcError;
 use crate::graphql::{GraphqlError, OperationKind, OperationTool};
 use crate::policy::Requirement;
+use crate::upstream::local::rpc_error::RpcError;
 
 /// One built-in tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -180,7 +180,7 @@ impl GraphqlUpstream {
         own_headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
-        Ok(local::forward(self, method, client_headers, &own_headers, &body).await)
+        Ok(local::forward(self, method, (client_headers, &own_headers), &[], &body).await)
     }
 
     fn builtin(&self, name: &str) -> Option<Builtin> {

@@ -9,6 +9,4 @@ pub(crate) mod protocol;
 pub(crate) mod rpc_error;
 mod server;
 
-pub(crate) use self::server::{
-    Context, Identity, LocalServer, forward, method_not_found,
-};
+pub(crate) use self::server::{Context, Identity, LocalServer, forward, method_not_found};

@@ -38,10 +38,11 @@ pub(crate) struct Identity {
 
 /// What a request brings besides its message.
 pub(crate) struct Context<'a> {
-    /// The client's headers, as the gateway received them.
-    pub(crate) client_headers: &'a HeaderMap,
     /// The gateway's own (request id, trace context).
     pub(crate) own_headers: &'a HeaderMap,
+    /// Who calls, as a digest that is the same for every token of one principal
+    /// (empty when unknown): what a server keeps per caller is keyed by it.
+    pub(crate) caller: &'a [u8],
 }
 
 /// A server mcpgate runs itself. The protocol's own requests (`initialize`,
@@ -70,8 +71,8 @@ pub(crate) trait LocalServer: Sync {
 pub(crate) async fn forward<S: LocalServer>(
     server: &S,
     method: Method,
-    client_headers: &HeaderMap,
-    own_headers: &HeaderMap,
+    (client_headers, own_headers): (&HeaderMap, &HeaderMap),
+    caller: &[u8],
     body: &Bytes,
 ) -> Response<Body> {
     if method != Method::POST {
@@ -83,10 +84,15 @@ pub(crate) async fn forward<S: LocalServer>(
         .get(PROTOCOL_VERSION_HEADER)
         .map(|value| value.to_str().map_or("", str::trim));
     let context = Context {
-        client_headers,
         own_headers,
+        caller,
     };
-    Posted { server, context: &context }.post(body, version).await
+    Posted {
+        server,
+        context: &context,
+    }
+    .post(body, version)
+    .await
 }
 
 /// One POST being answered.
@@ -339,16 +345,25 @@ mod tests {
     fn initialize_echoes_a_known_version_and_offers_the_newest_otherwise() {
         for version in protocol::legacy() {
             let params = json!({"protocolVersion": version});
-            assert_eq!(initialize(Some(&params), &graphql())["protocolVersion"], version);
+            assert_eq!(
+                initialize(Some(&params), &graphql())["protocolVersion"],
+                version
+            );
         }
         for params in [
             json!({"protocolVersion": "2099-01-01"}),
             json!({}),
             json!({"protocolVersion": 1}),
         ] {
-            assert_eq!(initialize(Some(&params), &graphql())["protocolVersion"], "2025-11-25");
+            assert_eq!(
+                initialize(Some(&params), &graphql())["protocolVersion"],
+                "2025-11-25"
+            );
         }
-        assert_eq!(initialize(None, &graphql())["protocolVersion"], "2025-11-25");
+        assert_eq!(
+            initialize(None, &graphql())["protocolVersion"],
+            "2025-11-25"
+        );
     }
 
     #[test]
