@@ -25,9 +25,11 @@
 //   scopes gets echo on `local`.
 // - The conformance suite passes the same scenarios through the `everything` route as
 //   directly against server-everything (lib/conformance.mjs, as test/conformance).
-// - SIGHUP removing `graphql` and adding `extra` while SDK clients keep calling
+// - SIGHUP removing `graphql`, adding `extra` and reversing the order of the routes
+//   (kept routes are found by name, not place) while SDK clients keep calling
 //   `everything` and `local`: no call fails, their sessions (and the stdio child) are
-//   kept, `graphql` answers 404 and `extra` serves an SDK client.
+//   kept, `graphql` answers 404, `extra` (the same upstream as `everything`) refuses
+//   `everything`'s session id and serves an SDK client.
 //
 // The tests run in order: the last one reloads the configuration.
 import { after, before, describe, test } from 'node:test';
@@ -414,7 +416,7 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     }
   });
 
-  test('SIGHUP removes graphql and adds extra while SDK clients keep calling everything and local: no call fails', async () => {
+  test('SIGHUP removes graphql, adds extra and reorders while SDK clients keep calling everything and local: no call fails', async () => {
     const callers = {};
     for (const route of ['everything', 'local']) {
       const c = sdkClient('v1', route);
@@ -444,7 +446,8 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     const loops = ['everything', 'local'].flatMap((route) => [loop(route, 0), loop(route, 1)]);
     try {
       await sleep(1000);
-      await writeFile(gateway.configPath, configYaml(['everything', 'local', 'extra']));
+      // Reversed: a kept route found by its place instead of its name would lose its sessions.
+      await writeFile(gateway.configPath, configYaml(['extra', 'local', 'everything']));
       const mark = gateway.proc.output.length;
       process.kill(gateway.proc.child.pid, 'SIGHUP');
       const deadline = Date.now() + 20_000;
