@@ -16,6 +16,8 @@
 //   echo reaches the HTTP server (seen by the recorder), get-env runs in the stdio
 //   child (its environment is the route's `upstream.env`), an operation tool reaches
 //   the GraphQL API.
+// - SDK v2 pinned to 2026-07-28 on the graphql route: server/discover, tools/list and a
+//   call with no initialize.
 // - A token for one route is refused on each other route with 401 invalid_token and
 //   that route's resource_metadata, and nothing behind it moves (no recorder request,
 //   no child process, no API request), while the route's own token gets through; the
@@ -23,6 +25,9 @@
 // - Scopes are per route: a token holding local:call is refused echo on `everything`
 //   with 403 naming everything:call (nothing upstream), and a token with the same
 //   scopes gets echo on `local`.
+// - Rules are per route: `everything`'s own rule refuses echo to m2m-b there (403
+//   access_denied, echo cut from its list, nothing upstream); on `local`, which has no
+//   rule, m2m-b lists and calls echo.
 // - The conformance suite passes the same scenarios through the `everything` route as
 //   directly against server-everything (lib/conformance.mjs, as test/conformance).
 // - SIGHUP removing `graphql`, adding `extra` and reversing the order of the routes
@@ -48,7 +53,7 @@ import {
   ClientCredentialsProvider as ProviderV2,
   StreamableHTTPClientTransport as TransportV2,
 } from '@modelcontextprotocol/client';
-import { M2M, decodeJwt, requestToken, startAuthServer } from '../lib/as.mjs';
+import { M2M, M2M_B, decodeJwt, requestToken, startAuthServer } from '../lib/as.mjs';
 import { compareConformance } from '../lib/conformance.mjs';
 import { startEverything } from '../lib/everything.mjs';
 import { REPO_ROOT, UPSTREAM_CREDENTIAL, startGateway } from '../lib/gateway.mjs';
@@ -109,8 +114,13 @@ function routeYaml(name) {
     scopes:
       initialize: [mcp:connect]
       tools_call: [${name}:call]
-`;
+${name === 'everything' ? EVERYTHING_RULES : ''}`;
 }
+
+/** The everything route's own rules: M2M_B may not use echo there (other routes have none). */
+const EVERYTHING_RULES = `    rules:
+      - {name: no-echo-for-b, when: {client_ids: [${M2M_B.clientId}]}, deny_tools: [echo]}
+`;
 
 /** The whole file, with these routes in this order. */
 function configYaml(names) {
@@ -167,9 +177,9 @@ after(async () => {
 
 const children = () => childrenOf(gateway.proc.child.pid);
 
-/** A token from oidc-provider for `route` (its public_url as resource). */
-async function tokenFor(route, scope) {
-  const { access_token: token } = await requestToken(as, { scope, resource: routes[route].url });
+/** A token from oidc-provider for `route` (its public_url as resource), for M2M or `client`. */
+async function tokenFor(route, scope, client = M2M) {
+  const { access_token: token } = await requestToken(as, { scope, resource: routes[route].url, ...client });
   assert.equal(decodeJwt(token).payload.aud, routes[route].url);
   return token;
 }
@@ -299,6 +309,27 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     }
   }
 
+  test('SDK v2 pinned to 2026-07-28 on route graphql: discovery, tools/list and a call with no initialize and no session', async () => {
+    const apiCount = (await api.lastRequest()).count;
+    const c = sdkClient('v2', 'graphql');
+    const client = new ClientV2(
+      { name: 'mcpgate-e2e-routes-modern', version: '0.0.0' },
+      { versionNegotiation: { mode: { pin: '2026-07-28' } } },
+    );
+    open.push(client);
+    await client.connect(c.transport);
+    const names = (await client.listTools()).tools.map((t) => t.name).sort();
+    assert.deepEqual(names, ['execute_operation_get_facts', 'get_operation_info']);
+    const result = await client.callTool({ name: 'execute_operation_get_facts', arguments: { limit: 1 } });
+    CALLS.graphql.check(result);
+    assert.equal((await api.lastRequest()).count, apiCount + 1);
+    const mcp = c.log.filter((e) => e.url === routes.graphql.url);
+    assert.ok(!mcp.some((e) => e.requestBody?.includes('"initialize"')), describeLog(c.log));
+    assert.ok(mcp.some((e) => e.requestBody?.includes('"server/discover"') && e.status === 200), describeLog(c.log));
+    assert.equal(decodeJwt(c.provider.tokens().access_token).payload.aud, routes.graphql.url);
+    await client.close();
+  });
+
   test('a token for one route is refused on the others (401, their document), nothing behind them moves', async () => {
     const allScopes = `mcp:connect ${CALL_SCOPES.join(' ')}`;
     const tokens = {};
@@ -399,6 +430,39 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     const echoed2 = await onEverything2.request('tools/call', { name: 'echo', arguments: { message: 'scoped' } });
     assert.equal(echoed2.status, 200, echoed2.text);
     await onEverything2.close();
+  });
+
+  test('rules per route: everything\'s rule refuses echo to m2m-b there (403 access_denied, cut from the list); local has no such rule', async () => {
+    const onEverything = await openSession(routes.everything.url, {
+      token: await tokenFor('everything', 'mcp:connect everything:call', M2M_B),
+    });
+    const listed = await onEverything.request('tools/list');
+    assert.equal(listed.status, 200, listed.text);
+    const everythingNames = listed.message.result.tools.map((t) => t.name);
+    assert.ok(!everythingNames.includes('echo'), everythingNames.join(', '));
+    assert.ok(everythingNames.includes('get-env'), everythingNames.join(', '));
+    const recorded = recorder.requests.length;
+    const refused = await onEverything.request('tools/call', { name: 'echo', arguments: { message: 'ruled' } });
+    assert.equal(refused.status, 403, refused.text);
+    assert.equal(
+      refused.challenge,
+      `Bearer realm="mcp", error="access_denied", resource_metadata="${routes.everything.metadataUrl}", ` +
+        'error_description="tool echo refused by rule no-echo-for-b (deny_tools)"',
+    );
+    assert.equal(recorder.requests.length, recorded, 'the refused call reached server-everything');
+    await onEverything.close();
+    await auditRecord(
+      (r) => r.route === 'everything' && r.denied_by_rule === 'no-echo-for-b' && r.oauth_client_id === M2M_B.clientId,
+      'the rule\'s denial',
+    );
+
+    const onLocal = await openSession(routes.local.url, { token: await tokenFor('local', 'mcp:connect local:call', M2M_B) });
+    const localNames = (await onLocal.request('tools/list')).message.result.tools.map((t) => t.name);
+    assert.ok(localNames.includes('echo'), localNames.join(', '));
+    const echoed = await onLocal.request('tools/call', { name: 'echo', arguments: { message: 'ruled' } });
+    assert.equal(echoed.status, 200, echoed.text);
+    assert.equal(echoed.message.result.content[0].text, 'Echo: ruled');
+    await onLocal.close();
   });
 
   test('conformance through the everything route: the same scenarios pass as directly', async (t) => {
