@@ -30,11 +30,12 @@
 //   rule, m2m-b lists and calls echo.
 // - The conformance suite passes the same scenarios through the `everything` route as
 //   directly against server-everything (lib/conformance.mjs, as test/conformance).
-// - SIGHUP removing `graphql`, adding `extra` and reversing the order of the routes
-//   (kept routes are found by name, not place) while SDK clients keep calling
+// - SIGHUP removing `graphql` and `gone`, adding `extra` and reversing the order of the
+//   routes (kept routes are found by name, not place) while SDK clients keep calling
 //   `everything` and `local`: no call fails, their sessions (and the stdio child) are
-//   kept, `graphql` answers 404, `extra` (the same upstream as `everything`) refuses
-//   `everything`'s session id and serves an SDK client.
+//   kept, the standing GET stream open on `gone` ends, `graphql` and `gone` answer
+//   404, `extra` (the same upstream as `everything`) refuses `everything`'s session id
+//   and serves an SDK client.
 //
 // The tests run in order: the last one reloads the configuration.
 import { after, before, describe, test } from 'node:test';
@@ -72,7 +73,7 @@ const CHILD_ENV = {
   PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH}`,
   MCPGATE_E2E_ROUTE: 'local',
 };
-const ROUTE_NAMES = ['everything', 'local', 'graphql', 'extra'];
+const ROUTE_NAMES = ['everything', 'local', 'graphql', 'gone', 'extra'];
 const CALL_SCOPES = ROUTE_NAMES.map((name) => `${name}:call`);
 const SDKS = {
   v1: { Client: ClientV1, Transport: TransportV1, Provider: ProviderV1 },
@@ -99,6 +100,7 @@ function routeYaml(name) {
   const upstream = {
     everything: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
     extra: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
+    gone: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
     local: `{command: [${JSON.stringify(EVERYTHING_BIN)}, stdio], env: ${JSON.stringify(CHILD_ENV)}}`,
     graphql: `
       graphql:
@@ -162,7 +164,7 @@ before(async () => {
   api = await startGraphqlServer({ schemaPath: path.join(EXAMPLE, 'schema.graphql') });
   auditDir = await mkdtemp(path.join(os.tmpdir(), 'mcpgate-e2e-routes-'));
   auditPath = path.join(auditDir, 'audit.jsonl');
-  gateway = await startGateway({ gwPort, configYaml: configYaml(['everything', 'local', 'graphql']) });
+  gateway = await startGateway({ gwPort, configYaml: configYaml(['everything', 'local', 'graphql', 'gone']) });
 });
 
 after(async () => {
@@ -480,7 +482,7 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     }
   });
 
-  test('SIGHUP removes graphql, adds extra and reorders while SDK clients keep calling everything and local: no call fails', async () => {
+  test('SIGHUP removes graphql and gone, adds extra and reorders while SDK clients keep calling everything and local: no call fails', async () => {
     const callers = {};
     for (const route of ['everything', 'local']) {
       const c = sdkClient('v1', route);
@@ -489,6 +491,20 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     }
     const localChildren = children();
     assert.equal(localChildren.length, 1, `one stdio child: ${localChildren}`);
+    // A standing GET stream (server-everything's notifications) on `gone`, which the
+    // reload removes: it must end then, not go on relaying a removed route's server.
+    const goneToken = await tokenFor('gone', 'mcp:connect gone:call');
+    const goneSession = await openSession(routes.gone.url, { token: goneToken });
+    const goneStream = await fetch(routes.gone.url, {
+      headers: { ...goneSession.headers, authorization: `Bearer ${goneToken}`, accept: 'text/event-stream' },
+    });
+    assert.equal(goneStream.status, 200);
+    assert.match(goneStream.headers.get('content-type'), /^text\/event-stream/);
+    const goneReader = goneStream.body.getReader();
+    const goneEnded = (async () => {
+      while (!(await goneReader.read()).done);
+      return Date.now();
+    })();
 
     let reloadedAt = Infinity;
     let stop = false;
@@ -538,8 +554,12 @@ describe('routes: three real upstreams behind one mcpgate', () => {
       assert.equal(initialized.length, 1, describeLog(caller.log));
     }
     assert.deepEqual(children(), localChildren, 'the unchanged stdio route kept its session\'s child');
+    const endedAt = await Promise.race([goneEnded, sleep(5000).then(() => null)]);
+    assert.ok(endedAt !== null && endedAt >= reloadedAt - 1000, 'the removed route\'s GET stream outlived the reload');
 
-    // graphql is gone: its endpoint and its document.
+    // graphql and gone are gone: their endpoints and their documents.
+    const gonePost = await goneSession.request('ping');
+    assert.equal(gonePost.status, 404);
     const token = await tokenFor('graphql', 'mcp:connect graphql:call');
     const gone = await postMcp(routes.graphql.url, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { token });
     assert.equal(gone.status, 404);
