@@ -97,10 +97,12 @@ const open = []; // every SDK client, closed in after()
 
 /** The YAML of one route. */
 function routeYaml(name) {
+  // everything, gone and extra: server-everything over HTTP, through the recorder.
+  const http = `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`;
   const upstream = {
-    everything: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
-    extra: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
-    gone: `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`,
+    everything: http,
+    gone: http,
+    extra: http,
     local: `{command: [${JSON.stringify(EVERYTHING_BIN)}, stdio], env: ${JSON.stringify(CHILD_ENV)}}`,
     graphql: `
       graphql:
@@ -137,6 +139,7 @@ auth:
     jwks:
       - url: ${as.issuer}/jwks
         algorithms: [RS256]
+# No token carries this scope: a route that inherited the file's scopes would show.
 scopes:
   initialize: [mcp:never-used]
 audit:
