@@ -19,9 +19,11 @@ use crate::upstream::{
 };
 
 mod computed;
+mod retirement;
 mod routes;
 mod validate;
 
+pub use self::retirement::{Retirement, retired};
 pub use self::routes::{Destination, Gateways};
 pub use self::validate::validate;
 
@@ -58,6 +60,9 @@ pub struct Gateway {
     /// `upstream.identity.connection`: each user's token at a third-party service.
     /// Kept across a reload that leaves the section alone (its vault and links).
     pub(crate) connections: Option<Arc<crate::connections::Connections>>,
+    /// Ends the standing streams of this route's upstream when a reload leaves it
+    /// out; shared with the next gateway while the route and its `upstream` remain.
+    pub retirement: Arc<Retirement>,
 }
 
 impl Gateway {
@@ -116,6 +121,14 @@ impl Gateway {
                 VirtualUpstream::new(merged, members(merged, built)?, settings.timeout),
             ))),
             (None, _) => Arc::new(Upstream::from_settings(&settings, limit)?),
+        };
+        // Wider than `kept`: a GraphQL upstream rebuilt from the same section is the
+        // same server to its clients.
+        let retirement = match running
+            .filter(|running| running.config.upstream.as_ref() == Some(upstream_config))
+        {
+            Some(running) => Arc::clone(&running.retirement),
+            None => Arc::new(Retirement::new()),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.
@@ -196,6 +209,7 @@ impl Gateway {
             identity,
             exchange,
             connections,
+            retirement,
         })
     }
 }

@@ -363,6 +363,66 @@ async fn metrics_and_readiness_name_the_route() {
     );
 }
 
+#[tokio::test]
+async fn a_reload_ends_the_standing_streams_of_removed_and_changed_routes_only() {
+    use futures_util::StreamExt;
+
+    let (a, b, c, c2) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let gateway = Gateway::start(&routes(&[
+        route("a", &a, ""),
+        route("b", &b, ""),
+        route("c", &c, ""),
+    ]))
+    .await;
+    // Each upstream's GET stream sends one event, then waits for its `release`.
+    let mut streams = Vec::new();
+    for name in ["a", "b", "c"] {
+        let response = Request::to(Method::GET, &url(&gateway, name))
+            .token("")
+            .header("accept", "text/event-stream")
+            .send()
+            .await;
+        assert_eq!(response.status(), 200, "GET stream on {name}");
+        let mut stream = response.bytes_stream();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+        streams.push(stream);
+    }
+    let [mut on_a, mut on_b, mut on_c] = <[_; 3]>::try_from(streams).ok().unwrap();
+
+    // a is removed, b stays as it was, c now fronts another server.
+    gateway.rewrite_config(&routes(&[route("b", &b, ""), route("c", &c2, "")]));
+    gateway.signal("HUP");
+    assert!(
+        gateway.wait_for_log("config reloaded").await,
+        "{}",
+        gateway.stderr()
+    );
+
+    // The streams of a and c end (cleanly) although their upstreams still hold them
+    // open: what the configuration no longer names is no longer relayed.
+    for (name, stream) in [("a", &mut on_a), ("c", &mut on_c)] {
+        let next = tokio::time::timeout(Duration::from_secs(3), stream.next()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "the stream of route {name} outlived the reload: {next:?}"
+        );
+    }
+    // b's stream carries on: its upstream's next event still arrives.
+    b.release.notify_one();
+    let next = tokio::time::timeout(Duration::from_secs(3), on_b.next())
+        .await
+        .expect("b's stream stalled")
+        .expect("b's stream ended at the reload")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&next).contains("\"done\":true"));
+}
+
 #[test]
 fn route_configuration_errors_name_the_key() {
     let upstream = "http://127.0.0.1:9/mcp";

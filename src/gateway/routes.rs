@@ -145,6 +145,20 @@ impl Gateways {
             .ok_or_else(|| RouteChoice::unknown(&self.config, name.unwrap_or_default()))
     }
 
+    /// Retires what `next` leaves out: the routes it removed and those whose upstream
+    /// it changed, so that their standing streams end.
+    pub fn retire_left_out(&self, next: &Gateways) {
+        for old in &self.routes {
+            let kept = next
+                .routes
+                .iter()
+                .any(|new| Arc::ptr_eq(&new.retirement, &old.retirement));
+            if !kept {
+                old.retirement.retire();
+            }
+        }
+    }
+
     /// The public keys of the identity assertions the routes send upstream.
     pub fn identity_jwks(&self) -> Option<&Bytes> {
         self.identity_jwks.as_ref()

@@ -106,7 +106,7 @@ pub(super) async fn refuse(state: &AppState, request: Request, problem: HostProb
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    observation.finish(state, response).await
+    observation.finish(state, None, response).await
 }
 
 #[cfg(test)]

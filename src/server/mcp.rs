@@ -47,7 +47,9 @@ pub(crate) async fn handle(state: AppState, gateway: Arc<Gateway>, request: Requ
         Ok(response) => response,
         Err(refusal) => refusal.answer(&gateway.challenge, &mut observation),
     };
-    observation.finish(&state, response).await
+    observation
+        .finish(&state, Some(&gateway.retirement), response)
+        .await
 }
 
 /// The checks of docs/errors.md, in order; a refusal is answered by the caller.

@@ -8,9 +8,10 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 use super::AppState;
-use super::stream::tracked;
+use super::stream::{Standing, tracked};
 use crate::audit::{Action, BatchEntry, Record};
 use crate::auth::{AuthError, Principal};
+use crate::gateway::Retirement;
 use crate::mcp::envelope::Envelope;
 use crate::mcp::names::CLIENT_REQUESTS;
 use crate::mcp::session::SESSION_HEADER;
@@ -190,7 +191,13 @@ impl Observation {
     /// Completes the record from the response, hands it to the audit log (waiting if
     /// the log is behind), metrics and the trace, and returns the response with its
     /// request id and, for a stream, the bookkeeping that ends it cleanly at shutdown.
-    pub async fn finish(self, state: &AppState, mut response: Response) -> Response {
+    /// `retirement` is the route's, when the request reached one.
+    pub async fn finish(
+        self,
+        state: &AppState,
+        retirement: Option<&Retirement>,
+        mut response: Response,
+    ) -> Response {
         let Self {
             mut record,
             span,
@@ -216,14 +223,18 @@ impl Observation {
         // The record is queued before the response leaves: a client that saw an
         // answer can count on its record being written (flushed at shutdown).
         // A GET stream only carries notifications and never ends by itself, so it
-        // ends when shutdown begins; a POST answered as a stream is an in-flight
-        // request and gets the grace period to finish.
+        // ends when shutdown begins, or when a reload retires its route; a POST
+        // answered as a stream is an in-flight request and gets the grace period to
+        // finish.
         let standing_stream = record.http_method == "GET";
         state.audit.record(record).await;
         if is_event_stream(&response) {
             let (parts, body) = response.into_parts();
-            let ends_at_shutdown = standing_stream.then(|| state.shutdown.clone());
-            let body = tracked(body, ends_at_shutdown);
+            let standing = standing_stream.then(|| Standing {
+                shutdown: state.shutdown.clone(),
+                retired: retirement.map(Retirement::watch),
+            });
+            let body = tracked(body, standing);
             return Response::from_parts(parts, Body::from_stream(body));
         }
         response

@@ -86,7 +86,9 @@ impl Reloader {
         if let (Some(facade), Some(settings)) = (&self.state.facade, gateways.facade()) {
             facade.update(std::sync::Arc::clone(settings));
         }
-        self.state.gateway.store(std::sync::Arc::new(gateways));
+        let gateways = std::sync::Arc::new(gateways);
+        self.state.gateway.store(std::sync::Arc::clone(&gateways));
+        current.retire_left_out(&gateways);
         tracing::info!(path = %path.display(), "config reloaded");
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Streamed responses (SSE) counted while open; standing GET streams are ended
 //! cleanly at shutdown: they never end on their own, so without this a graceful
-//! shutdown would wait out its whole grace period and then cut them mid-event.
+//! shutdown would wait out its whole grace period and then cut them mid-event. They
+//! also end when a reload removes their route or changes its upstream.
 
 use axum::body::{Body, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -8,26 +9,41 @@ use tokio::sync::watch;
 
 use crate::telemetry::metrics::metrics;
 
-/// `body`, counted in the open-streams gauge until it ends; given `ends_at_shutdown`,
-/// it also ends when shutdown begins.
+/// When a standing stream ends: at shutdown, and when a reload retires its route.
+pub struct Standing {
+    /// `AppState::shutdown`.
+    pub shutdown: watch::Receiver<bool>,
+    /// The route's [`crate::gateway::Retirement`], watched.
+    pub retired: Option<watch::Receiver<bool>>,
+}
+
+/// `body`, counted in the open-streams gauge until it ends; given `standing`, it
+/// also ends when shutdown begins or its route is retired.
 pub fn tracked(
     body: Body,
-    ends_at_shutdown: Option<watch::Receiver<bool>>,
+    standing: Option<Standing>,
 ) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static {
     let guard = metrics().stream_opened();
-    let shutdown = async move {
-        match ends_at_shutdown {
-            Some(shutdown) => shutdown_begun(shutdown).await,
-            None => std::future::pending::<()>().await,
+    let end = async move {
+        let Some(Standing { shutdown, retired }) = standing else {
+            return std::future::pending::<()>().await;
+        };
+        let retired = async move {
+            match retired {
+                Some(watched) => crate::gateway::retired(watched).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown_begun(shutdown) => {}
+            () = retired => {}
         }
     };
-    body.into_data_stream()
-        .take_until(shutdown)
-        .map(move |chunk| {
-            // Owned by the stream: dropped (and the gauge decremented) when it ends.
-            let _ = &guard;
-            chunk
-        })
+    body.into_data_stream().take_until(end).map(move |chunk| {
+        // Owned by the stream: dropped (and the gauge decremented) when it ends.
+        let _ = &guard;
+        chunk
+    })
 }
 
 /// Resolves when shutdown begins; never, if nobody can start one.

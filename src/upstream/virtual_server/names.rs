@@ -116,8 +116,8 @@ mod tests {
     #[test]
     fn a_name_belongs_to_the_member_whose_prefix_it_carries() {
         let members = [member("gh_"), member("jira_")];
-        let (owner, own) = owner(&members, "jira_create").unwrap();
-        assert_eq!((&*owner.prefix, own), ("jira_", "create"));
+        let (found, own) = owner(&members, "jira_create").unwrap();
+        assert_eq!((&*found.prefix, own), ("jira_", "create"));
         // The prefix alone, another prefix, no prefix: nobody's.
         for name in ["gh_", "gl_create", "create", ""] {
             assert!(owner(&members, name).is_none(), "{name}");

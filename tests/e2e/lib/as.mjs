@@ -68,7 +68,9 @@ function newSigningKey() {
  * whenever they are on. `upstreamResource` (a URI) registers UPSTREAM_CLIENT and
  * makes that URI a second resource indicator, granted only to it (and its default
  * one), with scope UPSTREAM_SCOPE: tokens that mcpgate gets for its upstream, which
- * no other client can get and which are not valid at the gateway.
+ * no other client can get and which are not valid at the gateway. `resources` (URIs)
+ * are more resource indicators granted like `resource` (one gateway's several
+ * routes); a request naming none still gets `resource`.
  *
  * Test hooks on the returned object:
  * - `hits`: every request as { method, path, url, at } (url keeps the query,
@@ -89,6 +91,7 @@ function newSigningKey() {
  */
 export async function startAuthServer({
   resource,
+  resources = [],
   accessTokenTTL = 300,
   extraScopes = [],
   interactive = false,
@@ -213,7 +216,7 @@ export async function startAuthServer({
             if (upstreamResource && indicator === upstreamResource && client?.clientId === UPSTREAM_CLIENT.clientId) {
               return { scope: UPSTREAM_SCOPE, accessTokenFormat: 'jwt', accessTokenTTL, jwt: { sign: { alg: 'RS256' } } };
             }
-            if (indicator !== resource) throw new errors.InvalidTarget();
+            if (indicator !== resource && !resources.includes(indicator)) throw new errors.InvalidTarget();
             if (client?.clientId === M2M_OPAQUE.clientId) {
               return { scope: scopes, accessTokenFormat: 'opaque', accessTokenTTL };
             }

@@ -94,9 +94,14 @@ export async function writeConfig(yaml) {
   return { dir, configPath };
 }
 
-/** `env` adds variables to mcpgate's environment (e.g. SSL_CERT_FILE). */
+/**
+ * `env` adds variables to mcpgate's environment (e.g. SSL_CERT_FILE). `configYaml`
+ * is the whole file instead of gatewayConfigYaml()'s (e.g. one with `routes:`, which
+ * has no `server.public_url`); it must listen on 127.0.0.1:`gwPort`.
+ */
 export async function startGateway({
   gwPort,
+  configYaml,
   upstreamUrl,
   issuer,
   jwks,
@@ -110,7 +115,8 @@ export async function startGateway({
   env = {},
 }) {
   assertBinaryExists();
-  const { dir, configPath } = await writeConfig(
+  const yaml =
+    configYaml ??
     gatewayConfigYaml({
       gwPort,
       upstreamUrl,
@@ -123,8 +129,8 @@ export async function startGateway({
       upstreamYaml,
       scopesYaml,
       topExtra,
-    }),
-  );
+    });
+  const { dir, configPath } = await writeConfig(yaml);
   const proc = startProcess('mcpgate', MCPGATE_BIN, ['serve', '--config', configPath], {
     baseEnv: gatewayEnv(),
     env: { RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },

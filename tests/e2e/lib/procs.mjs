@@ -5,6 +5,7 @@
 // A process 'exit' hook SIGKILLs any group still alive, so a failing or
 // interrupted test file leaves no orphans behind.
 import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -191,4 +192,22 @@ export async function waitForHttp(url, { timeoutMs = 20_000, proc, accept = (r) 
     }
     await sleep(100);
   }
+}
+
+/** Pids of `ppid`'s child processes, ascending (zombies included: a child must be reaped to be gone). */
+export function childrenOf(ppid) {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    // pid (comm) state ppid …; comm may contain spaces and parentheses.
+    const [, parent] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(parent) === ppid) pids.push(Number(entry));
+  }
+  return pids.sort((a, b) => a - b);
 }

@@ -35,6 +35,7 @@ import { startStack } from '../lib/stack.mjs';
 const AUDIT_FIELDS = [
   'ts',
   'request_id',
+  'route',
   'session_id',
   'http_method',
   'method',
@@ -321,6 +322,7 @@ describe('operations: audit log, admin listener, SIGHUP reload and logrotate, SI
       assert.equal(typeof r.latency_ms, 'number');
       assert.ok(r.latency_ms >= 0);
       assert.equal(r.api_key_id, null);
+      assert.equal(r.route, null, 'a file without routes: names no route');
       assert.equal(r.resource, null);
       assert.equal(r.prompt, null);
       assert.equal(r.batch, null);

@@ -26,7 +26,6 @@
 // node`, and env execs node in place, so each session is exactly one child).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,7 +36,7 @@ import { M2M, M2M_B, decodeJwt, startAuthServer } from '../lib/as.mjs';
 import { startGateway } from '../lib/gateway.mjs';
 import { describeLog, loggingFetch } from '../lib/logging-fetch.mjs';
 import { expectedNoTokenChallenge } from '../lib/mcp.mjs';
-import { freePort } from '../lib/procs.mjs';
+import { childrenOf, freePort } from '../lib/procs.mjs';
 
 const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EVERYTHING_BIN = path.join(E2E_DIR, 'node_modules', '.bin', 'mcp-server-everything');
@@ -53,24 +52,6 @@ const ECHO = { name: 'echo', arguments: { message: 'hi' } };
 const LONG_RUNNING = 'trigger-long-running-operation';
 
 const textOf = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
-
-/** Pids of mcpgate's child processes (zombies included: a child must be reaped to be gone). */
-function childrenOf(ppid) {
-  const pids = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited while we looked
-    }
-    // pid (comm) state ppid …; comm may contain spaces and parentheses.
-    const [, parent] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(parent) === ppid) pids.push(Number(entry));
-  }
-  return pids.sort((a, b) => a - b);
-}
 
 const sorted = (pids) => [...pids].sort((a, b) => a - b);
 
