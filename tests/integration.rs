@@ -59,3 +59,4 @@ mod upstream_connections;
 mod upstream_credentials;
 mod upstream_exchange;
 mod upstream_identity;
+mod virtual_servers;

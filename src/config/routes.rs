@@ -138,7 +138,7 @@ impl Config {
                      listener",
                 ));
             }
-            let config = base.for_route(index, route);
+            let config = base.for_route(self, index, route);
             expanded.push(config.map_err(|error| locate_virtual(index, error))?);
         }
         drop(routes);
@@ -184,7 +184,13 @@ impl Config {
         Ok(())
     }
 
-    fn for_route(&self, index: usize, route: &RouteConfig) -> Result<Config, ConfigError> {
+    /// `self` is the file without its routes; `file` the whole file.
+    fn for_route(
+        &self,
+        file: &Config,
+        index: usize,
+        route: &RouteConfig,
+    ) -> Result<Config, ConfigError> {
         let mut config = self.clone();
         config.server.public_url = Some(route.public_url.clone());
         config
@@ -203,7 +209,7 @@ impl Config {
             config.limits.rules.clone_from(&limits.rules);
         }
         if let Some(merged) = &route.upstream.virtual_server {
-            merged.merge_policies(&mut config, self, "upstream.virtual")?;
+            merged.merge_policies(&mut config, file, "upstream.virtual")?;
         }
         config.route = Some(RouteMark {
             name: Arc::from(route.name.as_str()),
