@@ -211,10 +211,20 @@ fn same_host(url: &url::Url, host: &str) -> bool {
     let Ok(authority) = host.parse::<http::uri::Authority>() else {
         return false;
     };
-    let port = url.port_or_known_default();
+    // A `Host` without a port names the scheme's default port, not the route's.
+    let default = match url.scheme() {
+        "https" => 443,
+        _ => 80,
+    };
+    let port = match authority.port_u16() {
+        Some(port) => port,
+        // Something after the host that is not a port.
+        None if authority.as_str().len() > authority.host().len() => return false,
+        None => default,
+    };
     url.host_str()
         .is_some_and(|name| name.eq_ignore_ascii_case(authority.host()))
-        && authority.port_u16().or(port) == port
+        && Some(port) == url.port_or_known_default()
 }
 
 /// One JWKS holding every route's assertion keys (a route's own document, as is,
@@ -285,4 +295,25 @@ fn index(routes: &[Arc<Gateway>], single: bool) -> Result<(PathIndex, PathIndex)
         }
     }
     Ok((endpoints, documents))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_host;
+
+    #[test]
+    fn a_host_names_the_routes_host_and_port() {
+        let url = url::Url::parse("http://a.test:8080/mcp").unwrap();
+        assert!(same_host(&url, "a.test:8080"));
+        assert!(same_host(&url, "A.TEST:8080"));
+        // No port is port 80, which is not the route's.
+        assert!(!same_host(&url, "a.test"));
+        assert!(!same_host(&url, "a.test:8081"));
+        assert!(!same_host(&url, "b.test:8080"));
+        let default = url::Url::parse("https://a.test/mcp").unwrap();
+        assert!(same_host(&default, "a.test"));
+        assert!(same_host(&default, "a.test:443"));
+        assert!(!same_host(&default, "a.test:80"));
+        assert!(!same_host(&default, "a.test:x"));
+    }
 }
