@@ -14,7 +14,9 @@ use crate::edge::origin::AllowedOrigins;
 use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
-use crate::upstream::{Identity, TokenExchange, Upstream, UpstreamKind, UpstreamSettings};
+use crate::upstream::{
+    Identity, TlsRoots, TokenExchange, Upstream, UpstreamKind, UpstreamSettings,
+};
 
 mod computed;
 mod routes;
@@ -85,13 +87,15 @@ impl Gateway {
     /// [`Gateways`]): the running one of the same route is kept where its
     /// configuration did not change (stdio sessions survive a reload). `redis` is the
     /// session store's connection, which outlives reloads: a reload opens none.
-    /// `facade` is the one authorization-server façade every route shares.
+    /// `facade` is the one authorization-server façade every route shares, `tls` the
+    /// system's roots every route's upstream shares.
     pub(crate) async fn build_route(
         config: Config,
         idp_client: &reqwest::Client,
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
         facade: Option<&authorization_server::Settings>,
+        tls: &TlsRoots,
     ) -> Result<Self, ConfigError> {
         validate::check_route(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
@@ -107,7 +111,7 @@ impl Gateway {
         });
         let upstream = match kept {
             Some(running) => Arc::clone(&running.upstream),
-            None => Arc::new(Upstream::from_settings(&settings, limit)?),
+            None => Arc::new(Upstream::from_settings(&settings, limit, tls)?),
         };
         if kept.is_none() {
             // A reload with new upstream credentials fails if they do not work.

@@ -11,6 +11,7 @@ use super::{Gateway, validate};
 use crate::authorization_server;
 use crate::config::{Config, ConfigError, METADATA_WELL_KNOWN, RouteChoice};
 use crate::mcp::session::SharedRedis;
+use crate::upstream::TlsRoots;
 
 /// The running state of every route, swapped whole on reload.
 pub struct Gateways {
@@ -66,6 +67,9 @@ impl Gateways {
             None => None,
         };
         let mut routes = Vec::with_capacity(expanded.len());
+        // Read once for every route (a thousand routes would read them a thousand
+        // times), and again by the next reload.
+        let tls = TlsRoots::default();
         for route in expanded {
             let kept = running.and_then(|running| running.named(route.route_name()));
             let gateway = Gateway::build_route(
@@ -74,6 +78,7 @@ impl Gateways {
                 kept.map(|kept| &**kept),
                 redis.clone(),
                 facade.as_ref(),
+                &tls,
             )
             .await
             .map_err(|error| validate::locate(&route, error))?;

@@ -10,6 +10,7 @@ mod http;
 mod identity;
 pub mod inventory;
 pub mod stdio;
+mod tls;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
 pub use self::identity::{ASSERTION_TYPE, Identity, JWKS_PATH};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
+pub use self::tls::TlsRoots;
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::policy::{DeclaredTool, Requirement};
 
@@ -48,13 +50,19 @@ impl Upstream {
         config: &UpstreamConfig,
         max_scope_combinations: usize,
     ) -> Result<Self, ConfigError> {
-        Self::from_settings(&config.resolve()?, max_scope_combinations)
+        Self::from_settings(
+            &config.resolve()?,
+            max_scope_combinations,
+            &TlsRoots::default(),
+        )
     }
 
-    /// As [`Self::from_config`], from a section already resolved.
+    /// As [`Self::from_config`], from a section already resolved; an HTTP upstream
+    /// verifies with `tls`, the roots every upstream of a build shares.
     pub fn from_settings(
         settings: &UpstreamSettings,
         max_scope_combinations: usize,
+        tls: &TlsRoots,
     ) -> Result<Self, ConfigError> {
         match &settings.kind {
             UpstreamKind::Graphql(graphql) => {
@@ -72,7 +80,7 @@ impl Upstream {
                 .map(Self::Stdio)
                 .map_err(|error| ConfigError::invalid(error.key, error.message)),
             UpstreamKind::Http(http) => {
-                HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout)
+                HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout, tls)
                     .map(|upstream| Self::Http(Box::new(upstream)))
             }
         }
