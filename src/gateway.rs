@@ -15,7 +15,8 @@ use crate::limits::LimitRules;
 use crate::mcp::session::SharedRedis;
 use crate::policy::Policy;
 use crate::upstream::{
-    Identity, Member, TokenExchange, Upstream, UpstreamKind, UpstreamSettings, VirtualUpstream,
+    Identity, Member, TlsRoots, TokenExchange, Upstream, UpstreamKind, UpstreamSettings,
+    VirtualUpstream,
 };
 
 mod computed;
@@ -92,13 +93,15 @@ impl Gateway {
     /// [`Gateways`]): the running one of the same route is kept where its
     /// configuration did not change (stdio sessions survive a reload). `redis` is the
     /// session store's connection, which outlives reloads: a reload opens none.
-    /// `facade` is the one authorization-server façade every route shares.
+    /// `facade` is the one authorization-server façade every route shares, `tls` the
+    /// system's roots every route's upstream shares.
     pub(crate) async fn build_route(
         config: Config,
         idp_client: &reqwest::Client,
         running: Option<&Gateway>,
         redis: Option<SharedRedis>,
         (facade, built): (Option<&authorization_server::Settings>, &[Gateway]),
+        tls: &TlsRoots,
     ) -> Result<Self, ConfigError> {
         validate::check_route(&config)?;
         let upstream_config = crate::config::require_upstream(&config)?;
@@ -120,7 +123,7 @@ impl Gateway {
             (None, UpstreamKind::Virtual(merged)) => Arc::new(Upstream::Virtual(Box::new(
                 VirtualUpstream::new(merged, members(merged, built)?, settings.timeout),
             ))),
-            (None, _) => Arc::new(Upstream::from_settings(&settings, limit)?),
+            (None, _) => Arc::new(Upstream::from_settings(&settings, limit, tls)?),
         };
         // Wider than `kept`: a GraphQL upstream rebuilt from the same section is the
         // same server to its clients.

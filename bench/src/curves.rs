@@ -2,9 +2,10 @@
 //! carries (issue #21). Each curve is one request measured at several sizes, counted
 //! by callgrind as `--callgrind` counts a scenario, so the points compare exactly on a
 //! shared machine: a cached-token `tools/call` with 10 to 10,000 tools upstream, with
-//! 10 to 10,000 `scopes.tools` rules and with 1 to 1,000 `rules:` entries about
-//! principals, and a filtered `tools/list` per tool of the list. A curve is flat when
-//! its largest point costs at most 10 % more than its smallest.
+//! 10 to 10,000 `scopes.tools` rules, with 1 to 1,000 `rules:` entries about
+//! principals and with 1 to 1,000 `routes:` (issue #22), and a filtered `tools/list`
+//! per tool of the list. A curve is flat when its costliest point costs at most 10 %
+//! more than its cheapest.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -37,13 +38,16 @@ pub enum Curve {
     ListTools,
     /// `tools/call` with more and more `rules:` entries keyed by principal.
     PrincipalRules,
+    /// `tools/call` on one route with more and more `routes:` entries.
+    Routes,
 }
 
-pub const ALL: [Curve; 4] = [
+pub const ALL: [Curve; 5] = [
     Curve::CallTools,
     Curve::CallRules,
     Curve::ListTools,
     Curve::PrincipalRules,
+    Curve::Routes,
 ];
 
 impl Curve {
@@ -53,6 +57,7 @@ impl Curve {
             Self::CallRules => "curve-call-rules",
             Self::ListTools => "curve-list-tools",
             Self::PrincipalRules => "curve-principal-rules",
+            Self::Routes => "curve-routes",
         }
     }
 
@@ -70,6 +75,9 @@ impl Curve {
             Self::PrincipalRules => {
                 "tools/call (HS256, cached) with 1 to 1,000 rules: entries by subject, client or claim"
             }
+            Self::Routes => {
+                "tools/call (HS256, cached) on the first and the last of 1 to 1,000 routes: entries"
+            }
         }
     }
 
@@ -81,7 +89,7 @@ impl Curve {
     fn sizes(self) -> &'static [usize] {
         match self {
             Self::CallTools | Self::CallRules | Self::ListTools => &[10, 100, 1_000, 10_000],
-            Self::PrincipalRules => &[1, 10, 100, 1_000],
+            Self::PrincipalRules | Self::Routes => &[1, 10, 100, 1_000],
         }
     }
 
@@ -91,6 +99,7 @@ impl Curve {
             Self::CallTools | Self::ListTools => "tools upstream",
             Self::CallRules => "scopes.tools rules",
             Self::PrincipalRules => "rules: entries",
+            Self::Routes => "routes: entries",
         }
     }
 
@@ -102,7 +111,7 @@ impl Curve {
     fn tools(self, size: usize) -> usize {
         match self {
             Self::CallTools | Self::ListTools => size,
-            Self::CallRules | Self::PrincipalRules => 1_000,
+            Self::CallRules | Self::PrincipalRules | Self::Routes => 1_000,
         }
     }
 }
@@ -110,6 +119,8 @@ impl Curve {
 /// One size of a curve, counted.
 pub struct Point {
     pub size: usize,
+    /// Routes only: which route (from 1) was called.
+    pub route: Option<usize>,
     pub requests: usize,
     pub instructions: u64,
     pub top: Vec<String>,
@@ -160,13 +171,19 @@ impl Counted {
 /// Counts every point of `curve`, `requests` requests each (fewer for long lists).
 pub async fn count(bench: &Bench, curve: Curve, requests: usize) -> Result<Counted> {
     let base = if curve.lists() {
-        Some(count_point(bench, curve, 0, requests).await?)
+        Some(count_point(bench, curve, 0, 1, requests).await?)
     } else {
         None
     };
     let mut points = Vec::new();
     for &size in curve.sizes() {
-        points.push(count_point(bench, curve, size, requests).await?);
+        points.push(count_point(bench, curve, size, 1, requests).await?);
+    }
+    // Routes: the last route as well, so neither end of the list costs more.
+    if let (Curve::Routes, Some(&size)) = (curve, curve.sizes().last())
+        && size > 1
+    {
+        points.push(count_point(bench, curve, size, size, requests).await?);
     }
     Ok(Counted {
         curve,
@@ -175,7 +192,14 @@ pub async fn count(bench: &Bench, curve: Curve, requests: usize) -> Result<Count
     })
 }
 
-async fn count_point(bench: &Bench, curve: Curve, size: usize, requests: usize) -> Result<Point> {
+/// Counts one point; `route` is the route called (from 1) when the curve has routes.
+async fn count_point(
+    bench: &Bench,
+    curve: Curve,
+    size: usize,
+    route: usize,
+    requests: usize,
+) -> Result<Point> {
     let tools = curve.tools(size);
     let (requests, warmup) = if curve.lists() && tools > 0 {
         let scaled = |count: usize| (count * LIST_SCALE / tools).clamp(LIST_MIN_REQUESTS, count);
@@ -183,26 +207,44 @@ async fn count_point(bench: &Bench, curve: Curve, size: usize, requests: usize) 
     } else {
         (requests, WARMUP_REQUESTS)
     };
+    let routed = curve == Curve::Routes;
+    let called = if routed {
+        format!(", route {route}")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{} at {size} {}: counting {requests} requests under callgrind…",
+        "{} at {size} {}{called}: counting {requests} requests under callgrind…",
         curve.name(),
         curve.unit()
     );
-    let name = format!("{}-{size}", curve.name());
+    let name = if routed && route > 1 {
+        format!("{}-{size}-route-{route}", curve.name())
+    } else {
+        format!("{}-{size}", curve.name())
+    };
     // An upstream of its own for the size: the tool list is the only thing that differs.
     let upstream = upstream::start(tools, bench.keys.jwks.clone()).await?;
-    let mut config = gateway::config(
-        gateway::free_addr()?,
-        &upstream.mcp_url(),
-        &Auth::Hs256 {
-            secret: bench.keys.hmac_secret.clone(),
-        },
-    );
+    let auth = Auth::Hs256 {
+        secret: bench.keys.hmac_secret.clone(),
+    };
+    let listen = gateway::free_addr()?;
+    let mut config = if routed {
+        gateway::routes_config(listen, &upstream.mcp_url(), &auth, size)
+    } else {
+        gateway::config(listen, &upstream.mcp_url(), &auth)
+    };
     match curve {
         Curve::CallRules => config.push_str(&tool_rules(size)),
         Curve::PrincipalRules => config.push_str(&principal_rules(size)),
-        Curve::CallTools | Curve::ListTools => {}
+        Curve::CallTools | Curve::ListTools | Curve::Routes => {}
     }
+    // A route's endpoint is its public URL's path, and its tokens' audience the URL.
+    let (path, audience) = if routed {
+        (gateway::route_path(route), gateway::route_url(route))
+    } else {
+        (MCP_PATH.to_owned(), AUDIENCE.to_owned())
+    };
     let (wrapper, out) = profile::wrapper(&name)?;
     let mut gateway = Gateway::spawn(
         &wrapper,
@@ -221,13 +263,13 @@ async fn count_point(bench: &Bench, curve: Curve, size: usize, requests: usize) 
         Alg::Hs256,
         &Audience {
             issuer: ISSUER.to_owned(),
-            audience: AUDIENCE.to_owned(),
+            audience,
         },
         0,
     )?;
     let target = Target::new(
         gateway.addr,
-        MCP_PATH,
+        &path,
         scenario.body(),
         Credential::One(keys::bearer(&token)?),
     )?;
@@ -242,6 +284,7 @@ async fn count_point(bench: &Bench, curve: Curve, size: usize, requests: usize) 
         .with_context(|| name.clone())?;
     let point = Point {
         size,
+        route: routed.then_some(route),
         requests,
         instructions,
         top,
@@ -364,6 +407,15 @@ fn curve_table(text: &mut String, entry: &Counted) {
                 );
             }
         }
+        Curve::Routes => {
+            let _ = writeln!(
+                text,
+                "Each route (`r1` … `rN`) has its own `public_url` path (`/r<i>/mcp`) and \
+                 inherits the policy; all are in front of the same upstream (1,000 tools). The \
+                 token's audience is the called route's `public_url`. At the largest size the \
+                 first route and the last are both called.\n"
+            );
+        }
         Curve::CallTools => {}
     }
     // A list's curve is per tool; a call's is the count per request itself.
@@ -372,12 +424,18 @@ fn curve_table(text: &mut String, entry: &Counted) {
     } else {
         ("", "")
     };
+    // Routes: which route each point called.
+    let (route_head, route_rule) = if curve == Curve::Routes {
+        (" route called |", "---:|")
+    } else {
+        ("", "")
+    };
     let _ = writeln!(
         text,
-        "| {} | requests | instructions / request |{value_head} × smallest |",
+        "| {} |{route_head} requests | instructions / request |{value_head} × smallest |",
         curve.unit()
     );
-    let _ = writeln!(text, "|---:|---:|---:|{value_rule}---:|");
+    let _ = writeln!(text, "|---:|{route_rule}---:|---:|{value_rule}---:|");
     let first = entry.points.first().map(|point| entry.value(point));
     for point in &entry.points {
         let value = entry.value(point);
@@ -390,9 +448,13 @@ fn curve_table(text: &mut String, entry: &Counted) {
         } else {
             String::new()
         };
+        let route = point
+            .route
+            .map(|route| format!(" `r{route}` |"))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "| {} | {} | {:.0} |{per_tool} {ratio} |",
+            "| {} |{route} {} | {:.0} |{per_tool} {ratio} |",
             point.size,
             point.requests,
             point.per_request(),
@@ -411,9 +473,13 @@ fn curve_table(text: &mut String, entry: &Counted) {
     };
     let _ = writeln!(text, "\n{verdict}\n");
     if let Some(point) = entry.points.last() {
+        let route = point
+            .route
+            .map(|route| format!(", route `r{route}`"))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "<details><summary>{} at {}: heaviest functions (own instructions)</summary>\n\n```",
+            "<details><summary>{} at {}{route}: heaviest functions (own instructions)</summary>\n\n```",
             curve.name(),
             point.size
         );
@@ -431,6 +497,7 @@ mod tests {
     fn point(size: usize, per_request: u64) -> Point {
         Point {
             size,
+            route: None,
             requests: 10,
             instructions: per_request * 10,
             top: Vec::new(),
@@ -464,6 +531,29 @@ mod tests {
         assert_eq!(list.value(&list.points[0]), 100.0);
         assert_eq!(list.value(&list.points[1]), 100.0);
         assert!(list.flat());
+    }
+
+    #[test]
+    fn the_routes_table_names_the_route_each_point_called() {
+        let mut last = point(1000, 103);
+        last.route = Some(1000);
+        let mut points = vec![point(1, 100), point(1000, 102)];
+        for point in &mut points {
+            point.route = Some(1);
+        }
+        points.push(last);
+        let routes = Counted {
+            curve: Curve::Routes,
+            points,
+            base: None,
+        };
+        let mut text = String::new();
+        curve_table(&mut text, &routes);
+        assert!(text.contains("| routes: entries | route called | requests |"));
+        assert!(text.contains("| 1000 | `r1` | 10 | 102 | 1.020 |"));
+        assert!(text.contains("| 1000 | `r1000` | 10 | 103 | 1.030 |"));
+        assert!(text.contains("**flat (within 10 %)**"));
+        assert!(text.contains("at 1000, route `r1000`: heaviest"));
     }
 
     #[test]

@@ -56,17 +56,57 @@ pub enum Auth {
 
 /// The whole configuration file for one scenario.
 pub fn config(listen: SocketAddr, upstream_url: &str, auth: &Auth) -> String {
+    compose(listen, Some(upstream_url), auth)
+}
+
+/// The path of the `index`th (from 1) route of [`routes_config`] on the gateway.
+pub fn route_path(index: usize) -> String {
+    format!("/r{index}/mcp")
+}
+
+/// The public URL of the `index`th (from 1) route of [`routes_config`]: the audience
+/// of its tokens.
+pub fn route_url(index: usize) -> String {
+    format!("https://mcp.bench.invalid{}", route_path(index))
+}
+
+/// A configuration with `routes` entries (`r1` … `r<routes>`, each on its own path,
+/// see [`route_url`]), all in front of the same upstream and inheriting the scenario's
+/// authentication and policy.
+pub fn routes_config(listen: SocketAddr, upstream_url: &str, auth: &Auth, routes: usize) -> String {
+    let mut yaml = compose(listen, None, auth);
+    yaml.push_str("routes:\n");
+    for index in 1..=routes {
+        yaml.push_str(&format!(
+            "  - {{ name: r{index}, public_url: \"{}\", upstream: {{ url: \"{upstream_url}\" }} }}\n",
+            route_url(index)
+        ));
+    }
+    yaml
+}
+
+/// A scenario's configuration; without an upstream (a file with `routes:`), also
+/// without the audience, which each route then has of its own.
+fn compose(listen: SocketAddr, upstream_url: Option<&str>, auth: &Auth) -> String {
+    let upstream = upstream_url
+        .map(|url| format!("upstream:\n  url: {url}\n"))
+        .unwrap_or_default();
+    let audiences = if upstream_url.is_some() {
+        format!("    audiences: [\"{AUDIENCE}\"]\n")
+    } else {
+        String::new()
+    };
     let mut yaml = format!(
         "server:\n  listen: {listen}\n\
-         upstream:\n  url: {upstream_url}\n\
+         {upstream}\
          # The bench upstream keeps no sessions, so neither does the gateway.\n\
          session:\n  stateless: true\n\
          log:\n  level: warn\n"
     );
     let oauth = |jwks: &str| {
         format!(
-            "auth:\n  oauth:\n    enabled: true\n    issuers: [\"{ISSUER}\"]\n    \
-             audiences: [\"{AUDIENCE}\"]\n    jwks:\n{jwks}"
+            "auth:\n  oauth:\n    enabled: true\n    issuers: [\"{ISSUER}\"]\n\
+             {audiences}    jwks:\n{jwks}"
         )
     };
     match auth {
@@ -80,8 +120,8 @@ pub fn config(listen: SocketAddr, upstream_url: &str, auth: &Auth) -> String {
             "      - url: {url}\n        algorithms: [RS256, ES256]\n"
         ))),
         Auth::Introspection { url } => yaml.push_str(&format!(
-            "auth:\n  oauth:\n    enabled: true\n    issuers: [\"{ISSUER}\"]\n    \
-             audiences: [\"{AUDIENCE}\"]\n    introspection:\n      url: {url}\n      \
+            "auth:\n  oauth:\n    enabled: true\n    issuers: [\"{ISSUER}\"]\n\
+             {audiences}    introspection:\n      url: {url}\n      \
              client_id: mcpgate-bench\n      client_secret: bench-introspection-secret\n"
         )),
         Auth::ApiKey { hash } => {
@@ -327,5 +367,34 @@ mod tests {
             assert_eq!(config_addr(&yaml).unwrap(), addr);
             assert_eq!(yaml.contains("scopes:"), !matches!(auth, Auth::Off));
         }
+    }
+
+    #[test]
+    fn routes_config_has_no_top_level_endpoint_and_a_path_per_route() {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let auth = Auth::Hs256 {
+            secret: "s".repeat(43),
+        };
+        let yaml = routes_config(addr, "http://127.0.0.1:1/mcp", &auth, 3);
+        assert_eq!(config_addr(&yaml).unwrap(), addr);
+        assert!(!yaml.contains("\nupstream:"));
+        assert!(!yaml.contains("audiences:"));
+        assert!(yaml.contains("scopes:\n"));
+        let routes: Vec<&str> = yaml
+            .lines()
+            .filter(|line| line.starts_with("  - {"))
+            .collect();
+        assert_eq!(routes.len(), 3);
+        assert!(routes[0].contains("name: r1, public_url: \"https://mcp.bench.invalid/r1/mcp\""));
+        assert!(routes[2].contains("/r3/mcp"));
+        assert!(
+            routes
+                .iter()
+                .all(|route| route.contains("url: \"http://127.0.0.1:1/mcp\""))
+        );
+        assert_eq!(
+            route_url(3),
+            format!("https://mcp.bench.invalid{}", route_path(3))
+        );
     }
 }

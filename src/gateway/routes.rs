@@ -11,6 +11,7 @@ use super::{Gateway, validate};
 use crate::authorization_server;
 use crate::config::{Config, ConfigError, METADATA_WELL_KNOWN, RouteChoice};
 use crate::mcp::session::SharedRedis;
+use crate::upstream::TlsRoots;
 
 /// The running state of every route, swapped whole on reload.
 pub struct Gateways {
@@ -76,6 +77,9 @@ impl Gateways {
             .filter(|&index| !expanded.get(index).is_some_and(is_virtual))
             .chain((0..expanded.len()).filter(|&index| expanded.get(index).is_some_and(is_virtual)))
             .collect();
+        // Read once for every route (a thousand routes would read them a thousand
+        // times), and again by the next reload.
+        let tls = TlsRoots::default();
         let mut built: Vec<Gateway> = Vec::with_capacity(expanded.len());
         for &index in &order {
             let Some(route) = expanded.get(index) else {
@@ -88,6 +92,7 @@ impl Gateways {
                 kept.map(|kept| &**kept),
                 redis.clone(),
                 (facade.as_ref(), &built),
+                &tls,
             )
             .await
             .map_err(|error| validate::locate(route, error))?;

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::HttpUpstreamConfig;
 use super::credentials::UpstreamCredentials;
+use super::tls::TlsRoots;
 use crate::config::ConfigError;
 
 /// Request headers a client may pass to the upstream. An allowlist rather than a
@@ -137,10 +138,12 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
+    /// `tls` holds the system's roots, read once for every upstream of a build.
     pub(crate) fn from_config(
         config: &HttpUpstreamConfig,
         connect_timeout: Duration,
         timeout: Duration,
+        tls: &TlsRoots,
     ) -> Result<Self, ConfigError> {
         let uri: Uri = config
             .url
@@ -152,11 +155,11 @@ impl HttpUpstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
+        let tls_config = tls.client_config().map_err(|error| {
+            ConfigError::invalid("upstream", format!("cannot set up TLS: {error}"))
+        })?;
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|error| {
-                ConfigError::invalid("upstream", format!("cannot set up TLS: {error}"))
-            })?
+            .with_tls_config((*tls_config).clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -164,15 +167,6 @@ impl HttpUpstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(tls);
-        // mcpgate's own upstream token is fetched with an ordinary HTTP client.
-        let token_client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .build()
-            .map_err(|error| {
-                ConfigError::invalid("upstream", format!("cannot build HTTP client: {error}"))
-            })?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let key = format!("upstream.headers.{name}");
@@ -183,10 +177,26 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        // mcpgate's own upstream token is fetched with an ordinary HTTP client, made
+        // only where there is one to fetch (each client reads the system's roots).
         let credentials = config
             .oauth
             .clone()
-            .map(|oauth| UpstreamCredentials::new(oauth, token_client));
+            .map(|oauth| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .connect_timeout(connect_timeout)
+                    .build()
+                    .map(|client| UpstreamCredentials::new(oauth, client))
+                    .map_err(|error| {
+                        ConfigError::invalid(
+                            "upstream",
+                            format!("cannot build HTTP client: {error}"),
+                        )
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             client,
             uri,

@@ -12,6 +12,7 @@ mod identity;
 pub mod inventory;
 mod local;
 pub mod stdio;
+mod tls;
 mod virtual_server;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use self::http::{FailureKind, HttpUpstream, UpstreamError};
 pub use self::identity::{ASSERTION_TYPE, Identity, JWKS_PATH};
 pub use self::inventory::{Inventory, InventoryError, fetch_inventory, inventory_of};
 use self::stdio::StdioUpstream;
+pub use self::tls::TlsRoots;
 pub(crate) use self::virtual_server::Member;
 pub use self::virtual_server::VirtualUpstream;
 use crate::config::{ConfigError, UpstreamConfig};
@@ -55,13 +57,19 @@ impl Upstream {
         config: &UpstreamConfig,
         max_scope_combinations: usize,
     ) -> Result<Self, ConfigError> {
-        Self::from_settings(&config.resolve()?, max_scope_combinations)
+        Self::from_settings(
+            &config.resolve()?,
+            max_scope_combinations,
+            &TlsRoots::default(),
+        )
     }
 
-    /// As [`Self::from_config`], from a section already resolved.
+    /// As [`Self::from_config`], from a section already resolved; an HTTP upstream
+    /// verifies with `tls`, the roots every upstream of a build shares.
     pub fn from_settings(
         settings: &UpstreamSettings,
         max_scope_combinations: usize,
+        tls: &TlsRoots,
     ) -> Result<Self, ConfigError> {
         match &settings.kind {
             UpstreamKind::Graphql(graphql) => {
@@ -79,7 +87,7 @@ impl Upstream {
                 .map(Self::Stdio)
                 .map_err(|error| ConfigError::invalid(error.key, error.message)),
             UpstreamKind::Http(http) => {
-                HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout)
+                HttpUpstream::from_config(http, settings.connect_timeout, settings.timeout, tls)
                     .map(|upstream| Self::Http(Box::new(upstream)))
             }
             // Its members are routes: `Gateways` builds it once they are built.
