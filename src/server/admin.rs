@@ -118,13 +118,12 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         gateways
             .all()
             .iter()
-            .map(|gateway| route_readiness(gateway)),
+            .map(|gateway| route_readiness(gateway, &gateways)),
     );
     let (sessions, routes) = tokio::join!(sessions, routes);
-    let failing = routes.iter().filter(|reasons| !reasons.is_empty()).count();
     let mut reasons: Vec<String> = sessions.err().into_iter().collect();
     if gateways.config.routes.is_empty() {
-        reasons.extend(routes.into_iter().flatten());
+        reasons.extend(routes.into_iter().flat_map(|state| state.reasons));
         return if reasons.is_empty() {
             axum::Json(json!({"status": "ready"})).into_response()
         } else {
@@ -132,23 +131,25 @@ async fn readyz(State(admin): State<Admin>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         };
     }
+    let serving = routes.iter().filter(|state| state.serving).count();
+    let troubled = routes.iter().any(|state| !state.reasons.is_empty());
     let by_route: serde_json::Map<String, serde_json::Value> = gateways
         .all()
         .iter()
         .zip(routes)
-        .map(|(gateway, reasons)| {
+        .map(|(gateway, state)| {
             let name = gateway.config.route_name().unwrap_or_default().to_owned();
-            let state = if reasons.is_empty() {
-                json!({"status": "ready"})
-            } else {
-                json!({"status": "not_ready", "reasons": reasons})
+            let body = match (state.reasons.is_empty(), state.serving) {
+                (true, _) => json!({"status": "ready"}),
+                (false, true) => json!({"status": "degraded", "reasons": state.reasons}),
+                (false, false) => json!({"status": "not_ready", "reasons": state.reasons}),
             };
-            (name, state)
+            (name, body)
         })
         .collect();
-    let (status, code) = if !reasons.is_empty() || failing == gateways.all().len() {
+    let (status, code) = if !reasons.is_empty() || serving == 0 {
         ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
-    } else if failing > 0 {
+    } else if troubled {
         ("degraded", StatusCode::OK)
     } else {
         ("ready", StatusCode::OK)
@@ -161,11 +162,37 @@ async fn readyz(State(admin): State<Admin>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-/// What keeps one route from serving: its keys not loaded, its upstream unreachable.
-async fn route_readiness(gateway: &crate::gateway::Gateway) -> Vec<String> {
+/// One route's state: what troubles it, and whether it serves anyway.
+struct RouteState {
+    reasons: Vec<String>,
+    /// A virtual server serves while one of its members can.
+    serving: bool,
+}
+
+/// What keeps one route from serving: its keys not loaded, its upstream (or a
+/// virtual server's members' upstreams) unreachable.
+async fn route_readiness(gateway: &crate::gateway::Gateway, gateways: &Gateways) -> RouteState {
     let mut reasons = Vec::new();
     if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
         reasons.push(reason);
+    }
+    let keys_ready = reasons.is_empty();
+    if let Some(merged) = gateway.upstream.virtual_server() {
+        let members = merged.members();
+        let probes = futures_util::future::join_all(members.iter().map(|member| async move {
+            let url = gateways
+                .named(Some(&member.route))
+                .and_then(|member| member.upstream_settings.probe_url())?;
+            probe_upstream(url)
+                .await
+                .err()
+                .map(|reason| format!("member {}: {reason}", member.route))
+        }))
+        .await;
+        let down = probes.iter().flatten().count();
+        reasons.extend(probes.into_iter().flatten());
+        let serving = keys_ready && down < members.len();
+        return RouteState { reasons, serving };
     }
     // A stdio server is started per session: there is nothing to reach yet.
     if let Some(url) = gateway.upstream_settings.probe_url()
@@ -173,7 +200,8 @@ async fn route_readiness(gateway: &crate::gateway::Gateway) -> Vec<String> {
     {
         reasons.push(reason);
     }
-    reasons
+    let serving = reasons.is_empty();
+    RouteState { reasons, serving }
 }
 
 /// A TCP connection to the upstream's host and port: cheap, and says nothing to the
