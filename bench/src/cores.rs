@@ -75,7 +75,14 @@ async fn run(bench: &Bench, cpus: &[usize]) -> Result<Run> {
         settings.warmup,
     )
     .await?;
-    let sample = scenario::sample(&target, Some(&gateway), Pace::Closed, settings).await?;
+    let sample = scenario::sample(
+        &target,
+        Some(&gateway),
+        Pace::Closed,
+        settings,
+        &bench.workdir.0,
+    )
+    .await?;
     Ok(Run {
         gateway_cpus: cpus.to_vec(),
         sample,

@@ -8,6 +8,7 @@ mod cores;
 mod curves;
 mod gateway;
 mod idle;
+mod kernel;
 mod keys;
 mod load;
 mod measure;
@@ -89,6 +90,12 @@ struct Args {
     /// between its own markers in the --out file.
     #[arg(long, value_name = "REQUESTS", conflicts_with = "callgrind")]
     curves: Option<usize>,
+    /// Count the gateway's system calls (by name) and the wake-ups it issues during
+    /// each closed-loop run with `perf stat` attached to it (nginx's too), for the
+    /// table of kernel and user time per request. Needs perf and tracepoints; the
+    /// counting slows each system call a little.
+    #[arg(long)]
+    kernel_counters: bool,
     /// Open sessions at which --curves reads mcpgate's memory, ascending.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,3000,9000")]
     curve_sessions: Vec<usize>,
@@ -247,6 +254,7 @@ async fn run(args: Args, wanted: Wanted, pinning: Pinning) -> Result<()> {
         tools: args.tools,
         fresh_tokens: args.fresh_tokens,
         rounds: args.rounds,
+        kernel_counters: args.kernel_counters,
     };
     let bench = Bench {
         settings: settings.clone(),

@@ -7,6 +7,29 @@ use anyhow::{Context, Result, bail};
 
 /// CPU seconds (user + system) the process has used so far, all threads included.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    cpu_split(pid).map(|split| split.user + split.system)
+}
+
+/// CPU seconds a process spent in its own code and in the kernel on its behalf.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSplit {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl std::ops::Sub for CpuSplit {
+    type Output = CpuSplit;
+    fn sub(self, earlier: CpuSplit) -> CpuSplit {
+        CpuSplit {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// User and system CPU seconds the process has used so far, all threads included
+/// (exited ones too: the kernel folds them into the process).
+pub fn cpu_split(pid: u32) -> Result<CpuSplit> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: fields are counted
@@ -23,7 +46,59 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
             .parse()
             .context("non-numeric CPU time")
     };
-    Ok((ticks(14)? + ticks(15)?) as f64 / clock_ticks_per_second())
+    let per_second = clock_ticks_per_second();
+    Ok(CpuSplit {
+        user: ticks(14)? as f64 / per_second,
+        system: ticks(15)? as f64 / per_second,
+    })
+}
+
+/// Times the process's threads have stopped running so far: voluntarily (to wait,
+/// which a wake-up then ends) and involuntarily (preempted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl std::ops::Sub for Switches {
+    type Output = Switches;
+    fn sub(self, earlier: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+}
+
+/// Context switches of every live thread of the process. `/proc/PID/status` counts
+/// only the main thread's, so each task's own status is read; a thread that exits
+/// between two readings takes its count with it, which the runs measured here (a
+/// fixed set of worker threads) do not do.
+pub fn context_switches(pid: u32) -> Result<Switches> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?;
+    let mut total = Switches::default();
+    for task in tasks {
+        let path = task.context("listing threads")?.path().join("status");
+        // A thread may exit between the listing and the reading.
+        let Ok(status) = fs::read_to_string(&path) else {
+            continue;
+        };
+        total.voluntary += status_number(&status, "voluntary_ctxt_switches").unwrap_or(0);
+        total.involuntary += status_number(&status, "nonvoluntary_ctxt_switches").unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn status_number(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The unit of utime/stime. Almost always 100, but it is a kernel build setting, so
@@ -140,4 +215,42 @@ pub fn online_cpus() -> usize {
     // SAFETY: sysconf only reads a system constant.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(online).unwrap_or(1).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_thread_counts_a_voluntary_switch() {
+        let pid = std::process::id();
+        let before = context_switches(pid).unwrap();
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(20)))
+            .join()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let after = context_switches(pid).unwrap();
+        assert!((after - before).voluntary >= 1, "{before:?} → {after:?}");
+    }
+
+    #[test]
+    fn busy_work_is_user_time_and_adds_up_to_the_total() {
+        let pid = std::process::id();
+        let before = cpu_split(pid).unwrap();
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        // Until the kernel has charged some user time (a tick is 1 to 10 ms).
+        while cpu_split(pid).unwrap().user - before.user < 0.02
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            for _ in 0..100_000 {
+                spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let spent = cpu_split(pid).unwrap() - before;
+        assert!(spent.user >= 0.02, "{spent:?}");
+        let total = cpu_seconds(pid).unwrap();
+        let split = cpu_split(pid).unwrap();
+        assert!((split.user + split.system - total).abs() < 0.05);
+    }
 }

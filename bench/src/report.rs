@@ -34,6 +34,7 @@ pub fn render(
     let mut out = String::new();
     header(&mut out, info);
     closed_table(&mut out, info, results);
+    kernel_table(&mut out, results);
     rate_table(&mut out, info, results);
     if let Some(idle) = idle {
         idle_table(&mut out, idle);
@@ -162,6 +163,162 @@ fn closed_table(out: &mut String, info: &RunInfo, results: &[Measured]) {
             sample.harness_cpu / sample.outcome.elapsed.as_secs_f64(),
             sample.competition(),
             sample.outcome.errors,
+        );
+    }
+    out.push('\n');
+}
+
+/// Where each closed-loop request's CPU went: the process's own code (user) or the
+/// kernel's work for it (system), how often its threads stopped, and (with
+/// `--kernel-counters`) its system calls, against nginx's hop in the same run.
+fn kernel_table(out: &mut String, results: &[Measured]) {
+    let rows: Vec<(Scenario, &Sample)> = results
+        .iter()
+        .filter_map(|m| Some((m.scenario, m.closed.as_ref()?)))
+        .filter(|(_, sample)| sample.gateway_split.is_some() && sample.outcome.ok > 0)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let per_request = |sample: &Sample, value: f64| value / sample.outcome.ok as f64;
+    let nginx = |scenario: Scenario| {
+        let base = if scenario.lists() {
+            Scenario::NginxList
+        } else {
+            Scenario::Nginx
+        };
+        rows.iter()
+            .find(|(other, _)| *other == base)
+            .and_then(|(_, sample)| Some((*sample, sample.gateway_split?)))
+    };
+    let counted = rows.iter().any(|(_, s)| s.gateway_kernel.is_some());
+    let _ = writeln!(
+        out,
+        "### User and kernel time per request (closed loop)\n\n\
+         From the kernel's accounting of the gateway process (`/proc/PID/stat` utime and \
+         stime, every thread's `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches`); \
+         the × nginx columns divide by the nginx row of the same kind (list or not).\n"
+    );
+    let mut head = "| scenario | CPU µs / req | user µs / req | system µs / req | system share | \
+         × nginx, user | × nginx, system | sleeps / req | preempted / req |"
+        .to_owned();
+    let mut rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned();
+    if counted {
+        head.push_str(" syscalls / req |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{head}\n{rule}");
+    for (scenario, sample) in &rows {
+        let Some(split) = sample.gateway_split else {
+            continue;
+        };
+        let us = |seconds: f64| format!("{:.1}", per_request(sample, seconds) * 1e6);
+        let total = split.user + split.system;
+        let (by_user, by_system) = match nginx(*scenario) {
+            Some((base, base_split)) if base_split.user > 0.0 && base_split.system > 0.0 => (
+                ratio(Some(
+                    per_request(sample, split.user) / per_request(base, base_split.user),
+                )),
+                ratio(Some(
+                    per_request(sample, split.system) / per_request(base, base_split.system),
+                )),
+            ),
+            _ => ("—".to_owned(), "—".to_owned()),
+        };
+        let switches = |pick: fn(&crate::measure::Switches) -> u64| {
+            sample.gateway_switches.map_or("—".to_owned(), |switches| {
+                format!("{:.2}", per_request(sample, pick(&switches) as f64))
+            })
+        };
+        let mut line = format!(
+            "| {} | {} | {} | {} | {:.0} % | {by_user} | {by_system} | {} | {} |",
+            scenario.name(),
+            us(total),
+            us(split.user),
+            us(split.system),
+            if total > 0.0 {
+                split.system / total * 100.0
+            } else {
+                0.0
+            },
+            switches(|s| s.voluntary),
+            switches(|s| s.involuntary),
+        );
+        if counted {
+            match &sample.gateway_kernel {
+                Some(counts) => {
+                    let _ = write!(
+                        line,
+                        " {:.2} |",
+                        per_request(sample, counts.syscalls as f64)
+                    );
+                }
+                None => line.push_str(" — |"),
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out.push('\n');
+    if counted {
+        syscall_table(out, &rows);
+    }
+}
+
+/// System calls per request by name, for the runs perf counted; a name no run made
+/// is left out.
+fn syscall_table(out: &mut String, rows: &[(Scenario, &Sample)]) {
+    let names: Vec<&str> = crate::kernel::BY_NAME
+        .iter()
+        .copied()
+        .filter(|name| {
+            rows.iter().any(|(_, sample)| {
+                sample.gateway_kernel.as_ref().is_some_and(|counts| {
+                    counts
+                        .by_name
+                        .iter()
+                        .any(|(counted, value)| counted == name && *value > 0)
+                })
+            })
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "### System calls per request by name (closed loop, `perf stat` tracepoints)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | {} | other |",
+        names
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}---:|", "---:|".repeat(names.len()));
+    for (scenario, sample) in rows {
+        let Some(counts) = &sample.gateway_kernel else {
+            continue;
+        };
+        let requests = sample.outcome.ok as f64;
+        let mut named = 0;
+        let cells: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let value = counts
+                    .by_name
+                    .iter()
+                    .find(|(counted, _)| counted == name)
+                    .map_or(0, |(_, value)| *value);
+                named += value;
+                format!("{:.2}", value as f64 / requests)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} |",
+            scenario.name(),
+            cells.join(" | "),
+            counts.syscalls.saturating_sub(named) as f64 / requests
         );
     }
     out.push('\n');
@@ -761,6 +918,9 @@ mod tests {
                     exhausted: false,
                 },
                 gateway_cpu: Some(cpu),
+                gateway_split: None,
+                gateway_switches: None,
+                gateway_kernel: None,
                 harness_cpu: 1.0,
                 gateway_rss_kib: None,
                 others_cpu: 0.0,
@@ -794,6 +954,50 @@ mod tests {
         // One round: nothing to compare.
         let single = vec![vec![closed(Scenario::Passthrough, 1, 1.0)]];
         assert!(round_ratios(&single).is_empty());
+    }
+
+    #[test]
+    fn kernel_table_splits_user_and_system_time_against_nginx() {
+        let with_split = |scenario, user: f64, system: f64, syscalls: u64| {
+            let mut measured = closed(scenario, 10_000, user + system);
+            if let Some(sample) = measured.closed.as_mut() {
+                sample.gateway_split = Some(crate::measure::CpuSplit { user, system });
+                sample.gateway_switches = Some(crate::measure::Switches {
+                    voluntary: 1_000,
+                    involuntary: 0,
+                });
+                sample.gateway_kernel = Some(crate::kernel::Counts {
+                    syscalls,
+                    by_name: vec![("writev", 20_000), ("epoll_wait", 0)],
+                });
+            }
+            measured
+        };
+        // 10,000 requests: nginx 0.04 s user and 0.16 s system, the passthrough 0.18
+        // and 0.17.
+        let results = vec![
+            with_split(Scenario::Nginx, 0.04, 0.16, 64_000),
+            with_split(Scenario::Passthrough, 0.18, 0.17, 41_000),
+        ];
+        let mut out = String::new();
+        kernel_table(&mut out, &results);
+        assert!(
+            out.contains("| nginx | 20.0 | 4.0 | 16.0 | 80 % | 1.00 | 1.00 | 0.10 | 0.00 | 6.40 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| passthrough | 35.0 | 18.0 | 17.0 | 49 % | 4.50 | 1.06 | 0.10 | 0.00 | 4.10 |"
+            ),
+            "{out}"
+        );
+        // By name: a call no run made is left out; what the names miss is `other`.
+        assert!(out.contains("| scenario | `writev` | other |"), "{out}");
+        assert!(out.contains("| passthrough | 2.00 | 2.10 |"), "{out}");
+        // Without any split (an old run, or a scenario without a gateway): no table.
+        let mut empty = String::new();
+        kernel_table(&mut empty, &[closed(Scenario::Passthrough, 10, 1.0)]);
+        assert!(empty.is_empty());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What the runs measured, and how several rounds of a scenario are reduced to the
 //! one that is reported.
 
+use crate::kernel;
 use crate::load::Outcome;
+use crate::measure::{CpuSplit, Switches};
 use crate::scenario::Scenario;
 use crate::verify;
 
@@ -10,6 +12,12 @@ pub struct Sample {
     pub outcome: Outcome,
     /// CPU seconds the gateway used during the run.
     pub gateway_cpu: Option<f64>,
+    /// The same, split into its own code (user) and the kernel's work for it (system).
+    pub gateway_split: Option<CpuSplit>,
+    /// Times the gateway's threads stopped running during the run.
+    pub gateway_switches: Option<Switches>,
+    /// System calls and wake-ups, with `--kernel-counters`.
+    pub gateway_kernel: Option<kernel::Counts>,
     /// CPU seconds the harness (load generator and upstream) used during the run.
     pub harness_cpu: f64,
     /// The gateway's peak RSS so far, in KiB.
@@ -155,6 +163,9 @@ mod tests {
                 exhausted: false,
             },
             gateway_cpu: Some(1.0),
+            gateway_split: None,
+            gateway_switches: None,
+            gateway_kernel: None,
             harness_cpu: 1.0,
             gateway_rss_kib: Some(1024),
             others_cpu,

@@ -2,7 +2,7 @@
 //! carries, and which MCP request it is. Each one starts its own gateway, checks that
 //! the answers are right, warms up, then measures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::gateway::{self, AUDIENCE, Auth, Gateway, ISSUER, WorkDir};
+use crate::kernel;
 use crate::keys::{self, Alg, Audience, Keys};
 use crate::load::{self, Credential, Pace, Target, TokenPool};
 use crate::measure;
@@ -180,6 +181,8 @@ pub struct Settings {
     pub fresh_tokens: Option<usize>,
     /// Times every scenario runs; the least contended round is reported.
     pub rounds: usize,
+    /// Count the gateway's system calls and wake-ups with `perf stat` (closed loop).
+    pub kernel_counters: bool,
 }
 
 /// Which cores the harness and the gateway run on; empty means unpinned.
@@ -260,7 +263,14 @@ pub async fn run(
         }
         _ => target,
     };
-    let closed = sample(&target, gateway.as_ref(), Pace::Closed, settings).await?;
+    let closed = sample(
+        &target,
+        gateway.as_ref(),
+        Pace::Closed,
+        settings,
+        &bench.workdir.0,
+    )
+    .await?;
     if closed.outcome.exhausted {
         measured.notes.push(format!(
             "the token pool ran out after {:.1} s of the closed-loop run",
@@ -274,6 +284,7 @@ pub async fn run(
             gateway.as_ref(),
             Pace::Rate(settings.rate),
             settings,
+            &bench.workdir.0,
         )
         .await?;
         if rate.outcome.exhausted {
@@ -472,10 +483,18 @@ pub async fn sample(
     gateway: Option<&Gateway>,
     pace: Pace,
     settings: &Settings,
+    workdir: &Path,
 ) -> Result<Sample> {
     let pid = gateway.map(|gateway| gateway.pid);
     let own = std::process::id();
-    let gateway_before = pid.map(measure::cpu_seconds).transpose()?;
+    let counting = match pid {
+        Some(pid) if settings.kernel_counters && matches!(pace, Pace::Closed) => Some(
+            kernel::start(pid, &workdir.join(format!("perf-stat-{pid}.csv")))?,
+        ),
+        _ => None,
+    };
+    let gateway_before = pid.map(measure::cpu_split).transpose()?;
+    let switches_before = pid.map(measure::context_switches).transpose()?;
     let harness_before = measure::cpu_seconds(own)?;
     let machine_before = measure::machine_busy_seconds()?;
     let outcome = load::run(
@@ -486,15 +505,24 @@ pub async fn sample(
     )
     .await?;
     let harness_cpu = measure::cpu_seconds(own)? - harness_before;
-    let gateway_cpu = match (pid, gateway_before) {
-        (Some(pid), Some(before)) => Some(measure::cpu_seconds(pid)? - before),
+    let gateway_split = match (pid, gateway_before) {
+        (Some(pid), Some(before)) => Some(measure::cpu_split(pid)? - before),
         _ => None,
     };
+    let gateway_switches = match (pid, switches_before) {
+        (Some(pid), Some(before)) => Some(measure::context_switches(pid)? - before),
+        _ => None,
+    };
+    let gateway_kernel = counting.map(kernel::Counting::stop).transpose()?;
+    let gateway_cpu = gateway_split.map(|split| split.user + split.system);
     let machine = measure::machine_busy_seconds()? - machine_before;
     let gateway_rss_kib = pid.map(measure::peak_rss_kib).transpose()?;
     Ok(Sample {
         outcome,
         gateway_cpu,
+        gateway_split,
+        gateway_switches,
+        gateway_kernel,
         harness_cpu,
         gateway_rss_kib,
         others_cpu: (machine - harness_cpu - gateway_cpu.unwrap_or(0.0)).max(0.0),

@@ -36,7 +36,7 @@ use api_keys::ApiKeyStore;
 use cache::VerifiedTokens;
 use introspection::Introspector;
 use jwks::Provider;
-use jwt::{ClaimRules, JwtVerifier};
+use jwt::{ClaimRules, Jws, JwtVerifier};
 
 /// Turns a bearer token into a `Principal`.
 pub struct Authenticator {
@@ -273,9 +273,9 @@ impl Authenticator {
             let principal = if let Some(remembered) = self.verified.get(&digest) {
                 metrics().token_cache(TokenCache::Verified, true);
                 Some(remembered?)
-            } else if JwtVerifier::looks_like_jws(token) {
+            } else if let Some(jws) = Jws::parse(token) {
                 metrics().token_cache(TokenCache::Verified, false);
-                let (principal, provider) = Box::pin(jwt.verify(token, SystemTime::now())).await?;
+                let (principal, provider) = Box::pin(jwt.verify(jws, SystemTime::now())).await?;
                 let principal = Arc::new(principal);
                 self.verified
                     .insert(digest, Arc::clone(&principal), Some(provider));

@@ -26,6 +26,38 @@ pub const MAX_PAYLOAD_SEGMENT: usize = 16 * 1024 * 4 / 3 + 4;
 /// Keys tried for one token at most (tokens without `kid` against keys without one).
 const MAX_CANDIDATE_KEYS: usize = 4;
 
+/// A bearer token with the shape of a JWS: three segments whose first decodes to a
+/// JSON object with `alg`. That shape is how a token is routed to the JWT verifier
+/// rather than to introspection; the header decoded to tell is the one verified.
+pub struct Jws<'a> {
+    token: &'a str,
+    header: Value,
+    header_b64: &'a str,
+    payload_b64: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// `None` when `token` does not have the shape of a JWS.
+    pub fn parse(token: &'a str) -> Option<Self> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let header = decode_segment(header_b64, header::MAX_HEADER_SEGMENT).ok()?;
+        header.get("alg")?;
+        Some(Self {
+            token,
+            header,
+            header_b64,
+            payload_b64,
+            signature,
+        })
+    }
+}
+
 /// Verifies JWTs against a list of key providers.
 pub struct JwtVerifier {
     providers: Vec<Arc<Provider>>,
@@ -58,34 +90,22 @@ impl JwtVerifier {
         &self.providers
     }
 
-    /// Whether `token` has the shape of a JWS (three segments whose first decodes to a
-    /// JSON object with `alg`): how a bearer token is routed to this verifier.
-    pub fn looks_like_jws(token: &str) -> bool {
-        let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        decode_segment(header, header::MAX_HEADER_SEGMENT)
-            .is_ok_and(|value| value.get("alg").is_some())
-    }
-
     /// Verifies the signature, then the claims. Nothing from an unverified payload
     /// decides the outcome, except `iss` choosing which issuer's keys to try. Returns
     /// the provider whose key verified, so a cached result can be re-checked against it.
     pub async fn verify(
         &self,
-        token: &str,
+        jws: Jws<'_>,
         now: SystemTime,
     ) -> Result<(Principal, Arc<Provider>), AuthError> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenProblem::Malformed.into());
-        };
-        let header = header::parse(&decode_segment(header_b64, header::MAX_HEADER_SEGMENT)?)?;
+        let Jws {
+            token,
+            header,
+            header_b64,
+            payload_b64,
+            signature,
+        } = jws;
+        let header = header::parse(&header)?;
         let claims: Map<String, Value> = match decode_segment(payload_b64, MAX_PAYLOAD_SEGMENT)? {
             Value::Object(claims) => claims,
             _ => return Err(TokenProblem::Malformed.into()),
@@ -204,4 +224,45 @@ fn decode_segment(segment: &str, max_len: usize) -> Result<Value, TokenProblem> 
         .decode(segment)
         .map_err(|_| TokenProblem::Malformed)?;
     crate::json::from_slice(&bytes).map_err(|_| TokenProblem::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn a_jws_is_three_segments_whose_header_has_alg() {
+        let header = segment(r#"{"alg":"RS256","kid":"k1"}"#);
+        let token = format!("{header}.{}.c2ln", segment(r#"{"sub":"a"}"#));
+        let jws = Jws::parse(&token).unwrap();
+        // The header routed on is the one verified: decoded once, kept whole.
+        assert_eq!(jws.header["kid"], "k1");
+        assert_eq!(jws.signature, "c2ln");
+        assert_eq!(
+            jws.header_b64.len() + jws.payload_b64.len() + 1,
+            token.rfind('.').unwrap()
+        );
+    }
+
+    #[test]
+    fn other_shapes_are_not_a_jws() {
+        let alg = segment(r#"{"alg":"RS256"}"#);
+        for token in [
+            // Two segments, four segments.
+            format!("{alg}.e30"),
+            format!("{alg}.e30.c2ln.c2ln"),
+            // A header without `alg`, one that is not JSON, one that is not base64url.
+            format!("{}.e30.c2ln", segment(r#"{"typ":"JWT"}"#)),
+            format!("{}.e30.c2ln", segment("not json")),
+            "*not*base64.e30.c2ln".to_owned(),
+            // An opaque token (for introspection).
+            "2YotnFZFEjr1zCsicMWpAA".to_owned(),
+        ] {
+            assert!(Jws::parse(&token).is_none(), "{token}");
+        }
+    }
 }
