@@ -260,6 +260,11 @@ async fn a_member_that_is_down_drops_out_and_the_others_serve() {
                 "        page_size: 3\n        members:\n"
             ),
     );
+    let admin_port = free_port();
+    let config = config.replace(
+        "server:\n",
+        &format!("server:\n  admin_listen: 127.0.0.1:{admin_port}\n"),
+    );
     let gateway = Gateway::start(&config).await;
     let listed = names(&gateway, "alice", "", "tools/list", "tools").await;
     let expected: Vec<String> = TOOLS.iter().map(|tool| format!("a_{tool}")).collect();
