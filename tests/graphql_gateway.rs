@@ -1032,3 +1032,46 @@ fn policy_lists_the_operation_tools_with_their_requirements() {
     );
     assert_eq!(matrix["server_name"], "mcpgate-graphql");
 }
+
+/// Through a virtual server, a GraphQL member's queries need what they need on the
+/// member's own route: the fields' scopes are computed for the prefixed name too.
+#[tokio::test]
+async fn a_query_through_a_virtual_server_needs_the_scopes_of_its_fields() {
+    let endpoint = Endpoint::start().await;
+    let files = Files::new("operations");
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{{port}}\nauth:\n  oauth:\n    enabled: true\n    issuers: [https://issuer.test]\n    jwks:\n      - secret: \"{HMAC_SECRET}\"\n        header_key_id: dev\nroutes:\n  - name: gql\n    public_url: http://127.0.0.1:{{port}}/gql/mcp\n    upstream:\n      graphql:\n        endpoint: {}\n        schema: {}\n        operations: {}\n        enable_arbitrary_operations: true\n        scopes:\n          execute_graphql: [mcp:graphql:execute]\n  - name: all\n    public_url: http://127.0.0.1:{{port}}/all/mcp\n    upstream:\n      virtual:\n        members:\n          - {{route: gql, prefix: g_}}\n",
+        endpoint.url,
+        files.schema().display(),
+        files.operations().display()
+    );
+    let gateway = Gateway::start(&config).await;
+    let all = format!("{}/all/mcp", gateway.base);
+    let call = |scopes: &str| {
+        let token = hs256(&claims(&all, scopes), Some("dev"));
+        let body = rpc(
+            7,
+            "tools/call",
+            json!({"name": "g_execute_graphql", "arguments": {"query": "{ facts { title } }"}}),
+        );
+        Request::to(reqwest::Method::POST, &all)
+            .bearer(&token)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body)
+            .send()
+    };
+    let refused = call("mcp:graphql:execute").await;
+    assert_eq!(refused.status(), 403);
+    let challenge = www_authenticate(&refused);
+    assert!(challenge.contains("scope=\"read:fact\""), "{challenge}");
+    assert!(endpoint.received().is_empty(), "the query reached the API");
+    let refused = call("read:all").await;
+    assert_eq!(refused.status(), 403);
+    assert!(www_authenticate(&refused).contains("mcp:graphql:execute"));
+    assert!(endpoint.received().is_empty());
+    let allowed = call("mcp:graphql:execute read:all").await;
+    assert_eq!(allowed.status(), 200, "{}", gateway.stderr());
+    let answer: Value = allowed.json().await.unwrap();
+    assert_eq!(answer["result"]["isError"], json!(false), "{answer}");
+    assert_eq!(endpoint.received().len(), 1);
+}

@@ -648,7 +648,8 @@ fn the_routes_example_checks_and_mints_per_route() {
     let env = [("MCPGATE_DEV_SECRET", secret)];
     let (code, stdout, stderr) = run_cli(&["check", "--config", "examples/routes.yaml"], &env);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("ok: 3 routes: everything: "), "{stdout}");
+    assert!(stdout.starts_with("ok: 4 routes: everything: "), "{stdout}");
+    assert!(stdout.contains("; all: MCP endpoint http://127.0.0.1:5025/all/mcp -> virtual: web_*=everything, local_*=local, gql_*=graphql"), "{stdout}");
     assert!(
         stdout.contains("; local: MCP endpoint http://127.0.0.1:5025/local/mcp"),
         "{stdout}"

@@ -9,7 +9,7 @@ use super::Gateway;
 use crate::graphql::GraphqlError;
 use crate::mcp::envelope::Envelope;
 use crate::policy::{Computed, Item, Level};
-use crate::upstream::graphql::Builtin;
+use crate::upstream::graphql::{Builtin, GraphqlUpstream};
 
 impl Gateway {
     /// What each `execute_graphql` call of the request needs: the scopes of the fields
@@ -18,9 +18,25 @@ impl Gateway {
     /// Queries that do not parse or validate need nothing here: the upstream answers
     /// them with a tool error, without calling the GraphQL API.
     pub fn computed<'e>(&self, envelope: &'e Envelope) -> Vec<Computed<'e>> {
-        let Some(upstream) = self.upstream.graphql() else {
-            return Vec::new();
+        // The GraphQL servers behind this route, each with the prefix its tools
+        // carry here: the upstream itself, or a virtual server's GraphQL members
+        // (a query sent through the virtual server needs what it needs directly).
+        let servers: Vec<(&str, &GraphqlUpstream)> = match self.upstream.virtual_server() {
+            Some(merged) => merged
+                .members()
+                .iter()
+                .filter_map(|member| Some((&*member.prefix, member.upstream.graphql()?)))
+                .collect(),
+            None => self
+                .upstream
+                .graphql()
+                .map(|graphql| ("", graphql))
+                .into_iter()
+                .collect(),
         };
+        if servers.is_empty() {
+            return Vec::new();
+        }
         let tool = Builtin::ExecuteGraphql.name();
         let limit = self.config.auth.oauth.max_scope_combinations;
         let mut computed = Vec::new();
@@ -29,9 +45,15 @@ impl Gateway {
             let Some(item @ Item::Tool(name)) = target.item else {
                 continue;
             };
-            if target.level != Level::ToolsCall || name != tool {
+            if target.level != Level::ToolsCall {
                 continue;
             }
+            let Some((_, upstream)) = servers
+                .iter()
+                .find(|(prefix, _)| name.strip_prefix(prefix) == Some(tool))
+            else {
+                continue;
+            };
             let arguments = message
                 .params()
                 .and_then(|params| params.get("arguments"))
