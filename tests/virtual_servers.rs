@@ -297,21 +297,30 @@ fn virtual_configuration_errors_name_the_key() {
     for (members, expected) in [
         (
             vec![("alpha", "a_"), ("beta", "a_b")],
-            "config error: routes[2].upstream.virtual.members[1].prefix: \"a_b\" and the prefix \"a_\" of members[0] (alpha) begin alike",
+            "config error: routes[3].upstream.virtual.members[1].prefix: \"a_b\" and the prefix \"a_\" of members[0] (alpha) begin alike",
         ),
         (
             vec![("alpha", "a_"), ("nope", "n_")],
-            "config error: routes[2].upstream.virtual.members[1].route: no route is named \"nope\"",
+            "config error: routes[3].upstream.virtual.members[1].route: no route is named \"nope\"",
         ),
         (
             vec![("alpha", "a_"), ("all", "v_")],
-            "config error: routes[2].upstream.virtual.members[1].route: \"all\" is itself virtual",
+            "config error: routes[3].upstream.virtual.members[1].route: \"all\" is itself virtual",
         ),
         (
             vec![("alpha", "a b")],
-            "config error: routes[2].upstream.virtual.members[0].prefix: must be",
+            "config error: routes[3].upstream.virtual.members[0].prefix: must be",
+        ),
+        (
+            vec![("limited", "l_")],
+            "config error: routes[3].upstream.virtual.members[0].route: \"limited\" has limits of its own",
         ),
     ] {
+        // A route with limits of its own, between alpha and beta.
+        let base = base.replace(
+            "  - name: beta",
+            "  - name: limited\n    public_url: http://127.0.0.1:5025/limited/mcp\n    upstream: {url: http://127.0.0.1:9/mcp}\n    limits: {rules: [{name: l, key: subject, rate: 1/s}]}\n  - name: beta",
+        );
         let yaml = format!(
             "{base}{}",
             virtual_route(&members, "").replace("{port}", "5025")

@@ -126,6 +126,20 @@ impl VirtualServerConfig {
                     ),
                 ));
             }
+            // Its calls through the virtual route would not spend them: refused
+            // rather than a way around them. (Rules the file sets for every route
+            // count one caller across routes, the virtual one included.)
+            if source.limits.is_some() {
+                return Err(ConfigError::invalid(
+                    member_key,
+                    format!(
+                        "{:?} has limits of its own, which calls through a virtual server \
+                         would not spend: set them in the file's limits (shared by every \
+                         route) or on the virtual route",
+                        member.route
+                    ),
+                ));
+            }
             let scopes = source.scopes.as_ref().unwrap_or(&file.scopes);
             if !scopes.hierarchy.is_empty() {
                 return Err(ConfigError::invalid(
