@@ -211,35 +211,26 @@ async fn routes_on_one_path_are_told_apart_by_host() {
                 .await
         }
     };
-    let to_x = send(
-        format!("LOCALHOST:{port}"),
+    let (ex, why) = (
         format!("http://localhost:{port}/mcp"),
-    )
-    .await;
-    assert_eq!(to_x.status(), 200);
-    assert_eq!((x.seen().len(), y.seen().len()), (1, 0));
-    let to_y = send(
-        format!("127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}/mcp"),
-    )
-    .await;
-    assert_eq!(to_y.status(), 200);
-    assert_eq!((x.seen().len(), y.seen().len()), (1, 1));
-    // x's token at y's host is another route's audience.
-    let crossed = send(
-        format!("127.0.0.1:{port}"),
-        format!("http://localhost:{port}/mcp"),
-    )
-    .await;
-    assert_eq!(crossed.status(), 401);
-    // A host neither route has finds nothing.
-    let unknown = send(
-        format!("elsewhere.example:{port}"),
-        format!("http://localhost:{port}/mcp"),
-    )
-    .await;
-    assert_eq!(unknown.status(), 404);
-    assert_eq!((x.seen().len(), y.seen().len()), (1, 1));
+    );
+    // (Host sent, the token's audience, the answer, what each upstream has seen.)
+    let cases = [
+        (format!("LOCALHOST:{port}"), ex.clone(), 200, (1, 0)),
+        (format!("127.0.0.1:{port}"), why.clone(), 200, (1, 1)),
+        // ex's token at why's host is another route's audience.
+        (format!("127.0.0.1:{port}"), ex.clone(), 401, (1, 1)),
+        // A host neither route has finds nothing.
+        (format!("elsewhere.example:{port}"), ex.clone(), 404, (1, 1)),
+        // No port is port 80: neither route's.
+        ("localhost".to_owned(), ex, 404, (1, 1)),
+    ];
+    for (host, audience, status, seen) in cases {
+        let response = send(host.clone(), audience).await;
+        assert_eq!(response.status(), status, "{host}");
+        assert_eq!((x.seen().len(), y.seen().len()), seen, "{host}");
+    }
 }
 
 #[tokio::test]

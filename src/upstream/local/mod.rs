@@ -10,3 +10,13 @@ pub(crate) mod rpc_error;
 mod server;
 
 pub(crate) use self::server::{Context, Identity, LocalServer, forward, method_not_found};
+
+/// A server offering tools only, as the GraphQL tools do: for the tests of the
+/// shared server side.
+#[cfg(test)]
+pub(crate) fn tools_only(name: &'static str) -> Identity {
+    Identity {
+        name,
+        capabilities: serde_json::json!({"tools": {"listChanged": false}}),
+    }
+}

@@ -75,10 +75,7 @@ mod tests {
     use super::*;
 
     fn graphql() -> Identity {
-        Identity {
-            name: "mcpgate-graphql",
-            capabilities: json!({"tools": {"listChanged": false}}),
-        }
+        super::super::tools_only("mcpgate-graphql")
     }
 
     #[test]
