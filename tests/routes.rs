@@ -164,24 +164,19 @@ async fn a_session_opened_on_one_route_is_unknown_on_another() {
         .unwrap()
         .to_owned();
 
+    let in_session = |name: &str| {
+        Request::to(Method::POST, &url(&gateway, name))
+            .token("")
+            .header("mcp-protocol-version", "2025-06-18")
+            .session(&session)
+            .json(&call("echo"))
+            .send()
+    };
     // The same user, with a token for route b, names route a's session there.
-    let crossed = Request::to(Method::POST, &url(&gateway, "b"))
-        .token("")
-        .header("mcp-protocol-version", "2025-06-18")
-        .session(&session)
-        .json(&call("echo"))
-        .send()
-        .await;
+    let crossed = in_session("b").await;
     assert_eq!(crossed.status(), 404);
     assert!(b.seen().is_empty(), "route b's upstream got a request");
-
-    let at_home = Request::to(Method::POST, &url(&gateway, "a"))
-        .token("")
-        .header("mcp-protocol-version", "2025-06-18")
-        .session(&session)
-        .json(&call("echo"))
-        .send()
-        .await;
+    let at_home = in_session("a").await;
     assert_eq!(at_home.status(), 200);
     let records = audit_records(&gateway, 3).await;
     let routes: Vec<&Value> = records.iter().map(|record| &record["route"]).collect();
