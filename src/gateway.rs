@@ -120,9 +120,14 @@ impl Gateway {
         });
         let upstream = match (kept, &settings.kind) {
             (Some(running), _) => Arc::clone(&running.upstream),
-            (None, UpstreamKind::Virtual(merged)) => Arc::new(Upstream::Virtual(Box::new(
-                VirtualUpstream::new(merged, members(merged, built)?, settings.timeout),
-            ))),
+            (None, UpstreamKind::Virtual(merged)) => {
+                let members = members(merged, built, limit, tls).await?;
+                Arc::new(Upstream::Virtual(Box::new(VirtualUpstream::new(
+                    merged,
+                    members,
+                    settings.timeout,
+                ))))
+            }
             (None, _) => Arc::new(Upstream::from_settings(&settings, limit, tls)?),
         };
         // Wider than `kept`: a GraphQL upstream rebuilt from the same section is the
@@ -217,32 +222,60 @@ impl Gateway {
     }
 }
 
-/// A virtual server's members: the routes built before it, by name.
-fn members(
+/// A virtual server's members: the routes built before it, by name, and the
+/// servers of its own, built here.
+async fn members(
     merged: &crate::config::VirtualServerConfig,
     built: &[Gateway],
+    limit: usize,
+    tls: &TlsRoots,
 ) -> Result<Vec<Member>, ConfigError> {
-    merged
-        .members
-        .iter()
-        .enumerate()
-        .map(|(index, member)| {
-            built
-                .iter()
-                .find(|gateway| gateway.config.route_name() == Some(member.route.as_str()))
-                .map(|gateway| Member {
-                    route: Arc::from(member.route.as_str()),
-                    prefix: Arc::from(member.prefix.as_str()),
-                    upstream: Arc::clone(&gateway.upstream),
-                })
-                .ok_or_else(|| {
-                    ConfigError::invalid(
-                        format!("upstream.virtual.members[{index}].route"),
-                        format!("no route is named {:?}", member.route),
-                    )
-                })
-        })
-        .collect()
+    let mut members = Vec::with_capacity(merged.members.len());
+    for (index, member) in merged.members.iter().enumerate() {
+        let key = format!("upstream.virtual.members[{index}]");
+        let (upstream, probe) = match (&member.route, &member.server) {
+            (Some(route), _) => {
+                let gateway = built
+                    .iter()
+                    .find(|gateway| gateway.config.route_name() == Some(route.as_str()))
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("{key}.route"),
+                            format!("no route is named {route:?}"),
+                        )
+                    })?;
+                let probe = gateway.upstream_settings.probe_url().cloned();
+                (Arc::clone(&gateway.upstream), probe)
+            }
+            (None, Some(server)) => {
+                // The section's own errors, under the member's key.
+                let under = |error: ConfigError| match error {
+                    ConfigError::Invalid {
+                        key: inner,
+                        message,
+                    } => ConfigError::Invalid {
+                        key: inner.replacen("upstream", &format!("{key}.server"), 1),
+                        message,
+                    },
+                    other => other,
+                };
+                let settings = server.resolve().map_err(under)?;
+                let upstream = Upstream::from_settings(&settings, limit, tls).map_err(under)?;
+                upstream.check_credentials().await.map_err(under)?;
+                (Arc::new(upstream), settings.probe_url().cloned())
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(key, "set route or server"));
+            }
+        };
+        members.push(Member {
+            name: Arc::from(member.label()),
+            prefix: Arc::from(member.prefix.as_str()),
+            upstream,
+            probe,
+        });
+    }
+    Ok(members)
 }
 
 /// `upstream.identity.exchange`, when configured. It exchanges the caller's OAuth

@@ -330,3 +330,54 @@ fn virtual_configuration_errors_name_the_key() {
         assert!(stderr.starts_with(expected), "{yaml}\n{stderr}");
     }
 }
+
+/// A member may be a server of the virtual route's own: listed and called like a
+/// route, under the virtual route's policy only.
+#[tokio::test]
+async fn a_server_of_its_own_is_a_member_too() {
+    let (a, s) = (Upstream::start().await, Upstream::start().await);
+    let config = format!(
+        "{}{}  - name: all\n    public_url: http://127.0.0.1:{{port}}/all/mcp\n    upstream:\n      virtual:\n        members:\n          - {{route: alpha, prefix: a_}}\n          - {{server: {{url: {}}}, prefix: s_}}\n    scopes:\n      tools:\n        \"s_admin_*\": [all:admin]\n",
+        head(),
+        route("alpha", &a.url, ""),
+        s.url
+    );
+    let gateway = Gateway::start(&config).await;
+    let listed = names(&gateway, "alice", "", "tools/list", "tools").await;
+    assert_eq!(
+        listed,
+        [
+            "a_echo",
+            "a_get-env",
+            "a_admin_reset",
+            "a_db_query",
+            "s_echo",
+            "s_get-env",
+            "s_db_query"
+        ]
+    );
+    assert_eq!(
+        send(&gateway, "alice", "", &call("s_echo")).await.status(),
+        200
+    );
+    assert_eq!(asked(&s, "tools/call").len(), 1);
+    assert_eq!(
+        send(&gateway, "alice", "", &call("s_admin_reset"))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(asked(&s, "tools/call").len(), 1);
+
+    let both = format!(
+        "auth: {{oauth: {{enabled: true, issuers: [{ISSUER}], jwks: [{{secret: \"{HMAC_SECRET}\"}}]}}}}\nroutes:\n{}  - name: all\n    public_url: http://127.0.0.1:5025/all/mcp\n    upstream:\n      virtual:\n        members:\n          - {{route: alpha, server: {{url: {}}}, prefix: a_}}\n",
+        route("alpha", &a.url, "").replace("{port}", "5025"),
+        s.url
+    );
+    let (code, _, stderr) = check_config(&both, &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.starts_with("config error: routes[1].upstream.virtual.members[0]: set one of route"),
+        "{stderr}"
+    );
+}

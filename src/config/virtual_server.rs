@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Config, ConfigError, PrincipalRuleConfig, RequirementSpec, ScopesConfig};
 
 /// `upstream.virtual`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServerConfig {
     /// The routes merged, in the order their items are listed.
@@ -19,14 +19,27 @@ pub struct VirtualServerConfig {
     pub page_size: usize,
 }
 
-/// One entry of `upstream.virtual.members`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One entry of `upstream.virtual.members`: a route, or a server of its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
-    /// A route of the same file (not itself virtual).
-    pub route: String,
+    /// A route of the same file (not itself virtual): its upstream, and its policy.
+    pub route: Option<String>,
+    /// A server only this virtual route reaches (the shape of `upstream:`); only
+    /// the virtual route's own policy applies to it.
+    pub server: Option<Box<super::UpstreamConfig>>,
     /// Put in front of the member's tool and prompt names (`github_`).
     pub prefix: String,
+}
+
+impl MemberConfig {
+    /// How logs, errors and readiness name it: the route, or `server <prefix>*`.
+    pub fn label(&self) -> String {
+        match &self.route {
+            Some(route) => route.clone(),
+            None => format!("server {}*", self.prefix),
+        }
+    }
 }
 
 fn default_page_size() -> usize {
@@ -54,6 +67,20 @@ impl VirtualServerConfig {
             ));
         }
         for (index, member) in self.members.iter().enumerate() {
+            if member.route.is_some() == member.server.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.members[{index}]"),
+                    "set one of route (a route of this file) or server (a server of its own)",
+                ));
+            }
+            if let Some(server) = &member.server
+                && (server.virtual_server.is_some() || server.identity.is_some())
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.members[{index}].server"),
+                    "a member server is a plain server: no virtual and no identity",
+                ));
+            }
             let prefix_key = format!("{key}.members[{index}].prefix");
             let prefix = &member.prefix;
             let plain = prefix
@@ -69,10 +96,10 @@ impl VirtualServerConfig {
                 ));
             }
             for (other_index, other) in self.members.iter().enumerate().take(index) {
-                if other.route == member.route {
+                if member.route.is_some() && other.route == member.route {
                     return Err(ConfigError::invalid(
                         format!("{key}.members[{index}].route"),
-                        format!("{:?} is already members[{other_index}]", member.route),
+                        format!("{:?} is already members[{other_index}]", member.label()),
                     ));
                 }
                 if prefix.starts_with(&other.prefix) || other.prefix.starts_with(prefix.as_str()) {
@@ -81,7 +108,8 @@ impl VirtualServerConfig {
                         format!(
                             "{prefix:?} and the prefix {:?} of members[{other_index}] ({}) begin \
                              alike: a name under one could be the other's",
-                            other.prefix, other.route
+                            other.prefix,
+                            other.label()
                         ),
                     ));
                 }
@@ -103,17 +131,21 @@ impl VirtualServerConfig {
         key: &str,
     ) -> Result<(), ConfigError> {
         for (index, member) in self.members.iter().enumerate() {
+            // A server of its own brings no policy: the virtual route's applies.
+            let Some(route_name) = &member.route else {
+                continue;
+            };
             let member_key = format!("{key}.members[{index}].route");
-            let Some(source) = file.routes.iter().find(|other| other.name == member.route) else {
+            let Some(source) = file.routes.iter().find(|other| other.name == *route_name) else {
                 return Err(ConfigError::invalid(
                     member_key,
-                    format!("no route is named {:?}", member.route),
+                    format!("no route is named {route_name:?}"),
                 ));
             };
             if source.upstream.virtual_server.is_some() {
                 return Err(ConfigError::invalid(
                     member_key,
-                    format!("{:?} is itself virtual: members are servers", member.route),
+                    format!("{route_name:?} is itself virtual: members are servers"),
                 ));
             }
             if source.upstream.identity.is_some() {
@@ -122,7 +154,7 @@ impl VirtualServerConfig {
                     format!(
                         "{:?} tells its upstream who calls (upstream.identity), which a virtual \
                          server does not do yet",
-                        member.route
+                        route_name
                     ),
                 ));
             }
@@ -136,7 +168,7 @@ impl VirtualServerConfig {
                         "{:?} has limits of its own, which calls through a virtual server \
                          would not spend: set them in the file's limits (shared by every \
                          route) or on the virtual route",
-                        member.route
+                        route_name
                     ),
                 ));
             }
@@ -147,7 +179,7 @@ impl VirtualServerConfig {
                     format!(
                         "{:?} has a scopes.hierarchy, which a virtual server cannot apply to its \
                          names yet",
-                        member.route
+                        route_name
                     ),
                 ));
             }
@@ -156,13 +188,13 @@ impl VirtualServerConfig {
             let others: Vec<&str> = self
                 .members
                 .iter()
-                .filter(|other| other.route != member.route)
+                .filter(|other| other.prefix != member.prefix)
                 .map(|other| other.prefix.as_str())
                 .collect();
             for rule in rules {
                 route
                     .rules
-                    .push(prefixed_rule(rule, &member.route, &member.prefix, &others));
+                    .push(prefixed_rule(rule, route_name, &member.prefix, &others));
             }
         }
         Ok(())

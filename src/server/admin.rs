@@ -118,7 +118,7 @@ async fn readyz(State(admin): State<Admin>) -> Response {
         gateways
             .all()
             .iter()
-            .map(|gateway| route_readiness(gateway, &gateways)),
+            .map(|gateway| route_readiness(gateway)),
     );
     let (sessions, routes) = tokio::join!(sessions, routes);
     let mut reasons: Vec<String> = sessions.err().into_iter().collect();
@@ -171,7 +171,7 @@ struct RouteState {
 
 /// What keeps one route from serving: its keys not loaded, its upstream (or a
 /// virtual server's members' upstreams) unreachable.
-async fn route_readiness(gateway: &crate::gateway::Gateway, gateways: &Gateways) -> RouteState {
+async fn route_readiness(gateway: &crate::gateway::Gateway) -> RouteState {
     let mut reasons = Vec::new();
     if let Some(Err(reason)) = gateway.auth.as_ref().map(|auth| auth.readiness()) {
         reasons.push(reason);
@@ -180,13 +180,10 @@ async fn route_readiness(gateway: &crate::gateway::Gateway, gateways: &Gateways)
     if let Some(merged) = gateway.upstream.virtual_server() {
         let members = merged.members();
         let probes = futures_util::future::join_all(members.iter().map(|member| async move {
-            let url = gateways
-                .named(Some(&member.route))
-                .and_then(|member| member.upstream_settings.probe_url())?;
-            probe_upstream(url)
+            probe_upstream(member.probe.as_ref()?)
                 .await
                 .err()
-                .map(|reason| format!("member {}: {reason}", member.route))
+                .map(|reason| format!("member {}: {reason}", member.name))
         }))
         .await;
         let down = probes.iter().flatten().count();

@@ -354,7 +354,10 @@ impl UpstreamSettings {
                 config
                     .members
                     .iter()
-                    .map(|member| format!("{}*={}", member.prefix, member.route))
+                    .map(|member| match &member.route {
+                        Some(route) => format!("{}*={route}", member.prefix),
+                        None => member.label(),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

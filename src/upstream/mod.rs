@@ -128,7 +128,7 @@ impl Upstream {
                 let (tools, more) = member.upstream.declared_tools();
                 declared.extend(tools.into_iter().map(|mut tool| {
                     tool.tool = format!("{}{}", member.prefix, tool.tool);
-                    tool.subject = format!("{} (route {})", tool.subject, member.route);
+                    tool.subject = format!("{} ({})", tool.subject, member.name);
                     tool
                 }));
                 scopes.extend(more);

@@ -23,12 +23,14 @@ const MAX_SESSIONS: u64 = 10_000;
 /// A member session unused this long is forgotten (the member expires its own).
 const IDLE: Duration = Duration::from_secs(300);
 
-/// One member: a route's name, its prefix, and the upstream it runs.
+/// One member: its name (a route's, or `server <prefix>*`), its prefix, the
+/// upstream it runs and where readiness reaches it.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
-    pub(crate) route: RouteName,
+    pub(crate) name: RouteName,
     pub(crate) prefix: Arc<str>,
     pub(crate) upstream: Arc<Upstream>,
+    pub(crate) probe: Option<url::Url>,
 }
 
 #[cfg(test)]
@@ -42,9 +44,10 @@ impl Member {
             .map(|section| Upstream::from_config(&section, 1).unwrap())
             .unwrap();
         Self {
-            route: Arc::from(format!("{prefix}route")),
+            name: Arc::from(format!("{prefix}route")),
             prefix: Arc::from(prefix),
             upstream: Arc::new(upstream),
+            probe: None,
         }
     }
 }
@@ -115,7 +118,7 @@ impl Sessions {
         context: &Context<'_>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let key = (Arc::clone(&member.route), context.caller.to_vec());
+        let key = (Arc::clone(&member.name), context.caller.to_vec());
         let own = context.own_headers.clone();
         let mut reopened = false;
         loop {
@@ -158,7 +161,7 @@ pub(super) fn rpc_error(member: &Member, error: &ClientError) -> RpcError {
         ClientError::JsonRpc { code, message, .. } => RpcError::new(*code, message.clone()),
         other => RpcError::new(
             INTERNAL_ERROR,
-            format!("member {} could not answer: {other}", member.route),
+            format!("member {} could not answer: {other}", member.name),
         ),
     }
 }

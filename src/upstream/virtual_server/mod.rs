@@ -108,9 +108,9 @@ impl VirtualUpstream {
                         .filter_map(|item| names::prefixed(item, &member.prefix)),
                 ),
                 Err(error) => tracing::warn!(
-                    member = %member.route,
+                    member = %member.name,
                     "virtual server: {} left out of {}: {error}",
-                    member.route,
+                    member.name,
                     kind.list_method()
                 ),
             }

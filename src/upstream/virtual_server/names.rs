@@ -122,7 +122,7 @@ mod tests {
         for name in ["gh_", "gl_create", "create", ""] {
             assert!(owner(&members, name).is_none(), "{name}");
         }
-        assert_eq!(Arc::strong_count(&members[0].route), 1);
+        assert_eq!(Arc::strong_count(&members[0].name), 1);
     }
 
     #[test]
