@@ -117,9 +117,14 @@ impl Gateway {
         });
         let upstream = match (kept, &settings.kind) {
             (Some(running), _) => Arc::clone(&running.upstream),
-            (None, UpstreamKind::Virtual(merged)) => Arc::new(Upstream::Virtual(Box::new(
-                VirtualUpstream::new(merged, members(merged, built)?, settings.timeout),
-            ))),
+            (None, UpstreamKind::Virtual(merged)) => {
+                Arc::new(Upstream::Virtual(Box::new(VirtualUpstream::new(
+                    merged,
+                    members(merged, built)?,
+                    settings.timeout,
+                    running.and_then(|running| running.upstream.virtual_server()),
+                ))))
+            }
             (None, _) => Arc::new(Upstream::from_settings(&settings, limit)?),
         };
         // Wider than `kept`: a GraphQL upstream rebuilt from the same section is the

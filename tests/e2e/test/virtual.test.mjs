@@ -31,8 +31,11 @@
 //   web:sum it is listed and called.
 // - The MCP Inspector CLI lists the first page of `all` and calls web_echo.
 // - SIGHUP adding a fourth member (`more`, stdio) while an SDK client keeps calling
-//   each member through `all`: no call fails, and the list gains more_* tools,
-//   answered by the new member.
+//   each member through `all`: no call fails, the list gains more_* tools,
+//   answered by the new member, and the caller's session with `local` (its stdio
+//   child) carries over: one child before, that one and `more`'s after. (Before the
+//   fix the reload opened new member sessions, and two calls that found none at
+//   once opened one each: four children.)
 // - With web's server-everything stopped: its tools leave the list, the other
 //   members keep answering, a call of a web_ tool is a JSON-RPC error naming the
 //   member, and /readyz on the admin listener says "degraded", web not ready with
@@ -56,7 +59,7 @@ import { startGraphqlServer } from '../lib/graphql-server.mjs';
 import { describeLog } from '../lib/logging-fetch.mjs';
 import { postMcp } from '../lib/mcp.mjs';
 import { NODE22 } from '../lib/node22.mjs';
-import { freePort, runProcess } from '../lib/procs.mjs';
+import { childrenOf, freePort, runProcess } from '../lib/procs.mjs';
 import { startRecorder } from '../lib/recorder.mjs';
 import {
   EVERYTHING_BIN,
@@ -426,6 +429,10 @@ describe('virtual server: three real members under one route', () => {
     };
     let reloadedAt = Infinity;
     const loops = [loop(0), loop(1)];
+    await sleep(300);
+    // This caller's session with `local`: one stdio child.
+    const localChildren = childrenOf(gateway.proc.child.pid);
+    assert.equal(localChildren.length, 1, `${localChildren}`);
     try {
       await sleep(1000);
       reloadedAt = await reloadGateway(gateway, configYaml(['web', 'local', 'gql', 'more']));
@@ -443,6 +450,11 @@ describe('virtual server: three real members under one route', () => {
     assert.deepEqual(names, merged('tools', ['web', 'local', 'gql', 'more'], { sum: false }));
     const env = await c.client.callTool({ name: 'more_get-env', arguments: {} });
     assert.deepEqual(JSON.parse(textOf(env)), childEnv('more'));
+    // The member sessions of kept members carried over the reload: the caller's
+    // `local` child is the same, and `more` has started one more.
+    const children = childrenOf(gateway.proc.child.pid);
+    assert.equal(children.length, 2, `${localChildren} before the reload, ${children} after`);
+    assert.ok(children.includes(localChildren[0]), `${localChildren} before the reload, ${children} after`);
     await c.client.close();
   });
 
