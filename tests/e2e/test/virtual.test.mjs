@@ -30,16 +30,18 @@
 //   server-everything), while local_get-sum (local has no such rule) works; with
 //   web:sum it is listed and called.
 // - The MCP Inspector CLI lists the first page of `all` and calls web_echo.
-// - SIGHUP adding a fourth member (`more`, stdio) while an SDK client keeps calling
-//   each member through `all`: no call fails, the list gains more_* tools,
-//   answered by the new member, and the caller's session with `local` (its stdio
-//   child) carries over: one child before, that one and `more`'s after. (Before the
-//   fix the reload opened new member sessions, and two calls that found none at
-//   once opened one each: four children.)
+// - SIGHUP adding a fourth member (`more`, stdio), then one removing `gql`, while an
+//   SDK client keeps calling each member through `all`: no call fails; the list
+//   gains more_* tools (answered by the new member), then loses gql_* (a gql_ call
+//   is then an unknown tool that reaches no API); the caller's session with `local`
+//   (its stdio child) carries over both reloads. (Before the fix in members.rs a
+//   reload opened new member sessions, and two calls that found none at once opened
+//   one each: four children after the first reload instead of two.)
 // - With web's server-everything stopped: its tools leave the list, the other
-//   members keep answering, a call of a web_ tool is a JSON-RPC error naming the
-//   member, and /readyz on the admin listener says "degraded", web not ready with
-//   its upstream unreachable, `all` and the others ready.
+//   members (local, more) keep answering, a call of a web_ tool is a JSON-RPC error
+//   naming the member, and /readyz on the admin listener says "degraded": web not
+//   ready, its upstream unreachable; `all` ready (a virtual route has no upstream
+//   of its own to probe: the members' own entries say which cannot serve).
 //
 // The tests run in order: the last ones reload the configuration and stop a member.
 import { after, before, describe, test } from 'node:test';
@@ -258,6 +260,13 @@ const CALLS = {
       assert.deepEqual(JSON.parse(textOf(result)), childEnv('local'));
     },
   },
+  more: {
+    tool: 'more_get-env',
+    arguments: () => ({}),
+    check(result) {
+      assert.deepEqual(JSON.parse(textOf(result)), childEnv('more'));
+    },
+  },
   gql: {
     tool: 'gql_execute_operation_get_facts',
     arguments: () => ({ limit: 1 }),
@@ -286,7 +295,8 @@ describe('virtual server: three real members under one route', () => {
       // GraphQL example's 5 tools, 3 of which need scopes from its schema that no token here has.
       assert.equal(tools.pages, 4);
 
-      for (const [member, call] of Object.entries(CALLS)) {
+      for (const member of ['web', 'local', 'gql']) {
+        const call = CALLS[member];
         const tag = `${sdk}-${Date.now()}`;
         const apiCount = (await api.lastRequest()).count;
         const result = await c.client.callTool({ name: call.tool, arguments: call.arguments(tag) });
@@ -407,14 +417,18 @@ describe('virtual server: three real members under one route', () => {
     assert.equal(textOf(JSON.parse(called.stdout)), 'Echo: inspected');
   });
 
-  test('SIGHUP adds a fourth member while an SDK client keeps calling through all: no call fails, the list gains more_*', async () => {
-    const c = await connect('v2');
+  /**
+   * Two lanes of `c`'s calls, each member of `members` in turn, while the file is
+   * replaced by `yaml` and reloaded; the calls that failed, and how many ended
+   * before the reload and started after it.
+   */
+  async function reloadUnderCalls(c, members, yaml) {
     const calls = [];
     const failures = [];
     let stop = false;
     const loop = async (lane) => {
       for (let i = 0; !stop; i++) {
-        const member = ['web', 'local', 'gql'][i % 3];
+        const member = members[i % members.length];
         const tag = `reload-${lane}-${i}`;
         const started = Date.now();
         try {
@@ -429,32 +443,53 @@ describe('virtual server: three real members under one route', () => {
     };
     let reloadedAt = Infinity;
     const loops = [loop(0), loop(1)];
-    await sleep(300);
-    // This caller's session with `local`: one stdio child.
-    const localChildren = childrenOf(gateway.proc.child.pid);
-    assert.equal(localChildren.length, 1, `${localChildren}`);
     try {
       await sleep(1000);
-      reloadedAt = await reloadGateway(gateway, configYaml(['web', 'local', 'gql', 'more']));
+      reloadedAt = await reloadGateway(gateway, yaml);
       await sleep(1500);
     } finally {
       stop = true;
       await Promise.all(loops);
     }
-    assert.deepEqual(failures, [], 'calls failed across the reload');
-    const before = calls.filter((call) => call.ended < reloadedAt).length;
-    const after = calls.filter((call) => call.started > reloadedAt).length;
-    assert.ok(before >= 3 && after >= 3, `${before} calls before and ${after} after the reload`);
+    return {
+      failures,
+      before: calls.filter((call) => call.ended < reloadedAt).length,
+      after: calls.filter((call) => call.started > reloadedAt).length,
+    };
+  }
 
-    const names = (await listAll(c, 'tools')).names;
-    assert.deepEqual(names, merged('tools', ['web', 'local', 'gql', 'more'], { sum: false }));
-    const env = await c.client.callTool({ name: 'more_get-env', arguments: {} });
-    assert.deepEqual(JSON.parse(textOf(env)), childEnv('more'));
+  test('SIGHUP adds a fourth member, then removes one, while an SDK client keeps calling through all: no call fails, the list follows', async () => {
+    const c = await connect('v2');
+    await c.client.callTool({ name: 'local_echo', arguments: { message: 'first' } });
+    // This caller's session with `local`: one stdio child.
+    const localChildren = childrenOf(gateway.proc.child.pid);
+    assert.equal(localChildren.length, 1, `${localChildren}`);
+
+    const added = await reloadUnderCalls(c, ['web', 'local', 'gql'], configYaml(['web', 'local', 'gql', 'more']));
+    assert.deepEqual(added.failures, [], 'calls failed across the reload');
+    assert.ok(added.before >= 3 && added.after >= 3, `${added.before} calls before and ${added.after} after the reload`);
+    assert.deepEqual((await listAll(c, 'tools')).names, merged('tools', ['web', 'local', 'gql', 'more'], { sum: false }));
+    CALLS.more.check(await c.client.callTool({ name: 'more_get-env', arguments: {} }));
     // The member sessions of kept members carried over the reload: the caller's
     // `local` child is the same, and `more` has started one more.
     const children = childrenOf(gateway.proc.child.pid);
     assert.equal(children.length, 2, `${localChildren} before the reload, ${children} after`);
     assert.ok(children.includes(localChildren[0]), `${localChildren} before the reload, ${children} after`);
+
+    // gql leaves (its route too) while web, local and more are called.
+    const removed = await reloadUnderCalls(c, ['web', 'local', 'more'], configYaml(['web', 'local', 'more']));
+    assert.deepEqual(removed.failures, [], 'calls failed across the reload');
+    assert.ok(removed.before >= 3 && removed.after >= 3, `${removed.before} calls before and ${removed.after} after the reload`);
+    assert.deepEqual((await listAll(c, 'tools')).names, merged('tools', ['web', 'local', 'more'], { sum: false }));
+    const apiCount = (await api.lastRequest()).count;
+    const gone = await c.client.callTool({ name: 'gql_execute_operation_get_facts', arguments: { limit: 1 } }).then(
+      (result) => assert.fail(`the removed member answered: ${JSON.stringify(result)}`),
+      (error) => error,
+    );
+    assert.equal(gone.code, -32602, gone.message);
+    assert.match(gone.message, /unknown tool: gql_execute_operation_get_facts/);
+    assert.equal((await api.lastRequest()).count, apiCount, 'a call reached the removed member');
+    assert.deepEqual(childrenOf(gateway.proc.child.pid), children, 'the kept members\' children changed');
     await c.client.close();
   });
 
@@ -463,8 +498,8 @@ describe('virtual server: three real members under one route', () => {
     await everything.stop();
     const c = await connect('v1');
     const names = (await listAll(c, 'tools')).names;
-    assert.deepEqual(names, merged('tools', ['local', 'gql', 'more'], { sum: false }));
-    for (const member of ['local', 'gql']) {
+    assert.deepEqual(names, merged('tools', ['local', 'more'], { sum: false }));
+    for (const member of ['local', 'more']) {
       const result = await c.client.callTool({ name: CALLS[member].tool, arguments: CALLS[member].arguments('down') });
       CALLS[member].check(result, 'down');
     }
@@ -482,9 +517,9 @@ describe('virtual server: three real members under one route', () => {
     const state = await ready.json();
     assert.equal(ready.status, 200, JSON.stringify(state));
     assert.equal(state.status, 'degraded', JSON.stringify(state));
-    assert.deepEqual(Object.keys(state.routes).sort(), ['all', 'gql', 'local', 'more', 'web']);
+    assert.deepEqual(Object.keys(state.routes).sort(), ['all', 'local', 'more', 'web']);
     assert.equal(state.routes.web.status, 'not_ready', JSON.stringify(state));
     assert.match(state.routes.web.reasons.join('\n'), new RegExp(`upstream 127\\.0\\.0\\.1:${recorder.port} unreachable`));
-    for (const route of ['all', 'gql', 'local', 'more']) assert.deepEqual(state.routes[route], { status: 'ready' }, route);
+    for (const route of ['all', 'local', 'more']) assert.deepEqual(state.routes[route], { status: 'ready' }, route);
   });
 });
