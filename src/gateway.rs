@@ -126,6 +126,7 @@ impl Gateway {
                     merged,
                     members,
                     settings.timeout,
+                    running.and_then(|running| running.upstream.virtual_server()),
                 ))))
             }
             (None, _) => Arc::new(Upstream::from_settings(&settings, limit, tls)?),

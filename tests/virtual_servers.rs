@@ -381,3 +381,63 @@ async fn a_server_of_its_own_is_a_member_too() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_callers_member_session_is_opened_once_and_kept_across_a_reload() {
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let config = |members: &[(&str, &str)]| {
+        format!(
+            "{}{}{}{}",
+            head(),
+            route("alpha", &a.url, ""),
+            route("beta", &b.url, ""),
+            virtual_route(members, "")
+        )
+    };
+    let gateway = Gateway::start(&config(&[("alpha", "a_")])).await;
+
+    // Eight of alice's calls at once, before she has a session with alpha: one
+    // is opened, and every call uses it.
+    let echo = call("a_echo");
+    let calls = (0..8).map(|_| send(&gateway, "alice", "", &echo));
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200, "{}", gateway.stderr());
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["result"]["ok"], true, "{answer}");
+    }
+    assert_eq!(asked(&a, "initialize").len(), 1);
+    assert_eq!(asked(&a, "tools/call").len(), 8);
+
+    // A reload that changes the virtual route (beta joins) but keeps alpha: alice's
+    // session with alpha carries over, beta gets its first.
+    gateway.rewrite_config(&config(&[("alpha", "a_"), ("beta", "b_")]));
+    gateway.signal("HUP");
+    assert!(
+        gateway.wait_for_log("config reloaded").await,
+        "{}",
+        gateway.stderr()
+    );
+    for tool in ["a_echo", "b_echo"] {
+        let response = send(&gateway, "alice", "", &call(tool)).await;
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["result"]["ok"], true, "{answer}");
+    }
+    assert_eq!(
+        asked(&a, "initialize").len(),
+        1,
+        "alpha's session was opened again"
+    );
+    assert_eq!(asked(&b, "initialize").len(), 1);
+    let sessions: Vec<_> = a
+        .seen()
+        .iter()
+        .filter(|seen| {
+            serde_json::from_slice::<Value>(&seen.body).is_ok_and(|m| m["method"] == "tools/call")
+        })
+        .map(|seen| seen.headers.get("mcp-session-id").cloned())
+        .collect();
+    assert_eq!(
+        sessions,
+        vec![Some("upstream-session-1".parse().unwrap()); 9]
+    );
+}

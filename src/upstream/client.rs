@@ -74,6 +74,10 @@ pub enum ClientError {
         /// The most bytes read, in one answer.
         limit: usize,
     },
+    /// One failure met by several requests at once (a session they all waited
+    /// for): each is told the same.
+    #[error("{0}")]
+    Shared(std::sync::Arc<ClientError>),
     /// Pagination that does not end: a `nextCursor` still present after `pages` pages.
     #[error(
         "upstream's {method} still had a next page after {pages} pages (a looping nextCursor?)"

@@ -3,6 +3,7 @@
 //! member session with another (a server may keep state per session), and a
 //! session the member no longer knows is opened again once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::upstream::local::rpc_error::RpcError;
 
 /// JSON-RPC's "internal error": the member could not be asked.
 const INTERNAL_ERROR: i64 = -32603;
-/// Member sessions kept at once, over every member and caller.
+/// Member sessions kept at once, per member, over every caller.
 const MAX_SESSIONS: u64 = 10_000;
 /// A member session unused this long is forgotten (the member expires its own).
 const IDLE: Duration = Duration::from_secs(300);
@@ -52,20 +53,42 @@ impl Member {
     }
 }
 
-/// Open member sessions, by member route and caller.
+/// Open member sessions: per member, by caller. A member whose route a reload
+/// keeps (the same upstream) keeps its sessions in the rebuilt virtual server, so a
+/// reload neither opens them again nor leaves the old ones (a stdio child each)
+/// behind until the member expires them.
 #[derive(Debug)]
 pub(super) struct Sessions {
-    open: Cache<(RouteName, Vec<u8>), Session>,
+    open: HashMap<RouteName, Cache<Vec<u8>, Session>>,
 }
 
 impl Sessions {
-    pub(super) fn new() -> Self {
-        Self {
-            open: Cache::builder()
-                .max_capacity(MAX_SESSIONS)
-                .time_to_idle(IDLE)
-                .build(),
-        }
+    /// Sessions for `members`: those of `previous` (the virtual server a reload
+    /// replaces) for each member whose upstream it keeps, new ones for the others.
+    pub(super) fn new(members: &[Member], previous: Option<(&[Member], &Self)>) -> Self {
+        let open = members
+            .iter()
+            .map(|member| {
+                let kept = previous.and_then(|(old_members, old)| {
+                    old_members
+                        .iter()
+                        .find(|old| {
+                            old.name == member.name && Arc::ptr_eq(&old.upstream, &member.upstream)
+                        })
+                        .and_then(|old_member| old.open.get(&old_member.name))
+                });
+                let cache = match kept {
+                    // A clone shares the entries.
+                    Some(cache) => cache.clone(),
+                    None => Cache::builder()
+                        .max_capacity(MAX_SESSIONS)
+                        .time_to_idle(IDLE)
+                        .build(),
+                };
+                (Arc::clone(&member.name), cache)
+            })
+            .collect();
+        Self { open }
     }
 
     /// Every item of `member`'s list, for the caller of `context`.
@@ -118,34 +141,44 @@ impl Sessions {
         context: &Context<'_>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let key = (Arc::clone(&member.name), context.caller.to_vec());
-        let own = context.own_headers.clone();
+        let Some(open) = self.open.get(&member.name) else {
+            return Err(ClientError::NotMcp {
+                method: method.to_owned(),
+                reason: format!("{} is not a member", member.name),
+            });
+        };
+        let caller = context.caller.to_vec();
         let mut reopened = false;
         loop {
-            let session = match self.open.get(&key).await {
-                Some(session) if !reopened => session,
-                _ => {
-                    let mut client =
-                        Client::new(&member.upstream, timeout).with_headers(own.clone());
+            // Opened once however many of the caller's requests find none at once:
+            // each would otherwise open its own, and all but one be left behind.
+            let session = open
+                .try_get_with_by_ref(&caller, async {
+                    let mut client = Client::new(&member.upstream, timeout)
+                        .with_headers(context.own_headers.clone());
                     client.initialize("mcpgate-virtual").await?;
-                    let Some(session) = client.session() else {
-                        return Err(ClientError::NotMcp {
-                            method: "initialize".to_owned(),
-                            reason: "no protocol version was agreed".to_owned(),
-                        });
-                    };
-                    self.open.insert(key.clone(), session.clone()).await;
-                    session
-                }
-            };
-            let mut client =
-                Client::resume(&member.upstream, timeout, &session).with_headers(own.clone());
+                    client.session().ok_or_else(|| ClientError::NotMcp {
+                        method: "initialize".to_owned(),
+                        reason: "no protocol version was agreed".to_owned(),
+                    })
+                })
+                .await
+                .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(ClientError::Shared))?;
+            let mut client = Client::resume(&member.upstream, timeout, &session)
+                .with_headers(context.own_headers.clone());
             match client.request(method, Some(params.clone())).await {
-                // The member forgot the session (it restarted, or expired it).
+                // The member forgot the session (it restarted, or expired it): forget
+                // it too, unless another request has already put a new one in its place.
                 Err(ClientError::Status { status, .. })
                     if status == StatusCode::NOT_FOUND && session.id.is_some() && !reopened =>
                 {
-                    self.open.invalidate(&key).await;
+                    if open
+                        .get(&caller)
+                        .await
+                        .is_some_and(|current| current.id == session.id)
+                    {
+                        open.invalidate(&caller).await;
+                    }
                     reopened = true;
                 }
                 outcome => return outcome,
@@ -159,6 +192,7 @@ impl Sessions {
 pub(super) fn rpc_error(member: &Member, error: &ClientError) -> RpcError {
     match error {
         ClientError::JsonRpc { code, message, .. } => RpcError::new(*code, message.clone()),
+        ClientError::Shared(error) => rpc_error(member, error),
         other => RpcError::new(
             INTERNAL_ERROR,
             format!("member {} could not answer: {other}", member.name),

@@ -37,16 +37,23 @@ pub struct VirtualUpstream {
 
 impl VirtualUpstream {
     /// `members` in the order of `config.members`, each with its route's upstream.
+    /// `previous` is the virtual server of the same route that a reload replaces:
+    /// the member sessions of the members it keeps carry over.
     pub(crate) fn new(
         config: &VirtualServerConfig,
         members: Vec<Member>,
         timeout: Duration,
+        previous: Option<&Self>,
     ) -> Self {
+        let sessions = Sessions::new(
+            &members,
+            previous.map(|previous| (previous.members.as_slice(), &previous.sessions)),
+        );
         Self {
             members,
             page_size: config.page_size,
             timeout,
-            sessions: Sessions::new(),
+            sessions,
         }
     }
 

@@ -41,48 +41,40 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ClientCredentialsProvider as ProviderV1 } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
-import {
-  Client as ClientV2,
-  ClientCredentialsProvider as ProviderV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from '@modelcontextprotocol/client';
+import { Client as ClientV2 } from '@modelcontextprotocol/client';
 import { M2M, M2M_B, decodeJwt, requestToken, startAuthServer } from '../lib/as.mjs';
 import { compareConformance } from '../lib/conformance.mjs';
 import { startEverything } from '../lib/everything.mjs';
-import { REPO_ROOT, UPSTREAM_CREDENTIAL, startGateway } from '../lib/gateway.mjs';
+import { startGateway } from '../lib/gateway.mjs';
 import { startGraphqlServer } from '../lib/graphql-server.mjs';
-import { describeLog, loggingFetch } from '../lib/logging-fetch.mjs';
+import { describeLog } from '../lib/logging-fetch.mjs';
 import { openSession, postMcp } from '../lib/mcp.mjs';
 import { childrenOf, freePort } from '../lib/procs.mjs';
 import { startRecorder } from '../lib/recorder.mjs';
+import {
+  GRAPHQL_EXAMPLE as EXAMPLE,
+  SDKS,
+  auditLog,
+  childEnv,
+  graphqlUpstream,
+  httpUpstream,
+  reloadGateway,
+  routeSdkClient,
+  stdioUpstream,
+  textOf,
+} from '../lib/routes.mjs';
 
-const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const EVERYTHING_BIN = path.join(E2E_DIR, 'node_modules', '.bin', 'mcp-server-everything');
-const EXAMPLE = path.join(REPO_ROOT, 'examples', 'graphql');
-const API_CREDENTIAL = 'Bearer the-graphql-apis-own-key';
-/** The stdio child's whole environment: the launcher needs `node` on PATH. */
-const CHILD_ENV = {
-  PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH}`,
-  MCPGATE_E2E_ROUTE: 'local',
-};
+/** The stdio child's whole environment. */
+const CHILD_ENV = childEnv('local');
 const ROUTE_NAMES = ['everything', 'local', 'graphql', 'gone', 'extra'];
 const CALL_SCOPES = ROUTE_NAMES.map((name) => `${name}:call`);
-const SDKS = {
-  v1: { Client: ClientV1, Transport: TransportV1, Provider: ProviderV1 },
-  v2: { Client: ClientV2, Transport: TransportV2, Provider: ProviderV2 },
-};
 
 /** What audit records write instead of a token (docs/operations.md). */
 const fingerprint = (token) => createHash('sha256').update(token).digest('hex').slice(0, 16);
-const textOf = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
 
 let as;
 let everything;
@@ -98,19 +90,13 @@ const open = []; // every SDK client, closed in after()
 /** The YAML of one route. */
 function routeYaml(name) {
   // everything, gone and extra: server-everything over HTTP, through the recorder.
-  const http = `{url: ${recorder.url}, headers: {${UPSTREAM_CREDENTIAL.name}: "${UPSTREAM_CREDENTIAL.value}"}}`;
+  const http = httpUpstream(recorder.url);
   const upstream = {
     everything: http,
     gone: http,
     extra: http,
-    local: `{command: [${JSON.stringify(EVERYTHING_BIN)}, stdio], env: ${JSON.stringify(CHILD_ENV)}}`,
-    graphql: `
-      graphql:
-        endpoint: ${api.url}
-        schema: ${path.join(EXAMPLE, 'schema.graphql')}
-        operations: ${path.join(EXAMPLE, 'operations')}
-        headers: {Authorization: "${API_CREDENTIAL}"}
-        exclude_mutations: true`,
+    local: stdioUpstream(CHILD_ENV),
+    graphql: graphqlUpstream(api.url),
   }[name];
   return `  - name: ${name}
     public_url: ${routes[name].url}
@@ -191,34 +177,10 @@ async function tokenFor(route, scope, client = M2M) {
 
 /** A client of `sdk` for `route` that finds everything from the route's 401. */
 function sdkClient(sdk, route, { scope = `mcp:connect ${route}:call` } = {}) {
-  const { Client, Transport, Provider } = SDKS[sdk];
-  const provider = new Provider({ clientId: M2M.clientId, clientSecret: M2M.clientSecret, expectedIssuer: as.issuer, scope });
-  const { fetch, log } = loggingFetch();
-  const transport = new Transport(new URL(routes[route].url), { authProvider: provider, fetch });
-  const client = new Client({ name: `mcpgate-e2e-routes-${sdk}`, version: '0.0.0' });
-  open.push(client);
-  return { client, transport, provider, log };
+  return routeSdkClient({ sdk, url: routes[route].url, issuer: as.issuer, scope, open });
 }
 
-/** Every audit record so far. */
-async function auditRecords() {
-  const text = await readFile(auditPath, 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => JSON.parse(line));
-}
-
-/** Wait until the asynchronous audit writer has written a record matching `match`. */
-async function auditRecord(match, what) {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const found = (await auditRecords()).find(match);
-    if (found) return found;
-    if (Date.now() > deadline) assert.fail(`no audit record for ${what}:\n${JSON.stringify(await auditRecords(), null, 1)}`);
-    await sleep(50);
-  }
-}
+const auditRecord = (match, what) => auditLog(auditPath).record(match, what);
 
 /** What each route's call must show about the server that answered. */
 const CALLS = {
@@ -530,16 +492,7 @@ describe('routes: three real upstreams behind one mcpgate', () => {
     try {
       await sleep(1000);
       // Reversed: a kept route found by its place instead of its name would lose its sessions.
-      await writeFile(gateway.configPath, configYaml(['extra', 'local', 'everything']));
-      const mark = gateway.proc.output.length;
-      process.kill(gateway.proc.child.pid, 'SIGHUP');
-      const deadline = Date.now() + 20_000;
-      while (!gateway.proc.output.slice(mark).includes('config reloaded')) {
-        assert.ok(!gateway.proc.output.slice(mark).includes('reload failed'), gateway.proc.output.slice(mark));
-        assert.ok(Date.now() < deadline, `no reload:\n${gateway.proc.output.slice(mark)}`);
-        await sleep(20);
-      }
-      reloadedAt = Date.now();
+      reloadedAt = await reloadGateway(gateway, configYaml(['extra', 'local', 'everything']));
       await sleep(1000);
     } finally {
       stop = true;
