@@ -335,9 +335,18 @@ pub async fn explain(
     let matched = rules.matching(&principal);
     answer.rules_matched = Some(rules.names(&matched));
     limits(gateway, &principal, parsed.as_ref(), &mut answer);
-    if target.item == Some(Item::Tool(Builtin::ExecuteGraphql.name()))
-        && gateway.upstream.graphql().is_some()
-    {
+    // The GraphQL server's own name, or a virtual server's member's under its prefix.
+    let execute_graphql = match (gateway.upstream.graphql(), target.item) {
+        (Some(_), Some(Item::Tool(name))) => name == Builtin::ExecuteGraphql.name(),
+        (None, Some(Item::Tool(name))) => gateway.upstream.virtual_server().is_some_and(|merged| {
+            merged.members().iter().any(|member| {
+                member.upstream.graphql().is_some()
+                    && name.strip_prefix(&*member.prefix) == Some(Builtin::ExecuteGraphql.name())
+            })
+        }),
+        _ => false,
+    };
+    if execute_graphql {
         answer.notes.push(
             "execute_graphql also needs the scopes of the fields its query selects, which \
              this answer does not see"

@@ -1045,6 +1045,29 @@ async fn a_query_through_a_virtual_server_needs_the_scopes_of_its_fields() {
         files.schema().display(),
         files.operations().display()
     );
+    // `mcpgate explain` says the fields' scopes are decided per query there too.
+    let fixed = config.replace("{port}", "5025");
+    let token = hs256(
+        &claims("http://127.0.0.1:5025/all/mcp", "mcp:graphql:execute"),
+        Some("dev"),
+    );
+    let (_, stdout, stderr) = run_with_config(
+        "explain",
+        &fixed,
+        &[
+            "--route",
+            "all",
+            "--token",
+            &token,
+            "--tool",
+            "g_execute_graphql",
+        ],
+        &[],
+    );
+    assert!(
+        stdout.contains("execute_graphql also needs the scopes of the fields its query selects"),
+        "{stdout}{stderr}"
+    );
     let gateway = Gateway::start(&config).await;
     let all = format!("{}/all/mcp", gateway.base);
     let call = |scopes: &str| {
